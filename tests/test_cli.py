@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from vggbench.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_models_table_lists_the_zoo_with_computed_figures():
+    result = run("models")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["name", "config", "depth", "bn", "lrn", "params", "gmacs@224", "weights"]
+    vgg16 = next(line for line in lines if line.startswith("vgg16 "))
+    assert "138,357,544" in vgg16 and "15.47" in vgg16 and "IMAGENET1K_V1" in vgg16
+    assert any(line.startswith("vgg16c ") and " - " in line + " " for line in lines)
+
+
+def test_models_json_and_csv():
+    rows = json.loads(run("models", "--format", "json").output)
+    assert {r["name"]: r["params"] for r in rows}["vgg19_bn"] == 143_678_248
+    csv_out = run("models", "--format", "csv", "--width", "0.5").output.splitlines()
+    assert csv_out[0].startswith("name,config,depth") and len(csv_out) == 12
+
+
+def test_one_model_shows_its_layers_and_shapes():
+    result = run("models", "vgg16")
+    assert result.exit_code == 0
+    assert "vgg16: config D, 16 weight layers" in result.output
+    assert "512x7x7" in result.output and "25088->4096" in result.output
+    tiny = run("info", "a-lrn", "--width", "0.0625", "--head", "compact", "--image-size", "32",
+               "--num-classes", "10", "--format", "json")
+    layers = json.loads(tiny.output)
+    assert layers[2]["type"] == "LocalResponseNorm" and layers[-1]["output"] == "10"
+
+
+@pytest.mark.parametrize("args,message", [
+    (("models", "vgg17"), "error: unknown model 'vgg17'; did you mean vgg19, vgg16, vgg13?"),
+    (("info", "vgg16", "--width", "0"), "error: width must be a channel multiplier"),
+    (("info", "vgg16", "--image-size", "16"), "error: image size 16 is too small for vgg16"),
+    (("info", "vgg16", "--head", "big"), "error: unknown head 'big'"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, message):
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(message)
+    assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = "import sys; from vggbench.cli import main; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

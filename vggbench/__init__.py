@@ -1,0 +1,32 @@
+"""vggbench: build, train, export, verify and benchmark every VGG of the paper.
+
+The public functions are imported lazily so that `import vggbench` (and `vggbench --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "get_spec": "specs", "list_models": "specs", "ModelOptions": "specs", "ModelSpec": "specs",
+    "build": "models", "VGG": "models",
+    "load_model": "weights", "save_weights": "weights", "LoadedModel": "weights",
+    "profile": "profile",
+    "VggbenchError": "errors",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'vggbench' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = list(_EXPORTS)

@@ -1,0 +1,47 @@
+"""The errors vggbench raises for things a user can fix; the CLI prints them as one line."""
+
+from __future__ import annotations
+
+# Exit codes: 1 means "the check ran and failed" (parity, regression), 2 means "bad input".
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+
+
+class VggbenchError(Exception):
+    """Base class: a message meant for the user and the exit code the CLI should use."""
+
+    exit_code = EXIT_USAGE
+
+
+class UnknownModelError(VggbenchError):
+    """A model name that is not in the registry."""
+
+
+class ConfigError(VggbenchError):
+    """Model options or image sizes that cannot work (width, num_classes, image size, ...)."""
+
+
+class WeightsError(VggbenchError):
+    """Weights that cannot be had or do not fit: missing, corrupt, refused or mismatched files."""
+
+
+class UnsupportedError(VggbenchError):
+    """A backend/device/precision/format combination that cannot run here."""
+
+
+class ExportError(VggbenchError):
+    """An export that failed; the previous export folder, if any, is left intact."""
+
+
+class ArtifactError(VggbenchError):
+    """An export folder that is incomplete, tampered with or from an unknown format."""
+
+
+class DataError(VggbenchError):
+    """A dataset that cannot be found or read."""
+
+
+class CheckFailed(VggbenchError):
+    """A check that ran and failed: a parity mismatch or a benchmark regression."""
+
+    exit_code = EXIT_CHECK_FAILED

@@ -1,0 +1,108 @@
+"""The VGG module: one layer builder, one module class, the two initialisations, one builder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .specs import (  # noqa: F401  (re-exported: models is the public face of the zoo)
+    CONFIGS,
+    HEADS,
+    INITS,
+    LRN_PARAMS,
+    ModelOptions,
+    ModelSpec,
+    check_image_size,
+    get_spec,
+    list_models,
+    register_model,
+    scale,
+)
+
+
+def make_layers(layers: Iterable, batch_norm: bool, width: float = 1.0, in_channels: int = 3) -> nn.Sequential:
+    """The feature extractor. Module indices match torchvision's for the configs it has."""
+    modules: list[nn.Module] = []
+    for token in layers:
+        if token == "M":
+            modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        elif token == "LRN":
+            modules.append(nn.LocalResponseNorm(**LRN_PARAMS))
+        else:
+            out, kernel = token if isinstance(token, tuple) else (token, 3)
+            out = scale(out, width)
+            modules.append(nn.Conv2d(in_channels, out, kernel_size=kernel, padding=kernel // 2))
+            if batch_norm:
+                modules.append(nn.BatchNorm2d(out))
+            modules.append(nn.ReLU(inplace=True))
+            in_channels = out
+    return nn.Sequential(*modules)
+
+
+class VGG(nn.Module):
+    """Features, an adaptive average pool and a three-layer classifier, as torchvision lays them out."""
+
+    def __init__(self, features: nn.Sequential, feature_channels: int, num_classes: int = 1000,
+                 hidden: int = 4096, dropout: float = 0.5, pool: int = 7) -> None:
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
+        self.classifier = nn.Sequential(
+            nn.Linear(feature_channels * pool * pool, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
+def init_kaiming(model: nn.Module) -> None:
+    """torchvision's initialisation."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def init_paper(model: nn.Module) -> None:
+    """The paper's random initialisation: N(0, 0.01^2) weights and zero biases everywhere."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+_INIT_FUNCTIONS = {"kaiming": init_kaiming, "paper": init_paper}
+
+
+def build(spec: ModelSpec | str, options: ModelOptions | None = None) -> VGG:
+    """A freshly initialised VGG (uses the global RNG; see `weights.load_model` for seeded builds)."""
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    options = options or ModelOptions()
+    features = make_layers(spec.layers, spec.batch_norm, options.width)
+    last = [m for m in features if isinstance(m, nn.Conv2d)][-1].out_channels
+    model = VGG(features, last, options.num_classes, options.hidden_features, options.dropout,
+                HEADS[options.head]["pool"])
+    _INIT_FUNCTIONS[options.init](model)
+    return model
+
+
