@@ -59,3 +59,49 @@ def test_user_errors_are_one_line_and_exit_2(args, message):
 def test_help_is_fast_and_does_not_import_torch():
     code = "import sys; from vggbench.cli import main; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- export / verify from the command line --------------------------------------------------------------
+
+TINY_ARGS = ["--width", "0.0625", "--hidden", "32", "--image-size", "32"]
+
+
+def test_export_then_verify_as_a_user_types_it(tmp_path):
+    out = tmp_path / "vgg11"
+    result = run("export", "vgg11", *TINY_ARGS, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "model.onnx" in result.output and "parity: 9 comparisons passed" in result.output
+    assert f"wrote {out}" in result.output
+    result = run("verify", out)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("ok: 9 comparisons passed")
+    report = json.loads(run("verify", out, "--json", "--backends", "onnx", "--no-photos").output)
+    assert report["passed"] and {r["inputs"] for r in report["results"]} == {"random x1", "random x3"}
+    again = run("export", "vgg11", *TINY_ARGS, "--out", out)
+    assert again.exit_code == 2 and "already exists; pass --force" in again.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (("verify", "nowhere"), "error: export folder nowhere does not exist"),
+    (("export", "vgg16", "--weights", "missing.pth"), "error: weights file missing.pth does not exist"),
+    (("export", "vgg16c", "--weights", "imagenet"), "error: vgg16c has no published ImageNet weights"),
+    (("export", "vgg11", *TINY_ARGS, "--format", "tflite"), "error: unknown export format tflite"),
+    (("export", "vgg11", "--width", "0.0625", "--image-size", "20"), "error: image size 20 is too small"),
+])
+def test_export_and_verify_errors_are_one_line(args, message):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith(message) and len(result.output.strip().splitlines()) == 1
+
+
+def test_verify_on_a_device_this_machine_lacks(tmp_path):
+    import torch
+
+    out = tmp_path / "e"
+    assert run("export", "vgg11", *TINY_ARGS, "--out", out, "--format", "onnx", "--no-verify").exit_code == 0
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run("verify", out, "--device", "cuda")
+    assert result.exit_code == 2
+    assert result.output.strip() == ("error: device cuda requested but CUDA is not available (no CUDA device is "
+                                     "visible); use --device cpu")

@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from .errors import VggbenchError
+from .errors import UnsupportedError, VggbenchError
 
 FORMAT_CHOICE = click.Choice(["table", "github", "csv", "json"])
 
@@ -130,3 +130,99 @@ def _show_model(name, options, image_size, fmt) -> None:
                    f"{'batch norm' if spec.batch_norm else 'no batch norm'}{', LRN' if spec.lrn else ''}; "
                    f"{prof.params:,} params, {prof.gmacs:.4g} GMACs at {image_size}x{image_size}")
     echo_rows(layer_rows(prof), fmt)
+
+
+# --- export / verify ----------------------------------------------------------------------------------
+
+def load_from_options(name: str, kwargs: dict):
+    """A LoadedModel from the --weights/--seed/shape options (popped from kwargs)."""
+    from .weights import load_model
+
+    shape = {k: v for k, v in shape_kwargs(kwargs).items() if v is not None}
+    return load_model(name, kwargs.pop("weights"), seed=kwargs.pop("seed"), **shape)
+
+
+@main.command()
+@click.argument("model")
+@weights_options
+@click.option("--format", "formats", default="torchscript,onnx,pt2", show_default=True,
+              help="Comma-separated: torchscript, onnx, pt2.")
+@click.option("--out", type=click.Path(), help="Export folder [default: exports/MODEL].")
+@click.option("--image-size", default=224, show_default=True, type=int)
+@click.option("--batch-size", default=1, show_default=True, type=int,
+              help="Batch of a --static-batch export (dynamic exports take any batch).")
+@click.option("--dynamic-batch/--static-batch", default=True, show_default=True)
+@click.option("--opset", type=int, help="ONNX opset [default: the exporter's].")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option("--torchscript-mode", type=click.Choice(["trace", "script"]), default="trace", show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing export folder.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Check every artifact against the eager model before the folder is put in place.")
+def export(model, formats, out, image_size, batch_size, dynamic_batch, opset, precision, torchscript_mode, force,
+           verify, **kwargs) -> None:
+    """Export MODEL to TorchScript, ONNX and torch.export, with a manifest and a parity check."""
+    from .export import export as run_export
+
+    loaded = load_from_options(model, kwargs)
+    out = out or f"exports/{loaded.name}"
+    manifest = run_export(loaded, out, formats=parse_list(formats), image_size=image_size, batch_size=batch_size,
+                          dynamic_batch=dynamic_batch, opset=opset, precision=precision,
+                          torchscript_mode=torchscript_mode, force=force, verify=verify)
+    rows = [{"format": fmt, "files": ", ".join(f"{f['file']} ({f['bytes'] / 2**20:.1f} MiB)" for f in a["files"])}
+            for fmt, a in manifest["artifacts"].items()]
+    echo_rows(rows, "table")
+    if manifest["warnings"]:
+        click.echo(f"{len(manifest['warnings'])} exporter warning(s) recorded in manifest.json "
+                   f"(e.g. {manifest['warnings'][0][:100]})")
+    if manifest["parity"]:
+        worst = max(manifest["parity"], key=lambda r: r["max_abs"])
+        click.echo(f"parity: {len(manifest['parity'])} comparisons passed; largest |diff| {worst['max_abs']:.3g} "
+                   f"({worst['backend']}, {worst['inputs']})")
+    click.echo(f"wrote {out}")
+
+
+PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", "max_rel", "mean_abs", "min_cosine",
+                  "top1_agreement", "top5_overlap", "atol", "passed", "reason"]
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path())
+@click.option("--backends", help="Comma-separated [default: every artifact in the folder]; eager and compile "
+                                 "compare the eager model itself in another precision or memory format.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", "precisions", help="Comma-separated: fp32, fp16, amp, bf16, int8 "
+                                                "[default: the export's precision].")
+@click.option("--channels-last", is_flag=True, help="Also compare channels_last input.")
+@click.option("--batch-sizes", default="1,3", show_default=True, help="Random batches to compare.")
+@click.option("--photos/--no-photos", default=True, show_default=True, help="Also compare on two real photos.")
+@click.option("--atol", type=float, help="Absolute tolerance (replaces the preset's range-relative one).")
+@click.option("--rtol", type=float, help="Relative tolerance.")
+@click.option("--weights", help="Reference weights, if the file the export was made from has moved.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
+def verify(export_dir, backends, device, precisions, channels_last, batch_sizes, photos, atol, rtol, weights, as_json,
+           fmt) -> None:
+    """Check that every artifact of EXPORT_DIR computes what the eager model computes (exit 1 if not)."""
+    import json
+
+    from .errors import CheckFailed
+    from .verify import verify as run_verify
+
+    report = run_verify(export_dir, backends=parse_list(backends), device=device, precisions=parse_list(precisions),
+                        memory_formats=("contiguous", "channels_last") if channels_last else ("contiguous",),
+                        batch_sizes=parse_list(batch_sizes, int), photos=photos, atol=atol, rtol=rtol,
+                        weights=weights)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        echo_rows([r.to_dict() for r in report.results], fmt, PARITY_COLUMNS)
+        for line in report.skipped:
+            click.echo(f"skipped: {line}")
+    if not report.results:
+        raise UnsupportedError(f"nothing to compare in {export_dir}: every combination was skipped")
+    failed = [r for r in report.results if not r.passed]
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(report.results)} comparisons failed "
+                          f"(first: {failed[0].backend} {failed[0].precision} on {failed[0].inputs}: {failed[0].reason})")
+    if not as_json:
+        click.echo(f"ok: {len(report.results)} comparisons passed")

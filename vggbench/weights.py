@@ -371,3 +371,15 @@ def save_weights(model: LoadedModel, path: str | os.PathLike, **extra) -> Path:
             raise WeightsError(f"cannot save weights as {path.suffix or 'a file without suffix'}: use "
                                f"{SAFETENSORS_SUFFIX} or {', '.join(CHECKPOINT_SUFFIXES)}")
     return path
+
+
+def state_sha256(module: nn.Module) -> str:
+    """A fingerprint of a module's weights: sha256 over every state_dict entry's name, dtype, shape and bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()

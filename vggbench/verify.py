@@ -1,0 +1,125 @@
+"""`vggbench verify`: run every artifact of an export folder against the eager model on the same inputs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import ArtifactError, UnsupportedError
+from .inputs import random_batch, sample_photos
+from .manifest import FORMATS, read_manifest
+from .parity import ParityResult, compare, tolerance_for
+from .runners import BACKENDS, OrtSettings, check_device, compile_runner, eager_runner, load_runner
+from .weights import LoadedModel, load_model, state_sha256
+
+BACKEND_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ts": "torchscript", "trt": "tensorrt",
+                   "export": "pt2", "torch.export": "pt2"}
+
+
+@dataclass
+class VerifyReport:
+    export_dir: str
+    model: str
+    results: list[ParityResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # combinations that cannot run here, and why
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict:
+        return {"export_dir": self.export_dir, "model": self.model, "passed": self.passed,
+                "results": [r.to_dict() for r in self.results], "skipped": self.skipped}
+
+
+def resolve_backend(name: str) -> str:
+    name = BACKEND_ALIASES.get(name.strip().lower(), name.strip().lower())
+    if name not in BACKENDS:
+        raise UnsupportedError(f"unknown backend {name!r}: choose from {', '.join(BACKENDS)}")
+    return name
+
+
+def reference_model(manifest: dict, weights: str | os.PathLike | None = None) -> LoadedModel:
+    """Rebuild the exported model in eager mode, and prove that its weights are the exported ones."""
+    info, model = manifest["weights"], manifest["model"]
+    if weights is None:
+        weights = {"random": "random", "imagenet": f"imagenet:{info.get('tag')}", "file": info.get("path")}[info["source"]]
+    loaded = load_model(model["name"], weights, seed=info.get("seed") or 0, **model["options"])
+    if state_sha256(loaded.module) != info["state_sha256"]:
+        raise ArtifactError(f"the weights rebuilt from {weights} are not the ones exported (state_sha256 differs); "
+                            f"pass --weights with the file the export was made from")
+    return loaded
+
+
+def _run_in_batches(runner, x: torch.Tensor, batch: int | None) -> torch.Tensor:
+    """Run `x` whole, or in chunks of a static export's batch size (padding the last chunk)."""
+    if batch is None or x.shape[0] == batch:
+        return runner(x)
+    outs = []
+    for start in range(0, x.shape[0], batch):
+        chunk = x[start:start + batch]
+        n = chunk.shape[0]
+        if n < batch:
+            chunk = torch.cat([chunk, chunk[-1:].expand(batch - n, *chunk.shape[1:])])
+        outs.append(runner(chunk)[:n])
+    return torch.cat(outs)
+
+
+def _make_runner(backend, export_dir, reference, device, precision, memory_format, settings):
+    if backend == "eager":
+        return eager_runner(reference.module, device, precision, memory_format)
+    if backend == "compile":
+        return compile_runner(reference.module, device, precision, memory_format)
+    return load_runner(export_dir, backend, device, precision, memory_format, settings)
+
+
+def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = None, device: str = "cpu",
+           precisions: Sequence[str] | None = None, memory_formats: Sequence[str] = ("contiguous",),
+           batch_sizes: Sequence[int] = (1, 3), photos: bool = True, atol: float | None = None,
+           rtol: float | None = None, weights: str | os.PathLike | None = None,
+           reference: LoadedModel | None = None, settings: OrtSettings | None = None) -> VerifyReport:
+    """Compare each (backend, precision, memory format) against eager fp32 on the CPU.
+
+    Inputs: seeded random batches of each size in `batch_sizes` (1 and >1 catch batch specialisation)
+    and, with `photos`, two real photos and their mirror images, normalised as the manifest says.
+    backends default to every artifact in the folder; precisions to the precision it was exported in.
+    """
+    check_device(device)
+    manifest = read_manifest(export_dir)
+    reference = reference or reference_model(manifest, weights)
+    if backends is None:
+        backends = [FORMATS[fmt][1][0] for fmt in manifest["artifacts"] if fmt in FORMATS]
+    backends = [resolve_backend(b) for b in backends]
+    precisions = list(precisions or [manifest["precision"]])
+    spec = manifest["input"]
+    size = spec["image_size"]
+    static = None if spec["dynamic_batch"] else spec["shape"][0]
+    inputs = [(f"random x{b}", random_batch(b, size, seed=b)) for b in batch_sizes]
+    if photos:
+        real = sample_photos(size, spec["mean"], spec["std"])
+        inputs.append((f"photos x{real.shape[0]}", real))
+    gold = eager_runner(reference.module, "cpu", "fp32")
+    expected = {label: gold(x) for label, x in inputs}
+
+    report = VerifyReport(str(export_dir), manifest["model"]["name"])
+    for backend in backends:
+        for precision in precisions:
+            for memory_format in memory_formats:
+                combo = f"{backend} {device} {precision} {memory_format}"
+                if (backend, precision, memory_format) == ("eager", "fp32", "contiguous") and device == "cpu":
+                    report.skipped.append(f"{combo}: this is the reference itself")
+                    continue
+                try:
+                    runner = _make_runner(backend, export_dir, reference, device, precision, memory_format, settings)
+                except UnsupportedError as e:
+                    report.skipped.append(f"{combo}: {e}")
+                    continue
+                tol = tolerance_for(precision, atol, rtol)
+                for label, x in inputs:
+                    got = _run_in_batches(runner, x, static)
+                    report.results.append(compare(expected[label], got, tol, backend=backend, device=device,
+                                                  precision=precision, memory_format=memory_format, inputs=label))
+    return report
