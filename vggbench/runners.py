@@ -334,3 +334,21 @@ def load_runner(export_dir: str | os.PathLike, backend: str, device: str = "cpu"
     elif precision != exported:
         raise UnsupportedError(f"{export_dir} was exported in {exported}; onnxruntime runs it as {exported} only")
     return ort_runner(path, device, precision, settings, provider="tensorrt" if backend == "tensorrt" else None)
+
+
+def make_runner(backend: str, model=None, *, export_dir: str | os.PathLike | None = None, device: str = "cpu",
+                precision: str = "fp32", memory_format: str = "contiguous", settings: OrtSettings | None = None,
+                compile_mode: str | None = None, compile_options: dict | None = None):
+    """One entry point for every backend: eager and compile run `model` (a LoadedModel or nn.Module),
+    the others load their artifact from `export_dir` (see vggbench.export)."""
+    check_supported(backend, device, precision, memory_format)
+    module = getattr(model, "module", model)
+    if backend in ("eager", "compile"):
+        if module is None:
+            raise ValueError(f"backend {backend} needs a model")
+        if backend == "eager":
+            return eager_runner(module, device, precision, memory_format)
+        return compile_runner(module, device, precision, memory_format, compile_mode, compile_options)
+    if export_dir is None:
+        raise ValueError(f"backend {backend} needs an export folder")
+    return load_runner(export_dir, backend, device, precision, memory_format, settings)

@@ -12,7 +12,7 @@ from .errors import ArtifactError, UnsupportedError
 from .inputs import random_batch, sample_photos
 from .manifest import FORMATS, read_manifest
 from .parity import ParityResult, compare, tolerance_for
-from .runners import BACKENDS, OrtSettings, check_device, compile_runner, eager_runner, load_runner
+from .runners import BACKENDS, OrtSettings, check_device, eager_runner, make_runner
 from .weights import LoadedModel, load_model, state_sha256
 
 BACKEND_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ts": "torchscript", "trt": "tensorrt",
@@ -68,14 +68,6 @@ def _run_in_batches(runner, x: torch.Tensor, batch: int | None) -> torch.Tensor:
     return torch.cat(outs)
 
 
-def _make_runner(backend, export_dir, reference, device, precision, memory_format, settings):
-    if backend == "eager":
-        return eager_runner(reference.module, device, precision, memory_format)
-    if backend == "compile":
-        return compile_runner(reference.module, device, precision, memory_format)
-    return load_runner(export_dir, backend, device, precision, memory_format, settings)
-
-
 def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = None, device: str = "cpu",
            precisions: Sequence[str] | None = None, memory_formats: Sequence[str] = ("contiguous",),
            batch_sizes: Sequence[int] = (1, 3), photos: bool = True, atol: float | None = None,
@@ -113,7 +105,8 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
                     report.skipped.append(f"{combo}: this is the reference itself")
                     continue
                 try:
-                    runner = _make_runner(backend, export_dir, reference, device, precision, memory_format, settings)
+                    runner = make_runner(backend, reference, export_dir=export_dir, device=device,
+                                         precision=precision, memory_format=memory_format, settings=settings)
                 except UnsupportedError as e:
                     report.skipped.append(f"{combo}: {e}")
                     continue
