@@ -146,7 +146,7 @@ def load_from_options(name: str, kwargs: dict):
 @click.argument("model")
 @weights_options
 @click.option("--format", "formats", default="torchscript,onnx,pt2", show_default=True,
-              help="Comma-separated: torchscript, onnx, pt2.")
+              help="Comma-separated: torchscript, onnx, pt2, onnx-int8 (int8 quantized from onnx).")
 @click.option("--out", type=click.Path(), help="Export folder [default: exports/MODEL].")
 @click.option("--image-size", default=224, show_default=True, type=int)
 @click.option("--batch-size", default=1, show_default=True, type=int,
@@ -158,16 +158,22 @@ def load_from_options(name: str, kwargs: dict):
 @click.option("--force", is_flag=True, help="Replace an existing export folder.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check every artifact against the eager model before the folder is put in place.")
+@click.option("--calibration-images", default=32, show_default=True, type=int,
+              help="onnx-int8: how many real images calibrate the activation ranges.")
+@click.option("--calibration-method", default="minmax", show_default=True,
+              type=click.Choice(["minmax", "percentile", "entropy"]))
 def export(model, formats, out, image_size, batch_size, dynamic_batch, opset, precision, torchscript_mode, force,
-           verify, **kwargs) -> None:
+           verify, calibration_images, calibration_method, **kwargs) -> None:
     """Export MODEL to TorchScript, ONNX and torch.export, with a manifest and a parity check."""
     from .export import export as run_export
+    from .quantize import QuantConfig
 
     loaded = load_from_options(model, kwargs)
     out = out or f"exports/{loaded.name}"
+    quant = QuantConfig(method=calibration_method, images=calibration_images)
     manifest = run_export(loaded, out, formats=parse_list(formats), image_size=image_size, batch_size=batch_size,
                           dynamic_batch=dynamic_batch, opset=opset, precision=precision,
-                          torchscript_mode=torchscript_mode, force=force, verify=verify)
+                          torchscript_mode=torchscript_mode, force=force, verify=verify, quant=quant)
     rows = [{"format": fmt, "files": ", ".join(f"{f['file']} ({f['bytes'] / 2**20:.1f} MiB)" for f in a["files"])}
             for fmt, a in manifest["artifacts"].items()]
     echo_rows(rows, "table")

@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from .env import package_version
-from .errors import CheckFailed, ConfigError, ExportError
+from .errors import CheckFailed, ConfigError, ExportError, VggbenchError
 from .fileio import atomic_dir, write_json
 from .manifest import FORMATS, MANIFEST, SCHEMA_VERSION, file_entry
 from .profile import profile
+from .quantize import QuantConfig, photo_crops, quantize_onnx
 from .specs import check_image_size
 from .weights import LoadedModel, state_sha256
 
@@ -75,25 +76,45 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, folder: Path, *, dyna
             "external_data": external, "files": [file_entry(folder, n) for n in names]}
 
 
+def _export_onnx_int8(module: nn.Module, example: torch.Tensor, folder: Path, *, quant: QuantConfig,
+                      calibration: torch.Tensor, **_) -> dict:
+    fp32 = folder / FORMATS["onnx"][0]
+    if not fp32.exists():
+        raise ConfigError("onnx-int8 is quantized from the ONNX export: add onnx to --format")
+    path = folder / FORMATS["onnx-int8"][0]
+    quantize_onnx(fp32, path, calibration, quant, INPUT_NAME)
+    return {"quantization": quant.to_dict(), "files": [file_entry(folder, path.name)]}
+
+
 EXPORTERS: dict[str, Callable[..., dict]] = {
     "torchscript": _export_torchscript,
     "onnx": _export_onnx,
     "pt2": _export_pt2,
+    "onnx-int8": _export_onnx_int8,
 }
+DEFAULT_FORMATS = ("torchscript", "onnx", "pt2")
 
 
-def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str] = tuple(EXPORTERS),
+def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str] = DEFAULT_FORMATS,
            image_size: int = 224, batch_size: int = 1, dynamic_batch: bool = True, opset: int | None = None,
            precision: str = "fp32", torchscript_mode: str = "trace", force: bool = False,
-           verify: bool = True) -> dict:
+           verify: bool = True, quant: QuantConfig | None = None, calibration: torch.Tensor | None = None) -> dict:
     """Write `out`/model.ts, model.onnx, model.pt2 and manifest.json, then check parity against eager.
 
     The folder is built beside `out` and renamed into place only when every format exported and
     (with `verify`) every artifact matched the eager model, so a failure leaves an old export intact.
     batch_size is the example batch of a static export; dynamic exports serve any batch size.
-    Returns the manifest.
+    onnx-int8 is quantized from model.onnx with `quant`, calibrated on `calibration` (normalised
+    images; default: crops of two real photos). Returns the manifest.
     """
     _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode)
+    formats = [f for f in EXPORTERS if f in formats]  # onnx before onnx-int8
+    quant = quant or QuantConfig()
+    if "onnx-int8" in formats:
+        if precision != "fp32":
+            raise ConfigError("onnx-int8 is quantized from an fp32 model: export it with --precision fp32")
+        if calibration is None:
+            calibration = photo_crops(quant.images, image_size, model.weights.mean, model.weights.std)
     out = Path(out)
     # A dynamic batch exported from a batch of 1 gets specialised to 1 by torch.export: use >= 2.
     example_batch = max(2, batch_size) if dynamic_batch else batch_size
@@ -108,7 +129,10 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
                 warnings.simplefilter("always")
                 try:
                     artifacts[fmt] = EXPORTERS[fmt](module, example, folder, mode=torchscript_mode,
-                                                    dynamic_batch=dynamic_batch, opset=opset)
+                                                    dynamic_batch=dynamic_batch, opset=opset, quant=quant,
+                                                    calibration=calibration)
+                except VggbenchError:
+                    raise
                 except Exception as e:  # any failure of a third-party exporter becomes one clear error
                     raise ExportError(f"{fmt} export of {model.name} failed: {_one_line(e)}") from e
             caught += sorted({f"{fmt}: {w.category.__name__}: {str(w.message).splitlines()[0]}" for w in seen})
@@ -124,9 +148,11 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
             failed = [r for r in report.results if not r.passed]
             if failed:
                 worst = failed[0]
-                raise CheckFailed(f"export of {model.name} does not match the eager model: {worst.backend} on "
-                                  f"{worst.inputs}: {worst.reason} ({len(failed)} failing comparison(s)); "
-                                  f"{out} was not written")
+                hint = (" (int8 is only offered for trained weights: random weights give no confident classes)"
+                        if worst.precision == "int8" and model.weights.source == "random" else "")
+                raise CheckFailed(f"export of {model.name} does not match the eager model: {worst.backend} "
+                                  f"{worst.precision} on {worst.inputs}: {worst.reason}{hint} ({len(failed)} "
+                                  f"failing comparison(s)); {out} was not written")
     return manifest
 
 

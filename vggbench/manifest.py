@@ -16,6 +16,7 @@ FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
     "torchscript": ("model.ts", ("torchscript",)),
     "onnx": ("model.onnx", ("onnxruntime", "tensorrt")),
     "pt2": ("model.pt2", ("pt2",)),
+    "onnx-int8": ("model.int8.onnx", ("onnxruntime",)),  # made from model.onnx; runs as precision int8
 }
 
 

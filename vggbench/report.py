@@ -13,8 +13,6 @@ FORMATS = ("table", "github", "csv", "json")
 def _cell(value):
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if value is None:
-        return "-"
     return value
 
 
@@ -36,4 +34,4 @@ def render(rows: Sequence[dict], fmt: str = "table", columns: Sequence[str] | No
 
     table = [[_cell(row.get(c)) for c in columns] for row in rows]
     return tabulate(table, headers=columns, tablefmt="github" if fmt == "github" else "simple",
-                    floatfmt=floatfmt, intfmt=",", disable_numparse=False)
+                    floatfmt=floatfmt, intfmt=",", missingval="-")

@@ -321,17 +321,16 @@ def load_runner(export_dir: str | os.PathLike, backend: str, device: str = "cpu"
     exported = manifest["precision"]
     precision = precision or exported
     check_supported(backend, device, precision, memory_format)
-    fmt = format_for_backend(backend)
+    if precision == "int8" and exported != "fp32":
+        raise UnsupportedError(f"int8 is quantized from an fp32 export; {export_dir} was exported in {exported}")
+    fmt = "onnx-int8" if precision == "int8" else format_for_backend(backend)
     entry = artifact(manifest, fmt, export_dir)
     path = Path(export_dir) / entry["files"][0]["file"]
     if backend == "torchscript":
         return torchscript_runner(path, device, precision, memory_format, exported)
     if backend == "pt2":
         return pt2_runner(path, device, precision, memory_format, exported)
-    if precision == "int8":
-        entry = artifact(manifest, "onnx_int8", export_dir)
-        path = Path(export_dir) / entry["files"][0]["file"]
-    elif precision != exported:
+    if precision not in ("int8", exported):
         raise UnsupportedError(f"{export_dir} was exported in {exported}; onnxruntime runs it as {exported} only")
     return ort_runner(path, device, precision, settings, provider="tensorrt" if backend == "tensorrt" else None)
 

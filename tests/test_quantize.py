@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+
+from tests.conftest import TINY_IMAGE
+from vggbench.errors import CheckFailed, ConfigError
+from vggbench.export import export
+from vggbench.quantize import QuantConfig, photo_crops
+from vggbench.runners import load_runner
+from vggbench.verify import verify
+from vggbench.weights import load_model
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "vgg11"
+    model = load_model("vgg11", seed=0, width=1 / 8, hidden=64)
+    export(model, out, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], quant=QuantConfig(images=8))
+    return out, model
+
+
+def test_int8_artifact_is_a_qdq_model_with_its_calibration_recorded(int8_export):
+    out, _ = int8_export
+    ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    from vggbench.manifest import read_manifest
+    entry = read_manifest(out)["artifacts"]["onnx-int8"]
+    assert entry["quantization"] == {"method": "minmax", "per_channel": True, "activations": "uint8",
+                                     "calibration": "photos", "images": 8}
+    # int8 weights: a quarter of the fp32 file, give or take the graph
+    assert entry["files"][0]["bytes"] < 0.4 * read_manifest(out)["artifacts"]["onnx"]["files"][0]["bytes"]
+
+
+def test_int8_runs_any_batch_and_tracks_fp32(int8_export):
+    out, model = int8_export
+    runner = load_runner(out, "onnxruntime", precision="int8")
+    x = photo_crops(5, TINY_IMAGE, MEAN, STD, seed=3)
+    with torch.inference_mode():
+        expected = model.module(x)
+    got = runner(x)
+    assert got.shape == (5, 1000)
+    assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.99
+    assert not torch.equal(got, expected)  # it really is a different, quantized computation
+
+
+def test_verify_judges_int8_on_real_images_only(int8_export):
+    out, _ = int8_export
+    report = verify(out)
+    int8 = [r for r in report.results if r.precision == "int8"]
+    assert [r.inputs for r in int8] == ["photos x4"]
+    assert int8[0].atol is None and int8[0].passed
+    assert sum("judged on real images only" in s for s in report.skipped) == 2
+
+
+def test_int8_needs_an_fp32_onnx_export(tmp_path):
+    model = load_model("vgg11", width=1 / 16, hidden=32)
+    with pytest.raises(ConfigError, match="add onnx to --format"):
+        export(model, tmp_path / "a", image_size=TINY_IMAGE, formats=["onnx-int8"])
+    with pytest.raises(ConfigError, match="quantized from an fp32 model"):
+        export(model, tmp_path / "b", image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], precision="fp16")
+    with pytest.raises(ConfigError, match="unknown calibration method"):
+        QuantConfig(method="magic")
+
+
+def test_a_badly_calibrated_int8_model_is_refused(tmp_path):
+    model = load_model("vgg11", seed=0, width=1 / 8, hidden=64)
+    zeros = torch.zeros(4, 3, TINY_IMAGE, TINY_IMAGE)  # every activation range collapses to nothing
+    with pytest.raises(CheckFailed, match="onnxruntime int8 on photos x4"):
+        export(model, tmp_path / "bad", image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], calibration=zeros)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_photo_crops_are_seeded_and_normalised():
+    a, b = photo_crops(6, 48, MEAN, STD, seed=1), photo_crops(6, 48, MEAN, STD, seed=1)
+    assert a.shape == (6, 3, 48, 48) and torch.equal(a, b)
+    assert not torch.equal(a, photo_crops(6, 48, MEAN, STD, seed=2))
+    assert -1.0 < a.mean().item() < 1.0 and 0.5 < a.std().item() < 2.0
