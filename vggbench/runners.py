@@ -51,6 +51,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             tuple(MEMORY_FORMATS), "model.ts via torch.jit.load"),
     Backend("pt2", "pt2", ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
             "model.pt2 via torch.export.load"),
+    Backend("winograd", None, ("cpu",), ("fp32",), ("channels_last",),
+            "3x3 convs as Winograd F(2x2)/F(4x4) or direct, the fastest per layer (tuned on the first call)"),
     Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp16", "int8"), ("contiguous",),
             "model.onnx on onnxruntime (CPU or CUDA provider, following --device)"),
     Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",),
@@ -203,6 +205,30 @@ def _place_artifact(module, device, precision, memory_format, artifact_precision
     return module.to(device).to(memory_format=MEMORY_FORMATS[memory_format])
 
 
+class WinogradRunner(TorchRunner):
+    """Eager channels_last with Winograd convs; layers are tuned on the first call for each input shape."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__("winograd", module, "cpu", "fp32", "channels_last")
+        self._source, self._tuned = module, {}
+        self.choices: dict[tuple, list[dict]] = {}
+
+    def run(self, prepared: torch.Tensor) -> torch.Tensor:
+        shape = tuple(prepared.shape)
+        if shape not in self._tuned:
+            from .winograd import winograd_model
+
+            self._tuned[shape], self.choices[shape] = winograd_model(self._source, prepared)
+        with torch.inference_mode():
+            return self._tuned[shape](prepared)
+
+
+def winograd_runner(module: nn.Module, device: str = "cpu", precision: str = "fp32",
+                    memory_format: str = "channels_last") -> WinogradRunner:
+    check_supported("winograd", device, precision, memory_format)
+    return WinogradRunner(module)
+
+
 # --- onnxruntime --------------------------------------------------------------------------------------
 
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -342,11 +368,13 @@ def make_runner(backend: str, model=None, *, export_dir: str | os.PathLike | Non
     the others load their artifact from `export_dir` (see vggbench.export)."""
     check_supported(backend, device, precision, memory_format)
     module = getattr(model, "module", model)
-    if backend in ("eager", "compile"):
+    if BACKENDS[backend].artifact is None:
         if module is None:
             raise ValueError(f"backend {backend} needs a model")
         if backend == "eager":
             return eager_runner(module, device, precision, memory_format)
+        if backend == "winograd":
+            return winograd_runner(module, device, precision, memory_format)
         return compile_runner(module, device, precision, memory_format, compile_mode, compile_options)
     if export_dir is None:
         raise ValueError(f"backend {backend} needs an export folder")

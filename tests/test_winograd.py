@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import TINY, TINY_IMAGE
+from vggbench.errors import UnsupportedError
+from vggbench.export import export
+from vggbench.runners import make_runner
+from vggbench.verify import verify
+from vggbench.weights import load_model
+from vggbench.winograd import WinogradConv2d, winograd_model
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("size", [1, 5, 8, 13, 28])
+def test_winograd_conv_equals_direct_conv_with_relu(m, size):
+    torch.manual_seed(size)
+    conv = nn.Conv2d(12, 20, 3, padding=1)
+    x = torch.randn(3, 12, size, size)
+    with torch.inference_mode():
+        expected = torch.relu(conv(x))
+        got = WinogradConv2d(conv, m)(x.contiguous(memory_format=torch.channels_last))
+    assert got.shape == expected.shape and got.is_contiguous(memory_format=torch.channels_last)
+    # F(4x4)'s larger transform constants cost a little more rounding than F(2x2)
+    assert (got - expected).abs().max() <= (1e-5 if m == 4 else 2e-6) * expected.abs().max()
+
+
+def test_rectangular_inputs_and_no_relu():
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 9, 17)
+    with torch.inference_mode():
+        got = WinogradConv2d(conv, 4, relu=False)(x)
+        assert (got - conv(x)).abs().max() <= 1e-5 * conv(x).abs().max()
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 3, stride=2, padding=1),
+                                  nn.Conv2d(3, 4, 3, padding=0)])
+def test_only_3x3_stride_1_pad_1(conv):
+    with pytest.raises(ValueError, match="3x3 convs with stride 1, padding 1"):
+        WinogradConv2d(conv)
+
+
+@pytest.mark.parametrize("choose", ["direct", "F2", "F4", None])
+def test_winograd_vgg_matches_eager(choose):
+    model = load_model("vgg16c_bn", seed=2, **TINY).module  # BN, and 1x1 convs that must stay direct
+    x = torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE)
+    fast, rows = winograd_model(model, x, choose=choose)
+    assert len(rows) == 10  # the 3x3 convs; BN sits between conv and ReLU in _bn models
+    with torch.inference_mode():
+        expected, got = model(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_plain_vgg_layers_are_replaced():
+    model = load_model("vgg11", seed=2, **TINY).module
+    fast, rows = winograd_model(model, torch.randn(1, 3, TINY_IMAGE, TINY_IMAGE), choose="F4")
+    assert [r["choice"] for r in rows] == ["F4"] * 8
+    assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 8
+    assert model.features[0].__class__ is nn.Conv2d  # the original is untouched
+    timed, rows = winograd_model(model, torch.randn(1, 3, TINY_IMAGE, TINY_IMAGE))
+    assert all(r["choice"] in ("direct", "F2", "F4") and r["direct_ms"] > 0 for r in rows)
+
+
+def test_winograd_backend_passes_verify(tmp_path):
+    model = load_model("vgg13", seed=1, **TINY)
+    export(model, tmp_path / "w", image_size=TINY_IMAGE, formats=["onnx"], verify=False)
+    report = verify(tmp_path / "w", backends=["winograd"], memory_formats=["channels_last"])
+    assert report.passed and len(report.results) == 3
+    runner = make_runner("winograd", model, memory_format="channels_last")
+    runner(torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE))
+    runner(torch.randn(5, 3, TINY_IMAGE, TINY_IMAGE))
+    assert set(runner.choices) == {(2, 3, 32, 32), (5, 3, 32, 32)}  # tuned once per input shape
+    with pytest.raises(UnsupportedError, match="winograd does not support bf16"):
+        make_runner("winograd", model, precision="bf16", memory_format="channels_last")
