@@ -35,6 +35,7 @@ _MATRICES = {
         [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
 }
 TILES = tuple(_MATRICES)
+CHUNK_BYTES = 2 * 2**20  # about one core's L2 cache
 
 
 class WinogradConv2d(nn.Module):
@@ -61,24 +62,30 @@ class WinogradConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        m, a = self.m, self.alpha
+        m, a, co = self.m, self.alpha, self.out_channels
         th, tw = -(-h // m), -(-w // m)
         nhwc = x.permute(0, 2, 3, 1)  # a free view for channels_last input
         padded = F.pad(nhwc, (0, 0, 1, m * tw + 1 - w, 1, m * th + 1 - h))
         tiles = padded.unfold(1, a, m).unfold(2, a, m)  # [n, th, tw, c, a, a], a view
-        p = n * th * tw
-        d = tiles.permute(4, 5, 0, 1, 2, 3).reshape(a * a, p * c)  # the one gather copy
-        v = torch.mm(self.t_in, d).view(a * a, p, c)
-        prod = torch.bmm(v, self.u)  # [a*a, p, out]: the multiplications
-        y = torch.mm(self.t_out, prod.view(a * a, p * self.out_channels))  # [m*m, p*out]
-        y = y.view(m, m, n, th, tw, self.out_channels).permute(2, 3, 0, 4, 1, 5)
-        y = y.reshape(n, th * m, tw * m, self.out_channels)
-        if th * m != h or tw * m != w:
-            y = y[:, :h, :w].contiguous()
-        y = y.add_(self.bias)
+        out = torch.empty(n, h, w, co, dtype=x.dtype, device=x.device)
+        # Bands of tile rows small enough that a band's transformed tiles stay in cache between the
+        # input transform, the GEMM and the output transform: each step then reads what the last wrote.
+        rows = max(1, min(th, CHUNK_BYTES // (a * a * tw * max(c, co) * x.element_size())))
+        for i in range(n):
+            for r0 in range(0, th, rows):
+                r1 = min(th, r0 + rows)
+                p = (r1 - r0) * tw
+                d = tiles[i, r0:r1].permute(3, 4, 0, 1, 2).reshape(a * a, p * c)  # the one gather copy
+                v = torch.mm(self.t_in, d).view(a * a, p, c)
+                prod = torch.bmm(v, self.u)  # [a*a, p, out]: the multiplications
+                y = torch.mm(self.t_out, prod.view(a * a, p * co)).view(m, m, r1 - r0, tw, co)
+                y = y.permute(2, 0, 3, 1, 4).reshape((r1 - r0) * m, tw * m, co)
+                rows_out = min(h, r1 * m) - r0 * m
+                out[i, r0 * m:r0 * m + rows_out] = y[:rows_out, :w]
+        out.add_(self.bias)
         if self.relu:
-            y = y.relu_()
-        return y.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
+            out.relu_()
+        return out.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, F({self.m}x{self.m}, 3x3), relu={self.relu}"
