@@ -94,7 +94,7 @@ def test_augmentation_respects_presets_and_mirror_safety():
     assert "RandomHorizontalFlip" not in repr(flips)
     assert "RandomHorizontalFlip" in repr(build_transform(32, (0,) * 3, (1,) * 3, train=True, augment="light"))
     assert set(AUGMENTATIONS) == {"none", "light", "paper"}
-    assert load_data("digits").augment == "none"
+    assert load_data("digits").augment == "light"  # crops, and no flips
 
 
 def test_synthetic_is_seeded_balanced_and_in_range():

@@ -228,7 +228,7 @@ def _split(labels: Sequence[int], val_fraction: float, what: str) -> tuple[list[
 
 
 SOURCES = {
-    "digits": Source(_digits, mirror_safe=False, augment="none",
+    "digits": Source(_digits, mirror_safe=False,
                      help="scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), upscaled; offline"),
     "cifar10": Source(lambda **kw: _torchvision("cifar10", **kw),
                       help="CIFAR-10 from --data-dir (torchvision layout; --download fetches it)"),

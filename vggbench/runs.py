@@ -1,0 +1,79 @@
+"""The run folder of a training run: checkpoints, config.json, history.json and its plot.
+
+Every file is written atomically (temp file + rename), so an interrupted run never leaves a half-written
+file. Checkpoints hold only tensors and plain Python values, so they load with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .errors import WeightsError
+from .fileio import atomic_file, write_json
+from .weights import torch_load
+
+BEST, LAST = "best.pt", "last.pt"
+CONFIG, HISTORY, PLOT = "config.json", "history.json", "history.png"
+CHECKPOINT_FORMAT = "vggbench-train/1"
+HISTORY_SCHEMA_VERSION = 1
+# What a training checkpoint holds besides "model_state_dict" and the "vggbench" metadata.
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "step", "partial", "rng", "history", "config")
+
+
+# --- checkpoints --------------------------------------------------------------------------------------
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A training checkpoint written by `save_checkpoint` (weights-only load; WeightsError otherwise)."""
+    checkpoint = torch_load(path)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{path} is not a vggbench training checkpoint (no format {CHECKPOINT_FORMAT!r}); "
+                           f"to start from its weights, pass it as --weights instead of --resume")
+    missing = [k for k in ("model_state_dict", "vggbench", *TRAINING_KEYS) if k not in checkpoint]
+    if missing:
+        raise WeightsError(f"{path} is an incomplete training checkpoint: no {', '.join(missing)}")
+    return checkpoint
+
+
+# --- history and plot ---------------------------------------------------------------------------------
+
+def write_history(run_dir: Path, epochs: Sequence[dict], **summary) -> Path:
+    """history.json: one record per epoch (loss in nats, accuracy as a fraction) and a summary."""
+    return write_json(run_dir / HISTORY, {"schema_version": HISTORY_SCHEMA_VERSION, **summary,
+                                          "epochs": list(epochs)})
+
+
+def plot_history(path: str | os.PathLike, epochs: Sequence[dict], title: str = "") -> Path:
+    """Loss and accuracy per epoch, train and validation, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x = [e["epoch"] for e in epochs]
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    loss, acc = fig.subplots(1, 2)
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        loss.plot(x, [e[key] for e in epochs], marker="o", label=label)
+    for key, label in (("train_acc", "train"), ("val_acc", "validation")):
+        acc.plot(x, [100 * e[key] for e in epochs], marker="o", label=label)
+    loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy (nats)")
+    acc.set(title="Top-1 accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (loss, acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
