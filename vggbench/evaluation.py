@@ -79,6 +79,8 @@ def evaluate(config: EvalConfig) -> EvalResult:
     data = load_data(config.data, image_size=image_size, data_dir=config.data_dir, download=config.download,
                      normalize=config.normalize or (info.mean, info.std),
                      val_fraction=config.val_fraction or info.meta.get("val_fraction") or 0.1)
+    if config.weights == "random" and config.num_classes is None and loaded.options.num_classes != data.num_classes:
+        loaded = load_model(config.model, "random", seed=config.seed, **shape, num_classes=data.num_classes)
     trained_on = info.meta.get("classes")
     if trained_on and list(trained_on) != list(data.classes):
         raise DataError(f"{config.weights} was trained on classes {', '.join(map(str, trained_on))}; "

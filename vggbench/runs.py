@@ -53,10 +53,12 @@ def write_history(run_dir: Path, epochs: Sequence[dict], **summary) -> Path:
                                           "epochs": list(epochs)})
 
 
-def plot_history(path: str | os.PathLike, epochs: Sequence[dict], title: str = "") -> Path:
-    """Loss and accuracy per epoch, train and validation, as a PNG."""
+def plot_history(path: str | os.PathLike, epochs: Sequence[dict], title: str = "",
+                 best_epoch: int | None = None) -> Path:
+    """Loss and accuracy per epoch, train and validation, as a PNG (no pyplot: no global state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     x = [e["epoch"] for e in epochs]
     fig = Figure(figsize=(10, 4), layout="constrained")
@@ -69,6 +71,9 @@ def plot_history(path: str | os.PathLike, epochs: Sequence[dict], title: str = "
     loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy (nats)")
     acc.set(title="Top-1 accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (loss, acc):
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best (epoch {best_epoch})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:

@@ -40,6 +40,8 @@ from .seeding import seed_worker
 from .specs import check_image_size, get_spec
 from .weights import checkpoint_meta
 
+# history.png is redrawn at most this often during a run (drawing takes ~0.2 s), and always at its end.
+PLOT_EVERY_S = 30.0
 # Settings a --resume may change: they do not change what the run computes.
 RESUME_MAY_CHANGE = ("epochs", "resume", "workers", "progress", "save_every", "data_dir", "download", "device")
 
@@ -182,6 +184,7 @@ class _Run:
         self.epoch, self.step, self.partial, self.rng = 0, 0, [0.0, 0.0, 0.0], None
         self.busy = False  # changing state: an interrupt now would leave it half-done
         self.saved_epoch = None  # the epoch last.pt holds
+        self.plotted = -math.inf  # when history.png was last drawn
         if checkpoint is not None:
             self._restore(checkpoint)
         if dist.is_main and not (self.run_dir / runs.CONFIG).exists():
@@ -208,7 +211,7 @@ class _Run:
             self.module.load_state_dict(self.best_state)
             test = self._evaluate("test")
         if self.dist.is_main:
-            self._write_history(test)
+            self._write_history(test, plot=True)
         return TrainResult(
             run_dir=str(self.run_dir), best_path=str(self.run_dir / runs.BEST),
             last_path=str(self.run_dir / runs.LAST), epochs=self.epoch, best_epoch=self.best_epoch,
@@ -217,7 +220,9 @@ class _Run:
 
     def _one_epoch(self, stop: _DeferredInterrupt) -> None:
         config, epoch, tic = self.config, self.epoch, time.perf_counter()
-        if self.step == 0:  # a resumed epoch continues with the RNG state its checkpoint saved
+        # A resumed epoch continues with the RNG state its checkpoint saved; under DDP that state is rank 0's,
+        # so each rank reseeds instead (a mid-epoch resume is exact in a single process only).
+        if self.step == 0 or self.dist.enabled:
             seeding.seed_all(seeding.epoch_seed(config.seed, epoch, self.dist.rank))
         loader = self._train_loader(epoch, skip_batches=self.step)
         self.model.train()
@@ -343,13 +348,14 @@ class _Run:
                                            if self.config.amp else "fp32")},
                 "environment": capture()}
 
-    def _write_history(self, test: EvalResult | None = None) -> None:
+    def _write_history(self, test: EvalResult | None = None, plot: bool = False) -> None:
         runs.write_history(self.run_dir, self.history, model=self.loaded.name, dataset=self.config.data,
                            best_epoch=self.best_epoch, best_val_acc=self.best_val_acc,
                            test=dataclasses.asdict(test) if test else None)
-        if self.history:
-            runs.plot_history(self.run_dir / runs.PLOT, self.history,
-                              f"{self.loaded.name} on {self.config.data}")
+        if self.history and (plot or time.perf_counter() - self.plotted > PLOT_EVERY_S):
+            runs.plot_history(self.run_dir / runs.PLOT, self.history, f"{self.loaded.name} on {self.config.data}",
+                              best_epoch=self.best_epoch)
+            self.plotted = time.perf_counter()
 
     def _save_on_interrupt(self) -> str:
         last = self.run_dir / runs.LAST
@@ -358,7 +364,7 @@ class _Run:
         if self.busy:
             return f"interrupted while updating the model; {last} was left as it was"
         runs.save_checkpoint(last, self._checkpoint(val_acc=None))
-        self._write_history()
+        self._write_history(plot=True)
         return (f"saved a resumable checkpoint after epoch {self.epoch}, batch {self.step}: continue with "
                 f"--resume {last}")
 
