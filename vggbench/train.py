@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import types
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed, recipe, runs, seeding
 from .data import load_data
-from .errors import ConfigError, TrainingError, WeightsError
+from .errors import ConfigError, TrainingError
 from .evaluation import (  # noqa: F401  (evaluate is part of this module's public face)
     EvalConfig,
     EvalResult,
@@ -42,8 +42,7 @@ from .weights import checkpoint_meta
 
 # history.png is redrawn at most this often during a run (drawing takes ~0.2 s), and always at its end.
 PLOT_EVERY_S = 30.0
-# Settings a --resume may change: they do not change what the run computes.
-RESUME_MAY_CHANGE = ("epochs", "resume", "workers", "progress", "save_every", "data_dir", "download", "device")
+
 
 
 @dataclass(frozen=True)
@@ -149,8 +148,9 @@ def train(config: TrainConfig) -> TrainResult:
     device = resolve_device(config.device, dist)
     checkpoint = None
     if config.resume:
-        config, checkpoint = _resume_config(config)
-    with distributed.process_group(dist, device), seeding.caller_rng_kept(), _cudnn_benchmark(config.cudnn_benchmark):
+        config, checkpoint = runs.resume_config(config)
+    with (distributed.process_group(dist, device), seeding.caller_rng_kept(),
+          _cudnn_benchmark(config.cudnn_benchmark)):
         run = _Run(config, dist, device, checkpoint)
         return run.fit(started)
 
@@ -176,7 +176,7 @@ class _Run:
         self.scheduler = recipe.make_scheduler(config, self.optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
         self.autocast = autocast_factory(device, config.amp)
-        self.run_dir = Path(distributed.broadcast_object(_run_dir(config) if dist.is_main else None))
+        self.run_dir = Path(distributed.broadcast_object(runs.run_dir(config) if dist.is_main else None))
         self.history: list[dict] = []
         self.best_val_acc, self.best_epoch, self.best_state = -1.0, 0, None
         # where the run stands: epochs completed, batches done in the next one, their running sums and the
@@ -381,51 +381,6 @@ class _Run:
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     return nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-
-
-def _resume_config(config: TrainConfig) -> tuple[TrainConfig, dict]:
-    """The run's saved settings, with those a resume may change taken from `config`."""
-    checkpoint = runs.load_checkpoint(config.resume)
-    names = {f.name for f in fields(TrainConfig)}
-    saved = TrainConfig(**{k: v for k, v in checkpoint["config"].items() if k in names})
-    if get_spec(saved.model).name != get_spec(config.model).name:
-        raise WeightsError(f"{config.resume} is a checkpoint of {get_spec(saved.model).name}; "
-                           f"it cannot resume {get_spec(config.model).name}")
-    defaults = TrainConfig()
-    clashes = [f"{k} (saved {getattr(saved, k)!r}, given {getattr(config, k)!r})" for k in sorted(names)
-               if k not in (*RESUME_MAY_CHANGE, "model", "out") and getattr(config, k) != getattr(saved, k)
-               and getattr(config, k) != getattr(defaults, k)]
-    if clashes:
-        raise ConfigError(f"--resume continues {config.resume} with the settings it was started with, but "
-                          f"{', '.join(clashes)} differ; drop them, or start a new run with "
-                          f"--weights {config.resume} to fine-tune from it")
-    folder = Path(config.resume).parent
-    if config.out and Path(config.out).resolve() != folder.resolve():
-        raise ConfigError(f"a resumed run stays in its folder {folder}; drop --out {config.out}")
-    changed = {k: getattr(config, k) for k in RESUME_MAY_CHANGE if getattr(config, k) != getattr(defaults, k)}
-    return dataclasses.replace(saved, **changed, out=str(folder)), checkpoint
-
-
-def _run_dir(config: TrainConfig) -> str:
-    if config.resume:
-        return config.out
-    if config.out:
-        out = Path(config.out)
-        taken = [name for name in (runs.LAST, runs.BEST) if (out / name).exists()]
-        if taken:
-            raise ConfigError(f"{out} already holds a run ({taken[0]}); continue it with --resume "
-                              f"{out / taken[0]}, or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        return str(out)
-    stem = f"{get_spec(config.model).name}-{config.data.replace(':', '-').replace('/', '_').strip('-_')}"
-    for n in range(1, 10_000):
-        out = Path("runs") / (stem if n == 1 else f"{stem}-{n}")
-        try:
-            out.mkdir(parents=True)
-            return str(out)
-        except FileExistsError:
-            continue
-    raise ConfigError(f"runs/{stem}-N: every name is taken; pass --out")
 
 
 def _reduced_means(sums: torch.Tensor, device: torch.device) -> tuple[float, float]:
