@@ -317,11 +317,17 @@ def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
     assert all(v.dtype in (torch.float32, torch.int64) for v in checkpoint["model_state_dict"].values())
 
 
-def test_workers_are_seeded(tmp_path):
-    runs = [train(TrainConfig(**TINY, data="synthetic", augment="light", epochs=1, workers=2,
-                              out=str(tmp_path / str(i)))) for i in range(2)]
+def test_workers_are_seeded_and_dataset_normalisation_travels_with_the_checkpoint(tmp_path):
+    runs = [train(TrainConfig(**TINY, data="synthetic", augment="light", normalize="dataset", epochs=1,
+                              workers=2, out=str(tmp_path / str(i)))) for i in range(2)]
     a, b = (load_checkpoint(Path(r.last_path))["model_state_dict"] for r in runs)
     assert_same_tensors(a, b)
+    meta = load_checkpoint(Path(runs[0].best_path))["vggbench"]
+    expected = vggbench.load_data("synthetic", normalize="dataset")
+    assert tuple(meta["mean"]) == expected.mean != IMAGENET_MEAN and tuple(meta["std"]) == expected.std
+    # eval takes the mean/std from the checkpoint and so scores it as training did
+    scored = evaluate(EvalConfig(model="vgg11_bn", weights=runs[0].best_path, data="synthetic"))
+    assert scored.top1 == runs[0].test.top1 and scored.images == 128
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

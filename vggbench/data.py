@@ -95,7 +95,7 @@ class SyntheticImages(Dataset):
     def __init__(self, count: int, image_size: int, offset: int, classes: int = SYNTHETIC_CLASSES) -> None:
         self.count, self.image_size, self.offset = count, image_size, offset
         g = torch.Generator().manual_seed(SPLIT_SEED)
-        self.patterns = torch.rand(classes, 3, 4, 4, generator=g)
+        self.patterns = torch.nn.functional.interpolate(torch.rand(classes, 3, 4, 4, generator=g), size=image_size)
 
     def __len__(self) -> int:
         return self.count
@@ -103,9 +103,8 @@ class SyntheticImages(Dataset):
     def __getitem__(self, index: int):
         label = index % len(self.patterns)
         g = torch.Generator().manual_seed(self.offset + index)
-        pattern = torch.nn.functional.interpolate(self.patterns[label][None], size=self.image_size)[0]
         noise = torch.rand(3, self.image_size, self.image_size, generator=g)
-        return (0.6 * pattern + 0.4 * noise).clamp(0, 1), label
+        return 0.6 * self.patterns[label] + 0.4 * noise, label
 
 
 # --- sources: each returns (splits, classes) ------------------------------------------------------------
