@@ -227,30 +227,13 @@ class _Run:
         loader = self._train_loader(epoch, skip_batches=self.step)
         self.model.train()
         sums = torch.tensor(self.partial, dtype=torch.float64)
-        bar = _progress(loader, f"epoch {epoch + 1}/{config.epochs}", config.progress and self.dist.is_main,
-                        initial=self.step)
-        for images, labels in bar:
-            images = images.to(self.device, non_blocking=True, memory_format=self._memory_format)
-            labels = labels.to(self.device, non_blocking=True)
-            self.busy = True  # from here the step changes the model (BatchNorm statistics in the forward pass)
-            with self.autocast():
-                logits = self.model(images)
-                loss = _loss(logits, labels, config.label_smoothing)
-            value = loss.detach().item()
-            if not math.isfinite(value):
-                self._diverged(value)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            sums += torch.tensor([value * len(labels), float((logits.argmax(1) == labels).sum()), len(labels)],
-                                 dtype=torch.float64)
-            self.step, self.partial, self.rng = self.step + 1, sums.tolist(), seeding.rng_state()
-            self.busy = False
-            bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.2%}", refresh=False)
-            if stop.requested:
-                raise KeyboardInterrupt
-        bar.close()
+        with _progress(loader, f"epoch {epoch + 1}/{config.epochs}", config.progress and self.dist.is_main,
+                       initial=self.step) as bar:
+            for images, labels in bar:
+                self._step(images, labels, sums)
+                bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.2%}", refresh=False)
+                if stop.requested:
+                    raise KeyboardInterrupt
         train_loss, train_acc = _reduced_means(sums, self.device)
         distributed.broadcast_buffers(self.module)
         val = self._evaluate("val")
@@ -280,6 +263,26 @@ class _Run:
                 print(f"epoch {self.epoch}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
                       f"val loss {val.loss:.4f} acc {val.top1:.2%}  lr {lr:.3g}  {record['seconds']:.1f} s",
                       file=sys.stderr, flush=True)
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, sums: torch.Tensor) -> None:
+        """One optimizer step; adds (loss x images, correct, images) to `sums`."""
+        images = images.to(self.device, non_blocking=True, memory_format=self._memory_format)
+        labels = labels.to(self.device, non_blocking=True)
+        self.busy = True  # from here the step changes the model (BatchNorm statistics in the forward pass)
+        with self.autocast():
+            logits = self.model(images)
+            loss = _loss(logits, labels, self.config.label_smoothing)
+        value = loss.detach().item()
+        if not math.isfinite(value):
+            self._diverged(value)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        sums += torch.tensor([value * len(labels), float((logits.argmax(1) == labels).sum()), len(labels)],
+                             dtype=torch.float64)
+        self.step, self.partial, self.rng = self.step + 1, sums.tolist(), seeding.rng_state()
+        self.busy = False
 
     def _train_loader(self, epoch: int, skip_batches: int) -> DataLoader:
         config = self.config
