@@ -242,9 +242,10 @@ def test_ctrl_c_mid_epoch_leaves_a_resumable_checkpoint_and_resume_is_exact(stra
 def test_sigint_stops_after_the_current_batch(straight_run, tmp_path, monkeypatch):
     # a real SIGINT during epoch 1's third batch: that batch is finished, then the run stops
     interrupt_at(monkeypatch, 3, lambda: signal.raise_signal(signal.SIGINT))
+    handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt, match="after epoch 0, batch 3"):
         train(TrainConfig(**TINY, epochs=4, out=str(tmp_path)))
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    assert signal.getsignal(signal.SIGINT) is handler  # the handler was put back
     monkeypatch.undo()
     train(TrainConfig(model="vgg11_bn", resume=str(tmp_path / "last.pt"), progress=False))
     assert_same_run(load_checkpoint(tmp_path / "last.pt"), straight_run[1])
