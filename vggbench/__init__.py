@@ -15,13 +15,18 @@ _EXPORTS = {
     "build": "models", "VGG": "models",
     "load_model": "weights", "save_weights": "weights", "LoadedModel": "weights",
     "profile": "profile",
+    "train": "train", "TrainConfig": "train", "TrainResult": "train",
+    "evaluate": "evaluation", "EvalConfig": "evaluation", "EvalResult": "evaluation",
+    "load_data": "data",
     "VggbenchError": "errors",
 }
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        # `train` is a module and its function: the module is callable, and keeps `vggbench.train.X` working
+        return module if name == _EXPORTS[name] else getattr(module, name)
     raise AttributeError(f"module 'vggbench' has no attribute {name!r}")
 
 

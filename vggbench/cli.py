@@ -142,6 +142,40 @@ def load_from_options(name: str, kwargs: dict):
     return load_model(name, kwargs.pop("weights"), seed=kwargs.pop("seed"), **shape)
 
 
+# --- train / eval -------------------------------------------------------------------------------------
+# Options default to None so that the library's dataclass defaults are the only defaults.
+
+def data_options(f):
+    """Where the images come from and how they are batched."""
+    options = [
+        click.option("--data", help="digits (offline), cifar10, stl10, synthetic, or folder:PATH "
+                                    "[default: digits]."),
+        click.option("--data-dir", help="Folder holding cifar10/stl10 in torchvision's layout [default: data]."),
+        click.option("--download", is_flag=True, default=None, help="Let torchvision download cifar10/stl10."),
+        click.option("--image-size", type=int, help="Input size; at least 32 for VGG's 5 max-pools "
+                                                    "[default: 32; eval: the checkpoint's]."),
+        click.option("--val-fraction", type=float, help="Training images held out for validation where the "
+                                                        "dataset has no val split [default: 0.1]."),
+        click.option("--batch-size", type=int, help="Images per batch (per process under torchrun) "
+                                                    "[default: 64]."),
+        click.option("--workers", type=int, help="DataLoader worker processes [default: 0]."),
+    ]
+    return functools.reduce(lambda g, opt: opt(g), reversed(options), f)
+
+
+def device_options(f):
+    options = [
+        click.option("--device", help="auto, cpu, cuda or cuda:N [default: auto]."),
+        click.option("--amp/--no-amp", default=None, help="Mixed precision: fp16 + GradScaler on CUDA, bf16 on CPU."),
+        click.option("--channels-last/--no-channels-last", default=None, help="NHWC memory format."),
+    ]
+    return functools.reduce(lambda g, opt: opt(g), reversed(options), f)
+
+
+def given(kwargs: dict) -> dict:
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
 @main.command()
 @click.argument("model")
 @weights_options
@@ -232,3 +266,87 @@ def verify(export_dir, backends, device, precisions, channels_last, batch_sizes,
                           f"(first: {failed[0].backend} {failed[0].precision} on {failed[0].inputs}: {failed[0].reason})")
     if not as_json:
         click.echo(f"ok: {len(report.results)} comparisons passed")
+
+
+@main.command()
+@click.argument("model")
+@weights_options
+@data_options
+@click.option("--augment", type=click.Choice(["none", "light", "paper"]),
+              help="none; light (mild crops + flips, for small images); paper (scale jittering as in the paper "
+                   "+ flips) [default: the dataset's: paper for folder:, none for synthetic, light otherwise].")
+@click.option("--color-jitter", type=float, help="Brightness/contrast/saturation jitter strength [default: 0].")
+@click.option("--normalize", type=click.Choice(["imagenet", "dataset"]),
+              help="Mean/std: ImageNet's, or computed on the training split [default: imagenet].")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="[default: sgd, as the paper].")
+@click.option("--lr", type=float, help="Learning rate [default: 0.01 for sgd (the paper), 0.001 for adam].")
+@click.option("--momentum", type=float, help="SGD momentum [default: 0.9].")
+@click.option("--weight-decay", type=float, help="[default: 5e-4 for sgd (the paper), 0 for adam].")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine", "step", "constant"]),
+              help="plateau: lr / 10 when val accuracy stalls (the paper) [default: plateau].")
+@click.option("--patience", type=int, help="plateau: epochs without improvement before lr / 10 [default: 2].")
+@click.option("--step-size", type=int, help="step: epochs between lr / 10 [default: 10].")
+@click.option("--label-smoothing", type=float, help="[default: 0].")
+@click.option("--epochs", type=int, help="Epochs in total, counting those before --resume [default: 10].")
+@device_options
+@click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=None, help="For this run only [default: off].")
+@click.option("--out", help="Run folder [default: runs/MODEL-DATA, numbered if taken].")
+@click.option("--save-every", type=int, help="Write last.pt every N epochs [default: 1].")
+@click.option("--resume", help="A run's last.pt: continue it with its saved settings up to --epochs.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar and a line per epoch on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train(model, as_json, **kwargs) -> None:
+    """Train MODEL (from scratch with --weights random --seed N, or fine-tune given weights).
+
+    Works under torchrun for distributed data parallel (gloo on CPU, nccl on CUDA).
+    """
+    import json
+
+    from .train import TrainConfig
+    from .train import train as train_model
+
+    try:
+        result = train_model(TrainConfig(model=model, **given(kwargs)))
+    except KeyboardInterrupt as e:
+        if e.args:
+            click.echo(e.args[0], err=True)
+        raise
+    if result.rank != 0:
+        return
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    test = (f", test acc {result.test.top1:.2%} (top-5 {result.test.top5:.2%}, {result.test.images} images)"
+            if result.test else "")
+    click.echo(f"best val acc {result.best_val_acc:.2%} (epoch {result.best_epoch}){test}; "
+               f"{result.epochs} epochs in {result.seconds:.1f} s"
+               f"{f' on {result.world_size} processes' if result.world_size > 1 else ''}")
+    click.echo(f"run folder: {result.run_dir}")
+
+
+@main.command("eval")
+@click.argument("model")
+@weights_options
+@data_options
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="[default: test where the dataset has one, else val].")
+@click.option("--normalize", type=click.Choice(["imagenet", "dataset"]),
+              help="[default: the mean/std stored with the weights].")
+@device_options
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def evaluate(model, fmt, as_json, **kwargs) -> None:
+    """Top-1/top-5 accuracy and loss of MODEL with --weights on a dataset split."""
+    import dataclasses
+
+    from .evaluation import EvalConfig
+    from .evaluation import evaluate as evaluate_model
+
+    result = evaluate_model(EvalConfig(model=model, **given(kwargs)))
+    row = {"model": model, "weights": kwargs["weights"], **dataclasses.asdict(result)}
+    echo_rows([row], "json" if as_json else fmt,
+              ["model", "weights", "dataset", "split", "images", "top1", "top5", "loss"])
+
+
+if __name__ == "__main__":
+    main()

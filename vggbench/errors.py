@@ -41,6 +41,12 @@ class DataError(VggbenchError):
     """A dataset that cannot be found or read."""
 
 
+class TrainingError(VggbenchError):
+    """A run that cannot go on, e.g. a loss that became NaN; the last good checkpoint is kept."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
 class CheckFailed(VggbenchError):
     """A check that ran and failed: a parity mismatch or a benchmark regression."""
 

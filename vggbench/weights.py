@@ -126,9 +126,13 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     return state, meta
 
 
-def _read_torch(path: Path) -> tuple[dict, dict]:
+def torch_load(path: str | os.PathLike):
+    """torch.load with weights_only=True onto the CPU; unreadable or refused files raise a WeightsError."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _unpickler_reason(str(e))
         if reason.startswith("Unsupported global"):
@@ -140,6 +144,10 @@ def _read_torch(path: Path) -> tuple[dict, dict]:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {first}") from None
+
+
+def _read_torch(path: Path) -> tuple[dict, dict]:
+    obj = torch_load(path)
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint dict")
     meta = obj.get("vggbench") if isinstance(obj.get("vggbench"), dict) else {}
