@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .env import package_version
-from .errors import CheckFailed, ConfigError, ExportError
+from .errors import CheckFailed, ConfigError, ExportError, one_line
 from .fileio import atomic_dir, write_json
 from .manifest import FORMATS, MANIFEST, SCHEMA_VERSION, file_entry
 from .profile import profile
@@ -26,11 +26,6 @@ TORCHSCRIPT_MODES = ("trace", "script")
 # small graph file is quicker to inspect and diff).
 ONNX_EXTERNAL_DATA_BYTES = 100 * 2**20
 MIN_OPSET = 18  # the dynamo exporter's lowest
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _export_torchscript(module: nn.Module, example: torch.Tensor, folder: Path, *, mode: str, **_) -> dict:
@@ -110,7 +105,7 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
                     artifacts[fmt] = EXPORTERS[fmt](module, example, folder, mode=torchscript_mode,
                                                     dynamic_batch=dynamic_batch, opset=opset)
                 except Exception as e:  # any failure of a third-party exporter becomes one clear error
-                    raise ExportError(f"{fmt} export of {model.name} failed: {_one_line(e)}") from e
+                    raise ExportError(f"{fmt} export of {model.name} failed: {one_line(e)}") from e
             caught += sorted({f"{fmt}: {w.category.__name__}: {str(w.message).splitlines()[0]}" for w in seen})
         manifest = build_manifest(model, artifacts, image_size, batch_size, dynamic_batch, example_batch, precision,
                                   caught)
