@@ -15,6 +15,8 @@ _EXPORTS = {
     "build": "models", "VGG": "models",
     "load_model": "weights", "save_weights": "weights", "LoadedModel": "weights",
     "profile": "profile",
+    "benchmark": "sweep", "BenchRun": "results", "read_run": "results", "BenchResult": "bench",
+    "Suite": "suite", "load_suite": "suite",
     "VggbenchError": "errors",
 }
 
