@@ -47,10 +47,13 @@ def scoped_numerics(threads: int | None = None, tf32: bool | None = None, cudnn_
         if cudnn_benchmark is not None:
             torch.backends.cudnn.benchmark = cudnn_benchmark
         yield
-    finally:
-        torch.set_num_threads(saved[0])
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
-        torch.backends.cudnn.benchmark = saved[3]
+    finally:  # put back only what was set: an untouched setting stays exactly as the user had it
+        if threads is not None:
+            torch.set_num_threads(saved[0])
+        if tf32 is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
+        if cudnn_benchmark is not None:
+            torch.backends.cudnn.benchmark = saved[3]
 
 
 class _ExportFailed(Exception):
