@@ -10,7 +10,7 @@ from torch import nn
 from tests.conftest import TINY, TINY_IMAGE
 from vggbench.errors import ConfigError, UnknownModelError
 from vggbench.models import CONFIGS, ModelOptions, build, get_spec, list_models
-from vggbench.profile import profile
+from vggbench.profiling import profile
 
 # ../shared/FACTS.md: exact parameter counts for 1000 classes.
 PARAMS = {
@@ -173,3 +173,12 @@ def test_any_config_width_size_and_head_gives_one_logit_per_class(name, width, s
     assert prof.params == sum(p.numel() for p in model.parameters())
     # five max-pools floor-halve the input
     assert prof.stages()[4].out_shape[1:] == (size // 32, size // 32)
+
+
+def test_public_names_survive_submodule_imports():
+    import vggbench
+    import vggbench.export
+    import vggbench.sweep  # noqa: F401  importing submodules sets package attributes; none may shadow a function
+
+    assert vggbench.profile("vgg16").gmacs == pytest.approx(15.47, abs=0.01)
+    assert callable(vggbench.benchmark) and callable(vggbench.load_model)

@@ -79,3 +79,26 @@ def test_photo_crops_are_seeded_and_normalised():
     assert a.shape == (6, 3, 48, 48) and torch.equal(a, b)
     assert not torch.equal(a, photo_crops(6, 48, MEAN, STD, seed=2))
     assert -1.0 < a.mean().item() < 1.0 and 0.5 < a.std().item() < 2.0
+
+
+def test_weights_trained_on_digits_calibrate_and_verify_on_digits(tmp_path):
+    from vggbench.errors import DataError
+    from vggbench.weights import save_weights
+
+    trained = save_weights(load_model("vgg11", seed=0, width=1 / 8, hidden=64, num_classes=10), tmp_path / "w.pt",
+                           dataset="digits")
+    model = load_model("vgg11", weights=trained)
+    out = tmp_path / "export"
+    manifest = export(model, out, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], quant=QuantConfig(images=8),
+                      verify=False)
+    assert manifest["artifacts"]["onnx-int8"]["quantization"]["calibration"] == "digits train"
+    report = verify(out, backends=["onnxruntime"], batch_sizes=[1], photos=False)
+    assert [r.inputs for r in report.results] == ["random x1", "digits test x270"]
+    assert all(r.passed for r in report.results)
+    assert [r.inputs for r in verify(out, backends=["onnxruntime"], batch_sizes=[1], data=None).results] == \
+        ["random x1", "photos x4"]
+    with pytest.raises(DataError, match="unknown dataset"):
+        verify(out, backends=["onnxruntime"], data="digitz")
+    photos = export(model, tmp_path / "photos", image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], verify=False,
+                    quant=QuantConfig(images=8, calibration="photos"))
+    assert photos["artifacts"]["onnx-int8"]["quantization"]["calibration"] == "photos"

@@ -14,10 +14,12 @@ _EXPORTS = {
     "get_spec": "specs", "list_models": "specs", "ModelOptions": "specs", "ModelSpec": "specs",
     "build": "models", "VGG": "models",
     "load_model": "weights", "save_weights": "weights", "LoadedModel": "weights",
-    "profile": "profile",
+    "profile": "profiling",
     "train": "train", "TrainConfig": "train", "TrainResult": "train",
     "evaluate": "evaluation", "EvalConfig": "evaluation", "EvalResult": "evaluation",
     "load_data": "data",
+    "benchmark": "sweep", "BenchRun": "results", "read_run": "results", "BenchResult": "bench",
+    "Suite": "suite", "load_suite": "suite",
     "VggbenchError": "errors",
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 import click
 
@@ -13,6 +14,13 @@ FORMAT_CHOICE = click.Choice(["table", "github", "csv", "json"])
 
 class Group(click.Group):
     """Turns VggbenchError into one line on stderr and its exit code (tracebacks only with --traceback)."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        # keep the arguments as typed, for results files that record their command
+        obj = extra.setdefault("obj", {})
+        if isinstance(obj, dict):
+            obj["argv"] = list(sys.argv[1:] if args is None else args)
+        return super().main(args, prog_name, **extra)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -93,7 +101,7 @@ def echo_rows(rows, fmt, columns=None) -> None:
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 def models(names, image_size, fmt, **kwargs) -> None:
     """List the model zoo, or show the layers of the models named."""
-    from .profile import zoo_rows
+    from .profiling import zoo_rows
     from .specs import ModelOptions, list_models
 
     options = ModelOptions(**{k: v for k, v in shape_kwargs(kwargs).items() if v is not None})
@@ -120,7 +128,7 @@ def info(name, image_size, fmt, **kwargs) -> None:
 
 
 def _show_model(name, options, image_size, fmt) -> None:
-    from .profile import layer_rows, profile
+    from .profiling import layer_rows, profile
     from .specs import get_spec
 
     spec = get_spec(name)
@@ -196,15 +204,18 @@ def given(kwargs: dict) -> dict:
               help="onnx-int8: how many real images calibrate the activation ranges.")
 @click.option("--calibration-method", default="minmax", show_default=True,
               type=click.Choice(["minmax", "percentile", "entropy"]))
+@click.option("--calibration-data", default="auto", show_default=True,
+              help="onnx-int8 calibration images: auto (the training split of the dataset the weights were "
+                   "trained on, when it loads offline, else photos), photos, or a dataset name (digits, cifar10, ...).")
 def export(model, formats, out, image_size, batch_size, dynamic_batch, opset, precision, torchscript_mode, force,
-           verify, calibration_images, calibration_method, **kwargs) -> None:
+           verify, calibration_images, calibration_method, calibration_data, **kwargs) -> None:
     """Export MODEL to TorchScript, ONNX and torch.export, with a manifest and a parity check."""
     from .export import export as run_export
     from .quantize import QuantConfig
 
     loaded = load_from_options(model, kwargs)
     out = out or f"exports/{loaded.name}"
-    quant = QuantConfig(method=calibration_method, images=calibration_images)
+    quant = QuantConfig(method=calibration_method, images=calibration_images, calibration=calibration_data)
     manifest = run_export(loaded, out, formats=parse_list(formats), image_size=image_size, batch_size=batch_size,
                           dynamic_batch=dynamic_batch, opset=opset, precision=precision,
                           torchscript_mode=torchscript_mode, force=force, verify=verify, quant=quant)
@@ -235,13 +246,16 @@ PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", 
 @click.option("--channels-last", is_flag=True, help="Also compare channels_last input.")
 @click.option("--batch-sizes", default="1,3", show_default=True, help="Random batches to compare.")
 @click.option("--photos/--no-photos", default=True, show_default=True, help="Also compare on two real photos.")
+@click.option("--data", default="auto", show_default=True,
+              help="Also compare on up to 1,000 test images of a dataset: auto (the one the weights were trained "
+                   "on, when it loads offline), none, or a name (digits, cifar10, stl10, folder:PATH).")
 @click.option("--atol", type=float, help="Absolute tolerance (replaces the preset's range-relative one).")
 @click.option("--rtol", type=float, help="Relative tolerance.")
 @click.option("--weights", help="Reference weights, if the file the export was made from has moved.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
-def verify(export_dir, backends, device, precisions, channels_last, batch_sizes, photos, atol, rtol, weights, as_json,
-           fmt) -> None:
+def verify(export_dir, backends, device, precisions, channels_last, batch_sizes, photos, data, atol, rtol, weights,
+           as_json, fmt) -> None:
     """Check that every artifact of EXPORT_DIR computes what the eager model computes (exit 1 if not)."""
     import json
 
@@ -251,7 +265,7 @@ def verify(export_dir, backends, device, precisions, channels_last, batch_sizes,
     report = run_verify(export_dir, backends=parse_list(backends), device=device, precisions=parse_list(precisions),
                         memory_formats=("contiguous", "channels_last") if channels_last else ("contiguous",),
                         batch_sizes=parse_list(batch_sizes, int), photos=photos, atol=atol, rtol=rtol,
-                        weights=weights)
+                        weights=weights, data=None if data.lower() == "none" else data)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -346,6 +360,126 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
     row = {"model": model, "weights": kwargs["weights"], **dataclasses.asdict(result)}
     echo_rows([row], "json" if as_json else fmt,
               ["model", "weights", "dataset", "split", "images", "top1", "top5", "loss"])
+
+# --- run / report -------------------------------------------------------------------------------------
+
+def _suite_overrides(kwargs: dict) -> dict:
+    """Command-line options -> Suite fields (None: keep the suite's value)."""
+    lists = {"models": str, "backends": str, "batch_sizes": int, "precisions": str, "memory_formats": str}
+    out = {k: parse_list(kwargs.pop(k), cast) for k, cast in lists.items()}
+    renamed = {"warmup_time": "warmup_time_s", "min_time": "min_time_s"}
+    out.update({renamed.get(k, k): kwargs.pop(k) for k in list(kwargs)})
+    return out
+
+
+@main.command()
+@click.option("--suite", help="A suite name (vggbench/suites/, then ./benchmarks/suites/) or a .toml file "
+                              "[default: cpu, or cuda with --device cuda].")
+@click.option("--models", help="Comma-separated model names, e.g. vgg11,vgg16.")
+@click.option("--backends", help="Comma-separated: eager, compile, torchscript, pt2, onnxruntime, tensorrt.")
+@click.option("--device", help="cpu, cuda or cuda:N (onnxruntime follows it).")
+@click.option("--batch-sizes", help="Comma-separated, e.g. 1,8,32.")
+@click.option("--precision", "precisions", help="Comma-separated: fp32, amp, bf16, fp16, int8.")
+@click.option("--memory-format", "memory_formats", help="Comma-separated: contiguous, channels_last.")
+@click.option("--image-size", type=int)
+@click.option("--threads", type=int, help="torch intra-op threads for the run (restored afterwards), also given "
+                                          "to onnxruntime [default: torch's current setting, recorded].")
+@click.option("--weights", help="random, imagenet, or a weights file [default: random].")
+@click.option("--seed", type=int, help="Seed for --weights random [default: 0].")
+@shape_options
+@click.option("--warmup", type=int, help="Warm-up calls after the first call, at least.")
+@click.option("--warmup-time", type=float, help="Warm-up seconds, at least.")
+@click.option("--min-time", type=float, help="Seconds of timed calls per case (the budget).")
+@click.option("--min-iters", type=int, help="Timed calls per case, at least.")
+@click.option("--max-iters", type=int, help="Timed calls per case, at most.")
+@click.option("--compile-mode", help="torch.compile mode: default, reduce-overhead, max-autotune, ...")
+@click.option("--ort-optimization", help="onnxruntime graph optimisation: disable, basic, extended, all.")
+@click.option("--cudnn-conv-algo-search", help="onnxruntime CUDA: EXHAUSTIVE, HEURISTIC or DEFAULT.")
+@click.option("--tf32/--no-tf32", default=None, help="Allow TF32 matmuls and convolutions on CUDA for the run "
+                                                      "[default: leave torch's flags as they are, recorded].")
+@click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=None,
+              help="cudnn.benchmark for the run [default: as it is, recorded].")
+@click.option("--export-cache", default="exports/.cache", show_default=True, type=click.Path(),
+              help="Where parity-checked exports are kept between runs.")
+@click.option("--out", type=click.Path(), help="A folder, or a .json file (the .csv goes beside it) "
+                                               "[default: benchmarks/results/run-<time>.json].")
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
+@click.option("--baseline", default="eager:fp32:contiguous", show_default=True,
+              help="backend:precision:memory_format that speedup is relative to.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: on a terminal].")
+@click.pass_context
+def run(ctx, suite, export_cache, out, fmt, baseline, progress, **kwargs) -> None:
+    """Time forward passes across models, backends, batch sizes, precisions and memory formats."""
+    import shlex
+
+    from .report import parse_baseline, render_run
+    from .results import read_run
+    from .sweep import benchmark
+
+    parse_baseline(baseline)  # a bad one fails now, not after the run
+    result = benchmark(suite, export_cache=export_cache, progress=progress,
+                       raise_errors=bool(ctx.obj.get("traceback")), **_suite_overrides(kwargs))
+    result.settings["command"] = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
+    json_path, csv_path = result.write(out)
+    # the table is rendered from the file just written, as `vggbench report` would
+    click.echo(render_run(read_run(json_path), fmt, baseline))
+    counts: dict[str, int] = {}
+    for r in result.results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+    click.echo(f"\n{len(result.results)} cases ({summary}) in {result.wall_s:.0f} s; wrote {json_path} and {csv_path}",
+               err=fmt in ("csv", "json"))
+
+
+@main.command()
+@click.argument("results", type=click.Path())
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
+@click.option("--baseline", default="eager:fp32:contiguous", show_default=True,
+              help="backend[:precision[:memory_format]] that speedup is relative to.")
+@click.option("--compare", "old", type=click.Path(), help="An older results file: per-case ratios, and exit 1 on "
+                                                          "a regression beyond --threshold.")
+@click.option("--threshold", default="5%", show_default=True, help="Slow-down that counts as a regression.")
+@click.option("--allow-different-machines", is_flag=True,
+              help="Compare runs from different hardware anyway (the ratios then mean little).")
+@click.option("--plot", type=click.Path(), help="Also draw images/s against batch size into this .png file.")
+def report(results, fmt, baseline, old, threshold, allow_different_machines, plot) -> None:
+    """Show a results file as tables with speed-ups, compare it with an older one, or plot it."""
+    from .report import render_run
+    from .results import read_run
+
+    data = read_run(results)
+    if old is None:
+        click.echo(render_run(data, fmt, baseline))
+    else:
+        _compare(data, read_run(old), threshold, allow_different_machines, fmt)
+    if plot:
+        from .plot import plot_run
+
+        click.echo(f"wrote {plot_run(data, plot)}", err=fmt in ("csv", "json"))
+
+
+def _compare(new: dict, old: dict, threshold: str, allow_different_machines: bool, fmt: str) -> None:
+    from .compare import COMPARE_COLUMNS, compare_runs, parse_threshold
+    from .errors import CheckFailed
+
+    comparison = compare_runs(new, old, parse_threshold(threshold), allow_different_machines)
+    for line in comparison.warnings:
+        click.secho(f"warning: environments differ: {line}", err=True, fg="yellow")
+    echo_rows(comparison.rows, fmt, COMPARE_COLUMNS)
+    note = [f"{len(comparison.rows)} cases compared"]
+    if comparison.only_old or comparison.only_new:
+        note.append(f"{len(comparison.only_old)} only in the old run, {len(comparison.only_new)} only in the new one")
+    click.echo("; ".join(note), err=fmt in ("csv", "json"))
+    if not comparison.rows:
+        raise UnsupportedError("the two runs have no case in common (matched on model, image size, device, backend, "
+                               "precision, memory format, batch size, threads)")
+    bad = comparison.regressions
+    if bad:
+        worst = max(bad, key=lambda r: r["change_pct"] if r["change_pct"] is not None else float("inf"))
+        what = (f"{worst['change_pct']:+.1f}%" if worst["change_pct"] is not None else worst["verdict"])
+        raise CheckFailed(f"{len(bad)} of {len(comparison.rows)} cases regressed beyond {comparison.threshold * 100:g}% "
+                          f"(worst: {worst['model']} {worst['backend']} {worst['precision']} {worst['memory_format']} "
+                          f"batch {worst['batch_size']}: {what})")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,17 @@ class TrainingError(VggbenchError):
     exit_code = EXIT_CHECK_FAILED
 
 
+class ResultsError(VggbenchError):
+    """A benchmark results file that is missing, unreadable or of another schema."""
+
+
 class CheckFailed(VggbenchError):
     """A check that ran and failed: a parity mismatch or a benchmark regression."""
 
     exit_code = EXIT_CHECK_FAILED
+
+
+def one_line(e: BaseException) -> str:
+    """'Type: first line of the message', for errors from third-party code recorded as data."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

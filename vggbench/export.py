@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -12,11 +13,11 @@ import torch
 from torch import nn
 
 from .env import package_version
-from .errors import CheckFailed, ConfigError, ExportError, VggbenchError
+from .errors import CheckFailed, ConfigError, ExportError, VggbenchError, one_line
 from .fileio import atomic_dir, write_json
 from .manifest import FORMATS, MANIFEST, SCHEMA_VERSION, file_entry
-from .profile import profile
-from .quantize import QuantConfig, photo_crops, quantize_onnx
+from .profiling import profile
+from .quantize import QuantConfig, calibration_images, quantize_onnx
 from .specs import check_image_size
 from .weights import LoadedModel, state_sha256
 
@@ -27,11 +28,6 @@ TORCHSCRIPT_MODES = ("trace", "script")
 # small graph file is quicker to inspect and diff).
 ONNX_EXTERNAL_DATA_BYTES = 100 * 2**20
 MIN_OPSET = 18  # the dynamo exporter's lowest
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _export_torchscript(module: nn.Module, example: torch.Tensor, folder: Path, *, mode: str, **_) -> dict:
@@ -105,7 +101,7 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
     (with `verify`) every artifact matched the eager model, so a failure leaves an old export intact.
     batch_size is the example batch of a static export; dynamic exports serve any batch size.
     onnx-int8 is quantized from model.onnx with `quant`, calibrated on `calibration` (normalised
-    images; default: crops of two real photos). Returns the manifest.
+    images; default: as `quant.calibration` says, see quantize.calibration_images). Returns the manifest.
     """
     _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode)
     formats = [f for f in EXPORTERS if f in formats]  # onnx before onnx-int8
@@ -114,7 +110,11 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
         if precision != "fp32":
             raise ConfigError("onnx-int8 is quantized from an fp32 model: export it with --precision fp32")
         if calibration is None:
-            calibration = photo_crops(quant.images, image_size, model.weights.mean, model.weights.std)
+            calibration, source = calibration_images(quant, image_size, model.weights.mean, model.weights.std,
+                                                     model.weights.meta)
+            quant = dataclasses.replace(quant, calibration=source)
+        else:
+            quant = dataclasses.replace(quant, calibration="given", images=calibration.shape[0])
     out = Path(out)
     # A dynamic batch exported from a batch of 1 gets specialised to 1 by torch.export: use >= 2.
     example_batch = max(2, batch_size) if dynamic_batch else batch_size
@@ -134,7 +134,7 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
                 except VggbenchError:
                     raise
                 except Exception as e:  # any failure of a third-party exporter becomes one clear error
-                    raise ExportError(f"{fmt} export of {model.name} failed: {_one_line(e)}") from e
+                    raise ExportError(f"{fmt} export of {model.name} failed: {one_line(e)}") from e
             caught += sorted({f"{fmt}: {w.category.__name__}: {str(w.message).splitlines()[0]}" for w in seen})
         manifest = build_manifest(model, artifacts, image_size, batch_size, dynamic_batch, example_batch, precision,
                                   caught)

@@ -30,3 +30,37 @@ def sample_photos(image_size: int, mean: Sequence[float], std: Sequence[float], 
     if flips:
         photos += [p.flip(-1) for p in photos]
     return torch.stack(photos)
+
+
+def trained_on(weights_meta: dict) -> str | None:
+    """The dataset weights were trained on, when vggbench can load it by name (digits, cifar10, stl10,
+    folder:PATH); None for anything else (ImageNet, unknown)."""
+    from .data import parse_name
+    from .errors import DataError
+
+    name = weights_meta.get("dataset")
+    if not name:
+        return None
+    try:
+        parse_name(name)
+    except DataError:
+        return None
+    return name
+
+
+def dataset_images(name: str, image_size: int, mean: Sequence[float], std: Sequence[float], *, split: str = "test",
+                   count: int | None = None, seed: int = 0,
+                   data_dir: str = "data") -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Real images of a dataset split, evaluation-transformed (resized, centre-cropped) and normalised with
+    the weights' mean/std: all of them, or `count` drawn without replacement with `seed`. A dataset without
+    a test split gives its val split. Returns (images, labels, the split used)."""
+    from .data import load_data
+
+    data = load_data(name, image_size=image_size, data_dir=data_dir, normalize=(tuple(mean), tuple(std)))
+    split = split if split in data.splits else "val"
+    images = data.dataset(split)
+    indices = list(range(len(images)))
+    if count is not None and count < len(indices):
+        indices = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:count].tolist()
+    pairs = [images[i] for i in indices]
+    return torch.stack([x for x, _ in pairs]), torch.tensor([int(y) for _, y in pairs]), split

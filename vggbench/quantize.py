@@ -23,7 +23,9 @@ class QuantConfig:
     method: str = "minmax"  # calibration: minmax | percentile | entropy
     per_channel: bool = True
     activations: str = "uint8"  # uint8 | int8
-    calibration: str = "photos"  # where the calibration images came from
+    # where the calibration images come from: "auto" (the training split of the dataset the weights were
+    # trained on, when it loads offline, else photos), "photos" (crops of two real photos), or a dataset name
+    calibration: str = "auto"
     images: int = 32  # how many calibration images
 
     def __post_init__(self) -> None:
@@ -53,6 +55,22 @@ def photo_crops(count: int, image_size: int, mean, std, seed: int = 0) -> torch.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return torch.stack([transform(photos[i % len(photos)]) for i in range(count)])
+
+
+def calibration_images(config: QuantConfig, image_size: int, mean, std, weights_meta: dict) -> tuple[torch.Tensor, str]:
+    """`config.images` normalised calibration images and where they came from, e.g. "digits train"."""
+    from .errors import DataError
+    from .inputs import dataset_images, trained_on
+
+    name = trained_on(weights_meta) if config.calibration == "auto" else config.calibration
+    if name and name != "photos":
+        try:
+            images, _, split = dataset_images(name, image_size, mean, std, split="train", count=config.images)
+            return images, f"{name} {split}"
+        except DataError:
+            if config.calibration != "auto":
+                raise
+    return photo_crops(config.images, image_size, mean, std), "photos"
 
 
 def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, images: torch.Tensor,

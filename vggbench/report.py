@@ -5,20 +5,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 
 FORMATS = ("table", "github", "csv", "json")
 
 
 def _cell(value):
+    # None stays None (tabulate prints missingval), so that a column of numbers with gaps is still
+    # formatted as numbers
     if isinstance(value, bool):
         return "yes" if value else "no"
     return value
 
 
 def render(rows: Sequence[dict], fmt: str = "table", columns: Sequence[str] | None = None,
-           floatfmt: str = ".4g") -> str:
-    """Rows of dicts as text. `columns` picks and orders keys (default: the first row's keys)."""
+           floatfmt: str | Sequence[str] = ".4g") -> str:
+    """Rows of dicts as text. `columns` picks and orders keys (default: the first row's keys);
+    floatfmt: one format, or one per column (table and github)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     columns = list(columns or (rows[0].keys() if rows else []))
@@ -34,4 +38,96 @@ def render(rows: Sequence[dict], fmt: str = "table", columns: Sequence[str] | No
 
     table = [[_cell(row.get(c)) for c in columns] for row in rows]
     return tabulate(table, headers=columns, tablefmt="github" if fmt == "github" else "simple",
-                    floatfmt=floatfmt, intfmt=",", missingval="-")
+                    floatfmt=floatfmt, intfmt=",", disable_numparse=False, missingval="-")
+
+
+# --- benchmark results ------------------------------------------------------------------------------------
+
+GROUP_KEYS = ("model", "image_size", "device")
+RUN_COLUMNS = ("backend", "precision", "memory_format", "batch_size", "median_ms", "p90_ms", "images_per_s",
+               "gflops_per_s", "peak_pct", "speedup", "noisy", "status")
+DEFAULT_BASELINE = "eager:fp32:contiguous"
+REASON_WIDTH = 90  # table and github formats shorten long reasons; csv and json keep them whole
+# table and github: 4 significant digits without exponents (numbers are rounded first), 1 decimal for %
+_RUN_FLOATFMT = ["g" if c not in ("peak_pct", "speedup") else ".1f" if c == "peak_pct" else ".2f"
+                 for c in RUN_COLUMNS]
+_SIGNIFICANT = ("median_ms", "p90_ms", "images_per_s", "gflops_per_s")
+
+
+def _significant(x: float | None, digits: int = 4) -> float | None:
+    if not x or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
+
+
+def parse_baseline(text: str) -> tuple[str, str, str]:
+    """'eager:fp32:contiguous' -> (backend, precision, memory_format); precision and format may be left out."""
+    from .errors import ConfigError
+
+    parts = [p.strip() for p in text.split(":")]
+    if not 1 <= len(parts) <= 3 or not all(parts):
+        raise ConfigError(f"baseline must look like backend[:precision[:memory_format]], e.g. {DEFAULT_BASELINE}; "
+                          f"got {text!r}")
+    defaults = DEFAULT_BASELINE.split(":")
+    return tuple(parts + defaults[len(parts):])
+
+
+def _status(row: dict, width: int | None) -> str:
+    if row["status"] == "ok":
+        return "ok"
+    text = f"{row['status']}: {row.get('reason') or ''}".rstrip(": ")
+    return text if width is None or len(text) <= width else text[:width - 3] + "..."
+
+
+def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width: int | None = None) -> list[dict]:
+    """One row per result: group keys, threads, RUN_COLUMNS. speedup is images_per_s over the baseline's
+    at the same model, image size, device, threads and batch size."""
+    backend, precision, memory_format = parse_baseline(baseline)
+    base = {(r["model"], r["image_size"], r["device"], r["threads"], r["batch_size"]): r["images_per_s"]
+            for r in results if (r["backend"], r["precision"], r["memory_format"]) == (backend, precision, memory_format)
+            and r["status"] == "ok"}
+    rows = []
+    for r in results:
+        reference = base.get((r["model"], r["image_size"], r["device"], r["threads"], r["batch_size"]))
+        speedup = r["images_per_s"] / reference if reference and r.get("images_per_s") else None
+        rows.append({**{k: r[k] for k in (*GROUP_KEYS, "threads")},
+                     **{k: r.get(k) for k in RUN_COLUMNS}, "speedup": speedup, "status": _status(r, reason_width)})
+    return rows
+
+
+def group_title(key: tuple, rows: list[dict], environment: dict) -> str:
+    model, image_size, device = key
+    if device.startswith("cuda"):
+        gpus = (environment.get("cuda") or {}).get("devices") or []
+        index = int(device.partition(":")[2] or 0)
+        where = gpus[index]["name"] if index < len(gpus) else device
+    else:
+        where = (environment.get("cpu") or {}).get("model") or "cpu"
+    threads = sorted({r["threads"] for r in rows})
+    peaks = ", ".join(f"{p['precision']} {p['gflops_per_s']:.1f}" for p in environment.get("gemm_peaks", [])
+                      if p["device"] == device)
+    title = f"{model} at {image_size}x{image_size} on {device} ({where}), {'/'.join(map(str, threads))} threads"
+    return title + (f"; GEMM peak GFLOP/s: {peaks}" if peaks else "")
+
+
+def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE) -> str:
+    """A results file (see vggbench.results) as text: one table per model / image size / device in table and
+    github formats, one flat table in csv and json."""
+    if fmt in ("csv", "json"):
+        return render(run_rows(data["results"], baseline), fmt, [*GROUP_KEYS, "threads", *RUN_COLUMNS])
+    rows = [{k: _significant(v) if k in _SIGNIFICANT else v for k, v in row.items()}
+            for row in run_rows(data["results"], baseline, REASON_WIDTH)]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
+    parts = []
+    for key, group in groups.items():
+        title = group_title(key, group, data.get("environment", {}))
+        parts.append((f"**{title}**" if fmt == "github" else title) + "\n\n" + render(group, fmt, RUN_COLUMNS, _RUN_FLOATFMT))
+    backend, precision, memory_format = parse_baseline(baseline)
+    noisy = sum(1 for r in rows if r["noisy"])
+    notes = [f"speedup: images/s over {backend} {precision} {memory_format} at the same batch size; "
+             f"gflops_per_s = 2 x MACs x images/s; peak_pct: share of the GEMM peak of the same precision"]
+    if noisy:
+        notes.append(f"noisy: {noisy} case(s) with an IQR above 10% of the median; rerun on a quiet machine")
+    return "\n\n".join(parts + ["\n".join(notes)])

@@ -120,6 +120,9 @@ def check_supported(backend: str, device: str, precision: str, memory_format: st
 class TorchRunner:
     """Runs a torch callable (module, ScriptModule, exported program or compiled module)."""
 
+    # its CUDA work goes to torch's current stream, so the benchmark can time it with CUDA events
+    torch_stream = True
+
     def __init__(self, name: str, module: nn.Module, device: str, precision: str, memory_format: str,
                  autocast: bool = True) -> None:
         self.name, self.device, self.precision, self.memory_format = name, device, precision, memory_format
@@ -253,6 +256,10 @@ class OrtSettings:
 class OrtRunner:
     """onnxruntime InferenceSession. On CUDA the input is bound on the device (IO binding), so the
     timed run does not include host-device copies, as for the torch runners."""
+
+    # onnxruntime runs on its own CUDA stream and returns when the outputs are ready: torch's CUDA
+    # events would not see its work, so the benchmark times it with a wall clock
+    torch_stream = False
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", precision: str = "fp32",
                  settings: OrtSettings | None = None, provider: str | None = None) -> None:

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import ArtifactError, UnsupportedError
-from .inputs import random_batch, sample_photos
+from .errors import ArtifactError, DataError, UnsupportedError
+from .inputs import dataset_images, random_batch, sample_photos, trained_on
 from .manifest import FORMATS, read_manifest
 from .parity import ParityResult, compare, tolerance_for
 from .runners import BACKENDS, OrtSettings, check_device, eager_runner, make_runner
 from .weights import LoadedModel, load_model, state_sha256
 
+CHUNK = 32  # images per call when comparing many (bounds memory at 224x224)
+DATA_IMAGES = 1000  # dataset images compared at most (seeded sample of the test split)
 BACKEND_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ts": "torchscript", "trt": "tensorrt",
                    "export": "pt2", "torch.export": "pt2"}
 
@@ -55,14 +57,15 @@ def reference_model(manifest: dict, weights: str | os.PathLike | None = None) ->
 
 
 def _run_in_batches(runner, x: torch.Tensor, batch: int | None) -> torch.Tensor:
-    """Run `x` whole, or in chunks of a static export's batch size (padding the last chunk)."""
-    if batch is None or x.shape[0] == batch:
+    """Run `x` in chunks: of a static export's batch size (padding the last chunk), else of up to CHUNK."""
+    if batch is None and x.shape[0] <= CHUNK or x.shape[0] == batch:
         return runner(x)
+    size = batch or CHUNK
     outs = []
-    for start in range(0, x.shape[0], batch):
-        chunk = x[start:start + batch]
+    for start in range(0, x.shape[0], size):
+        chunk = x[start:start + size]
         n = chunk.shape[0]
-        if n < batch:
+        if batch is not None and n < batch:
             chunk = torch.cat([chunk, chunk[-1:].expand(batch - n, *chunk.shape[1:])])
         outs.append(runner(chunk)[:n])
     return torch.cat(outs)
@@ -72,11 +75,14 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
            precisions: Sequence[str] | None = None, memory_formats: Sequence[str] = ("contiguous",),
            batch_sizes: Sequence[int] = (1, 3), photos: bool = True, atol: float | None = None,
            rtol: float | None = None, weights: str | os.PathLike | None = None,
-           reference: LoadedModel | None = None, settings: OrtSettings | None = None) -> VerifyReport:
+           reference: LoadedModel | None = None, settings: OrtSettings | None = None, data: str | None = "auto",
+           data_images: int = DATA_IMAGES) -> VerifyReport:
     """Compare each (backend, precision, memory format) against eager fp32 on the CPU.
 
-    Inputs: seeded random batches of each size in `batch_sizes` (1 and >1 catch batch specialisation)
-    and, with `photos`, two real photos and their mirror images, normalised as the manifest says.
+    Inputs: seeded random batches of each size in `batch_sizes` (1 and >1 catch batch specialisation);
+    with `photos`, two real photos and their mirror images, normalised as the manifest says; and `data`:
+    up to `data_images` test images of a dataset ("auto": the one the weights were trained on, when it
+    loads offline; None: none), which is where int8's class agreement is measured.
     backends default to every artifact in the folder; precisions to the precision it was exported in.
     """
     check_device(device)
@@ -90,10 +96,19 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     if photos:
         real = sample_photos(size, spec["mean"], spec["std"])
         inputs.append((f"photos x{real.shape[0]}", real))
-    gold = eager_runner(reference.module, "cpu", "fp32")
-    expected = {label: gold(x) for label, x in inputs}
-
     report = VerifyReport(str(export_dir), manifest["model"]["name"])
+    name = trained_on(manifest["weights"].get("meta") or {}) if data == "auto" else data
+    if name:
+        try:
+            images, _, split = dataset_images(name, size, spec["mean"], spec["std"], count=data_images)
+            inputs.append((f"{name} {split} x{images.shape[0]}", images))
+        except DataError as e:
+            if data != "auto":
+                raise
+            report.skipped.append(f"{name} images, which the weights were trained on: {e}")
+    gold = eager_runner(reference.module, "cpu", "fp32")
+    expected = {label: _run_in_batches(gold, x, None) for label, x in inputs}
+
     for backend, precision, memory_format in combos:
         combo = f"{backend} {device} {precision} {memory_format}"
         if (backend, precision, memory_format) == ("eager", "fp32", "contiguous") and device == "cpu":

@@ -1,0 +1,103 @@
+"""Suites: bundled and project TOML files, validation with one-line errors, overrides, expansion."""
+
+from __future__ import annotations
+
+import pytest
+
+from vggbench.errors import ConfigError, UnknownModelError, UnsupportedError, VggbenchError
+from vggbench.suite import Suite, available_suites, load_suite, parse_suite, resolve_suite
+
+
+def test_bundled_default_suites_load_from_the_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./benchmarks here: the package alone must do
+    assert {"cpu", "cuda"} <= set(available_suites())
+    cpu = load_suite("cpu")
+    assert cpu.name == "cpu" and cpu.device == "cpu" and cpu.models == ("vgg16",) and cpu.image_size == 224
+    # eager in both layouts, onnxruntime only where it can run: no unsupported rows by default
+    assert cpu.groups() == [("vgg16", "eager", "fp32", "contiguous", (1, 8)),
+                            ("vgg16", "eager", "fp32", "channels_last", (1, 8)),
+                            ("vgg16", "onnxruntime", "fp32", "contiguous", (1, 8))]
+    assert cpu.case_count() == 6 and cpu.min_iters >= 5
+    cuda = load_suite("cuda")
+    assert cuda.device == "cuda" and ("vgg16", "compile", "amp", "channels_last", (1, 8, 32, 128, 256)) in cuda.groups()
+
+
+def test_project_suites_are_found_relative_to_the_working_directory(tmp_path, monkeypatch):
+    folder = tmp_path / "benchmarks" / "suites"
+    folder.mkdir(parents=True)
+    (folder / "mine.toml").write_text('models = ["E"]\nbatch_sizes = [2]\n')
+    monkeypatch.chdir(tmp_path)
+    assert load_suite("mine").models == ("vgg19",)  # the paper's letter, made canonical
+    assert available_suites()["mine"].endswith("mine.toml")
+
+
+def test_repository_suites_are_valid():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parent.parent / "benchmarks" / "suites").glob("*.toml")):
+        suite = load_suite(path)
+        assert suite.case_count() > 0 and suite.description, path
+
+
+def test_a_suite_file_by_path_and_matrix_union(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('''
+models = ["vgg11", "vgg13"]
+batch_sizes = [1, 4]
+[[matrix]]
+backends = ["eager"]
+memory_formats = ["contiguous", "channels_last"]
+[[matrix]]
+backends = ["ort", "eager"]
+batch_sizes = [4, 16]
+''')
+    suite = load_suite(path)
+    assert suite.name == "s"
+    assert suite.groups()[:3] == [("vgg11", "eager", "fp32", "contiguous", (1, 4, 16)),
+                                  ("vgg11", "eager", "fp32", "channels_last", (1, 4)),
+                                  ("vgg11", "onnxruntime", "fp32", "contiguous", (4, 16))]
+    assert suite.case_count() == 2 * (3 + 2 + 2)
+
+
+def test_overrides_replace_a_key_everywhere_including_matrices():
+    suite = load_suite("cpu").override(memory_formats=["channels_last"], batch_sizes="2", min_time_s=0.5,
+                                       threads=None)
+    # asked for explicitly: onnxruntime channels_last is now a case (it will be an 'unsupported' row)
+    assert [g[1:4] for g in suite.groups()] == [("eager", "fp32", "channels_last"),
+                                                ("onnxruntime", "fp32", "channels_last")]
+    assert {g[4] for g in suite.groups()} == {(2,)} and suite.min_time_s == 0.5 and suite.threads is None
+    assert resolve_suite(None, device="cuda", models=["vgg11"]).name == "cuda"
+    assert resolve_suite(Suite(), models="A,B").models == ("vgg11", "vgg13")
+
+
+@pytest.mark.parametrize("text,error,match", [
+    ('bach_sizes = [1]', ConfigError, "unknown key 'bach_sizes' in suite; did you mean batch_sizes?"),
+    ('models = ["vgg17"]', UnknownModelError, "unknown model 'vgg17'; did you mean"),
+    ('backends = ["tflite"]', UnsupportedError, "unknown backend 'tflite'"),
+    ('precisions = ["fp8"]', ConfigError, "unknown precision 'fp8'"),
+    ('memory_formats = ["nhwc"]', ConfigError, "unknown memory format 'nhwc'"),
+    ('batch_sizes = [0, 1]', ConfigError, "batch sizes must be at least 1"),
+    ('batch_sizes = ["8"]', ConfigError, "batch_sizes must be a list of ints"),
+    ('image_size = 16', ConfigError, "image size 16 is too small for vgg16"),
+    ('min_iters = 10\nmax_iters = 5', ConfigError, "min_iters <= max_iters"),
+    ('min_time_s = "long"', ConfigError, "min_time_s must be a number"),
+    ('device = "tpu"', ConfigError, "unknown device 'tpu'"),
+    ('threads = 0', ConfigError, "threads must be at least 1"),
+    ('width = 0', ConfigError, "width must be a channel multiplier"),
+    ('compile_mode = "fast"', ConfigError, "unknown compile mode 'fast'"),
+    ('[[matrix]]\nmodels = ["vgg11"]', ConfigError, "unknown key 'models' in a \\[\\[matrix\\]\\] table"),
+    ('models = [', ConfigError, "suite is not valid TOML"),
+])
+def test_invalid_suites_say_what_is_wrong_in_one_line(text, error, match):
+    with pytest.raises(error, match=match) as info:
+        parse_suite(text)
+    assert isinstance(info.value, VggbenchError) and "\n" not in str(info.value).strip()
+
+
+def test_unknown_suite_names_list_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown suite 'cpuu'; did you mean cpu.*suites: .*cpu.*cuda"):
+        load_suite("cpuu")
+    with pytest.raises(ConfigError, match="suite file .*missing.toml does not exist"):
+        load_suite(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+        Suite().override(colour="red")

@@ -1,0 +1,261 @@
+"""vggbench.benchmark and `vggbench run`: cases become rows whatever happens to them, exports are made once
+and checked, settings are scoped and recorded, results are written and read back."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import vggbench
+import vggbench.sweep as sweep
+from tests.conftest import TINY, TINY_IMAGE
+from vggbench.cli import main
+from vggbench.errors import ExportError, UnsupportedError
+from vggbench.profiling import profile
+from vggbench.results import CSV_COLUMNS, read_run
+from vggbench.specs import ModelOptions
+
+FAST = dict(warmup=1, warmup_time_s=0.0, min_time_s=0.02, min_iters=3, max_iters=50)
+TINY_SUITE = dict(models=["vgg11"], image_size=TINY_IMAGE, batch_sizes=[1, 2], memory_formats=["contiguous"], **TINY, **FAST)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One export cache for the module: each tiny export is made once."""
+    return tmp_path_factory.mktemp("export_cache")
+
+
+def run(cache, **kwargs):
+    return vggbench.benchmark(export_cache=cache, progress=False, **{**TINY_SUITE, **kwargs})
+
+
+def by_combo(result):
+    return {(r.backend, r.precision, r.memory_format, r.batch_size): r for r in result.results}
+
+
+def test_unsupported_combinations_are_rows_with_reasons(cache):
+    result = run(cache, backends=["eager", "onnxruntime", "tensorrt"], precisions=["fp32", "amp"],
+                 memory_formats=["contiguous", "channels_last"], batch_sizes=[1])
+    rows = by_combo(result)
+    assert len(rows) == 3 * 2 * 2
+    assert rows["eager", "fp32", "contiguous", 1].status == "ok"
+    assert rows["eager", "fp32", "channels_last", 1].status == "ok"
+    assert rows["onnxruntime", "fp32", "contiguous", 1].status == "ok"
+    amp = rows["eager", "amp", "contiguous", 1]
+    assert amp.status == "unsupported" and "amp (fp16 autocast) needs CUDA" in amp.reason
+    assert amp.median_ms is None and amp.samples_ms == ()
+    assert rows["tensorrt", "fp32", "contiguous", 1].reason == "tensorrt does not run on cpu (it runs on cuda)"
+    assert rows["onnxruntime", "fp32", "channels_last", 1].reason == \
+        "onnxruntime takes contiguous input only, not channels_last"
+    assert {p["precision"] for p in result.environment["gemm_peaks"]} == {"fp32"}  # no peak for amp on a CPU
+
+
+def test_rows_carry_numbers_settings_and_parity(cache):
+    result = run(cache, backends=["eager", "onnxruntime"], threads=1)
+    rows = by_combo(result)
+    ort = rows["onnxruntime", "fp32", "contiguous", 2]
+    assert ort.status == "ok" and ort.threads == 1 and ort.ort_settings["threads"] == 1
+    assert ort.iterations == len(ort.samples_ms) >= 3 and ort.timer == "perf_counter"
+    assert ort.images_per_s == pytest.approx(2 / (ort.median_ms / 1e3))
+    assert ort.gmacs_per_image == pytest.approx(profile("vgg11", ModelOptions(**TINY), TINY_IMAGE).gmacs)
+    assert ort.peak_gflops_per_s == result.environment["gemm_peaks"][0]["gflops_per_s"]
+    assert ort.load_ms > 0 and ort.first_call_ms > 0 and ort.rss_delta_mib >= 0
+    assert 0 <= ort.parity_max_abs < 1e-4  # the first output was checked against eager fp32
+    assert rows["eager", "fp32", "contiguous", 1].parity_max_abs is None  # the reference itself
+    assert rows["eager", "fp32", "contiguous", 1].ort_settings is None
+    assert rows["eager", "fp32", "contiguous", 1].weights == "random (seed 0)"
+    assert torch.get_num_threads() != 1 or result.environment["flags"]["torch_threads"] == 1
+    assert result.environment["flags"]["torch_threads"] == 1  # recorded inside the run's scope
+
+
+def test_threads_are_scoped_to_the_run(cache):
+    before = torch.get_num_threads()
+    run(cache, backends=["eager"], batch_sizes=[1], threads=1)
+    assert torch.get_num_threads() == before
+
+
+def test_exports_are_cached_and_rebuilt_when_tampered_with(cache, monkeypatch):
+    calls = []
+    real = sweep.export
+    monkeypatch.setattr(sweep, "export", lambda *a, **k: calls.append(k["formats"]) or real(*a, **k))
+    run(cache, backends=["onnxruntime"], batch_sizes=[1])
+    run(cache, backends=["onnxruntime"], batch_sizes=[1])
+    assert calls in ([], [["onnx"]])  # made by an earlier test, or by the first run here: once
+    calls.clear()
+    folder = next(p for p in cache.iterdir() if p.name.startswith("vgg11-32-fp32-onnx-"))
+    (folder / "model.onnx").write_bytes(b"not onnx")
+    result = run(cache, backends=["onnxruntime"], batch_sizes=[1, 2])
+    assert calls == [["onnx"]]
+    assert [(r.status, r.reason) for r in result.results] == [("ok", "")] * 2
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["parity"] and all(p["passed"] for p in manifest["parity"])
+
+
+def test_export_failure_is_a_row_and_is_tried_once(cache, monkeypatch, tmp_path):
+    calls = []
+
+    def broken(model, out, **kwargs):
+        calls.append(kwargs["formats"])
+        raise ExportError(f"{kwargs['formats'][0]} export of {model.name} failed: RuntimeError: boom")
+    monkeypatch.setattr(sweep, "export", broken)
+    result = vggbench.benchmark(export_cache=tmp_path, progress=False,
+                                **{**TINY_SUITE, "backends": ["eager", "pt2"], "precisions": ["fp32", "bf16"]})
+    rows = by_combo(result)
+    assert rows["eager", "fp32", "contiguous", 2].status == "ok"
+    failed = [r for r in result.results if r.backend == "pt2"]
+    assert len(failed) == 4 and {r.status for r in failed} == {"export_failed"}
+    assert failed[0].reason == "pt2 export of vgg11 failed: RuntimeError: boom"
+    assert calls == [["pt2"]]  # fp32 and bf16 run the same fp32 export: one attempt
+
+
+class FakeRunner:
+    """Stands in for a backend: runs the real model, but runs out of memory from `oom_from` images on."""
+
+    torch_stream = False
+
+    def __init__(self, module, oom_from=None, wrong=False):
+        self.module, self.oom_from, self.wrong = module, oom_from, wrong
+        self.device, self.precision, self.memory_format, self.name = "cpu", "fp32", "contiguous", "fake"
+
+    def prepare(self, batch):
+        return batch
+
+    def run(self, x):
+        if self.oom_from is not None and x.shape[0] >= self.oom_from:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        with torch.inference_mode():
+            out = self.module(x)
+        return out + 1 if self.wrong else out
+
+    def synchronize(self):
+        pass
+
+    def to_tensor(self, out):
+        return out.float()
+
+
+def test_oom_is_a_row_and_the_run_goes_on(cache, monkeypatch):
+    real = sweep.make_runner
+
+    def fake(backend, model, **kwargs):
+        if backend == "torchscript":
+            return FakeRunner(model.module, oom_from=2)
+        return real(backend, model, **kwargs)
+    monkeypatch.setattr(sweep, "make_runner", fake)
+    monkeypatch.setattr(sweep.ExportCache, "folder", lambda self, backend, precision: None)
+    result = run(cache, backends=["torchscript", "eager"], batch_sizes=[1, 2, 4])
+    statuses = [(r.backend, r.batch_size, r.status) for r in result.results]
+    assert statuses == [("torchscript", 1, "ok"), ("torchscript", 2, "oom"), ("torchscript", 4, "oom"),
+                        ("eager", 1, "ok"), ("eager", 2, "ok"), ("eager", 4, "ok")]
+    oom = result.results[1]
+    assert oom.reason == "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB"
+    assert oom.load_ms is not None and oom.median_ms is None
+
+
+def test_wrong_outputs_are_parity_failures_and_errors_are_rows(cache, monkeypatch):
+    def fake(backend, model, **kwargs):
+        if backend == "compile":
+            return FakeRunner(model.module, wrong=True)
+        raise RuntimeError("backend exploded\nwith a long traceback")
+    monkeypatch.setattr(sweep, "make_runner", fake)
+    result = run(cache, backends=["compile", "eager"], batch_sizes=[2])
+    wrong, broken = result.results
+    assert wrong.status == "parity_failed" and wrong.reason.startswith("output differs from eager fp32: max abs diff")
+    assert wrong.parity_max_abs == pytest.approx(1.0)
+    assert broken.status == "error" and broken.reason == "RuntimeError: backend exploded"
+    with pytest.raises(RuntimeError, match="backend exploded"):
+        vggbench.benchmark(export_cache=cache, progress=False, raise_errors=True,
+                           **{**TINY_SUITE, "backends": ["eager"]})
+
+
+def test_missing_cuda_stops_before_anything_runs(cache):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UnsupportedError, match="device cuda requested but CUDA is not available"):
+        run(cache, device="cuda")
+
+
+# --- results files ---------------------------------------------------------------------------------------
+
+def test_json_envelope_and_csv_round_trip(cache, tmp_path):
+    result = run(cache, backends=["eager", "onnxruntime"], memory_formats=["contiguous", "channels_last"])
+    json_path, csv_path = result.write(tmp_path)
+    assert json_path.parent == tmp_path and json_path.name.startswith("run-") and csv_path.suffix == ".csv"
+    data = read_run(json_path)
+    assert data["schema_version"] == 1 and data["kind"] == "vggbench-run"
+    env = data["environment"]
+    assert {"versions", "cpu", "cuda", "flags", "git_commit", "gemm_peaks", "onnxruntime"} <= set(env)
+    assert env["flags"]["tf32_matmul"] in (True, False) and env["cpu"]["logical_cores"] >= 1
+    assert data["settings"]["models"] == ["vgg11"] and data["settings"]["min_time_s"] == FAST["min_time_s"]
+    assert len(data["results"]) == 8 and data["results"][0]["samples_ms"]
+    with open(csv_path, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == CSV_COLUMNS and "samples_ms" not in table[0]
+    for row, original in zip(table, data["results"], strict=True):
+        for key in CSV_COLUMNS:
+            value = original[key]
+            expected = "" if value is None else json.dumps(value, sort_keys=True) if isinstance(value, dict) \
+                else str(value)
+            assert row[key] == expected, key
+    # a .json path is written as is, the CSV beside it
+    again = result.write(tmp_path / "named.json")
+    assert again == (tmp_path / "named.json", tmp_path / "named.csv")
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_run_end_to_end_as_a_user_types_it(tmp_path, cache):
+    result = cli("run", "--models", "vgg11", "--width", "0.0625", "--hidden", "32", "--image-size", "32",
+                 "--batch-sizes", "1,2", "--backends", "eager,onnxruntime,torchscript,pt2", "--min-time", "0.05",
+                 "--warmup-time", "0", "--out", tmp_path, "--export-cache", cache)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("vgg11 at 32x32 on cpu (") and f"{torch.get_num_threads()} threads" in lines[0]
+    assert lines[2].split() == ["backend", "precision", "memory_format", "batch_size", "median_ms", "p90_ms",
+                                "images_per_s", "gflops_per_s", "peak_pct", "speedup", "noisy", "status"]
+    json_path = next(tmp_path.glob("run-*.json"))
+    # the default suite's two layouts cross the backends asked for: onnxruntime channels_last cannot run
+    assert lines[-1].startswith("16 cases (14 ok, 2 unsupported) in ") and lines[-1].endswith(
+        f"wrote {json_path} and {json_path.with_suffix('.csv')}")
+    data = read_run(json_path)
+    assert data["settings"]["command"].startswith("vggbench run --models vgg11 --width 0.0625 --hidden 32 ")
+    # the printed table is exactly what `vggbench report` prints from the JSON
+    report = cli("report", json_path)
+    assert report.exit_code == 0 and result.output.startswith(report.output)
+    ort = next(r for r in data["results"] if r["backend"] == "onnxruntime" and r["batch_size"] == 2)
+    row = next(line for line in lines if line.startswith("onnxruntime ") and line.split()[3] == "2")
+    assert row.split()[4] == f"{ort['median_ms']:.4g}"
+
+
+def test_run_on_cuda_without_cuda_is_one_line_and_exit_2(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = cli("run", "--device", "cuda", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert result.output.strip() == ("error: device cuda requested but CUDA is not available (no CUDA device is "
+                                     "visible); use --device cpu")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--models", "vgg17"), "error: unknown model 'vgg17'; did you mean"),
+    (("--backends", "tflite"), "error: unknown backend 'tflite'"),
+    (("--precision", "fp8"), "error: unknown precision 'fp8'"),
+    (("--suite", "nightly"), "error: unknown suite 'nightly'"),
+    (("--batch-sizes", "1,x"), "Error: Invalid value: '1,x' is not a comma-separated list of int"),
+    (("--baseline", "eager:fp32:contiguous:extra"), "error: baseline must look like backend[:precision"),
+])
+def test_run_user_errors_are_one_line(args, message, tmp_path):
+    result = cli("run", *args, "--out", tmp_path)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    if message.startswith("error:"):
+        assert len(result.output.strip().splitlines()) == 1
