@@ -16,7 +16,7 @@ from vggbench.cli import main
 from vggbench.compare import compare_runs, parse_threshold
 from vggbench.env import capture
 from vggbench.errors import ConfigError, ResultsError
-from vggbench.report import parse_baseline, render_run, run_rows
+from vggbench.report import fastest_rows, parse_baseline, render_run, run_rows
 from vggbench.results import BenchRun, read_run
 
 ENV = {**capture(), "gemm_peaks": [{"device": "cpu", "precision": "fp32", "dtype": "float32", "n": 2048, "reps": 3,
@@ -181,3 +181,22 @@ def test_plot_writes_a_png(tmp_path):
 def test_render_run_is_what_report_prints(tmp_path):
     path = results_file(tmp_path, ROWS)
     assert cli("report", path).output == render_run(read_run(path)) + "\n"
+
+
+def test_fastest_is_the_quickest_case_that_passed_and_fp32_is_named_apart(tmp_path):
+    rows = [row("eager", 1, 100.0), row("eager", 1, 60.0, precision="bf16", memory_format="channels_last"),
+            row("onnxruntime", 1, 80.0), row("winograd", 1, 10.0, status="parity_failed", reason="differs"),
+            row("eager", 8, 400.0), row("onnxruntime", 8, 500.0, precision="int8")]
+    best = {r["batch_size"]: r for r in fastest_rows([r.__dict__ for r in rows])}
+    assert best[1]["fastest"] == "eager bf16 channels_last" and best[1]["speedup"] == pytest.approx(100 / 60)
+    # the failed winograd case is faster but did not pass parity: it is not offered
+    assert best[1]["fastest_fp32"] == "onnxruntime fp32 contiguous" and best[1]["fp32_speedup"] == pytest.approx(1.25)
+    assert best[8]["fastest"] == "eager fp32 contiguous" == best[8]["fastest_fp32"]
+    path = results_file(tmp_path, rows)
+    full = cli("report", path)
+    assert full.exit_code == 0 and "fastest that ran and passed parity, per batch size" in full.output
+    only = cli("report", path, "--best", "--format", "csv")
+    assert only.exit_code == 0, only.output
+    table = list(csv.DictReader(io.StringIO(only.output)))
+    assert [(r["batch_size"], r["fastest"]) for r in table] == [("1", "eager bf16 channels_last"),
+                                                                ("8", "eager fp32 contiguous")]

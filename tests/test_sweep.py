@@ -259,3 +259,54 @@ def test_run_user_errors_are_one_line(args, message, tmp_path):
     assert message in result.output and "Traceback" not in result.output
     if message.startswith("error:"):
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_run_best_times_the_fast_paths_and_names_the_fastest(tmp_path):
+    cache = tmp_path / "cache"
+    result = cli("run", "--best", "--models", "vgg11", "--width", "0.0625", "--hidden", "32", "--image-size", "32",
+                 "--batch-sizes", "1", "--min-time", "0.02", "--min-iters", "3", "--warmup-time", "0",
+                 "--out", tmp_path / "best.json", "--export-cache", cache, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    data = read_run(tmp_path / "best.json")
+    assert data["settings"]["name"] == "best-cpu" and data["settings"]["compile_freezing"] is True
+    rows = {(r["backend"], r["precision"], r["memory_format"]): r for r in data["results"]}
+    assert {("winograd", "fp32", "channels_last"), ("compile", "fp32", "channels_last"),
+            ("onnxruntime", "int8", "contiguous"), ("eager", "bf16", "channels_last")} <= set(rows)
+    assert rows["compile", "fp32", "channels_last"]["compile_options"] == {"freezing": True}
+    # random weights have no real-image agreement to offer int8 with: refused before any export is made
+    int8 = rows["onnxruntime", "int8", "contiguous"]
+    assert int8["status"] == "export_failed" and int8["reason"] == sweep.INT8_NEEDS_TRAINED_WEIGHTS
+    assert not any("onnx-int8" in p.name for p in cache.iterdir())
+    assert rows["winograd", "fp32", "channels_last"]["status"] == "ok"
+    assert "fastest that ran and passed parity" in cli("report", tmp_path / "best.json").output
+
+
+def test_int8_runs_in_a_sweep_with_weights_trained_on_digits(tmp_path, cache):
+    from vggbench.weights import load_model, save_weights
+
+    trained = save_weights(load_model("vgg11", seed=0, width=1 / 8, hidden=64, num_classes=10),
+                           tmp_path / "digits.pt", dataset="digits")
+    result = run(cache, weights=str(trained), width=None, hidden=None, backends=["onnxruntime"],
+                 precisions=["fp32", "int8"], batch_sizes=[1, 4])
+    rows = by_combo(result)
+    assert rows["onnxruntime", "int8", "contiguous", 4].status == "ok", rows["onnxruntime", "int8", "contiguous", 4]
+    assert rows["onnxruntime", "int8", "contiguous", 4].parity_max_abs is not None
+    folder = next(p for p in cache.iterdir() if "-onnx-int8-" in p.name)
+    quant = json.loads((folder / "manifest.json").read_text())["artifacts"]["onnx-int8"]["quantization"]
+    assert quant["calibration"] == "digits train"
+
+
+def test_fp32_on_cuda_is_strict_unless_tf32_is_asked_for():
+    from vggbench.numerics import scoped_numerics, strict_fp32
+    from vggbench.parity import TOLERANCES, tolerance_for
+    from vggbench.runners import OrtSettings
+
+    assert strict_fp32("cpu", None) is None and strict_fp32("cuda", None) is False
+    assert strict_fp32("cuda:1", True) is True
+    assert tolerance_for("fp32", tf32=True) == TOLERANCES["tf32"] != TOLERANCES["fp32"]
+    assert tolerance_for("amp", tf32=True) == TOLERANCES["amp"]
+    assert OrtSettings().to_dict()["tf32"] is False
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with scoped_numerics(tf32=not flags[1]):
+        assert torch.backends.cudnn.allow_tf32 == (not flags[1]) == torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags

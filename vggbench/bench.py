@@ -299,6 +299,7 @@ class Case:
     min_iters: int
     max_iters: int
     compile_mode: str | None = None
+    compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
     ort_settings: dict | None = None  # vggbench.runners.OrtSettings, for onnxruntime backends
 
     @property

@@ -375,6 +375,8 @@ def _suite_overrides(kwargs: dict) -> dict:
 @main.command()
 @click.option("--suite", help="A suite name (vggbench/suites/, then ./benchmarks/suites/) or a .toml file "
                               "[default: cpu, or cuda with --device cuda].")
+@click.option("--best", is_flag=True, help="Time every fast path of the device (suite best-cpu or best-cuda, "
+                                           "unless --suite) and name the fastest that passes parity per batch size.")
 @click.option("--models", help="Comma-separated model names, e.g. vgg11,vgg16.")
 @click.option("--backends", help="Comma-separated: eager, compile, torchscript, pt2, onnxruntime, tensorrt.")
 @click.option("--device", help="cpu, cuda or cuda:N (onnxruntime follows it).")
@@ -393,10 +395,14 @@ def _suite_overrides(kwargs: dict) -> dict:
 @click.option("--min-iters", type=int, help="Timed calls per case, at least.")
 @click.option("--max-iters", type=int, help="Timed calls per case, at most.")
 @click.option("--compile-mode", help="torch.compile mode: default, reduce-overhead, max-autotune, ...")
+@click.option("--compile-freezing/--no-compile-freezing", default=None,
+              help="torch.compile with inductor freezing (weights as constants, prepacked).")
 @click.option("--ort-optimization", help="onnxruntime graph optimisation: disable, basic, extended, all.")
 @click.option("--cudnn-conv-algo-search", help="onnxruntime CUDA: EXHAUSTIVE, HEURISTIC or DEFAULT.")
-@click.option("--tf32/--no-tf32", default=None, help="Allow TF32 matmuls and convolutions on CUDA for the run "
-                                                      "[default: leave torch's flags as they are, recorded].")
+@click.option("--tf32/--no-tf32", default=None,
+              help="CUDA fp32 with TF32 matmuls and convolutions, in torch and onnxruntime; its parity is then "
+                   "judged with the tf32 tolerance [default: off (the suite's tf32 key may turn it on): fp32 is "
+                   "IEEE fp32].")
 @click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=None,
               help="cudnn.benchmark for the run [default: as it is, recorded].")
 @click.option("--export-cache", default="exports/.cache", show_default=True, type=click.Path(),
@@ -408,14 +414,17 @@ def _suite_overrides(kwargs: dict) -> dict:
               help="backend:precision:memory_format that speedup is relative to.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: on a terminal].")
 @click.pass_context
-def run(ctx, suite, export_cache, out, fmt, baseline, progress, **kwargs) -> None:
+def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) -> None:
     """Time forward passes across models, backends, batch sizes, precisions and memory formats."""
     import shlex
 
     from .report import parse_baseline, render_run
     from .results import read_run
+    from .suite import default_suite
     from .sweep import benchmark
 
+    if best and suite is None:
+        suite = f"best-{default_suite(kwargs['device'])}"
     parse_baseline(baseline)  # a bad one fails now, not after the run
     result = benchmark(suite, export_cache=export_cache, progress=progress,
                        raise_errors=bool(ctx.obj.get("traceback")), **_suite_overrides(kwargs))
@@ -442,13 +451,16 @@ def run(ctx, suite, export_cache, out, fmt, baseline, progress, **kwargs) -> Non
 @click.option("--allow-different-machines", is_flag=True,
               help="Compare runs from different hardware anyway (the ratios then mean little).")
 @click.option("--plot", type=click.Path(), help="Also draw images/s against batch size into this .png file.")
-def report(results, fmt, baseline, old, threshold, allow_different_machines, plot) -> None:
+@click.option("--best", is_flag=True, help="Only the fastest case that passed parity per batch size.")
+def report(results, fmt, baseline, old, threshold, allow_different_machines, plot, best) -> None:
     """Show a results file as tables with speed-ups, compare it with an older one, or plot it."""
-    from .report import render_run
+    from .report import render_fastest, render_run
     from .results import read_run
 
     data = read_run(results)
-    if old is None:
+    if best:
+        click.echo(render_fastest(data, fmt, baseline))
+    elif old is None:
         click.echo(render_run(data, fmt, baseline))
     else:
         _compare(data, read_run(old), threshold, allow_different_machines, fmt)

@@ -110,6 +110,36 @@ def group_title(key: tuple, rows: list[dict], environment: dict) -> str:
     return title + (f"; GEMM peak GFLOP/s: {peaks}" if peaks else "")
 
 
+FASTEST_COLUMNS = ("model", "image_size", "device", "threads", "batch_size", "fastest", "images_per_s", "speedup",
+                   "fastest_fp32", "fp32_images_per_s", "fp32_speedup")
+
+
+def fastest_rows(results: list[dict], baseline: str = DEFAULT_BASELINE) -> list[dict]:
+    """Per model / image size / device / threads / batch size: the fastest case that ran and passed its
+    parity check (status ok), over every precision, and the fastest in fp32 alone."""
+    best: dict[tuple, dict] = {}
+    for row in run_rows(results, baseline):
+        if row["status"] != "ok" or not row.get("images_per_s"):
+            continue
+        key = (*(row[k] for k in GROUP_KEYS), row["threads"], row["batch_size"])
+        entry = best.setdefault(key, {})
+        what = f"{row['backend']} {row['precision']} {row['memory_format']}"
+        if row["images_per_s"] > entry.get("images_per_s", 0):
+            entry.update(fastest=what, images_per_s=row["images_per_s"], speedup=row["speedup"])
+        if row["precision"] == "fp32" and row["images_per_s"] > entry.get("fp32_images_per_s", 0):
+            entry.update(fastest_fp32=what, fp32_images_per_s=row["images_per_s"], fp32_speedup=row["speedup"])
+    return [{**dict(zip((*GROUP_KEYS, "threads", "batch_size"), key, strict=True)), **entry} for key, entry in best.items()]
+
+
+def render_fastest(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE) -> str:
+    rows = fastest_rows(data["results"], baseline)
+    if fmt in ("table", "github"):
+        rows = [{k: _significant(v) if k in ("images_per_s", "fp32_images_per_s") else v for k, v in r.items()}
+                for r in rows]
+    floatfmt = [".2f" if c.endswith("speedup") else "g" for c in FASTEST_COLUMNS]
+    return render(rows, fmt, FASTEST_COLUMNS, floatfmt)
+
+
 def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE) -> str:
     """A results file (see vggbench.results) as text: one table per model / image size / device in table and
     github formats, one flat table in csv and json."""
@@ -130,4 +160,8 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
              f"gflops_per_s = 2 x MACs x images/s; peak_pct: share of the GEMM peak of the same precision"]
     if noisy:
         notes.append(f"noisy: {noisy} case(s) with an IQR above 10% of the median; rerun on a quiet machine")
+    fastest = render_fastest(data, fmt, baseline)
+    if fastest.strip():
+        title = "fastest that ran and passed parity, per batch size (and the fastest fp32)"
+        parts.append((f"**{title}**" if fmt == "github" else title) + "\n\n" + fastest)
     return "\n\n".join(parts + ["\n".join(notes)])

@@ -246,6 +246,7 @@ class OrtSettings:
     optimization: str = "all"  # disable | basic | extended | all
     cudnn_conv_algo_search: str = "EXHAUSTIVE"  # CUDA provider: EXHAUSTIVE | HEURISTIC | DEFAULT
     prefer_nhwc: bool = False  # CUDA provider: NHWC convolutions
+    tf32: bool = False  # CUDA provider: TF32 matmuls/convolutions (onnxruntime's default is on; fp32 is fp32 here)
     trt_fp16: bool = False  # TensorRT provider: build fp16 engines
     trt_cache_dir: str | None = None  # TensorRT provider: engine cache folder
 
@@ -287,7 +288,8 @@ class OrtRunner:
         if kind == "cuda":
             providers = [(wanted, {"device_id": index,
                                    "cudnn_conv_algo_search": self.settings.cudnn_conv_algo_search,
-                                   "prefer_nhwc": int(self.settings.prefer_nhwc)})]
+                                   "prefer_nhwc": int(self.settings.prefer_nhwc),
+                                   "use_tf32": int(self.settings.tf32)})]
         elif kind == "tensorrt":
             trt = {"device_id": index, "trt_fp16_enable": self.settings.trt_fp16 or precision == "fp16"}
             if self.settings.trt_cache_dir:

@@ -56,7 +56,8 @@ class Suite:
     dropout: float | None = None
     head: str | None = None
     init: str | None = None
-    # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way)
+    # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way), except
+    # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.numerics.strict_fp32)
     threads: int | None = None
     tf32: bool | None = None
     cudnn_benchmark: bool | None = None
@@ -68,6 +69,7 @@ class Suite:
     max_iters: int = 1000
     # backend settings
     compile_mode: str | None = None
+    compile_freezing: bool = False  # inductor freezing: weights become constants, folded and prepacked
     ort_optimization: str = "all"
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
 
@@ -167,7 +169,7 @@ _STRINGS = ("name", "description", "device", "weights", "head", "init", "compile
             "cudnn_conv_algo_search")
 _INTS = ("image_size", "seed", "num_classes", "hidden", "threads", "warmup", "min_iters", "max_iters")
 _FLOATS = ("width", "dropout", "warmup_time_s", "min_time_s")
-_BOOLS = ("tf32", "cudnn_benchmark")
+_BOOLS = ("tf32", "cudnn_benchmark", "compile_freezing")
 
 
 def _check_keys(data: dict, where: str, allowed=_FIELDS) -> None:

@@ -5,7 +5,6 @@ case that cannot run becomes a row with a status and a reason."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -21,6 +20,7 @@ from .export import export
 from .inputs import random_batch
 from .manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
 from .manifest import artifact, format_for_backend, read_manifest
+from .numerics import scoped_numerics, strict_fp32
 from .parity import compare, tolerance_for
 from .peak import measure_peak
 from .profiling import profile
@@ -34,34 +34,16 @@ PARITY_IMAGES = 2  # a case's first output is compared with eager fp32 on the CP
 COMPILE_MIN_WARMUP = 3  # torch.compile's CUDA graphs (reduce-overhead) record on the 2nd-3rd call
 
 
-@contextlib.contextmanager
-def scoped_numerics(threads: int | None = None, tf32: bool | None = None, cudnn_benchmark: bool | None = None):
-    """Apply a run's thread count and CUDA flags for its duration, then put back what was there."""
-    saved = (torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.benchmark)
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        if tf32 is not None:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-        if cudnn_benchmark is not None:
-            torch.backends.cudnn.benchmark = cudnn_benchmark
-        yield
-    finally:  # put back only what was set: an untouched setting stays exactly as the user had it
-        if threads is not None:
-            torch.set_num_threads(saved[0])
-        if tf32 is not None:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
-        if cudnn_benchmark is not None:
-            torch.backends.cudnn.benchmark = saved[3]
-
-
 class _ExportFailed(Exception):
     """Wraps an export failure so that it is reported as export_failed, whatever raised it."""
 
 
 class _ParityMismatch(Exception):
     pass
+
+
+INT8_NEEDS_TRAINED_WEIGHTS = ("int8 is offered only with its measured top-1 agreement with fp32 on real images, "
+                              "which random weights do not have: give trained weights (--weights FILE or imagenet)")
 
 
 class ExportCache:
@@ -83,6 +65,8 @@ class ExportCache:
         """The export folder for a backend at a run precision (amp and bf16 run an fp32 export; int8 runs
         model.int8.onnx, quantized from the fp32 ONNX export and verified on real photos, which random
         weights fail: int8 is only offered with its measured agreement)."""
+        if precision == "int8" and self.model.weights.source == "random":
+            raise _ExportFailed(INT8_NEEDS_TRAINED_WEIGHTS)
         fmt = "onnx-int8" if precision == "int8" else format_for_backend(backend)
         exported = "fp16" if precision == "fp16" else "fp32"
         key = self.key(fmt, exported)
@@ -123,7 +107,7 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
     suite = resolve_suite(suite, **overrides)
     check_device(suite.device)
     started = time.perf_counter()
-    with scoped_numerics(suite.threads, suite.tf32, suite.cudnn_benchmark):
+    with scoped_numerics(suite.threads, strict_fp32(suite.device, suite.tf32), suite.cudnn_benchmark):
         environment = capture()
         environment["gemm_peaks"] = _peaks(suite)
         sweep = _Sweep(suite, Path(export_cache), environment, progress, raise_errors)
@@ -150,8 +134,9 @@ class _Sweep:
         self.suite, self.export_cache, self.raise_errors = suite, export_cache, raise_errors
         self.peaks = {p["precision"]: p["gflops_per_s"] for p in environment["gemm_peaks"]}
         self.threads = torch.get_num_threads()
+        self.tf32 = bool(strict_fp32(suite.device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
         self.ort = OrtSettings(threads=self.threads, optimization=suite.ort_optimization,
-                               cudnn_conv_algo_search=suite.cudnn_conv_algo_search)
+                               cudnn_conv_algo_search=suite.cudnn_conv_algo_search, tf32=self.tf32)
         self.progress = progress
         self.results: list[BenchResult] = []
 
@@ -173,6 +158,7 @@ class _Sweep:
                     warmup=max(s.warmup, COMPILE_MIN_WARMUP) if backend == "compile" else s.warmup,
                     warmup_time_s=s.warmup_time_s, min_time_s=s.min_time_s, min_iters=s.min_iters,
                     max_iters=s.max_iters, compile_mode=s.compile_mode if backend == "compile" else None,
+                    compile_options={"freezing": True} if backend == "compile" and s.compile_freezing else None,
                     ort_settings=self.ort.to_dict() if BACKENDS[backend].artifact == "onnx" else None)
 
     def _model(self, name: str, groups: list) -> None:
@@ -198,7 +184,8 @@ class _Sweep:
             export_dir = self.cache.folder(c.backend, c.precision) if BACKENDS[c.backend].artifact else None
             started = time.perf_counter()
             runner = make_runner(c.backend, self.loaded, export_dir=export_dir, device=c.device, precision=c.precision,
-                                 memory_format=c.memory_format, settings=self.ort, compile_mode=c.compile_mode)
+                                 memory_format=c.memory_format, settings=self.ort, compile_mode=c.compile_mode,
+                                 compile_options=c.compile_options)
             load_ms = (time.perf_counter() - started) * 1e3
         except Exception as e:  # recorded as rows; re-raised on request
             status, reason = self._failure(e, building=True)
@@ -224,7 +211,7 @@ class _Sweep:
                 return
             k = min(PARITY_IMAGES, case.batch_size)
             got = runner.to_tensor(out)[:k]
-            result = compare(self._expected(case.batch_size), got, tolerance_for(case.precision),
+            result = compare(self._expected(case.batch_size), got, tolerance_for(case.precision, tf32=self.tf32),
                              backend=case.backend, device=case.device, precision=case.precision,
                              memory_format=case.memory_format, inputs=f"benchmark batch, first {k}")
             parity["max_abs"] = result.max_abs

@@ -11,6 +11,7 @@ import torch
 from .errors import ArtifactError, DataError, UnsupportedError
 from .inputs import dataset_images, random_batch, sample_photos, trained_on
 from .manifest import FORMATS, read_manifest
+from .numerics import scoped_numerics, strict_fp32
 from .parity import ParityResult, compare, tolerance_for
 from .runners import BACKENDS, OrtSettings, check_device, eager_runner, make_runner
 from .weights import LoadedModel, load_model, state_sha256
@@ -109,26 +110,28 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     gold = eager_runner(reference.module, "cpu", "fp32")
     expected = {label: _run_in_batches(gold, x, None) for label, x in inputs}
 
-    for backend, precision, memory_format in combos:
-        combo = f"{backend} {device} {precision} {memory_format}"
-        if (backend, precision, memory_format) == ("eager", "fp32", "contiguous") and device == "cpu":
-            report.skipped.append(f"{combo}: this is the reference itself")
-            continue
-        try:
-            runner = make_runner(backend, reference, export_dir=export_dir, device=device, precision=precision,
-                                 memory_format=memory_format, settings=settings)
-        except UnsupportedError as e:
-            report.skipped.append(f"{combo}: {e}")
-            continue
-        tol = tolerance_for(precision, atol, rtol)
-        for label, x in inputs:
-            if tol.min_top1 is not None and label.startswith("random"):
-                # judged by class agreement, which random inputs do not have
-                report.skipped.append(f"{combo} on {label}: {precision} is judged on real images only")
+    # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
+    with scoped_numerics(tf32=strict_fp32(device, False)):
+        for backend, precision, memory_format in combos:
+            combo = f"{backend} {device} {precision} {memory_format}"
+            if (backend, precision, memory_format) == ("eager", "fp32", "contiguous") and device == "cpu":
+                report.skipped.append(f"{combo}: this is the reference itself")
                 continue
-            got = _run_in_batches(runner, x, static)
-            report.results.append(compare(expected[label], got, tol, backend=backend, device=device,
-                                          precision=precision, memory_format=memory_format, inputs=label))
+            try:
+                runner = make_runner(backend, reference, export_dir=export_dir, device=device, precision=precision,
+                                     memory_format=memory_format, settings=settings)
+            except UnsupportedError as e:
+                report.skipped.append(f"{combo}: {e}")
+                continue
+            tol = tolerance_for(precision, atol, rtol)
+            for label, x in inputs:
+                if tol.min_top1 is not None and label.startswith("random"):
+                    # judged by class agreement, which random inputs do not have
+                    report.skipped.append(f"{combo} on {label}: {precision} is judged on real images only")
+                    continue
+                got = _run_in_batches(runner, x, static)
+                report.results.append(compare(expected[label], got, tol, backend=backend, device=device,
+                                              precision=precision, memory_format=memory_format, inputs=label))
     return report
 
 

@@ -41,7 +41,7 @@ CHUNK_BYTES = 2 * 2**20  # about one core's L2 cache
 class WinogradConv2d(nn.Module):
     """A 3x3, stride-1, padding-1 convolution computed as Winograd F(m x m, 3x3), bias and ReLU fused."""
 
-    def __init__(self, conv: nn.Conv2d, m: int = 4, relu: bool = True) -> None:
+    def __init__(self, conv: nn.Conv2d, m: int = 4, relu: bool = True, chunk_bytes: int | None = CHUNK_BYTES) -> None:
         super().__init__()
         if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.groups != 1 \
                 or conv.dilation != (1, 1):
@@ -49,7 +49,8 @@ class WinogradConv2d(nn.Module):
         if m not in _MATRICES:
             raise ValueError(f"tile size must be one of {TILES}, got {m}")
         bt, g, at = (torch.tensor(a, dtype=torch.float64) for a in _MATRICES[m])
-        self.m, self.alpha, self.relu = m, m + 2, relu
+        # chunk_bytes: the transformed tiles of one band of tile rows (None: a whole image at once)
+        self.m, self.alpha, self.relu, self.chunk_bytes = m, m + 2, relu, chunk_bytes
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         w = conv.weight.detach().double()
         # U[xi, c, o] = (G w G^T) flattened over the alpha x alpha transform positions xi
@@ -70,7 +71,10 @@ class WinogradConv2d(nn.Module):
         out = torch.empty(n, h, w, co, dtype=x.dtype, device=x.device)
         # Bands of tile rows small enough that a band's transformed tiles stay in cache between the
         # input transform, the GEMM and the output transform: each step then reads what the last wrote.
-        rows = max(1, min(th, CHUNK_BYTES // (a * a * tw * max(c, co) * x.element_size())))
+        # In the deep layers the transformed weights (a^2 x C_in x C_out, up to 38 MB) outweigh the tiles,
+        # and each band re-reads them: there one band (chunk_bytes None) is faster. The tuner decides.
+        budget = self.chunk_bytes or th * a * a * tw * max(c, co) * x.element_size()
+        rows = max(1, min(th, budget // (a * a * tw * max(c, co) * x.element_size())))
         for i in range(n):
             for r0 in range(0, th, rows):
                 r1 = min(th, r0 + rows)
@@ -88,7 +92,8 @@ class WinogradConv2d(nn.Module):
         return out.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, F({self.m}x{self.m}, 3x3), relu={self.relu}"
+        bands = f"bands of {self.chunk_bytes / 2**20:g} MiB" if self.chunk_bytes else "whole images"
+        return f"{self.in_channels}, {self.out_channels}, F({self.m}x{self.m}, 3x3), relu={self.relu}, {bands}"
 
 
 def fold_batch_norm(features: nn.Sequential) -> nn.Sequential:
@@ -117,8 +122,9 @@ def _time(fn, x: torch.Tensor, repeats: int) -> float:
 
 def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int] = TILES,
                    repeats: int = 3, choose: str | None = None) -> tuple[nn.Module, list[dict]]:
-    """A copy of a VGG whose conv+ReLU pairs run as the fastest of direct, F(2x2) and F(4x4), timed on
-    the shapes `example` produces (or all as `choose`: "direct", "F2", "F4", untimed). Returns the
+    """A copy of a VGG whose conv+ReLU pairs run as the fastest of direct, F(2x2) and F(4x4) (in
+    cache-sized bands of tile rows, or whole images: "F4-whole"), timed on the shapes `example` produces
+    (or all as `choose`: "direct", "F2", "F4", untimed). Returns the
     module (channels_last, eval) and one row per conv."""
     model = copy.deepcopy(module).eval().to(memory_format=torch.channels_last)
     model.features = features = fold_batch_norm(model.features)
@@ -133,6 +139,9 @@ def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int
             if isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3) and fused_relu:
                 candidates = {"direct": nn.Sequential(layer, nn.ReLU())}
                 candidates.update({f"F{m}": WinogradConv2d(layer, m, relu=True) for m in tiles})
+                if choose is None:  # whole images too, where the weights are what does not fit in cache
+                    candidates.update({f"F{m}-whole": WinogradConv2d(layer, m, relu=True, chunk_bytes=None)
+                                       for m in tiles})
                 if choose is None:
                     timings = {name: _time(c, x, repeats) for name, c in candidates.items()}
                     best = min(timings, key=timings.get)

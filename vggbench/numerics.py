@@ -1,0 +1,36 @@
+"""The process-wide numeric settings a run changes (threads, TF32, cudnn.benchmark), scoped and put back."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def strict_fp32(device: str, tf32: bool | None) -> bool | None:
+    """The TF32 flag a run on `device` applies: on CUDA, fp32 is IEEE fp32 unless TF32 was asked for
+    (torch's own default lets cuDNN use TF32, which moves logits ~1e-3 of their range); elsewhere the
+    flags do nothing and are left alone."""
+    return bool(tf32) if torch.device(device).type == "cuda" else tf32
+
+
+@contextlib.contextmanager
+def scoped_numerics(threads: int | None = None, tf32: bool | None = None, cudnn_benchmark: bool | None = None):
+    """Apply a run's thread count and CUDA flags for its duration, then put back what was there."""
+    saved = (torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark)
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if tf32 is not None:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        if cudnn_benchmark is not None:
+            torch.backends.cudnn.benchmark = cudnn_benchmark
+        yield
+    finally:  # put back only what was set: an untouched setting stays exactly as the user had it
+        if threads is not None:
+            torch.set_num_threads(saved[0])
+        if tf32 is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
+        if cudnn_benchmark is not None:
+            torch.backends.cudnn.benchmark = saved[3]
