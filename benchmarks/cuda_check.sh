@@ -54,8 +54,8 @@ verify)  # full VGG16: export on the CPU, verify every artifact on the GPU in ea
     TAIL=40 step verify vgg verify "$out/vgg16" --device cuda --precision fp32,fp16,amp,bf16 --channels-last
     ;;
 train)  # real data (scikit-learn's digits), AMP with a grad scaler, then eval
-    step train vgg train vgg11_bn --width 0.125 --head compact --data digits --device cuda --amp \
-        --channels-last --epochs 4 --out "$out/train"
+    step train vgg train vgg11_bn --width 0.125 --head compact --hidden 256 --optimizer adam --schedule cosine \
+        --data digits --device cuda --amp --channels-last --epochs 20 --out "$out/train" --no-progress --json
     ;;
 run)  # the default CUDA suite: VGG16 at 224, batch 1 to 256
     TAIL=70 step run vgg run --device cuda --export-cache "${CACHE:-/tmp/vggbench-cache}" --out "$out/run-cuda.json" --no-progress "$@"
