@@ -251,3 +251,15 @@ def test_unsupported_combinations_are_skipped_with_a_reason(exported):
     report = verify(exported, backends=["onnxruntime"], precisions=["fp32", "amp"], batch_sizes=[1], photos=False)
     assert [r.precision for r in report.results] == ["fp32"]
     assert any("amp (fp16 autocast) needs CUDA" in s or "does not support amp" in s for s in report.skipped)
+
+
+def test_the_trace_runs_fp32_convolutions_in_fp32_on_any_gpu(exported):
+    """A trace bakes cuDNN's allow_tf32 into each convolution; vggbench traces with it off, whatever the
+    exporting process had, so that the artifact's fp32 is fp32 on a GPU too."""
+    folder = exported
+    graph = torch.jit.load(str(folder / "model.ts")).inlined_graph
+    convolutions = [n for n in graph.nodes() if n.kind() == "aten::_convolution"]
+    assert len(convolutions) == 13  # vgg16_bn
+    assert all(n.inputsAt(12).toIValue() is False for n in convolutions)  # allow_tf32
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["artifacts"]["torchscript"]["cudnn_flags_in_trace"] == {"allow_tf32": False, "benchmark": False}

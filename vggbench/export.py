@@ -16,6 +16,7 @@ from .env import package_version
 from .errors import CheckFailed, ConfigError, ExportError, VggbenchError, one_line
 from .fileio import atomic_dir, write_json
 from .manifest import FORMATS, MANIFEST, SCHEMA_VERSION, file_entry
+from .numerics import scoped_numerics
 from .profiling import profile
 from .quantize import QuantConfig, calibration_images, quantize_onnx
 from .specs import check_image_size
@@ -32,12 +33,19 @@ MIN_OPSET = 18  # the dynamo exporter's lowest
 
 def _export_torchscript(module: nn.Module, example: torch.Tensor, folder: Path, *, mode: str, **_) -> dict:
     if mode == "trace":
-        scripted = torch.jit.trace(module, example, check_trace=True)
+        # a trace bakes cuDNN's flags into every aten::_convolution as constants: traced with TF32 on
+        # (torch's default), the artifact would run fp32 convolutions in TF32 on any GPU, whatever the
+        # loading process says (seen on an H100: VGG16 logits off by 7e-4 of their range)
+        with scoped_numerics(tf32=False, cudnn_benchmark=False):
+            scripted = torch.jit.trace(module, example, check_trace=True)
     else:
         scripted = torch.jit.script(module)
     path = folder / FORMATS["torchscript"][0]
     torch.jit.save(scripted, str(path))
-    return {"mode": mode, "files": [file_entry(folder, path.name)]}
+    entry = {"mode": mode, "files": [file_entry(folder, path.name)]}
+    if mode == "trace":
+        entry["cudnn_flags_in_trace"] = {"allow_tf32": False, "benchmark": False}
+    return entry
 
 
 def _dynamic_shapes(dynamic_batch: bool):
