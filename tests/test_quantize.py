@@ -102,3 +102,16 @@ def test_weights_trained_on_digits_calibrate_and_verify_on_digits(tmp_path):
     photos = export(model, tmp_path / "photos", image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], verify=False,
                     quant=QuantConfig(images=8, calibration="photos"))
     assert photos["artifacts"]["onnx-int8"]["quantization"]["calibration"] == "photos"
+
+
+def test_int8_from_an_onnx_export_with_external_weights(tmp_path, monkeypatch):
+    """Full VGG16's fp32 weights live in model.onnx.data; quantizing must find them (it once did not)."""
+    import vggbench.export as export_module
+
+    monkeypatch.setattr(export_module, "ONNX_EXTERNAL_DATA_BYTES", 1000)
+    model = load_model("vgg11", seed=0, width=1 / 16, hidden=32)
+    manifest = export(model, tmp_path / "e", image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"],
+                      quant=QuantConfig(images=4), verify=False)
+    assert [f["file"] for f in manifest["artifacts"]["onnx"]["files"]] == ["model.onnx", "model.onnx.data"]
+    runner = load_runner(tmp_path / "e", "onnxruntime", precision="int8")
+    assert runner(torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE)).shape == (2, 1000)

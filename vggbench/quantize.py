@@ -96,7 +96,10 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
                "entropy": CalibrationMethod.Entropy}
     with tempfile.TemporaryDirectory(prefix="vggbench-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        # weights as external data beside the prepared model: a full VGG16 keeps its fp32 weights in
+        # model.onnx.data, which the pre-processor's optimized copy must find next to it
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True, save_as_external_data=True,
+                          all_tensors_to_one_file=True, external_data_location="prepared.onnx.data")
         quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=config.per_channel,
                         activation_type=QuantType.QUInt8 if config.activations == "uint8" else QuantType.QInt8,
