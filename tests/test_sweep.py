@@ -120,11 +120,13 @@ class FakeRunner:
     def __init__(self, module, oom_from=None, wrong=False):
         self.module, self.oom_from, self.wrong = module, oom_from, wrong
         self.device, self.precision, self.memory_format, self.name = "cpu", "fp32", "contiguous", "fake"
+        self.batches: list[int] = []  # the batch size of every call
 
     def prepare(self, batch):
         return batch
 
     def run(self, x):
+        self.batches.append(x.shape[0])
         if self.oom_from is not None and x.shape[0] >= self.oom_from:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         with torch.inference_mode():
@@ -141,9 +143,12 @@ class FakeRunner:
 def test_oom_is_a_row_and_the_run_goes_on(cache, monkeypatch):
     real = sweep.make_runner
 
+    made = []
+
     def fake(backend, model, **kwargs):
         if backend == "torchscript":
-            return FakeRunner(model.module, oom_from=2)
+            made.append(FakeRunner(model.module, oom_from=2))
+            return made[-1]
         return real(backend, model, **kwargs)
     monkeypatch.setattr(sweep, "make_runner", fake)
     monkeypatch.setattr(sweep.ExportCache, "folder", lambda self, backend, precision: None)
@@ -154,6 +159,9 @@ def test_oom_is_a_row_and_the_run_goes_on(cache, monkeypatch):
     oom = result.results[1]
     assert oom.reason == "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB"
     assert oom.load_ms is not None and oom.median_ms is None
+    # backed off: a larger batch is not tried once one ran out of memory
+    assert result.results[2].reason == "not tried: batch 2 ran out of memory; the largest that fitted was 1"
+    assert 4 not in made[0].batches and 2 in made[0].batches
 
 
 def test_wrong_outputs_are_parity_failures_and_errors_are_rows(cache, monkeypatch):
@@ -250,7 +258,8 @@ def test_run_on_cuda_without_cuda_is_one_line_and_exit_2(tmp_path):
     (("--backends", "tflite"), "error: unknown backend 'tflite'"),
     (("--precision", "fp8"), "error: unknown precision 'fp8'"),
     (("--suite", "nightly"), "error: unknown suite 'nightly'"),
-    (("--batch-sizes", "1,x"), "Error: Invalid value: '1,x' is not a comma-separated list of int"),
+    (("--batch-sizes", "1,x"), "error: batch sizes must be ints or A..B (powers of two from A to B), got 'x'"),
+    (("--batch-sizes", "8..2"), "error: batch size range '8..2' needs 1 <= A <= B"),
     (("--baseline", "eager:fp32:contiguous:extra"), "error: baseline must look like backend[:precision"),
 ])
 def test_run_user_errors_are_one_line(args, message, tmp_path):
@@ -296,6 +305,13 @@ def test_int8_runs_in_a_sweep_with_weights_trained_on_digits(tmp_path, cache):
     assert quant["calibration"] == "digits train"
 
 
+def test_batch_size_ranges_are_powers_of_two():
+    from vggbench.suite import resolve_suite
+
+    assert resolve_suite("cpu", batch_sizes="1..256").batch_sizes == (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    assert resolve_suite("cpu", batch_sizes="3,8..40").batch_sizes == (3, 8, 16, 32)
+
+
 def test_fp32_on_cuda_is_strict_unless_tf32_is_asked_for():
     from vggbench.numerics import scoped_numerics, strict_fp32
     from vggbench.parity import TOLERANCES, tolerance_for
@@ -310,3 +326,27 @@ def test_fp32_on_cuda_is_strict_unless_tf32_is_asked_for():
     with scoped_numerics(tf32=not flags[1]):
         assert torch.backends.cudnn.allow_tf32 == (not flags[1]) == torch.backends.cuda.matmul.allow_tf32
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags
+
+
+def test_ctrl_c_keeps_the_cases_that_finished(tmp_path, cache, monkeypatch):
+    real, calls = sweep._Sweep._time, []
+
+    def interrupted_on_the_third(self, runner, case, load_ms):
+        calls.append(case.batch_size)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, runner, case, load_ms)
+    monkeypatch.setattr(sweep._Sweep, "_time", interrupted_on_the_third)
+    with pytest.raises(KeyboardInterrupt) as caught:  # the Python API still sees an interrupt...
+        run(cache, backends=["eager"], batch_sizes=[1, 2, 4])
+    assert isinstance(caught.value, vggbench.errors.BenchmarkInterrupted)
+    assert len(caught.value.run.results) == 2  # ...carrying what finished
+    calls.clear()
+    result = cli("run", "--models", "vgg11", "--width", "0.0625", "--hidden", "32", "--image-size", "32",
+                 "--backends", "eager", "--memory-format", "contiguous", "--batch-sizes", "1,2,4", "--min-time", "0.02",
+                 "--warmup-time", "0", "--out", tmp_path / "r.json", "--export-cache", cache)
+    assert result.exit_code == 130, result.output
+    assert "interrupted: Ctrl-C after 2 of 3 cases; the results so far are written" in result.output
+    data = read_run(tmp_path / "r.json")
+    assert [r["batch_size"] for r in data["results"]] == [1, 2]
+    assert data["settings"]["interrupted"] == "Ctrl-C after 2 of 3 cases"

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import UnsupportedError, VggbenchError
+from .errors import BenchmarkInterrupted, UnsupportedError, VggbenchError
 
 FORMAT_CHOICE = click.Choice(["table", "github", "csv", "json"])
 
@@ -365,8 +365,8 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
 
 def _suite_overrides(kwargs: dict) -> dict:
     """Command-line options -> Suite fields (None: keep the suite's value)."""
-    lists = {"models": str, "backends": str, "batch_sizes": int, "precisions": str, "memory_formats": str}
-    out = {k: parse_list(kwargs.pop(k), cast) for k, cast in lists.items()}
+    out = {k: parse_list(kwargs.pop(k)) for k in ("models", "backends", "precisions", "memory_formats")}
+    out["batch_sizes"] = kwargs.pop("batch_sizes")  # "1,8" or "1..256": the suite parses it
     renamed = {"warmup_time": "warmup_time_s", "min_time": "min_time_s"}
     out.update({renamed.get(k, k): kwargs.pop(k) for k in list(kwargs)})
     return out
@@ -378,9 +378,11 @@ def _suite_overrides(kwargs: dict) -> dict:
 @click.option("--best", is_flag=True, help="Time every fast path of the device (suite best-cpu or best-cuda, "
                                            "unless --suite) and name the fastest that passes parity per batch size.")
 @click.option("--models", help="Comma-separated model names, e.g. vgg11,vgg16.")
-@click.option("--backends", help="Comma-separated: eager, compile, torchscript, pt2, onnxruntime, tensorrt.")
+@click.option("--backends", help="Comma-separated: eager, compile, torchscript, pt2, onnxruntime, tensorrt, "
+                                 "winograd.")
 @click.option("--device", help="cpu, cuda or cuda:N (onnxruntime follows it).")
-@click.option("--batch-sizes", help="Comma-separated, e.g. 1,8,32.")
+@click.option("--batch-sizes", help="Comma-separated, e.g. 1,8,32; A..B is every power of two from A to B "
+                                    "(after an out-of-memory batch, larger ones are not tried).")
 @click.option("--precision", "precisions", help="Comma-separated: fp32, amp, bf16, fp16, int8.")
 @click.option("--memory-format", "memory_formats", help="Comma-separated: contiguous, channels_last.")
 @click.option("--image-size", type=int)
@@ -426,8 +428,13 @@ def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) 
     if best and suite is None:
         suite = f"best-{default_suite(kwargs['device'])}"
     parse_baseline(baseline)  # a bad one fails now, not after the run
-    result = benchmark(suite, export_cache=export_cache, progress=progress,
-                       raise_errors=bool(ctx.obj.get("traceback")), **_suite_overrides(kwargs))
+    try:
+        result = benchmark(suite, export_cache=export_cache, progress=progress,
+                           raise_errors=bool(ctx.obj.get("traceback")), **_suite_overrides(kwargs))
+    except BenchmarkInterrupted as e:  # keep what was measured, then exit as an interrupt does
+        result = e.run
+        if not result.results:
+            raise
     result.settings["command"] = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
     json_path, csv_path = result.write(out)
     # the table is rendered from the file just written, as `vggbench report` would
@@ -438,6 +445,9 @@ def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) 
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
     click.echo(f"\n{len(result.results)} cases ({summary}) in {result.wall_s:.0f} s; wrote {json_path} and {csv_path}",
                err=fmt in ("csv", "json"))
+    if "interrupted" in result.settings:
+        click.echo(f"interrupted: {result.settings['interrupted']}; the results so far are written", err=True)
+        ctx.exit(130)
 
 
 @main.command()

@@ -61,3 +61,12 @@ def one_line(e: BaseException) -> str:
     """'Type: first line of the message', for errors from third-party code recorded as data."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+class BenchmarkInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a benchmark run: `run` is a BenchRun of the cases that finished, so that they can be
+    written instead of lost (`vggbench run` does, then exits 130)."""
+
+    def __init__(self, run) -> None:
+        super().__init__(f"interrupted after {len(run.results)} case(s)")
+        self.run = run

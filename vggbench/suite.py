@@ -180,14 +180,28 @@ def _check_keys(data: dict, where: str, allowed=_FIELDS) -> None:
             raise ConfigError(f"unknown key {key!r} in {where}{hint}")
 
 
+def _batch_sizes(text: str) -> list[int]:
+    """'8' -> [8]; 'A..B' -> A, 2A, 4A, ... up to B (a sweep up to what fits: sizes after an
+    out-of-memory one are not tried)."""
+    try:
+        if ".." not in text:
+            return [int(text)]
+        low, high = (int(v) for v in text.split(".."))
+    except ValueError:
+        raise ConfigError(f"batch sizes must be ints or A..B (powers of two from A to B), got {text!r}") from None
+    if not 1 <= low <= high:
+        raise ConfigError(f"batch size range {text!r} needs 1 <= A <= B")
+    sizes = [low]
+    while sizes[-1] * 2 <= high:
+        sizes.append(sizes[-1] * 2)
+    return sizes
+
+
 def _as_list(key: str, value) -> tuple:
     if isinstance(value, str):  # "vgg11,vgg16" or "1,8", as typed on a command line
         value = [v.strip() for v in value.split(",") if v.strip()]
         if key == "batch_sizes":
-            try:
-                value = [int(v) for v in value]
-            except ValueError:
-                raise ConfigError(f"{key} must be a list of ints, got {value!r}") from None
+            value = [b for v in value for b in _batch_sizes(v)]
     elif isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:

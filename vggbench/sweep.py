@@ -15,7 +15,7 @@ import torch
 
 from .bench import BenchResult, Case, free_memory, is_oom, measure
 from .env import capture
-from .errors import CheckFailed, UnsupportedError, VggbenchError, one_line
+from .errors import BenchmarkInterrupted, CheckFailed, UnsupportedError, VggbenchError, one_line
 from .export import export
 from .inputs import random_batch
 from .manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
@@ -111,9 +111,18 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
         environment = capture()
         environment["gemm_peaks"] = _peaks(suite)
         sweep = _Sweep(suite, Path(export_cache), environment, progress, raise_errors)
-        results = sweep.run()
+        interrupted = False
+        try:
+            sweep.run()
+        except KeyboardInterrupt:
+            interrupted = True
     settings = {**suite.to_dict(), "export_cache": str(export_cache)}
-    return BenchRun(settings, environment, results, time.perf_counter() - started, environment["created"])
+    if interrupted:
+        settings["interrupted"] = f"Ctrl-C after {len(sweep.results)} of {suite.case_count()} cases"
+    run = BenchRun(settings, environment, sweep.results, time.perf_counter() - started, environment["created"])
+    if interrupted:
+        raise BenchmarkInterrupted(run)
+    return run
 
 
 def _peaks(suite: Suite) -> list[dict]:
@@ -191,14 +200,29 @@ class _Sweep:
             status, reason = self._failure(e, building=True)
             self._record([BenchResult.failed(case, status, reason) for case in cases])
         if runner is not None:
-            for case in cases:
-                self._time(runner, case, load_ms)
+            self._time_sizes(runner, cases, load_ms)
         del runner
         if c.backend == "compile":
             torch._dynamo.reset()  # drop this runner's graphs, so later ones do not hit the recompile limit
         free_memory(c.device)
 
-    def _time(self, runner, case: Case, load_ms: float) -> None:
+    def _time_sizes(self, runner, cases: list[Case], load_ms: float) -> None:
+        """Every batch size in turn, backing off after an out-of-memory one: a batch at least as large is
+        recorded as oom without being tried (each try would fill the device again, for nothing)."""
+        fitted, failed_at = 0, None
+        for case in cases:
+            if failed_at is not None and case.batch_size >= failed_at:
+                largest = f"; the largest that fitted was {fitted}" if fitted else ""
+                self._record([BenchResult.failed(case, "oom", f"not tried: batch {failed_at} ran out of memory"
+                                                              f"{largest}", load_ms=load_ms)])
+                continue
+            row = self._time(runner, case, load_ms)
+            if row.status == "oom":
+                failed_at = min(failed_at or case.batch_size, case.batch_size)
+            elif row.status == "ok":
+                fitted = max(fitted, case.batch_size)
+
+    def _time(self, runner, case: Case, load_ms: float) -> BenchResult:
         self.bar.set_postfix_str(f"{case.model} {case.backend} {case.precision} {case.memory_format} "
                                  f"batch {case.batch_size}")
         batch = self._batch(case.batch_size)
@@ -231,6 +255,7 @@ class _Sweep:
         if row.status == "oom":
             free_memory(case.device)
         self._record([row])
+        return row
 
     def _failure(self, error: Exception, building: bool = False) -> tuple[str, str]:
         if isinstance(error, _ExportFailed):
