@@ -313,12 +313,12 @@ def test_batch_size_ranges_are_powers_of_two():
 
 
 def test_fp32_on_cuda_is_strict_unless_tf32_is_asked_for():
-    from vggbench.numerics import scoped_numerics, strict_fp32
+    from vggbench.numerics import scoped_numerics, tf32_flag
     from vggbench.parity import TOLERANCES, tolerance_for
     from vggbench.runners import OrtSettings
 
-    assert strict_fp32("cpu", None) is None and strict_fp32("cuda", None) is False
-    assert strict_fp32("cuda:1", True) is True
+    assert tf32_flag("cpu", None) is None and tf32_flag("cpu", True) is None and tf32_flag("cuda", None) is False
+    assert tf32_flag("cuda:1", True) is True
     assert tolerance_for("fp32", tf32=True) == TOLERANCES["tf32"] != TOLERANCES["fp32"]
     assert tolerance_for("amp", tf32=True) == TOLERANCES["amp"]
     assert OrtSettings().to_dict()["tf32"] is False

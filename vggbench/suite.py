@@ -57,7 +57,7 @@ class Suite:
     head: str | None = None
     init: str | None = None
     # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way), except
-    # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.numerics.strict_fp32)
+    # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.numerics.tf32_flag)
     threads: int | None = None
     tf32: bool | None = None
     cudnn_benchmark: bool | None = None

@@ -20,7 +20,7 @@ from .export import export
 from .inputs import random_batch
 from .manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
 from .manifest import artifact, format_for_backend, read_manifest
-from .numerics import scoped_numerics, strict_fp32
+from .numerics import scoped_numerics, tf32_flag
 from .parity import compare, tolerance_for
 from .peak import measure_peak
 from .profiling import profile
@@ -107,7 +107,7 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
     suite = resolve_suite(suite, **overrides)
     check_device(suite.device)
     started = time.perf_counter()
-    with scoped_numerics(suite.threads, strict_fp32(suite.device, suite.tf32), suite.cudnn_benchmark):
+    with scoped_numerics(suite.threads, tf32_flag(suite.device, suite.tf32), suite.cudnn_benchmark):
         environment = capture()
         environment["gemm_peaks"] = _peaks(suite)
         sweep = _Sweep(suite, Path(export_cache), environment, progress, raise_errors)
@@ -143,7 +143,7 @@ class _Sweep:
         self.suite, self.export_cache, self.raise_errors = suite, export_cache, raise_errors
         self.peaks = {p["precision"]: p["gflops_per_s"] for p in environment["gemm_peaks"]}
         self.threads = torch.get_num_threads()
-        self.tf32 = bool(strict_fp32(suite.device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
+        self.tf32 = bool(tf32_flag(suite.device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
         self.ort = OrtSettings(threads=self.threads, optimization=suite.ort_optimization,
                                cudnn_conv_algo_search=suite.cudnn_conv_algo_search, tf32=self.tf32)
         self.progress = progress

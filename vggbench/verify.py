@@ -11,7 +11,7 @@ import torch
 from .errors import ArtifactError, DataError, UnsupportedError
 from .inputs import dataset_images, random_batch, sample_photos, trained_on
 from .manifest import FORMATS, read_manifest
-from .numerics import scoped_numerics, strict_fp32
+from .numerics import scoped_numerics, tf32_flag
 from .parity import ParityResult, compare, tolerance_for
 from .runners import BACKENDS, OrtSettings, check_device, eager_runner, make_runner
 from .weights import LoadedModel, load_model, state_sha256
@@ -111,7 +111,7 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     expected = {label: _run_in_batches(gold, x, None) for label, x in inputs}
 
     # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
-    with scoped_numerics(tf32=strict_fp32(device, False)):
+    with scoped_numerics(tf32=tf32_flag(device, False)):
         for backend, precision, memory_format in combos:
             combo = f"{backend} {device} {precision} {memory_format}"
             if (backend, precision, memory_format) == ("eager", "fp32", "contiguous") and device == "cpu":
