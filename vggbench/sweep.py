@@ -63,8 +63,8 @@ class ExportCache:
 
     def folder(self, backend: str, precision: str) -> Path:
         """The export folder for a backend at a run precision (amp and bf16 run an fp32 export; int8 runs
-        model.int8.onnx, quantized from the fp32 ONNX export and verified on real photos, which random
-        weights fail: int8 is only offered with its measured agreement)."""
+        model.int8.onnx, quantized from the fp32 ONNX export and verified by class agreement on real
+        images, which random weights cannot have: for them int8 is refused before anything is made)."""
         if precision == "int8" and self.model.weights.source == "random":
             raise _ExportFailed(INT8_NEEDS_TRAINED_WEIGHTS)
         fmt = "onnx-int8" if precision == "int8" else format_for_backend(backend)
