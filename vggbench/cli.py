@@ -82,8 +82,10 @@ def weights_options(f):
 
 
 def shape_kwargs(kwargs: dict) -> dict:
-    keys = ("num_classes", "width", "hidden", "dropout", "head", "init")
-    return {k: kwargs.pop(k) for k in keys if k in kwargs}
+    """The model options given on the command line (popped from kwargs; those left at None dropped)."""
+    from .specs import OPTION_NAMES, given_options
+
+    return given_options({k: kwargs.pop(k) for k in OPTION_NAMES if k in kwargs})
 
 
 def echo_rows(rows, fmt, columns=None) -> None:
@@ -104,7 +106,7 @@ def models(names, image_size, fmt, **kwargs) -> None:
     from .profiling import zoo_rows
     from .specs import ModelOptions, list_models
 
-    options = ModelOptions(**{k: v for k, v in shape_kwargs(kwargs).items() if v is not None})
+    options = ModelOptions(**shape_kwargs(kwargs))
     if names:
         for i, name in enumerate(names):
             if i:
@@ -123,7 +125,7 @@ def info(name, image_size, fmt, **kwargs) -> None:
     """Show one model: its layers, per-layer output shapes, params and MACs."""
     from .specs import ModelOptions
 
-    options = ModelOptions(**{k: v for k, v in shape_kwargs(kwargs).items() if v is not None})
+    options = ModelOptions(**shape_kwargs(kwargs))
     _show_model(name, options, image_size, fmt)
 
 
@@ -146,8 +148,7 @@ def load_from_options(name: str, kwargs: dict):
     """A LoadedModel from the --weights/--seed/shape options (popped from kwargs)."""
     from .weights import load_model
 
-    shape = {k: v for k, v in shape_kwargs(kwargs).items() if v is not None}
-    return load_model(name, kwargs.pop("weights"), seed=kwargs.pop("seed"), **shape)
+    return load_model(name, kwargs.pop("weights"), seed=kwargs.pop("seed"), **shape_kwargs(kwargs))
 
 
 # --- train / eval -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from . import distributed
 from .data import load_data
 from .errors import ConfigError, DataError, UnsupportedError
 from .seeding import seed_worker
-from .specs import check_image_size
+from .specs import check_image_size, given_options
 from .weights import load_model
 
 DEFAULT_IMAGE_SIZE = 32
@@ -70,8 +70,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     Image size, normalisation and validation split default to the ones stored in a vggbench checkpoint,
     so a run's best.pt scores here exactly as it did at the end of training.
     """
-    shape = {k: getattr(config, k) for k in ("num_classes", "width", "hidden", "dropout", "head", "init")
-             if getattr(config, k) is not None}
+    shape = given_options(config)
     loaded = load_model(config.model, config.weights, seed=config.seed, **shape)
     info = loaded.weights
     image_size = config.image_size or info.image_size or DEFAULT_IMAGE_SIZE

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .specs import given_options
 from .weights import LoadedModel, load_model
 
 if TYPE_CHECKING:
@@ -21,12 +22,12 @@ OPTIMIZERS = {
 }
 SCHEDULES = ("plateau", "cosine", "step", "constant")
 LR_FACTOR = 0.1  # the paper divides the learning rate by 10; plateau and step do the same
-SHAPE_FIELDS = ("width", "hidden", "dropout", "head", "init")
 
 
 def make_model(config: TrainConfig, num_classes: int) -> LoadedModel:
     """The model to train: from --resume, from --weights or a seeded init; with `num_classes` outputs."""
-    shape = {k: getattr(config, k) for k in SHAPE_FIELDS if getattr(config, k) is not None}
+    shape = given_options(config)
+    shape.pop("num_classes", None)  # decided below, from the data and the weights
     if config.num_classes is not None and config.num_classes < num_classes:
         raise ConfigError(f"--num-classes {config.num_classes} is fewer than the {num_classes} classes of "
                           f"{config.data}")

@@ -140,6 +140,11 @@ def render_fastest(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASEL
     return render(rows, fmt, FASTEST_COLUMNS, floatfmt)
 
 
+def _section(title: str, table: str, fmt: str) -> str:
+    """A titled table: the title in bold for github (markdown), plain otherwise."""
+    return (f"**{title}**" if fmt == "github" else title) + "\n\n" + table
+
+
 def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE) -> str:
     """A results file (see vggbench.results) as text: one table per model / image size / device in table and
     github formats, one flat table in csv and json."""
@@ -153,7 +158,7 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
     parts = []
     for key, group in groups.items():
         title = group_title(key, group, data.get("environment", {}))
-        parts.append((f"**{title}**" if fmt == "github" else title) + "\n\n" + render(group, fmt, RUN_COLUMNS, _RUN_FLOATFMT))
+        parts.append(_section(title, render(group, fmt, RUN_COLUMNS, _RUN_FLOATFMT), fmt))
     backend, precision, memory_format = parse_baseline(baseline)
     noisy = sum(1 for r in rows if r["noisy"])
     notes = [f"speedup: images/s over {backend} {precision} {memory_format} at the same batch size; "
@@ -162,6 +167,6 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
         notes.append(f"noisy: {noisy} case(s) with an IQR above 10% of the median; rerun on a quiet machine")
     fastest = render_fastest(data, fmt, baseline)
     if fastest.strip():
-        title = "fastest that ran and passed parity, per batch size (and the fastest fp32)"
-        parts.append((f"**{title}**" if fmt == "github" else title) + "\n\n" + fastest)
+        parts.append(_section("fastest that ran and passed parity, per batch size (and the fastest fp32)",
+                              fastest, fmt))
     return "\n\n".join(parts + ["\n".join(notes)])

@@ -96,6 +96,16 @@ class ModelOptions:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+OPTION_NAMES = tuple(f.name for f in fields(ModelOptions))  # num_classes, width, hidden, dropout, head, init
+
+
+def given_options(source) -> dict:
+    """The model options that `source` sets (a mapping, or a config object with these attributes): those
+    present and not None, for `load_model(..., **options)` to fill in the rest."""
+    get = source.get if isinstance(source, dict) else lambda name: getattr(source, name, None)
+    return {name: value for name in OPTION_NAMES if (value := get(name)) is not None}
+
+
 def scale(channels: int, width: float) -> int:
     """Channels after the width multiplier; never below one."""
     return max(1, int(round(channels * width)))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .errors import ConfigError
+from .specs import given_options
 
 try:
     import tomllib
@@ -29,7 +30,6 @@ MATRIX_KEYS = AXES[1:]  # a [[matrix]] table narrows what each model runs
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 ORT_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
-MODEL_OPTIONS = ("num_classes", "width", "hidden", "dropout", "head", "init")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Suite:
         return validate(replace(self, **_normalise(changes), matrix=matrix))
 
     def model_options(self) -> dict:
-        return {k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) is not None}
+        return given_options(self)
 
     def groups(self) -> list[tuple[str, str, str, str, tuple[int, ...]]]:
         """(model, backend, precision, memory_format, batch sizes), each combination once, in suite order:
