@@ -10,21 +10,35 @@ from vggbench.export import export
 from vggbench.runners import make_runner
 from vggbench.verify import verify
 from vggbench.weights import load_model
-from vggbench.winograd import WinogradConv2d, winograd_model
+from vggbench.winograd import WinogradConv2d, variants, winograd_model
 
 
-@pytest.mark.parametrize("m", [2, 4])
-@pytest.mark.parametrize("size", [1, 5, 8, 13, 28])
-def test_winograd_conv_equals_direct_conv_with_relu(m, size):
+@pytest.mark.parametrize("variant", list(variants()))
+@pytest.mark.parametrize("size", [1, 5, 12, 13, 28])
+def test_winograd_conv_equals_direct_conv_with_relu(variant, size):
     torch.manual_seed(size)
     conv = nn.Conv2d(12, 20, 3, padding=1)
     x = torch.randn(3, 12, size, size)
+    layer = WinogradConv2d(conv, **variants()[variant])
     with torch.inference_mode():
         expected = torch.relu(conv(x))
-        got = WinogradConv2d(conv, m)(x.contiguous(memory_format=torch.channels_last))
-    assert got.shape == expected.shape and got.is_contiguous(memory_format=torch.channels_last)
-    # F(4x4)'s larger transform constants cost a little more rounding than F(2x2)
-    assert (got - expected).abs().max() <= (1e-5 if m == 4 else 2e-6) * expected.abs().max()
+        for _ in range(2):  # the second call reuses the first call's tensors
+            got = layer(x.contiguous(memory_format=torch.channels_last))
+            assert got.shape == expected.shape
+            # F(4x4)'s and F(6x6)'s larger transform constants cost a little more rounding than F(2x2)
+            assert (got - expected).abs().max() <= (2e-6 if layer.m == 2 else 1e-5) * expected.abs().max()
+    # whole tiles: the output is NHWC memory, a crop of the tiled output where m does not divide the size
+    assert got.permute(0, 2, 3, 1).is_contiguous() == (size % layer.m == 0)
+
+
+def test_winograd_bands_cover_several_images_and_partial_bands():
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(5, 8, 20, 20).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = torch.relu(conv(x))
+        for chunk_bytes in (1, 6 * 6 * 5 * 8 * 4 * 2, 6 * 6 * 5 * 8 * 4 * 5 * 2):  # 1 row, 2 rows, 2 images
+            got = WinogradConv2d(conv, 4, chunk_bytes=chunk_bytes)(x)
+            assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
 def test_rectangular_inputs_and_no_relu():
@@ -42,7 +56,7 @@ def test_only_3x3_stride_1_pad_1(conv):
         WinogradConv2d(conv)
 
 
-@pytest.mark.parametrize("choose", ["direct", "F2", "F4", None])
+@pytest.mark.parametrize("choose", ["direct", "F2", "F4", "F6-sep-whole", None])
 def test_winograd_vgg_matches_eager(choose):
     model = load_model("vgg16c_bn", seed=2, **TINY).module  # BN, and 1x1 convs that must stay direct
     x = torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE)
@@ -60,7 +74,22 @@ def test_plain_vgg_layers_are_replaced():
     assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 8
     assert model.features[0].__class__ is nn.Conv2d  # the original is untouched
     timed, rows = winograd_model(model, torch.randn(1, 3, TINY_IMAGE, TINY_IMAGE))
-    assert all(r["choice"] in ("direct", "F2", "F4", "F2-whole", "F4-whole") and r["direct_ms"] > 0 for r in rows)
+    assert all(r["choice"] in ("direct", *variants()) and r["direct_ms"] > 0 for r in rows)
+    with pytest.raises(ValueError, match="unknown Winograd variant 'F5'"):
+        winograd_model(model, torch.randn(1, 3, TINY_IMAGE, TINY_IMAGE), choose="F5")
+
+
+def test_tuned_model_output_is_fresh_and_grad_free():
+    model = load_model("vgg11", seed=3, **TINY).module
+    x = torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE)
+    fast, _ = winograd_model(model, x, choose="F4-whole")
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # outside inference mode too
+        first = fast(xc)
+        kept = first.clone()
+        second = fast(xc * 2)
+    assert first.data_ptr() != second.data_ptr() and torch.equal(first, kept)  # not overwritten
+    assert not any(p.requires_grad for p in fast.parameters())
 
 
 def test_winograd_backend_passes_verify(tmp_path):

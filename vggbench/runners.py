@@ -52,7 +52,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("pt2", "pt2", ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
             "model.pt2 via torch.export.load"),
     Backend("winograd", None, ("cpu",), ("fp32",), ("channels_last",),
-            "3x3 convs as Winograd F(2x2)/F(4x4) or direct, the fastest per layer (tuned on the first call)"),
+            "3x3 convs as direct (oneDNN, bias+ReLU fused) or Winograd F(2x2)/F(4x4)/F(6x6), the fastest per "
+            "layer (tuned on the first call); activations kept between calls"),
     Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp16", "int8"), ("contiguous",),
             "model.onnx on onnxruntime (CPU or CUDA provider, following --device)"),
     Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",),
@@ -209,7 +210,8 @@ def _place_artifact(module, device, precision, memory_format, artifact_precision
 
 
 class WinogradRunner(TorchRunner):
-    """Eager channels_last with Winograd convs; layers are tuned on the first call for each input shape."""
+    """Eager channels_last with Winograd convs; layers are tuned on the first call for each input shape.
+    The tuned models keep their activations between calls (vggbench.cpu_layers): one call at a time."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__("winograd", module, "cpu", "fp32", "channels_last")

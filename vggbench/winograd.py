@@ -1,29 +1,32 @@
 """Winograd convolution (Lavin & Gray, 2016) for VGG's 3x3 convs, on the CPU, in plain torch ops.
 
 F(m x m, 3x3) computes an m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2
-multiplications instead of 9 m^2: 2.25x fewer for F(2x2), 4x fewer for F(4x4). The multiplications
-become one batched GEMM per layer, [(m+2)^2, tiles, C_in] x [(m+2)^2, C_in, C_out], which MKL runs
-near its peak; the tile transforms around it are memory-bound. So Winograd wins on the deep layers
-(many channels, small images) and loses on the first ones, and the best choice per layer depends on
-the machine: `winograd_model` measures each 3x3 conv once on the real input shape and keeps the
-fastest of direct (oneDNN, channels_last), F(2x2) and F(4x4).
+multiplications instead of 9 m^2: 2.25x fewer for F(2x2), 4x for F(4x4), 5.06x for F(6x6). The
+multiplications become one batched GEMM per layer, [(m+2)^2, tiles, C_in] x [(m+2)^2, C_in, C_out], which
+MKL runs near its peak; the tile transforms around it are memory-bound. So Winograd wins on the deep
+layers (many channels, small images) and loses on the first ones, and the best choice per layer depends
+on the machine: `winograd_model` measures each 3x3 conv on the real input shape and keeps the fastest
+of direct (oneDNN, channels_last) and the Winograd variants (tile size; transforms as one Kronecker
+product or two separable passes; cache-sized bands or whole batches).
 
 Tensors stay channels_last throughout (an NCHW tensor with NHWC strides), so direct and Winograd
-layers chain without copies. F(4x4) moves fp32 logits by ~1e-5 of their range (transform constants
-up to 8 grow rounding error); `vggbench verify` checks the result against eager like any backend.
+layers chain without copies. F(4x4) and F(6x6) move fp32 logits by ~1e-5 of their range (transform
+constants up to 32 grow rounding error); `vggbench verify` checks the result against eager like any backend.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-# Transform matrices: B^T (input), G (filter), A^T (output).
+from .cpu_layers import DirectConvReLU, MaxPool2x2, Scratch
+
+# Transform matrices B^T (input), G (filter), A^T (output); F(6x6) uses the points 0, +-1, +-2, +-1/2, inf.
 _MATRICES = {
     2: ([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
         [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
@@ -33,15 +36,30 @@ _MATRICES = {
         [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
          [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
         [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
+    6: ([[1, 0, -21 / 4, 0, 21 / 4, 0, -1, 0], [0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0],
+         [0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0], [0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0],
+         [0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0], [0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0],
+         [0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0], [0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1]],
+        [[1, 0, 0], [-2 / 9, -2 / 9, -2 / 9], [-2 / 9, 2 / 9, -2 / 9], [1 / 90, 1 / 45, 2 / 45],
+         [1 / 90, -1 / 45, 2 / 45], [32 / 45, 16 / 45, 8 / 45], [32 / 45, -16 / 45, 8 / 45], [0, 0, 1]],
+        [[1, 1, 1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1 / 2, -1 / 2, 0], [0, 1, 1, 4, 4, 1 / 4, 1 / 4, 0],
+         [0, 1, -1, 8, -8, 1 / 8, -1 / 8, 0], [0, 1, 1, 16, 16, 1 / 16, 1 / 16, 0],
+         [0, 1, -1, 32, -32, 1 / 32, -1 / 32, 1]]),
 }
 TILES = tuple(_MATRICES)
 CHUNK_BYTES = 2 * 2**20  # about one core's L2 cache
 
 
 class WinogradConv2d(nn.Module):
-    """A 3x3, stride-1, padding-1 convolution computed as Winograd F(m x m, 3x3), bias and ReLU fused."""
+    """A 3x3, stride-1, padding-1 convolution computed as Winograd F(m x m, 3x3), bias and ReLU fused.
 
-    def __init__(self, conv: nn.Conv2d, m: int = 4, relu: bool = True, chunk_bytes: int | None = CHUNK_BYTES) -> None:
+    separable: transform tiles with two passes of the 1-D matrices (2(m+2) multiply-adds per value)
+    instead of one pass of their Kronecker product ((m+2)^2 per value, but one GEMM call).
+    chunk_bytes: the size of a band of transformed tiles, processed start to end while it is in cache
+    (None: the whole batch at once, which reads the transformed weights once per call)."""
+
+    def __init__(self, conv: nn.Conv2d, m: int = 4, relu: bool = True, chunk_bytes: int | None = CHUNK_BYTES,
+                 separable: bool = False) -> None:
         super().__init__()
         if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.groups != 1 \
                 or conv.dilation != (1, 1):
@@ -49,8 +67,7 @@ class WinogradConv2d(nn.Module):
         if m not in _MATRICES:
             raise ValueError(f"tile size must be one of {TILES}, got {m}")
         bt, g, at = (torch.tensor(a, dtype=torch.float64) for a in _MATRICES[m])
-        # chunk_bytes: the transformed tiles of one band of tile rows (None: a whole image at once)
-        self.m, self.alpha, self.relu, self.chunk_bytes = m, m + 2, relu, chunk_bytes
+        self.m, self.alpha, self.relu, self.chunk_bytes, self.separable = m, m + 2, relu, chunk_bytes, separable
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         w = conv.weight.detach().double()
         # U[xi, c, o] = (G w G^T) flattened over the alpha x alpha transform positions xi
@@ -58,42 +75,84 @@ class WinogradConv2d(nn.Module):
         self.register_buffer("u", u.float().contiguous())
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(self.out_channels)
         self.register_buffer("bias", bias.float().clone())
-        self.register_buffer("t_in", torch.kron(bt, bt).float())  # vec(B^T d B) = kron(B^T, B^T) vec(d)
-        self.register_buffer("t_out", torch.kron(at, at).float())  # vec(A^T M A) = kron(A^T, A^T) vec(M)
+        if separable:
+            self.register_buffer("t_in", bt.float())
+            self.register_buffer("t_out", at.float())
+        else:
+            self.register_buffer("t_in", torch.kron(bt, bt).float())  # vec(B^T d B) = kron(B^T, B^T) vec(d)
+            self.register_buffer("t_out", torch.kron(at, at).float())  # vec(A^T M A) = kron(A^T, A^T) vec(M)
+        self.scratch = Scratch()  # the padded input, workspaces and output, kept between calls
+
+    def _transform(self, t: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+        """[k*k, X] from x [a*a, X]: the 2-D transform T x T^T of every column, into a kept tensor."""
+        if not self.separable:
+            return torch.mm(t, x, out=self.scratch.get(name, (t.shape[0], x.shape[1]), x))
+        k, a = t.shape
+        half = torch.mm(t, x.view(a, -1), out=self.scratch.get(name + "-rows", (k, a * x.shape[1]), x))
+        out = self.scratch.get(name, (k * k, x.shape[1]), x)
+        torch.matmul(t, half.view(k, a, -1), out=out.view(k, k, -1))  # along the second axis, per row
+        return out
+
+    def _tile_block(self, d: torch.Tensor, p: int, c: int) -> torch.Tensor:
+        """Output tiles [m*m, p, C_out] for the input tiles d [a, a, *p, C_in] (a strided view), bias and
+        ReLU applied."""
+        m, a, co = self.m, self.alpha, self.out_channels
+        tiles = self.scratch.get(f"tiles-{p}", (a * a, p * c), d)
+        tiles.view(d.shape).copy_(d)  # the one gather copy
+        v = self._transform(self.t_in, tiles, f"v-{p}")
+        prod = torch.bmm(v.view(a * a, p, c), self.u, out=self.scratch.get(f"prod-{p}", (a * a, p, co), d))
+        y = self._transform(self.t_out, prod.view(a * a, p * co), f"y-{p}").view(m * m, p, co)
+        y.add_(self.bias)
+        return y.relu_() if self.relu else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         m, a, co = self.m, self.alpha, self.out_channels
         th, tw = -(-h // m), -(-w // m)
-        nhwc = x.permute(0, 2, 3, 1)  # a free view for channels_last input
-        padded = F.pad(nhwc, (0, 0, 1, m * tw + 1 - w, 1, m * th + 1 - h))
+        # zero border kept from the first call: only the interior is written
+        padded = self.scratch.get("padded", (n, m * th + 2, m * tw + 2, c), x, zero=True)
+        padded[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
         tiles = padded.unfold(1, a, m).unfold(2, a, m)  # [n, th, tw, c, a, a], a view
-        out = torch.empty(n, h, w, co, dtype=x.dtype, device=x.device)
-        # Bands of tile rows small enough that a band's transformed tiles stay in cache between the
-        # input transform, the GEMM and the output transform: each step then reads what the last wrote.
-        # In the deep layers the transformed weights (a^2 x C_in x C_out, up to 38 MB) outweigh the tiles,
-        # and each band re-reads them: there one band (chunk_bytes None) is faster. The tuner decides.
-        budget = self.chunk_bytes or th * a * a * tw * max(c, co) * x.element_size()
-        rows = max(1, min(th, budget // (a * a * tw * max(c, co) * x.element_size())))
-        for i in range(n):
-            for r0 in range(0, th, rows):
-                r1 = min(th, r0 + rows)
-                p = (r1 - r0) * tw
-                d = tiles[i, r0:r1].permute(3, 4, 0, 1, 2).reshape(a * a, p * c)  # the one gather copy
-                v = torch.mm(self.t_in, d).view(a * a, p, c)
-                prod = torch.bmm(v, self.u)  # [a*a, p, out]: the multiplications
-                y = torch.mm(self.t_out, prod.view(a * a, p * co)).view(m, m, r1 - r0, tw, co)
-                y = y.permute(2, 0, 3, 1, 4).reshape((r1 - r0) * m, tw * m, co)
-                rows_out = min(h, r1 * m) - r0 * m
-                out[i, r0 * m:r0 * m + rows_out] = y[:rows_out, :w]
-        out.add_(self.bias)
-        if self.relu:
-            out.relu_()
-        return out.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
+        full = self.scratch.get("out", (n, th * m, tw * m, co), x)  # whole tiles; cropped on return
+        # A band's transformed tiles stay in cache between the input transform, the GEMM and the output
+        # transform, so each step reads what the last wrote. In the deep layers the transformed weights
+        # (a^2 x C_in x C_out, up to 38 MB) outweigh the tiles and each band re-reads them: there one
+        # band for the whole batch (chunk_bytes None) is faster. The tuner decides.
+        row_bytes = a * a * tw * max(c, co) * x.element_size()
+        rows = n * th if self.chunk_bytes is None else max(1, self.chunk_bytes // row_bytes)
+        if rows >= th:  # bands of whole images: the GEMM runs over several images' tiles
+            step = rows // th
+            for i0 in range(0, n, step):
+                k = min(n, i0 + step) - i0
+                y = self._tile_block(tiles[i0:i0 + k].permute(4, 5, 0, 1, 2, 3), k * th * tw, c)
+                full[i0:i0 + k].view(k, th, m, tw, m, co).copy_(
+                    y.view(m, m, k, th, tw, co).permute(2, 3, 0, 4, 1, 5))
+        else:
+            for i in range(n):  # bands of tile rows within each image
+                for r0 in range(0, th, rows):
+                    r1 = min(th, r0 + rows)
+                    y = self._tile_block(tiles[i, r0:r1].permute(3, 4, 0, 1, 2), (r1 - r0) * tw, c)
+                    full[i, r0 * m:r1 * m].view(r1 - r0, m, tw, m, co).copy_(
+                        y.view(m, m, r1 - r0, tw, co).permute(2, 0, 3, 1, 4))
+        return full[:, :h, :w].permute(0, 3, 1, 2)  # NCHW shape, NHWC strides (contiguous when m divides h, w)
 
     def extra_repr(self) -> str:
-        bands = f"bands of {self.chunk_bytes / 2**20:g} MiB" if self.chunk_bytes else "whole images"
-        return f"{self.in_channels}, {self.out_channels}, F({self.m}x{self.m}, 3x3), relu={self.relu}, {bands}"
+        bands = f"bands of {self.chunk_bytes / 2**20:g} MiB" if self.chunk_bytes else "whole batches"
+        transforms = "separable" if self.separable else "kronecker"
+        return (f"{self.in_channels}, {self.out_channels}, F({self.m}x{self.m}, 3x3), relu={self.relu}, {bands}, "
+                f"{transforms} transforms")
+
+
+def variants(tiles: Sequence[int] = TILES) -> dict[str, dict]:
+    """The Winograd variants the tuner tries, by name: "F4", "F4-whole", "F4-sep", "F4-sep-whole", ...
+    (F(2x2)'s 16x16 Kronecker transform is already cheap: it has no separable variant)."""
+    out = {}
+    for m in tiles:
+        for sep in (False, True) if m > 2 else (False,):
+            for whole in (False, True):
+                name = f"F{m}" + ("-sep" if sep else "") + ("-whole" if whole else "")
+                out[name] = {"m": m, "separable": sep, "chunk_bytes": None if whole else CHUNK_BYTES}
+    return out
 
 
 def fold_batch_norm(features: nn.Sequential) -> nn.Sequential:
@@ -109,24 +168,39 @@ def fold_batch_norm(features: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _time(fn, x: torch.Tensor, repeats: int) -> float:
+def _times(fn, x: torch.Tensor, repeats: int) -> list[float]:
     with torch.inference_mode():
-        fn(x)
-        best = float("inf")
+        out = []
         for _ in range(repeats):
             start = time.perf_counter()
             fn(x)
-            best = min(best, time.perf_counter() - start)
-    return best
+            out.append(time.perf_counter() - start)
+    return out
+
+
+def _fastest(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int, finalists: int = 3) -> dict[str, float]:
+    """Median times in seconds: every candidate once after a warm-up call (which also allocates its kept
+    tensors), then the `finalists` fastest `repeats` more times. Medians, not minima: a variant with
+    many small steps has a wide spread on a shared machine, and its best call is not what a forward
+    pass gets. Timing every variant repeatedly would make tuning slow."""
+    samples = {name: _times(c, x, 2)[1:] for name, c in candidates.items()}
+    for name in sorted(samples, key=lambda k: samples[k][0])[:finalists]:
+        samples[name] += _times(candidates[name], x, repeats)
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int] = TILES,
                    repeats: int = 3, choose: str | None = None) -> tuple[nn.Module, list[dict]]:
-    """A copy of a VGG whose conv+ReLU pairs run as the fastest of direct, F(2x2) and F(4x4) (in
-    cache-sized bands of tile rows, or whole images: "F4-whole"), timed on the shapes `example` produces
-    (or all as `choose`: "direct", "F2", "F4", untimed). Returns the
-    module (channels_last, eval) and one row per conv."""
-    model = copy.deepcopy(module).eval().to(memory_format=torch.channels_last)
+    """A copy of a VGG whose conv+ReLU pairs run as the fastest of direct (oneDNN, bias and ReLU fused)
+    and the Winograd `variants`, timed on the shapes `example` produces (or all as `choose`: "direct" or a
+    variant's name, untimed); its 2x2 max pools become `MaxPool2x2`. Every replaced layer keeps its
+    output between calls (see cpu_layers), so the model runs one forward pass at a time.
+    Returns the module (channels_last, eval) and one row per conv: its choice and, when timed, each
+    candidate's median time."""
+    names = variants(tiles)
+    if choose is not None and choose != "direct" and choose not in names:
+        raise ValueError(f"unknown Winograd variant {choose!r}: choose direct or one of {', '.join(names)}")
+    model = copy.deepcopy(module).eval().requires_grad_(False).to(memory_format=torch.channels_last)
     model.features = features = fold_batch_norm(model.features)
     layers = list(features)
     x = example.contiguous(memory_format=torch.channels_last)
@@ -137,23 +211,22 @@ def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int
             layer = layers[i]
             fused_relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
             if isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3) and fused_relu:
-                candidates = {"direct": nn.Sequential(layer, nn.ReLU())}
-                candidates.update({f"F{m}": WinogradConv2d(layer, m, relu=True) for m in tiles})
-                if choose is None:  # whole images too, where the weights are what does not fit in cache
-                    candidates.update({f"F{m}-whole": WinogradConv2d(layer, m, relu=True, chunk_bytes=None)
-                                       for m in tiles})
+                wanted = names if choose is None else {k: v for k, v in names.items() if k == choose}
+                candidates = {"direct": DirectConvReLU(layer),
+                              **{name: WinogradConv2d(layer, relu=True, **kw) for name, kw in wanted.items()}}
                 if choose is None:
-                    timings = {name: _time(c, x, repeats) for name, c in candidates.items()}
+                    timings = _fastest(candidates, x, repeats)
                     best = min(timings, key=timings.get)
                 else:
                     timings, best = {}, choose
                 choices.append({"layer": f"conv{len(choices) + 1}", "shape": list(x.shape[1:]), "choice": best,
                                 **{f"{k}_ms": round(v * 1e3, 3) for k, v in timings.items()}})
-                if best != "direct":
-                    features[i], features[i + 1] = candidates[best], nn.Identity()
+                features[i], features[i + 1] = candidates[best], nn.Identity()
                 x = candidates[best](x)
                 i += 2
                 continue
+            if MaxPool2x2.replaces(layer):
+                features[i] = layer = MaxPool2x2()
             x = layer(x)
             i += 1
     return model, choices

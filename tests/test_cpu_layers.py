@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vggbench.cpu_layers import DirectConvReLU, MaxPool2x2, Scratch
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_direct_conv_relu_equals_conv_then_relu(bias, channels_last):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 10, 3, padding=1, bias=bias).requires_grad_(False)
+    layer = DirectConvReLU(conv)
+    x = torch.randn(2, 6, 11, 9)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    expected = torch.relu(conv(x.contiguous(memory_format=torch.channels_last)))
+    with torch.inference_mode():
+        first = layer(x)
+        assert torch.equal(first, expected)  # the fused op computes exactly conv + bias, then ReLU
+        again = layer(x)
+    assert again.data_ptr() == first.data_ptr()  # the output tensor is kept and rewritten
+    assert again.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (2, 3)])
+def test_max_pool_2x2_equals_torch(size):
+    x = torch.randn(3, 5, *size).contiguous(memory_format=torch.channels_last)
+    layer = MaxPool2x2()
+    with torch.inference_mode():
+        got = layer(x)
+        assert torch.equal(got, F.max_pool2d(x, 2)) and torch.equal(layer(x), got)
+
+
+@pytest.mark.parametrize("pool, replaced", [(nn.MaxPool2d(2, 2), True), (nn.MaxPool2d(2), True),
+                                            (nn.MaxPool2d(3, 2), False), (nn.MaxPool2d(2, 2, ceil_mode=True), False),
+                                            (nn.AvgPool2d(2), False)])
+def test_only_plain_2x2_pools_are_replaced(pool, replaced):
+    assert MaxPool2x2.replaces(pool) is replaced
+
+
+def test_scratch_keeps_tensors_by_shape():
+    s = Scratch()
+    like = torch.empty(0)
+    a = s.get("out", (2, 3), like)
+    assert s.get("out", (2, 3), like) is a and len(s) == 1 and s.nbytes() == 24
+    assert s.get("out", (4, 3), like) is not a  # a new shape re-allocates
+    assert torch.equal(s.get("pad", (2, 2), like, zero=True), torch.zeros(2, 2))
+    with torch.inference_mode():
+        t = s.get("made-in-inference-mode", (2,), like)
+    t.add_(1)  # a normal tensor: in-place updates work outside inference mode too
