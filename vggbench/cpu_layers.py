@@ -33,6 +33,20 @@ class Scratch:
             self._tensors[name] = t
         return t
 
+    def flat(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A workspace: the front of a 1-D tensor grown to the largest request, viewed as `shape`. Layers
+        that run one after another can share one Scratch for their workspaces, which live only within a
+        call."""
+        numel = 1
+        for d in shape:
+            numel *= d
+        t = self._tensors.get(name)
+        if t is None or t.numel() < numel or t.dtype != like.dtype or t.device != like.device:
+            with torch.inference_mode(False):
+                t = torch.empty(numel, dtype=like.dtype, device=like.device)
+            self._tensors[name] = t
+        return t[:numel].view(shape)
+
     def __len__(self) -> int:
         return len(self._tensors)
 

@@ -81,15 +81,17 @@ class WinogradConv2d(nn.Module):
         else:
             self.register_buffer("t_in", torch.kron(bt, bt).float())  # vec(B^T d B) = kron(B^T, B^T) vec(d)
             self.register_buffer("t_out", torch.kron(at, at).float())  # vec(A^T M A) = kron(A^T, A^T) vec(M)
-        self.scratch = Scratch()  # the padded input, workspaces and output, kept between calls
+        self.scratch = Scratch()  # the padded input and the output, kept between calls
+        self.workspace = Scratch()  # transformed tiles and products, used within a call: can be shared
 
     def _transform(self, t: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
-        """[k*k, X] from x [a*a, X]: the 2-D transform T x T^T of every column, into a kept tensor."""
+        """[k*k, X] from x [a*a, X]: the 2-D transform T x T^T of every column, into a workspace."""
+        ws = self.workspace
         if not self.separable:
-            return torch.mm(t, x, out=self.scratch.get(name, (t.shape[0], x.shape[1]), x))
+            return torch.mm(t, x, out=ws.flat(name, (t.shape[0], x.shape[1]), x))
         k, a = t.shape
-        half = torch.mm(t, x.view(a, -1), out=self.scratch.get(name + "-rows", (k, a * x.shape[1]), x))
-        out = self.scratch.get(name, (k * k, x.shape[1]), x)
+        half = torch.mm(t, x.view(a, -1), out=ws.flat(name + "-rows", (k, a * x.shape[1]), x))
+        out = ws.flat(name, (k * k, x.shape[1]), x)
         torch.matmul(t, half.view(k, a, -1), out=out.view(k, k, -1))  # along the second axis, per row
         return out
 
@@ -97,11 +99,11 @@ class WinogradConv2d(nn.Module):
         """Output tiles [m*m, p, C_out] for the input tiles d [a, a, *p, C_in] (a strided view), bias and
         ReLU applied."""
         m, a, co = self.m, self.alpha, self.out_channels
-        tiles = self.scratch.get(f"tiles-{p}", (a * a, p * c), d)
+        tiles = self.workspace.flat("tiles", (a * a, p * c), d)
         tiles.view(d.shape).copy_(d)  # the one gather copy
-        v = self._transform(self.t_in, tiles, f"v-{p}")
-        prod = torch.bmm(v.view(a * a, p, c), self.u, out=self.scratch.get(f"prod-{p}", (a * a, p, co), d))
-        y = self._transform(self.t_out, prod.view(a * a, p * co), f"y-{p}").view(m * m, p, co)
+        v = self._transform(self.t_in, tiles, "v")
+        prod = torch.bmm(v.view(a * a, p, c), self.u, out=self.workspace.flat("prod", (a * a, p, co), d))
+        y = self._transform(self.t_out, prod.view(a * a, p * co), "y").view(m * m, p, co)
         y.add_(self.bias)
         return y.relu_() if self.relu else y
 
@@ -204,7 +206,7 @@ def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int
     model.features = features = fold_batch_norm(model.features)
     layers = list(features)
     x = example.contiguous(memory_format=torch.channels_last)
-    choices = []
+    choices, workspaces = [], Scratch()
     with torch.inference_mode():
         i = 0
         while i < len(layers):
@@ -221,6 +223,8 @@ def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int
                     timings, best = {}, choose
                 choices.append({"layer": f"conv{len(choices) + 1}", "shape": list(x.shape[1:]), "choice": best,
                                 **{f"{k}_ms": round(v * 1e3, 3) for k, v in timings.items()}})
+                if best != "direct":  # Winograd layers run one after another: one set of workspaces for all
+                    candidates[best].workspace = workspaces
                 features[i], features[i + 1] = candidates[best], nn.Identity()
                 x = candidates[best](x)
                 i += 2
