@@ -31,6 +31,15 @@ def test_winograd_conv_equals_direct_conv_with_relu(variant, size):
     assert got.permute(0, 2, 3, 1).is_contiguous() == (size % layer.m == 0)
 
 
+def test_kept_padding_stays_zero_when_the_image_size_changes():
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    layer = WinogradConv2d(conv, 4)
+    with torch.inference_mode():
+        for size in (16, 13, 16):  # 13 and 16 round up to the same 4 x 4 tiles
+            x = torch.randn(2, 4, size, size) + 5  # large values: stale pixels in the padding would show
+            assert (layer(x) - torch.relu(conv(x))).abs().max() <= 1e-5 * conv(x).abs().max()
+
+
 def test_winograd_bands_cover_several_images_and_partial_bands():
     conv = nn.Conv2d(8, 8, 3, padding=1)
     x = torch.randn(5, 8, 20, 20).contiguous(memory_format=torch.channels_last)

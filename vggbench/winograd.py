@@ -111,8 +111,9 @@ class WinogradConv2d(nn.Module):
         n, c, h, w = x.shape
         m, a, co = self.m, self.alpha, self.out_channels
         th, tw = -(-h // m), -(-w // m)
-        # zero border kept from the first call: only the interior is written
-        padded = self.scratch.get("padded", (n, m * th + 2, m * tw + 2, c), x, zero=True)
+        # zero border kept from the first call: only the interior is written. Named by the image size,
+        # since sizes that round up to the same tiles must not see each other's pixels as padding.
+        padded = self.scratch.get(f"padded-{h}x{w}", (n, m * th + 2, m * tw + 2, c), x, zero=True)
         padded[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
         tiles = padded.unfold(1, a, m).unfold(2, a, m)  # [n, th, tw, c, a, a], a view
         full = self.scratch.get("out", (n, th * m, tw * m, co), x)  # whole tiles; cropped on return
