@@ -14,9 +14,12 @@ Linear allocates its own output, so the network's output is always fresh.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 
 class Scratch:
@@ -25,26 +28,26 @@ class Scratch:
     def __init__(self) -> None:
         self._tensors: dict[str, torch.Tensor] = {}
 
+    def _new(self, name: str, shape: tuple[int, ...], like: torch.Tensor, zero: bool = False) -> torch.Tensor:
+        with torch.inference_mode(False):  # a normal tensor: usable inside and outside inference mode
+            t = (torch.zeros if zero else torch.empty)(shape, dtype=like.dtype, device=like.device)
+        self._tensors[name] = t
+        return t
+
     def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor, zero: bool = False) -> torch.Tensor:
         t = self._tensors.get(name)
         if t is None or tuple(t.shape) != tuple(shape) or t.dtype != like.dtype or t.device != like.device:
-            with torch.inference_mode(False):  # a normal tensor: usable inside and outside inference mode
-                t = (torch.zeros if zero else torch.empty)(shape, dtype=like.dtype, device=like.device)
-            self._tensors[name] = t
+            t = self._new(name, shape, like, zero)
         return t
 
     def flat(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """A workspace: the front of a 1-D tensor grown to the largest request, viewed as `shape`. Layers
         that run one after another can share one Scratch for their workspaces, which live only within a
         call."""
-        numel = 1
-        for d in shape:
-            numel *= d
+        numel = math.prod(shape)
         t = self._tensors.get(name)
         if t is None or t.numel() < numel or t.dtype != like.dtype or t.device != like.device:
-            with torch.inference_mode(False):
-                t = torch.empty(numel, dtype=like.dtype, device=like.device)
-            self._tensors[name] = t
+            t = self._new(name, (numel,), like)
         return t[:numel].view(shape)
 
     def __len__(self) -> int:
@@ -72,10 +75,11 @@ class DirectConvReLU(nn.Module):
         super().__init__()
         self.conv = conv
         self.scratch = Scratch()
+        self.fused = _has_fused_conv() and isinstance(conv.padding, tuple)  # not padding="same"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        if not (_has_fused_conv() and x.device.type == "cpu" and isinstance(conv.padding, tuple)):
+        if not (self.fused and x.device.type == "cpu"):
             return torch.relu_(conv(x))
         n, c, h, w = x.shape
         if not x.is_contiguous(memory_format=torch.channels_last):  # e.g. a Winograd layer's cropped output
@@ -104,11 +108,9 @@ class MaxPool2x2(nn.Module):
 
     @staticmethod
     def replaces(layer: nn.Module) -> bool:
-        def pair(v):
-            return v if isinstance(v, tuple) else (v, v)
-        return (isinstance(layer, nn.MaxPool2d) and pair(layer.kernel_size) == (2, 2) and pair(layer.stride) == (2, 2)
-                and pair(layer.padding) == (0, 0) and pair(layer.dilation) == (1, 1) and not layer.ceil_mode
-                and not layer.return_indices)
+        return (isinstance(layer, nn.MaxPool2d) and _pair(layer.kernel_size) == (2, 2)
+                and _pair(layer.stride) == (2, 2) and _pair(layer.padding) == (0, 0)
+                and _pair(layer.dilation) == (1, 1) and not layer.ceil_mode and not layer.return_indices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:

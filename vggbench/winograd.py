@@ -111,10 +111,12 @@ class WinogradConv2d(nn.Module):
         n, c, h, w = x.shape
         m, a, co = self.m, self.alpha, self.out_channels
         th, tw = -(-h // m), -(-w // m)
-        # zero border kept from the first call: only the interior is written. Named by the image size,
-        # since sizes that round up to the same tiles must not see each other's pixels as padding.
-        padded = self.scratch.get(f"padded-{h}x{w}", (n, m * th + 2, m * tw + 2, c), x, zero=True)
+        # The top row and left column stay zero from the first call. The bottom and right padding are
+        # zeroed on every call: a larger image that rounds up to the same tiles may have written there.
+        padded = self.scratch.get("padded", (n, m * th + 2, m * tw + 2, c), x, zero=True)
         padded[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
+        padded[:, h + 1:].zero_()
+        padded[:, 1:h + 1, w + 1:].zero_()
         tiles = padded.unfold(1, a, m).unfold(2, a, m)  # [n, th, tw, c, a, a], a view
         full = self.scratch.get("out", (n, th * m, tw * m, co), x)  # whole tiles; cropped on return
         # A band's transformed tiles stay in cache between the input transform, the GEMM and the output
