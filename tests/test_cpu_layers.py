@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vggbench.cpu_layers import DirectConvReLU, MaxPool2x2, Scratch
+from vggbench.cpu_layers import DirectConvReLU, LinearReLU, MaxPool2x2, Scratch
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -23,6 +23,22 @@ def test_direct_conv_relu_equals_conv_then_relu(bias, channels_last):
         again = layer(x)
     assert again.data_ptr() == first.data_ptr()  # the output tensor is kept and rewritten
     assert again.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # fp64: torch's fallback
+def test_linear_relu_equals_linear_then_relu(relu, dtype):
+    torch.manual_seed(0)
+    linear = nn.Linear(300, 20).to(dtype).requires_grad_(False)
+    layer = LinearReLU(linear, relu)
+    x = torch.randn(3, 300, dtype=dtype)
+    expected = F.linear(x, linear.weight, linear.bias)
+    expected = torch.relu(expected) if relu else expected
+    with torch.inference_mode():
+        got = layer(x)
+        assert layer(x).data_ptr() != got.data_ptr()  # a fresh output each call: it may be the network's
+    assert got.dtype == dtype and (got < 0).any().item() is not relu
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)  # the same sums, in another order
 
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 9), (2, 3)])

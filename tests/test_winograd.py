@@ -70,7 +70,8 @@ def test_winograd_vgg_matches_eager(choose):
     model = load_model("vgg16c_bn", seed=2, **TINY).module  # BN, and 1x1 convs that must stay direct
     x = torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE)
     fast, rows = winograd_model(model, x, choose=choose)
-    assert len(rows) == 10  # the 3x3 convs; BN sits between conv and ReLU in _bn models
+    # the 3x3 convs (BN sits between conv and ReLU in _bn models), then the classifier's Linears
+    assert [r["layer"] for r in rows] == [f"conv{i}" for i in range(1, 11)] + ["fc1", "fc2", "fc3"]
     with torch.inference_mode():
         expected, got = model(x), fast(x.contiguous(memory_format=torch.channels_last))
     assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
@@ -79,11 +80,15 @@ def test_winograd_vgg_matches_eager(choose):
 def test_plain_vgg_layers_are_replaced():
     model = load_model("vgg11", seed=2, **TINY).module
     fast, rows = winograd_model(model, torch.randn(1, 3, TINY_IMAGE, TINY_IMAGE), choose="F4")
-    assert [r["choice"] for r in rows] == ["F4"] * 8
+    assert [r["choice"] for r in rows] == ["F4"] * 8 + ["onednn"] * 3
+    assert [type(m).__name__ for m in fast.classifier] == ["LinearReLU", "Identity", "Dropout"] * 2 + ["LinearReLU"]
     assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 8
     assert model.features[0].__class__ is nn.Conv2d  # the original is untouched
     timed, rows = winograd_model(model, torch.randn(1, 3, TINY_IMAGE, TINY_IMAGE))
-    assert all(r["choice"] in ("direct", *variants()) and r["direct_ms"] > 0 for r in rows)
+    convs, linears = rows[:8], rows[8:]
+    assert all(r["choice"] in ("direct", *variants()) and r["direct_ms"] > 0 for r in convs)
+    assert [r["layer"] for r in linears] == ["fc1", "fc2", "fc3"]
+    assert all(r["choice"] in ("torch", "onednn") and r["torch_ms"] > 0 and r["onednn_ms"] > 0 for r in linears)
     with pytest.raises(ValueError, match="unknown Winograd variant 'F5'"):
         winograd_model(model, torch.randn(1, 3, TINY_IMAGE, TINY_IMAGE), choose="F5")
 
@@ -112,3 +117,18 @@ def test_winograd_backend_passes_verify(tmp_path):
     assert set(runner.choices) == {(2, 3, 32, 32), (5, 3, 32, 32)}  # tuned once per input shape
     with pytest.raises(UnsupportedError, match="winograd does not support bf16"):
         make_runner("winograd", model, precision="bf16", memory_format="channels_last")
+
+
+def test_a_plan_names_each_conv():
+    model = load_model("vgg11", seed=2, **TINY).module
+    x = torch.randn(1, 3, TINY_IMAGE, TINY_IMAGE)
+    plan = ["direct", "F2", "F4", "F6", "F4-sep", "F6-sep-whole", "direct", None]  # None: timed
+    fast, rows = winograd_model(model, x, choose=plan)
+    assert [r["choice"] for r in rows[:7]] == plan[:7] and "direct_ms" in rows[7]
+    with torch.inference_mode():
+        expected, got = model(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+    with pytest.raises(ValueError, match="the plan names 7 convs; this model has more"):
+        winograd_model(model, x, choose=plan[:7])
+    with pytest.raises(ValueError, match="the plan names 9 convs; this model has 8"):
+        winograd_model(model, x, choose=plan + ["F4"])

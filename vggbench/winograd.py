@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .cpu_layers import DirectConvReLU, MaxPool2x2, Scratch
+from .cpu_layers import DirectConvReLU, LinearReLU, MaxPool2x2, Scratch
 
 # Transform matrices B^T (input), G (filter), A^T (output); F(6x6) uses the points 0, +-1, +-2, +-1/2, inf.
 _MATRICES = {
@@ -194,38 +194,49 @@ def _fastest(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int, fi
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
+def _pick(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int, choose: str | None,
+          layer: str) -> tuple[str, dict]:
+    """The fastest candidate (or `choose`, untimed) and its row for the tuning report."""
+    timings = _fastest(candidates, x, repeats) if choose is None else {}
+    best = min(timings, key=timings.get) if timings else choose
+    return best, {"layer": layer, "shape": list(x.shape[1:]), "choice": best,
+                  **{f"{k}_ms": round(v * 1e3, 3) for k, v in timings.items()}}
+
+
 def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int] = TILES,
-                   repeats: int = 3, choose: str | None = None) -> tuple[nn.Module, list[dict]]:
+                   repeats: int = 3, choose: str | Sequence[str | None] | None = None) -> tuple[nn.Module, list[dict]]:
     """A copy of a VGG whose conv+ReLU pairs run as the fastest of direct (oneDNN, bias and ReLU fused)
     and the Winograd `variants`, timed on the shapes `example` produces (or all as `choose`: "direct" or a
-    variant's name, untimed); its 2x2 max pools become `MaxPool2x2`. Every replaced layer keeps its
-    output between calls (see cpu_layers), so the model runs one forward pass at a time.
-    Returns the module (channels_last, eval) and one row per conv: its choice and, when timed, each
-    candidate's median time."""
+    variant's name, untimed; or one entry per 3x3 conv, None to time that one, e.g. the choices of an
+    earlier tuning); its 2x2 max pools become `MaxPool2x2`, and each classifier Linear (with
+    its ReLU) runs as the faster of torch's and oneDNN's (`LinearReLU`; oneDNN when `choose` is given).
+    Every replaced conv and pool keeps its output between calls (see cpu_layers), so the model runs one
+    forward pass at a time.
+    Returns the module (channels_last, eval) and one row per conv and Linear: its choice and, when timed,
+    each candidate's median time."""
     names = variants(tiles)
-    if choose is not None and choose != "direct" and choose not in names:
-        raise ValueError(f"unknown Winograd variant {choose!r}: choose direct or one of {', '.join(names)}")
+    plan = None if choose is None or isinstance(choose, str) else list(choose)  # one entry per 3x3 conv
+    for name in plan or [choose]:
+        if name is not None and name != "direct" and name not in names:
+            raise ValueError(f"unknown Winograd variant {name!r}: choose direct or one of {', '.join(names)}")
     model = copy.deepcopy(module).eval().requires_grad_(False).to(memory_format=torch.channels_last)
     model.features = features = fold_batch_norm(model.features)
-    layers = list(features)
     x = example.contiguous(memory_format=torch.channels_last)
     choices, workspaces = [], Scratch()
     with torch.inference_mode():
         i = 0
-        while i < len(layers):
-            layer = layers[i]
-            fused_relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
+        while i < len(features):
+            layer = features[i]
+            fused_relu = i + 1 < len(features) and isinstance(features[i + 1], nn.ReLU)
             if isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3) and fused_relu:
-                wanted = names if choose is None else {k: v for k, v in names.items() if k == choose}
+                if plan is not None and len(choices) >= len(plan):
+                    raise ValueError(f"the plan names {len(plan)} convs; this model has more 3x3 convs")
+                layer_choice = choose if plan is None else plan[len(choices)]
+                wanted = names if layer_choice is None else {k: v for k, v in names.items() if k == layer_choice}
                 candidates = {"direct": DirectConvReLU(layer),
                               **{name: WinogradConv2d(layer, relu=True, **kw) for name, kw in wanted.items()}}
-                if choose is None:
-                    timings = _fastest(candidates, x, repeats)
-                    best = min(timings, key=timings.get)
-                else:
-                    timings, best = {}, choose
-                choices.append({"layer": f"conv{len(choices) + 1}", "shape": list(x.shape[1:]), "choice": best,
-                                **{f"{k}_ms": round(v * 1e3, 3) for k, v in timings.items()}})
+                best, row = _pick(candidates, x, repeats, layer_choice, f"conv{len(choices) + 1}")
+                choices.append(row)
                 if best != "direct":  # Winograd layers run one after another: one set of workspaces for all
                     candidates[best].workspace = workspaces
                 features[i], features[i + 1] = candidates[best], nn.Identity()
@@ -236,4 +247,22 @@ def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int
                 features[i] = layer = MaxPool2x2()
             x = layer(x)
             i += 1
+        if plan is not None and len(choices) != len(plan):
+            raise ValueError(f"the plan names {len(plan)} convs; this model has {len(choices)} 3x3 convs")
+        classifier = getattr(model, "classifier", None)
+        if isinstance(classifier, nn.Sequential) and isinstance(getattr(model, "avgpool", None), nn.Module):
+            x = torch.flatten(model.avgpool(x), 1)  # as torchvision's and vggbench's VGG.forward
+            for i, layer in enumerate(classifier):
+                if isinstance(layer, nn.Linear) and x.dim() == 2:
+                    relu = i + 1 < len(classifier) and isinstance(classifier[i + 1], nn.ReLU)
+                    candidates = {"torch": nn.Sequential(layer, nn.ReLU()) if relu else layer,
+                                  "onednn": LinearReLU(layer, relu)}
+                    best, row = _pick(candidates, x, repeats, None if choose is None else "onednn",
+                                      f"fc{sum(r['layer'].startswith('fc') for r in choices) + 1}")
+                    choices.append(row)
+                    if best == "onednn":
+                        classifier[i] = candidates[best]
+                        if relu:
+                            classifier[i + 1] = nn.Identity()
+                x = classifier[i](x)
     return model, choices
