@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from tests.conftest import TINY, TINY_IMAGE
+from vggbench import native
 from vggbench.errors import UnsupportedError
 from vggbench.export import export
 from vggbench.runners import make_runner
@@ -12,14 +13,18 @@ from vggbench.verify import verify
 from vggbench.weights import load_model
 from vggbench.winograd import WinogradConv2d, variants, winograd_model
 
+# both implementations: transforms in torch ops, and in C++ where the kernels build here
+NEEDS_NATIVE = pytest.mark.skipif(native.winograd() is None, reason=f"no C++ kernels: {native.unavailable_reason()}")
+ALL_VARIANTS = {**variants(native=False), **(variants(native=True) if native.winograd() else {})}
 
-@pytest.mark.parametrize("variant", list(variants()))
+
+@pytest.mark.parametrize("variant", list(ALL_VARIANTS))
 @pytest.mark.parametrize("size", [1, 5, 12, 13, 28])
 def test_winograd_conv_equals_direct_conv_with_relu(variant, size):
     torch.manual_seed(size)
-    conv = nn.Conv2d(12, 20, 3, padding=1)
+    conv = nn.Conv2d(12, 20, 3, padding=1)  # channel counts that are not multiples of the kernels' 16
     x = torch.randn(3, 12, size, size)
-    layer = WinogradConv2d(conv, **variants()[variant])
+    layer = WinogradConv2d(conv, **ALL_VARIANTS[variant])
     with torch.inference_mode():
         expected = torch.relu(conv(x))
         for _ in range(2):  # the second call reuses the first call's tensors
@@ -27,8 +32,8 @@ def test_winograd_conv_equals_direct_conv_with_relu(variant, size):
             assert got.shape == expected.shape
             # F(4x4)'s and F(6x6)'s larger transform constants cost a little more rounding than F(2x2)
             assert (got - expected).abs().max() <= (2e-6 if layer.m == 2 else 1e-5) * expected.abs().max()
-    # whole tiles: the output is NHWC memory, a crop of the tiled output where m does not divide the size
-    assert got.permute(0, 2, 3, 1).is_contiguous() == (size % layer.m == 0)
+    # NHWC memory; in torch ops a crop of the tiled output where m does not divide the size
+    assert got.permute(0, 2, 3, 1).is_contiguous() == (size % layer.m == 0 or layer.native)
 
 
 def test_kept_padding_stays_zero_when_the_image_size_changes():
@@ -40,13 +45,15 @@ def test_kept_padding_stays_zero_when_the_image_size_changes():
             assert (layer(x) - torch.relu(conv(x))).abs().max() <= 1e-5 * conv(x).abs().max()
 
 
-def test_winograd_bands_cover_several_images_and_partial_bands():
+@pytest.mark.parametrize("cpp", [False, pytest.param(True, marks=NEEDS_NATIVE)])
+def test_winograd_bands_cover_several_images_and_partial_bands(cpp):
     conv = nn.Conv2d(8, 8, 3, padding=1)
     x = torch.randn(5, 8, 20, 20).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         expected = torch.relu(conv(x))
-        for chunk_bytes in (1, 6 * 6 * 5 * 8 * 4 * 2, 6 * 6 * 5 * 8 * 4 * 5 * 2):  # 1 row, 2 rows, 2 images
-            got = WinogradConv2d(conv, 4, chunk_bytes=chunk_bytes)(x)
+        # torch ops: 1 row, 2 rows, 2 images; C++: bands of 1, 10 (rows that end mid-image), 50 (2 images) tiles
+        for chunk_bytes in (1, 6 * 6 * 5 * 8 * 4 * 2, 6 * 6 * 5 * 8 * 4 * 5 * 2):
+            got = WinogradConv2d(conv, 4, chunk_bytes=chunk_bytes, native=cpp)(x)
             assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 

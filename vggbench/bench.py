@@ -335,6 +335,7 @@ class BenchResult(Case):
     peak_memory_mib: float | None = None  # CUDA max allocated
     rss_delta_mib: float | None = None  # CPU: peak RSS growth during the case
     parity_max_abs: float | None = None  # first output vs eager fp32 on the same images; None for the reference
+    notes: str = ""  # what the backend chose for this case (winograd: each conv's and Linear's algorithm)
     samples_ms: tuple[float, ...] = ()
 
     @classmethod

@@ -227,6 +227,11 @@ class WinogradRunner(TorchRunner):
         with torch.inference_mode():
             return self._tuned[shape](prepared)
 
+    def notes(self, batch: torch.Tensor) -> str:
+        """The plan tuned for this batch's shape, e.g. "conv1 direct, conv2 F6-cpp-whole, ..., fc1 onednn"."""
+        rows = self.choices.get(tuple(batch.shape), [])
+        return ", ".join(f"{r['layer']} {r['choice']}" for r in rows)
+
 
 def winograd_runner(module: nn.Module, device: str = "cpu", precision: str = "fp32",
                     memory_format: str = "channels_last") -> WinogradRunner:

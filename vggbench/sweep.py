@@ -246,9 +246,10 @@ class _Sweep:
 
         try:
             m = measure(runner, batch, case.timing, on_first_output=check)
+            notes = runner.notes(batch) if hasattr(runner, "notes") else ""
             row = BenchResult.measured(case, m, gmacs_per_image=self.gmacs,
                                        peak_gflops_per_s=self.peaks.get(case.precision), load_ms=load_ms,
-                                       parity_max_abs=parity.get("max_abs"))
+                                       parity_max_abs=parity.get("max_abs"), notes=notes)
         except Exception as e:  # recorded as a row; re-raised on request
             status, reason = self._failure(e)
             row = BenchResult.failed(case, status, reason, load_ms=load_ms, parity_max_abs=parity.get("max_abs"))

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import native as _native
 from .cpu_layers import DirectConvReLU, LinearReLU, MaxPool2x2, Scratch
 
 # Transform matrices B^T (input), G (filter), A^T (output); F(6x6) uses the points 0, +-1, +-2, +-1/2, inf.
@@ -48,6 +49,7 @@ _MATRICES = {
 }
 TILES = tuple(_MATRICES)
 CHUNK_BYTES = 2 * 2**20  # about one core's L2 cache
+STREAM_BYTES = 16 * 2**20  # half this machine's L3: larger outputs are written past the caches
 
 
 class WinogradConv2d(nn.Module):
@@ -59,7 +61,7 @@ class WinogradConv2d(nn.Module):
     (None: the whole batch at once, which reads the transformed weights once per call)."""
 
     def __init__(self, conv: nn.Conv2d, m: int = 4, relu: bool = True, chunk_bytes: int | None = CHUNK_BYTES,
-                 separable: bool = False) -> None:
+                 separable: bool = False, native: bool = False) -> None:
         super().__init__()
         if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.groups != 1 \
                 or conv.dilation != (1, 1):
@@ -67,7 +69,10 @@ class WinogradConv2d(nn.Module):
         if m not in _MATRICES:
             raise ValueError(f"tile size must be one of {TILES}, got {m}")
         bt, g, at = (torch.tensor(a, dtype=torch.float64) for a in _MATRICES[m])
+        if native and _native.winograd() is None:
+            raise RuntimeError(f"the C++ Winograd kernels are unavailable: {_native.unavailable_reason()}")
         self.m, self.alpha, self.relu, self.chunk_bytes, self.separable = m, m + 2, relu, chunk_bytes, separable
+        self.native = native
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         w = conv.weight.detach().double()
         # U[xi, c, o] = (G w G^T) flattened over the alpha x alpha transform positions xi
@@ -107,7 +112,31 @@ class WinogradConv2d(nn.Module):
         y.add_(self.bias)
         return y.relu_() if self.relu else y
 
+    def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
+        """Transforms in C++ (kernels/winograd.cpp), one pass each, the GEMM in torch, band by band; the
+        output is channels_last-contiguous and cropped to the image by the output kernel."""
+        n, c, h, w = x.shape
+        m, a, co = self.m, self.alpha, self.out_channels
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            x = self.scratch.get("input", (n, h, w, c), x).permute(0, 3, 1, 2).copy_(x)
+        x_nhwc = x.permute(0, 2, 3, 1)
+        out = self.scratch.get("out", (n, h, w, co), x)
+        tiles = n * -(-h // m) * -(-w // m)
+        band = tiles if self.chunk_bytes is None else max(1, self.chunk_bytes // (a * a * max(c, co) * x.element_size()))
+        ws = self.workspace
+        # Bands far larger than the caches go to memory anyway: write them with streaming stores
+        stream_in = band * a * a * c * x.element_size() > STREAM_BYTES
+        stream_out = out.numel() * out.element_size() > STREAM_BYTES
+        for p0 in range(0, tiles, band):
+            p1 = min(tiles, p0 + band)
+            v = _native.winograd_input(m, x_nhwc, p0, p1, ws.flat("v", (a * a, p1 - p0, c), x), stream_in)
+            prod = torch.bmm(v, self.u, out=ws.flat("prod", (a * a, p1 - p0, co), x))
+            _native.winograd_output(m, prod, self.bias, out, p0, p1, self.relu, stream_out)
+        return out.permute(0, 3, 1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.native and x.dtype == torch.float32 and x.device.type == "cpu":
+            return self._forward_native(x)
         n, c, h, w = x.shape
         m, a, co = self.m, self.alpha, self.out_channels
         th, tw = -(-h // m), -(-w // m)
@@ -143,20 +172,25 @@ class WinogradConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         bands = f"bands of {self.chunk_bytes / 2**20:g} MiB" if self.chunk_bytes else "whole batches"
-        transforms = "separable" if self.separable else "kronecker"
+        transforms = "C++" if self.native else "separable" if self.separable else "kronecker"
         return (f"{self.in_channels}, {self.out_channels}, F({self.m}x{self.m}, 3x3), relu={self.relu}, {bands}, "
                 f"{transforms} transforms")
 
 
-def variants(tiles: Sequence[int] = TILES) -> dict[str, dict]:
-    """The Winograd variants the tuner tries, by name: "F4", "F4-whole", "F4-sep", "F4-sep-whole", ...
-    (F(2x2)'s 16x16 Kronecker transform is already cheap: it has no separable variant)."""
+def variants(tiles: Sequence[int] = TILES, native: bool | None = None) -> dict[str, dict]:
+    """The Winograd variants the tuner tries, by name. With the C++ transform kernels (native; default:
+    when they build on this machine): "F2-cpp", "F2-cpp-whole", "F4-cpp", ... Without them, transforms in
+    torch ops: "F4", "F4-whole", "F4-sep", "F4-sep-whole", ... (F(2x2)'s 16x16 Kronecker transform is
+    already cheap: it has no separable variant). "-whole": one band for the whole batch."""
+    if native is None:
+        native = _native.winograd() is not None
     out = {}
     for m in tiles:
-        for sep in (False, True) if m > 2 else (False,):
+        for sep in (None,) if native else (False, True) if m > 2 else (False,):
             for whole in (False, True):
-                name = f"F{m}" + ("-sep" if sep else "") + ("-whole" if whole else "")
-                out[name] = {"m": m, "separable": sep, "chunk_bytes": None if whole else CHUNK_BYTES}
+                name = f"F{m}" + ("-cpp" if native else "-sep" if sep else "") + ("-whole" if whole else "")
+                out[name] = {"m": m, "chunk_bytes": None if whole else CHUNK_BYTES,
+                             **({"native": True} if native else {"separable": sep})}
     return out
 
 
@@ -214,11 +248,13 @@ def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int
     forward pass at a time.
     Returns the module (channels_last, eval) and one row per conv and Linear: its choice and, when timed,
     each candidate's median time."""
-    names = variants(tiles)
+    names = variants(tiles)  # what the tuner tries
+    known = {**variants(tiles, native=False), **names}  # what a plan may name
     plan = None if choose is None or isinstance(choose, str) else list(choose)  # one entry per 3x3 conv
     for name in plan or [choose]:
-        if name is not None and name != "direct" and name not in names:
-            raise ValueError(f"unknown Winograd variant {name!r}: choose direct or one of {', '.join(names)}")
+        if name is not None and name != "direct" and name not in known:
+            hint = f" (the C++ kernels are unavailable: {_native.unavailable_reason()})" if "-cpp" in name else ""
+            raise ValueError(f"unknown Winograd variant {name!r}: choose direct or one of {', '.join(known)}{hint}")
     model = copy.deepcopy(module).eval().requires_grad_(False).to(memory_format=torch.channels_last)
     model.features = features = fold_batch_norm(model.features)
     x = example.contiguous(memory_format=torch.channels_last)
@@ -232,7 +268,7 @@ def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int
                 if plan is not None and len(choices) >= len(plan):
                     raise ValueError(f"the plan names {len(plan)} convs; this model has more 3x3 convs")
                 layer_choice = choose if plan is None else plan[len(choices)]
-                wanted = names if layer_choice is None else {k: v for k, v in names.items() if k == layer_choice}
+                wanted = names if layer_choice is None else {k: v for k, v in known.items() if k == layer_choice}
                 candidates = {"direct": DirectConvReLU(layer),
                               **{name: WinogradConv2d(layer, relu=True, **kw) for name, kw in wanted.items()}}
                 best, row = _pick(candidates, x, repeats, layer_choice, f"conv{len(choices) + 1}")
