@@ -1,13 +1,15 @@
-"""Winograd convolution (Lavin & Gray, 2016) for VGG's 3x3 convs, on the CPU, in plain torch ops.
+"""Winograd convolution (Lavin & Gray, 2016) for VGG's 3x3 convs, on the CPU.
 
 F(m x m, 3x3) computes an m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2
 multiplications instead of 9 m^2: 2.25x fewer for F(2x2), 4x for F(4x4), 5.06x for F(6x6). The
 multiplications become one batched GEMM per layer, [(m+2)^2, tiles, C_in] x [(m+2)^2, C_in, C_out], which
-MKL runs near its peak; the tile transforms around it are memory-bound. So Winograd wins on the deep
-layers (many channels, small images) and loses on the first ones, and the best choice per layer depends
-on the machine: `winograd_model` measures each 3x3 conv on the real input shape and keeps the fastest
-of direct (oneDNN, channels_last) and the Winograd variants (tile size; transforms as one Kronecker
-product or two separable passes; cache-sized bands or whole batches).
+MKL runs at 110-140 GFLOP/s here; the tile transforms around it are memory-bound. They run as C++ kernels
+(vggbench/kernels/winograd.cpp, one pass over memory each, built on first use by vggbench.native) or,
+without a C++ compiler, as torch ops (several passes). Winograd wins most on the deep layers (many
+channels) and the best choice per layer depends on the machine and the batch: `winograd_model` measures
+each 3x3 conv on the real input shape and keeps the fastest of direct (oneDNN, channels_last) and the
+Winograd variants (tile size; cache-sized bands or whole batches; for torch ops, Kronecker or separable
+transforms).
 
 Tensors stay channels_last throughout (an NCHW tensor with NHWC strides), so direct and Winograd
 layers chain without copies. F(4x4) and F(6x6) move fp32 logits by ~1e-5 of their range (transform
@@ -49,13 +51,14 @@ _MATRICES = {
 }
 TILES = tuple(_MATRICES)
 CHUNK_BYTES = 2 * 2**20  # about one core's L2 cache
-STREAM_BYTES = 16 * 2**20  # half this machine's L3: larger outputs are written past the caches
+STREAM_BYTES = 16 * 2**20  # half a 32 MB L3: larger outputs are written past the caches
 
 
 class WinogradConv2d(nn.Module):
     """A 3x3, stride-1, padding-1 convolution computed as Winograd F(m x m, 3x3), bias and ReLU fused.
 
-    separable: transform tiles with two passes of the 1-D matrices (2(m+2) multiply-adds per value)
+    native: transforms by the C++ kernels (see vggbench.native; fp32 on the CPU), else torch ops, where
+    separable transforms tiles with two passes of the 1-D matrices (2(m+2) multiply-adds per value)
     instead of one pass of their Kronecker product ((m+2)^2 per value, but one GEMM call).
     chunk_bytes: the size of a band of transformed tiles, processed start to end while it is in cache
     (None: the whole batch at once, which reads the transformed weights once per call)."""
@@ -237,6 +240,24 @@ def _pick(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int, choos
                   **{f"{k}_ms": round(v * 1e3, 3) for k, v in timings.items()}}
 
 
+def _replace_linears(classifier: nn.Sequential, x: torch.Tensor, repeats: int, timed: bool) -> list[dict]:
+    """Each Linear (and the ReLU after it) becomes the faster of torch's and oneDNN's (oneDNN when not
+    timed), in place; one row per Linear."""
+    rows = []
+    for i, layer in enumerate(classifier):
+        if isinstance(layer, nn.Linear) and x.dim() == 2:
+            relu = i + 1 < len(classifier) and isinstance(classifier[i + 1], nn.ReLU)
+            candidates = {"torch": nn.Sequential(layer, nn.ReLU()) if relu else layer, "onednn": LinearReLU(layer, relu)}
+            best, row = _pick(candidates, x, repeats, None if timed else "onednn", f"fc{len(rows) + 1}")
+            rows.append(row)
+            if best == "onednn":
+                classifier[i] = candidates[best]
+                if relu:
+                    classifier[i + 1] = nn.Identity()
+        x = classifier[i](x)
+    return rows
+
+
 def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int] = TILES,
                    repeats: int = 3, choose: str | Sequence[str | None] | None = None) -> tuple[nn.Module, list[dict]]:
     """A copy of a VGG whose conv+ReLU pairs run as the fastest of direct (oneDNN, bias and ReLU fused)
@@ -285,20 +306,7 @@ def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int
             i += 1
         if plan is not None and len(choices) != len(plan):
             raise ValueError(f"the plan names {len(plan)} convs; this model has {len(choices)} 3x3 convs")
-        classifier = getattr(model, "classifier", None)
-        if isinstance(classifier, nn.Sequential) and isinstance(getattr(model, "avgpool", None), nn.Module):
+        if isinstance(getattr(model, "classifier", None), nn.Sequential) and isinstance(getattr(model, "avgpool", None), nn.Module):
             x = torch.flatten(model.avgpool(x), 1)  # as torchvision's and vggbench's VGG.forward
-            for i, layer in enumerate(classifier):
-                if isinstance(layer, nn.Linear) and x.dim() == 2:
-                    relu = i + 1 < len(classifier) and isinstance(classifier[i + 1], nn.ReLU)
-                    candidates = {"torch": nn.Sequential(layer, nn.ReLU()) if relu else layer,
-                                  "onednn": LinearReLU(layer, relu)}
-                    best, row = _pick(candidates, x, repeats, None if choose is None else "onednn",
-                                      f"fc{sum(r['layer'].startswith('fc') for r in choices) + 1}")
-                    choices.append(row)
-                    if best == "onednn":
-                        classifier[i] = candidates[best]
-                        if relu:
-                            classifier[i + 1] = nn.Identity()
-                x = classifier[i](x)
+            choices += _replace_linears(model.classifier, x, repeats, timed=choose is None)
     return model, choices
