@@ -220,14 +220,17 @@ def _times(fn, x: torch.Tensor, repeats: int) -> list[float]:
     return out
 
 
-def _fastest(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int, finalists: int = 3) -> dict[str, float]:
+def _fastest(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int, finalists: int = 3,
+             budget_s: float = 0.1, most: int = 12) -> dict[str, float]:
     """Median times in seconds: every candidate once after a warm-up call (which also allocates its kept
-    tensors), then the `finalists` fastest `repeats` more times. Medians, not minima: a variant with
-    many small steps has a wide spread on a shared machine, and its best call is not what a forward
-    pass gets. Timing every variant repeatedly would make tuning slow."""
+    tensors), then the `finalists` fastest `repeats` more times, or more where that takes under
+    `budget_s` (up to `most` calls: fast layers, as at batch 1, get medians that noise moves less).
+    Medians, not minima: a variant with many small steps has a wide spread on a shared machine, and its
+    best call is not what a forward pass gets. Timing every variant repeatedly would make tuning slow."""
     samples = {name: _times(c, x, 2)[1:] for name, c in candidates.items()}
     for name in sorted(samples, key=lambda k: samples[k][0])[:finalists]:
-        samples[name] += _times(candidates[name], x, repeats)
+        calls = max(repeats, min(most, int(budget_s / max(samples[name][0], 1e-6))))
+        samples[name] += _times(candidates[name], x, calls)
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
