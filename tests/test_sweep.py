@@ -287,6 +287,11 @@ def test_run_best_times_the_fast_paths_and_names_the_fastest(tmp_path):
     assert int8["status"] == "export_failed" and int8["reason"] == sweep.INT8_NEEDS_TRAINED_WEIGHTS
     assert not any("onnx-int8" in p.name for p in cache.iterdir())
     assert rows["winograd", "fp32", "channels_last"]["status"] == "ok"
+    # the tuned plan is recorded with the row: one entry per 3x3 conv (8 in VGG11) and per Linear
+    plan = rows["winograd", "fp32", "channels_last"]["notes"].split(", ")
+    assert [p.split()[0] for p in plan] == [f"conv{i}" for i in range(1, 9)] + ["fc1", "fc2", "fc3"]
+    assert rows["eager", "bf16", "channels_last"]["notes"] == ""
+    assert "native_kernels" in data["environment"]
     assert "fastest that ran and passed parity" in cli("report", tmp_path / "best.json").output
 
 
