@@ -67,3 +67,13 @@ def test_scratch_keeps_tensors_by_shape():
     with torch.inference_mode():
         t = s.get("made-in-inference-mode", (2,), like)
     t.add_(1)  # a normal tensor: in-place updates work outside inference mode too
+
+
+def test_scratch_channels_last_copies_only_when_needed():
+    s = Scratch()
+    nchw = torch.randn(2, 3, 4, 5)
+    nhwc = nchw.contiguous(memory_format=torch.channels_last)
+    assert s.channels_last("in", nhwc) is nhwc and len(s) == 0
+    copy = s.channels_last("in", nchw)
+    assert torch.equal(copy, nchw) and copy.is_contiguous(memory_format=torch.channels_last)
+    assert s.channels_last("in", nchw * 2).data_ptr() == copy.data_ptr()  # the kept tensor is reused

@@ -50,6 +50,13 @@ class Scratch:
             t = self._new(name, (numel,), like)
         return t[:numel].view(shape)
 
+    def channels_last(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """x itself when it is channels_last-contiguous, else a copy in a kept tensor (NCHW shape, NHWC memory)."""
+        if x.is_contiguous(memory_format=torch.channels_last):
+            return x
+        n, c, h, w = x.shape
+        return self.get(name, (n, h, w, c), x).permute(0, 3, 1, 2).copy_(x)
+
     def __len__(self) -> int:
         return len(self._tensors)
 
@@ -60,8 +67,8 @@ class Scratch:
         return Scratch()  # a copy gets its own buffers, allocated on its first call
 
 
-def _has_fused_conv() -> bool:
-    return hasattr(torch.ops.mkldnn, "_convolution_pointwise_") and torch.backends.mkldnn.is_available()
+def _has_onednn_op(name: str) -> bool:
+    return hasattr(torch.ops.mkldnn, name) and torch.backends.mkldnn.is_available()
 
 
 class DirectConvReLU(nn.Module):
@@ -75,15 +82,14 @@ class DirectConvReLU(nn.Module):
         super().__init__()
         self.conv = conv
         self.scratch = Scratch()
-        self.fused = _has_fused_conv() and isinstance(conv.padding, tuple)  # not padding="same"
+        self.fused = _has_onednn_op("_convolution_pointwise_") and isinstance(conv.padding, tuple)  # not padding="same"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         if not (self.fused and x.device.type == "cpu"):
             return torch.relu_(conv(x))
+        x = self.scratch.channels_last("input", x)  # e.g. a torch-op Winograd layer's cropped output
         n, c, h, w = x.shape
-        if not x.is_contiguous(memory_format=torch.channels_last):  # e.g. a Winograd layer's cropped output
-            x = self.scratch.get("input", (n, h, w, c), x).permute(0, 3, 1, 2).copy_(x)
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
         oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         out = self.scratch.get("out", (n, oh, ow, conv.out_channels), x).permute(0, 3, 1, 2)
@@ -109,7 +115,7 @@ class LinearReLU(nn.Module):
     def __init__(self, linear: nn.Linear, relu: bool) -> None:
         super().__init__()
         self.linear, self.relu = linear, relu
-        self.fused = hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
+        self.fused = _has_onednn_op("_linear_pointwise")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and x.device.type == "cpu" and x.dtype == torch.float32:

@@ -118,10 +118,9 @@ class WinogradConv2d(nn.Module):
     def _forward_native(self, x: torch.Tensor) -> torch.Tensor:
         """Transforms in C++ (kernels/winograd.cpp), one pass each, the GEMM in torch, band by band; the
         output is channels_last-contiguous and cropped to the image by the output kernel."""
+        x = self.scratch.channels_last("input", x)
         n, c, h, w = x.shape
         m, a, co = self.m, self.alpha, self.out_channels
-        if not x.is_contiguous(memory_format=torch.channels_last):
-            x = self.scratch.get("input", (n, h, w, c), x).permute(0, 3, 1, 2).copy_(x)
         x_nhwc = x.permute(0, 2, 3, 1)
         out = self.scratch.get("out", (n, h, w, co), x)
         tiles = n * -(-h // m) * -(-w // m)
