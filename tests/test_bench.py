@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import TINY, TINY_IMAGE
-from vggbench.bench import (
+from vggbench.backends.base import eager_runner
+from vggbench.bench.engine import (
     BenchResult,
     Case,
     CudaEventTimer,
@@ -25,9 +26,8 @@ from vggbench.bench import (
     measure,
     timer_for,
 )
-from vggbench.errors import ConfigError
-from vggbench.runners import eager_runner
-from vggbench.weights import load_model
+from vggbench.core.errors import ConfigError
+from vggbench.zoo.weights import load_model
 
 
 class FakeClock:

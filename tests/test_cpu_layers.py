@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vggbench.cpu_layers import DirectConvReLU, LinearReLU, MaxPool2x2, Scratch
+from vggbench.backends.winograd.layers import DirectConvReLU, LinearReLU, MaxPool2x2, Scratch
 
 
 @pytest.mark.parametrize("bias", [True, False])

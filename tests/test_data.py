@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vggbench.data import AUGMENTATIONS, SPLIT_SEED, build_transform, load_data, mean_std, parse_name
-from vggbench.errors import DataError
-from vggbench.weights import IMAGENET_MEAN, IMAGENET_STD
+from vggbench.core.errors import DataError
+from vggbench.data.datasets import AUGMENTATIONS, SPLIT_SEED, build_transform, load_data, mean_std, parse_name
+from vggbench.zoo.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 def labels_of(dataset) -> list[int]:

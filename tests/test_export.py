@@ -9,17 +9,17 @@ import torch
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-import vggbench.export as export_module
+import vggbench.exporters.export as export_module
 from tests.conftest import TINY, TINY_IMAGE
+from vggbench.backends.base import load_runner
 from vggbench.cli import main
-from vggbench.errors import ArtifactError, CheckFailed, ConfigError, ExportError, VggbenchError
-from vggbench.export import export
-from vggbench.fileio import sha256_file
-from vggbench.manifest import read_manifest
-from vggbench.runners import load_runner
-from vggbench.specs import list_models
-from vggbench.verify import verify
-from vggbench.weights import load_model, save_weights
+from vggbench.core.errors import ArtifactError, CheckFailed, ConfigError, ExportError, VggbenchError
+from vggbench.core.fileio import sha256_file
+from vggbench.exporters.export import export
+from vggbench.exporters.manifest import read_manifest
+from vggbench.parity.verify import verify
+from vggbench.zoo.specs import list_models
+from vggbench.zoo.weights import load_model, save_weights
 
 ALL = ("torchscript", "onnx", "pt2")
 

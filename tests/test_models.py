@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torchvision
@@ -8,9 +10,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from tests.conftest import TINY, TINY_IMAGE
-from vggbench.errors import ConfigError, UnknownModelError
-from vggbench.models import CONFIGS, ModelOptions, build, get_spec, list_models
-from vggbench.profiling import profile
+from vggbench.core.errors import ConfigError, UnknownModelError
+from vggbench.zoo.models import CONFIGS, ModelOptions, build, get_spec, list_models
+from vggbench.zoo.profiling import profile
 
 # ../shared/FACTS.md: exact parameter counts for 1000 classes.
 PARAMS = {
@@ -127,7 +129,7 @@ def test_bad_options_are_config_errors(kwargs, match):
 
 
 def test_image_too_small_names_the_minimum():
-    from vggbench.models import check_image_size
+    from vggbench.zoo.models import check_image_size
     with pytest.raises(ConfigError, match="image size 16 is too small for vgg16: .* at least 32x32"):
         check_image_size(get_spec("vgg16"), 16)
     with pytest.raises(ConfigError):
@@ -177,8 +179,11 @@ def test_any_config_width_size_and_head_gives_one_logit_per_class(name, width, s
 
 def test_public_names_survive_submodule_imports():
     import vggbench
-    import vggbench.export
-    import vggbench.sweep  # noqa: F401  importing submodules sets package attributes; none may shadow a function
+    import vggbench.bench.sweep
+    import vggbench.exporters.export
+    import vggbench.parity.verify
+    import vggbench.training.loop  # noqa: F401  importing submodules sets package attributes; none may shadow a function
 
     assert vggbench.profile("vgg16").gmacs == pytest.approx(15.47, abs=0.01)
-    assert callable(vggbench.benchmark) and callable(vggbench.load_model)
+    for name in ("benchmark", "load_model", "export", "verify", "train", "evaluate"):
+        assert inspect.isfunction(getattr(vggbench, name)), name

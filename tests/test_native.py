@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from vggbench import native
-from vggbench.winograd import WinogradConv2d, variants, winograd_model
+from vggbench.backends.winograd import native
+from vggbench.backends.winograd.model import WinogradConv2d, variants, winograd_model
 
 pytestmark = pytest.mark.skipif(native.winograd() is None, reason=f"no C++ kernels: {native.unavailable_reason()}")
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vggbench.parity import TOLERANCES, compare, tolerance_for
+from vggbench.parity.metrics import TOLERANCES, compare, tolerance_for
 
 REF = torch.tensor([[2.0, 1.0, 0.5, -1.0, 0.0, 0.3], [0.1, 3.0, -2.0, 1.0, 0.2, 0.0]], dtype=torch.float64)
 FP32 = TOLERANCES["fp32"]

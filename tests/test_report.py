@@ -11,13 +11,13 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from vggbench.bench import BenchResult, Case
+from vggbench.bench.compare import compare_runs, parse_threshold
+from vggbench.bench.engine import BenchResult, Case
+from vggbench.bench.report import fastest_rows, parse_baseline, render_run, run_rows
+from vggbench.bench.results import BenchRun, read_run
 from vggbench.cli import main
-from vggbench.compare import compare_runs, parse_threshold
-from vggbench.env import capture
-from vggbench.errors import ConfigError, ResultsError
-from vggbench.report import fastest_rows, parse_baseline, render_run, run_rows
-from vggbench.results import BenchRun, read_run
+from vggbench.core.env import capture
+from vggbench.core.errors import ConfigError, ResultsError
 
 ENV = {**capture(), "gemm_peaks": [{"device": "cpu", "precision": "fp32", "dtype": "float32", "n": 2048, "reps": 3,
                                     "threads": 2, "gflops_per_s": 100.0, "seconds": 0.5}]}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vggbench.errors import ConfigError, UnknownModelError, UnsupportedError, VggbenchError
-from vggbench.suite import Suite, available_suites, load_suite, parse_suite, resolve_suite
+from vggbench.bench.suite import Suite, available_suites, load_suite, parse_suite, resolve_suite
+from vggbench.core.errors import ConfigError, UnknownModelError, UnsupportedError, VggbenchError
 
 
 def test_bundled_default_suites_load_from_the_package(tmp_path, monkeypatch):

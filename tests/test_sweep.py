@@ -10,14 +10,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import vggbench
-import vggbench.sweep as sweep
+import vggbench.core.errors
+import vggbench.bench.sweep as sweep
 from tests.conftest import TINY, TINY_IMAGE
+from vggbench.bench.results import CSV_COLUMNS, read_run
 from vggbench.cli import main
-from vggbench.errors import ExportError, UnsupportedError
-from vggbench.profiling import profile
-from vggbench.results import CSV_COLUMNS, read_run
-from vggbench.specs import ModelOptions
+from vggbench.core.errors import ExportError, UnsupportedError
+from vggbench.zoo.profiling import profile
+from vggbench.zoo.specs import ModelOptions
 
 FAST = dict(warmup=1, warmup_time_s=0.0, min_time_s=0.02, min_iters=3, max_iters=50)
 TINY_SUITE = dict(models=["vgg11"], image_size=TINY_IMAGE, batch_sizes=[1, 2], memory_formats=["contiguous"], **TINY, **FAST)
@@ -296,7 +296,7 @@ def test_run_best_times_the_fast_paths_and_names_the_fastest(tmp_path):
 
 
 def test_int8_runs_in_a_sweep_with_weights_trained_on_digits(tmp_path, cache):
-    from vggbench.weights import load_model, save_weights
+    from vggbench.zoo.weights import load_model, save_weights
 
     trained = save_weights(load_model("vgg11", seed=0, width=1 / 8, hidden=64, num_classes=10),
                            tmp_path / "digits.pt", dataset="digits")
@@ -311,16 +311,16 @@ def test_int8_runs_in_a_sweep_with_weights_trained_on_digits(tmp_path, cache):
 
 
 def test_batch_size_ranges_are_powers_of_two():
-    from vggbench.suite import resolve_suite
+    from vggbench.bench.suite import resolve_suite
 
     assert resolve_suite("cpu", batch_sizes="1..256").batch_sizes == (1, 2, 4, 8, 16, 32, 64, 128, 256)
     assert resolve_suite("cpu", batch_sizes="3,8..40").batch_sizes == (3, 8, 16, 32)
 
 
 def test_fp32_on_cuda_is_strict_unless_tf32_is_asked_for():
-    from vggbench.numerics import scoped_numerics, tf32_flag
-    from vggbench.parity import TOLERANCES, tolerance_for
-    from vggbench.runners import OrtSettings
+    from vggbench.backends.base import OrtSettings
+    from vggbench.core.numerics import scoped_numerics, tf32_flag
+    from vggbench.parity.metrics import TOLERANCES, tolerance_for
 
     assert tf32_flag("cpu", None) is None and tf32_flag("cpu", True) is None and tf32_flag("cuda", None) is False
     assert tf32_flag("cuda:1", True) is True
@@ -344,7 +344,7 @@ def test_ctrl_c_keeps_the_cases_that_finished(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(sweep._Sweep, "_time", interrupted_on_the_third)
     with pytest.raises(KeyboardInterrupt) as caught:  # the Python API still sees an interrupt...
         run(cache, backends=["eager"], batch_sizes=[1, 2, 4])
-    assert isinstance(caught.value, vggbench.errors.BenchmarkInterrupted)
+    assert isinstance(caught.value, vggbench.core.errors.BenchmarkInterrupted)
     assert len(caught.value.run.results) == 2  # ...carrying what finished
     calls.clear()
     result = cli("run", "--models", "vgg11", "--width", "0.0625", "--hidden", "32", "--image-size", "32",

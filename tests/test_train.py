@@ -14,13 +14,13 @@ import torch
 from click.testing import CliRunner
 
 import vggbench
-import vggbench.train as train_module
+import vggbench.training.loop as train_module
 from vggbench.cli import main
-from vggbench.data import Transformed
-from vggbench.errors import ConfigError, TrainingError, WeightsError
-from vggbench.runs import load_checkpoint
-from vggbench.train import EvalConfig, TrainConfig, evaluate, train
-from vggbench.weights import IMAGENET_MEAN, load_model
+from vggbench.core.errors import ConfigError, TrainingError, WeightsError
+from vggbench.data.datasets import Transformed
+from vggbench.training.loop import EvalConfig, TrainConfig, evaluate, train
+from vggbench.training.runs import load_checkpoint
+from vggbench.zoo.weights import IMAGENET_MEAN, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 # A tiny VGG that trains in about 0.3 s per digits epoch on 2 CPU cores.
@@ -368,7 +368,7 @@ def test_two_process_gloo_ddp_run(tmp_path):
 
 
 def test_public_api_names():
-    assert vggbench.train.TrainConfig is TrainConfig and callable(vggbench.train)
+    assert vggbench.TrainConfig is TrainConfig and vggbench.train is train
     assert vggbench.evaluate is evaluate and vggbench.TrainConfig is TrainConfig
     assert vggbench.load_data("synthetic").num_classes == 10
     assert shutil.which("torchrun", path=str(Path(sys.executable).parent))

@@ -7,11 +7,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import vggbench.weights as weights_module
+import vggbench.zoo.weights as weights_module
 from tests.conftest import TINY, TINY_IMAGE
-from vggbench.errors import ConfigError, UnknownModelError, WeightsError
-from vggbench.models import ModelOptions, build
-from vggbench.weights import (
+from vggbench.core.errors import ConfigError, UnknownModelError, WeightsError
+from vggbench.zoo.models import ModelOptions, build
+from vggbench.zoo.weights import (
     IMAGENET_MEAN,
     hub_cache_path,
     identify,

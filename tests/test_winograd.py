@@ -5,13 +5,13 @@ import torch
 from torch import nn
 
 from tests.conftest import TINY, TINY_IMAGE
-from vggbench import native
-from vggbench.errors import UnsupportedError
-from vggbench.export import export
-from vggbench.runners import make_runner
-from vggbench.verify import verify
-from vggbench.weights import load_model
-from vggbench.winograd import WinogradConv2d, variants, winograd_model
+from vggbench.backends.base import make_runner
+from vggbench.backends.winograd import native
+from vggbench.backends.winograd.model import WinogradConv2d, variants, winograd_model
+from vggbench.core.errors import UnsupportedError
+from vggbench.exporters.export import export
+from vggbench.parity.verify import verify
+from vggbench.zoo.weights import load_model
 
 # both implementations: transforms in torch ops, and in C++ where the kernels build here
 NEEDS_NATIVE = pytest.mark.skipif(native.winograd() is None, reason=f"no C++ kernels: {native.unavailable_reason()}")

@@ -11,24 +11,24 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "get_spec": "specs", "list_models": "specs", "ModelOptions": "specs", "ModelSpec": "specs",
-    "build": "models", "VGG": "models",
-    "load_model": "weights", "save_weights": "weights", "LoadedModel": "weights",
-    "profile": "profiling",
-    "train": "train", "TrainConfig": "train", "TrainResult": "train",
-    "evaluate": "evaluation", "EvalConfig": "evaluation", "EvalResult": "evaluation",
-    "load_data": "data",
-    "benchmark": "sweep", "BenchRun": "results", "read_run": "results", "BenchResult": "bench",
-    "Suite": "suite", "load_suite": "suite",
-    "VggbenchError": "errors",
+    "get_spec": "zoo.specs", "list_models": "zoo.specs", "ModelOptions": "zoo.specs", "ModelSpec": "zoo.specs",
+    "build": "zoo.models", "VGG": "zoo.models",
+    "load_model": "zoo.weights", "save_weights": "zoo.weights", "LoadedModel": "zoo.weights",
+    "profile": "zoo.profiling",
+    "load_data": "data.datasets",
+    "train": "training.loop", "TrainConfig": "training.loop", "TrainResult": "training.loop",
+    "evaluate": "training.evaluation", "EvalConfig": "training.evaluation", "EvalResult": "training.evaluation",
+    "export": "exporters.export",
+    "verify": "parity.verify", "VerifyReport": "parity.verify",
+    "benchmark": "bench.sweep", "BenchRun": "bench.results", "read_run": "bench.results",
+    "BenchResult": "bench.engine", "Suite": "bench.suite", "load_suite": "bench.suite",
+    "VggbenchError": "core.errors",
 }
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-        # `train` is a module and its function: the module is callable, and keeps `vggbench.train.X` working
-        return module if name == _EXPORTS[name] else getattr(module, name)
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module 'vggbench' has no attribute {name!r}")
 
 

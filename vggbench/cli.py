@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import BenchmarkInterrupted, UnsupportedError, VggbenchError
+from .core.errors import BenchmarkInterrupted, UnsupportedError, VggbenchError
 
 FORMAT_CHOICE = click.Choice(["table", "github", "csv", "json"])
 
@@ -83,13 +83,13 @@ def weights_options(f):
 
 def shape_kwargs(kwargs: dict) -> dict:
     """The model options given on the command line (popped from kwargs; those left at None dropped)."""
-    from .specs import OPTION_NAMES, given_options
+    from .zoo.specs import OPTION_NAMES, given_options
 
     return given_options({k: kwargs.pop(k) for k in OPTION_NAMES if k in kwargs})
 
 
 def echo_rows(rows, fmt, columns=None) -> None:
-    from .report import render
+    from .bench.report import render
 
     click.echo(render(rows, fmt, columns))
 
@@ -103,8 +103,8 @@ def echo_rows(rows, fmt, columns=None) -> None:
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 def models(names, image_size, fmt, **kwargs) -> None:
     """List the model zoo, or show the layers of the models named."""
-    from .profiling import zoo_rows
-    from .specs import ModelOptions, list_models
+    from .zoo.profiling import zoo_rows
+    from .zoo.specs import ModelOptions, list_models
 
     options = ModelOptions(**shape_kwargs(kwargs))
     if names:
@@ -123,15 +123,15 @@ def models(names, image_size, fmt, **kwargs) -> None:
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 def info(name, image_size, fmt, **kwargs) -> None:
     """Show one model: its layers, per-layer output shapes, params and MACs."""
-    from .specs import ModelOptions
+    from .zoo.specs import ModelOptions
 
     options = ModelOptions(**shape_kwargs(kwargs))
     _show_model(name, options, image_size, fmt)
 
 
 def _show_model(name, options, image_size, fmt) -> None:
-    from .profiling import layer_rows, profile
-    from .specs import get_spec
+    from .zoo.profiling import layer_rows, profile
+    from .zoo.specs import get_spec
 
     spec = get_spec(name)
     prof = profile(spec, options, image_size)
@@ -146,7 +146,7 @@ def _show_model(name, options, image_size, fmt) -> None:
 
 def load_from_options(name: str, kwargs: dict):
     """A LoadedModel from the --weights/--seed/shape options (popped from kwargs)."""
-    from .weights import load_model
+    from .zoo.weights import load_model
 
     return load_model(name, kwargs.pop("weights"), seed=kwargs.pop("seed"), **shape_kwargs(kwargs))
 
@@ -211,8 +211,8 @@ def given(kwargs: dict) -> dict:
 def export(model, formats, out, image_size, batch_size, dynamic_batch, opset, precision, torchscript_mode, force,
            verify, calibration_images, calibration_method, calibration_data, **kwargs) -> None:
     """Export MODEL to TorchScript, ONNX and torch.export, with a manifest and a parity check."""
-    from .export import export as run_export
-    from .quantize import QuantConfig
+    from .exporters.export import export as run_export
+    from .exporters.quantize import QuantConfig
 
     loaded = load_from_options(model, kwargs)
     out = out or f"exports/{loaded.name}"
@@ -260,8 +260,8 @@ def verify(export_dir, backends, device, precisions, channels_last, batch_sizes,
     """Check that every artifact of EXPORT_DIR computes what the eager model computes (exit 1 if not)."""
     import json
 
-    from .errors import CheckFailed
-    from .verify import verify as run_verify
+    from .core.errors import CheckFailed
+    from .parity.verify import verify as run_verify
 
     report = run_verify(export_dir, backends=parse_list(backends), device=device, precisions=parse_list(precisions),
                         memory_formats=("contiguous", "channels_last") if channels_last else ("contiguous",),
@@ -317,8 +317,8 @@ def train(model, as_json, **kwargs) -> None:
     """
     import json
 
-    from .train import TrainConfig
-    from .train import train as train_model
+    from .training.loop import TrainConfig
+    from .training.loop import train as train_model
 
     try:
         result = train_model(TrainConfig(model=model, **given(kwargs)))
@@ -354,8 +354,8 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
     """Top-1/top-5 accuracy and loss of MODEL with --weights on a dataset split."""
     import dataclasses
 
-    from .evaluation import EvalConfig
-    from .evaluation import evaluate as evaluate_model
+    from .training.evaluation import EvalConfig
+    from .training.evaluation import evaluate as evaluate_model
 
     result = evaluate_model(EvalConfig(model=model, **given(kwargs)))
     row = {"model": model, "weights": kwargs["weights"], **dataclasses.asdict(result)}
@@ -421,10 +421,10 @@ def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) 
     """Time forward passes across models, backends, batch sizes, precisions and memory formats."""
     import shlex
 
-    from .report import parse_baseline, render_run
-    from .results import read_run
-    from .suite import default_suite
-    from .sweep import benchmark
+    from .bench.report import parse_baseline, render_run
+    from .bench.results import read_run
+    from .bench.suite import default_suite
+    from .bench.sweep import benchmark
 
     if best and suite is None:
         suite = f"best-{default_suite(kwargs['device'])}"
@@ -465,8 +465,8 @@ def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) 
 @click.option("--best", is_flag=True, help="Only the fastest case that passed parity per batch size.")
 def report(results, fmt, baseline, old, threshold, allow_different_machines, plot, best) -> None:
     """Show a results file as tables with speed-ups, compare it with an older one, or plot it."""
-    from .report import render_fastest, render_run
-    from .results import read_run
+    from .bench.report import render_fastest, render_run
+    from .bench.results import read_run
 
     data = read_run(results)
     if best:
@@ -476,14 +476,14 @@ def report(results, fmt, baseline, old, threshold, allow_different_machines, plo
     else:
         _compare(data, read_run(old), threshold, allow_different_machines, fmt)
     if plot:
-        from .plot import plot_run
+        from .bench.plot import plot_run
 
         click.echo(f"wrote {plot_run(data, plot)}", err=fmt in ("csv", "json"))
 
 
 def _compare(new: dict, old: dict, threshold: str, allow_different_machines: bool, fmt: str) -> None:
-    from .compare import COMPARE_COLUMNS, compare_runs, parse_threshold
-    from .errors import CheckFailed
+    from .bench.compare import COMPARE_COLUMNS, compare_runs, parse_threshold
+    from .core.errors import CheckFailed
 
     comparison = compare_runs(new, old, parse_threshold(threshold), allow_different_machines)
     for line in comparison.warnings:

@@ -1,0 +1,362 @@
+"""The timing engine: warm-up, an adaptive iteration count, one timer per device, statistics over the
+raw samples, peak memory and OOM capture.
+
+It times any runner (`prepare`, `run`, `synchronize`, see vggbench.runners) on one batch and knows
+nothing of models, exports or suites; vggbench.sweep decides what to time and turns results into rows.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.errors import ConfigError
+
+NOISY_RELATIVE_IQR = 0.10  # a case whose IQR is above 10% of its median is flagged as noisy
+STATUSES = ("ok", "unsupported", "oom", "export_failed", "parity_failed", "error")
+_OOM_MESSAGE = re.compile(r"out of memory|failed to allocate memory|can't allocate memory", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long to warm up and how many calls to time. Every field is recorded with each result."""
+
+    warmup: int = 1  # warm-up calls after the first call, at least...
+    warmup_time_s: float = 1.0  # ...and for at least this long
+    min_time_s: float = 3.0  # the timed loop's budget: calls go on until it is spent...
+    min_iters: int = 5  # ...and at least this many were timed...
+    max_iters: int = 1000  # ...but stop at this many
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.warmup_time_s < 0 or self.min_time_s < 0:
+            raise ConfigError(f"warm-up and time budgets must not be negative ({self})")
+        if not 1 <= self.min_iters <= self.max_iters:
+            raise ConfigError(f"need 1 <= min_iters <= max_iters, got min_iters={self.min_iters}, "
+                              f"max_iters={self.max_iters}")
+
+
+def _percentile(ordered: tuple[float, ...], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method) of sorted samples."""
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Statistics of per-call times in milliseconds; keeps the raw samples, computes the rest lazily."""
+
+    samples_ms: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.samples_ms:
+            raise ValueError("Stats needs at least one sample")
+
+    @cached_property
+    def _sorted(self) -> tuple[float, ...]:
+        return tuple(sorted(self.samples_ms))
+
+    def percentile(self, q: float) -> float:
+        return _percentile(self._sorted, q)
+
+    @property
+    def median_ms(self) -> float:
+        return self.percentile(50)
+
+    @property
+    def mean_ms(self) -> float:
+        return statistics.fmean(self.samples_ms)
+
+    @property
+    def p90_ms(self) -> float:
+        return self.percentile(90)
+
+    @property
+    def p99_ms(self) -> float:
+        return self.percentile(99)
+
+    @property
+    def iqr_ms(self) -> float:
+        return self.percentile(75) - self.percentile(25)
+
+    @property
+    def min_ms(self) -> float:
+        return self._sorted[0]
+
+    @property
+    def max_ms(self) -> float:
+        return self._sorted[-1]
+
+    @property
+    def std_ms(self) -> float:
+        return statistics.stdev(self.samples_ms) if len(self.samples_ms) > 1 else 0.0
+
+    @property
+    def noisy(self) -> bool:
+        return self.iqr_ms > NOISY_RELATIVE_IQR * self.median_ms
+
+    def to_dict(self) -> dict:
+        return {"median_ms": self.median_ms, "mean_ms": self.mean_ms, "p90_ms": self.p90_ms, "p99_ms": self.p99_ms,
+                "iqr_ms": self.iqr_ms, "min_ms": self.min_ms, "max_ms": self.max_ms, "std_ms": self.std_ms,
+                "noisy": self.noisy}
+
+
+# --- timers: chosen once per case -----------------------------------------------------------------------
+
+class PerfCounterTimer:
+    """Wall-clock time of one call, with the device synchronised before and after it."""
+
+    name = "perf_counter"
+
+    def __init__(self, synchronize: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> None:
+        self._sync, self._clock = synchronize, clock
+
+    def time_ms(self, fn: Callable[[], Any]) -> tuple[Any, float]:
+        self._sync()
+        start = self._clock()
+        out = fn()
+        self._sync()
+        return out, (self._clock() - start) * 1e3
+
+
+class CudaEventTimer:
+    """GPU time of one call between two CUDA events on the current stream (no host launch jitter)."""
+
+    name = "cuda_event"
+
+    def __init__(self, device: str) -> None:
+        self._stream = torch.cuda.current_stream(torch.device(device))
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+
+    def time_ms(self, fn: Callable[[], Any]) -> tuple[Any, float]:
+        self._start.record(self._stream)
+        out = fn()
+        self._end.record(self._stream)
+        self._end.synchronize()
+        return out, self._start.elapsed_time(self._end)
+
+
+def make_timer(device: str, synchronize: Callable[[], None], torch_stream: bool = True,
+               clock: Callable[[], float] = time.perf_counter):
+    """CUDA events for torch work on a CUDA device; otherwise perf_counter around synchronised calls."""
+    if torch.device(device).type == "cuda" and torch_stream:
+        return CudaEventTimer(device)
+    return PerfCounterTimer(synchronize, clock)
+
+
+def timer_for(runner, clock: Callable[[], float] = time.perf_counter):
+    # a runner that does not say runs outside torch's streams (the safe assumption: a synchronised wall clock)
+    return make_timer(runner.device, runner.synchronize, getattr(runner, "torch_stream", False), clock)
+
+
+# --- memory --------------------------------------------------------------------------------------------
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _reset_peak_rss() -> bool:
+    """Linux: make the peak RSS (VmHWM) restart from the current RSS. False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class MemoryProbe:
+    """Peak memory of one case. CUDA: torch's max allocated bytes (weights included; onnxruntime allocates
+    outside torch, so none for it). CPU: how far the process's peak RSS rose above its RSS at the start."""
+
+    def __init__(self, device: str, torch_stream: bool = True) -> None:
+        self._device = device
+        self._cuda = torch.device(device).type == "cuda"
+        self._torch_stream = torch_stream
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            self._start = _rss_bytes()
+            self._hwm = _reset_peak_rss()
+
+    def read(self) -> tuple[float | None, float | None]:
+        """(peak_memory_mib, rss_delta_mib)."""
+        if self._cuda:
+            return (torch.cuda.max_memory_allocated(self._device) / 2**20 if self._torch_stream else None), None
+        peak = _peak_rss_bytes() if self._hwm else None
+        # without a resettable high-water mark, the RSS now is a lower bound of the peak
+        peak = max(peak or 0, _rss_bytes())
+        return None, max(0, peak - self._start) / 2**20
+
+
+# --- failures ------------------------------------------------------------------------------------------
+
+def is_oom(error: BaseException) -> bool:
+    """torch's OutOfMemoryError, or an allocator failure reported by onnxruntime or the CPU allocator."""
+    return isinstance(error, torch.OutOfMemoryError) or bool(_OOM_MESSAGE.search(str(error)))
+
+
+def free_memory(device: str) -> None:
+    """Give cached memory back after a case (after an OOM, before the next one)."""
+    gc.collect()
+    if torch.device(device).type == "cuda" and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+# --- one measurement -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Measurement:
+    """What `measure` found for one runner on one batch."""
+
+    stats: Stats
+    first_call_ms: float  # the first call at this input shape: compilation, algorithm search, lazy init
+    warmup_calls: int
+    timer: str
+    peak_memory_mib: float | None = None
+    rss_delta_mib: float | None = None
+    warmup_ms: tuple[float, ...] = field(default=(), repr=False)
+
+
+def measure(runner, batch: torch.Tensor, timing: Timing = Timing(), *,
+            on_first_output: Callable[[Any], None] | None = None,
+            clock: Callable[[], float] = time.perf_counter) -> Measurement:
+    """Time `runner.run` on `batch`: a first call (timed on its own), warm-up calls (at least
+    `timing.warmup` and `timing.warmup_time_s`), then timed calls until `timing.min_time_s` of wall time
+    is spent and at least `timing.min_iters` were made, at most `timing.max_iters`. The count adapts to
+    the calls as they come, not to a plan made from the warm-up: one fast or slow warm-up call would
+    otherwise make the loop far too long or too short. `prepare` (device copy, dtype, memory format)
+    runs once, untimed.
+
+    on_first_output: called with the first call's output (e.g. a parity check); it may raise to stop.
+    clock: the wall clock (tests pass a fake one).
+    """
+    prepared = runner.prepare(batch)
+    timer = timer_for(runner, clock)
+    probe = MemoryProbe(runner.device, getattr(runner, "torch_stream", False))
+
+    def call():
+        return runner.run(prepared)
+
+    out, first_ms = timer.time_ms(call)
+    if on_first_output is not None:
+        on_first_output(out)
+    del out
+    warm: list[float] = []
+    start = clock()
+    while len(warm) < timing.warmup or clock() - start < timing.warmup_time_s:
+        warm.append(timer.time_ms(call)[1])
+    samples: list[float] = []
+    start = clock()
+    while len(samples) < timing.min_iters or (clock() - start < timing.min_time_s and len(samples) < timing.max_iters):
+        samples.append(timer.time_ms(call)[1])
+    peak, rss = probe.read()
+    return Measurement(Stats(tuple(samples)), first_ms, len(warm), timer.name, peak, rss, tuple(warm))
+
+
+# --- result rows ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One thing to time, with every setting that shapes the number; all of it lands in the result row."""
+
+    model: str
+    image_size: int
+    batch_size: int
+    backend: str
+    device: str
+    precision: str
+    memory_format: str
+    threads: int  # torch intra-op threads, also given to onnxruntime
+    weights: str
+    # how it is measured
+    warmup: int
+    warmup_time_s: float
+    min_time_s: float
+    min_iters: int
+    max_iters: int
+    compile_mode: str | None = None
+    compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
+    ort_settings: dict | None = None  # vggbench.runners.OrtSettings, for onnxruntime backends
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(self.warmup, self.warmup_time_s, self.min_time_s, self.min_iters, self.max_iters)
+
+
+@dataclass(frozen=True)
+class BenchResult(Case):
+    """One row of a run: the case, its status and, when it ran, its numbers (units in the names)."""
+
+    status: str = "ok"  # one of STATUSES
+    reason: str = ""  # why a case did not run or failed; "" when ok
+    timer: str | None = None  # perf_counter | cuda_event
+    iterations: int = 0
+    warmup_calls: int = 0
+    load_ms: float | None = None  # building the runner: export loading, onnxruntime session, module copy
+    first_call_ms: float | None = None
+    median_ms: float | None = None
+    mean_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    iqr_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    std_ms: float | None = None
+    noisy: bool | None = None  # iqr_ms > 10% of median_ms
+    images_per_s: float | None = None  # batch_size / median
+    gmacs_per_image: float | None = None
+    gflops_per_s: float | None = None  # 2 x MACs x images_per_s
+    peak_gflops_per_s: float | None = None  # the square GEMM measured once per run on this device and dtype
+    peak_pct: float | None = None  # gflops_per_s / peak_gflops_per_s x 100
+    peak_memory_mib: float | None = None  # CUDA max allocated
+    rss_delta_mib: float | None = None  # CPU: peak RSS growth during the case
+    parity_max_abs: float | None = None  # first output vs eager fp32 on the same images; None for the reference
+    notes: str = ""  # what the backend chose for this case (winograd: each conv's and Linear's algorithm)
+    samples_ms: tuple[float, ...] = ()
+
+    @classmethod
+    def failed(cls, case: Case, status: str, reason: str, **extra) -> BenchResult:
+        if status not in STATUSES or status == "ok":
+            raise ValueError(f"not a failure status: {status!r}")
+        return cls(**_fields(case), status=status, reason=reason, **extra)
+
+    @classmethod
+    def measured(cls, case: Case, m: Measurement, *, gmacs_per_image: float | None,
+                 peak_gflops_per_s: float | None, status: str = "ok", reason: str = "", **extra) -> BenchResult:
+        images_per_s = case.batch_size / (m.stats.median_ms / 1e3) if m.stats.median_ms > 0 else None
+        gflops = 2 * gmacs_per_image * images_per_s if gmacs_per_image is not None and images_per_s else None
+        pct = gflops / peak_gflops_per_s * 100 if gflops is not None and peak_gflops_per_s else None
+        return cls(**_fields(case), status=status, reason=reason, timer=m.timer, iterations=len(m.stats.samples_ms),
+                   warmup_calls=m.warmup_calls, first_call_ms=m.first_call_ms, **m.stats.to_dict(),
+                   images_per_s=images_per_s, gmacs_per_image=gmacs_per_image, gflops_per_s=gflops,
+                   peak_gflops_per_s=peak_gflops_per_s, peak_pct=pct, peak_memory_mib=m.peak_memory_mib,
+                   rss_delta_mib=m.rss_delta_mib, samples_ms=m.stats.samples_ms, **extra)
+
+
+def _fields(case: Case) -> dict:
+    """The Case part of a case or row (shallow: ort_settings stays the same dict)."""
+    return {name: getattr(case, name) for name in Case.__dataclass_fields__}

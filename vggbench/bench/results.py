@@ -1,0 +1,105 @@
+"""A benchmark run as stored: one JSON envelope (settings, environment, one row per case) plus a CSV
+of the rows, written atomically; and reading it back, with its schema checked."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..core.errors import ResultsError
+from ..core.fileio import write_json, write_text
+from .engine import BenchResult
+
+SCHEMA_VERSION = 1
+KIND = "vggbench-run"
+DEFAULT_RESULTS_DIR = Path("benchmarks") / "results"
+# the CSV has every field of a row except the raw samples (they stay in the JSON)
+CSV_COLUMNS = [f.name for f in fields(BenchResult) if f.name != "samples_ms"]
+REQUIRED_ROW_KEYS = ("model", "image_size", "batch_size", "backend", "device", "precision", "memory_format",
+                     "threads", "status")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class BenchRun:
+    """What vggbench.benchmark returns: the resolved suite, the environment (with the measured GEMM peaks)
+    and one BenchResult per case."""
+
+    settings: dict
+    environment: dict
+    results: list[BenchResult]
+    wall_s: float = 0.0
+    created: str = field(default_factory=_now)
+
+    def to_dict(self) -> dict:
+        from ..core.env import package_version
+
+        return {"schema_version": SCHEMA_VERSION, "kind": KIND, "vggbench": package_version("vggbench"),
+                "created": self.created, "wall_s": round(self.wall_s, 1), "settings": self.settings,
+                "environment": self.environment, "results": [asdict(r) for r in self.results]}
+
+    def write(self, out: str | os.PathLike | None = None) -> tuple[Path, Path]:
+        """Write run-<time>.json and .csv into `out` (a folder, default benchmarks/results/) or to `out`
+        itself when it ends in .json. Returns both paths."""
+        return write_run(self.to_dict(), out)
+
+
+def output_paths(out: str | os.PathLike | None, created: str) -> tuple[Path, Path]:
+    out = Path(out) if out is not None else DEFAULT_RESULTS_DIR
+    if out.suffix.lower() == ".json":
+        return out, out.with_suffix(".csv")
+    stamp = dt.datetime.fromisoformat(created).astimezone().strftime("%Y%m%d-%H%M%S")
+    path = out / f"run-{stamp}.json"
+    n = 1
+    while path.exists() or path.with_suffix(".csv").exists():
+        n += 1
+        path = out / f"run-{stamp}-{n}.json"
+    return path, path.with_suffix(".csv")
+
+
+def csv_text(rows: list[dict]) -> str:
+    """The rows as CSV; dict values (onnxruntime settings) as JSON text."""
+    from .report import render
+
+    flat = [{k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for k, v in row.items()} for row in rows]
+    return render(flat, "csv", CSV_COLUMNS) + "\n"
+
+
+def write_run(data: dict, out: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    json_path, csv_path = output_paths(out, data["created"])
+    write_json(json_path, data)
+    write_text(csv_path, csv_text(data["results"]))
+    return json_path, csv_path
+
+
+def read_run(path: str | os.PathLike) -> dict:
+    """A results file written by `vggbench run`, or a ResultsError that says what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"results file {path} does not exist (`vggbench run` writes them to "
+                           f"{DEFAULT_RESULTS_DIR}/)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise ResultsError(f"{path} is not a vggbench results file (no \"kind\": \"{KIND}\")")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ResultsError(f"{path} has schema_version {data.get('schema_version')!r}; this vggbench reads "
+                           f"{SCHEMA_VERSION}")
+    rows = data.get("results")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ResultsError(f"{path} has no list of results")
+    for i, row in enumerate(rows):
+        missing = [k for k in REQUIRED_ROW_KEYS if k not in row]
+        if missing:
+            raise ResultsError(f"{path}: result {i} lacks {', '.join(missing)}")
+    if not isinstance(data.get("environment"), dict):
+        raise ResultsError(f"{path} has no environment")
+    return data

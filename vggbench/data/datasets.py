@@ -1,0 +1,343 @@
+"""Datasets and transforms: digits (scikit-learn, offline), CIFAR-10, STL-10, ImageFolder, synthetic; mean/std."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..core.errors import DataError
+from ..zoo.weights import IMAGENET_MEAN, IMAGENET_STD
+
+# The splits mean the same images in every run, whatever the training seed, so that `eval` can find them.
+SPLIT_SEED = 0
+DIGITS_FRACTIONS = (0.70, 0.15, 0.15)  # train / val / test, stratified
+SYNTHETIC_SIZES = {"train": 512, "val": 128, "test": 128}
+SYNTHETIC_CLASSES = 10
+NORMALIZE = ("imagenet", "dataset")
+# Images used to compute a dataset's mean/std (a seeded sample beyond this; the estimate is then within ~1e-3).
+STATS_MAX_IMAGES = 10_000
+
+# Train-time augmentation presets. crop: RandomResizedCrop's (area scale, aspect ratio) or None.
+AUGMENTATIONS = {
+    "none": {"crop": None, "flip": False},
+    # small images (digits, CIFAR, STL): mild crops, as the usual pad-and-crop recipes do
+    "light": {"crop": ((0.64, 1.0), (3 / 4, 4 / 3)), "flip": True},
+    # the paper's scale jittering: rescale the image side to S in [256, 512], take a 224 square crop
+    # (crop area (224/512)^2 .. (224/256)^2 of the image, aspect kept), flip horizontally
+    "paper": {"crop": (((224 / 512) ** 2, (224 / 256) ** 2), (1.0, 1.0)), "flip": True},
+}
+
+
+@dataclass(frozen=True)
+class Data:
+    """A dataset's splits (untransformed), its classes and the transforms that feed a model."""
+
+    name: str
+    splits: dict[str, Dataset]  # "train", "val" and, where the dataset has one, "test"
+    classes: tuple[str, ...]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str
+    train_transform: Callable
+    eval_transform: Callable
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def dataset(self, split: str, train: bool = False) -> Dataset:
+        """A split with the training (augmenting) or the evaluation transform."""
+        if split not in self.splits:
+            raise DataError(f"{self.name} has no {split!r} split; it has {', '.join(self.splits)}")
+        return Transformed(self.splits[split], self.train_transform if train else self.eval_transform)
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.splits.items()}
+
+
+class Transformed(Dataset):
+    """(image, label) pairs of `base` with `transform` applied to the image."""
+
+    def __init__(self, base: Dataset, transform: Callable) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+class TensorImages(Dataset):
+    """Images held in memory as one float tensor (N, 3, H, W) in [0, 1]."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.images[index], int(self.labels[index])
+
+
+class SyntheticImages(Dataset):
+    """Seeded random images: a blocky pattern per class plus noise, so a model can learn something."""
+
+    def __init__(self, count: int, image_size: int, offset: int, classes: int = SYNTHETIC_CLASSES) -> None:
+        self.count, self.image_size, self.offset = count, image_size, offset
+        g = torch.Generator().manual_seed(SPLIT_SEED)
+        self.patterns = torch.nn.functional.interpolate(torch.rand(classes, 3, 4, 4, generator=g), size=image_size)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        label = index % len(self.patterns)
+        g = torch.Generator().manual_seed(self.offset + index)
+        noise = torch.rand(3, self.image_size, self.image_size, generator=g)
+        return 0.6 * self.patterns[label] + 0.4 * noise, label
+
+
+# --- sources: each returns (splits, classes) ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Source:
+    load: Callable[..., tuple[dict[str, Dataset], tuple[str, ...]]]
+    augment: str = "light"  # default preset
+    mirror_safe: bool = True  # False where a mirror image changes the class (digits)
+    crop_fraction: float = 1.0  # evaluation: resize to image_size / crop_fraction, then centre-crop
+    help: str = ""
+
+
+def _digits(image_size: int, **_) -> tuple[dict[str, Dataset], tuple[str, ...]]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0  # 0..16 grey levels
+    images = torch.nn.functional.interpolate(images, size=(image_size, image_size), mode="bilinear",
+                                             align_corners=False).clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.tensor(digits.target, dtype=torch.int64)
+    everything = list(range(len(labels)))
+    n_test = round(DIGITS_FRACTIONS[2] * len(labels))
+    n_val = round(DIGITS_FRACTIONS[1] * len(labels))
+    rest, test = train_test_split(everything, test_size=n_test, stratify=digits.target, random_state=SPLIT_SEED)
+    train, val = train_test_split(rest, test_size=n_val, stratify=digits.target[rest], random_state=SPLIT_SEED)
+    full = TensorImages(images, labels)
+    splits = {"train": Subset(full, sorted(train)), "val": Subset(full, sorted(val)),
+              "test": Subset(full, sorted(test))}
+    return splits, tuple(str(c) for c in digits.target_names)
+
+
+def _synthetic(image_size: int, **_) -> tuple[dict[str, Dataset], tuple[str, ...]]:
+    splits, offset = {}, 0
+    for split, count in SYNTHETIC_SIZES.items():
+        splits[split] = SyntheticImages(count, image_size, offset)
+        offset += count
+    return splits, tuple(f"class{i}" for i in range(SYNTHETIC_CLASSES))
+
+
+# What torchvision expects under --data-dir, named in the error when it is not there.
+_LAYOUTS = {
+    "cifar10": ("cifar-10-batches-py", ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                        "data_batch_5", "test_batch", "batches.meta")),
+    "stl10": ("stl10_binary", ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt")),
+}
+
+
+def _torchvision(kind: str, data_dir: str | os.PathLike, download: bool, val_fraction: float, **_):
+    import torchvision.datasets as tvd
+
+    root = Path(data_dir).expanduser()
+    folder, files = _LAYOUTS[kind]
+    missing = [f for f in files if not (root / folder / f).exists()]
+    if missing and not download:
+        raise DataError(
+            f"{kind} is not in {root.resolve()}: expected {root / folder}/ holding {', '.join(files)} "
+            f"(missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); put the extracted "
+            f"archive there, or pass --download to fetch it")
+    try:
+        if kind == "cifar10":
+            full = tvd.CIFAR10(str(root), train=True, download=download)
+            test = tvd.CIFAR10(str(root), train=False, download=False)
+            labels = list(full.targets)
+        else:
+            full = tvd.STL10(str(root), split="train", download=download)
+            test = tvd.STL10(str(root), split="test", download=False)
+            labels = [int(v) for v in full.labels]
+    except (RuntimeError, OSError, ValueError) as e:  # torchvision's "not found or corrupted", URL errors
+        raise DataError(f"cannot read {kind} from {root / folder}: {' '.join(str(e).split())}") from None
+    train, val = _split(labels, val_fraction, kind)
+    return {"train": Subset(full, train), "val": Subset(full, val), "test": test}, tuple(full.classes)
+
+
+def _folder(path: str, val_fraction: float, **_):
+    from torchvision.datasets import ImageFolder
+
+    root = Path(path).expanduser()
+    if not path or not root.is_dir():
+        raise DataError(f"image folder {root} does not exist; folder:PATH needs PATH/<class>/<image> files, "
+                        f"or PATH/train/<class>/... and PATH/val/<class>/...")
+
+    def open_folder(p: Path) -> ImageFolder:
+        try:
+            return ImageFolder(str(p))
+        except (FileNotFoundError, OSError) as e:  # no class folders, or class folders without images
+            raise DataError(f"no images in {p}: expected {p}/<class name>/<image file> "
+                            f"({' '.join(str(e).split())})") from None
+
+    if (root / "train").is_dir():
+        if not (root / "val").is_dir():
+            raise DataError(f"{root} has train/ but no val/ folder; add {root}/val/<class>/... "
+                            f"or put the class folders directly in {root} to split off --val-fraction")
+        splits = {s: open_folder(root / s) for s in ("train", "val", "test") if (root / s).is_dir()}
+        classes = splits["train"].classes
+        for name, ds in splits.items():
+            if ds.classes != classes:
+                raise DataError(f"{root / name} has classes {ds.classes}, train/ has {classes}")
+        return splits, tuple(classes)
+    full = open_folder(root)
+    train, val = _split(full.targets, val_fraction, str(root))
+    return {"train": Subset(full, train), "val": Subset(full, val)}, tuple(full.classes)
+
+
+def _split(labels: Sequence[int], val_fraction: float, what: str) -> tuple[list[int], list[int]]:
+    """Seeded train/val indices, stratified where every class can give the val split an image."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(labels)
+    n_val = max(1, round(val_fraction * n))
+    if n < 2 or n_val >= n:
+        raise DataError(f"{what} has {n} images: too few to hold out a --val-fraction of {val_fraction}")
+    counts = torch.bincount(torch.tensor(list(labels)))
+    counts = counts[counts > 0]
+    # sklearn can stratify only when each split can take one image of every class
+    stratify = labels if min(n_val, n - n_val) >= len(counts) and int(counts.min()) >= 2 else None
+    train, val = train_test_split(list(range(n)), test_size=n_val, stratify=stratify, random_state=SPLIT_SEED)
+    return sorted(train), sorted(val)
+
+
+SOURCES = {
+    "digits": Source(_digits, mirror_safe=False,
+                     help="scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), upscaled; offline"),
+    "cifar10": Source(lambda **kw: _torchvision("cifar10", **kw),
+                      help="CIFAR-10 from --data-dir (torchvision layout; --download fetches it)"),
+    "stl10": Source(lambda **kw: _torchvision("stl10", **kw),
+                    help="STL-10's labelled images from --data-dir (torchvision layout)"),
+    "folder": Source(_folder, augment="paper", crop_fraction=0.875,
+                     help="folder:PATH, your own images as PATH/<class>/*.jpg or PATH/train/, PATH/val/"),
+    "synthetic": Source(_synthetic, augment="none", help="seeded random images, 10 classes, for smoke tests"),
+}
+
+
+def parse_name(name: str) -> tuple[str, str]:
+    """'folder:~/photos' -> ('folder', '~/photos'); unknown names get suggestions."""
+    kind, _, arg = str(name).partition(":")
+    kind = kind.strip().lower()
+    if kind in SOURCES and (kind == "folder") == bool(arg):
+        return kind, arg
+    if kind == "folder":
+        raise DataError("folder needs a path: --data folder:PATH")
+    close = difflib.get_close_matches(kind, list(SOURCES), n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise DataError(f"unknown dataset {name!r}{hint} (choose {', '.join(k for k in SOURCES if k != 'folder')} "
+                    f"or folder:PATH)")
+
+
+# --- transforms and normalisation ---------------------------------------------------------------------
+
+def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float], *, train: bool,
+                    augment: str = "none", mirror_safe: bool = True, color_jitter: float = 0.0,
+                    crop_fraction: float = 1.0, normalize: bool = True):
+    """PIL image or [0, 1] tensor -> normalised float tensor (3, image_size, image_size)."""
+    from torchvision.transforms import v2
+
+    preset = AUGMENTATIONS[augment] if train else AUGMENTATIONS["none"]
+    steps = [v2.ToImage()]
+    if preset["crop"]:
+        scale, ratio = preset["crop"]
+        steps.append(v2.RandomResizedCrop(image_size, scale=scale, ratio=ratio, antialias=True))
+    else:
+        steps += [v2.Resize(round(image_size / crop_fraction), antialias=True), v2.CenterCrop(image_size)]
+    if preset["flip"] and mirror_safe:
+        steps.append(v2.RandomHorizontalFlip())
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if train and color_jitter:
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    if normalize:
+        steps.append(v2.Normalize(list(mean), list(std)))
+    return v2.Compose(steps)
+
+
+def mean_std(dataset: Dataset, batch_size: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of a dataset of (3, H, W) tensors (a seeded sample of large ones)."""
+    if len(dataset) > STATS_MAX_IMAGES:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(SPLIT_SEED))
+        dataset = Subset(dataset, order[:STATS_MAX_IMAGES].tolist())
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    pixels = 0
+    for images, _ in DataLoader(dataset, batch_size=batch_size):
+        images = images.to(torch.float64)
+        total += images.sum(dim=(0, 2, 3))
+        squares += (images ** 2).sum(dim=(0, 2, 3))
+        pixels += images.numel() // 3
+    if not pixels:
+        raise DataError("cannot compute mean/std of an empty training split")
+    mean = total / pixels
+    std = (squares / pixels - mean ** 2).clamp_min(0).sqrt()
+    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+def load_data(name: str, *, image_size: int = 32, data_dir: str | os.PathLike = "data", download: bool = False,
+              normalize: str | tuple[Sequence[float], Sequence[float]] = "imagenet", augment: str | None = None,
+              color_jitter: float = 0.0, val_fraction: float = 0.1) -> Data:
+    """A dataset by name: digits, cifar10, stl10, synthetic or folder:PATH.
+
+    normalize: "imagenet", "dataset" (mean/std of the training split at evaluation transform), or an
+    explicit (mean, std) pair, e.g. the one a checkpoint was trained with.
+    augment: a key of AUGMENTATIONS; None takes the dataset's default.
+    val_fraction: of the training images held out for validation, where the dataset has no val split.
+    """
+    kind, arg = parse_name(name)
+    source = SOURCES[kind]
+    augment = source.augment if augment is None else augment
+    if augment not in AUGMENTATIONS:
+        raise DataError(f"unknown augmentation {augment!r}: choose one of {', '.join(AUGMENTATIONS)}")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    splits, classes = source.load(image_size=image_size, data_dir=data_dir, download=download,
+                                  val_fraction=val_fraction, path=arg)
+    if len(classes) < 2:
+        raise DataError(f"{name} has {len(classes)} class; a classifier needs at least 2")
+    if not len(splits["train"]):
+        raise DataError(f"{name} has no training images")
+    common = dict(mirror_safe=source.mirror_safe, crop_fraction=source.crop_fraction)
+    if isinstance(normalize, str):
+        if normalize not in NORMALIZE:
+            raise DataError(f"unknown normalisation {normalize!r}: choose {' or '.join(NORMALIZE)}")
+        if normalize == "imagenet":
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        else:
+            plain = build_transform(image_size, (), (), train=False, normalize=False, **common)
+            mean, std = mean_std(Transformed(splits["train"], plain))
+            if min(std) < 1e-6:
+                raise DataError(f"a colour channel of {name}'s training images is constant (std {std}); "
+                                f"normalise with --normalize imagenet instead")
+    else:
+        mean, std = (tuple(float(v) for v in normalize[0]), tuple(float(v) for v in normalize[1]))
+    return Data(
+        name=name, splits=splits, classes=tuple(classes), image_size=image_size, mean=tuple(mean),
+        std=tuple(std), augment=augment,
+        train_transform=build_transform(image_size, mean, std, train=True, augment=augment,
+                                        color_jitter=color_jitter, **common),
+        eval_transform=build_transform(image_size, mean, std, train=False, **common))

@@ -1,0 +1,208 @@
+"""Export a model to TorchScript, ONNX and torch.export, into a folder that appears whole or not at all."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..core.env import package_version
+from ..core.errors import CheckFailed, ConfigError, ExportError, VggbenchError, one_line
+from ..core.fileio import atomic_dir, write_json
+from ..core.numerics import scoped_numerics
+from ..zoo.profiling import profile
+from ..zoo.specs import check_image_size
+from ..zoo.weights import LoadedModel, state_sha256
+from .manifest import FORMATS, MANIFEST, SCHEMA_VERSION, file_entry
+from .quantize import QuantConfig, calibration_images, quantize_onnx
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+EXPORT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+TORCHSCRIPT_MODES = ("trace", "script")
+# Weights above this go to model.onnx.data beside model.onnx (protobuf caps one file at 2 GiB, and a
+# small graph file is quicker to inspect and diff).
+ONNX_EXTERNAL_DATA_BYTES = 100 * 2**20
+MIN_OPSET = 18  # the dynamo exporter's lowest
+
+
+def _export_torchscript(module: nn.Module, example: torch.Tensor, folder: Path, *, mode: str, **_) -> dict:
+    if mode == "trace":
+        # a trace bakes cuDNN's flags into every aten::_convolution as constants: traced with TF32 on
+        # (torch's default), the artifact would run fp32 convolutions in TF32 on any GPU, whatever the
+        # loading process says (seen on an H100: VGG16 logits off by 7e-4 of their range)
+        with scoped_numerics(tf32=False, cudnn_benchmark=False):
+            scripted = torch.jit.trace(module, example, check_trace=True)
+    else:
+        scripted = torch.jit.script(module)
+    path = folder / FORMATS["torchscript"][0]
+    torch.jit.save(scripted, str(path))
+    entry = {"mode": mode, "files": [file_entry(folder, path.name)]}
+    if mode == "trace":
+        entry["cudnn_flags_in_trace"] = {"allow_tf32": False, "benchmark": False}
+    return entry
+
+
+def _dynamic_shapes(dynamic_batch: bool):
+    return ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+
+
+def _export_pt2(module: nn.Module, example: torch.Tensor, folder: Path, *, dynamic_batch: bool, **_) -> dict:
+    program = torch.export.export(module, (example,), dynamic_shapes=_dynamic_shapes(dynamic_batch), strict=False)
+    path = folder / FORMATS["pt2"][0]
+    torch.export.save(program, str(path))
+    return {"files": [file_entry(folder, path.name)]}
+
+
+def _export_onnx(module: nn.Module, example: torch.Tensor, folder: Path, *, dynamic_batch: bool,
+                 opset: int | None, **_) -> dict:
+    import onnx
+
+    from .onnx_ops import with_onnx_lrn
+
+    module, translations = with_onnx_lrn(module)
+    program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=_dynamic_shapes(dynamic_batch),
+                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
+                                custom_translation_table=translations or None, verbose=False)
+    path = folder / FORMATS["onnx"][0]
+    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    external = weight_bytes > ONNX_EXTERNAL_DATA_BYTES
+    program.save(str(path), external_data=external)
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path), load_external_data=False)
+    names = [path.name] + sorted(p.name for p in folder.iterdir() if p.name.startswith(path.name + "."))
+    return {"opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+            "external_data": external, "files": [file_entry(folder, n) for n in names]}
+
+
+def _export_onnx_int8(module: nn.Module, example: torch.Tensor, folder: Path, *, quant: QuantConfig,
+                      calibration: torch.Tensor, **_) -> dict:
+    fp32 = folder / FORMATS["onnx"][0]
+    if not fp32.exists():
+        raise ConfigError("onnx-int8 is quantized from the ONNX export: add onnx to --format")
+    path = folder / FORMATS["onnx-int8"][0]
+    quantize_onnx(fp32, path, calibration, quant, INPUT_NAME)
+    return {"quantization": quant.to_dict(), "files": [file_entry(folder, path.name)]}
+
+
+EXPORTERS: dict[str, Callable[..., dict]] = {
+    "torchscript": _export_torchscript,
+    "onnx": _export_onnx,
+    "pt2": _export_pt2,
+    "onnx-int8": _export_onnx_int8,
+}
+DEFAULT_FORMATS = ("torchscript", "onnx", "pt2")
+
+
+def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str] = DEFAULT_FORMATS,
+           image_size: int = 224, batch_size: int = 1, dynamic_batch: bool = True, opset: int | None = None,
+           precision: str = "fp32", torchscript_mode: str = "trace", force: bool = False,
+           verify: bool = True, quant: QuantConfig | None = None, calibration: torch.Tensor | None = None) -> dict:
+    """Write `out`/model.ts, model.onnx, model.pt2 and manifest.json, then check parity against eager.
+
+    The folder is built beside `out` and renamed into place only when every format exported and
+    (with `verify`) every artifact matched the eager model, so a failure leaves an old export intact.
+    batch_size is the example batch of a static export; dynamic exports serve any batch size.
+    onnx-int8 is quantized from model.onnx with `quant`, calibrated on `calibration` (normalised
+    images; default: as `quant.calibration` says, see quantize.calibration_images). Returns the manifest.
+    """
+    _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode)
+    formats = [f for f in EXPORTERS if f in formats]  # onnx before onnx-int8
+    quant = quant or QuantConfig()
+    if "onnx-int8" in formats:
+        if precision != "fp32":
+            raise ConfigError("onnx-int8 is quantized from an fp32 model: export it with --precision fp32")
+        if calibration is None:
+            calibration, source = calibration_images(quant, image_size, model.weights.mean, model.weights.std,
+                                                     model.weights.meta)
+            quant = dataclasses.replace(quant, calibration=source)
+        else:
+            quant = dataclasses.replace(quant, calibration="given", images=calibration.shape[0])
+    out = Path(out)
+    # A dynamic batch exported from a batch of 1 gets specialised to 1 by torch.export: use >= 2.
+    example_batch = max(2, batch_size) if dynamic_batch else batch_size
+    dtype = EXPORT_PRECISIONS[precision]
+    module = copy.deepcopy(model.module).eval().to(dtype)
+    example = torch.randn(example_batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0),
+                          dtype=dtype)
+    with atomic_dir(out, force=force) as folder:
+        artifacts, caught = {}, []
+        for fmt in formats:
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                try:
+                    artifacts[fmt] = EXPORTERS[fmt](module, example, folder, mode=torchscript_mode,
+                                                    dynamic_batch=dynamic_batch, opset=opset, quant=quant,
+                                                    calibration=calibration)
+                except VggbenchError:
+                    raise
+                except Exception as e:  # any failure of a third-party exporter becomes one clear error
+                    raise ExportError(f"{fmt} export of {model.name} failed: {one_line(e)}") from e
+            caught += sorted({f"{fmt}: {w.category.__name__}: {str(w.message).splitlines()[0]}" for w in seen})
+        manifest = build_manifest(model, artifacts, image_size, batch_size, dynamic_batch, example_batch, precision,
+                                  caught)
+        write_json(folder / MANIFEST, manifest)
+        if verify:
+            from ..parity.verify import verify as run_verify
+
+            report = run_verify(folder, reference=model)
+            manifest["parity"] = [r.to_dict() for r in report.results]
+            write_json(folder / MANIFEST, manifest)
+            failed = [r for r in report.results if not r.passed]
+            if failed:
+                worst = failed[0]
+                hint = (" (int8 is only offered for trained weights: random weights give no confident classes)"
+                        if worst.precision == "int8" and model.weights.source == "random" else "")
+                raise CheckFailed(f"export of {model.name} does not match the eager model: {worst.backend} "
+                                  f"{worst.precision} on {worst.inputs}: {worst.reason}{hint} ({len(failed)} "
+                                  f"failing comparison(s)); {out} was not written")
+    return manifest
+
+
+def _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode) -> None:
+    unknown = [f for f in formats if f not in EXPORTERS]
+    if unknown or not formats:
+        raise ConfigError(f"unknown export format {', '.join(unknown) or '(none)'}: choose from {', '.join(EXPORTERS)}")
+    check_image_size(model.spec, image_size)
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if precision not in EXPORT_PRECISIONS:
+        raise ConfigError(f"export precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {precision!r} "
+                          f"(amp and bf16 are run-time choices: export fp32 and run it with --precision)")
+    if torchscript_mode not in TORCHSCRIPT_MODES:
+        raise ConfigError(f"torchscript mode must be trace or script, got {torchscript_mode!r}")
+    if opset is not None and opset < MIN_OPSET:
+        raise ConfigError(f"opset {opset} is too old for the dynamo ONNX exporter: use {MIN_OPSET} or newer")
+
+
+def build_manifest(model: LoadedModel, artifacts: dict, image_size: int, batch_size: int, dynamic_batch: bool,
+                   example_batch: int, precision: str, warnings_seen: list[str]) -> dict:
+    prof = profile(model.spec, model.options, image_size)
+    batch = "batch" if dynamic_batch else batch_size
+    dtype = str(EXPORT_PRECISIONS[precision]).removeprefix("torch.")
+    import datetime as dt
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"name": model.name, "config": model.spec.config, "batch_norm": model.spec.batch_norm,
+                  "options": model.options.to_dict(), "params": prof.params, "gmacs": round(prof.gmacs, 4)},
+        "weights": {**model.weights.to_dict(), "state_sha256": state_sha256(model.module)},
+        "precision": precision,
+        "input": {"name": INPUT_NAME, "shape": [batch, 3, image_size, image_size], "dtype": dtype, "layout": "NCHW",
+                  "image_size": image_size, "mean": list(model.weights.mean), "std": list(model.weights.std),
+                  "dynamic_batch": dynamic_batch, "example_batch": example_batch},
+        "output": {"name": OUTPUT_NAME, "shape": [batch, model.options.num_classes], "dtype": dtype},
+        "dynamic_axes": {INPUT_NAME: {"0": "batch"}, OUTPUT_NAME: {"0": "batch"}} if dynamic_batch else {},
+        "artifacts": artifacts,
+        "versions": {name: package_version(name) for name in
+                     ("vggbench", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime-gpu", "onnxruntime")
+                     if package_version(name)},
+        "warnings": warnings_seen,
+        "parity": None,
+    }

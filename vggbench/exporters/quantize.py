@@ -1,0 +1,107 @@
+"""int8: onnxruntime static quantization of an exported ONNX model, calibrated on real images."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..core.errors import ConfigError
+
+METHODS = ("minmax", "percentile", "entropy")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How the int8 model is made; recorded in the manifest."""
+
+    # QDQ with per-channel int8 weights and uint8 activations: onnxruntime fuses it into QLinearConv,
+    # which runs on VNNI (x86) / dot-product (Arm) instructions.
+    method: str = "minmax"  # calibration: minmax | percentile | entropy
+    per_channel: bool = True
+    activations: str = "uint8"  # uint8 | int8
+    # where the calibration images come from: "auto" (the training split of the dataset the weights were
+    # trained on, when it loads offline, else photos), "photos" (crops of two real photos), or a dataset name
+    calibration: str = "auto"
+    images: int = 32  # how many calibration images
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown calibration method {self.method!r}: choose from {', '.join(METHODS)}")
+        if self.activations not in ("uint8", "int8"):
+            raise ConfigError(f"int8 activations must be uint8 or int8, got {self.activations!r}")
+        if self.images < 1:
+            raise ConfigError(f"need at least one calibration image, got {self.images}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def photo_crops(count: int, image_size: int, mean, std, seed: int = 0) -> torch.Tensor:
+    """`count` normalised random-resized crops and flips of scikit-learn's two sample photos."""
+    from sklearn.datasets import load_sample_images
+    from torchvision.transforms import v2
+
+    transform = v2.Compose([
+        v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(mean), list(std)),
+    ])
+    photos = [torch.from_numpy(img.copy()).permute(2, 0, 1) for img in load_sample_images().images]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.stack([transform(photos[i % len(photos)]) for i in range(count)])
+
+
+def calibration_images(config: QuantConfig, image_size: int, mean, std, weights_meta: dict) -> tuple[torch.Tensor, str]:
+    """`config.images` normalised calibration images and where they came from, e.g. "digits train"."""
+    from ..core.errors import DataError
+    from ..data.inputs import dataset_images, trained_on
+
+    name = trained_on(weights_meta) if config.calibration == "auto" else config.calibration
+    if name and name != "photos":
+        try:
+            images, _, split = dataset_images(name, image_size, mean, std, split="train", count=config.images)
+            return images, f"{name} {split}"
+        except DataError:
+            if config.calibration != "auto":
+                raise
+    return photo_crops(config.images, image_size, mean, std), "photos"
+
+
+def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, images: torch.Tensor,
+                  config: QuantConfig, input_name: str = "input") -> None:
+    """Write an int8 QDQ model of `fp32_path`, calibrated on `images` (N, 3, H, W, normalised)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter([{input_name: images[i:i + 1].numpy()} for i in range(images.shape[0])])
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    with tempfile.TemporaryDirectory(prefix="vggbench-quant-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # weights as external data beside the prepared model: a full VGG16 keeps its fp32 weights in
+        # model.onnx.data, which the pre-processor's optimized copy must find next to it
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True, save_as_external_data=True,
+                          all_tensors_to_one_file=True, external_data_location="prepared.onnx.data")
+        quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=config.per_channel,
+                        activation_type=QuantType.QUInt8 if config.activations == "uint8" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=methods[config.method],
+                        extra_options={"CalibTensorRangeSymmetric": False})

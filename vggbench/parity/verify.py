@@ -1,0 +1,148 @@
+"""`vggbench verify`: run every artifact of an export folder against the eager model on the same inputs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..backends.base import BACKENDS, OrtSettings, check_device, eager_runner, make_runner
+from ..core.errors import ArtifactError, DataError, UnsupportedError
+from ..core.numerics import scoped_numerics, tf32_flag
+from ..data.inputs import dataset_images, random_batch, sample_photos, trained_on
+from ..exporters.manifest import FORMATS, read_manifest
+from ..zoo.weights import LoadedModel, load_model, state_sha256
+from .metrics import ParityResult, compare, tolerance_for
+
+CHUNK = 32  # images per call when comparing many (bounds memory at 224x224)
+DATA_IMAGES = 1000  # dataset images compared at most (seeded sample of the test split)
+BACKEND_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ts": "torchscript", "trt": "tensorrt",
+                   "export": "pt2", "torch.export": "pt2"}
+
+
+@dataclass
+class VerifyReport:
+    export_dir: str
+    model: str
+    results: list[ParityResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # combinations that cannot run here, and why
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict:
+        return {"export_dir": self.export_dir, "model": self.model, "passed": self.passed,
+                "results": [r.to_dict() for r in self.results], "skipped": self.skipped}
+
+
+def resolve_backend(name: str) -> str:
+    name = BACKEND_ALIASES.get(name.strip().lower(), name.strip().lower())
+    if name not in BACKENDS:
+        raise UnsupportedError(f"unknown backend {name!r}: choose from {', '.join(BACKENDS)}")
+    return name
+
+
+def reference_model(manifest: dict, weights: str | os.PathLike | None = None) -> LoadedModel:
+    """Rebuild the exported model in eager mode, and prove that its weights are the exported ones."""
+    info, model = manifest["weights"], manifest["model"]
+    if weights is None:
+        weights = {"random": "random", "imagenet": f"imagenet:{info.get('tag')}", "file": info.get("path")}[info["source"]]
+    loaded = load_model(model["name"], weights, seed=info.get("seed") or 0, **model["options"])
+    if state_sha256(loaded.module) != info["state_sha256"]:
+        raise ArtifactError(f"the weights rebuilt from {weights} are not the ones exported (state_sha256 differs); "
+                            f"pass --weights with the file the export was made from")
+    return loaded
+
+
+def _run_in_batches(runner, x: torch.Tensor, batch: int | None) -> torch.Tensor:
+    """Run `x` in chunks: of a static export's batch size (padding the last chunk), else of up to CHUNK."""
+    if batch is None and x.shape[0] <= CHUNK or x.shape[0] == batch:
+        return runner(x)
+    size = batch or CHUNK
+    outs = []
+    for start in range(0, x.shape[0], size):
+        chunk = x[start:start + size]
+        n = chunk.shape[0]
+        if batch is not None and n < batch:
+            chunk = torch.cat([chunk, chunk[-1:].expand(batch - n, *chunk.shape[1:])])
+        outs.append(runner(chunk)[:n])
+    return torch.cat(outs)
+
+
+def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = None, device: str = "cpu",
+           precisions: Sequence[str] | None = None, memory_formats: Sequence[str] = ("contiguous",),
+           batch_sizes: Sequence[int] = (1, 3), photos: bool = True, atol: float | None = None,
+           rtol: float | None = None, weights: str | os.PathLike | None = None,
+           reference: LoadedModel | None = None, settings: OrtSettings | None = None, data: str | None = "auto",
+           data_images: int = DATA_IMAGES) -> VerifyReport:
+    """Compare each (backend, precision, memory format) against eager fp32 on the CPU.
+
+    Inputs: seeded random batches of each size in `batch_sizes` (1 and >1 catch batch specialisation);
+    with `photos`, two real photos and their mirror images, normalised as the manifest says; and `data`:
+    up to `data_images` test images of a dataset ("auto": the one the weights were trained on, when it
+    loads offline; None: none), which is where int8's class agreement is measured.
+    backends default to every artifact in the folder; precisions to the precision it was exported in.
+    """
+    check_device(device)
+    manifest = read_manifest(export_dir)
+    reference = reference or reference_model(manifest, weights)
+    combos = _combinations(manifest, backends, precisions, memory_formats)
+    spec = manifest["input"]
+    size = spec["image_size"]
+    static = None if spec["dynamic_batch"] else spec["shape"][0]
+    inputs = [(f"random x{b}", random_batch(b, size, seed=b)) for b in batch_sizes]
+    if photos:
+        real = sample_photos(size, spec["mean"], spec["std"])
+        inputs.append((f"photos x{real.shape[0]}", real))
+    report = VerifyReport(str(export_dir), manifest["model"]["name"])
+    name = trained_on(manifest["weights"].get("meta") or {}) if data == "auto" else data
+    if name:
+        try:
+            images, _, split = dataset_images(name, size, spec["mean"], spec["std"], count=data_images)
+            inputs.append((f"{name} {split} x{images.shape[0]}", images))
+        except DataError as e:
+            if data != "auto":
+                raise
+            report.skipped.append(f"{name} images, which the weights were trained on: {e}")
+    gold = eager_runner(reference.module, "cpu", "fp32")
+    expected = {label: _run_in_batches(gold, x, None) for label, x in inputs}
+
+    # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
+    with scoped_numerics(tf32=tf32_flag(device, False)):
+        for backend, precision, memory_format in combos:
+            combo = f"{backend} {device} {precision} {memory_format}"
+            if (backend, precision, memory_format) == ("eager", "fp32", "contiguous") and device == "cpu":
+                report.skipped.append(f"{combo}: this is the reference itself")
+                continue
+            try:
+                runner = make_runner(backend, reference, export_dir=export_dir, device=device, precision=precision,
+                                     memory_format=memory_format, settings=settings)
+            except UnsupportedError as e:
+                report.skipped.append(f"{combo}: {e}")
+                continue
+            tol = tolerance_for(precision, atol, rtol)
+            for label, x in inputs:
+                if tol.min_top1 is not None and label.startswith("random"):
+                    # judged by class agreement, which random inputs do not have
+                    report.skipped.append(f"{combo} on {label}: {precision} is judged on real images only")
+                    continue
+                got = _run_in_batches(runner, x, static)
+                report.results.append(compare(expected[label], got, tol, backend=backend, device=device,
+                                              precision=precision, memory_format=memory_format, inputs=label))
+    return report
+
+
+def _combinations(manifest: dict, backends, precisions, memory_formats) -> list[tuple[str, str, str]]:
+    """What to compare: by default each artifact at its own precision (onnx-int8 as onnxruntime int8);
+    backends/precisions given explicitly are crossed with each other."""
+    if backends is None and precisions is None:
+        pairs = [("onnxruntime", "int8") if fmt == "onnx-int8" else (FORMATS[fmt][1][0], manifest["precision"])
+                 for fmt in manifest["artifacts"] if fmt in FORMATS]
+    else:
+        if backends is None:
+            backends = list(dict.fromkeys(FORMATS[f][1][0] for f in manifest["artifacts"] if f in FORMATS))
+        pairs = [(resolve_backend(b), p) for b in backends for p in (precisions or [manifest["precision"]])]
+    return [(b, p, m) for b, p in pairs for m in memory_formats]

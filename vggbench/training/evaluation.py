@@ -1,0 +1,159 @@
+"""Scoring a model on a dataset split: top-1, top-5 and loss; and the device/precision choices it shares
+with training."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..core.errors import ConfigError, DataError, UnsupportedError
+from ..data.datasets import load_data
+from ..zoo.specs import check_image_size, given_options
+from ..zoo.weights import load_model
+from . import distributed
+from .seeding import seed_worker
+
+DEFAULT_IMAGE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to score: a model with its weights, on one split of a dataset."""
+
+    # --- model
+    model: str = "vgg11"
+    weights: str = "random"  # random | imagenet[:TAG] | a weights file or training checkpoint
+    seed: int = 0
+    num_classes: int | None = None
+    width: float | None = None
+    hidden: int | None = None
+    dropout: float | None = None
+    head: str | None = None
+    init: str | None = None
+    # --- data
+    data: str = "digits"
+    split: str | None = None  # None: test where the dataset has one, else val
+    data_dir: str = "data"
+    download: bool = False
+    image_size: int | None = None  # None: the size the weights were trained at, else 32
+    normalize: str | None = None  # imagenet | dataset; None: the mean/std the weights were trained with
+    val_fraction: float | None = None  # None: the one the weights were trained with, else 0.1
+    batch_size: int = 64
+    workers: int = 0
+    # --- hardware
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracies are fractions of the images; the loss is the mean cross-entropy in nats."""
+
+    top1: float
+    top5: float  # top-k with k = min(5, classes)
+    loss: float
+    images: int
+    dataset: str = ""
+    split: str = ""
+
+
+def evaluate(config: EvalConfig) -> EvalResult:
+    """Top-1/top-5 accuracy and loss of a model on a dataset split.
+
+    Image size, normalisation and validation split default to the ones stored in a vggbench checkpoint,
+    so a run's best.pt scores here exactly as it did at the end of training.
+    """
+    shape = given_options(config)
+    loaded = load_model(config.model, config.weights, seed=config.seed, **shape)
+    info = loaded.weights
+    image_size = config.image_size or info.image_size or DEFAULT_IMAGE_SIZE
+    check_image_size(loaded.spec, image_size)
+    data = load_data(config.data, image_size=image_size, data_dir=config.data_dir, download=config.download,
+                     normalize=config.normalize or (info.mean, info.std),
+                     val_fraction=config.val_fraction or info.meta.get("val_fraction") or 0.1)
+    if config.weights == "random" and config.num_classes is None and loaded.options.num_classes != data.num_classes:
+        loaded = load_model(config.model, "random", seed=config.seed, **shape, num_classes=data.num_classes)
+    trained_on = info.meta.get("classes")
+    if trained_on and list(trained_on) != list(data.classes):
+        raise DataError(f"{config.weights} was trained on classes {', '.join(map(str, trained_on))}; "
+                        f"{config.data} has {', '.join(data.classes)}")
+    if loaded.options.num_classes < data.num_classes:
+        raise ConfigError(f"{loaded.name} has {loaded.options.num_classes} outputs but {config.data} has "
+                          f"{data.num_classes} classes; give weights trained on it (or --num-classes)")
+    split = config.split or ("test" if "test" in data.splits else "val")
+    dist = distributed.Dist()
+    device = resolve_device(config.device, dist)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    module = loaded.module.to(device, memory_format=memory_format)
+    loader = eval_loader(data.dataset(split), config.batch_size, config.workers, device, dist)
+    return evaluate_loader(module, loader, device, autocast_factory(device, config.amp), memory_format,
+                           data.num_classes, dataset=config.data, split=split)
+
+
+@torch.no_grad()
+def evaluate_loader(module: nn.Module, loader: DataLoader, device: torch.device, autocast: Callable,
+                    memory_format: torch.memory_format, num_classes: int, dataset: str = "",
+                    split: str = "") -> EvalResult:
+    """Score `module` on this rank's batches; sums are all-reduced, so every rank returns the same result."""
+    module.eval()
+    k = min(5, num_classes)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1 hits, top-k hits, images
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with autocast():
+            logits = module(images)
+        logits = logits.float()
+        hits = logits.topk(k, dim=1).indices == labels[:, None]
+        sums += torch.stack([nn.functional.cross_entropy(logits, labels, reduction="sum").double(),
+                             hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
+                             torch.tensor(len(labels), dtype=torch.float64, device=device)])
+    loss, top1, top5, images = distributed.all_reduce_sum(sums).tolist()
+    if not images:
+        raise DataError(f"the {split or 'evaluation'} split of {dataset or 'the dataset'} has no images")
+    return EvalResult(top1=top1 / images, top5=top5 / images, loss=loss / images, images=int(images),
+                      dataset=dataset, split=split)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device,
+                dist: distributed.Dist) -> DataLoader:
+    """In order, this rank's share of every image exactly once (DistributedSampler would pad)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=distributed.shard(len(dataset), dist),
+                      num_workers=workers, worker_init_fn=seed_worker, pin_memory=device.type == "cuda")
+
+
+def resolve_device(name: str, dist: distributed.Dist) -> torch.device:
+    """auto -> cuda if available, else cpu; under torchrun on CUDA, the process's own GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UnsupportedError(f"--device {name}: no CUDA device is available here")
+        index = dist.local_rank if dist.enabled else (device.index or 0)
+        if index >= torch.cuda.device_count():
+            raise UnsupportedError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
+        device = torch.device("cuda", index)
+        if dist.enabled:
+            torch.cuda.set_device(device)  # nccl and DDP use the current device
+    elif device.type != "cpu":
+        raise UnsupportedError(f"--device {name}: vggbench trains on cpu and cuda")
+    return device
+
+
+def autocast_factory(device: torch.device, amp: bool) -> Callable[[], contextlib.AbstractContextManager]:
+    """Chosen once: fp16 autocast on CUDA (with a GradScaler in training), bf16 on CPU, or nothing."""
+    if not amp:
+        return contextlib.nullcontext
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)

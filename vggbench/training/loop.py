@@ -1,0 +1,430 @@
+"""Training: the loop, the paper's optimizer and schedules, AMP, checkpoints with exact resume, and DDP.
+
+Randomness is derived from (seed, epoch, rank) at the start of every epoch: data order, augmentation and
+dropout of an epoch do not depend on what ran before, so a resumed run replays exactly what a straight run
+would have done. The RNG state saved in a checkpoint carries a run across an interrupted epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..core.errors import ConfigError, TrainingError
+from ..core.fileio import write_json
+from ..data.datasets import load_data
+from ..zoo.specs import check_image_size, get_spec
+from ..zoo.weights import checkpoint_meta
+from . import distributed, recipe, runs, seeding
+from .evaluation import (  # noqa: F401  (evaluate is part of this module's public face)
+    EvalConfig,
+    EvalResult,
+    autocast_factory,
+    eval_loader,
+    evaluate,
+    evaluate_loader,
+    resolve_device,
+)
+from .recipe import OPTIMIZERS, SCHEDULES
+from .seeding import seed_worker
+
+# history.png is redrawn at most this often during a run (drawing takes ~0.2 s), and always at its end.
+PLOT_EVERY_S = 30.0
+
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; saved in config.json and in every checkpoint."""
+
+    # --- model
+    model: str = "vgg11"
+    weights: str = "random"  # random | imagenet[:TAG] | a weights file to fine-tune from
+    seed: int = 0  # seeds the initialisation, the data order, augmentation and dropout
+    num_classes: int | None = None  # None: the dataset's number of classes
+    width: float | None = None  # None: 1, or the weights file's (see ModelOptions)
+    hidden: int | None = None
+    dropout: float | None = None  # None: 0.5, the paper's
+    head: str | None = None
+    init: str | None = None
+    # --- data
+    data: str = "digits"  # digits | cifar10 | stl10 | synthetic | folder:PATH
+    data_dir: str = "data"  # where cifar10 and stl10 live
+    download: bool = False  # let torchvision fetch cifar10/stl10; never by default, so offline never hangs
+    image_size: int = 32
+    augment: str | None = None  # none | light | paper (data.AUGMENTATIONS); None: the dataset's default
+    color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength; 0: off
+    normalize: str = "imagenet"  # imagenet | dataset (mean/std of the training split)
+    val_fraction: float = 0.1  # of the training images held out where the dataset has no val split
+    batch_size: int = 64
+    workers: int = 0  # DataLoader worker processes
+    # --- optimisation
+    optimizer: str = "sgd"  # sgd (the paper's) | adam
+    lr: float | None = None  # None: 1e-2 for sgd (the paper's), 1e-3 for adam
+    momentum: float = 0.9  # sgd only
+    weight_decay: float | None = None  # None: 5e-4 for sgd (the paper's), 0 for adam
+    schedule: str = "plateau"  # plateau (the paper: lr / 10 when val accuracy stalls) | cosine | step | constant
+    patience: int = 2  # plateau: epochs without a better val accuracy before lr / 10
+    step_size: int = 10  # step: epochs between lr / 10
+    label_smoothing: float = 0.0
+    epochs: int = 10  # in total, counting the epochs done before a --resume
+    # --- hardware
+    device: str = "auto"  # auto (cuda if there is one) | cpu | cuda | cuda:N
+    amp: bool = False  # mixed precision: fp16 with a GradScaler on CUDA, bf16 on CPU
+    channels_last: bool = False
+    cudnn_benchmark: bool = False  # set for the run only, restored afterwards
+    # --- run folder
+    out: str | None = None  # None: runs/<model>-<data>, numbered if taken
+    save_every: int = 1  # write last.pt every N epochs (and at the end, on Ctrl-C)
+    resume: str | None = None  # a last.pt to continue; the run keeps the settings it was started with
+    progress: bool = True  # progress bar and one line per epoch on stderr
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "image_size": self.image_size,
+                    "save_every": self.save_every, "patience": self.patience, "step_size": self.step_size}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.color_jitter < 0:
+            raise ConfigError(f"--color-jitter must be 0 or more, got {self.color_jitter}")
+
+    @property
+    def lr_value(self) -> float:
+        return self.lr if self.lr is not None else OPTIMIZERS[self.optimizer]["lr"]
+
+    @property
+    def weight_decay_value(self) -> float:
+        return self.weight_decay if self.weight_decay is not None else OPTIMIZERS[self.optimizer]["weight_decay"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run achieved. Accuracies are fractions of images, losses mean cross-entropy in nats."""
+
+    run_dir: str
+    best_path: str
+    last_path: str
+    epochs: int  # completed, counting those before a --resume
+    best_epoch: int
+    best_val_acc: float
+    test: EvalResult | None  # best.pt on the test split, where the dataset has one
+    seconds: float  # wall time of this call
+    world_size: int = 1
+    rank: int = 0
+    history: tuple[dict, ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a model as `config` says; the run folder holds the checkpoints, config.json and history."""
+    started = time.perf_counter()
+    dist = distributed.from_env()
+    device = resolve_device(config.device, dist)
+    checkpoint = None
+    if config.resume:
+        config, checkpoint = runs.resume_config(config)
+    with (distributed.process_group(dist, device), seeding.caller_rng_kept(),
+          _cudnn_benchmark(config.cudnn_benchmark)):
+        run = _Run(config, dist, device, checkpoint)
+        return run.fit(started)
+
+
+class _Run:
+    """One training run's state: model, optimizer, schedule, data and where it stands."""
+
+    def __init__(self, config: TrainConfig, dist: distributed.Dist, device: torch.device,
+                 checkpoint: dict | None) -> None:
+        self.config, self.dist, self.device = config, dist, device
+        spec = get_spec(config.model)
+        check_image_size(spec, config.image_size)
+        self.data = load_data(config.data, image_size=config.image_size, data_dir=config.data_dir,
+                              download=config.download, normalize=config.normalize, augment=config.augment,
+                              color_jitter=config.color_jitter, val_fraction=config.val_fraction)
+        self.loaded = recipe.make_model(config, self.data.num_classes)
+        self.module = self.loaded.module.to(device, memory_format=self._memory_format).train()
+        self.model = self.module
+        if dist.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = recipe.make_optimizer(config, self.module)
+        self.scheduler = recipe.make_scheduler(config, self.optimizer)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+        self.autocast = autocast_factory(device, config.amp)
+        self.run_dir = Path(distributed.broadcast_object(runs.run_dir(config) if dist.is_main else None))
+        self.history: list[dict] = []
+        self.best_val_acc, self.best_epoch, self.best_state = -1.0, 0, None
+        # where the run stands: epochs completed, batches done in the next one, their running sums and the
+        # RNG state after the last of them (what an interrupted run saves)
+        self.epoch, self.step, self.partial, self.rng = 0, 0, [0.0, 0.0, 0.0], None
+        self.busy = False  # changing state: an interrupt now would leave it half-done
+        self.saved_epoch = None  # the epoch last.pt holds
+        self.plotted = -math.inf  # when history.png was last drawn
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        if dist.is_main and not (self.run_dir / runs.CONFIG).exists():
+            write_json(self.run_dir / runs.CONFIG, self._config_record())
+
+    @property
+    def _memory_format(self):
+        return torch.channels_last if self.config.channels_last else torch.contiguous_format
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def fit(self, started: float) -> TrainResult:
+        config = self.config
+        with _DeferredInterrupt() as stop:
+            try:
+                while self.epoch < config.epochs:
+                    self._one_epoch(stop)
+                    if stop.requested:
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(self._save_on_interrupt()) from None
+        test = None
+        if "test" in self.data.splits and self.best_state is not None:
+            self.module.load_state_dict(self.best_state)
+            test = self._evaluate("test")
+        if self.dist.is_main:
+            self._write_history(test, plot=True)
+        return TrainResult(
+            run_dir=str(self.run_dir), best_path=str(self.run_dir / runs.BEST),
+            last_path=str(self.run_dir / runs.LAST), epochs=self.epoch, best_epoch=self.best_epoch,
+            best_val_acc=self.best_val_acc, test=test, seconds=round(time.perf_counter() - started, 3),
+            world_size=self.dist.world_size, rank=self.dist.rank, history=tuple(self.history))
+
+    def _one_epoch(self, stop: _DeferredInterrupt) -> None:
+        config, epoch, tic = self.config, self.epoch, time.perf_counter()
+        # A resumed epoch continues with the RNG state its checkpoint saved; under DDP that state is rank 0's,
+        # so each rank reseeds instead (a mid-epoch resume is exact in a single process only).
+        if self.step == 0 or self.dist.enabled:
+            seeding.seed_all(seeding.epoch_seed(config.seed, epoch, self.dist.rank))
+        loader = self._train_loader(epoch, skip_batches=self.step)
+        self.model.train()
+        sums = torch.tensor(self.partial, dtype=torch.float64)
+        with _progress(loader, f"epoch {epoch + 1}/{config.epochs}", config.progress and self.dist.is_main,
+                       initial=self.step) as bar:
+            for images, labels in bar:
+                self._step(images, labels, sums)
+                bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.2%}", refresh=False)
+                if stop.requested:
+                    raise KeyboardInterrupt
+        train_loss, train_acc = _reduced_means(sums, self.device)
+        distributed.broadcast_buffers(self.module)
+        val = self._evaluate("val")
+        if not math.isfinite(val.loss):
+            self._diverged(val.loss, "validation loss")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.busy = True
+        recipe.step_scheduler(self.scheduler, val.top1)
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
+                  "val_acc": val.top1, "val_top5": val.top5, "lr": lr,
+                  "seconds": round(time.perf_counter() - tic, 3)}
+        improved = val.top1 > self.best_val_acc
+        if improved:
+            self.best_val_acc, self.best_epoch = val.top1, epoch + 1
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
+        self.history.append(record)
+        self.epoch, self.step, self.partial, self.rng = epoch + 1, 0, [0.0, 0.0, 0.0], None
+        self.busy = False
+        if self.dist.is_main:
+            if improved:
+                runs.save_checkpoint(self.run_dir / runs.BEST, self._checkpoint(val_acc=val.top1))
+            if self.epoch % config.save_every == 0 or self.epoch == config.epochs:
+                runs.save_checkpoint(self.run_dir / runs.LAST, self._checkpoint(val_acc=val.top1))
+                self.saved_epoch = self.epoch
+            self._write_history()
+            if config.progress:
+                print(f"epoch {self.epoch}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
+                      f"val loss {val.loss:.4f} acc {val.top1:.2%}  lr {lr:.3g}  {record['seconds']:.1f} s",
+                      file=sys.stderr, flush=True)
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, sums: torch.Tensor) -> None:
+        """One optimizer step; adds (loss x images, correct, images) to `sums`."""
+        images = images.to(self.device, non_blocking=True, memory_format=self._memory_format)
+        labels = labels.to(self.device, non_blocking=True)
+        self.busy = True  # from here the step changes the model (BatchNorm statistics in the forward pass)
+        with self.autocast():
+            logits = self.model(images)
+            loss = _loss(logits, labels, self.config.label_smoothing)
+        value = loss.detach().item()
+        if not math.isfinite(value):
+            self._diverged(value)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        sums += torch.tensor([value * len(labels), float((logits.argmax(1) == labels).sum()), len(labels)],
+                             dtype=torch.float64)
+        self.step, self.partial, self.rng = self.step + 1, sums.tolist(), seeding.rng_state()
+        self.busy = False
+
+    def _train_loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        config = self.config
+        dataset = self.data.dataset("train", train=True)
+        # One sampler for one process and for DDP: a permutation seeded by (seed, epoch), sharded by rank.
+        sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                     shuffle=True, seed=config.seed)
+        sampler.set_epoch(epoch)
+        indices = list(sampler)[skip_batches * config.batch_size:]
+        generator = torch.Generator().manual_seed(seeding.epoch_seed(config.seed, epoch, self.dist.rank))
+        return DataLoader(dataset, batch_size=config.batch_size, sampler=indices, num_workers=config.workers,
+                          worker_init_fn=seed_worker, generator=generator,
+                          pin_memory=self.device.type == "cuda")
+
+    def _evaluate(self, split: str) -> EvalResult:
+        loader = eval_loader(self.data.dataset(split), self.config.batch_size, self.config.workers, self.device,
+                             self.dist)
+        return evaluate_loader(self.module, loader, self.device, self.autocast, self._memory_format,
+                               self.data.num_classes, dataset=self.config.data, split=split)
+
+    # --- files ------------------------------------------------------------------------------------------
+
+    def _checkpoint(self, val_acc: float | None) -> dict:
+        config, data = self.config, self.data
+        meta = checkpoint_meta(self.loaded, mean=list(data.mean), std=list(data.std),
+                               image_size=config.image_size, dataset=config.data, classes=list(data.classes),
+                               val_fraction=config.val_fraction, epoch=self.epoch, val_acc=val_acc)
+        return {"format": runs.CHECKPOINT_FORMAT, "vggbench": meta,
+                "model_state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "epoch": self.epoch, "step": self.step, "partial": list(self.partial),
+                "rng": self.rng or seeding.rng_state(),
+                "history": list(self.history), "best": {"epoch": self.best_epoch, "val_acc": self.best_val_acc},
+                "config": dataclasses.asdict(config)}
+
+    def _restore(self, checkpoint: dict) -> None:
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint["scheduler"] is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.scaler.is_enabled() and checkpoint["scaler"] is not None:
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.epoch, self.step, self.partial = checkpoint["epoch"], checkpoint["step"], checkpoint["partial"]
+        self.history = list(checkpoint["history"])
+        best = checkpoint.get("best") or {}
+        self.best_val_acc, self.best_epoch = best.get("val_acc", -1.0), best.get("epoch", 0)
+        best_path = self.run_dir / runs.BEST
+        if best_path.exists():  # the test split is scored with the best weights, also after a resume
+            self.best_state = runs.load_checkpoint(best_path)["model_state_dict"]
+        self.saved_epoch = checkpoint["epoch"]
+        self.rng = checkpoint["rng"]
+        seeding.set_rng_state(self.rng)
+
+    def _config_record(self) -> dict:
+        from ..core.env import capture
+
+        data = self.data
+        return {"config": dataclasses.asdict(self.config),
+                "resolved": {"model": self.loaded.name, "options": self.loaded.options.to_dict(),
+                             "classes": list(data.classes), "split_sizes": data.sizes(), "mean": list(data.mean),
+                             "std": list(data.std), "augment": data.augment, "lr": self.config.lr_value,
+                             "weight_decay": self.config.weight_decay_value, "device": str(self.device),
+                             "world_size": self.dist.world_size,
+                             "precision": (("fp16" if self.device.type == "cuda" else "bf16") + " autocast"
+                                           if self.config.amp else "fp32")},
+                "environment": capture()}
+
+    def _write_history(self, test: EvalResult | None = None, plot: bool = False) -> None:
+        runs.write_history(self.run_dir, self.history, model=self.loaded.name, dataset=self.config.data,
+                           best_epoch=self.best_epoch, best_val_acc=self.best_val_acc,
+                           test=dataclasses.asdict(test) if test else None)
+        if self.history and (plot or time.perf_counter() - self.plotted > PLOT_EVERY_S):
+            runs.plot_history(self.run_dir / runs.PLOT, self.history, f"{self.loaded.name} on {self.config.data}",
+                              best_epoch=self.best_epoch)
+            self.plotted = time.perf_counter()
+
+    def _save_on_interrupt(self) -> str:
+        last = self.run_dir / runs.LAST
+        if not self.dist.is_main:
+            return "interrupted"
+        if self.busy:
+            return f"interrupted while updating the model; {last} was left as it was"
+        runs.save_checkpoint(last, self._checkpoint(val_acc=None))
+        self._write_history(plot=True)
+        return (f"saved a resumable checkpoint after epoch {self.epoch}, batch {self.step}: continue with "
+                f"--resume {last}")
+
+    def _diverged(self, value: float, what: str = "training loss") -> None:
+        last = self.run_dir / runs.LAST
+        kept = (f"the last good checkpoint is {last} (epoch {self.saved_epoch})" if self.saved_epoch is not None
+                else "no checkpoint had been written yet")
+        raise TrainingError(
+            f"the {what} became {value} in epoch {self.epoch + 1} (lr {self.optimizer.param_groups[0]['lr']:g}); "
+            f"training stopped and {kept}. Lower --lr (or use --optimizer adam) and start again")
+
+
+# --- building blocks ----------------------------------------------------------------------------------
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def _reduced_means(sums: torch.Tensor, device: torch.device) -> tuple[float, float]:
+    total = distributed.all_reduce_sum(sums.to(device)).cpu()
+    count = max(float(total[2]), 1.0)
+    return float(total[0]) / count, float(total[1]) / count
+
+
+def _progress(loader, desc: str, enabled: bool, initial: int = 0):
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=desc, total=initial + len(loader), initial=initial, leave=False,
+                # None: shown only when stderr is a terminal
+                disable=None if enabled else True, unit="batch", file=sys.stderr,
+                dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool):
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+class _DeferredInterrupt:
+    """The first Ctrl-C asks the loop to stop after the current batch; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested, self.previous = False, None
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

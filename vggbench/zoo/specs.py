@@ -1,0 +1,177 @@
+"""The paper's VGG configurations and the model registry, as plain data (no torch import)."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+
+from ..core.errors import ConfigError, UnknownModelError
+
+# Table 1 of Simonyan & Zisserman (2015). An int is a 3x3 conv (stride 1, pad 1) with that many
+# output channels, (c, 1) is config C's 1x1 conv, "M" a 2x2 max-pool, "LRN" local response norm.
+CONFIGS: dict[str, tuple] = {
+    "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "A-LRN": (64, "LRN", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "B": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "C": (64, 64, "M", 128, 128, "M", 256, 256, (256, 1), "M", 512, 512, (512, 1), "M",
+          512, 512, (512, 1), "M"),
+    "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    "E": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+          512, 512, 512, 512, "M"),
+}
+
+# Krizhevsky et al.'s LRN as the paper uses it in A-LRN.
+LRN_PARAMS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+
+HEADS = {
+    # torchvision-compatible: AdaptiveAvgPool2d(7) -> 25088-4096-4096-N at full width
+    "imagenet": {"pool": 7, "hidden": 4096},
+    # for 32x32 inputs (CIFAR, digits), where the last feature map is 1x1
+    "compact": {"pool": 1, "hidden": 512},
+}
+INITS = ("kaiming", "paper")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model: a paper config with or without batch norm."""
+
+    name: str
+    config: str
+    batch_norm: bool
+    torchvision_name: str | None = None  # the torchvision builder with the same layers and weights
+
+    @property
+    def layers(self) -> tuple:
+        return CONFIGS[self.config]
+
+    @property
+    def depth(self) -> int:
+        """Weight layers, as the paper counts them: convs plus the three fully connected layers."""
+        return sum(1 for t in self.layers if t not in ("M", "LRN")) + 3
+
+    @property
+    def lrn(self) -> bool:
+        return "LRN" in self.layers
+
+    @property
+    def min_image_size(self) -> int:
+        """The smallest input that leaves a 1x1 feature map after every max-pool."""
+        return 2 ** self.layers.count("M")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How a spec is built. Defaults give the paper's ImageNet model."""
+
+    num_classes: int = 1000
+    width: float = 1.0  # channel multiplier; 1/16 gives tiny models for tests
+    hidden: int | None = None  # classifier width; None: the head's default scaled by width
+    dropout: float = 0.5
+    head: str = "imagenet"
+    init: str = "kaiming"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 1:
+            raise ConfigError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        if not isinstance(self.width, (int, float)) or not (0 < self.width <= 16) or math.isnan(self.width):
+            raise ConfigError(f"width must be a channel multiplier in (0, 16], got {self.width!r}")
+        if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
+            raise ConfigError(f"hidden must be a positive integer, got {self.hidden!r}")
+        if not isinstance(self.dropout, (int, float)) or not (0 <= self.dropout < 1):
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.head not in HEADS:
+            raise ConfigError(f"unknown head {self.head!r}: choose one of {', '.join(HEADS)}")
+        if self.init not in INITS:
+            raise ConfigError(f"unknown init {self.init!r}: choose one of {', '.join(INITS)}")
+
+    @property
+    def hidden_features(self) -> int:
+        return self.hidden if self.hidden is not None else scale(HEADS[self.head]["hidden"], self.width)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+OPTION_NAMES = tuple(f.name for f in fields(ModelOptions))  # num_classes, width, hidden, dropout, head, init
+
+
+def given_options(source) -> dict:
+    """The model options that `source` sets (a mapping, or a config object with these attributes): those
+    present and not None, for `load_model(..., **options)` to fill in the rest."""
+    get = source.get if isinstance(source, dict) else lambda name: getattr(source, name, None)
+    return {name: value for name in OPTION_NAMES if (value := get(name)) is not None}
+
+
+def scale(channels: int, width: float) -> int:
+    """Channels after the width multiplier; never below one."""
+    return max(1, int(round(channels * width)))
+
+
+def check_image_size(spec: ModelSpec, image_size: int) -> None:
+    """Raise a ConfigError for an input the model cannot take."""
+    if not isinstance(image_size, int) or image_size < spec.min_image_size:
+        raise ConfigError(
+            f"image size {image_size} is too small for {spec.name}: its {spec.layers.count('M')} max-pools "
+            f"need at least {spec.min_image_size}x{spec.min_image_size}")
+
+
+# --- registry -----------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_model(spec: ModelSpec, aliases: Iterable[str] = ()) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    for alias in aliases:
+        if alias in _ALIASES or alias in _REGISTRY:
+            raise ValueError(f"alias {alias!r} is already taken")
+        _ALIASES[alias] = spec.name
+    return spec
+
+
+# (name, paper config, torchvision builder, has a batch-norm variant)
+_ZOO = (
+    ("vgg11", "A", "vgg11", True),
+    ("vgg11_lrn", "A-LRN", None, False),
+    ("vgg13", "B", "vgg13", True),
+    ("vgg16c", "C", None, True),
+    ("vgg16", "D", "vgg16", True),
+    ("vgg19", "E", "vgg19", True),
+)
+
+for _name, _config, _tv, _has_bn in _ZOO:
+    _letter = _config.lower()
+    register_model(ModelSpec(_name, _config, False, _tv), aliases={_letter, _letter.replace("-", "_")})
+    if _has_bn:
+        register_model(ModelSpec(f"{_name}_bn", _config, True, _tv and f"{_tv}_bn"),
+                       aliases={f"{_letter}_bn", f"{_letter}-bn"})
+
+
+def list_models(include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None) -> list[str]:
+    """Registered names in paper order, filtered by fnmatch patterns."""
+    def patterns(p):
+        return [p] if isinstance(p, str) else list(p or [])
+
+    names = list(_REGISTRY)
+    if include is not None:
+        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns(include))]
+    return [n for n in names if not any(fnmatch.fnmatch(n, p) for p in patterns(exclude))]
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Look a model up by name or paper letter (case-insensitive); suggest close names when unknown."""
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    close = difflib.get_close_matches(key, [*_REGISTRY, *_ALIASES], n=3, cutoff=0.6)
+    close = list(dict.fromkeys(_ALIASES.get(c, c) for c in close))
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownModelError(f"unknown model {name!r}{hint} (`vggbench models` lists them all)")

@@ -1,0 +1,393 @@
+"""Where weights come from (seeded random, torchvision ImageNet, a file) and how they are loaded safely."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from ..core.errors import ConfigError, WeightsError
+from ..core.fileio import atomic_file, sha256_file
+from .models import build
+from .specs import HEADS, ModelOptions, ModelSpec, get_spec, list_models, scale
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+SAFETENSORS_SUFFIX = ".safetensors"
+# Keys under which training scripts commonly nest the model's state_dict, in order of preference.
+STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
+# Prefixes that wrappers add: DistributedDataParallel and torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+OFFLINE_ENV = "VGGBENCH_OFFLINE"
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a model's weights came from and what input they expect."""
+
+    source: str  # "random", "imagenet" or "file"
+    seed: int | None = None
+    path: str | None = None
+    sha256: str | None = None
+    tag: str | None = None  # torchvision weights enum member, e.g. IMAGENET1K_V1
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    image_size: int | None = None  # the size the weights were trained at, when known
+    meta: dict = field(default_factory=dict)  # anything else the file said (dataset, classes, ...)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "seed": self.seed, "path": self.path, "sha256": self.sha256,
+                "tag": self.tag, "mean": list(self.mean), "std": list(self.std),
+                "image_size": self.image_size, "meta": self.meta}
+
+
+@dataclass
+class LoadedModel:
+    """A built module in eval mode with everything needed to describe it."""
+
+    module: nn.Module
+    spec: ModelSpec
+    options: ModelOptions
+    weights: WeightsInfo
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def load_model(name: str | ModelSpec, weights: str | os.PathLike = "random", *, seed: int = 0,
+               num_classes: int | None = None, width: float | None = None, hidden: int | None = None,
+               dropout: float | None = None, head: str | None = None, init: str | None = None) -> LoadedModel:
+    """Build a model and give it weights.
+
+    weights: "random" (seeded with `seed`), "imagenet" or "imagenet:TAG" (torchvision's published
+    weights), or a path to a .pth/.pt/.safetensors file. Options left as None come from the file
+    when it says them, else from ModelOptions' defaults; options given explicitly must fit the file.
+    """
+    spec = get_spec(name) if isinstance(name, str) else name
+    requested = {k: v for k, v in dict(num_classes=num_classes, width=width, hidden=hidden, dropout=dropout,
+                                       head=head, init=init).items() if v is not None}
+    source = str(weights)
+    if source == "random":
+        options = ModelOptions(**requested)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = build(spec, options)
+        return LoadedModel(module.eval(), spec, options, WeightsInfo("random", seed=seed))
+    if source == "imagenet" or source.startswith("imagenet:"):
+        return _load_imagenet(spec, source.partition(":")[2] or None, requested)
+    return _load_file(spec, Path(weights), requested)
+
+
+# --- files --------------------------------------------------------------------------------------------
+
+def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state_dict in a .pth/.pt/.safetensors file and the vggbench metadata it carries (or {})."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.is_dir():
+        raise WeightsError(f"weights path {path} is a folder; give a .pth, .pt or .safetensors file")
+    suffix = path.suffix.lower()
+    if suffix == SAFETENSORS_SUFFIX:
+        state, meta = _read_safetensors(path)
+    elif suffix in CHECKPOINT_SUFFIXES:
+        state, meta = _read_torch(path)
+    else:
+        raise WeightsError(f"cannot read weights from {path}: expected a "
+                           f"{', '.join(CHECKPOINT_SUFFIXES)} or {SAFETENSORS_SUFFIX} file")
+    return _strip_prefixes(state), meta
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+            raw = (f.metadata() or {}).get("vggbench")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
+    try:
+        meta = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        raise WeightsError(f"{path} has unreadable vggbench metadata") from None
+    return state, meta
+
+
+def torch_load(path: str | os.PathLike):
+    """torch.load with weights_only=True onto the CPU; unreadable or refused files raise a WeightsError."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = _unpickler_reason(str(e))
+        if reason.startswith("Unsupported global"):
+            raise WeightsError(
+                f"refused to load {path}: it holds Python objects that a weights-only load does not "
+                f"unpickle ({reason}). Only plain state_dicts and checkpoints of tensors are loaded; "
+                f"re-save it with torch.save(model.state_dict(), path)") from None
+        raise WeightsError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {reason}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {first}") from None
+
+
+def _read_torch(path: Path) -> tuple[dict, dict]:
+    obj = torch_load(path)
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint dict")
+    meta = obj.get("vggbench") if isinstance(obj.get("vggbench"), dict) else {}
+    if all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, meta
+    for key in STATE_DICT_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner, meta
+    raise WeightsError(f"{path} is a checkpoint without a state_dict: looked for a dict of tensors at the top "
+                       f"level or under {', '.join(repr(k) for k in STATE_DICT_KEYS)}; "
+                       f"found keys {', '.join(map(repr, list(obj)[:8]))}")
+
+
+def _unpickler_reason(message: str) -> str:
+    """The one informative line of torch's long weights-only error ("Unsupported global: ...")."""
+    _, _, tail = message.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (tail or message).splitlines() if line.strip()]
+    return lines[0] if lines else message.strip()
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def infer_options(state: dict[str, torch.Tensor]) -> dict | None:
+    """num_classes, width, hidden and head read off a VGG state_dict's shapes (None if it is no VGG)."""
+    convs = sorted((int(k.split(".")[1]), v) for k, v in state.items()
+                   if re.fullmatch(r"features\.\d+\.weight", k) and v.ndim == 4)
+    if not convs or "classifier.0.weight" not in state or "classifier.6.weight" not in state:
+        return None
+    width = convs[0][1].shape[0] / 64
+    last = convs[-1][1].shape[0]
+    hidden, fc_in = state["classifier.0.weight"].shape
+    heads = [h for h, cfg in HEADS.items() if fc_in == last * cfg["pool"] ** 2]
+    if not heads:
+        return None
+    options = {"num_classes": int(state["classifier.6.weight"].shape[0]), "width": width, "head": heads[0]}
+    if hidden != scale(HEADS[heads[0]]["hidden"], width):
+        options["hidden"] = int(hidden)
+    return options
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def expected_shapes(spec: ModelSpec, options: ModelOptions) -> dict[str, tuple]:
+    with torch.device("meta"):
+        return _shapes(build(spec, options).state_dict())
+
+
+def identify(state: dict[str, torch.Tensor], options: ModelOptions | None = None) -> list[str]:
+    """The registered models whose state_dict a file fits exactly, with the given (or inferred) options."""
+    if options is None:
+        found = infer_options(state)
+        if found is None:
+            return []
+        try:
+            options = ModelOptions(**found)
+        except ConfigError:
+            return []
+    shapes = _shapes(state)
+    return [n for n in list_models() if expected_shapes(get_spec(n), options) == shapes]
+
+
+def _describe(options: dict) -> str:
+    """The options that shape a state_dict, as k=v pairs."""
+    keep = ("num_classes", "width", "hidden", "head")
+    return ", ".join(f"{k}={options[k]:g}" if isinstance(options[k], float) else f"{k}={options[k]}"
+                     for k in keep if options.get(k) is not None)
+
+
+def _load_file(spec: ModelSpec, path: Path, requested: dict) -> LoadedModel:
+    state, meta = read_weights_file(path)
+    found = meta.get("options") or infer_options(state)
+    if not found:
+        raise WeightsError(f"{path} does not hold a VGG state_dict (no features.N.weight / classifier.0/6 "
+                           f"keys of VGG shapes); first keys: {', '.join(list(state)[:5])}")
+    found = {k: v for k, v in found.items() if k in ModelOptions.__dataclass_fields__}
+    options = ModelOptions(**{**found, **requested})
+    if expected_shapes(spec, options) != _shapes(state):
+        try:
+            matches = identify(state, ModelOptions(**found))
+        except ConfigError:
+            matches = []
+        raise WeightsError(_mismatch_message(path, spec, options, state, matches, found, requested))
+    module = build(spec, options)
+    module.load_state_dict(state, strict=True)
+    info = WeightsInfo(
+        "file", path=str(path), sha256=sha256_file(path),
+        mean=tuple(meta.get("mean", IMAGENET_MEAN)), std=tuple(meta.get("std", IMAGENET_STD)),
+        image_size=meta.get("image_size"),
+        meta={k: v for k, v in meta.items() if k not in ("options", "mean", "std", "image_size")})
+    return LoadedModel(module.eval(), spec, options, info)
+
+
+def _mismatch_message(path, spec, options, state, matches, found, requested) -> str:
+    conflicts = {k: v for k, v in requested.items() if k in found and found[k] != v}
+    if matches and conflicts:
+        wanted = ", ".join(f"{k}={v}" for k, v in conflicts.items())
+        return (f"{path} holds a {matches[0]} state_dict with {_describe(found)}; you asked for "
+                f"{spec.name} with {wanted}")
+    if matches:
+        return f"{path} holds a {' / '.join(matches)} state_dict ({_describe(found)}); you asked for {spec.name}"
+    want, have = expected_shapes(spec, options), _shapes(state)
+    missing = [k for k in want if k not in have]
+    unexpected = [k for k in have if k not in want]
+    wrong = [f"{k} {list(have[k])} vs {list(want[k])}" for k in want if k in have and want[k] != have[k]]
+    parts = [f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}" if missing else "",
+             f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}" if unexpected else "",
+             f"shape (file vs model) {', '.join(wrong[:2])}{' ...' if len(wrong) > 2 else ''}" if wrong else ""]
+    return f"{path} does not fit {spec.name} ({_describe(options.to_dict())}): " + "; ".join(p for p in parts if p)
+
+
+# --- torchvision ImageNet weights ---------------------------------------------------------------------
+
+def imagenet_weights(spec: ModelSpec, tag: str | None = None):
+    """torchvision's weights enum member for `spec` (DEFAULT when tag is None)."""
+    from torchvision.models import get_model_weights
+
+    if spec.torchvision_name is None:
+        have = ", ".join(n for n in list_models() if get_spec(n).torchvision_name)
+        raise WeightsError(f"{spec.name} has no published ImageNet weights (torchvision publishes them for "
+                           f"{have}); use --weights random or a weights file")
+    enum = get_model_weights(spec.torchvision_name)
+    if tag is None:
+        return enum.DEFAULT
+    try:
+        return enum[tag.upper()]
+    except KeyError:
+        raise WeightsError(f"{spec.torchvision_name} has no weights {tag!r}; available: "
+                           f"{', '.join(w.name for w in enum)}") from None
+
+
+def hub_cache_path(url: str) -> Path:
+    """Where torch.hub (and so torchvision) keeps the file for `url`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def _published_prefix(filename: str) -> str | None:
+    """torchvision names files <name>-<first hex digits of sha256>.pth."""
+    match = re.search(r"-([a-f0-9]{6,})\.", filename)
+    return match.group(1) if match else None
+
+
+def _download(url: str, dest: Path, model: str) -> None:
+    how = f"download {url} on a machine with internet access and place it at {dest}"
+    if os.environ.get(OFFLINE_ENV):
+        raise WeightsError(f"ImageNet weights for {model} are not in the torch hub cache ({OFFLINE_ENV} is set); {how}")
+    from tqdm import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp, atomic_file(dest) as tmp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
+                                            leave=False) as bar:
+                while chunk := resp.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+            _check_published_hash(tmp, dest.name, url)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise WeightsError(f"ImageNet weights for {model} are not in the torch hub cache and could not be "
+                           f"downloaded ({reason}); {how}") from None
+
+
+def _check_published_hash(path: Path, filename: str, url: str) -> str:
+    digest = sha256_file(path)
+    prefix = _published_prefix(filename)
+    if prefix and not digest.startswith(prefix):
+        raise WeightsError(f"{path} does not match the published checksum (sha256 should start with {prefix}, "
+                           f"it starts with {digest[:len(prefix)]}): it is corrupt or not the file from {url}; "
+                           f"delete it and place the original there")
+    return digest
+
+
+def _load_imagenet(spec: ModelSpec, tag: str | None, requested: dict) -> LoadedModel:
+    weights = imagenet_weights(spec, tag)
+    options = ModelOptions(num_classes=len(weights.meta.get("categories") or []) or 1000)
+    clashes = {k: v for k, v in requested.items() if k not in ("dropout", "init") and getattr(options, k) != v}
+    if clashes:
+        raise ConfigError(f"ImageNet weights need the full-width model with the imagenet head and "
+                          f"{options.num_classes} classes; drop {', '.join('--' + k.replace('_', '-') for k in clashes)}")
+    options = ModelOptions(**{**options.to_dict(), **requested})
+    path = hub_cache_path(weights.url)
+    if not path.exists():
+        _download(weights.url, path, spec.name)
+    digest = _check_published_hash(path, path.name, weights.url)
+    state, _ = _read_torch(path)
+    module = build(spec, options)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise WeightsError(f"{path} does not hold {spec.torchvision_name} weights") from None
+    transforms = weights.transforms()
+    info = WeightsInfo("imagenet", path=str(path), sha256=digest, tag=weights.name,
+                       mean=tuple(transforms.mean), std=tuple(transforms.std),
+                       image_size=int(transforms.crop_size[0]),
+                       meta={"url": weights.url, "acc@1": weights.meta.get("_metrics", {}).get(
+                           "ImageNet-1K", {}).get("acc@1"), "dataset": "ImageNet-1K"})
+    return LoadedModel(module.eval(), spec, options, info)
+
+
+# --- saving -------------------------------------------------------------------------------------------
+
+def checkpoint_meta(model: LoadedModel, **extra) -> dict:
+    """The metadata vggbench stores beside a state_dict so the file can rebuild its own model."""
+    return {"format": 1, "model": model.name, "options": model.options.to_dict(),
+            "mean": list(model.weights.mean), "std": list(model.weights.std),
+            "image_size": model.weights.image_size, **extra}
+
+
+def save_weights(model: LoadedModel, path: str | os.PathLike, **extra) -> Path:
+    """Write the model's state_dict with its metadata to .safetensors or .pt/.pth, atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
+    meta = checkpoint_meta(model, **extra)
+    with atomic_file(path) as tmp:
+        if path.suffix.lower() == SAFETENSORS_SUFFIX:
+            from safetensors.torch import save_file
+            save_file(state, str(tmp), metadata={"vggbench": json.dumps(meta)})
+        elif path.suffix.lower() in CHECKPOINT_SUFFIXES:
+            torch.save({"vggbench": meta, "model_state_dict": state}, tmp)
+        else:
+            raise WeightsError(f"cannot save weights as {path.suffix or 'a file without suffix'}: use "
+                               f"{SAFETENSORS_SUFFIX} or {', '.join(CHECKPOINT_SUFFIXES)}")
+    return path
+
+
+def state_sha256(module: nn.Module) -> str:
+    """A fingerprint of a module's weights: sha256 over every state_dict entry's name, dtype, shape and bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
