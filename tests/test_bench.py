@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import TINY, TINY_IMAGE
 from vggbench.backends.base import eager_runner
-from vggbench.bench.engine import (
-    BenchResult,
-    Case,
+from vggbench.bench.rows import BenchResult, Case
+from vggbench.core.errors import ConfigError
+from vggbench.core.timing import (
     CudaEventTimer,
     MemoryProbe,
     PerfCounterTimer,
@@ -26,7 +26,6 @@ from vggbench.bench.engine import (
     measure,
     timer_for,
 )
-from vggbench.core.errors import ConfigError
 from vggbench.zoo.weights import load_model
 
 

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from vggbench.bench.compare import compare_runs, parse_threshold
-from vggbench.bench.engine import BenchResult, Case
 from vggbench.bench.report import fastest_rows, parse_baseline, render_run, run_rows
 from vggbench.bench.results import BenchRun, read_run
+from vggbench.bench.rows import BenchResult, Case
 from vggbench.cli import main
 from vggbench.core.env import capture
 from vggbench.core.errors import ConfigError, ResultsError

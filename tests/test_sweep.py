@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import vggbench.core.errors
 import vggbench.bench.sweep as sweep
+import vggbench.core.errors
 from tests.conftest import TINY, TINY_IMAGE
 from vggbench.bench.results import CSV_COLUMNS, read_run
 from vggbench.cli import main

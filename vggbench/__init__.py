@@ -21,7 +21,7 @@ _EXPORTS = {
     "export": "exporters.export",
     "verify": "parity.verify", "VerifyReport": "parity.verify",
     "benchmark": "bench.sweep", "BenchRun": "bench.results", "read_run": "bench.results",
-    "BenchResult": "bench.engine", "Suite": "bench.suite", "load_suite": "bench.suite",
+    "BenchResult": "bench.rows", "Suite": "bench.suite", "load_suite": "bench.suite",
     "VggbenchError": "core.errors",
 }
 

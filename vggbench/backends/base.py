@@ -209,36 +209,6 @@ def _place_artifact(module, device, precision, memory_format, artifact_precision
     return module.to(device).to(memory_format=MEMORY_FORMATS[memory_format])
 
 
-class WinogradRunner(TorchRunner):
-    """Eager channels_last with Winograd convs; layers are tuned on the first call for each input shape.
-    The tuned models keep their activations between calls (vggbench.cpu_layers): one call at a time."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__("winograd", module, "cpu", "fp32", "channels_last")
-        self._source, self._tuned = module, {}
-        self.choices: dict[tuple, list[dict]] = {}
-
-    def run(self, prepared: torch.Tensor) -> torch.Tensor:
-        shape = tuple(prepared.shape)
-        if shape not in self._tuned:
-            from .winograd.model import winograd_model
-
-            self._tuned[shape], self.choices[shape] = winograd_model(self._source, prepared)
-        with torch.inference_mode():
-            return self._tuned[shape](prepared)
-
-    def notes(self, batch: torch.Tensor) -> str:
-        """The plan tuned for this batch's shape, e.g. "conv1 direct, conv2 F6-cpp-whole, ..., fc1 onednn"."""
-        rows = self.choices.get(tuple(batch.shape), [])
-        return ", ".join(f"{r['layer']} {r['choice']}" for r in rows)
-
-
-def winograd_runner(module: nn.Module, device: str = "cpu", precision: str = "fp32",
-                    memory_format: str = "channels_last") -> WinogradRunner:
-    check_supported("winograd", device, precision, memory_format)
-    return WinogradRunner(module)
-
-
 # --- onnxruntime --------------------------------------------------------------------------------------
 
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -390,6 +360,8 @@ def make_runner(backend: str, model=None, *, export_dir: str | os.PathLike | Non
         if backend == "eager":
             return eager_runner(module, device, precision, memory_format)
         if backend == "winograd":
+            from .winograd.runner import winograd_runner
+
             return winograd_runner(module, device, precision, memory_format)
         return compile_runner(module, device, precision, memory_format, compile_mode, compile_options)
     if export_dir is None:

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from .engine import make_timer
+from ..core.timing import make_timer
 
 # the dtype a precision's matmuls run in; int8 (onnxruntime quantised) has no torch GEMM to compare with
 PEAK_DTYPES = {"fp32": torch.float32, "amp": torch.float16, "bf16": torch.bfloat16, "fp16": torch.float16}

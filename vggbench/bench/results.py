@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..core.errors import ResultsError
 from ..core.fileio import write_json, write_text
-from .engine import BenchResult
+from .rows import BenchResult
 
 SCHEMA_VERSION = 1
 KIND = "vggbench-run"

@@ -256,9 +256,9 @@ def _choice(key: str, value, choices) -> None:
 def validate(suite: Suite) -> Suite:
     """Check every value (names, numbers, model options, image size); names come back canonical."""
     from ..backends.base import MEMORY_FORMATS, PRECISIONS
+    from ..core.timing import Timing
     from ..parity.verify import resolve_backend
     from ..zoo.specs import ModelOptions, check_image_size, get_spec
-    from .engine import Timing
 
     def canonical(values, fix):
         return tuple(dict.fromkeys(fix(v) for v in values))

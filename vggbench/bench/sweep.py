@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 
 from ..backends.base import BACKENDS, OrtSettings, check_device, check_supported, eager_runner, make_runner
+from ..backends.winograd import native
 from ..core.env import capture
 from ..core.errors import BenchmarkInterrupted, CheckFailed, UnsupportedError, VggbenchError, one_line
 from ..core.numerics import scoped_numerics, tf32_flag
+from ..core.timing import free_memory, is_oom, measure
 from ..data.inputs import random_batch
 from ..exporters.export import export
 from ..exporters.manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
@@ -24,9 +26,9 @@ from ..exporters.manifest import artifact, format_for_backend, read_manifest
 from ..parity.metrics import compare, tolerance_for
 from ..zoo.profiling import profile
 from ..zoo.weights import LoadedModel, load_model, state_sha256
-from .engine import BenchResult, Case, free_memory, is_oom, measure
 from .peak import measure_peak
 from .results import BenchRun
+from .rows import BenchResult, Case
 from .suite import Suite, resolve_suite
 
 DEFAULT_EXPORT_CACHE = Path("exports") / ".cache"
@@ -109,6 +111,7 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
     started = time.perf_counter()
     with scoped_numerics(suite.threads, tf32_flag(suite.device, suite.tf32), suite.cudnn_benchmark):
         environment = capture()
+        environment["native_kernels"] = native.describe()  # the winograd backend's C++ transforms
         environment["gemm_peaks"] = _peaks(suite)
         sweep = _Sweep(suite, Path(export_cache), environment, progress, raise_errors)
         interrupted = False

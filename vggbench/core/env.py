@@ -11,8 +11,6 @@ from pathlib import Path
 
 import torch
 
-from ..backends.winograd import native
-
 # CPU features that decide which kernels oneDNN, MLAS and inductor pick.
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
               "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
@@ -119,5 +117,4 @@ def capture() -> dict:
         "cpu": cpu_info(),
         "cuda": cuda_info(),
         "flags": numeric_flags(),
-        "native_kernels": native.describe(),  # the winograd backend's C++ transforms (vggbench.native)
     }

@@ -1,8 +1,9 @@
 """The timing engine: warm-up, an adaptive iteration count, one timer per device, statistics over the
 raw samples, peak memory and OOM capture.
 
-It times any runner (`prepare`, `run`, `synchronize`, see vggbench.runners) on one batch and knows
-nothing of models, exports or suites; vggbench.sweep decides what to time and turns results into rows.
+It times anything with `prepare`, `run`, `synchronize` and `device` (a backend's runner, or one layer of the
+winograd tuner) and knows nothing of models, exports or suites: vggbench.bench decides what to time and turns
+measurements into result rows.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ import re
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..core.errors import ConfigError
+from .errors import ConfigError
 
 NOISY_RELATIVE_IQR = 0.10  # a case whose IQR is above 10% of its median is flagged as noisy
-STATUSES = ("ok", "unsupported", "oom", "export_failed", "parity_failed", "error")
 _OOM_MESSAGE = re.compile(r"out of memory|failed to allocate memory|can't allocate memory", re.IGNORECASE)
 
 
@@ -238,7 +238,6 @@ class Measurement:
     timer: str
     peak_memory_mib: float | None = None
     rss_delta_mib: float | None = None
-    warmup_ms: tuple[float, ...] = field(default=(), repr=False)
 
 
 def measure(runner, batch: torch.Tensor, timing: Timing = Timing(), *,
@@ -274,89 +273,4 @@ def measure(runner, batch: torch.Tensor, timing: Timing = Timing(), *,
     while len(samples) < timing.min_iters or (clock() - start < timing.min_time_s and len(samples) < timing.max_iters):
         samples.append(timer.time_ms(call)[1])
     peak, rss = probe.read()
-    return Measurement(Stats(tuple(samples)), first_ms, len(warm), timer.name, peak, rss, tuple(warm))
-
-
-# --- result rows ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Case:
-    """One thing to time, with every setting that shapes the number; all of it lands in the result row."""
-
-    model: str
-    image_size: int
-    batch_size: int
-    backend: str
-    device: str
-    precision: str
-    memory_format: str
-    threads: int  # torch intra-op threads, also given to onnxruntime
-    weights: str
-    # how it is measured
-    warmup: int
-    warmup_time_s: float
-    min_time_s: float
-    min_iters: int
-    max_iters: int
-    compile_mode: str | None = None
-    compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
-    ort_settings: dict | None = None  # vggbench.runners.OrtSettings, for onnxruntime backends
-
-    @property
-    def timing(self) -> Timing:
-        return Timing(self.warmup, self.warmup_time_s, self.min_time_s, self.min_iters, self.max_iters)
-
-
-@dataclass(frozen=True)
-class BenchResult(Case):
-    """One row of a run: the case, its status and, when it ran, its numbers (units in the names)."""
-
-    status: str = "ok"  # one of STATUSES
-    reason: str = ""  # why a case did not run or failed; "" when ok
-    timer: str | None = None  # perf_counter | cuda_event
-    iterations: int = 0
-    warmup_calls: int = 0
-    load_ms: float | None = None  # building the runner: export loading, onnxruntime session, module copy
-    first_call_ms: float | None = None
-    median_ms: float | None = None
-    mean_ms: float | None = None
-    p90_ms: float | None = None
-    p99_ms: float | None = None
-    iqr_ms: float | None = None
-    min_ms: float | None = None
-    max_ms: float | None = None
-    std_ms: float | None = None
-    noisy: bool | None = None  # iqr_ms > 10% of median_ms
-    images_per_s: float | None = None  # batch_size / median
-    gmacs_per_image: float | None = None
-    gflops_per_s: float | None = None  # 2 x MACs x images_per_s
-    peak_gflops_per_s: float | None = None  # the square GEMM measured once per run on this device and dtype
-    peak_pct: float | None = None  # gflops_per_s / peak_gflops_per_s x 100
-    peak_memory_mib: float | None = None  # CUDA max allocated
-    rss_delta_mib: float | None = None  # CPU: peak RSS growth during the case
-    parity_max_abs: float | None = None  # first output vs eager fp32 on the same images; None for the reference
-    notes: str = ""  # what the backend chose for this case (winograd: each conv's and Linear's algorithm)
-    samples_ms: tuple[float, ...] = ()
-
-    @classmethod
-    def failed(cls, case: Case, status: str, reason: str, **extra) -> BenchResult:
-        if status not in STATUSES or status == "ok":
-            raise ValueError(f"not a failure status: {status!r}")
-        return cls(**_fields(case), status=status, reason=reason, **extra)
-
-    @classmethod
-    def measured(cls, case: Case, m: Measurement, *, gmacs_per_image: float | None,
-                 peak_gflops_per_s: float | None, status: str = "ok", reason: str = "", **extra) -> BenchResult:
-        images_per_s = case.batch_size / (m.stats.median_ms / 1e3) if m.stats.median_ms > 0 else None
-        gflops = 2 * gmacs_per_image * images_per_s if gmacs_per_image is not None and images_per_s else None
-        pct = gflops / peak_gflops_per_s * 100 if gflops is not None and peak_gflops_per_s else None
-        return cls(**_fields(case), status=status, reason=reason, timer=m.timer, iterations=len(m.stats.samples_ms),
-                   warmup_calls=m.warmup_calls, first_call_ms=m.first_call_ms, **m.stats.to_dict(),
-                   images_per_s=images_per_s, gmacs_per_image=gmacs_per_image, gflops_per_s=gflops,
-                   peak_gflops_per_s=peak_gflops_per_s, peak_pct=pct, peak_memory_mib=m.peak_memory_mib,
-                   rss_delta_mib=m.rss_delta_mib, samples_ms=m.stats.samples_ms, **extra)
-
-
-def _fields(case: Case) -> dict:
-    """The Case part of a case or row (shallow: ort_settings stays the same dict)."""
-    return {name: getattr(case, name) for name in Case.__dataclass_fields__}
+    return Measurement(Stats(tuple(samples)), first_ms, len(warm), timer.name, peak, rss)
