@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import TINY, TINY_IMAGE
-from vggbench.backends.base import eager_runner
+from vggbench.backends import eager_runner
 from vggbench.bench.rows import BenchResult, Case
 from vggbench.core.errors import ConfigError
 from vggbench.core.timing import (

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from vggbench.core.errors import DataError
+from vggbench.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vggbench.data.datasets import AUGMENTATIONS, SPLIT_SEED, build_transform, load_data, mean_std, parse_name
-from vggbench.zoo.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 def labels_of(dataset) -> list[int]:

@@ -11,12 +11,12 @@ from onnx import numpy_helper
 
 import vggbench.exporters.export as export_module
 from tests.conftest import TINY, TINY_IMAGE
-from vggbench.backends.base import load_runner
+from vggbench.backends import load_runner
 from vggbench.cli import main
 from vggbench.core.errors import ArtifactError, CheckFailed, ConfigError, ExportError, VggbenchError
 from vggbench.core.fileio import sha256_file
-from vggbench.exporters.export import export
 from vggbench.exporters.manifest import read_manifest
+from vggbench.parity.checked import export
 from vggbench.parity.verify import verify
 from vggbench.zoo.specs import list_models
 from vggbench.zoo.weights import load_model, save_weights

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from tests.conftest import TINY_IMAGE
-from vggbench.backends.base import load_runner
+from vggbench.backends import load_runner
 from vggbench.core.errors import CheckFailed, ConfigError
-from vggbench.exporters.export import export
-from vggbench.exporters.quantize import QuantConfig, photo_crops
+from vggbench.data.inputs import photo_crops
+from vggbench.exporters.quantize import QuantConfig
+from vggbench.parity.checked import export
 from vggbench.parity.verify import verify
 from vggbench.zoo.weights import load_model
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import vggbench.bench.cache as export_cache
 import vggbench.bench.sweep as sweep
 import vggbench.core.errors
 from tests.conftest import TINY, TINY_IMAGE
@@ -80,8 +81,8 @@ def test_threads_are_scoped_to_the_run(cache):
 
 def test_exports_are_cached_and_rebuilt_when_tampered_with(cache, monkeypatch):
     calls = []
-    real = sweep.export
-    monkeypatch.setattr(sweep, "export", lambda *a, **k: calls.append(k["formats"]) or real(*a, **k))
+    real = export_cache.export
+    monkeypatch.setattr(export_cache, "export", lambda *a, **k: calls.append(k["formats"]) or real(*a, **k))
     run(cache, backends=["onnxruntime"], batch_sizes=[1])
     run(cache, backends=["onnxruntime"], batch_sizes=[1])
     assert calls in ([], [["onnx"]])  # made by an earlier test, or by the first run here: once
@@ -101,7 +102,7 @@ def test_export_failure_is_a_row_and_is_tried_once(cache, monkeypatch, tmp_path)
     def broken(model, out, **kwargs):
         calls.append(kwargs["formats"])
         raise ExportError(f"{kwargs['formats'][0]} export of {model.name} failed: RuntimeError: boom")
-    monkeypatch.setattr(sweep, "export", broken)
+    monkeypatch.setattr(export_cache, "export", broken)
     result = vggbench.benchmark(export_cache=tmp_path, progress=False,
                                 **{**TINY_SUITE, "backends": ["eager", "pt2"], "precisions": ["fp32", "bf16"]})
     rows = by_combo(result)
@@ -117,8 +118,8 @@ class FakeRunner:
 
     torch_stream = False
 
-    def __init__(self, module, oom_from=None, wrong=False):
-        self.module, self.oom_from, self.wrong = module, oom_from, wrong
+    def __init__(self, module, target, oom_from=None, wrong=False):
+        self.module, self.target, self.oom_from, self.wrong = module, target, oom_from, wrong
         self.device, self.precision, self.memory_format, self.name = "cpu", "fp32", "contiguous", "fake"
         self.batches: list[int] = []  # the batch size of every call
 
@@ -139,19 +140,22 @@ class FakeRunner:
     def to_tensor(self, out):
         return out.float()
 
+    def notes(self, batch):
+        return ""
+
 
 def test_oom_is_a_row_and_the_run_goes_on(cache, monkeypatch):
     real = sweep.make_runner
 
     made = []
 
-    def fake(backend, model, **kwargs):
-        if backend == "torchscript":
-            made.append(FakeRunner(model.module, oom_from=2))
+    def fake(target, model, **kwargs):
+        if target.backend == "torchscript":
+            made.append(FakeRunner(model.module, target, oom_from=2))
             return made[-1]
-        return real(backend, model, **kwargs)
+        return real(target, model, **kwargs)
     monkeypatch.setattr(sweep, "make_runner", fake)
-    monkeypatch.setattr(sweep.ExportCache, "folder", lambda self, backend, precision: None)
+    monkeypatch.setattr(sweep.ExportCache, "folder", lambda self, target: None)
     result = run(cache, backends=["torchscript", "eager"], batch_sizes=[1, 2, 4])
     statuses = [(r.backend, r.batch_size, r.status) for r in result.results]
     assert statuses == [("torchscript", 1, "ok"), ("torchscript", 2, "oom"), ("torchscript", 4, "oom"),
@@ -165,9 +169,9 @@ def test_oom_is_a_row_and_the_run_goes_on(cache, monkeypatch):
 
 
 def test_wrong_outputs_are_parity_failures_and_errors_are_rows(cache, monkeypatch):
-    def fake(backend, model, **kwargs):
-        if backend == "compile":
-            return FakeRunner(model.module, wrong=True)
+    def fake(target, model, **kwargs):
+        if target.backend == "compile":
+            return FakeRunner(model.module, target, wrong=True)
         raise RuntimeError("backend exploded\nwith a long traceback")
     monkeypatch.setattr(sweep, "make_runner", fake)
     result = run(cache, backends=["compile", "eager"], batch_sizes=[2])
@@ -284,7 +288,7 @@ def test_run_best_times_the_fast_paths_and_names_the_fastest(tmp_path):
     assert rows["compile", "fp32", "channels_last"]["compile_options"] == {"freezing": True}
     # random weights have no real-image agreement to offer int8 with: refused before any export is made
     int8 = rows["onnxruntime", "int8", "contiguous"]
-    assert int8["status"] == "export_failed" and int8["reason"] == sweep.INT8_NEEDS_TRAINED_WEIGHTS
+    assert int8["status"] == "export_failed" and int8["reason"] == export_cache.INT8_NEEDS_TRAINED_WEIGHTS
     assert not any("onnx-int8" in p.name for p in cache.iterdir())
     assert rows["winograd", "fp32", "channels_last"]["status"] == "ok"
     # the tuned plan is recorded with the row: one entry per 3x3 conv (8 in VGG11) and per Linear
@@ -318,7 +322,7 @@ def test_batch_size_ranges_are_powers_of_two():
 
 
 def test_fp32_on_cuda_is_strict_unless_tf32_is_asked_for():
-    from vggbench.backends.base import OrtSettings
+    from vggbench.backends import OrtSettings
     from vggbench.core.numerics import scoped_numerics, tf32_flag
     from vggbench.parity.metrics import TOLERANCES, tolerance_for
 

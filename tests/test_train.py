@@ -17,10 +17,11 @@ import vggbench
 import vggbench.training.loop as train_module
 from vggbench.cli import main
 from vggbench.core.errors import ConfigError, TrainingError, WeightsError
+from vggbench.core.imagenet import IMAGENET_MEAN
 from vggbench.data.datasets import Transformed
 from vggbench.training.loop import EvalConfig, TrainConfig, evaluate, train
 from vggbench.training.runs import load_checkpoint
-from vggbench.zoo.weights import IMAGENET_MEAN, load_model
+from vggbench.zoo.weights import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 # A tiny VGG that trains in about 0.3 s per digits epoch on 2 CPU cores.

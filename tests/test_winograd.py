@@ -5,11 +5,11 @@ import torch
 from torch import nn
 
 from tests.conftest import TINY, TINY_IMAGE
-from vggbench.backends.base import make_runner
+from vggbench.backends import make_runner
 from vggbench.backends.winograd import native
 from vggbench.backends.winograd.model import WinogradConv2d, variants, winograd_model
 from vggbench.core.errors import UnsupportedError
-from vggbench.exporters.export import export
+from vggbench.parity.checked import export
 from vggbench.parity.verify import verify
 from vggbench.zoo.weights import load_model
 

@@ -18,7 +18,7 @@ _EXPORTS = {
     "load_data": "data.datasets",
     "train": "training.loop", "TrainConfig": "training.loop", "TrainResult": "training.loop",
     "evaluate": "training.evaluation", "EvalConfig": "training.evaluation", "EvalResult": "training.evaluation",
-    "export": "exporters.export",
+    "export": "parity.checked",
     "verify": "parity.verify", "VerifyReport": "parity.verify",
     "benchmark": "bench.sweep", "BenchRun": "bench.results", "read_run": "bench.results",
     "BenchResult": "bench.rows", "Suite": "bench.suite", "load_suite": "bench.suite",

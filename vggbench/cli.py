@@ -211,8 +211,8 @@ def given(kwargs: dict) -> dict:
 def export(model, formats, out, image_size, batch_size, dynamic_batch, opset, precision, torchscript_mode, force,
            verify, calibration_images, calibration_method, calibration_data, **kwargs) -> None:
     """Export MODEL to TorchScript, ONNX and torch.export, with a manifest and a parity check."""
-    from .exporters.export import export as run_export
     from .exporters.quantize import QuantConfig
+    from .parity.checked import export as run_export
 
     loaded = load_from_options(model, kwargs)
     out = out or f"exports/{loaded.name}"

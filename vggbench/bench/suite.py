@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
-import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -255,9 +254,9 @@ def _choice(key: str, value, choices) -> None:
 
 def validate(suite: Suite) -> Suite:
     """Check every value (names, numbers, model options, image size); names come back canonical."""
-    from ..backends.base import MEMORY_FORMATS, PRECISIONS
+    from ..backends import MEMORY_FORMATS, PRECISIONS, resolve_backend
+    from ..core.device import parse_device
     from ..core.timing import Timing
-    from ..parity.verify import resolve_backend
     from ..zoo.specs import ModelOptions, check_image_size, get_spec
 
     def canonical(values, fix):
@@ -274,8 +273,7 @@ def validate(suite: Suite) -> Suite:
             _choice("memory format", f, MEMORY_FORMATS)
         if any(b < 1 for b in m.get("batch_sizes", ())):
             raise ConfigError(f"batch sizes must be at least 1, got {list(m['batch_sizes'])}")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", suite.device):
-        raise ConfigError(f"unknown device {suite.device!r}: use cpu, cuda or cuda:N")
+    device = str(parse_device(suite.device))
     if suite.threads is not None and suite.threads < 1:
         raise ConfigError(f"threads must be at least 1, got {suite.threads}")
     if suite.compile_mode is not None:
@@ -286,4 +284,4 @@ def validate(suite: Suite) -> Suite:
     ModelOptions(**suite.model_options())
     for model in models:
         check_image_size(get_spec(model), suite.image_size)
-    return replace(suite, models=models, backends=backends, matrix=matrix)
+    return replace(suite, models=models, backends=backends, matrix=matrix, device=device)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..core.errors import DataError
-from ..zoo.weights import IMAGENET_MEAN, IMAGENET_STD
+from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 # The splits mean the same images in every run, whatever the training seed, so that `eval` can find them.
 SPLIT_SEED = 0

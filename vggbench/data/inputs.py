@@ -1,4 +1,5 @@
-"""Inputs for parity checks and benchmarks: seeded random batches and real photos, normalised."""
+"""Inputs for parity checks, benchmarks and int8 calibration: seeded random batches, real photos and dataset
+images, normalised."""
 
 from __future__ import annotations
 
@@ -64,3 +65,39 @@ def dataset_images(name: str, image_size: int, mean: Sequence[float], std: Seque
         indices = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:count].tolist()
     pairs = [images[i] for i in indices]
     return torch.stack([x for x, _ in pairs]), torch.tensor([int(y) for _, y in pairs]), split
+
+
+def photo_crops(count: int, image_size: int, mean, std, seed: int = 0) -> torch.Tensor:
+    """`count` normalised random-resized crops and flips of scikit-learn's two sample photos."""
+    from sklearn.datasets import load_sample_images
+    from torchvision.transforms import v2
+
+    transform = v2.Compose([
+        v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(mean), list(std)),
+    ])
+    photos = [torch.from_numpy(img.copy()).permute(2, 0, 1) for img in load_sample_images().images]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.stack([transform(photos[i % len(photos)]) for i in range(count)])
+
+
+def calibration_images(source: str, count: int, image_size: int, mean, std,
+                       weights_meta: dict) -> tuple[torch.Tensor, str]:
+    """`count` normalised int8 calibration images and where they came from, e.g. "digits train".
+
+    source: "auto" (the training split of the dataset the weights were trained on, when it loads offline, else
+    photos), "photos" (crops of two real photos), or a dataset name."""
+    from ..core.errors import DataError
+
+    name = trained_on(weights_meta) if source == "auto" else source
+    if name and name != "photos":
+        try:
+            images, _, split = dataset_images(name, image_size, mean, std, split="train", count=count)
+            return images, f"{name} {split}"
+        except DataError:
+            if source != "auto":
+                raise
+    return photo_crops(count, image_size, mean, std), "photos"

@@ -11,12 +11,12 @@ from ..core.fileio import sha256_file
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
-# export format -> (main file, backends that run it)
-FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "torchscript": ("model.ts", ("torchscript",)),
-    "onnx": ("model.onnx", ("onnxruntime", "tensorrt")),
-    "pt2": ("model.pt2", ("pt2",)),
-    "onnx-int8": ("model.int8.onnx", ("onnxruntime",)),  # made from model.onnx; runs as precision int8
+# export format -> its main file (which backends run a format, the backends themselves say: vggbench.backends)
+FORMATS: dict[str, str] = {
+    "torchscript": "model.ts",
+    "onnx": "model.onnx",
+    "pt2": "model.pt2",
+    "onnx-int8": "model.int8.onnx",  # made from model.onnx; runs as precision int8
 }
 
 
@@ -57,10 +57,3 @@ def artifact(manifest: dict, fmt: str, export_dir: str | os.PathLike) -> dict:
             raise ArtifactError(f"{path} does not match its sha256 in {MANIFEST}: it was modified after export; "
                                 f"export again")
     return entry
-
-
-def format_for_backend(backend: str) -> str:
-    for fmt, (_, backends) in FORMATS.items():
-        if backend in backends:
-            return fmt
-    raise ArtifactError(f"backend {backend} does not run an exported artifact")

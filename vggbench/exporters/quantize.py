@@ -40,39 +40,6 @@ class QuantConfig:
         return asdict(self)
 
 
-def photo_crops(count: int, image_size: int, mean, std, seed: int = 0) -> torch.Tensor:
-    """`count` normalised random-resized crops and flips of scikit-learn's two sample photos."""
-    from sklearn.datasets import load_sample_images
-    from torchvision.transforms import v2
-
-    transform = v2.Compose([
-        v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(mean), list(std)),
-    ])
-    photos = [torch.from_numpy(img.copy()).permute(2, 0, 1) for img in load_sample_images().images]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return torch.stack([transform(photos[i % len(photos)]) for i in range(count)])
-
-
-def calibration_images(config: QuantConfig, image_size: int, mean, std, weights_meta: dict) -> tuple[torch.Tensor, str]:
-    """`config.images` normalised calibration images and where they came from, e.g. "digits train"."""
-    from ..core.errors import DataError
-    from ..data.inputs import dataset_images, trained_on
-
-    name = trained_on(weights_meta) if config.calibration == "auto" else config.calibration
-    if name and name != "photos":
-        try:
-            images, _, split = dataset_images(name, image_size, mean, std, split="train", count=config.images)
-            return images, f"{name} {split}"
-        except DataError:
-            if config.calibration != "auto":
-                raise
-    return photo_crops(config.images, image_size, mean, std), "photos"
-
-
 def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, images: torch.Tensor,
                   config: QuantConfig, input_name: str = "input") -> None:
     """Write an int8 QDQ model of `fp32_path`, calibrated on `images` (N, 3, H, W, normalised)."""

@@ -5,21 +5,29 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from ..backends.base import BACKENDS, OrtSettings, check_device, eager_runner, make_runner
+from ..backends import (
+    OrtSettings,
+    RunnerOptions,
+    artifact_backends,
+    eager_runner,
+    make_runner,
+    resolve_backend,
+    resolve_target,
+)
+from ..core.device import Device, require_device
 from ..core.errors import ArtifactError, DataError, UnsupportedError
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..data.inputs import dataset_images, random_batch, sample_photos, trained_on
-from ..exporters.manifest import FORMATS, read_manifest
-from ..zoo.weights import LoadedModel, load_model, state_sha256
+from ..exporters.manifest import read_manifest
+from ..zoo.weights import LoadedModel, WeightsSource, load_model
 from .metrics import ParityResult, compare, tolerance_for
 
 CHUNK = 32  # images per call when comparing many (bounds memory at 224x224)
 DATA_IMAGES = 1000  # dataset images compared at most (seeded sample of the test split)
-BACKEND_ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "ts": "torchscript", "trt": "tensorrt",
-                   "export": "pt2", "torch.export": "pt2"}
 
 
 @dataclass
@@ -38,20 +46,14 @@ class VerifyReport:
                 "results": [r.to_dict() for r in self.results], "skipped": self.skipped}
 
 
-def resolve_backend(name: str) -> str:
-    name = BACKEND_ALIASES.get(name.strip().lower(), name.strip().lower())
-    if name not in BACKENDS:
-        raise UnsupportedError(f"unknown backend {name!r}: choose from {', '.join(BACKENDS)}")
-    return name
-
-
 def reference_model(manifest: dict, weights: str | os.PathLike | None = None) -> LoadedModel:
     """Rebuild the exported model in eager mode, and prove that its weights are the exported ones."""
     info, model = manifest["weights"], manifest["model"]
     if weights is None:
-        weights = {"random": "random", "imagenet": f"imagenet:{info.get('tag')}", "file": info.get("path")}[info["source"]]
+        weights = WeightsSource(info["source"], seed=info.get("seed") or 0, tag=info.get("tag"),
+                                path=Path(info["path"]) if info.get("path") else None)
     loaded = load_model(model["name"], weights, seed=info.get("seed") or 0, **model["options"])
-    if state_sha256(loaded.module) != info["state_sha256"]:
+    if loaded.fingerprint != info["state_sha256"]:
         raise ArtifactError(f"the weights rebuilt from {weights} are not the ones exported (state_sha256 differs); "
                             f"pass --weights with the file the export was made from")
     return loaded
@@ -72,7 +74,7 @@ def _run_in_batches(runner, x: torch.Tensor, batch: int | None) -> torch.Tensor:
     return torch.cat(outs)
 
 
-def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = None, device: str = "cpu",
+def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = None, device: str | Device = "cpu",
            precisions: Sequence[str] | None = None, memory_formats: Sequence[str] = ("contiguous",),
            batch_sizes: Sequence[int] = (1, 3), photos: bool = True, atol: float | None = None,
            rtol: float | None = None, weights: str | os.PathLike | None = None,
@@ -86,7 +88,7 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     loads offline; None: none), which is where int8's class agreement is measured.
     backends default to every artifact in the folder; precisions to the precision it was exported in.
     """
-    check_device(device)
+    device = require_device(device)
     manifest = read_manifest(export_dir)
     reference = reference or reference_model(manifest, weights)
     combos = _combinations(manifest, backends, precisions, memory_formats)
@@ -111,15 +113,16 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     expected = {label: _run_in_batches(gold, x, None) for label, x in inputs}
 
     # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
+    options = RunnerOptions(ort=settings)
     with scoped_numerics(tf32=tf32_flag(device, False)):
         for backend, precision, memory_format in combos:
             combo = f"{backend} {device} {precision} {memory_format}"
-            if (backend, precision, memory_format) == ("eager", "fp32", "contiguous") and device == "cpu":
-                report.skipped.append(f"{combo}: this is the reference itself")
-                continue
             try:
-                runner = make_runner(backend, reference, export_dir=export_dir, device=device, precision=precision,
-                                     memory_format=memory_format, settings=settings)
+                target = resolve_target(backend, device, precision, memory_format)
+                if target.is_reference:
+                    report.skipped.append(f"{combo}: this is the reference itself")
+                    continue
+                runner = make_runner(target, reference, export_dir=export_dir, options=options)
             except UnsupportedError as e:
                 report.skipped.append(f"{combo}: {e}")
                 continue
@@ -130,7 +133,7 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
                     report.skipped.append(f"{combo} on {label}: {precision} is judged on real images only")
                     continue
                 got = _run_in_batches(runner, x, static)
-                report.results.append(compare(expected[label], got, tol, backend=backend, device=device,
+                report.results.append(compare(expected[label], got, tol, backend=backend, device=str(device),
                                               precision=precision, memory_format=memory_format, inputs=label))
     return report
 
@@ -139,10 +142,10 @@ def _combinations(manifest: dict, backends, precisions, memory_formats) -> list[
     """What to compare: by default each artifact at its own precision (onnx-int8 as onnxruntime int8);
     backends/precisions given explicitly are crossed with each other."""
     if backends is None and precisions is None:
-        pairs = [("onnxruntime", "int8") if fmt == "onnx-int8" else (FORMATS[fmt][1][0], manifest["precision"])
-                 for fmt in manifest["artifacts"] if fmt in FORMATS]
+        pairs = [("onnxruntime", "int8") if fmt == "onnx-int8" else (artifact_backends(fmt)[0], manifest["precision"])
+                 for fmt in manifest["artifacts"] if artifact_backends(fmt) or fmt == "onnx-int8"]
     else:
         if backends is None:
-            backends = list(dict.fromkeys(FORMATS[f][1][0] for f in manifest["artifacts"] if f in FORMATS))
+            backends = list(dict.fromkeys(artifact_backends(f)[0] for f in manifest["artifacts"] if artifact_backends(f)))
         pairs = [(resolve_backend(b), p) for b in backends for p in (precisions or [manifest["precision"]])]
     return [(b, p, m) for b, p in pairs for m in memory_formats]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..core import device as core_device
 from ..core.errors import ConfigError, DataError, UnsupportedError
 from ..data.datasets import load_data
 from ..zoo.specs import check_image_size, given_options
@@ -78,8 +79,8 @@ def evaluate(config: EvalConfig) -> EvalResult:
     data = load_data(config.data, image_size=image_size, data_dir=config.data_dir, download=config.download,
                      normalize=config.normalize or (info.mean, info.std),
                      val_fraction=config.val_fraction or info.meta.get("val_fraction") or 0.1)
-    if config.weights == "random" and config.num_classes is None and loaded.options.num_classes != data.num_classes:
-        loaded = load_model(config.model, "random", seed=config.seed, **shape, num_classes=data.num_classes)
+    if info.source == "random" and config.num_classes is None and loaded.options.num_classes != data.num_classes:
+        loaded = load_model(config.model, info.as_source(), **shape, num_classes=data.num_classes)
     trained_on = info.meta.get("classes")
     if trained_on and list(trained_on) != list(data.classes):
         raise DataError(f"{config.weights} was trained on classes {', '.join(map(str, trained_on))}; "
@@ -131,24 +132,16 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.d
 
 def resolve_device(name: str, dist: distributed.Dist) -> torch.device:
     """auto -> cuda if available, else cpu; under torchrun on CUDA, the process's own GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UnsupportedError(f"--device {name}: no CUDA device is available here")
-        index = dist.local_rank if dist.enabled else (device.index or 0)
-        if index >= torch.cuda.device_count():
-            raise UnsupportedError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
-        device = torch.device("cuda", index)
-        if dist.enabled:
-            torch.cuda.set_device(device)  # nccl and DDP use the current device
-    elif device.type != "cpu":
-        raise UnsupportedError(f"--device {name}: vggbench trains on cpu and cuda")
-    return device
+    device = core_device.resolve_device(name)
+    if not device.is_cuda:
+        return device.torch
+    index = dist.local_rank if dist.enabled else (device.index or 0)
+    if index >= core_device.cuda_count():
+        raise UnsupportedError(f"--device {name}: this machine has {core_device.cuda_count()} CUDA devices")
+    cuda = torch.device("cuda", index)
+    if dist.enabled:
+        torch.cuda.set_device(cuda)  # nccl and DDP use the current device
+    return cuda
 
 
 def autocast_factory(device: torch.device, amp: bool) -> Callable[[], contextlib.AbstractContextManager]:

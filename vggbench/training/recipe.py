@@ -10,7 +10,7 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..zoo.specs import given_options
-from ..zoo.weights import LoadedModel, load_model
+from ..zoo.weights import LoadedModel, load_model, parse_weights
 
 if TYPE_CHECKING:
     from .loop import TrainConfig
@@ -34,9 +34,10 @@ def make_model(config: TrainConfig, num_classes: int) -> LoadedModel:
     num_classes = config.num_classes or num_classes
     if config.resume:
         return load_model(config.model, config.resume, **shape)
-    if config.weights == "random":
-        return load_model(config.model, "random", seed=config.seed, num_classes=num_classes, **shape)
-    loaded = load_model(config.model, config.weights, **shape)
+    source = parse_weights(config.weights, config.seed)
+    if source.kind == "random":
+        return load_model(config.model, source, num_classes=num_classes, **shape)
+    loaded = load_model(config.model, source, **shape)
     if loaded.options.num_classes == num_classes:
         return loaded
     return new_head(loaded, num_classes, config.seed)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import re
 import urllib.error
 import urllib.request
+import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +20,10 @@ from torch import nn
 
 from ..core.errors import ConfigError, WeightsError
 from ..core.fileio import atomic_file, sha256_file
+from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .models import build
 from .specs import HEADS, ModelOptions, ModelSpec, get_spec, list_models, scale
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 SAFETENSORS_SUFFIX = ".safetensors"
 # Keys under which training scripts commonly nest the model's state_dict, in order of preference.
@@ -30,6 +31,42 @@ STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
 # Prefixes that wrappers add: DistributedDataParallel and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 OFFLINE_ENV = "VGGBENCH_OFFLINE"
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where weights come from, parsed once from `random`, `imagenet[:TAG]` or a file path."""
+
+    kind: str  # "random" | "imagenet" | "file"
+    seed: int = 0  # random only
+    tag: str | None = None  # imagenet only; None: torchvision's DEFAULT
+    path: Path | None = None  # file only
+
+    def __str__(self) -> str:
+        if self.kind == "imagenet":
+            return f"imagenet:{self.tag}" if self.tag else "imagenet"
+        return str(self.path) if self.kind == "file" else "random"
+
+    @property
+    def label(self) -> str:
+        """How result rows name it: 'random (seed 0)', 'imagenet', or the path."""
+        return f"random (seed {self.seed})" if self.kind == "random" else str(self)
+
+
+def parse_weights(value: str | os.PathLike | WeightsSource, seed: int = 0) -> WeightsSource:
+    """'random' (seeded with `seed`), 'imagenet', 'imagenet:TAG' or a path; a WeightsSource is kept as it is."""
+    if isinstance(value, WeightsSource):
+        return value
+    text = str(value)
+    if text == "random":
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        return WeightsSource("random", seed=seed)
+    if text == "imagenet" or text.startswith("imagenet:"):
+        return WeightsSource("imagenet", tag=text.partition(":")[2] or None)
+    if not text.strip():
+        raise ConfigError("weights must be random, imagenet[:TAG] or a file path, got an empty string")
+    return WeightsSource("file", path=Path(value))
 
 
 @dataclass(frozen=True)
@@ -45,6 +82,14 @@ class WeightsInfo:
     std: tuple[float, ...] = IMAGENET_STD
     image_size: int | None = None  # the size the weights were trained at, when known
     meta: dict = field(default_factory=dict)  # anything else the file said (dataset, classes, ...)
+
+    def as_source(self) -> WeightsSource:
+        """The source that loads these weights again."""
+        if self.source == "imagenet":
+            return WeightsSource("imagenet", tag=self.tag)
+        if self.source == "file":
+            return WeightsSource("file", path=Path(self.path))
+        return WeightsSource("random", seed=self.seed or 0)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "seed": self.seed, "path": self.path, "sha256": self.sha256,
@@ -65,29 +110,34 @@ class LoadedModel:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def fingerprint(self) -> str:
+        """state_sha256 of the module, computed once while its tensors are unchanged."""
+        return state_sha256(self.module)
 
-def load_model(name: str | ModelSpec, weights: str | os.PathLike = "random", *, seed: int = 0,
+
+def load_model(name: str | ModelSpec, weights: str | os.PathLike | WeightsSource = "random", *, seed: int = 0,
                num_classes: int | None = None, width: float | None = None, hidden: int | None = None,
                dropout: float | None = None, head: str | None = None, init: str | None = None) -> LoadedModel:
     """Build a model and give it weights.
 
-    weights: "random" (seeded with `seed`), "imagenet" or "imagenet:TAG" (torchvision's published
-    weights), or a path to a .pth/.pt/.safetensors file. Options left as None come from the file
+    weights: a WeightsSource, or "random" (seeded with `seed`), "imagenet" or "imagenet:TAG" (torchvision's
+    published weights), or a path to a .pth/.pt/.safetensors file. Options left as None come from the file
     when it says them, else from ModelOptions' defaults; options given explicitly must fit the file.
     """
     spec = get_spec(name) if isinstance(name, str) else name
     requested = {k: v for k, v in dict(num_classes=num_classes, width=width, hidden=hidden, dropout=dropout,
                                        head=head, init=init).items() if v is not None}
-    source = str(weights)
-    if source == "random":
+    source = parse_weights(weights, seed)
+    if source.kind == "random":
         options = ModelOptions(**requested)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(source.seed)
             module = build(spec, options)
-        return LoadedModel(module.eval(), spec, options, WeightsInfo("random", seed=seed))
-    if source == "imagenet" or source.startswith("imagenet:"):
-        return _load_imagenet(spec, source.partition(":")[2] or None, requested)
-    return _load_file(spec, Path(weights), requested)
+        return LoadedModel(module.eval(), spec, options, WeightsInfo("random", seed=source.seed))
+    if source.kind == "imagenet":
+        return _load_imagenet(spec, source.tag, requested)
+    return _load_file(spec, source.path, requested)
 
 
 # --- files --------------------------------------------------------------------------------------------
@@ -381,10 +431,35 @@ def save_weights(model: LoadedModel, path: str | os.PathLike, **extra) -> Path:
     return path
 
 
-def state_sha256(module: nn.Module) -> str:
-    """A fingerprint of a module's weights: sha256 over every state_dict entry's name, dtype, shape and bytes."""
-    import hashlib
+# module -> (what its tensors were when hashed, the digest): a VGG16 takes seconds to hash, and a run asks
+# for the same fingerprint several times (export cache key, manifest, verify's reference check)
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+
+def _tensor_state(module: nn.Module) -> tuple | None:
+    """Changes whenever a tensor of the state_dict is replaced or modified in place; None where torch keeps no
+    version counter (tensors made under inference_mode), and then nothing is cached."""
+    try:
+        return tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape), str(t.device))
+                     for name, t in module.state_dict().items())
+    except RuntimeError:
+        return None
+
+
+def state_sha256(module: nn.Module) -> str:
+    """A fingerprint of a module's weights: sha256 over every state_dict entry's name, dtype, shape and bytes.
+    Computed once per module while its tensors stay as they were."""
+    state = _tensor_state(module)
+    cached = _FINGERPRINTS.get(module)
+    if state is not None and cached is not None and cached[0] == state:
+        return cached[1]
+    digest = _digest(module)
+    if state is not None:
+        _FINGERPRINTS[module] = (state, digest)
+    return digest
+
+
+def _digest(module: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..base import TorchRunner, check_supported
+from ..registry import Backend, register
+from ..runner import RunnerOptions, TorchRunner
+from ..target import Target, resolve_target
 from .model import winograd_model
 
 
@@ -14,8 +16,8 @@ class WinogradRunner(TorchRunner):
     """Eager channels_last with Winograd convs; layers are tuned on the first call for each input shape.
     The tuned models keep their activations between calls (vggbench.cpu_layers): one call at a time."""
 
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__("winograd", module, "cpu", "fp32", "channels_last")
+    def __init__(self, module: nn.Module, target: Target | None = None) -> None:
+        super().__init__(module, target or resolve_target("winograd", "cpu", "fp32", "channels_last"))
         self._source, self._tuned = module, {}
         self.choices: dict[tuple, list[dict]] = {}
 
@@ -34,5 +36,11 @@ class WinogradRunner(TorchRunner):
 
 def winograd_runner(module: nn.Module, device: str = "cpu", precision: str = "fp32",
                     memory_format: str = "channels_last") -> WinogradRunner:
-    check_supported("winograd", device, precision, memory_format)
-    return WinogradRunner(module)
+    return WinogradRunner(module, resolve_target("winograd", device, precision, memory_format))
+
+
+def winograd_factory(module: nn.Module, target: Target, options: RunnerOptions | None = None) -> WinogradRunner:
+    return WinogradRunner(module, target)
+
+
+BACKEND = register(Backend("winograd", None, ("cpu",), ("fp32",), ("channels_last",), winograd_factory))

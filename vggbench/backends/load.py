@@ -1,0 +1,59 @@
+"""Runners from a target: module backends run a model, artifact backends load their file from an export
+folder after every file of it was checked against the manifest's sha256."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+
+from ..core.device import Device
+from ..core.errors import UnsupportedError
+from ..exporters.manifest import artifact, read_manifest
+from .runner import Runner, RunnerOptions
+from .target import Target, resolve_target
+
+INT8_FORMAT = "onnx-int8"  # the artifact that a target of precision int8 runs
+
+
+def make_runner(target: Target | str, model=None, *, export_dir: str | os.PathLike | None = None,
+                device: str | Device = "cpu", precision: str = "fp32", memory_format: str = "contiguous",
+                options: RunnerOptions | None = None) -> Runner:
+    """The runner of `target`: module backends run `model` (a LoadedModel or nn.Module), artifact backends load
+    their artifact from `export_dir` (see vggbench.export). A backend name is resolved with `device`,
+    `precision` and `memory_format` into a Target first (they are ignored when a Target is given)."""
+    if not isinstance(target, Target):
+        target = resolve_target(target, device, precision, memory_format)
+    spec = target.spec
+    if spec.artifact is None:
+        module = getattr(model, "module", model)
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"backend {spec.name} needs a model")
+        return spec.factory(module, target, options)
+    if export_dir is None:
+        raise ValueError(f"backend {spec.name} needs an export folder")
+    manifest = read_manifest(export_dir)
+    exported = manifest["precision"]
+    if target.precision == "int8" and exported != "fp32":
+        raise UnsupportedError(f"int8 is quantized from an fp32 export; {export_dir} was exported in {exported}")
+    if spec.artifact.startswith("onnx") and target.precision not in ("int8", exported):
+        raise UnsupportedError(f"{export_dir} was exported in {exported}; onnxruntime runs it as {exported} only")
+    fmt = INT8_FORMAT if target.precision == "int8" else spec.artifact
+    entry = artifact(manifest, fmt, export_dir)
+    return spec.factory(Path(export_dir) / entry["files"][0]["file"], target, options, exported)
+
+
+def load_runner(export_dir: str | os.PathLike, backend: str, device: str | Device = "cpu",
+                precision: str | None = None, memory_format: str = "contiguous",
+                options: RunnerOptions | None = None) -> Runner:
+    """A runner for one artifact of an export folder; precision defaults to the one it was exported in."""
+    precision = precision or read_manifest(export_dir)["precision"]
+    return make_runner(resolve_target(backend, device, precision, memory_format), export_dir=export_dir,
+                       options=options)
+
+
+def eager_runner(module: nn.Module, device: str | Device = "cpu", precision: str = "fp32",
+                 memory_format: str = "contiguous") -> Runner:
+    """The eager runner of a module: the parity reference when left at its defaults."""
+    return make_runner(resolve_target("eager", device, precision, memory_format), module)

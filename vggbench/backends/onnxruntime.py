@@ -1,0 +1,133 @@
+"""onnxruntime: model.onnx (or model.int8.onnx) in an InferenceSession on the CPU or CUDA provider, following
+the target's device; tensorrt: the same file on onnxruntime's TensorRT provider."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..core.errors import UnsupportedError
+from .registry import Backend, register
+from .runner import RunnerOptions
+from .target import Target
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+
+
+@dataclass(frozen=True)
+class OrtSettings:
+    """onnxruntime session settings; recorded with every result."""
+
+    threads: int | None = None  # intra-op threads; None: onnxruntime's default (one per physical core)
+    optimization: str = "all"  # disable | basic | extended | all
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # CUDA provider: EXHAUSTIVE | HEURISTIC | DEFAULT
+    tf32: bool = False  # CUDA provider: TF32 matmuls/convolutions (onnxruntime's default is on; fp32 is fp32 here)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class OrtRunner:
+    """onnxruntime InferenceSession. On CUDA the input is bound on the device (IO binding), so the timed run
+    does not include host-device copies, as for the torch runners."""
+
+    # onnxruntime runs on its own CUDA stream and returns when the outputs are ready: torch's CUDA events
+    # would not see its work, so the benchmark times it with a wall clock
+    torch_stream = False
+
+    def __init__(self, path: Path, target: Target, settings: OrtSettings | None = None) -> None:
+        import onnxruntime as ort
+
+        self.target, self.name, self.device = target, target.backend, str(target.device)
+        self.precision, self.memory_format = target.precision, target.memory_format
+        self.settings = settings or OrtSettings()
+        kind = "tensorrt" if target.backend == "tensorrt" else target.device.kind
+        wanted = PROVIDERS[kind]
+        if wanted not in ort.get_available_providers():
+            raise UnsupportedError(f"onnxruntime {ort.__version__} has no {wanted} here "
+                                   f"(available: {', '.join(ort.get_available_providers())})")
+        self.session = ort.InferenceSession(str(path), self._session_options(ort),
+                                            providers=self._providers(kind, wanted))
+        if self.session.get_providers()[0] != wanted:
+            # onnxruntime silently falls back to the CPU when a provider cannot start; we do not
+            raise UnsupportedError(f"onnxruntime could not start {wanted} (it fell back to "
+                                   f"{', '.join(self.session.get_providers())}); check the CUDA/cuDNN/TensorRT install")
+        self.input = self.session.get_inputs()[0]
+        self.output = self.session.get_outputs()[0].name
+        self._np_dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}[self.input.type]
+        self._on_device = kind != "cpu"
+
+    @property
+    def _index(self) -> int:
+        return self.target.device.index or 0
+
+    def _session_options(self, ort):
+        options = ort.SessionOptions()
+        levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+        options.graph_optimization_level = levels[self.settings.optimization]
+        if self.settings.threads:
+            options.intra_op_num_threads = self.settings.threads
+        return options
+
+    def _providers(self, kind: str, wanted: str) -> list:
+        if kind == "cuda":
+            return [(wanted, {"device_id": self._index, "cudnn_conv_algo_search": self.settings.cudnn_conv_algo_search,
+                              "use_tf32": int(self.settings.tf32)})]
+        if kind == "tensorrt":
+            trt = {"device_id": self._index, "trt_fp16_enable": self.precision == "fp16"}
+            return [(wanted, trt), ("CUDAExecutionProvider", {"device_id": self._index})]
+        return [wanted]
+
+    def prepare(self, batch: torch.Tensor):
+        array = batch.detach().cpu().numpy().astype(self._np_dtype)
+        if not self._on_device:
+            return array
+        import onnxruntime as ort
+
+        value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._index)
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input.name, value)
+        binding.bind_output(self.output, "cuda", self._index)
+        return binding, value  # keep the device buffer alive as long as the binding
+
+    def run(self, prepared):
+        if not self._on_device:
+            return self.session.run([self.output], {self.input.name: prepared})[0]
+        binding, _ = prepared
+        self.session.run_with_iobinding(binding)
+        return binding
+
+    def synchronize(self) -> None:
+        """Session.run returns once the outputs are ready, so there is nothing to wait for."""
+
+    def to_tensor(self, output) -> torch.Tensor:
+        if self._on_device:
+            output = output.copy_outputs_to_cpu()[0]
+        return torch.from_numpy(output).float()
+
+    def notes(self, batch: torch.Tensor) -> str:
+        return ""
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.to_tensor(self.run(self.prepare(batch)))
+
+
+def ort_factory(path: Path, target: Target, options: RunnerOptions | None = None,
+                artifact_precision: str = "fp32") -> OrtRunner:
+    if target.precision not in ("int8", artifact_precision):
+        raise UnsupportedError(f"this artifact was exported in {artifact_precision}; onnxruntime runs it as "
+                               f"{artifact_precision} only")
+    return OrtRunner(path, target, (options or RunnerOptions()).ort)
+
+
+BACKEND = register(Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp16", "int8"), ("contiguous",),
+                           ort_factory, aliases=("onnx", "ort")))
+TENSORRT = register(Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",), ort_factory,
+                            aliases=("trt",)))

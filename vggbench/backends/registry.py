@@ -1,0 +1,91 @@
+"""The backend registry: each backend module registers one `Backend` (its capabilities and its factory).
+
+Adding a backend is one new module that calls `register(...)` and one line in `BUILTIN` below; nothing else
+names backends.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..core.errors import UnsupportedError
+
+# the modules that register the backends vggbench ships, imported on first use of the registry
+BUILTIN = ("eager", "compile", "torchscript", "pt2", "winograd.runner", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What a backend can do, checked once per target before anything is built, and how to build its runner.
+
+    factory: module backends are called as factory(module, target, options); artifact backends as
+    factory(path, target, options, artifact_precision), with `path` the artifact's main file, already checked
+    against the manifest's sha256.
+    """
+
+    name: str
+    artifact: str | None  # the export format it loads, or None for backends that run the module itself
+    devices: tuple[str, ...]
+    precisions: tuple[str, ...]
+    memory_formats: tuple[str, ...]
+    factory: Callable
+    aliases: tuple[str, ...] = ()
+
+
+_BACKENDS: dict[str, Backend] = {}
+_ALIASES: dict[str, str] = {}
+_loaded = False
+
+
+def register(backend: Backend) -> Backend:
+    """Add a backend; a name or alias that is taken raises (two modules claiming one name is a bug)."""
+    for name in (backend.name, *backend.aliases):
+        if name in _BACKENDS or name in _ALIASES:
+            raise ValueError(f"backend name {name!r} is already registered")
+    _BACKENDS[backend.name] = backend
+    _ALIASES.update(dict.fromkeys(backend.aliases, backend.name))
+    return backend
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in BUILTIN:
+            importlib.import_module(f"{__package__}.{module}")
+
+
+def _order(backend: Backend) -> int:
+    """Built-in backends in BUILTIN's order (whichever module was imported first), then the others."""
+    module = backend.factory.__module__.removeprefix(f"{__package__}.")
+    return BUILTIN.index(module) if module in BUILTIN else len(BUILTIN)
+
+
+def backend_names() -> list[str]:
+    _load()
+    return sorted(_BACKENDS, key=lambda name: _order(_BACKENDS[name]))
+
+
+def get_backend(name: str) -> Backend:
+    """A backend by name or alias (case-insensitive: onnx, ort, ts, trt, export, ...)."""
+    _load()
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in _BACKENDS:
+        return _BACKENDS[key]
+    close = difflib.get_close_matches(key, [*_BACKENDS, *_ALIASES], n=1)
+    hint = f"; did you mean {_ALIASES.get(close[0], close[0])}?" if close else ""
+    raise UnsupportedError(f"unknown backend {name!r}{hint} (choose from {', '.join(backend_names())})")
+
+
+def resolve_backend(name: str) -> str:
+    """The canonical name of a backend given by name or alias."""
+    return get_backend(name).name
+
+
+def artifact_backends(fmt: str) -> list[str]:
+    """The backends that run an export format, in registry order."""
+    return [name for name in backend_names() if _BACKENDS[name].artifact == fmt]

@@ -1,0 +1,93 @@
+"""What every backend's runner offers its callers, and the runner of torch modules that most backends share.
+
+A runner is built for one `Target`. `prepare` moves and converts an fp32 NCHW CPU batch into what the
+backend eats (outside any timed loop); `run` is the forward pass the benchmark times; `synchronize` waits
+for the device; `to_tensor` gives fp32 CPU logits for parity; `notes` says what the backend chose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from .target import Target
+
+
+@runtime_checkable
+class Runner(Protocol):
+    target: Target
+    name: str  # the backend
+    device: str  # as recorded in results, e.g. "cuda:0"
+    precision: str
+    memory_format: str
+    # True when its CUDA work runs on torch's current stream, so that CUDA events can time it; False for
+    # runtimes with their own streams (onnxruntime), which are timed with a synchronised wall clock
+    torch_stream: bool
+
+    def prepare(self, batch: torch.Tensor) -> Any: ...
+    def run(self, prepared: Any) -> Any: ...
+    def synchronize(self) -> None: ...
+    def to_tensor(self, output: Any) -> torch.Tensor: ...
+    def notes(self, batch: torch.Tensor) -> str: ...
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Backend settings that are not part of the target; each backend reads the ones it knows."""
+
+    compile_mode: str | None = None  # torch.compile(mode=...)
+    compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
+    ort: Any = None  # vggbench.backends.onnxruntime.OrtSettings
+
+
+class TorchRunner:
+    """Runs a torch callable (module, ScriptModule, exported program or compiled module)."""
+
+    torch_stream = True
+
+    def __init__(self, module: nn.Module, target: Target, autocast: bool = True) -> None:
+        self.module, self.target = module, target
+        self.name, self.device = target.backend, str(target.device)
+        self.precision, self.memory_format = target.precision, target.memory_format
+        self._autocast_dtype = target.autocast_dtype if autocast else None
+
+    def prepare(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.to(self.device, self.target.dtype).contiguous(memory_format=self.target.torch_memory_format)
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.target.device.kind, dtype=self._autocast_dtype)
+
+    def run(self, prepared: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), self._autocast():
+            return self.module(prepared)
+
+    def synchronize(self) -> None:
+        if self.target.device.is_cuda:
+            torch.cuda.synchronize(self.device)
+
+    def to_tensor(self, output: torch.Tensor) -> torch.Tensor:
+        return output.detach().float().cpu()
+
+    def notes(self, batch: torch.Tensor) -> str:
+        return ""
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.to_tensor(self.run(self.prepare(batch)))
+
+
+def place(module: nn.Module, target: Target) -> nn.Module:
+    """The module on the target's device, dtype and memory format; a copy whenever that changes anything, so
+    the caller's module (often the parity reference) is never altered."""
+    changes = target.device.is_cuda or target.dtype != torch.float32 or target.memory_format != "contiguous"
+    module = copy.deepcopy(module).to(target.device.torch) if changes else module
+    if target.dtype != torch.float32:
+        module = module.to(target.dtype)
+    return module.to(memory_format=target.torch_memory_format).eval()

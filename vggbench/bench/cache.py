@@ -1,0 +1,72 @@
+"""The export cache of a benchmark run: parity-checked export folders, made once and reused across runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ..backends import Target
+from ..core.errors import VggbenchError, one_line
+from ..exporters.manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
+from ..exporters.manifest import artifact, read_manifest
+from ..parity.checked import export
+from ..zoo.weights import LoadedModel
+
+DEFAULT_EXPORT_CACHE = Path("exports") / ".cache"
+INT8_FORMAT = "onnx-int8"
+INT8_NEEDS_TRAINED_WEIGHTS = ("int8 is offered only with its measured top-1 agreement with fp32 on real images, "
+                              "which random weights do not have: give trained weights (--weights FILE or imagenet)")
+
+
+class ExportFailed(Exception):
+    """An export that a case needed could not be made (or was refused): the case's status is export_failed."""
+
+
+class ExportCache:
+    """Parity-checked export folders under `root`, one per (model, weights, image size, precision, format),
+    reused while their manifest and checksums say they are what is asked for."""
+
+    def __init__(self, root: str | os.PathLike, model: LoadedModel, image_size: int) -> None:
+        self.root, self.model, self.image_size = Path(root), model, image_size
+        self._failed: dict[str, str] = {}
+
+    def key(self, fmt: str, precision: str) -> str:
+        ident = {"model": self.model.name, "options": self.model.options.to_dict(),
+                 "state_sha256": self.model.fingerprint, "image_size": self.image_size, "precision": precision,
+                 "format": fmt, "schema": MANIFEST_SCHEMA}
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+        return f"{self.model.name}-{self.image_size}-{precision}-{fmt}-{digest}"
+
+    def folder(self, target: Target) -> Path:
+        """The export folder for a target of an artifact backend (amp and bf16 run an fp32 export; int8 runs
+        model.int8.onnx, quantized from the fp32 ONNX export and verified by class agreement on real images,
+        which random weights cannot have: for them int8 is refused before anything is made)."""
+        if target.precision == "int8" and self.model.weights.source == "random":
+            raise ExportFailed(INT8_NEEDS_TRAINED_WEIGHTS)
+        fmt = INT8_FORMAT if target.precision == "int8" else target.spec.artifact
+        exported = "fp16" if target.precision == "fp16" else "fp32"
+        key = self.key(fmt, exported)
+        if key in self._failed:
+            raise ExportFailed(self._failed[key])
+        folder = self.root / key
+        if not self._usable(folder, fmt, exported):
+            try:
+                export(self.model, folder, formats=["onnx", fmt] if fmt == INT8_FORMAT else [fmt],
+                       image_size=self.image_size, precision=exported, force=True, verify=True)
+            except Exception as e:  # any exporter failure is this case's status, not a crash
+                self._failed[key] = str(e) if isinstance(e, VggbenchError) else one_line(e)
+                raise ExportFailed(self._failed[key]) from e
+        return folder
+
+    def _usable(self, folder: Path, fmt: str, precision: str) -> bool:
+        try:
+            m = read_manifest(folder)
+            artifact(m, fmt, folder)  # every file against its sha256
+        except VggbenchError:
+            return False
+        parity = m.get("parity") or []
+        return (m["model"]["name"] == self.model.name and m["weights"]["state_sha256"] == self.model.fingerprint
+                and m["input"]["image_size"] == self.image_size and m["precision"] == precision
+                and bool(parity) and all(p["passed"] for p in parity))

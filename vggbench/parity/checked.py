@@ -1,0 +1,55 @@
+"""`vggbench.export`: an export whose folder is put in place only after every artifact matched the eager model.
+
+vggbench.exporters only writes; this module gives it the two things it must not fetch itself: the int8
+calibration images (from vggbench.data) and the parity check (vggbench.parity.verify).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+
+from ..core.errors import CheckFailed
+from ..data.inputs import calibration_images
+from ..exporters import export as exporters
+from ..exporters.quantize import QuantConfig
+from ..zoo.weights import LoadedModel
+from .verify import verify as run_verify
+
+RANDOM_INT8_HINT = " (int8 is only offered for trained weights: random weights give no confident classes)"
+
+
+def export(model: LoadedModel, out: str | os.PathLike, *, verify: bool = True, quant: QuantConfig | None = None,
+           calibration: torch.Tensor | None = None, **options) -> dict:
+    """Export `model` into `out` (see vggbench.exporters.export.export for `options`: formats, image_size,
+    batch_size, dynamic_batch, opset, precision, torchscript_mode, force) and, with `verify`, check every
+    artifact against the eager model before the folder is put in place.
+
+    onnx-int8 is calibrated on `calibration` (normalised images), or else on the images `quant.calibration`
+    names (see vggbench.data.inputs.calibration_images). Returns the manifest.
+    """
+    quant = quant or QuantConfig()
+    formats = options.get("formats", exporters.DEFAULT_FORMATS)
+    if "onnx-int8" in formats and calibration is None and options.get("precision", "fp32") == "fp32":
+        image_size = options.get("image_size", 224)
+        calibration, source = calibration_images(quant.calibration, quant.images, image_size, model.weights.mean,
+                                                 model.weights.std, model.weights.meta)
+        quant = dataclasses.replace(quant, calibration=source)
+    check = (lambda folder: _parity_rows(folder, model, Path(out))) if verify else None
+    return exporters.export(model, out, quant=quant, calibration=calibration, check=check, **options)
+
+
+def _parity_rows(folder: Path, model: LoadedModel, out: Path) -> list[dict]:
+    """The manifest's parity rows for the finished temp folder; a CheckFailed when any comparison failed."""
+    report = run_verify(folder, reference=model)
+    failed = [r for r in report.results if not r.passed]
+    if failed:
+        worst = failed[0]
+        hint = RANDOM_INT8_HINT if worst.precision == "int8" and model.weights.source == "random" else ""
+        raise CheckFailed(f"export of {model.name} does not match the eager model: {worst.backend} "
+                          f"{worst.precision} on {worst.inputs}: {worst.reason}{hint} ({len(failed)} "
+                          f"failing comparison(s)); {out} was not written")
+    return [r.to_dict() for r in report.results]
