@@ -239,3 +239,37 @@ def test_imagenet_weights_load_from_the_hub_cache(vgg11_file, monkeypatch):
 def test_weights_info_serialises():
     info = load_model("vgg11", **TINY).weights
     assert json.loads(json.dumps(info.to_dict()))["source"] == "random"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("random", weights_module.WeightsSource("random", seed=3)),
+    ("imagenet", weights_module.WeightsSource("imagenet")),
+    ("imagenet:IMAGENET1K_FEATURES", weights_module.WeightsSource("imagenet", tag="IMAGENET1K_FEATURES")),
+    ("runs/x/best.pt", weights_module.WeightsSource("file", path=weights_module.Path("runs/x/best.pt"))),
+])
+def test_a_weights_string_is_parsed_once_into_a_source(text, expected):
+    source = weights_module.parse_weights(text, seed=3)
+    assert source == expected and weights_module.parse_weights(source) is source
+    assert str(source) == text
+    assert source.label == ("random (seed 3)" if text == "random" else text)
+
+
+def test_a_source_loads_the_same_weights_as_its_string(tmp_path):
+    a = load_model("vgg11", weights_module.WeightsSource("random", seed=5), **TINY)
+    b = load_model("vgg11", "random", seed=5, **TINY)
+    assert a.fingerprint == b.fingerprint
+    assert load_model("vgg11", a.weights.as_source(), **TINY).fingerprint == a.fingerprint
+    with pytest.raises(ConfigError, match="empty string"):
+        weights_module.parse_weights(" ")
+
+
+def test_the_fingerprint_is_computed_once_while_the_weights_stay(monkeypatch):
+    model = load_model("vgg11", **TINY)
+    calls = []
+    real = weights_module._digest
+    monkeypatch.setattr(weights_module, "_digest", lambda m: calls.append(1) or real(m))
+    first = model.fingerprint
+    assert model.fingerprint == first and weights_module.state_sha256(model.module) == first and len(calls) == 1
+    with torch.no_grad():
+        model.module.classifier[6].bias.add_(1.0)  # in place: the version counter moves
+    assert model.fingerprint != first and len(calls) == 2
