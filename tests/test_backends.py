@@ -15,10 +15,10 @@ from vggbench.backends import (
     get_backend,
     make_runner,
     register,
+    registry,
     resolve_backend,
     resolve_target,
 )
-from vggbench.backends import registry
 from vggbench.core.device import CPU, Device, parse_device, require_device, resolve_device
 from vggbench.core.errors import ConfigError, UnsupportedError
 from vggbench.zoo.weights import load_model
