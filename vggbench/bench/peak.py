@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from ..core.device import parse_device
 from ..core.timing import make_timer
 
 # the dtype a precision's matmuls run in; int8 (onnxruntime quantised) has no torch GEMM to compare with
@@ -28,9 +29,9 @@ def measure_peak(device: str, precision: str, reps: int = 3, min_call_s: float =
     dtype = PEAK_DTYPES.get(precision)
     if dtype is None:
         return None
-    kind = torch.device(device).type
-    max_size = max_size or MAX_SIZE.get(kind, 4096)
-    timer = make_timer(device, lambda: torch.cuda.synchronize(device) if kind == "cuda" else None)
+    cuda = parse_device(device).is_cuda
+    max_size = max_size or MAX_SIZE["cuda" if cuda else "cpu"]
+    timer = make_timer(device, lambda: torch.cuda.synchronize(device) if cuda else None)
     generator = torch.Generator(device).manual_seed(0)  # not the global RNG
     n = 256
     while True:

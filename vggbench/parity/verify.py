@@ -18,6 +18,7 @@ from ..backends import (
     resolve_backend,
     resolve_target,
 )
+from ..backends.target import check_memory_format, check_precision
 from ..core.device import Device, require_device
 from ..core.errors import ArtifactError, DataError, UnsupportedError
 from ..core.numerics import scoped_numerics, tf32_flag
@@ -147,5 +148,8 @@ def _combinations(manifest: dict, backends, precisions, memory_formats) -> list[
     else:
         if backends is None:
             backends = list(dict.fromkeys(artifact_backends(f)[0] for f in manifest["artifacts"] if artifact_backends(f)))
-        pairs = [(resolve_backend(b), p) for b in backends for p in (precisions or [manifest["precision"]])]
+        precisions = [check_precision(p) for p in precisions or [manifest["precision"]]]  # a typo is an error,
+        pairs = [(resolve_backend(b), p) for b in backends for p in precisions]  # not a skipped combination
+    for memory_format in memory_formats:
+        check_memory_format(memory_format)
     return [(b, p, m) for b, p in pairs for m in memory_formats]
