@@ -112,12 +112,3 @@ def test_run_and_verify_say_the_same_about_a_bad_device(tmp_path):
     verify = runner.invoke(main, ["verify", str(tmp_path), "--device", "tpu"])
     assert run.exit_code == verify.exit_code == 2
     assert run.output.strip() == verify.output.strip() == "error: unknown device 'tpu': use cpu, cuda or cuda:N"
-
-
-def test_verify_refuses_a_misspelt_precision_instead_of_skipping_it(tmp_path):
-    from vggbench import export, verify
-
-    model = load_model("vgg11", **TINY)
-    export(model, tmp_path / "e", formats=["onnx"], image_size=TINY_IMAGE)
-    with pytest.raises(UnsupportedError, match="unknown precision 'bf61'"):
-        verify(tmp_path / "e", precisions=["fp32", "bf61"])

@@ -48,6 +48,7 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
     """
     suite = resolve_suite(suite, **overrides)
     device = require_device(suite.device)
+    parse_weights(suite.weights, suite.seed).require()
     plan = _plan(suite, device)
     started = time.perf_counter()
     with scoped_numerics(suite.threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
@@ -92,7 +93,7 @@ class _Sweep:
                  raise_errors: bool) -> None:
         self.suite, self.device, self.plan = suite, device, plan
         self.export_cache, self.raise_errors = export_cache, raise_errors
-        self.weights = parse_weights(suite.weights, suite.seed)
+        self.weights = parse_weights(suite.weights, suite.seed).require()
         self.peaks = {p["precision"]: p["gflops_per_s"] for p in environment["gemm_peaks"]}
         self.threads = torch.get_num_threads()
         self.tf32 = bool(tf32_flag(device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
@@ -127,7 +128,13 @@ class _Sweep:
     def _model(self, name: str, groups: list) -> None:
         s = self.suite
         self.bar.set_postfix_str(f"loading {name}")
-        loaded = load_model(name, self.weights, **s.model_options())
+        try:
+            loaded = load_model(name, self.weights, **s.model_options())
+        except Exception as e:  # weights that do not fit this model: its cases are rows, the other models run
+            status, reason = self._failure(e)
+            self._record([BenchResult.failed(self._case(name, *g[:3], b), status, f"model not loaded: {reason}")
+                          for g in groups for b in g[3]])
+            return
         self.gmacs = profile(loaded.spec, loaded.options, s.image_size).gmacs
         self.cache = ExportCache(self.export_cache, loaded, s.image_size)
         self.loaded, self.reference, self.batches, self.expected = loaded, eager_runner(loaded.module), {}, {}
@@ -178,14 +185,15 @@ class _Sweep:
     def _time(self, runner: Runner, case: Case, load_ms: float) -> BenchResult:
         self.bar.set_postfix_str(f"{case.model} {case.backend} {case.precision} {case.memory_format} "
                                  f"batch {case.batch_size}")
-        batch = self._batch(case.batch_size)
         parity: dict = {}
         reference = runner.target.is_reference
 
         def check(out) -> None:
-            if reference:
-                return
             k = min(PARITY_IMAGES, case.batch_size)
+            if reference:  # the reference is compared with nothing, but NaN/Inf logits are no result
+                if not torch.isfinite(runner.to_tensor(out)[:k]).all():
+                    raise _ParityMismatch("the reference (eager fp32) output has NaN/Inf: check the weights")
+                return
             got = runner.to_tensor(out)[:k]
             result = compare(self._expected(case.batch_size), got, tolerance_for(case.precision, tf32=self.tf32),
                              backend=case.backend, device=case.device, precision=case.precision,
@@ -197,6 +205,7 @@ class _Sweep:
                 raise _ParityMismatch(f"output differs from eager fp32: {result.reason}")
 
         try:
+            batch = self._batch(case.batch_size)  # allocating it can fail too (a batch beyond memory): a row
             m = measure(runner, batch, case.timing, on_first_output=check)
             notes = runner.notes(batch)
             row = BenchResult.measured(case, m, gmacs_per_image=self.gmacs,
@@ -221,6 +230,8 @@ class _Sweep:
             return "unsupported", str(error)
         if isinstance(error, (CheckFailed, VggbenchError)) and building:
             return "export_failed", str(error)  # e.g. an export folder whose files were changed
+        if isinstance(error, VggbenchError):  # e.g. weights that do not fit one of the models
+            return "error", str(error)
         if self.raise_errors:
             raise error
         return "error", one_line(error)

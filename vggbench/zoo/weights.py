@@ -47,6 +47,14 @@ class WeightsSource:
             return f"imagenet:{self.tag}" if self.tag else "imagenet"
         return str(self.path) if self.kind == "file" else "random"
 
+    def require(self) -> WeightsSource:
+        """Fail now, with the message a load would give, when a weights file is not there (before a run's work)."""
+        if self.kind == "file" and not self.path.exists():
+            raise WeightsError(f"weights file {self.path} does not exist")
+        if self.kind == "file" and self.path.is_dir():
+            raise WeightsError(f"weights path {self.path} is a folder; give a .pth, .pt or .safetensors file")
+        return self
+
     @property
     def label(self) -> str:
         """How result rows name it: 'random (seed 0)', 'imagenet', or the path."""
