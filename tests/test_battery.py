@@ -4,6 +4,8 @@ a row, never a crash that loses the rows already measured."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +59,49 @@ def test_verify_refuses_an_unknown_precision_in_a_list(tmp_path):
     vggbench.export(model, tmp_path / "e", formats=["onnx"], image_size=TINY_IMAGE)
     with pytest.raises(UnsupportedError, match="unknown precision 'bf61'"):
         vggbench.verify(tmp_path / "e", precisions=["fp32", "bf61"])
+
+
+def test_a_killed_export_leaves_the_old_folder_and_its_temp_folder_is_removed_next_time(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from vggbench.core.fileio import atomic_dir
+
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "model.onnx").write_text("old")
+    code = ("import sys, time\nfrom vggbench.core.fileio import atomic_dir\n"
+            "with atomic_dir(sys.argv[1], force=True) as tmp:\n"
+            "    (tmp / 'model.onnx').write_text('half')\n    print('writing', flush=True)\n    time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True, env=env)
+    assert child.stdout.readline().strip() == "writing"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    stale = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(stale) == 1 and (target / "model.onnx").read_text() == "old"
+    with atomic_dir(target, force=True) as tmp:
+        (tmp / "model.onnx").write_text("new")
+    assert (target / "model.onnx").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no stale or swapped-out folder left
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="renameat2 is Linux's")
+def test_replacing_a_folder_swaps_it_in_one_step(tmp_path, monkeypatch):
+    from vggbench.core import fileio
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "f").write_text("a")
+    (b / "f").write_text("b")
+    assert fileio._exchange(a, b) and (a / "f").read_text() == "b" and (b / "f").read_text() == "a"
+    # the replace goes through the swap: the name is never missing
+    renames = []
+    monkeypatch.setattr(fileio.os, "replace", lambda *args: renames.append(args))
+    with fileio.atomic_dir(b, force=True) as tmp:
+        (tmp / "f").write_text("c")
+    assert renames == [] and (b / "f").read_text() == "c"
