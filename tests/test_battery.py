@@ -3,16 +3,19 @@ a row, never a crash that loses the rows already measured."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import vggbench
 from tests.conftest import TINY, TINY_IMAGE
-from vggbench.core.errors import UnsupportedError, WeightsError
+from vggbench.core.errors import ConfigError, UnsupportedError, WeightsError
 from vggbench.zoo.weights import load_model, save_weights
 
 FAST = dict(warmup=0, warmup_time_s=0.0, min_time_s=0.0, min_iters=2, max_iters=2)
@@ -46,8 +49,9 @@ def test_a_batch_that_cannot_be_allocated_is_a_row(tmp_path):
 
 def test_a_non_finite_reference_is_a_parity_failure_not_ok(tmp_path):
     model = load_model("vgg11", num_classes=10, **TINY)
-    with torch.no_grad():
-        model.module.classifier[6].weight.fill_(math.nan)
+    with torch.no_grad():  # finite weights (a file with NaN is refused at load) whose logits overflow to Inf
+        for layer in (model.module.classifier[0], model.module.classifier[3], model.module.classifier[6]):
+            layer.weight.fill_(1e30)
     nan = save_weights(model, tmp_path / "nan.pt")
     result = bench(tmp_path, weights=str(nan), batch_sizes=[1], width=None, hidden=None)
     (row,) = result.results
@@ -105,3 +109,105 @@ def test_replacing_a_folder_swaps_it_in_one_step(tmp_path, monkeypatch):
     with fileio.atomic_dir(b, force=True) as tmp:
         (tmp / "f").write_text("c")
     assert renames == [] and (b / "f").read_text() == "c"
+
+
+# --- any bytes as weights: one line, never a traceback ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("w")
+    model = load_model("vgg11", **TINY)
+    return (save_weights(model, folder / "good.pt").read_bytes(),
+            save_weights(model, folder / "good.safetensors").read_bytes())
+
+
+def _load_bytes(tmp_path_factory, data: bytes, suffix: str) -> None:
+    path = tmp_path_factory.mktemp("bytes") / f"w{suffix}"
+    path.write_bytes(data)
+    load_model("vgg11", path)
+
+
+@given(data=st.binary(max_size=600), suffix=st.sampled_from([".pt", ".pth", ".safetensors"]))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_random_bytes_are_refused_in_one_line(tmp_path_factory, data, suffix):
+    with pytest.raises(WeightsError):
+        _load_bytes(tmp_path_factory, data, suffix)
+
+
+@given(text=st.text(max_size=300))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_text_files_are_refused_in_one_line(tmp_path_factory, text):
+    with pytest.raises(WeightsError):
+        _load_bytes(tmp_path_factory, text.encode(), ".pt")
+
+
+@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 7)), min_size=1, max_size=4),
+       cut=st.floats(0, 1), kind=st.sampled_from(["flip", "truncate"]), which=st.sampled_from([0, 1]))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_damaged_checkpoints_load_or_are_refused_in_one_line(tmp_path_factory, checkpoints, flips, cut, kind, which):
+    data = bytearray(checkpoints[which])
+    if kind == "flip":
+        for where, bit in flips:
+            data[int(where * len(data))] ^= 1 << bit
+    else:
+        data = data[:int(cut * len(data))]
+    # a flipped bit inside a weight's mantissa still loads: that is fine, a traceback is not
+    with contextlib.suppress(WeightsError, ConfigError):
+        _load_bytes(tmp_path_factory, bytes(data), [".pt", ".safetensors"][which])
+
+
+@pytest.mark.parametrize("meta,message", [
+    ([1, 2], "unreadable vggbench metadata \\(a list"),
+    (5, "unreadable vggbench metadata \\(a int"),
+    ({"mean": 5}, "'mean' must be three finite numbers"),
+    ({"std": [0.2, 0.0, 0.2]}, "'std' must be three finite numbers above 0"),
+    ({"image_size": "big"}, "'image_size' must be a positive integer"),
+    ({"options": [1]}, "'options' must be an object"),
+])
+def test_crafted_metadata_is_refused_in_one_line(tmp_path, meta, message):
+    import json
+
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in load_model("vgg11", **TINY).module.state_dict().items()}
+    save_file(state, str(tmp_path / "w.safetensors"), metadata={"vggbench": json.dumps(meta)})
+    torch.save({"vggbench": meta, "model_state_dict": state}, tmp_path / "w.pt")
+    for name in ("w.safetensors", "w.pt"):
+        with pytest.raises(WeightsError, match=message):
+            load_model("vgg11", tmp_path / name)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda s: s.__setitem__("features.0.weight", s["features.0.weight"].fill_(math.inf)), "features.0.weight holds NaN"),
+    (lambda s: s.__setitem__("features.0.bias", s["features.0.bias"].long()), "features.0.bias is int64"),
+    (lambda s: s.__setitem__("features.0.bias", s["features.0.bias"].to(torch.complex64)), "features.0.bias is complex64"),
+])
+def test_non_finite_integer_and_complex_tensors_are_named(tmp_path, change, message):
+    state = dict(load_model("vgg11", **TINY).module.state_dict())
+    change(state)
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match=message):
+        load_model("vgg11", tmp_path / "w.pt")
+
+
+def test_a_one_dimensional_classifier_weight_is_no_vgg(tmp_path):
+    state = dict(load_model("vgg11", **TINY).module.state_dict())
+    state["classifier.0.weight"] = state["classifier.0.weight"].flatten()
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match="does not hold a VGG state_dict"):
+        load_model("vgg11", tmp_path / "w.pt")
+
+
+def test_a_malicious_pickle_is_refused_naming_the_global_and_never_run(tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"model_state_dict": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(WeightsError) as caught:
+        load_model("vgg11", tmp_path / "evil.pt")
+    message = str(caught.value)
+    assert "refused to load" in message and "system" in message and "weights_only=False" not in message
+    assert not (tmp_path / "pwned").exists()

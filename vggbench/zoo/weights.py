@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
 import urllib.error
 import urllib.request
 import weakref
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..core.errors import ConfigError, WeightsError
+from ..core.errors import ConfigError, WeightsError, one_line
 from ..core.fileio import atomic_file, sha256_file
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .models import build
@@ -165,7 +165,8 @@ def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     else:
         raise WeightsError(f"cannot read weights from {path}: expected a "
                            f"{', '.join(CHECKPOINT_SUFFIXES)} or {SAFETENSORS_SUFFIX} file")
-    return _strip_prefixes(state), meta
+    _check_tensors(state, path)
+    return _strip_prefixes(state), _check_meta(meta, path)
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
@@ -184,31 +185,80 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     return state, meta
 
 
+def _check_meta(meta, path: Path) -> dict:
+    """The vggbench metadata of a file, with every field that is used checked: one line per problem."""
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path} has unreadable vggbench metadata (a {type(meta).__name__}, not an object)")
+    if not isinstance(meta.get("options", {}), dict):
+        raise WeightsError(f"{path}: vggbench metadata 'options' must be an object, got {meta['options']!r}")
+    for key in ("mean", "std"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        ok = (isinstance(value, (list, tuple)) and len(value) == 3
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+        if not ok or (key == "std" and min(value) <= 0):
+            raise WeightsError(f"{path}: vggbench metadata {key!r} must be three finite numbers"
+                               f"{' above 0' if key == 'std' else ''}, got {value!r}")
+    size = meta.get("image_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 65536):
+        raise WeightsError(f"{path}: vggbench metadata 'image_size' must be a positive integer, got {size!r}")
+    return meta
+
+
+def _check_tensors(state: dict, path: Path) -> None:
+    """Weights are finite floating-point tensors (BatchNorm's step counter aside); name the first that is not."""
+    for name, tensor in state.items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        if not tensor.is_floating_point():
+            raise WeightsError(f"{path}: tensor {name} is {str(tensor.dtype).removeprefix('torch.')}, not floating "
+                               f"point: not VGG weights")
+        if not torch.isfinite(tensor).all():
+            raise WeightsError(f"{path}: tensor {name} holds NaN or Inf")
+
+
 def torch_load(path: str | os.PathLike):
-    """torch.load with weights_only=True onto the CPU; unreadable or refused files raise a WeightsError."""
+    """torch.load with weights_only=True onto the CPU; unreadable or refused files raise a WeightsError.
+
+    Any bytes may arrive here, and torch's unpickler raises whatever its parser meets (KeyError, IndexError,
+    struct.error, ...): every failure becomes one line, and none of them advises weights_only=False."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = _unpickler_reason(str(e))
-        if reason.startswith("Unsupported global"):
+        refused = _refused_global(str(e))
+        if refused:
             raise WeightsError(
-                f"refused to load {path}: it holds Python objects that a weights-only load does not "
-                f"unpickle ({reason}). Only plain state_dicts and checkpoints of tensors are loaded; "
-                f"re-save it with torch.save(model.state_dict(), path)") from None
-        raise WeightsError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {reason}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {first}") from None
+                f"refused to load {path}: it asks to run or build {refused}, which a weights-only load does "
+                f"not do (only tensors and plain Python values are loaded). Do not load this file with "
+                f"pickle; if it is yours, re-save it with torch.save(model.state_dict(), path)") from None
+        raise WeightsError(f"{path} is not a readable PyTorch file (corrupt or truncated?): "
+                           f"{_unpickler_reason(str(e))}") from None
+    except Exception as e:  # a parser fed arbitrary bytes: never a traceback
+        raise WeightsError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {one_line(e)}") from None
+
+
+_REFUSED = (re.compile(r"unsupported GLOBAL ([\w.]+)"), re.compile(r"Unsupported global: GLOBAL ([\w.]+)"),
+            re.compile(r"Trying to call reduce for callable ([\w.]+)"))
+
+
+def _refused_global(message: str) -> str | None:
+    """The global a weights-only load refused (e.g. posix.system), as torch's message names it."""
+    for pattern in _REFUSED:
+        match = pattern.search(message)
+        if match:
+            return match.group(1)
+    return None
 
 
 def _read_torch(path: Path) -> tuple[dict, dict]:
     obj = torch_load(path)
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint dict")
-    meta = obj.get("vggbench") if isinstance(obj.get("vggbench"), dict) else {}
+    meta = obj.get("vggbench", {})
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, meta
     for key in STATE_DICT_KEYS:
@@ -221,10 +271,11 @@ def _read_torch(path: Path) -> tuple[dict, dict]:
 
 
 def _unpickler_reason(message: str) -> str:
-    """The one informative line of torch's long weights-only error ("Unsupported global: ...")."""
+    """The one informative line of torch's long weights-only error, never its advice to load unsafely."""
     _, _, tail = message.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in (tail or message).splitlines() if line.strip()]
-    return lines[0] if lines else message.strip()
+    lines = [line.strip() for line in (tail or message).splitlines()
+             if line.strip() and "weights_only" not in line and "Weights only load failed" not in line]
+    return lines[0] if lines else "refused by the weights-only unpickler"
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -238,7 +289,8 @@ def infer_options(state: dict[str, torch.Tensor]) -> dict | None:
     """num_classes, width, hidden and head read off a VGG state_dict's shapes (None if it is no VGG)."""
     convs = sorted((int(k.split(".")[1]), v) for k, v in state.items()
                    if re.fullmatch(r"features\.\d+\.weight", k) and v.ndim == 4)
-    if not convs or "classifier.0.weight" not in state or "classifier.6.weight" not in state:
+    fc = [state.get("classifier.0.weight"), state.get("classifier.6.weight")]
+    if not convs or any(w is None or w.ndim != 2 for w in fc):
         return None
     width = convs[0][1].shape[0] / 64
     last = convs[-1][1].shape[0]
