@@ -211,3 +211,69 @@ def test_a_malicious_pickle_is_refused_naming_the_global_and_never_run(tmp_path)
     message = str(caught.value)
     assert "refused to load" in message and "system" in message and "weights_only=False" not in message
     assert not (tmp_path / "pwned").exists()
+
+
+# --- bad images, run folders ---------------------------------------------------------------------------------
+
+def _photo_folder(root: Path, truncated: bool) -> Path:
+    from PIL import Image
+
+    for c, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        for j in range(4):
+            Image.new("RGB", (40, 40), (60 * c, 20 * j, 200)).save(root / name / f"{j}.jpg")
+    if truncated:
+        bad = root / "cat" / "0.jpg"
+        bad.write_bytes(bad.read_bytes()[:200])
+    return root
+
+
+def test_a_truncated_image_is_one_line_naming_it_and_leaves_no_run_folder(tmp_path):
+    from vggbench.core.errors import DataError
+    from vggbench.training.loop import TrainConfig, train
+
+    photos = _photo_folder(tmp_path / "photos", truncated=True)
+    out = tmp_path / "run"
+    config = TrainConfig(model="vgg11", data=f"folder:{photos}", val_fraction=0.25, epochs=1, batch_size=8,
+                         out=str(out), progress=False, **TINY)
+    with pytest.raises(DataError, match=r"cannot read image .*cat/0\.jpg"):
+        train(config)
+    assert not out.exists()  # no folder that holds only config.json
+
+
+def test_a_run_folder_is_written_by_one_process_at_a_time(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from vggbench.core.errors import VggbenchError
+    from vggbench.core.fileio import exclusive
+
+    folder = tmp_path / "runs" / "shared"
+    code = ("import sys, time\nfrom vggbench.core.fileio import exclusive\n"
+            "with exclusive(sys.argv[1]):\n    print('holding', flush=True)\n    time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    other = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert other.stdout.readline().strip() == "holding"
+        with pytest.raises(VggbenchError, match=f"in use by another vggbench process \\(pid {other.pid}\\)"), \
+                exclusive(folder):
+            pass
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+    with exclusive(folder):  # released when its holder died
+        pass
+
+
+def test_two_trainings_on_one_out_folder_do_not_mix(tmp_path):
+    from vggbench.core.errors import VggbenchError
+    from vggbench.core.fileio import exclusive
+    from vggbench.training.loop import TrainConfig, train
+
+    out = tmp_path / "shared"
+    config = TrainConfig(model="vgg11", data="synthetic", epochs=1, batch_size=64, out=str(out), progress=False,
+                         **TINY)
+    with exclusive(out), pytest.raises(VggbenchError, match="in use by another vggbench process"):
+        train(config)  # the lock is per process: flock refuses a second open file description too

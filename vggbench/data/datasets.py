@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..core.errors import DataError
+from ..core.errors import DataError, one_line
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 # The splits mean the same images in every run, whatever the training seed, so that `eval` can find them.
@@ -190,7 +190,7 @@ def _folder(path: str, val_fraction: float, **_):
 
     def open_folder(p: Path) -> ImageFolder:
         try:
-            return ImageFolder(str(p))
+            return ImageFolder(str(p), loader=read_image)
         except (FileNotFoundError, OSError) as e:  # no class folders, or class folders without images
             raise DataError(f"no images in {p}: expected {p}/<class name>/<image file> "
                             f"({' '.join(str(e).split())})") from None
@@ -208,6 +208,17 @@ def _folder(path: str, val_fraction: float, **_):
     full = open_folder(root)
     train, val = _split(full.targets, val_fraction, str(root))
     return {"train": Subset(full, train), "val": Subset(full, val)}, tuple(full.classes)
+
+
+def read_image(path: str):
+    """One RGB image of a folder dataset; a file that is not one (truncated, not an image) is one DataError line
+    that names it, whenever the DataLoader first reads it."""
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for damaged or foreign files
+        raise DataError(f"cannot read image {path}: {one_line(e)}; remove or replace the file") from None
 
 
 def _split(labels: Sequence[int], val_fraction: float, what: str) -> tuple[list[int], list[int]]:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..core.errors import ConfigError, TrainingError
-from ..core.fileio import write_json
+from ..core.fileio import exclusive, write_json
 from ..data.datasets import load_data
 from ..zoo.specs import check_image_size, get_spec
 from ..zoo.weights import checkpoint_meta
@@ -149,16 +149,20 @@ def train(config: TrainConfig) -> TrainResult:
     if config.resume:
         config, checkpoint = runs.resume_config(config)
     with (distributed.process_group(dist, device), seeding.caller_rng_kept(),
-          _cudnn_benchmark(config.cudnn_benchmark)):
-        run = _Run(config, dist, device, checkpoint)
-        return run.fit(started)
+          _cudnn_benchmark(config.cudnn_benchmark), contextlib.ExitStack() as held):
+        run = _Run(config, dist, device, checkpoint, held)
+        try:
+            return run.fit(started)
+        except Exception:
+            run.discard_if_unsaved()
+            raise
 
 
 class _Run:
     """One training run's state: model, optimizer, schedule, data and where it stands."""
 
     def __init__(self, config: TrainConfig, dist: distributed.Dist, device: torch.device,
-                 checkpoint: dict | None) -> None:
+                 checkpoint: dict | None, held: contextlib.ExitStack) -> None:
         self.config, self.dist, self.device = config, dist, device
         spec = get_spec(config.model)
         check_image_size(spec, config.image_size)
@@ -176,6 +180,8 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
         self.autocast = autocast_factory(device, config.amp)
         self.run_dir = Path(distributed.broadcast_object(runs.run_dir(config) if dist.is_main else None))
+        if dist.is_main:  # one process writes a run folder: a second `train --out` on it stops here
+            held.enter_context(exclusive(self.run_dir))
         self.history: list[dict] = []
         self.best_val_acc, self.best_epoch, self.best_state = -1.0, 0, None
         # where the run stands: epochs completed, batches done in the next one, their running sums and the
@@ -188,6 +194,16 @@ class _Run:
             self._restore(checkpoint)
         if dist.is_main and not (self.run_dir / runs.CONFIG).exists():
             write_json(self.run_dir / runs.CONFIG, self._config_record())
+
+    def discard_if_unsaved(self) -> None:
+        """A run that failed before its first checkpoint (a bad image in epoch 1, say) leaves no folder that
+        holds only its config.json: what it wrote goes, and the folder too when nothing else is in it."""
+        if not self.dist.is_main or self.saved_epoch is not None or (self.run_dir / runs.BEST).exists():
+            return
+        for name in (runs.CONFIG, runs.HISTORY, runs.PLOT):
+            (self.run_dir / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: the user's own files stay
+            self.run_dir.rmdir()
 
     @property
     def _memory_format(self):
