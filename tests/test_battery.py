@@ -277,3 +277,48 @@ def test_two_trainings_on_one_out_folder_do_not_mix(tmp_path):
                          **TINY)
     with exclusive(out), pytest.raises(VggbenchError, match="in use by another vggbench process"):
         train(config)  # the lock is per process: flock refuses a second open file description too
+
+
+# --- the manifest is checked like the artifacts ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("m") / "e"
+    vggbench.export(load_model("vgg11", **TINY), out, formats=["onnx"], image_size=TINY_IMAGE)
+    return out
+
+
+def _edited(onnx_export, tmp_path, edit) -> Path:
+    import json
+    import shutil
+
+    out = tmp_path / "edited"
+    shutil.copytree(onnx_export, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    edit(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["input"].update(mean=[0.5, 0.5, 0.5]), "was edited after export"),
+    (lambda m: m["input"].update(std=[1.0, 1.0, 1.0]), "was edited after export"),
+    (lambda m: m["output"].update(shape=["batch", 7]), "was edited after export"),
+    (lambda m: m["artifacts"]["onnx"].pop("files"), "lacks artifacts.onnx.files"),
+    (lambda m: m.pop("weights"), "lacks weights"),
+    (lambda m: m["input"].update(image_size="32"), "input.image_size must be a int"),
+    (lambda m: m["artifacts"]["onnx"]["files"][0].update(file="/etc/passwd"), "is not a file name inside"),
+    (lambda m: m["artifacts"]["onnx"]["files"][0].update(file="../e/model.onnx"), "is not a file name inside"),
+])
+def test_an_edited_or_incomplete_manifest_is_refused_in_one_line(onnx_export, tmp_path, edit, message):
+    from vggbench.core.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match=message):
+        vggbench.verify(_edited(onnx_export, tmp_path, edit))
+
+
+def test_a_schema_1_manifest_is_still_read(onnx_export, tmp_path):
+    def to_v1(m):
+        m["schema_version"] = 1
+        m.pop("digest")
+    assert vggbench.verify(_edited(onnx_export, tmp_path, to_v1), photos=False, batch_sizes=[1]).passed

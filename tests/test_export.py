@@ -15,7 +15,7 @@ from vggbench.backends import load_runner
 from vggbench.cli import main
 from vggbench.core.errors import ArtifactError, CheckFailed, ConfigError, ExportError, VggbenchError
 from vggbench.core.fileio import sha256_file
-from vggbench.exporters.manifest import read_manifest
+from vggbench.exporters.manifest import read_manifest, write_manifest
 from vggbench.parity.checked import export
 from vggbench.parity.verify import verify
 from vggbench.zoo.specs import list_models
@@ -204,7 +204,7 @@ def test_perturbed_weights_fail_verify_with_exit_1(exported, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["artifacts"]["onnx"]["files"][0].update(bytes=(out / "model.onnx").stat().st_size,
                                                      sha256=sha256_file(out / "model.onnx"))
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(out, manifest)
     report = verify(out)
     onnx_rows = [r for r in report.results if r.backend == "onnxruntime"]
     assert onnx_rows and not any(r.passed for r in onnx_rows)

@@ -19,12 +19,12 @@ from torch import nn
 
 from ..core.env import package_version
 from ..core.errors import ConfigError, ExportError, VggbenchError, one_line
-from ..core.fileio import atomic_dir, write_json
+from ..core.fileio import atomic_dir
 from ..core.numerics import scoped_numerics
 from ..zoo.profiling import profile
 from ..zoo.specs import check_image_size
 from ..zoo.weights import LoadedModel
-from .manifest import FORMATS, MANIFEST, SCHEMA_VERSION, file_entry
+from .manifest import FORMATS, SCHEMA_VERSION, file_entry, write_manifest
 from .quantize import QuantConfig, quantize_onnx
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -151,10 +151,10 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
             caught += sorted({f"{fmt}: {w.category.__name__}: {str(w.message).splitlines()[0]}" for w in seen})
         manifest = build_manifest(model, artifacts, image_size, batch_size, dynamic_batch, example_batch, precision,
                                   caught)
-        write_json(folder / MANIFEST, manifest)
+        write_manifest(folder, manifest)
         if check is not None:
             manifest["parity"] = check(folder)
-            write_json(folder / MANIFEST, manifest)
+            write_manifest(folder, manifest)
     return manifest
 
 

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 from ..core.errors import ArtifactError
-from ..core.fileio import sha256_file
+from ..core.fileio import sha256_file, write_json
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a digest over the fields that change results (1 had none; still read)
+READABLE_VERSIONS = (1, 2)
+# the fields whose edit would change what a verify or a run computes or how it reads the files; their digest is
+# stored in the manifest, so an edited manifest is refused like an edited artifact
+DIGESTED = ("model", "weights", "precision", "input", "output", "dynamic_axes", "artifacts")
+# what a reader relies on: key path -> type
+REQUIRED = {
+    "model": dict, "model.name": str, "model.options": dict,
+    "weights": dict, "weights.source": str, "weights.state_sha256": str,
+    "precision": str,
+    "input": dict, "input.name": str, "input.shape": list, "input.image_size": int, "input.mean": list,
+    "input.std": list, "input.dynamic_batch": bool,
+    "output": dict, "output.name": str, "output.shape": list,
+    "artifacts": dict,
+}
 # export format -> its main file (which backends run a format, the backends themselves say: vggbench.backends)
 FORMATS: dict[str, str] = {
     "torchscript": "model.ts",
@@ -23,6 +38,41 @@ FORMATS: dict[str, str] = {
 def file_entry(folder: Path, name: str) -> dict:
     path = folder / name
     return {"file": name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 over the DIGESTED fields, in a canonical JSON form."""
+    canonical = json.dumps({k: manifest.get(k) for k in DIGESTED}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def write_manifest(folder: str | os.PathLike, manifest: dict) -> Path:
+    """Write manifest.json with its digest (atomically)."""
+    manifest["digest"] = manifest_digest(manifest)
+    return write_json(Path(folder) / MANIFEST, manifest)
+
+
+def _check_schema(manifest: dict, path: Path) -> None:
+    for key, kind in REQUIRED.items():
+        value = manifest
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise ArtifactError(f"{path} lacks {key}: not a complete vggbench manifest; export again")
+            value = value[part]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ArtifactError(f"{path}: {key} must be a {kind.__name__}, got {value!r}")
+    for fmt, entry in manifest["artifacts"].items():
+        files = entry.get("files") if isinstance(entry, dict) else None
+        if not isinstance(files, list) or not files:
+            raise ArtifactError(f"{path} lacks artifacts.{fmt}.files: not a complete vggbench manifest; export again")
+        for f in files:
+            if not (isinstance(f, dict) and isinstance(f.get("file"), str) and isinstance(f.get("bytes"), int)
+                    and isinstance(f.get("sha256"), str)):
+                raise ArtifactError(f"{path}: artifacts.{fmt}.files holds {f!r}, not {{file, bytes, sha256}}")
+            name = f["file"]
+            # a plain file name in the folder: no absolute path, no folder part, no way out of the folder
+            if not name or name != Path(name).name or name in (".", ".."):
+                raise ArtifactError(f"{path}: artifact file {name!r} is not a file name inside the export folder")
 
 
 def read_manifest(export_dir: str | os.PathLike) -> dict:
@@ -38,8 +88,13 @@ def read_manifest(export_dir: str | os.PathLike) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not valid JSON ({e})") from None
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if version != SCHEMA_VERSION:
-        raise ArtifactError(f"{path} has schema_version {version!r}; this vggbench reads {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ArtifactError(f"{path} has schema_version {version!r}; this vggbench reads "
+                            f"{', '.join(map(str, READABLE_VERSIONS))}")
+    _check_schema(manifest, path)
+    if version >= 2 and manifest.get("digest") != manifest_digest(manifest):
+        raise ArtifactError(f"{path} was edited after export (its digest does not match the fields that change "
+                            f"results: {', '.join(DIGESTED)}); export again")
     return manifest
 
 
