@@ -244,3 +244,18 @@ def test_the_runner_notes_a_private_op_that_failed_its_probe(monkeypatch):
     finally:
         monkeypatch.undo()
         onednn.problem.cache_clear()
+
+
+def test_a_plan_names_each_linear():
+    model = load_model("vgg11", seed=2, **TINY).module
+    x = torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE)
+    fast, rows = winograd_model(model, x, choose="F2", linears=["torch", "onednn", None])  # None: timed
+    assert [r["choice"] for r in rows[8:10]] == ["torch", "onednn"] and "torch_ms" in rows[10]
+    assert [type(m).__name__ for m in fast.classifier[:4]] == ["Linear", "ReLU", "Dropout", "LinearReLU"]
+    with torch.inference_mode():
+        expected, got = model(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+    with pytest.raises(ValueError, match="must name torch, onednn or None for each of 3 Linears"):
+        winograd_model(model, x, choose="F2", linears=["torch", "mkl", "torch"])
+    with pytest.raises(ValueError, match="for each of 3 Linears"):
+        winograd_model(model, x, choose="F2", linears=["torch"])
