@@ -5,7 +5,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vggbench.backends.winograd.layers import DirectConvReLU, LinearReLU, MaxPool2x2, Scratch
+from vggbench.backends.winograd import onednn
+from vggbench.backends.winograd.layers import DirectConvReLU, LinearReLU, MaxPool2x2, Scratch, held_bytes
+
+
+@pytest.fixture
+def reprobe():
+    """Probes the oneDNN ops afresh in the test and again after it (the probe is cached per process)."""
+    onednn.problem.cache_clear()
+    yield
+    onednn.problem.cache_clear()
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("mkldnn::_linear_pointwise() Expected a value of type 'str' for argument 'attr'")
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -77,3 +90,44 @@ def test_scratch_channels_last_copies_only_when_needed():
     copy = s.channels_last("in", nchw)
     assert torch.equal(copy, nchw) and copy.is_contiguous(memory_format=torch.channels_last)
     assert s.channels_last("in", nchw * 2).data_ptr() == copy.data_ptr()  # the kept tensor is reused
+
+
+def test_held_bytes_counts_weights_buffers_and_kept_tensors_once():
+    model = nn.Sequential(nn.Linear(3, 4), MaxPool2x2(), MaxPool2x2())
+    model.register_buffer("scale", torch.ones(5))
+    model[2].scratch = model[1].scratch  # shared, as the Winograd layers share their workspaces
+    assert held_bytes(model) == (12 + 4 + 5) * 4
+    kept = model[1].scratch.get("out", (10,), torch.empty(0))
+    model[1].scratch.flat("work", (2, 3), kept)
+    assert held_bytes(model) == (12 + 4 + 5 + 10 + 6) * 4
+
+
+def test_the_onednn_ops_pass_their_probes_here(reprobe):
+    assert onednn.problems() == {}
+    assert DirectConvReLU(nn.Conv2d(3, 4, 3, padding=1)).fused and LinearReLU(nn.Linear(3, 4), True).fused
+
+
+@pytest.mark.parametrize("broken, reason", [
+    (_raise, "mkldnn._linear_pointwise failed on a probe call (RuntimeError: mkldnn::_linear_pointwise() Expected"),
+    (lambda x, w, b, *rest: torch.zeros(x.shape[0], w.shape[0]), "mkldnn._linear_pointwise gave wrong numbers"),
+])
+def test_a_linear_op_that_fails_its_probe_falls_back_to_torch(monkeypatch, reprobe, broken, reason):
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", broken)  # as after a schema change
+    assert onednn.problem(onednn.LINEAR).startswith(reason)
+    assert list(onednn.problems()) == [onednn.LINEAR]
+    linear = nn.Linear(30, 8).requires_grad_(False)
+    layer = LinearReLU(linear, relu=True)
+    x = torch.randn(2, 30)
+    with torch.inference_mode():
+        assert not layer.fused and torch.equal(layer(x), torch.relu(linear(x)))
+
+
+def test_a_conv_op_that_fails_its_probe_falls_back_to_conv_then_relu(monkeypatch, reprobe):
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise_", object())  # no .binary
+    assert onednn.problem(onednn.CONV).startswith("mkldnn._convolution_pointwise_ failed on a probe call "
+                                                  "(AttributeError")
+    conv = nn.Conv2d(3, 5, 3, padding=1).requires_grad_(False)
+    layer = DirectConvReLU(conv)
+    x = torch.randn(2, 3, 6, 6)
+    with torch.inference_mode():
+        assert not layer.fused and torch.equal(layer(x), torch.relu(conv(x)))

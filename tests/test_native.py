@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from vggbench.backends.winograd import native
+from vggbench.backends.winograd import matrices, native
 from vggbench.backends.winograd.model import WinogradConv2d, variants, winograd_model
 
-pytestmark = pytest.mark.skipif(native.winograd() is None, reason=f"no C++ kernels: {native.unavailable_reason()}")
+
+@contextlib.contextmanager
+def kernels_in_a_temp_cache(tmp_path_factory):
+    """The C++ kernels (or None), built where $VGGBENCH_CACHE says; while unset, in a temp folder kept set for
+    the block (the session), so that no test writes ~/.cache/vggbench. Built on first use, never at collection."""
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get("VGGBENCH_CACHE"):
+            mp.setenv("VGGBENCH_CACHE", str(tmp_path_factory.mktemp("vggbench_cache")))
+        yield native.winograd()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernels(tmp_path_factory):
+    with kernels_in_a_temp_cache(tmp_path_factory) as lib:
+        yield lib
+
+
+@pytest.fixture
+def lib(kernels):
+    """The kernels, for tests that call them (the header and key tests need no compiler)."""
+    if kernels is None:
+        pytest.skip(f"no C++ kernels: {native.unavailable_reason()}")
+    return kernels
 
 
 @pytest.mark.parametrize("m", [2, 4, 6])
 @pytest.mark.parametrize("stream", [False, True])
-def test_transforms_match_the_torch_op_path(m, stream):
+def test_transforms_match_the_torch_op_path(m, stream, lib):
     torch.manual_seed(m)
     conv = nn.Conv2d(35, 18, 3, padding=1)  # channel tails: 35 = 2 x 16 + 3, 18 = 16 + 2
     x = torch.randn(2, 11, 14, 35)  # NHWC; m divides neither side for m = 4, 6
@@ -36,7 +63,7 @@ def test_transforms_match_the_torch_op_path(m, stream):
     assert (out - reference).abs().max() <= 1e-5 * reference.abs().max()
 
 
-def test_bands_write_only_their_tiles():
+def test_bands_write_only_their_tiles(lib):
     conv = nn.Conv2d(16, 16, 3, padding=1, bias=False)
     x = torch.randn(1, 8, 8, 16)
     layer = WinogradConv2d(conv, 4)
@@ -50,7 +77,7 @@ def test_bands_write_only_their_tiles():
     torch.testing.assert_close(out[:, 4:, :4], reference[:, 4:, :4], rtol=1e-4, atol=1e-4)
 
 
-def test_bad_arguments_are_refused():
+def test_bad_arguments_are_refused(lib):
     x = torch.randn(1, 8, 8, 16)
     with pytest.raises(ValueError, match=r"out must be \(36, 4, 16\)"):
         native.winograd_input(4, x, 0, 4, torch.empty(36, 4, 8))
@@ -62,7 +89,7 @@ def test_bad_arguments_are_refused():
         native.winograd_input(3, x, 0, 9, torch.empty(25, 9, 16))
 
 
-def test_a_failed_build_falls_back_with_its_reason(monkeypatch, tmp_path):
+def test_a_failed_build_falls_back_with_its_reason(monkeypatch, tmp_path, lib):
     monkeypatch.setenv("VGGBENCH_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "false")  # a compiler that always fails
     native.winograd.cache_clear()
@@ -79,21 +106,44 @@ def test_a_failed_build_falls_back_with_its_reason(monkeypatch, tmp_path):
         native.winograd.cache_clear()
         assert native.winograd() is None and native.unavailable_reason() == "VGGBENCH_NO_NATIVE is set"
     finally:
-        monkeypatch.undo()
+        monkeypatch.undo()  # back to the session's cache, where the library is already built
         native.winograd.cache_clear()
     assert native.winograd() is not None
 
 
-def test_the_library_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
-    monkeypatch.setenv("VGGBENCH_CACHE", str(tmp_path))
+def test_the_library_is_cached_under_vggbench_cache(lib):
+    cxx = native.describe()["compiler"]
+    path = native.library_path(cxx)
+    assert path.parent == Path(os.environ["VGGBENCH_CACHE"]) / "kernels" and path.exists()
+    stamp = path.stat().st_mtime_ns
     native.winograd.cache_clear()
     try:
-        assert native.winograd() is not None
-        built = list((tmp_path / "kernels").glob("winograd-*.so"))
-        assert len(built) == 1
-        native.winograd.cache_clear()
-        stamp = built[0].stat().st_mtime_ns
-        assert native.winograd() is not None and built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
+        assert native.winograd() is not None and path.stat().st_mtime_ns == stamp  # reused, not rebuilt
     finally:
-        monkeypatch.undo()
         native.winograd.cache_clear()
+
+
+def _header_arrays(header: str, m: int) -> dict[str, list[float]]:
+    block = header.split(f"struct Wino<{m}> {{")[1].split("\n};")[0]
+    return {name: [float(v) for v in re.findall(r"(-?[0-9.e+-]+)f", body)]
+            for name, body in re.findall(r"float (\w+)\[\d+\]\[\d+\] = \{(.*?)\};", block, re.DOTALL)}
+
+
+@pytest.mark.parametrize("m", matrices.TILES)
+def test_the_generated_header_holds_the_python_matrices(m):
+    header = matrices.cpp_header()
+    bt, _, at = matrices.matrices(m)
+    arrays = _header_arrays(header, m)
+    assert arrays["BT"] == bt.float().flatten().tolist() and arrays["AT"] == at.float().flatten().tolist()
+    assert f"static constexpr int A = {m + 2};" in header
+    assert "#define VGGBENCH_WINOGRAD_TILES(X) X(2) X(4) X(6)" in header
+
+
+def test_a_changed_matrix_changes_the_cache_key(monkeypatch):
+    before = native.cache_key("c++", "1.0")
+    assert native.cache_key("c++", "1.0") == before  # stable
+    bt, g, at = matrices.MATRICES[4]
+    monkeypatch.setitem(matrices.MATRICES, 4, (bt, g, [row[:-1] + [row[-1] + 1] for row in at]))
+    assert native.cache_key("c++", "1.0") != before
+    monkeypatch.undo()
+    assert native.cache_key("c++", "1.0") == before and native.cache_key("c++", "2.0") != before

@@ -1,26 +1,42 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
 
 from tests.conftest import TINY, TINY_IMAGE
+from tests.test_native import kernels_in_a_temp_cache
 from vggbench.backends import make_runner
-from vggbench.backends.winograd import native
-from vggbench.backends.winograd.model import WinogradConv2d, variants, winograd_model
+from vggbench.backends.winograd import native, onednn
+from vggbench.backends.winograd.model import WinogradConv2d, _fastest, variants, winograd_model
+from vggbench.backends.winograd.runner import WinogradRunner
 from vggbench.core.errors import UnsupportedError
+from vggbench.core.timing import make_timer, sample
 from vggbench.parity.checked import export
 from vggbench.parity.verify import verify
 from vggbench.zoo.weights import load_model
 
-# both implementations: transforms in torch ops, and in C++ where the kernels build here
-NEEDS_NATIVE = pytest.mark.skipif(native.winograd() is None, reason=f"no C++ kernels: {native.unavailable_reason()}")
-ALL_VARIANTS = {**variants(native=False), **(variants(native=True) if native.winograd() else {})}
+# both implementations: transforms in torch ops, and in C++ (naming them builds nothing)
+ALL_VARIANTS = {**variants(native=False), **variants(native=True)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernels(tmp_path_factory):
+    with kernels_in_a_temp_cache(tmp_path_factory) as lib:
+        yield lib
+
+
+def needs_kernels(cpp: bool, kernels) -> None:
+    if cpp and kernels is None:
+        pytest.skip(f"no C++ kernels: {native.unavailable_reason()}")
 
 
 @pytest.mark.parametrize("variant", list(ALL_VARIANTS))
 @pytest.mark.parametrize("size", [1, 5, 12, 13, 28])
-def test_winograd_conv_equals_direct_conv_with_relu(variant, size):
+def test_winograd_conv_equals_direct_conv_with_relu(variant, size, kernels):
+    needs_kernels(ALL_VARIANTS[variant].get("native", False), kernels)
     torch.manual_seed(size)
     conv = nn.Conv2d(12, 20, 3, padding=1)  # channel counts that are not multiples of the kernels' 16
     x = torch.randn(3, 12, size, size)
@@ -45,8 +61,9 @@ def test_kept_padding_stays_zero_when_the_image_size_changes():
             assert (layer(x) - torch.relu(conv(x))).abs().max() <= 1e-5 * conv(x).abs().max()
 
 
-@pytest.mark.parametrize("cpp", [False, pytest.param(True, marks=NEEDS_NATIVE)])
-def test_winograd_bands_cover_several_images_and_partial_bands(cpp):
+@pytest.mark.parametrize("cpp", [False, True])
+def test_winograd_bands_cover_several_images_and_partial_bands(cpp, kernels):
+    needs_kernels(cpp, kernels)
     conv = nn.Conv2d(8, 8, 3, padding=1)
     x = torch.randn(5, 8, 20, 20).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -139,3 +156,106 @@ def test_a_plan_names_each_conv():
         winograd_model(model, x, choose=plan[:7])
     with pytest.raises(ValueError, match="the plan names 9 convs; this model has 8"):
         winograd_model(model, x, choose=plan + ["F4"])
+
+
+# --- the tuner's timing ---------------------------------------------------------------------------------
+
+class Sleeper(nn.Module):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self.calls = seconds, 0
+
+    def forward(self, x):
+        self.calls += 1
+        time.sleep(self.seconds)
+        return x
+
+
+def test_the_tuner_times_finalists_more_within_a_budget():
+    candidates = {"a": Sleeper(0), "b": Sleeper(0), "c": Sleeper(0.05), "d": Sleeper(0.2), "e": Sleeper(0.2)}
+    stats = _fastest(candidates, torch.zeros(1), repeats=3)
+    # every one: a warm-up call and a timed one; the 3 fastest then 3 more, or up to 12 within 0.1 s
+    assert {k: c.calls for k, c in candidates.items()} == {"a": 14, "b": 14, "c": 5, "d": 2, "e": 2}
+    assert [len(stats[k].samples_ms) for k in "abcde"] == [13, 13, 4, 1, 1]
+    assert stats["c"].median_ms >= 50 and stats["d"].median_ms >= 200
+
+
+def test_sample_calls_until_the_budget_and_the_minimum_are_met():
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    def call():
+        now[0] += 0.25
+
+    timer = make_timer("cpu", lambda: None, clock=clock)
+    assert sample(call, timer, min_calls=2, clock=clock).samples_ms == (250.0, 250.0)
+    assert len(sample(call, timer, 2, min_time_s=1.0, clock=clock).samples_ms) == 4
+    assert len(sample(call, timer, 2, min_time_s=10.0, max_calls=6, clock=clock).samples_ms) == 6
+    with pytest.raises(ValueError, match="min_calls <= max_calls"):
+        sample(call, timer, 3, max_calls=2)
+
+
+# --- the runner's cache of tuned models -----------------------------------------------------------------
+
+def _batch(n: int) -> torch.Tensor:
+    return torch.randn(n, 3, TINY_IMAGE, TINY_IMAGE, generator=torch.Generator().manual_seed(n))
+
+
+def test_the_runner_keeps_the_recently_used_shapes_within_its_bound():
+    runner = WinogradRunner(load_model("vgg11", seed=4, **TINY).module, max_cache_bytes=2**40)
+    first = {n: runner(_batch(n)) for n in (1, 2, 3)}
+    size = {shape[0]: held for shape, held in runner.cached.items()}  # each shape's plan has its own weights
+    runner.max_cache_bytes = size[2] + max(size[1], size[3])
+    assert list(runner.cached) == [(n, 3, TINY_IMAGE, TINY_IMAGE) for n in (2, 3)]  # 1, the least recent, went
+    runner(_batch(2))  # now 3 is the least recently used
+    again = runner(_batch(1))  # rebuilt from its plan: 3 goes
+    assert runner.cached == {(n, 3, TINY_IMAGE, TINY_IMAGE): size[n] for n in (2, 1)}
+    assert runner.cache_bytes == size[1] + size[2] <= runner.max_cache_bytes
+    assert torch.equal(again, first[1])  # the same layers as before eviction, so the same numbers
+    assert set(runner.choices) == {(n, 3, TINY_IMAGE, TINY_IMAGE) for n in (1, 2, 3)}
+
+
+def test_a_bound_of_zero_keeps_only_the_model_in_use():
+    model = load_model("vgg11", seed=4, **TINY).module
+    runner = WinogradRunner(model, max_cache_bytes=0)
+    for n in (2, 1, 2):
+        runner(_batch(n))
+        assert list(runner.cached) == [(n, 3, TINY_IMAGE, TINY_IMAGE)] and runner.cache_bytes > 0
+    with pytest.raises(ValueError, match="must not be negative"):
+        WinogradRunner(model, max_cache_bytes=-1)
+
+
+def test_the_runner_notes_a_private_op_that_failed_its_probe(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("unexpected keyword")
+
+    onednn.problem.cache_clear()
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", broken)
+    try:
+        runner = WinogradRunner(load_model("vgg11", seed=4, **TINY).module)
+        batch = _batch(2)
+        runner(batch)
+        plan, fallback = runner.notes(batch).split("; ")
+        assert plan.endswith("fc1 torch, fc2 torch, fc3 torch")  # oneDNN's Linear is not offered
+        assert fallback == ("torch fallback: mkldnn._linear_pointwise failed on a probe call "
+                            "(RuntimeError: unexpected keyword)")
+    finally:
+        monkeypatch.undo()
+        onednn.problem.cache_clear()
+
+
+def test_a_plan_names_each_linear():
+    model = load_model("vgg11", seed=2, **TINY).module
+    x = torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE)
+    fast, rows = winograd_model(model, x, choose="F2", linears=["torch", "onednn", None])  # None: timed
+    assert [r["choice"] for r in rows[8:10]] == ["torch", "onednn"] and "torch_ms" in rows[10]
+    assert [type(m).__name__ for m in fast.classifier[:4]] == ["Linear", "ReLU", "Dropout", "LinearReLU"]
+    with torch.inference_mode():
+        expected, got = model(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+    with pytest.raises(ValueError, match="must name torch, onednn or None for each of 3 Linears"):
+        winograd_model(model, x, choose="F2", linears=["torch", "mkl", "torch"])
+    with pytest.raises(ValueError, match="for each of 3 Linears"):
+        winograd_model(model, x, choose="F2", linears=["torch"])

@@ -226,6 +226,23 @@ def free_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+# --- timed loops --------------------------------------------------------------------------------------
+
+def sample(fn: Callable[[], Any], timer, min_calls: int = 1, min_time_s: float = 0.0, max_calls: int | None = None,
+           clock: Callable[[], float] = time.perf_counter) -> Stats:
+    """Per-call times of `fn` by `timer` (see make_timer): calls go on until `min_time_s` of wall time is
+    spent and at least `min_calls` were made, at most `max_calls` (None: no cap). The count adapts to the
+    calls as they come. Outputs are dropped as soon as each call is timed."""
+    if min_calls < 1 or (max_calls is not None and max_calls < min_calls):
+        raise ValueError(f"need 1 <= min_calls <= max_calls, got {min_calls} and {max_calls}")
+    samples: list[float] = []
+    start = clock()
+    while len(samples) < min_calls or (clock() - start < min_time_s
+                                       and (max_calls is None or len(samples) < max_calls)):
+        samples.append(timer.time_ms(fn)[1])
+    return Stats(tuple(samples))
+
+
 # --- one measurement -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -268,9 +285,6 @@ def measure(runner, batch: torch.Tensor, timing: Timing = Timing(), *,
     start = clock()
     while len(warm) < timing.warmup or clock() - start < timing.warmup_time_s:
         warm.append(timer.time_ms(call)[1])
-    samples: list[float] = []
-    start = clock()
-    while len(samples) < timing.min_iters or (clock() - start < timing.min_time_s and len(samples) < timing.max_iters):
-        samples.append(timer.time_ms(call)[1])
+    stats = sample(call, timer, timing.min_iters, timing.min_time_s, timing.max_iters, clock)
     peak, rss = probe.read()
-    return Measurement(Stats(tuple(samples)), first_ms, len(warm), timer.name, peak, rss)
+    return Measurement(stats, first_ms, len(warm), timer.name, peak, rss)

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from . import onednn
+
 
 class Scratch:
     """Tensors kept between calls, by name and shape (re-allocated when the input shape changes)."""
@@ -63,12 +65,21 @@ class Scratch:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._tensors.values())
 
+    def tensors(self) -> list[torch.Tensor]:
+        return list(self._tensors.values())
+
     def __deepcopy__(self, memo) -> Scratch:
         return Scratch()  # a copy gets its own buffers, allocated on its first call
 
 
-def _has_onednn_op(name: str) -> bool:
-    return hasattr(torch.ops.mkldnn, name) and torch.backends.mkldnn.is_available()
+def held_bytes(module: nn.Module) -> int:
+    """Bytes of the distinct tensors a module holds: parameters, buffers and every layer's Scratch (a tensor
+    shared by several layers, as the Winograd workspaces are, counts once)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    for layer in module.modules():
+        tensors += [t for s in vars(layer).values() if isinstance(s, Scratch) for t in s.tensors()]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
 
 
 class DirectConvReLU(nn.Module):
@@ -76,13 +87,13 @@ class DirectConvReLU(nn.Module):
 
     The output is pre-filled with the bias and oneDNN adds the convolution and applies the ReLU in one
     pass (`mkldnn._convolution_pointwise_`, the op inductor uses for the same fusion); the result is
-    bit-identical to `relu(conv(x))`. Where that op is missing, it falls back to conv then relu_."""
+    bit-identical to `relu(conv(x))`. Where that op fails its probe (see onednn.py), conv then relu_."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.conv = conv
         self.scratch = Scratch()
-        self.fused = _has_onednn_op("_convolution_pointwise_") and isinstance(conv.padding, tuple)  # not padding="same"
+        self.fused = onednn.problem(onednn.CONV) is None and isinstance(conv.padding, tuple)  # not padding="same"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
@@ -97,9 +108,7 @@ class DirectConvReLU(nn.Module):
             out.copy_(conv.bias.view(1, -1, 1, 1).expand_as(out))
         else:
             out.zero_()
-        return torch.ops.mkldnn._convolution_pointwise_.binary(
-            out, x, conv.weight, None, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-            "add", 1.0, "relu", [], "")
+        return onednn.conv_add_relu(out, x, conv.weight, conv.padding, conv.stride, conv.dilation, conv.groups)
 
     def extra_repr(self) -> str:
         return "bias and ReLU fused, output kept between calls"
@@ -110,22 +119,21 @@ class LinearReLU(nn.Module):
     inductor uses for the same fusion). For VGG16's fc6 (411 MB of weights) oneDNN reads the weights
     once per call where MKL's sgemm, behind `F.linear`, took about twice as long at batch 8 on this
     project's CPU. The output is allocated on every call, so the network's output stays fresh. Falls
-    back to `F.linear` (then ReLU) where the op is missing or the input is not fp32 on the CPU."""
+    back to `F.linear` (then ReLU) where the op fails its probe or the input is not fp32 on the CPU."""
 
     def __init__(self, linear: nn.Linear, relu: bool) -> None:
         super().__init__()
         self.linear, self.relu = linear, relu
-        self.fused = _has_onednn_op("_linear_pointwise")
+        self.fused = onednn.problem(onednn.LINEAR) is None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and x.device.type == "cpu" and x.dtype == torch.float32:
-            return torch.ops.mkldnn._linear_pointwise(x, self.linear.weight, self.linear.bias,
-                                                      "relu" if self.relu else "none", [], "")
+            return onednn.linear(x, self.linear.weight, self.linear.bias, self.relu)
         y = self.linear(x)
         return torch.relu(y) if self.relu else y
 
     def extra_repr(self) -> str:
-        return f"relu={self.relu}, oneDNN"
+        return f"relu={self.relu}, " + ("oneDNN" if self.fused else "torch")
 
 
 class MaxPool2x2(nn.Module):

@@ -4,7 +4,7 @@ F(m x m, 3x3) computes an m x m output tile from an (m+2) x (m+2) input tile wit
 multiplications instead of 9 m^2: 2.25x fewer for F(2x2), 4x for F(4x4), 5.06x for F(6x6). The
 multiplications become one batched GEMM per layer, [(m+2)^2, tiles, C_in] x [(m+2)^2, C_in, C_out], which
 MKL runs at 110-140 GFLOP/s here; the tile transforms around it are memory-bound. They run as C++ kernels
-(vggbench/kernels/winograd.cpp, one pass over memory each, built on first use by vggbench.native) or,
+(kernels/winograd.cpp, one pass over memory each, built on first use by native.py) or,
 without a C++ compiler, as torch ops (several passes). Winograd wins most on the deep layers (many
 channels) and the best choice per layer depends on the machine and the batch: `winograd_model` measures
 each 3x3 conv on the real input shape and keeps the fastest of direct (oneDNN, channels_last) and the
@@ -19,37 +19,17 @@ constants up to 32 grow rounding error); `vggbench verify` checks the result aga
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from ...core.timing import Stats, make_timer, sample
 from . import native as _native
+from . import onednn
 from .layers import DirectConvReLU, LinearReLU, MaxPool2x2, Scratch
+from .matrices import TILES, matrices
 
-# Transform matrices B^T (input), G (filter), A^T (output); F(6x6) uses the points 0, +-1, +-2, +-1/2, inf.
-_MATRICES = {
-    2: ([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
-        [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
-        [[1, 1, 1, 0], [0, 1, -1, -1]]),
-    4: ([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
-         [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
-        [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
-         [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
-        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
-    6: ([[1, 0, -21 / 4, 0, 21 / 4, 0, -1, 0], [0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0],
-         [0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0], [0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0],
-         [0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0], [0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0],
-         [0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0], [0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1]],
-        [[1, 0, 0], [-2 / 9, -2 / 9, -2 / 9], [-2 / 9, 2 / 9, -2 / 9], [1 / 90, 1 / 45, 2 / 45],
-         [1 / 90, -1 / 45, 2 / 45], [32 / 45, 16 / 45, 8 / 45], [32 / 45, -16 / 45, 8 / 45], [0, 0, 1]],
-        [[1, 1, 1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1 / 2, -1 / 2, 0], [0, 1, 1, 4, 4, 1 / 4, 1 / 4, 0],
-         [0, 1, -1, 8, -8, 1 / 8, -1 / 8, 0], [0, 1, 1, 16, 16, 1 / 16, 1 / 16, 0],
-         [0, 1, -1, 32, -32, 1 / 32, -1 / 32, 1]]),
-}
-TILES = tuple(_MATRICES)
 CHUNK_BYTES = 2 * 2**20  # about one core's L2 cache
 STREAM_BYTES = 16 * 2**20  # half a 32 MB L3: larger outputs are written past the caches
 
@@ -57,7 +37,7 @@ STREAM_BYTES = 16 * 2**20  # half a 32 MB L3: larger outputs are written past th
 class WinogradConv2d(nn.Module):
     """A 3x3, stride-1, padding-1 convolution computed as Winograd F(m x m, 3x3), bias and ReLU fused.
 
-    native: transforms by the C++ kernels (see vggbench.native; fp32 on the CPU), else torch ops, where
+    native: transforms by the C++ kernels (see native.py; fp32 on the CPU), else torch ops, where
     separable transforms tiles with two passes of the 1-D matrices (2(m+2) multiply-adds per value)
     instead of one pass of their Kronecker product ((m+2)^2 per value, but one GEMM call).
     chunk_bytes: the size of a band of transformed tiles, processed start to end while it is in cache
@@ -69,9 +49,7 @@ class WinogradConv2d(nn.Module):
         if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.groups != 1 \
                 or conv.dilation != (1, 1):
             raise ValueError("Winograd F(m, 3) here takes 3x3 convs with stride 1, padding 1")
-        if m not in _MATRICES:
-            raise ValueError(f"tile size must be one of {TILES}, got {m}")
-        bt, g, at = (torch.tensor(a, dtype=torch.float64) for a in _MATRICES[m])
+        bt, g, at = matrices(m)
         if native and _native.winograd() is None:
             raise RuntimeError(f"the C++ Winograd kernels are unavailable: {_native.unavailable_reason()}")
         self.m, self.alpha, self.relu, self.chunk_bytes, self.separable = m, m + 2, relu, chunk_bytes, separable
@@ -209,48 +187,54 @@ def fold_batch_norm(features: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _times(fn, x: torch.Tensor, repeats: int) -> list[float]:
-    with torch.inference_mode():
-        out = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn(x)
-            out.append(time.perf_counter() - start)
-    return out
-
-
 def _fastest(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int, finalists: int = 3,
-             budget_s: float = 0.1, most: int = 12) -> dict[str, float]:
-    """Median times in seconds: every candidate once after a warm-up call (which also allocates its kept
-    tensors), then the `finalists` fastest `repeats` more times, or more where that takes under
-    `budget_s` (up to `most` calls: fast layers, as at batch 1, get medians that noise moves less).
-    Medians, not minima: a variant with many small steps has a wide spread on a shared machine, and its
-    best call is not what a forward pass gets. Timing every variant repeatedly would make tuning slow."""
-    samples = {name: _times(c, x, 2)[1:] for name, c in candidates.items()}
-    for name in sorted(samples, key=lambda k: samples[k][0])[:finalists]:
-        calls = max(repeats, min(most, int(budget_s / max(samples[name][0], 1e-6))))
-        samples[name] += _times(candidates[name], x, calls)
-    return {name: statistics.median(v) for name, v in samples.items()}
+             budget_s: float = 0.1, most: int = 12) -> dict[str, Stats]:
+    """Per-call times of each candidate on x: every candidate once after a warm-up call (which also
+    allocates its kept tensors), then the `finalists` fastest `repeats` more times, or more while that
+    takes under `budget_s` (up to `most` calls: fast layers, as at batch 1, get medians that noise moves
+    less). Choose by the median, not the minimum: a variant with many small steps has a wide spread on a
+    shared machine, and its best call is not what a forward pass gets. Timing every variant repeatedly
+    would make tuning slow."""
+    timer = make_timer("cpu", lambda: None)
+    calls = {name: (lambda c=c: c(x)) for name, c in candidates.items()}
+    stats = {}
+    for name, call in calls.items():
+        call()
+        stats[name] = sample(call, timer)
+    for name in sorted(stats, key=lambda k: stats[k].median_ms)[:finalists]:
+        more = sample(calls[name], timer, repeats, budget_s, max(repeats, most))
+        stats[name] = Stats(stats[name].samples_ms + more.samples_ms)
+    return stats
 
 
 def _pick(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int, choose: str | None,
           layer: str) -> tuple[str, dict]:
-    """The fastest candidate (or `choose`, untimed) and its row for the tuning report."""
-    timings = _fastest(candidates, x, repeats) if choose is None else {}
-    best = min(timings, key=timings.get) if timings else choose
+    """The fastest candidate by median (or `choose`, untimed) and its row for the tuning report."""
+    stats = _fastest(candidates, x, repeats) if choose is None else {}
+    best = min(stats, key=lambda k: stats[k].median_ms) if stats else choose
     return best, {"layer": layer, "shape": list(x.shape[1:]), "choice": best,
-                  **{f"{k}_ms": round(v * 1e3, 3) for k, v in timings.items()}}
+                  **{f"{k}_ms": round(s.median_ms, 3) for k, s in stats.items()}}
 
 
-def _replace_linears(classifier: nn.Sequential, x: torch.Tensor, repeats: int, timed: bool) -> list[dict]:
-    """Each Linear (and the ReLU after it) becomes the faster of torch's and oneDNN's (oneDNN when not
-    timed), in place; one row per Linear."""
+def _replace_linears(classifier: nn.Sequential, x: torch.Tensor, repeats: int,
+                     plan: Sequence[str | None] | None, default: str | None) -> list[dict]:
+    """Each Linear (and the ReLU after it) becomes the faster of torch's and oneDNN's, or the plan's entry
+    for it ("torch", "onednn", None: timed; no plan: `default` for all), in place; one row per Linear.
+    Where the oneDNN op fails its probe (see onednn.py), torch's."""
     rows = []
+    count = sum(isinstance(layer, nn.Linear) for layer in classifier)
+    if plan is not None and (len(plan) != count or not set(plan) <= {"torch", "onednn", None}):
+        raise ValueError(f"the Linear plan {list(plan)} must name torch, onednn or None for each of {count} Linears")
+    usable = onednn.problem(onednn.LINEAR) is None
     for i, layer in enumerate(classifier):
         if isinstance(layer, nn.Linear) and x.dim() == 2:
             relu = i + 1 < len(classifier) and isinstance(classifier[i + 1], nn.ReLU)
-            candidates = {"torch": nn.Sequential(layer, nn.ReLU()) if relu else layer, "onednn": LinearReLU(layer, relu)}
-            best, row = _pick(candidates, x, repeats, None if timed else "onednn", f"fc{len(rows) + 1}")
+            candidates = {"torch": nn.Sequential(layer, nn.ReLU()) if relu else layer}
+            if usable:
+                candidates["onednn"] = LinearReLU(layer, relu)
+            want = default if plan is None else plan[len(rows)]
+            best, row = _pick(candidates, x, repeats, "torch" if want == "onednn" and not usable else want,
+                              f"fc{len(rows) + 1}")
             rows.append(row)
             if best == "onednn":
                 classifier[i] = candidates[best]
@@ -261,13 +245,15 @@ def _replace_linears(classifier: nn.Sequential, x: torch.Tensor, repeats: int, t
 
 
 def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int] = TILES,
-                   repeats: int = 3, choose: str | Sequence[str | None] | None = None) -> tuple[nn.Module, list[dict]]:
+                   repeats: int = 3, choose: str | Sequence[str | None] | None = None,
+                   linears: Sequence[str | None] | None = None) -> tuple[nn.Module, list[dict]]:
     """A copy of a VGG whose conv+ReLU pairs run as the fastest of direct (oneDNN, bias and ReLU fused)
     and the Winograd `variants`, timed on the shapes `example` produces (or all as `choose`: "direct" or a
     variant's name, untimed; or one entry per 3x3 conv, None to time that one, e.g. the choices of an
     earlier tuning); its 2x2 max pools become `MaxPool2x2`, and each classifier Linear (with
-    its ReLU) runs as the faster of torch's and oneDNN's (`LinearReLU`; oneDNN when `choose` is given).
-    Every replaced conv and pool keeps its output between calls (see cpu_layers), so the model runs one
+    its ReLU) runs as the faster of torch's and oneDNN's (`LinearReLU`; oneDNN when `choose` is given),
+    or as `linears` says, one entry per Linear ("torch", "onednn", or None to time it).
+    Every replaced conv and pool keeps its output between calls (see layers.py), so the model runs one
     forward pass at a time.
     Returns the module (channels_last, eval) and one row per conv and Linear: its choice and, when timed,
     each candidate's median time."""
@@ -310,5 +296,5 @@ def winograd_model(module: nn.Module, example: torch.Tensor, tiles: Sequence[int
             raise ValueError(f"the plan names {len(plan)} convs; this model has {len(choices)} 3x3 convs")
         if isinstance(getattr(model, "classifier", None), nn.Sequential) and isinstance(getattr(model, "avgpool", None), nn.Module):
             x = torch.flatten(model.avgpool(x), 1)  # as torchvision's and vggbench's VGG.forward
-            choices += _replace_linears(model.classifier, x, repeats, timed=choose is None)
+            choices += _replace_linears(model.classifier, x, repeats, linears, None if choose is None else "onednn")
     return model, choices

@@ -1,7 +1,9 @@
-"""vggbench's C++ kernels (vggbench/kernels/*.cpp), compiled on first use with the machine's C++ compiler.
+"""The winograd backend's C++ kernels (kernels/winograd.cpp), compiled on first use with the machine's C++
+compiler.
 
-The library is built for this CPU (-march=native) and cached under `$VGGBENCH_CACHE/kernels` (default
-`~/.cache/vggbench/kernels`), keyed by the source, the compiler, the flags and the CPU, and loaded
+The transform matrices reach the kernels as a header generated from matrices.py for each build. The
+library is built for this CPU (-march=native) and cached under `$VGGBENCH_CACHE/kernels` (default
+`~/.cache/vggbench/kernels`), keyed by the source, that header, the compiler, the flags and the CPU, and loaded
 with ctypes: no torch headers, so a build takes seconds. Without a compiler (or if the build fails)
 `winograd()` returns None and `unavailable_reason()` says why; callers fall back to torch ops.
 Set `VGGBENCH_NO_NATIVE=1` to skip the kernels. The library links OpenMP by its soname, so it shares
@@ -22,7 +24,10 @@ from pathlib import Path
 
 import torch
 
+from . import matrices
+
 SOURCE = Path(__file__).with_name("kernels") / "winograd.cpp"
+HEADER = "winograd_matrices.h"  # generated from matrices.py for each build
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-fopenmp", "-shared", "-fPIC"]
 BUILD_TIMEOUT_S = 300
 _reason: str | None = None
@@ -47,25 +52,33 @@ def _cpu_key() -> str:
         return platform.processor() or platform.machine()
 
 
-def _build(cxx: str) -> Path:
+def cache_key(cxx: str, version: str) -> str:
+    """What the library's file name is keyed by: the source, the generated matrix header, the compiler,
+    the flags and the CPU."""
+    parts = [SOURCE.read_text(), matrices.cpp_header(), cxx, version, *FLAGS, _cpu_key()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def library_path(cxx: str) -> Path:
+    """Where the library built by `cxx` is cached (whether or not it is built yet)."""
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), cxx, version, *FLAGS, _cpu_key()]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"winograd-{key}.so"
+    return cache_dir() / f"winograd-{cache_key(cxx, version)}.so"
+
+
+def _build(cxx: str) -> Path:
+    target = library_path(cxx)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # built aside, renamed into place
-    os.close(fd)
-    try:
-        done = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
-                              timeout=BUILD_TIMEOUT_S)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, renamed into place
+        (Path(tmp) / HEADER).write_text(matrices.cpp_header())
+        built = Path(tmp) / target.name
+        done = subprocess.run([cxx, *FLAGS, "-I", tmp, str(SOURCE), "-o", str(built)], capture_output=True,
+                              text=True, timeout=BUILD_TIMEOUT_S)
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
             raise RuntimeError(f"{cxx} failed: {lines[0] if lines else 'exit ' + str(done.returncode)}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.replace(built, target)
     return target
 
 

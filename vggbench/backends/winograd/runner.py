@@ -1,7 +1,15 @@
 """The winograd backend's runner: eager channels_last with each 3x3 conv as direct or Winograd, tuned per
-input shape on the first call (vggbench.backends.winograd.model)."""
+input shape on the first call (vggbench.backends.winograd.model).
+
+A tuned model holds its own weights (the Winograd layers' transformed ones among them) and, per layer, the
+activations and workspaces it keeps between calls: about 1 GB for VGG16 at batch 8. The runner keeps the
+models of the shapes used last, up to `max_cache_bytes`; an evicted shape's model is rebuilt on its next
+call from the plan its tuning chose (untimed, so the same layers and the same outputs as before).
+"""
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -9,29 +17,84 @@ from torch import nn
 from ..registry import Backend, register
 from ..runner import RunnerOptions, TorchRunner
 from ..target import Target, resolve_target
+from . import onednn
+from .layers import held_bytes
 from .model import winograd_model
+
+DEFAULT_CACHE_BYTES = 2 * 2**30  # a VGG16 at batch 8 holds about 1 GB; smaller models fit many shapes
+
+
+def _plan(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(each 3x3 conv's choice, each Linear's choice) from a tuning's rows."""
+    return ([r["choice"] for r in rows if r["layer"].startswith("conv")],
+            [r["choice"] for r in rows if r["layer"].startswith("fc")])
 
 
 class WinogradRunner(TorchRunner):
     """Eager channels_last with Winograd convs; layers are tuned on the first call for each input shape.
-    The tuned models keep their activations between calls (vggbench.cpu_layers): one call at a time."""
+    The tuned models keep their activations between calls (see layers.py): one call at a time.
 
-    def __init__(self, module: nn.Module, target: Target | None = None) -> None:
+    max_cache_bytes: the bytes of tuned models kept (weights, kept activations and workspaces, measured
+    from their tensors); the least recently used go first. The model in use is kept even when it alone
+    is larger."""
+
+    def __init__(self, module: nn.Module, target: Target | None = None,
+                 max_cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         super().__init__(module, target or resolve_target("winograd", "cpu", "fp32", "channels_last"))
-        self._source, self._tuned = module, {}
-        self.choices: dict[tuple, list[dict]] = {}
+        self._source, self._max_cache_bytes = module, 0
+        self._tuned: OrderedDict[tuple, tuple[nn.Module, int]] = OrderedDict()  # shape -> (model, bytes)
+        self.choices: dict[tuple, list[dict]] = {}  # every shape tuned so far (small): rebuilds follow it
+        self.max_cache_bytes = max_cache_bytes  # checked
+
+    @property
+    def max_cache_bytes(self) -> int:
+        return self._max_cache_bytes
+
+    @max_cache_bytes.setter
+    def max_cache_bytes(self, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"max_cache_bytes must not be negative, got {value}")
+        self._max_cache_bytes = value
+        self._evict()
+
+    def _evict(self) -> None:
+        """Drops the least recently used models until the rest fit the bound (the latest always stays)."""
+        while len(self._tuned) > 1 and self.cache_bytes > self._max_cache_bytes:
+            self._tuned.popitem(last=False)
 
     def run(self, prepared: torch.Tensor) -> torch.Tensor:
         shape = tuple(prepared.shape)
-        if shape not in self._tuned:
-            self._tuned[shape], self.choices[shape] = winograd_model(self._source, prepared)
+        if shape in self._tuned:
+            self._tuned.move_to_end(shape)
+            with torch.inference_mode():
+                return self._tuned[shape][0](prepared)
+        if shape in self.choices:
+            convs, linears = _plan(self.choices[shape])
+            model, _ = winograd_model(self._source, prepared, choose=convs or "direct", linears=linears)
+        else:
+            model, self.choices[shape] = winograd_model(self._source, prepared)
         with torch.inference_mode():
-            return self._tuned[shape](prepared)
+            out = model(prepared)  # allocates what the model keeps, so that it can be counted
+        self._tuned[shape] = (model, held_bytes(model))
+        self._evict()
+        return out
+
+    @property
+    def cached(self) -> dict[tuple, int]:
+        """The bytes each kept tuned model holds, by input shape, least recently used first."""
+        return {shape: size for shape, (_, size) in self._tuned.items()}
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(size for _, size in self._tuned.values())
 
     def notes(self, batch: torch.Tensor) -> str:
-        """The plan tuned for this batch's shape, e.g. "conv1 direct, conv2 F6-cpp-whole, ..., fc1 onednn"."""
+        """The plan tuned for this batch's shape, e.g. "conv1 direct, conv2 F6-cpp-whole, ..., fc1 onednn",
+        then any oneDNN op that failed its probe and why."""
         rows = self.choices.get(tuple(batch.shape), [])
-        return ", ".join(f"{r['layer']} {r['choice']}" for r in rows)
+        plan = ", ".join(f"{r['layer']} {r['choice']}" for r in rows)
+        problems = onednn.problems()
+        return f"{plan}; torch fallback: {'; '.join(problems.values())}" if problems else plan
 
 
 def winograd_runner(module: nn.Module, device: str = "cpu", precision: str = "fp32",

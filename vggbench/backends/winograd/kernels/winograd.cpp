@@ -1,4 +1,4 @@
-// Winograd F(m x m, 3x3) tile transforms for vggbench's winograd backend (vggbench/winograd.py).
+// Winograd F(m x m, 3x3) tile transforms for vggbench's winograd backend (model.py).
 //
 // The GEMM between the transforms stays in torch (MKL's batched sgemm). These two kernels do what
 // takes many passes over memory in plain torch ops, in one pass each:
@@ -9,49 +9,20 @@
 // AVX-512 register; the compiler vectorises the fixed-length inner loops), the transform matrices are
 // compile-time constants, so multiplications by 0 and 1 vanish. Threads: OpenMP (torch's libgomp).
 //
-// The matrices are those of vggbench/winograd.py (_MATRICES); tests compare these kernels with the
-// torch-op path there, so a wrong constant here fails them.
-// Built by vggbench/native.py: c++ -O3 -march=native -std=c++17 -fopenmp -shared -fPIC.
+// The matrices (Wino<M>::BT, AT) and the tile sizes come from winograd_matrices.h, which
+// vggbench/backends/winograd/native.py generates from matrices.py (the torch-op path's source) at build
+// time: c++ -O3 -march=native -std=c++17 -fopenmp -shared -fPIC -I<folder of the header>.
 
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
 
+#include "winograd_matrices.h"
+
 namespace {
 
 constexpr int CB = 16;  // channels per block
-
-template <int M> struct Wino;
-
-template <> struct Wino<2> {
-  static constexpr int A = 4;
-  static constexpr float BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
-  static constexpr float AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
-};
-
-template <> struct Wino<4> {
-  static constexpr int A = 6;
-  static constexpr float BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
-                                     {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
-  static constexpr float AT[4][6] = {
-      {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
-};
-
-template <> struct Wino<6> {
-  static constexpr int A = 8;
-  static constexpr float BT[8][8] = {
-      {1, 0, -21.f / 4, 0, 21.f / 4, 0, -1, 0},       {0, 1, 1, -17.f / 4, -17.f / 4, 1, 1, 0},
-      {0, -1, 1, 17.f / 4, -17.f / 4, -1, 1, 0},      {0, 1.f / 2, 1.f / 4, -5.f / 2, -5.f / 4, 2, 1, 0},
-      {0, -1.f / 2, 1.f / 4, 5.f / 2, -5.f / 4, -2, 1, 0}, {0, 2, 4, -5.f / 2, -5, 1.f / 2, 1, 0},
-      {0, -2, 4, 5.f / 2, -5, -1.f / 2, 1, 0},        {0, -1, 0, 21.f / 4, 0, -21.f / 4, 0, 1}};
-  static constexpr float AT[6][8] = {{1, 1, 1, 1, 1, 1, 1, 0},
-                                     {0, 1, -1, 2, -2, 1.f / 2, -1.f / 2, 0},
-                                     {0, 1, 1, 4, 4, 1.f / 4, 1.f / 4, 0},
-                                     {0, 1, -1, 8, -8, 1.f / 8, -1.f / 8, 0},
-                                     {0, 1, 1, 16, 16, 1.f / 16, 1.f / 16, 0},
-                                     {0, 1, -1, 32, -32, 1.f / 32, -1.f / 32, 1}};
-};
 
 // out[i][j] = sum_k T[i][k] in[k][j] for i < R, j < Cols: applies T along the first axis.
 template <int R, int K, int Cols, typename Mat>
@@ -215,9 +186,10 @@ extern "C" {
 int vggbench_winograd_input(int m, const float* x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t p0,
                             int64_t p1, float* v, int stream, int threads) {
   switch (m) {
-    case 2: input_tiles<2>(x, n, h, w, c, p0, p1, v, stream != 0, threads); return 0;
-    case 4: input_tiles<4>(x, n, h, w, c, p0, p1, v, stream != 0, threads); return 0;
-    case 6: input_tiles<6>(x, n, h, w, c, p0, p1, v, stream != 0, threads); return 0;
+#define VGGBENCH_CASE(M) \
+  case M: input_tiles<M>(x, n, h, w, c, p0, p1, v, stream != 0, threads); return 0;
+    VGGBENCH_WINOGRAD_TILES(VGGBENCH_CASE)
+#undef VGGBENCH_CASE
     default: return -1;
   }
 }
@@ -226,9 +198,10 @@ int vggbench_winograd_input(int m, const float* x, int64_t n, int64_t h, int64_t
 int vggbench_winograd_output(int m, const float* mm, const float* bias, float* out, int64_t n, int64_t h, int64_t w,
                              int64_t k, int64_t p0, int64_t p1, int relu, int stream, int threads) {
   switch (m) {
-    case 2: output_tiles<2>(mm, bias, out, n, h, w, k, p0, p1, relu, stream != 0, threads); return 0;
-    case 4: output_tiles<4>(mm, bias, out, n, h, w, k, p0, p1, relu, stream != 0, threads); return 0;
-    case 6: output_tiles<6>(mm, bias, out, n, h, w, k, p0, p1, relu, stream != 0, threads); return 0;
+#define VGGBENCH_CASE(M) \
+  case M: output_tiles<M>(mm, bias, out, n, h, w, k, p0, p1, relu, stream != 0, threads); return 0;
+    VGGBENCH_WINOGRAD_TILES(VGGBENCH_CASE)
+#undef VGGBENCH_CASE
     default: return -1;
   }
 }
