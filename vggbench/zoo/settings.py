@@ -29,12 +29,17 @@ class ShapeSettings(Settings):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelSettings(ShapeSettings):
-    """A model's weights and shape: what `load_model` takes besides the model's name."""
+class WeightsSettings(Settings):
+    """Which weights a model gets."""
 
     weights: str = setting("random", "random, imagenet (torchvision's published weights; imagenet:TAG for "
                                      "another tag), or a .pth/.pt/.safetensors file (or a training checkpoint).")
     seed: int = setting(0, "Seed for --weights random (and, in training, of the data order and augmentation).")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings(ShapeSettings, WeightsSettings):
+    """A model's weights and shape: what `load_model` takes besides the model's name."""
 
     def load(self, name: str):
         """The LoadedModel `name` with these weights and shape options."""
