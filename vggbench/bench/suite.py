@@ -49,10 +49,14 @@ def _batch_size_list(value) -> list[int]:
     return value
 
 
+_MATRIX_TYPE = "matrix must be a list of tables ([[matrix]]) of lists"
+
+
 def _matrix(value) -> tuple[dict, ...]:
-    """[[matrix]] tables: each narrows some of the lists, checked as the top-level keys are."""
-    if not isinstance(value, (list, tuple)) or not all(isinstance(m, dict) and m for m in value):
-        raise ConfigError("matrix must be a list of tables ([[matrix]]) of lists")
+    """[[matrix]] tables: each narrows some of the lists, checked as the top-level keys are. (A table left
+    empty by an override stands for the whole top-level product.)"""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(m, dict) for m in value):
+        raise ConfigError(_MATRIX_TYPE)
     for m in value:
         check_keys(m, MATRIX_KEYS, "a [[matrix]] table")
     return tuple({k: coerce(Suite, k, v) for k, v in m.items()} for m in value)
@@ -173,6 +177,8 @@ def parse_suite(text: str, name: str = "custom", where: str = "suite") -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where} is not valid TOML: {e}") from None
+    if isinstance(data.get("matrix"), list) and not all(data["matrix"]):
+        raise ConfigError(_MATRIX_TYPE)  # an empty [[matrix]] table is a mistake in a file
     data.setdefault("name", name)
     return validate(from_mapping(Suite, data, where))
 
