@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core.errors import ConfigError
+from ..core.errors import CheckFailed, ConfigError, UnsupportedError
 
 MATCH_KEYS = ("model", "image_size", "device", "backend", "precision", "memory_format", "batch_size", "threads")
 COMPARE_COLUMNS = (*MATCH_KEYS, "old_median_ms", "new_median_ms", "change_pct", "noisy", "verdict")
@@ -64,6 +64,27 @@ class Comparison:
     @property
     def regressions(self) -> list[dict]:
         return [r for r in self.rows if r["verdict"] in ("slower", "failed now")]
+
+    def summary(self) -> str:
+        """How many cases were compared, and how many were in one run only."""
+        note = [f"{len(self.rows)} cases compared"]
+        if self.only_old or self.only_new:
+            note.append(f"{len(self.only_old)} only in the old run, {len(self.only_new)} only in the new one")
+        return "; ".join(note)
+
+    def check(self) -> None:
+        """Raise unless the runs share a case (UnsupportedError) and none regressed (CheckFailed, naming the
+        worst)."""
+        if not self.rows:
+            raise UnsupportedError("the two runs have no case in common (matched on model, image size, device, "
+                                   "backend, precision, memory format, batch size, threads)")
+        bad = self.regressions
+        if bad:
+            worst = max(bad, key=lambda r: r["change_pct"] if r["change_pct"] is not None else float("inf"))
+            what = f"{worst['change_pct']:+.1f}%" if worst["change_pct"] is not None else worst["verdict"]
+            raise CheckFailed(f"{len(bad)} of {len(self.rows)} cases regressed beyond {self.threshold * 100:g}% "
+                              f"(worst: {worst['model']} {worst['backend']} {worst['precision']} "
+                              f"{worst['memory_format']} batch {worst['batch_size']}: {what})")
 
 
 def _verdict(old: dict, new: dict, threshold: float) -> tuple[float | None, str]:

@@ -44,6 +44,18 @@ class BenchRun:
                 "created": self.created, "wall_s": round(self.wall_s, 1), "settings": self.settings,
                 "environment": self.environment, "results": [asdict(r) for r in self.results]}
 
+    def status_counts(self) -> dict[str, int]:
+        """status -> how many cases ended with it, in the order first seen."""
+        counts: dict[str, int] = {}
+        for r in self.results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return counts
+
+    def summary(self) -> str:
+        """'16 cases (14 ok, 2 unsupported) in 12 s'."""
+        counts = ", ".join(f"{n} {status}" for status, n in self.status_counts().items())
+        return f"{len(self.results)} cases ({counts}) in {self.wall_s:.0f} s"
+
     def write(self, out: str | os.PathLike | None = None) -> tuple[Path, Path]:
         """Write run-<time>.json and .csv into `out` (a folder, default benchmarks/results/) or to `out`
         itself when it ends in .json. Returns both paths."""

@@ -14,9 +14,12 @@ import itertools
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
+from ..core.device import parse_device
 from ..core.errors import ConfigError
-from ..zoo.specs import given_options
+from ..core.settings import check_keys, coerce, from_mapping, setting
+from ..zoo.settings import ModelSettings
 
 try:
     import tomllib
@@ -26,61 +29,110 @@ except ModuleNotFoundError:  # Python 3.10
 PROJECT_SUITES = Path("benchmarks") / "suites"  # relative to the working directory
 AXES = ("models", "backends", "precisions", "memory_formats", "batch_sizes")
 MATRIX_KEYS = AXES[1:]  # a [[matrix]] table narrows what each model runs
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-ORT_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
-CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 
 
-@dataclass(frozen=True)
-class Suite:
-    """A benchmark suite. The keys of a suite file are these fields."""
+# the backends own their settings' choices; asked only when a value is checked (they import torch)
+def _compile_modes() -> tuple[str, ...]:
+    from ..backends.compile import MODES
 
-    name: str = "custom"
-    description: str = ""
+    return MODES
+
+
+def _ort_optimizations() -> tuple[str, ...]:
+    from ..backends.onnxruntime import OPTIMIZATIONS
+
+    return OPTIMIZATIONS
+
+
+def _conv_algo_searches() -> tuple[str, ...]:
+    from ..backends.onnxruntime import CONV_ALGO_SEARCHES
+
+    return CONV_ALGO_SEARCHES
+
+
+def _suite_device(value) -> str:
+    return str(parse_device(value))
+
+
+def _batch_size_list(value) -> list[int]:
+    """'1,8' or '1..256' (as typed), an int or a list of ints -> the list; every size at least 1."""
+    if isinstance(value, str):
+        value = [b for v in value.split(",") if v.strip() for b in _batch_sizes(v.strip())]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, (list, tuple)) and any(isinstance(b, int) and b < 1 for b in value):
+        raise ConfigError(f"batch sizes must be at least 1, got {list(value)}")
+    return value
+
+
+_MATRIX_TYPE = "matrix must be a list of tables ([[matrix]]) of lists"
+
+
+def _matrix(value) -> tuple[dict, ...]:
+    """[[matrix]] tables: each narrows some of the lists, checked as the top-level keys are. (A table left
+    empty by an override stands for the whole top-level product.)"""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(m, dict) for m in value):
+        raise ConfigError(_MATRIX_TYPE)
+    for m in value:
+        check_keys(m, MATRIX_KEYS, "a [[matrix]] table")
+    return tuple({k: coerce(Suite, k, v) for k, v in m.items()} for m in value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Suite(ModelSettings):
+    """A benchmark suite. The keys of a suite file are these fields; `vggbench run` has an option for each
+    (model options and weights: see ModelSettings)."""
+
+    _labels: ClassVar[str] = "key"  # messages name the suite file's keys
+
+    name: str = setting("custom", cli=False)
+    description: str = setting("", cli=False)
     # what to time: every combination of these lists is a case (see `matrix`)
-    models: tuple[str, ...] = ("vgg16",)
-    backends: tuple[str, ...] = ("eager",)
-    precisions: tuple[str, ...] = ("fp32",)
-    memory_formats: tuple[str, ...] = ("contiguous",)
-    batch_sizes: tuple[int, ...] = (1,)
-    matrix: tuple[dict, ...] = ()  # sub-products, each overriding some of the five lists above
-    device: str = "cpu"
-    image_size: int = 224
-    # the model: weights and shape options (None: the defaults of vggbench.load_model)
-    weights: str = "random"
-    seed: int = 0
-    num_classes: int | None = None
-    width: float | None = None
-    hidden: int | None = None
-    dropout: float | None = None
-    head: str | None = None
-    init: str | None = None
+    models: tuple[str, ...] = setting(("vgg16",), "Comma-separated model names, e.g. vgg11,vgg16.")
+    backends: tuple[str, ...] = setting(("eager",), "Comma-separated: eager, compile, torchscript, pt2, "
+                                                    "onnxruntime, tensorrt, winograd.")
+    precisions: tuple[str, ...] = setting(("fp32",), "Comma-separated: fp32, amp, bf16, fp16, int8.",
+                                          option="--precision")
+    memory_formats: tuple[str, ...] = setting(("contiguous",), "Comma-separated: contiguous, channels_last.",
+                                              option="--memory-format")
+    batch_sizes: tuple[int, ...] = setting((1,), "Comma-separated, e.g. 1,8,32; A..B is every power of two "
+                                                 "from A to B (after an out-of-memory batch, larger ones are not "
+                                                 "tried).", parse=_batch_size_list)
+    # sub-products, each overriding some of the five lists above
+    matrix: tuple[dict, ...] = setting((), parse=_matrix, cli=False)
+    device: str = setting("cpu", "cpu, cuda or cuda:N (onnxruntime follows it).", parse=_suite_device)
+    image_size: int = setting(224, "Input size.", minimum=1)
     # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way), except
     # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.numerics.tf32_flag)
-    threads: int | None = None
-    tf32: bool | None = None
-    cudnn_benchmark: bool | None = None
-    # timing: see vggbench.bench.Timing
-    warmup: int = 1
-    warmup_time_s: float = 1.0
-    min_time_s: float = 3.0
-    min_iters: int = 5
-    max_iters: int = 1000
+    threads: int | None = setting(None, "torch intra-op threads for the run (restored afterwards), also given "
+                                        "to onnxruntime [default: torch's current setting, recorded].", minimum=1)
+    tf32: bool | None = setting(None, "CUDA fp32 with TF32 matmuls and convolutions, in torch and onnxruntime; "
+                                      "its parity is then judged with the tf32 tolerance [default: off (the "
+                                      "suite's tf32 key may turn it on): fp32 is IEEE fp32].")
+    cudnn_benchmark: bool | None = setting(None, "cudnn.benchmark for the run [default: as it is, recorded].")
+    # timing: see vggbench.core.timing.Timing
+    warmup: int = setting(1, "Warm-up calls after the first call, at least.", minimum=0)
+    warmup_time_s: float = setting(1.0, "Warm-up seconds, at least.", minimum=0, option="--warmup-time")
+    min_time_s: float = setting(3.0, "Seconds of timed calls per case (the budget).", minimum=0,
+                                option="--min-time")
+    min_iters: int = setting(5, "Timed calls per case, at least.", minimum=1)
+    max_iters: int = setting(1000, "Timed calls per case, at most.", minimum=1)
     # backend settings
-    compile_mode: str | None = None
-    compile_freezing: bool = False  # inductor freezing: weights become constants, folded and prepacked
-    ort_optimization: str = "all"
-    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    compile_mode: str | None = setting(None, "torch.compile mode: default, reduce-overhead, max-autotune, ...",
+                                       choices=_compile_modes)
+    compile_freezing: bool = setting(False, "torch.compile with inductor freezing (weights as constants, "
+                                            "prepacked).")
+    ort_optimization: str = setting("all", "onnxruntime graph optimisation: disable, basic, extended, all.",
+                                    choices=_ort_optimizations)
+    cudnn_conv_algo_search: str = setting("EXHAUSTIVE", "onnxruntime CUDA: EXHAUSTIVE, HEURISTIC or DEFAULT.",
+                                          choices=_conv_algo_searches)
 
     def override(self, **changes) -> Suite:
         """A copy with `changes` (None values ignored); a list given here replaces it in every matrix too."""
         changes = {k: v for k, v in changes.items() if v is not None}
-        _check_keys(changes, f"suite {self.name}")
+        check_keys(changes, _FIELDS, f"suite {self.name}")
         matrix = tuple({k: v for k, v in m.items() if k not in changes} for m in self.matrix)
-        return validate(replace(self, **_normalise(changes), matrix=matrix))
-
-    def model_options(self) -> dict:
-        return given_options(self)
+        return validate(replace(self, **changes, matrix=matrix))
 
     def groups(self) -> list[tuple[str, str, str, str, tuple[int, ...]]]:
         """(model, backend, precision, memory_format, batch sizes), each combination once, in suite order:
@@ -97,9 +149,6 @@ class Suite:
 
     def case_count(self) -> int:
         return sum(len(g[-1]) for g in self.groups())
-
-    def to_dict(self) -> dict:
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
 
 # --- reading -------------------------------------------------------------------------------------------
@@ -144,9 +193,10 @@ def parse_suite(text: str, name: str = "custom", where: str = "suite") -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where} is not valid TOML: {e}") from None
-    _check_keys(data, where)
+    if isinstance(data.get("matrix"), list) and not all(data["matrix"]):
+        raise ConfigError(_MATRIX_TYPE)  # an empty [[matrix]] table is a mistake in a file
     data.setdefault("name", name)
-    return validate(Suite(**_normalise(data)))
+    return validate(from_mapping(Suite, data, where))
 
 
 def default_suite(device: str | None) -> str:
@@ -163,20 +213,7 @@ def resolve_suite(suite: Suite | str | os.PathLike | None = None, **overrides) -
 
 # --- validation ----------------------------------------------------------------------------------------
 
-_FIELDS = {f.name for f in fields(Suite)}
-_STRINGS = ("name", "description", "device", "weights", "head", "init", "compile_mode", "ort_optimization",
-            "cudnn_conv_algo_search")
-_INTS = ("image_size", "seed", "num_classes", "hidden", "threads", "warmup", "min_iters", "max_iters")
-_FLOATS = ("width", "dropout", "warmup_time_s", "min_time_s")
-_BOOLS = ("tf32", "cudnn_benchmark", "compile_freezing")
-
-
-def _check_keys(data: dict, where: str, allowed=_FIELDS) -> None:
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f"; did you mean {close[0]}?" if close else f" (keys: {', '.join(sorted(allowed))})"
-            raise ConfigError(f"unknown key {key!r} in {where}{hint}")
+_FIELDS = tuple(f.name for f in fields(Suite))
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -196,66 +233,16 @@ def _batch_sizes(text: str) -> list[int]:
     return sizes
 
 
-def _as_list(key: str, value) -> tuple:
-    if isinstance(value, str):  # "vgg11,vgg16" or "1,8", as typed on a command line
-        value = [v.strip() for v in value.split(",") if v.strip()]
-        if key == "batch_sizes":
-            value = [b for v in value for b in _batch_sizes(v)]
-    elif isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"{key} must be a non-empty list, got {value!r}")
-    wanted = int if key == "batch_sizes" else str
-    for v in value:
-        if not isinstance(v, wanted) or isinstance(v, bool):
-            raise ConfigError(f"{key} must be a list of {wanted.__name__}s, got {v!r}")
-    return tuple(value)
-
-
-def _normalise(data: dict) -> dict:
-    """Types checked and lists as tuples (a suite is frozen)."""
-    out = {}
-    for key, value in data.items():
-        if key in AXES:
-            value = _as_list(key, value)
-        elif key == "matrix":
-            if not isinstance(value, (list, tuple)) or not all(isinstance(m, dict) and m for m in value):
-                raise ConfigError("matrix must be a list of tables ([[matrix]]) of lists")
-            for m in value:
-                _check_keys(m, "a [[matrix]] table", MATRIX_KEYS)
-            value = tuple({k: _as_list(k, v) for k, v in m.items()} for m in value)
-        elif value is not None:
-            _check_scalar(key, value)
-            if key in _FLOATS:
-                value = float(value)
-        out[key] = value
-    return out
-
-
-def _check_scalar(key: str, value) -> None:
-    if key in _BOOLS:
-        ok = isinstance(value, bool)
-    elif key in _INTS:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif key in _FLOATS:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        kind = "true/false" if key in _BOOLS else "an integer" if key in _INTS else "a number" \
-            if key in _FLOATS else "a string"
-        raise ConfigError(f"{key} must be {kind}, got {value!r}")
-
-
 def _choice(key: str, value, choices) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {key} {value!r}: choose from {', '.join(choices)}")
 
 
 def validate(suite: Suite) -> Suite:
-    """Check every value (names, numbers, model options, image size); names come back canonical."""
+    """Check what the fields alone cannot (Suite checks types, ranges and choices itself): names against
+    the registries, timing and model options as a whole, the image size per model. Names come back
+    canonical."""
     from ..backends import MEMORY_FORMATS, PRECISIONS, resolve_backend
-    from ..core.device import parse_device
     from ..core.timing import Timing
     from ..zoo.specs import ModelOptions, check_image_size, get_spec
 
@@ -271,17 +258,8 @@ def validate(suite: Suite) -> Suite:
             _choice("precision", p, PRECISIONS)
         for f in m.get("memory_formats", ()):
             _choice("memory format", f, MEMORY_FORMATS)
-        if any(b < 1 for b in m.get("batch_sizes", ())):
-            raise ConfigError(f"batch sizes must be at least 1, got {list(m['batch_sizes'])}")
-    device = str(parse_device(suite.device))
-    if suite.threads is not None and suite.threads < 1:
-        raise ConfigError(f"threads must be at least 1, got {suite.threads}")
-    if suite.compile_mode is not None:
-        _choice("compile mode", suite.compile_mode, COMPILE_MODES)
-    _choice("ort_optimization", suite.ort_optimization, ORT_OPTIMIZATIONS)
-    _choice("cudnn_conv_algo_search", suite.cudnn_conv_algo_search, CONV_ALGO_SEARCHES)
     Timing(suite.warmup, suite.warmup_time_s, suite.min_time_s, suite.min_iters, suite.max_iters)
     ModelOptions(**suite.model_options())
     for model in models:
         check_image_size(get_spec(model), suite.image_size)
-    return replace(suite, models=models, backends=backends, matrix=matrix, device=device)
+    return replace(suite, models=models, backends=backends, matrix=matrix)

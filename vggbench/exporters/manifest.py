@@ -112,3 +112,19 @@ def artifact(manifest: dict, fmt: str, export_dir: str | os.PathLike) -> dict:
             raise ArtifactError(f"{path} does not match its sha256 in {MANIFEST}: it was modified after export; "
                                 f"export again")
     return entry
+
+
+def summary(manifest: dict) -> tuple[list[dict], list[str]]:
+    """What an export made, for people: one row per format (its files and sizes), then lines on the
+    exporters' warnings and the parity check."""
+    rows = [{"format": fmt, "files": ", ".join(f"{f['file']} ({f['bytes'] / 2**20:.1f} MiB)" for f in a["files"])}
+            for fmt, a in manifest["artifacts"].items()]
+    lines = []
+    if manifest["warnings"]:
+        lines.append(f"{len(manifest['warnings'])} exporter warning(s) recorded in manifest.json "
+                     f"(e.g. {manifest['warnings'][0][:100]})")
+    if manifest["parity"]:
+        worst = max(manifest["parity"], key=lambda r: r["max_abs"])
+        lines.append(f"parity: {len(manifest['parity'])} comparisons passed; largest |diff| {worst['max_abs']:.3g} "
+                     f"({worst['backend']}, {worst['inputs']})")
+    return rows, lines

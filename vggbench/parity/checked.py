@@ -16,6 +16,7 @@ from ..core.errors import CheckFailed
 from ..data.inputs import calibration_images
 from ..exporters import export as exporters
 from ..exporters.quantize import QuantConfig
+from ..exporters.settings import ExportSettings
 from ..zoo.weights import LoadedModel
 from .verify import verify as run_verify
 
@@ -53,3 +54,10 @@ def _parity_rows(folder: Path, model: LoadedModel, out: Path) -> list[dict]:
                           f"{worst.precision} on {worst.inputs}: {worst.reason}{hint} ({len(failed)} "
                           f"failing comparison(s)); {out} was not written")
     return [r.to_dict() for r in report.results]
+
+
+def export_from(settings: ExportSettings, model: str) -> tuple[dict, str]:
+    """`vggbench export MODEL`: load the model as `settings` say and export it; (the manifest, the folder)."""
+    loaded = settings.load(model)
+    out = settings.out or f"exports/{loaded.name}"
+    return export(loaded, out, **settings.arguments()), out

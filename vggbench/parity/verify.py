@@ -20,7 +20,7 @@ from ..backends import (
 )
 from ..backends.target import check_memory_format, check_precision
 from ..core.device import Device, require_device
-from ..core.errors import ArtifactError, DataError, UnsupportedError
+from ..core.errors import ArtifactError, CheckFailed, DataError, UnsupportedError
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..data.inputs import dataset_images, random_batch, sample_photos, trained_on
 from ..exporters.manifest import read_manifest
@@ -41,6 +41,25 @@ class VerifyReport:
     @property
     def passed(self) -> bool:
         return bool(self.results) and all(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> list[ParityResult]:
+        return [r for r in self.results if not r.passed]
+
+    def check(self) -> None:
+        """Raise unless every comparison passed: UnsupportedError when nothing could be compared (exit 2),
+        CheckFailed naming the first failure otherwise (exit 1)."""
+        if not self.results:
+            raise UnsupportedError(f"nothing to compare in {self.export_dir}: every combination was skipped")
+        failed = self.failed
+        if failed:
+            first = failed[0]
+            raise CheckFailed(f"{len(failed)} of {len(self.results)} comparisons failed "
+                              f"(first: {first.backend} {first.precision} on {first.inputs}: {first.reason})")
+
+    def summary(self) -> str:
+        """One line for a report that passed."""
+        return f"ok: {len(self.results)} comparisons passed"
 
     def to_dict(self) -> dict:
         return {"export_dir": self.export_dir, "model": self.model, "passed": self.passed,

@@ -15,42 +15,13 @@ from torch.utils.data import DataLoader, Dataset
 from ..core import device as core_device
 from ..core.errors import ConfigError, DataError, UnsupportedError
 from ..data.datasets import load_data
-from ..zoo.specs import check_image_size, given_options
+from ..zoo.specs import check_image_size
 from ..zoo.weights import load_model
 from . import distributed
+from .config import EvalConfig
 from .seeding import seed_worker
 
 DEFAULT_IMAGE_SIZE = 32
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What to score: a model with its weights, on one split of a dataset."""
-
-    # --- model
-    model: str = "vgg11"
-    weights: str = "random"  # random | imagenet[:TAG] | a weights file or training checkpoint
-    seed: int = 0
-    num_classes: int | None = None
-    width: float | None = None
-    hidden: int | None = None
-    dropout: float | None = None
-    head: str | None = None
-    init: str | None = None
-    # --- data
-    data: str = "digits"
-    split: str | None = None  # None: test where the dataset has one, else val
-    data_dir: str = "data"
-    download: bool = False
-    image_size: int | None = None  # None: the size the weights were trained at, else 32
-    normalize: str | None = None  # imagenet | dataset; None: the mean/std the weights were trained with
-    val_fraction: float | None = None  # None: the one the weights were trained with, else 0.1
-    batch_size: int = 64
-    workers: int = 0
-    # --- hardware
-    device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,7 +42,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     Image size, normalisation and validation split default to the ones stored in a vggbench checkpoint,
     so a run's best.pt scores here exactly as it did at the end of training.
     """
-    shape = given_options(config)
+    shape = config.model_options()
     loaded = load_model(config.model, config.weights, seed=config.seed, **shape)
     info = loaded.weights
     image_size = config.image_size or info.image_size or DEFAULT_IMAGE_SIZE

@@ -21,12 +21,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..core.errors import ConfigError, TrainingError
+from ..core.errors import TrainingError
 from ..core.fileio import exclusive, write_json
 from ..data.datasets import load_data
 from ..zoo.specs import check_image_size, get_spec
 from ..zoo.weights import checkpoint_meta
 from . import distributed, recipe, runs, seeding
+from .config import TrainConfig  # noqa: F401  (part of this module's public face)
 from .evaluation import (  # noqa: F401  (evaluate is part of this module's public face)
     EvalConfig,
     EvalResult,
@@ -36,88 +37,10 @@ from .evaluation import (  # noqa: F401  (evaluate is part of this module's publ
     evaluate_loader,
     resolve_device,
 )
-from .recipe import OPTIMIZERS, SCHEDULES
 from .seeding import seed_worker
 
 # history.png is redrawn at most this often during a run (drawing takes ~0.2 s), and always at its end.
 PLOT_EVERY_S = 30.0
-
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run; saved in config.json and in every checkpoint."""
-
-    # --- model
-    model: str = "vgg11"
-    weights: str = "random"  # random | imagenet[:TAG] | a weights file to fine-tune from
-    seed: int = 0  # seeds the initialisation, the data order, augmentation and dropout
-    num_classes: int | None = None  # None: the dataset's number of classes
-    width: float | None = None  # None: 1, or the weights file's (see ModelOptions)
-    hidden: int | None = None
-    dropout: float | None = None  # None: 0.5, the paper's
-    head: str | None = None
-    init: str | None = None
-    # --- data
-    data: str = "digits"  # digits | cifar10 | stl10 | synthetic | folder:PATH
-    data_dir: str = "data"  # where cifar10 and stl10 live
-    download: bool = False  # let torchvision fetch cifar10/stl10; never by default, so offline never hangs
-    image_size: int = 32
-    augment: str | None = None  # none | light | paper (data.AUGMENTATIONS); None: the dataset's default
-    color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength; 0: off
-    normalize: str = "imagenet"  # imagenet | dataset (mean/std of the training split)
-    val_fraction: float = 0.1  # of the training images held out where the dataset has no val split
-    batch_size: int = 64
-    workers: int = 0  # DataLoader worker processes
-    # --- optimisation
-    optimizer: str = "sgd"  # sgd (the paper's) | adam
-    lr: float | None = None  # None: 1e-2 for sgd (the paper's), 1e-3 for adam
-    momentum: float = 0.9  # sgd only
-    weight_decay: float | None = None  # None: 5e-4 for sgd (the paper's), 0 for adam
-    schedule: str = "plateau"  # plateau (the paper: lr / 10 when val accuracy stalls) | cosine | step | constant
-    patience: int = 2  # plateau: epochs without a better val accuracy before lr / 10
-    step_size: int = 10  # step: epochs between lr / 10
-    label_smoothing: float = 0.0
-    epochs: int = 10  # in total, counting the epochs done before a --resume
-    # --- hardware
-    device: str = "auto"  # auto (cuda if there is one) | cpu | cuda | cuda:N
-    amp: bool = False  # mixed precision: fp16 with a GradScaler on CUDA, bf16 on CPU
-    channels_last: bool = False
-    cudnn_benchmark: bool = False  # set for the run only, restored afterwards
-    # --- run folder
-    out: str | None = None  # None: runs/<model>-<data>, numbered if taken
-    save_every: int = 1  # write last.pt every N epochs (and at the end, on Ctrl-C)
-    resume: str | None = None  # a last.pt to continue; the run keeps the settings it was started with
-    progress: bool = True  # progress bar and one line per epoch on stderr
-
-    def __post_init__(self) -> None:
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "image_size": self.image_size,
-                    "save_every": self.save_every, "patience": self.patience, "step_size": self.step_size}
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.workers < 0:
-            raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise ConfigError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.color_jitter < 0:
-            raise ConfigError(f"--color-jitter must be 0 or more, got {self.color_jitter}")
-
-    @property
-    def lr_value(self) -> float:
-        return self.lr if self.lr is not None else OPTIMIZERS[self.optimizer]["lr"]
-
-    @property
-    def weight_decay_value(self) -> float:
-        return self.weight_decay if self.weight_decay is not None else OPTIMIZERS[self.optimizer]["weight_decay"]
 
 
 @dataclass(frozen=True)

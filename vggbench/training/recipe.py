@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..core.errors import ConfigError
-from ..zoo.specs import given_options
 from ..zoo.weights import LoadedModel, load_model, parse_weights
+from .config import TrainConfig
 
-if TYPE_CHECKING:
-    from .loop import TrainConfig
-
-OPTIMIZERS = {
-    # the paper: mini-batch SGD with momentum 0.9, weight decay 5e-4, learning rate 1e-2
-    "sgd": {"lr": 1e-2, "weight_decay": 5e-4},
-    "adam": {"lr": 1e-3, "weight_decay": 0.0},
-}
-SCHEDULES = ("plateau", "cosine", "step", "constant")
 LR_FACTOR = 0.1  # the paper divides the learning rate by 10; plateau and step do the same
 
 
 def make_model(config: TrainConfig, num_classes: int) -> LoadedModel:
     """The model to train: from --resume, from --weights or a seeded init; with `num_classes` outputs."""
-    shape = given_options(config)
+    shape = config.model_options()
     shape.pop("num_classes", None)  # decided below, from the data and the weights
     if config.num_classes is not None and config.num_classes < num_classes:
         raise ConfigError(f"--num-classes {config.num_classes} is fewer than the {num_classes} classes of "

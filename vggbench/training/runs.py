@@ -10,7 +10,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,9 +17,7 @@ from ..core.errors import ConfigError, WeightsError
 from ..core.fileio import atomic_file, write_json
 from ..zoo.specs import get_spec
 from ..zoo.weights import torch_load
-
-if TYPE_CHECKING:
-    from .loop import TrainConfig
+from .config import TrainConfig
 
 BEST, LAST = "best.pt", "last.pt"
 CONFIG, HISTORY, PLOT = "config.json", "history.json", "history.png"

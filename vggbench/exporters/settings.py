@@ -1,0 +1,62 @@
+"""The settings of an export (`vggbench export`), declared once; no torch import here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.settings import setting
+from ..zoo.settings import ModelSettings
+
+
+def _precisions() -> tuple[str, ...]:
+    from .export import EXPORT_PRECISIONS
+
+    return tuple(EXPORT_PRECISIONS)
+
+
+def _torchscript_modes() -> tuple[str, ...]:
+    from .export import TORCHSCRIPT_MODES
+
+    return TORCHSCRIPT_MODES
+
+
+def _calibration_methods() -> tuple[str, ...]:
+    from .quantize import METHODS
+
+    return METHODS
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportSettings(ModelSettings):
+    """Which model (see ModelSettings), which formats, where, and how each is made and checked."""
+
+    formats: tuple[str, ...] = setting(("torchscript", "onnx", "pt2"), "Comma-separated: torchscript, onnx, pt2, "
+                                       "onnx-int8 (int8 quantized from onnx).", option="--format")
+    out: str | None = setting(None, "Export folder [default: exports/MODEL].")
+    image_size: int = setting(224, "Input size.", minimum=1)
+    batch_size: int = setting(1, "Batch of a --static-batch export (dynamic exports take any batch).", minimum=1)
+    dynamic_batch: bool = setting(True, "A batch dimension of any size, or the --batch-size only.",
+                                  option="--dynamic-batch/--static-batch")
+    opset: int | None = setting(None, "ONNX opset [default: the exporter's].", minimum=1)
+    precision: str = setting("fp32", "fp32 or fp16.", choices=_precisions)
+    torchscript_mode: str = setting("trace", "trace or script.", choices=_torchscript_modes)
+    force: bool = setting(False, "Replace an existing export folder.")
+    verify: bool = setting(True, "Check every artifact against the eager model before the folder is put in place.")
+    # onnx-int8
+    calibration_images: int = setting(32, "onnx-int8: how many real images calibrate the activation ranges.",
+                                      minimum=1)
+    calibration_method: str = setting("minmax", "onnx-int8: minmax, percentile or entropy.",
+                                      choices=_calibration_methods)
+    calibration_data: str = setting("auto", "onnx-int8 calibration images: auto (the training split of the "
+                                            "dataset the weights were trained on, when it loads offline, else "
+                                            "photos), photos, or a dataset name (digits, cifar10, ...).")
+
+    def arguments(self) -> dict:
+        """The keyword arguments of vggbench.export that these settings give (all but the model and `out`)."""
+        from .quantize import QuantConfig
+
+        quant = QuantConfig(method=self.calibration_method, images=self.calibration_images,
+                            calibration=self.calibration_data)
+        return dict(formats=list(self.formats), image_size=self.image_size, batch_size=self.batch_size,
+                    dynamic_batch=self.dynamic_batch, opset=self.opset, precision=self.precision,
+                    torchscript_mode=self.torchscript_mode, force=self.force, verify=self.verify, quant=quant)

@@ -1,0 +1,48 @@
+"""The model settings that train, eval, export, run and info share, declared once: which weights, and the
+shape options of `ModelOptions` (None: the defaults of `load_model`, or those stored with the weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.settings import Settings, setting
+from .specs import HEADS, INITS, given_options
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShapeSettings(Settings):
+    """Options that shape a model (not its weights)."""
+
+    num_classes: int | None = setting(None, "Classifier outputs [default: 1000, or the weights file's].", minimum=1)
+    width: float | None = setting(None, "Channel multiplier, e.g. 0.0625 for a tiny model [default: 1].")
+    hidden: int | None = setting(None, "Classifier width [default: 4096 x width (imagenet head), 512 x width "
+                                       "(compact)].", minimum=1)
+    dropout: float | None = setting(None, "Classifier dropout [default: 0.5].", minimum=0, below=1)
+    head: str | None = setting(None, "imagenet (pool to 7x7, torchvision layout) or compact (1x1, for 32x32 "
+                                     "inputs) [default: imagenet].", choices=tuple(HEADS))
+    init: str | None = setting(None, "kaiming (torchvision) or paper (N(0, 0.01)) [default: kaiming].",
+                               choices=INITS)
+
+    def model_options(self) -> dict:
+        """The shape options set (not None), for `load_model(..., **options)`."""
+        return given_options(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightsSettings(Settings):
+    """Which weights a model gets."""
+
+    weights: str = setting("random", "random, imagenet (torchvision's published weights; imagenet:TAG for "
+                                     "another tag), or a .pth/.pt/.safetensors file (or a training checkpoint).")
+    seed: int = setting(0, "Seed for --weights random (and, in training, of the data order and augmentation).")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings(ShapeSettings, WeightsSettings):
+    """A model's weights and shape: what `load_model` takes besides the model's name."""
+
+    def load(self, name: str):
+        """The LoadedModel `name` with these weights and shape options."""
+        from .weights import load_model
+
+        return load_model(name, self.weights, seed=self.seed, **self.model_options())
