@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 import vggbench.exporters.export as export_module
-from tests.conftest import TINY, TINY_IMAGE
+from tests.conftest import TINY, TINY_IMAGE, slow_except
 from vggbench.backends.base import load_runner
 from vggbench.cli import main
 from vggbench.core.errors import ArtifactError, CheckFailed, ConfigError, ExportError, VggbenchError
@@ -36,7 +36,7 @@ def exported(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", slow_except(list_models(), "vgg11"))
 def test_every_config_exports_to_every_format_and_matches_eager(tmp_path, name):
     manifest = export(tiny(name), tmp_path / name, image_size=TINY_IMAGE)
     assert set(manifest["artifacts"]) == set(ALL)
@@ -47,6 +47,7 @@ def test_every_config_exports_to_every_format_and_matches_eager(tmp_path, name):
     assert max(r["max_abs"] for r in rows) <= max(r["atol"] for r in rows)
 
 
+@pytest.mark.slow
 def test_lrn_exports_as_onnx_lrn_with_the_same_constants(tmp_path):
     model = tiny("vgg11_lrn")
     export(model, tmp_path / "lrn", image_size=TINY_IMAGE, formats=["onnx"])
@@ -108,7 +109,7 @@ def test_static_batch_export_fixes_the_batch(tmp_path):
         load_runner(out, "onnxruntime")(torch.randn(3, 3, 32, 32))
 
 
-@pytest.mark.parametrize("size", [32, 50, 64, 100, 224])
+@pytest.mark.parametrize("size", slow_except([32, 50, 64, 100, 224], 32))
 def test_image_sizes_keep_the_adaptive_pool_right(tmp_path, size):
     # 32 -> 1x1 feature map pooled up to 7x7; 50 -> 1; 64 -> 2; 100 -> 3; 224 -> 7 (identity)
     manifest = export(tiny("vgg13"), tmp_path / "s", image_size=size)
@@ -121,6 +122,7 @@ def test_a_different_image_size_is_refused_not_silently_wrong(exported):
             load_runner(exported, backend)(torch.randn(1, 3, 64, 64))
 
 
+@pytest.mark.slow
 def test_fp16_export_matches_within_the_fp16_preset(tmp_path):
     manifest = export(tiny("vgg11_bn"), tmp_path / "h", image_size=TINY_IMAGE, precision="fp16")
     assert manifest["precision"] == "fp16" and manifest["input"]["dtype"] == "float16"
@@ -128,6 +130,7 @@ def test_fp16_export_matches_within_the_fp16_preset(tmp_path):
     assert load_runner(tmp_path / "h", "onnxruntime")(torch.randn(2, 3, 32, 32)).dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_script_mode_and_explicit_opset(tmp_path):
     manifest = export(tiny("vgg19"), tmp_path / "s", image_size=TINY_IMAGE, formats=["torchscript", "onnx"],
                       torchscript_mode="script", opset=18)

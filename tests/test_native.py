@@ -84,6 +84,7 @@ def test_a_failed_build_falls_back_with_its_reason(monkeypatch, tmp_path):
     assert native.winograd() is not None
 
 
+@pytest.mark.slow
 def test_the_library_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("VGGBENCH_CACHE", str(tmp_path))
     native.winograd.cache_clear()

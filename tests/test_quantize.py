@@ -82,6 +82,7 @@ def test_photo_crops_are_seeded_and_normalised():
     assert -1.0 < a.mean().item() < 1.0 and 0.5 < a.std().item() < 2.0
 
 
+@pytest.mark.slow
 def test_weights_trained_on_digits_calibrate_and_verify_on_digits(tmp_path):
     from vggbench.core.errors import DataError
     from vggbench.zoo.weights import save_weights
@@ -105,6 +106,7 @@ def test_weights_trained_on_digits_calibrate_and_verify_on_digits(tmp_path):
     assert photos["artifacts"]["onnx-int8"]["quantization"]["calibration"] == "photos"
 
 
+@pytest.mark.slow
 def test_int8_from_an_onnx_export_with_external_weights(tmp_path, monkeypatch):
     """Full VGG16's fp32 weights live in model.onnx.data; quantizing must find them (it once did not)."""
     import vggbench.exporters.export as export_module
