@@ -66,6 +66,7 @@ def test_lrn_exports_as_onnx_lrn_with_the_same_constants(tmp_path):
     assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_manifest_describes_the_export(exported):
     m = read_manifest(exported)
     assert m["model"]["name"] == "vgg16_bn" and m["model"]["config"] == "D" and m["model"]["batch_norm"]
@@ -84,6 +85,7 @@ def test_manifest_describes_the_export(exported):
     assert any("torchscript" in w for w in m["warnings"])  # TorchScript's deprecation, recorded not hidden
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 @pytest.mark.parametrize("backend", ["torchscript", "onnxruntime", "pt2"])
 def test_one_dynamic_artifact_serves_every_batch_size(exported, backend):
     runner = load_runner(exported, backend)
@@ -116,6 +118,7 @@ def test_image_sizes_keep_the_adaptive_pool_right(tmp_path, size):
     assert all(r["passed"] for r in manifest["parity"])
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_a_different_image_size_is_refused_not_silently_wrong(exported):
     for backend in ("onnxruntime", "pt2"):
         with pytest.raises(Exception, match=r"(?i)dimension|guard|shape|size"):
@@ -183,6 +186,7 @@ def copy_export(src, dst):
     return dst
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_an_edited_file_is_refused_before_it_runs(exported, tmp_path):
     out = copy_export(exported, tmp_path / "edited")
     data = bytearray((out / "model.pt2").read_bytes())
@@ -195,6 +199,7 @@ def test_an_edited_file_is_refused_before_it_runs(exported, tmp_path):
         verify(out, backends=["torchscript"])
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_perturbed_weights_fail_verify_with_exit_1(exported, tmp_path):
     out = copy_export(exported, tmp_path / "perturbed")
     model = onnx.load(str(out / "model.onnx"))
@@ -238,6 +243,7 @@ def test_reference_weights_from_a_file_that_moved(tmp_path):
         verify(out, weights=other)
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_eager_precision_and_memory_format_comparisons(exported):
     report = verify(exported, backends=["eager", "torchscript"], precisions=["fp32", "bf16"],
                     memory_formats=["contiguous", "channels_last"], batch_sizes=[2], photos=False)
@@ -250,12 +256,14 @@ def test_eager_precision_and_memory_format_comparisons(exported):
     assert any("reference itself" in s for s in report.skipped)
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_unsupported_combinations_are_skipped_with_a_reason(exported):
     report = verify(exported, backends=["onnxruntime"], precisions=["fp32", "amp"], batch_sizes=[1], photos=False)
     assert [r.precision for r in report.results] == ["fp32"]
     assert any("amp (fp16 autocast) needs CUDA" in s or "does not support amp" in s for s in report.skipped)
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_the_trace_runs_fp32_convolutions_in_fp32_on_any_gpu(exported):
     """A trace bakes cuDNN's allow_tf32 into each convolution; vggbench traces with it off, whatever the
     exporting process had, so that the artifact's fp32 is fp32 on a GPU too."""

@@ -24,6 +24,7 @@ def int8_export(tmp_path_factory):
     return out, model
 
 
+@pytest.mark.xdist_group("int8_export")  # one worker builds the module fixture
 def test_int8_artifact_is_a_qdq_model_with_its_calibration_recorded(int8_export):
     out, _ = int8_export
     ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
@@ -36,6 +37,7 @@ def test_int8_artifact_is_a_qdq_model_with_its_calibration_recorded(int8_export)
     assert entry["files"][0]["bytes"] < 0.4 * read_manifest(out)["artifacts"]["onnx"]["files"][0]["bytes"]
 
 
+@pytest.mark.xdist_group("int8_export")  # one worker builds the module fixture
 def test_int8_runs_any_batch_and_tracks_fp32(int8_export):
     out, model = int8_export
     runner = load_runner(out, "onnxruntime", precision="int8")
@@ -48,6 +50,7 @@ def test_int8_runs_any_batch_and_tracks_fp32(int8_export):
     assert not torch.equal(got, expected)  # it really is a different, quantized computation
 
 
+@pytest.mark.xdist_group("int8_export")  # one worker builds the module fixture
 def test_verify_judges_int8_on_real_images_only(int8_export):
     out, _ = int8_export
     report = verify(out)

@@ -71,6 +71,7 @@ def digits_run(tmp_path_factory):
     return out, json.loads(result.stdout)
 
 
+@pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
 @pytest.mark.slow
 def test_tiny_vgg_reaches_95_percent_on_digits(digits_run):
     out, result = digits_run
@@ -83,6 +84,7 @@ def test_tiny_vgg_reaches_95_percent_on_digits(digits_run):
     assert Path(result["run_dir"]) == out and result["world_size"] == 1
 
 
+@pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
 @pytest.mark.slow
 def test_eval_reproduces_the_accuracy_training_reported(digits_run):
     out, trained = digits_run
@@ -99,6 +101,7 @@ def test_eval_reproduces_the_accuracy_training_reported(digits_run):
                                                     "top5", "loss"]
 
 
+@pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
 @pytest.mark.slow
 def test_checkpoint_loads_weights_only_and_with_load_model(digits_run):
     out, trained = digits_run
@@ -121,6 +124,7 @@ def test_checkpoint_loads_weights_only_and_with_load_model(digits_run):
     assert result.exit_code == 2 and "is a checkpoint of vgg11_bn; it cannot resume vgg13" in result.output
 
 
+@pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
 @pytest.mark.slow
 def test_run_folder_holds_config_history_plot_and_checkpoints(digits_run):
     out, trained = digits_run
@@ -141,6 +145,7 @@ def test_run_folder_holds_config_history_plot_and_checkpoints(digits_run):
     assert load_checkpoint(out / "last.pt")["epoch"] == 20
 
 
+@pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
 @pytest.mark.slow
 def test_fine_tuning_a_checkpoint_on_other_classes_gets_a_new_head(digits_run, tmp_path):
     from PIL import Image
@@ -176,6 +181,7 @@ def assert_same_run(checkpoint: dict, reference: dict) -> None:
     assert without_seconds(checkpoint["history"]) == without_seconds(reference["history"])
 
 
+@pytest.mark.xdist_group("straight_run")  # one worker builds the module fixture
 @pytest.mark.slow
 def test_two_epochs_then_two_resumed_equal_four_straight(straight_run, tmp_path):
     reference_result, reference = straight_run
@@ -193,6 +199,7 @@ def test_two_epochs_then_two_resumed_equal_four_straight(straight_run, tmp_path)
     assert reference_result.history[-1]["val_acc"] > 0.2  # and it learned something
 
 
+@pytest.mark.xdist_group("straight_run")  # one worker builds the module fixture
 @pytest.mark.slow
 def test_resume_refuses_changed_settings_and_taken_folders(straight_run, tmp_path):
     last = Path(straight_run[0].last_path)
@@ -223,6 +230,7 @@ def raise_interrupt():
     raise KeyboardInterrupt
 
 
+@pytest.mark.xdist_group("straight_run")  # one worker builds the module fixture
 @pytest.mark.slow
 def test_ctrl_c_mid_epoch_leaves_a_resumable_checkpoint_and_resume_is_exact(straight_run, tmp_path,
                                                                             monkeypatch):
@@ -249,6 +257,7 @@ def test_ctrl_c_mid_epoch_leaves_a_resumable_checkpoint_and_resume_is_exact(stra
     assert_same_run(load_checkpoint(tmp_path / "last.pt"), straight_run[1])
 
 
+@pytest.mark.xdist_group("straight_run")  # one worker builds the module fixture
 @pytest.mark.slow
 def test_sigint_stops_after_the_current_batch(straight_run, tmp_path, monkeypatch):
     # a real SIGINT during epoch 1's third batch: that batch is finished, then the run stops
