@@ -1,8 +1,12 @@
-"""Shared fixtures: tiny models, an isolated torch hub cache, offline weights."""
+"""Shared fixtures: tiny models, an isolated torch hub cache, offline weights; caches in a temp folder, the
+`cuda` marker's skip, and a guard that fails the run when tests left files in the repository or the user's cache."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,19 +16,124 @@ TINY = {"width": 1 / 16, "hidden": 32}
 TINY_IMAGE = 32
 
 
+def slow_except(values, *fast):
+    """Parametrize values with all but `fast` marked slow: the fast tier keeps one case, the slow tier the rest."""
+    return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
+REPO = Path(__file__).resolve().parent.parent
+USER_CACHE = Path.home() / ".cache" / "vggbench"  # native.cache_dir()'s default root
+# Caches that outlive one test, in one temp folder per session: pytest's controller makes it before any test
+# module is imported and pytest-xdist's workers inherit the variables, so the C++ kernels are built once a
+# session and shared by the workers (inductor reuses what another worker compiled).
+SESSION_ENV = "VGGBENCH_TEST_SESSION_DIR"
+CACHES = {"VGGBENCH_CACHE": "vggbench", "TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton",
+          "MPLCONFIGDIR": "matplotlib"}
+# Written by the tools themselves (git-ignored, never by vggbench): not counted as files a test left behind.
+TOOL_FOLDERS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"}
+
+
+def _is_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+def _files(root: Path) -> set[str]:
+    """Every file under root, relative, outside the tools' own folders (a missing root has none)."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in TOOL_FOLDERS and not d.endswith(".egg-info")]
+        found.update(os.path.relpath(os.path.join(folder, f), root) for f in files)
+    return found
+
+
 def pytest_configure(config):
     """Under pytest-xdist, share the cores between the workers: each one's torch would otherwise take them
-    all (8 workers x 16 threads on a 16-core GPU machine slowed the training tests past minutes)."""
+    all (8 workers x 16 threads on a 16-core GPU machine slowed the training tests past minutes).
+    Point every cache at this session's temp folder, and note what the checkout and ~/.cache/vggbench hold."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    if not _is_worker():
+        session_dir = Path(tempfile.mkdtemp(prefix="vggbench-tests-"))
+        saved = {k: os.environ.get(k) for k in [SESSION_ENV, *CACHES]}
+        config._vggbench_session = {"dir": session_dir, "saved": saved, "repo": _files(REPO),
+                                    "user_cache": _files(USER_CACHE)}
+        os.environ[SESSION_ENV] = str(session_dir)
+        for variable, name in CACHES.items():
+            os.environ[variable] = str(session_dir / name)
+    # Hypothesis keeps its example database and constants in ./.hypothesis unless told otherwise
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(Path(os.environ[SESSION_ENV]) / "hypothesis")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.cuda` tests are skipped, with the reason, where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked cuda)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_collection_finish(session):
+    """Collection builds nothing: the C++ kernels are built by the first test that needs them, never on import.
+    (Under xdist no worker runs a test before every worker has collected.)"""
+    built = _files(Path(os.environ["VGGBENCH_CACHE"]))
+    if built:  # the controller, which collects nothing under xdist, reports it at the end
+        note = Path(os.environ[SESSION_ENV]) / f"built-at-collection-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+        note.write_text("".join(f"{f}\n" for f in sorted(built)))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when it built kernels while collecting, or left new files in the repository or in the
+    user's ~/.cache/vggbench (every default output folder and cache must point at a temp folder in tests)."""
+    config = session.config
+    state = getattr(config, "_vggbench_session", None)
+    if state is None:  # an xdist worker: the controller checks
+        return
+    notes = sorted(state["dir"].glob("built-at-collection-*"))
+    problems = sorted({f"built while collecting tests: $VGGBENCH_CACHE/{f}" for n in notes
+                       for f in n.read_text().split()})
+    problems += [f"new file in the repository: {f}" for f in sorted(_files(REPO) - state["repo"])]
+    problems += [f"new file in {USER_CACHE}: {f}" for f in sorted(_files(USER_CACHE) - state["user_cache"])]
+    if problems:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write("\n")  # after the progress line, which has none
+        reporter.write_sep("=", "hermetic check failed", red=True)
+        for line in problems[:20]:
+            reporter.write_line(f"hermetic check: {line}", red=True)
+        if len(problems) > 20:
+            reporter.write_line(f"hermetic check: ... and {len(problems) - 20} more", red=True)
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config):
+    state = getattr(config, "_vggbench_session", None)
+    if state is None:
+        return
+    for variable, value in state["saved"].items():
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
+    shutil.rmtree(state["dir"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path_factory):
-    """Never touch the user's hub cache or the network; keep torch's thread count as the test found it."""
+    """Never touch the user's hub cache, the checkout or the network; keep torch's thread count as the test
+    found it."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.setenv("VGGBENCH_OFFLINE", "1")
+    # The default output folders (exports/, exports/.cache, benchmarks/results/, runs/, data/) are relative
+    # to the working directory: a test that leaves one out writes into a temp folder, not into the checkout.
+    # Its own folder, not tmp_path, which some tests expect to find empty.
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    # ...and a subprocess started from there still imports this checkout's vggbench, not an installed one
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

@@ -199,7 +199,7 @@ def test_timer_is_chosen_once_per_device_and_runner():
     assert isinstance(timer_for(other), PerfCounterTimer)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_events_time_torch_work_on_the_gpu():
     runner = eager_runner(load_model("vgg11", **TINY).module, device="cuda")
     assert isinstance(timer_for(runner), CudaEventTimer)

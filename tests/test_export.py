@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 import vggbench.exporters.export as export_module
-from tests.conftest import TINY, TINY_IMAGE
+from tests.conftest import TINY, TINY_IMAGE, slow_except
 from vggbench.backends import load_runner
 from vggbench.cli import main
 from vggbench.core.errors import ArtifactError, CheckFailed, ConfigError, ExportError, VggbenchError
@@ -36,7 +36,7 @@ def exported(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", slow_except(list_models(), "vgg11"))
 def test_every_config_exports_to_every_format_and_matches_eager(tmp_path, name):
     manifest = export(tiny(name), tmp_path / name, image_size=TINY_IMAGE)
     assert set(manifest["artifacts"]) == set(ALL)
@@ -47,6 +47,7 @@ def test_every_config_exports_to_every_format_and_matches_eager(tmp_path, name):
     assert max(r["max_abs"] for r in rows) <= max(r["atol"] for r in rows)
 
 
+@pytest.mark.slow
 def test_lrn_exports_as_onnx_lrn_with_the_same_constants(tmp_path):
     model = tiny("vgg11_lrn")
     export(model, tmp_path / "lrn", image_size=TINY_IMAGE, formats=["onnx"])
@@ -65,6 +66,7 @@ def test_lrn_exports_as_onnx_lrn_with_the_same_constants(tmp_path):
     assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_manifest_describes_the_export(exported):
     m = read_manifest(exported)
     assert m["model"]["name"] == "vgg16_bn" and m["model"]["config"] == "D" and m["model"]["batch_norm"]
@@ -83,6 +85,7 @@ def test_manifest_describes_the_export(exported):
     assert any("torchscript" in w for w in m["warnings"])  # TorchScript's deprecation, recorded not hidden
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 @pytest.mark.parametrize("backend", ["torchscript", "onnxruntime", "pt2"])
 def test_one_dynamic_artifact_serves_every_batch_size(exported, backend):
     runner = load_runner(exported, backend)
@@ -108,19 +111,21 @@ def test_static_batch_export_fixes_the_batch(tmp_path):
         load_runner(out, "onnxruntime")(torch.randn(3, 3, 32, 32))
 
 
-@pytest.mark.parametrize("size", [32, 50, 64, 100, 224])
+@pytest.mark.parametrize("size", slow_except([32, 50, 64, 100, 224], 32))
 def test_image_sizes_keep_the_adaptive_pool_right(tmp_path, size):
     # 32 -> 1x1 feature map pooled up to 7x7; 50 -> 1; 64 -> 2; 100 -> 3; 224 -> 7 (identity)
     manifest = export(tiny("vgg13"), tmp_path / "s", image_size=size)
     assert all(r["passed"] for r in manifest["parity"])
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_a_different_image_size_is_refused_not_silently_wrong(exported):
     for backend in ("onnxruntime", "pt2"):
         with pytest.raises(Exception, match=r"(?i)dimension|guard|shape|size"):
             load_runner(exported, backend)(torch.randn(1, 3, 64, 64))
 
 
+@pytest.mark.slow
 def test_fp16_export_matches_within_the_fp16_preset(tmp_path):
     manifest = export(tiny("vgg11_bn"), tmp_path / "h", image_size=TINY_IMAGE, precision="fp16")
     assert manifest["precision"] == "fp16" and manifest["input"]["dtype"] == "float16"
@@ -128,6 +133,7 @@ def test_fp16_export_matches_within_the_fp16_preset(tmp_path):
     assert load_runner(tmp_path / "h", "onnxruntime")(torch.randn(2, 3, 32, 32)).dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_script_mode_and_explicit_opset(tmp_path):
     manifest = export(tiny("vgg19"), tmp_path / "s", image_size=TINY_IMAGE, formats=["torchscript", "onnx"],
                       torchscript_mode="script", opset=18)
@@ -180,6 +186,7 @@ def copy_export(src, dst):
     return dst
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_an_edited_file_is_refused_before_it_runs(exported, tmp_path):
     out = copy_export(exported, tmp_path / "edited")
     data = bytearray((out / "model.pt2").read_bytes())
@@ -192,6 +199,7 @@ def test_an_edited_file_is_refused_before_it_runs(exported, tmp_path):
         verify(out, backends=["torchscript"])
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_perturbed_weights_fail_verify_with_exit_1(exported, tmp_path):
     out = copy_export(exported, tmp_path / "perturbed")
     model = onnx.load(str(out / "model.onnx"))
@@ -235,6 +243,7 @@ def test_reference_weights_from_a_file_that_moved(tmp_path):
         verify(out, weights=other)
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_eager_precision_and_memory_format_comparisons(exported):
     report = verify(exported, backends=["eager", "torchscript"], precisions=["fp32", "bf16"],
                     memory_formats=["contiguous", "channels_last"], batch_sizes=[2], photos=False)
@@ -247,12 +256,14 @@ def test_eager_precision_and_memory_format_comparisons(exported):
     assert any("reference itself" in s for s in report.skipped)
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_unsupported_combinations_are_skipped_with_a_reason(exported):
     report = verify(exported, backends=["onnxruntime"], precisions=["fp32", "amp"], batch_sizes=[1], photos=False)
     assert [r.precision for r in report.results] == ["fp32"]
     assert any("amp (fp16 autocast) needs CUDA" in s or "does not support amp" in s for s in report.skipped)
 
 
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_the_trace_runs_fp32_convolutions_in_fp32_on_any_gpu(exported):
     """A trace bakes cuDNN's allow_tf32 into each convolution; vggbench traces with it off, whatever the
     exporting process had, so that the artifact's fp32 is fp32 on a GPU too."""

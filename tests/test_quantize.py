@@ -25,6 +25,7 @@ def int8_export(tmp_path_factory):
     return out, model
 
 
+@pytest.mark.xdist_group("int8_export")  # one worker builds the module fixture
 def test_int8_artifact_is_a_qdq_model_with_its_calibration_recorded(int8_export):
     out, _ = int8_export
     ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
@@ -37,6 +38,7 @@ def test_int8_artifact_is_a_qdq_model_with_its_calibration_recorded(int8_export)
     assert entry["files"][0]["bytes"] < 0.4 * read_manifest(out)["artifacts"]["onnx"]["files"][0]["bytes"]
 
 
+@pytest.mark.xdist_group("int8_export")  # one worker builds the module fixture
 def test_int8_runs_any_batch_and_tracks_fp32(int8_export):
     out, model = int8_export
     runner = load_runner(out, "onnxruntime", precision="int8")
@@ -49,6 +51,7 @@ def test_int8_runs_any_batch_and_tracks_fp32(int8_export):
     assert not torch.equal(got, expected)  # it really is a different, quantized computation
 
 
+@pytest.mark.xdist_group("int8_export")  # one worker builds the module fixture
 def test_verify_judges_int8_on_real_images_only(int8_export):
     out, _ = int8_export
     report = verify(out)
@@ -83,6 +86,7 @@ def test_photo_crops_are_seeded_and_normalised():
     assert -1.0 < a.mean().item() < 1.0 and 0.5 < a.std().item() < 2.0
 
 
+@pytest.mark.slow
 def test_weights_trained_on_digits_calibrate_and_verify_on_digits(tmp_path):
     from vggbench.core.errors import DataError
     from vggbench.zoo.weights import save_weights
@@ -106,6 +110,7 @@ def test_weights_trained_on_digits_calibrate_and_verify_on_digits(tmp_path):
     assert photos["artifacts"]["onnx-int8"]["quantization"]["calibration"] == "photos"
 
 
+@pytest.mark.slow
 def test_int8_from_an_onnx_export_with_external_weights(tmp_path, monkeypatch):
     """Full VGG16's fp32 weights live in model.onnx.data; quantizing must find them (it once did not)."""
     import vggbench.exporters.export as export_module

@@ -38,6 +38,7 @@ def by_combo(result):
     return {(r.backend, r.precision, r.memory_format, r.batch_size): r for r in result.results}
 
 
+@pytest.mark.slow
 def test_unsupported_combinations_are_rows_with_reasons(cache):
     result = run(cache, backends=["eager", "onnxruntime", "tensorrt"], precisions=["fp32", "amp"],
                  memory_formats=["contiguous", "channels_last"], batch_sizes=[1])
@@ -79,6 +80,7 @@ def test_threads_are_scoped_to_the_run(cache):
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.slow
 def test_exports_are_cached_and_rebuilt_when_tampered_with(cache, monkeypatch):
     calls = []
     real = export_cache.export
@@ -274,6 +276,7 @@ def test_run_user_errors_are_one_line(args, message, tmp_path):
         assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_run_best_times_the_fast_paths_and_names_the_fastest(tmp_path):
     cache = tmp_path / "cache"
     result = cli("run", "--best", "--models", "vgg11", "--width", "0.0625", "--hidden", "32", "--image-size", "32",
@@ -299,6 +302,7 @@ def test_run_best_times_the_fast_paths_and_names_the_fastest(tmp_path):
     assert "fastest that ran and passed parity" in cli("report", tmp_path / "best.json").output
 
 
+@pytest.mark.slow
 def test_int8_runs_in_a_sweep_with_weights_trained_on_digits(tmp_path, cache):
     from vggbench.zoo.weights import load_model, save_weights
 

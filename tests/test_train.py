@@ -72,6 +72,8 @@ def digits_run(tmp_path_factory):
     return out, json.loads(result.stdout)
 
 
+@pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
+@pytest.mark.slow
 def test_tiny_vgg_reaches_95_percent_on_digits(digits_run):
     out, result = digits_run
     assert result["test"]["top1"] >= 0.95, result["test"]
@@ -83,6 +85,8 @@ def test_tiny_vgg_reaches_95_percent_on_digits(digits_run):
     assert Path(result["run_dir"]) == out and result["world_size"] == 1
 
 
+@pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
+@pytest.mark.slow
 def test_eval_reproduces_the_accuracy_training_reported(digits_run):
     out, trained = digits_run
     result = cli("eval", "vgg11_bn", "--weights", out / "best.pt", "--data", "digits", "--json")
@@ -98,6 +102,8 @@ def test_eval_reproduces_the_accuracy_training_reported(digits_run):
                                                     "top5", "loss"]
 
 
+@pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
+@pytest.mark.slow
 def test_checkpoint_loads_weights_only_and_with_load_model(digits_run):
     out, trained = digits_run
     raw = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
@@ -119,6 +125,8 @@ def test_checkpoint_loads_weights_only_and_with_load_model(digits_run):
     assert result.exit_code == 2 and "is a checkpoint of vgg11_bn; it cannot resume vgg13" in result.output
 
 
+@pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
+@pytest.mark.slow
 def test_run_folder_holds_config_history_plot_and_checkpoints(digits_run):
     out, trained = digits_run
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "history.json", "history.png",
@@ -138,6 +146,8 @@ def test_run_folder_holds_config_history_plot_and_checkpoints(digits_run):
     assert load_checkpoint(out / "last.pt")["epoch"] == 20
 
 
+@pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
+@pytest.mark.slow
 def test_fine_tuning_a_checkpoint_on_other_classes_gets_a_new_head(digits_run, tmp_path):
     from PIL import Image
 
@@ -172,6 +182,8 @@ def assert_same_run(checkpoint: dict, reference: dict) -> None:
     assert without_seconds(checkpoint["history"]) == without_seconds(reference["history"])
 
 
+@pytest.mark.xdist_group("straight_run")  # one worker builds the module fixture
+@pytest.mark.slow
 def test_two_epochs_then_two_resumed_equal_four_straight(straight_run, tmp_path):
     reference_result, reference = straight_run
     torch.manual_seed(123)
@@ -188,6 +200,8 @@ def test_two_epochs_then_two_resumed_equal_four_straight(straight_run, tmp_path)
     assert reference_result.history[-1]["val_acc"] > 0.2  # and it learned something
 
 
+@pytest.mark.xdist_group("straight_run")  # one worker builds the module fixture
+@pytest.mark.slow
 def test_resume_refuses_changed_settings_and_taken_folders(straight_run, tmp_path):
     last = Path(straight_run[0].last_path)
     with pytest.raises(ConfigError, match=r"lr \(saved None, given 0.5\) differ"):
@@ -217,6 +231,8 @@ def raise_interrupt():
     raise KeyboardInterrupt
 
 
+@pytest.mark.xdist_group("straight_run")  # one worker builds the module fixture
+@pytest.mark.slow
 def test_ctrl_c_mid_epoch_leaves_a_resumable_checkpoint_and_resume_is_exact(straight_run, tmp_path,
                                                                             monkeypatch):
     # Ctrl-C while loading epoch 2's sixth batch (after epoch 1's training and validation images)
@@ -242,6 +258,8 @@ def test_ctrl_c_mid_epoch_leaves_a_resumable_checkpoint_and_resume_is_exact(stra
     assert_same_run(load_checkpoint(tmp_path / "last.pt"), straight_run[1])
 
 
+@pytest.mark.xdist_group("straight_run")  # one worker builds the module fixture
+@pytest.mark.slow
 def test_sigint_stops_after_the_current_batch(straight_run, tmp_path, monkeypatch):
     # a real SIGINT during epoch 1's third batch: that batch is finished, then the run stops
     interrupt_at(monkeypatch, 3, lambda: signal.raise_signal(signal.SIGINT))
@@ -310,6 +328,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 
 # --- precision, memory format, workers, distributed ---------------------------------------------------
 
+@pytest.mark.slow
 def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
     result = train(TrainConfig(**TINY, data="synthetic", epochs=1, amp=True, channels_last=True,
                                out=str(tmp_path)))
@@ -321,6 +340,7 @@ def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
     assert all(v.dtype in (torch.float32, torch.int64) for v in checkpoint["model_state_dict"].values())
 
 
+@pytest.mark.slow
 def test_workers_are_seeded_and_dataset_normalisation_travels_with_the_checkpoint(tmp_path):
     runs = [train(TrainConfig(**TINY, data="synthetic", augment="light", normalize="dataset", epochs=1,
                               workers=2, out=str(tmp_path / str(i)))) for i in range(2)]
@@ -334,7 +354,7 @@ def test_workers_are_seeded_and_dataset_normalisation_travels_with_the_checkpoin
     assert scored.top1 == runs[0].test.top1 and scored.images == 128
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_fp16_amp_with_grad_scaler_on_cuda(tmp_path):
     first = train(TrainConfig(**{**TINY, "device": "cuda"}, data="synthetic", epochs=1, amp=True, out=str(tmp_path)))
     checkpoint = load_checkpoint(Path(first.last_path))
@@ -347,6 +367,7 @@ def test_fp16_amp_with_grad_scaler_on_cuda(tmp_path):
     assert next(loaded.module.parameters()).device.type == "cpu"
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_run(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}

@@ -217,12 +217,14 @@ def place(src, url):
     return dest
 
 
+@pytest.mark.slow
 def test_imagenet_cache_file_that_fails_its_checksum(vgg11_file):
     place(vgg11_file, imagenet_weights(weights_module.get_spec("vgg11")).url)
     with pytest.raises(WeightsError, match="does not match the published checksum .*start with 8a719046"):
         load_model("vgg11", "imagenet")
 
 
+@pytest.mark.slow
 def test_imagenet_weights_load_from_the_hub_cache(vgg11_file, monkeypatch):
     dest = place(vgg11_file, imagenet_weights(weights_module.get_spec("vgg11")).url)
     digest = weights_module.sha256_file(dest)
