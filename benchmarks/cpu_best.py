@@ -31,16 +31,14 @@ import torchvision
 from tabulate import tabulate
 
 import vggbench
-from vggbench.bench import Timing, measure
-from vggbench.env import capture
-from vggbench.export import export
-from vggbench.fileio import write_json
-from vggbench.inputs import random_batch
-from vggbench.profiling import profile
-from vggbench.quantize import QuantConfig
-from vggbench.runners import eager_runner, ort_runner
-from vggbench.train import TrainConfig, train
-from vggbench.verify import verify
+from vggbench import TrainConfig, export, train, verify
+from vggbench.backends import eager_runner, load_runner
+from vggbench.core.env import capture
+from vggbench.core.fileio import write_json
+from vggbench.core.timing import Timing, measure
+from vggbench.data.inputs import random_batch
+from vggbench.exporters.quantize import QuantConfig
+from vggbench.zoo.profiling import profile
 
 TARGET_SPEEDUP = 1.8  # best fp32 path over torchvision eager
 TARGET_PEAK = 0.9  # best fp32 path's GFLOP/s over the measured sgemm rate
@@ -104,7 +102,7 @@ def main() -> None:
         # speed only: random weights are not verified for int8 (see int8_agreement for that)
         export(fp32_model, work / "vgg16", formats=["onnx", "onnx-int8"], verify=False,
                quant=QuantConfig(calibration="photos"))
-        runner = ort_runner(work / "vgg16" / "model.int8.onnx", precision="int8")
+        runner = load_runner(work / "vgg16", "onnxruntime", precision="int8")
         for b in sizes:
             rows["onnxruntime int8 contiguous (speed only)", b] = time_runner(runner, b, timing)
         del runner

@@ -199,7 +199,7 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
 # --- run / report -------------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--suite", help="A suite name (vggbench/suites/, then ./benchmarks/suites/) or a .toml file "
+@click.option("--suite", help="A suite name (vggbench/bench/suites/, then ./benchmarks/suites/) or a .toml file "
                               "[default: cpu, or cuda with --device cuda].")
 @click.option("--best", is_flag=True, help="Time every fast path of the device (suite best-cpu or best-cuda, "
                                            "unless --suite) and name the fastest that passes parity per batch size.")

@@ -146,7 +146,7 @@ def _section(title: str, table: str, fmt: str) -> str:
 
 
 def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE) -> str:
-    """A results file (see vggbench.results) as text: one table per model / image size / device in table and
+    """A results file (see vggbench.bench.results) as text: one table per model / image size / device in table and
     github formats, one flat table in csv and json."""
     if fmt in ("csv", "json"):
         return render(run_rows(data["results"], baseline), fmt, [*GROUP_KEYS, "threads", *RUN_COLUMNS])

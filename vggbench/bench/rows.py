@@ -31,7 +31,7 @@ class Case:
     max_iters: int
     compile_mode: str | None = None
     compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
-    ort_settings: dict | None = None  # vggbench.runners.OrtSettings, for onnxruntime backends
+    ort_settings: dict | None = None  # vggbench.backends.OrtSettings, for onnxruntime backends
 
     @property
     def timing(self) -> Timing:

@@ -103,7 +103,7 @@ class Suite(ModelSettings):
     device: str = setting("cpu", "cpu, cuda or cuda:N (onnxruntime follows it).", parse=_suite_device)
     image_size: int = setting(224, "Input size.", minimum=1)
     # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way), except
-    # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.numerics.tf32_flag)
+    # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.core.numerics.tf32_flag)
     threads: int | None = setting(None, "torch intra-op threads for the run (restored afterwards), also given "
                                         "to onnxruntime [default: torch's current setting, recorded].", minimum=1)
     tf32: bool | None = setting(None, "CUDA fp32 with TF32 matmuls and convolutions, in torch and onnxruntime; "

@@ -40,7 +40,7 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
               progress: bool | None = None, raise_errors: bool = False, **overrides) -> BenchRun:
     """Time every case of a suite and return the run (settings, environment, one row per case).
 
-    suite: a Suite, a suite name (vggbench/suites/, then ./benchmarks/suites/) or a TOML path; None is
+    suite: a Suite, a suite name (vggbench/bench/suites/, then ./benchmarks/suites/) or a TOML path; None is
     the default suite of the device (cpu or cuda). overrides: any Suite field, e.g. models=["vgg11"],
     batch_sizes=[1, 8], min_time_s=1.0; they replace the suite's values.
     progress: a progress bar on stderr (None: only on a terminal).
