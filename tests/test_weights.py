@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 import vggbench.zoo.weights as weights_module
 from tests.conftest import TINY, TINY_IMAGE
 from vggbench.core.errors import ConfigError, UnknownModelError, WeightsError
+from vggbench.zoo import fingerprint, imagenet
 from vggbench.zoo.models import ModelOptions, build
 from vggbench.zoo.weights import (
     IMAGENET_MEAN,
@@ -229,7 +230,7 @@ def test_imagenet_weights_load_from_the_hub_cache(vgg11_file, monkeypatch):
     dest = place(vgg11_file, imagenet_weights(weights_module.get_spec("vgg11")).url)
     digest = weights_module.sha256_file(dest)
     # our file is not torchvision's, so accept its own checksum in place of the published one
-    monkeypatch.setattr(weights_module, "_published_prefix", lambda filename: digest[:8])
+    monkeypatch.setattr(imagenet, "_published_prefix", lambda filename: digest[:8])
     loaded = load_model("a", "imagenet")
     assert loaded.weights.source == "imagenet" and loaded.weights.tag == "IMAGENET1K_V1"
     assert loaded.weights.sha256 == digest and loaded.weights.image_size == 224
@@ -268,10 +269,10 @@ def test_a_source_loads_the_same_weights_as_its_string(tmp_path):
 def test_the_fingerprint_is_computed_once_while_the_weights_stay(monkeypatch):
     model = load_model("vgg11", **TINY)
     calls = []
-    real = weights_module._digest
-    monkeypatch.setattr(weights_module, "_digest", lambda m: calls.append(1) or real(m))
+    real = fingerprint._digest
+    monkeypatch.setattr(fingerprint, "_digest", lambda m: calls.append(1) or real(m))
     first = model.fingerprint
-    assert model.fingerprint == first and weights_module.state_sha256(model.module) == first and len(calls) == 1
+    assert model.fingerprint == first and fingerprint.state_sha256(model.module) == first and len(calls) == 1
     with torch.no_grad():
         model.module.classifier[6].bias.add_(1.0)  # in place: the version counter moves
     assert model.fingerprint != first and len(calls) == 2

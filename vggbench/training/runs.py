@@ -16,7 +16,7 @@ import torch
 from ..core.errors import ConfigError, WeightsError
 from ..core.fileio import atomic_file, write_json
 from ..zoo.specs import get_spec
-from ..zoo.weights import torch_load
+from ..zoo.weight_files import torch_load
 from .config import TrainConfig
 
 BEST, LAST = "best.pt", "last.pt"

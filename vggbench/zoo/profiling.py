@@ -105,7 +105,7 @@ def profile(spec: ModelSpec | str, options: ModelOptions | None = None, image_si
 
 def zoo_rows(names: list[str], options: ModelOptions | None = None, image_size: int = 224) -> list[dict]:
     """One summary row per model: config, depth, BN, LRN, params, GMACs and published weights."""
-    from .weights import hub_cache_path, imagenet_weights
+    from .imagenet import hub_cache_path, imagenet_weights
 
     rows = []
     for name in names:

@@ -1,36 +1,35 @@
-"""Where weights come from (seeded random, torchvision ImageNet, a file) and how they are loaded safely."""
+"""Where weights come from (`WeightsSource`: seeded random, torchvision ImageNet, a file), `load_model` that
+gives a model its weights, and saving them with the metadata that rebuilds the model. Reading files safely is
+weight_files.py, torchvision's weights imagenet.py, the weights' fingerprint fingerprint.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-import pickle
-import re
-import urllib.error
-import urllib.request
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from ..core.errors import ConfigError, WeightsError, one_line
+from ..core.errors import ConfigError, WeightsError
 from ..core.fileio import atomic_file, sha256_file
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .fingerprint import state_sha256
+from .imagenet import check_published_hash, download, hub_cache_path, imagenet_weights
 from .models import build
-from .specs import HEADS, ModelOptions, ModelSpec, get_spec, list_models, scale
-
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-SAFETENSORS_SUFFIX = ".safetensors"
-# Keys under which training scripts commonly nest the model's state_dict, in order of preference.
-STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
-# Prefixes that wrappers add: DistributedDataParallel and torch.compile.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-OFFLINE_ENV = "VGGBENCH_OFFLINE"
+from .specs import ModelOptions, ModelSpec, get_spec
+from .weight_files import (
+    CHECKPOINT_SUFFIXES,
+    SAFETENSORS_SUFFIX,
+    describe_options,
+    expected_shapes,
+    identify,
+    infer_options,
+    read_torch,
+    read_weights_file,
+    shapes,
+)
 
 
 @dataclass(frozen=True)
@@ -148,192 +147,6 @@ def load_model(name: str | ModelSpec, weights: str | os.PathLike | WeightsSource
     return _load_file(spec, source.path, requested)
 
 
-# --- files --------------------------------------------------------------------------------------------
-
-def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """The state_dict in a .pth/.pt/.safetensors file and the vggbench metadata it carries (or {})."""
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"weights file {path} does not exist")
-    if path.is_dir():
-        raise WeightsError(f"weights path {path} is a folder; give a .pth, .pt or .safetensors file")
-    suffix = path.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX:
-        state, meta = _read_safetensors(path)
-    elif suffix in CHECKPOINT_SUFFIXES:
-        state, meta = _read_torch(path)
-    else:
-        raise WeightsError(f"cannot read weights from {path}: expected a "
-                           f"{', '.join(CHECKPOINT_SUFFIXES)} or {SAFETENSORS_SUFFIX} file")
-    _check_tensors(state, path)
-    return _strip_prefixes(state), _check_meta(meta, path)
-
-
-def _read_safetensors(path: Path) -> tuple[dict, dict]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-            raw = (f.metadata() or {}).get("vggbench")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
-    try:
-        meta = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        raise WeightsError(f"{path} has unreadable vggbench metadata") from None
-    return state, meta
-
-
-def _check_meta(meta, path: Path) -> dict:
-    """The vggbench metadata of a file, with every field that is used checked: one line per problem."""
-    if not isinstance(meta, dict):
-        raise WeightsError(f"{path} has unreadable vggbench metadata (a {type(meta).__name__}, not an object)")
-    if not isinstance(meta.get("options", {}), dict):
-        raise WeightsError(f"{path}: vggbench metadata 'options' must be an object, got {meta['options']!r}")
-    for key in ("mean", "std"):
-        value = meta.get(key)
-        if value is None:
-            continue
-        ok = (isinstance(value, (list, tuple)) and len(value) == 3
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
-        if not ok or (key == "std" and min(value) <= 0):
-            raise WeightsError(f"{path}: vggbench metadata {key!r} must be three finite numbers"
-                               f"{' above 0' if key == 'std' else ''}, got {value!r}")
-    size = meta.get("image_size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 65536):
-        raise WeightsError(f"{path}: vggbench metadata 'image_size' must be a positive integer, got {size!r}")
-    return meta
-
-
-def _check_tensors(state: dict, path: Path) -> None:
-    """Weights are finite floating-point tensors (BatchNorm's step counter aside); name the first that is not."""
-    for name, tensor in state.items():
-        if name.endswith("num_batches_tracked"):
-            continue
-        if not tensor.is_floating_point():
-            raise WeightsError(f"{path}: tensor {name} is {str(tensor.dtype).removeprefix('torch.')}, not floating "
-                               f"point: not VGG weights")
-        if not torch.isfinite(tensor).all():
-            raise WeightsError(f"{path}: tensor {name} holds NaN or Inf")
-
-
-def torch_load(path: str | os.PathLike):
-    """torch.load with weights_only=True onto the CPU; unreadable or refused files raise a WeightsError.
-
-    Any bytes may arrive here, and torch's unpickler raises whatever its parser meets (KeyError, IndexError,
-    struct.error, ...): every failure becomes one line, and none of them advises weights_only=False."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        refused = _refused_global(str(e))
-        if refused:
-            raise WeightsError(
-                f"refused to load {path}: it asks to run or build {refused}, which a weights-only load does "
-                f"not do (only tensors and plain Python values are loaded). Do not load this file with "
-                f"pickle; if it is yours, re-save it with torch.save(model.state_dict(), path)") from None
-        raise WeightsError(f"{path} is not a readable PyTorch file (corrupt or truncated?): "
-                           f"{_unpickler_reason(str(e))}") from None
-    except Exception as e:  # a parser fed arbitrary bytes: never a traceback
-        raise WeightsError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {one_line(e)}") from None
-
-
-_REFUSED = (re.compile(r"unsupported GLOBAL ([\w.]+)"), re.compile(r"Unsupported global: GLOBAL ([\w.]+)"),
-            re.compile(r"Trying to call reduce for callable ([\w.]+)"))
-
-
-def _refused_global(message: str) -> str | None:
-    """The global a weights-only load refused (e.g. posix.system), as torch's message names it."""
-    for pattern in _REFUSED:
-        match = pattern.search(message)
-        if match:
-            return match.group(1)
-    return None
-
-
-def _read_torch(path: Path) -> tuple[dict, dict]:
-    obj = torch_load(path)
-    if not isinstance(obj, dict):
-        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint dict")
-    meta = obj.get("vggbench", {})
-    if all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, meta
-    for key in STATE_DICT_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            return inner, meta
-    raise WeightsError(f"{path} is a checkpoint without a state_dict: looked for a dict of tensors at the top "
-                       f"level or under {', '.join(repr(k) for k in STATE_DICT_KEYS)}; "
-                       f"found keys {', '.join(map(repr, list(obj)[:8]))}")
-
-
-def _unpickler_reason(message: str) -> str:
-    """The one informative line of torch's long weights-only error, never its advice to load unsafely."""
-    _, _, tail = message.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in (tail or message).splitlines()
-             if line.strip() and "weights_only" not in line and "Weights only load failed" not in line]
-    return lines[0] if lines else "refused by the weights-only unpickler"
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in WRAPPER_PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def infer_options(state: dict[str, torch.Tensor]) -> dict | None:
-    """num_classes, width, hidden and head read off a VGG state_dict's shapes (None if it is no VGG)."""
-    convs = sorted((int(k.split(".")[1]), v) for k, v in state.items()
-                   if re.fullmatch(r"features\.\d+\.weight", k) and v.ndim == 4)
-    fc = [state.get("classifier.0.weight"), state.get("classifier.6.weight")]
-    if not convs or any(w is None or w.ndim != 2 for w in fc):
-        return None
-    width = convs[0][1].shape[0] / 64
-    last = convs[-1][1].shape[0]
-    hidden, fc_in = state["classifier.0.weight"].shape
-    heads = [h for h, cfg in HEADS.items() if fc_in == last * cfg["pool"] ** 2]
-    if not heads:
-        return None
-    options = {"num_classes": int(state["classifier.6.weight"].shape[0]), "width": width, "head": heads[0]}
-    if hidden != scale(HEADS[heads[0]]["hidden"], width):
-        options["hidden"] = int(hidden)
-    return options
-
-
-def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple]:
-    return {k: tuple(v.shape) for k, v in state.items()}
-
-
-def expected_shapes(spec: ModelSpec, options: ModelOptions) -> dict[str, tuple]:
-    with torch.device("meta"):
-        return _shapes(build(spec, options).state_dict())
-
-
-def identify(state: dict[str, torch.Tensor], options: ModelOptions | None = None) -> list[str]:
-    """The registered models whose state_dict a file fits exactly, with the given (or inferred) options."""
-    if options is None:
-        found = infer_options(state)
-        if found is None:
-            return []
-        try:
-            options = ModelOptions(**found)
-        except ConfigError:
-            return []
-    shapes = _shapes(state)
-    return [n for n in list_models() if expected_shapes(get_spec(n), options) == shapes]
-
-
-def _describe(options: dict) -> str:
-    """The options that shape a state_dict, as k=v pairs."""
-    keep = ("num_classes", "width", "hidden", "head")
-    return ", ".join(f"{k}={options[k]:g}" if isinstance(options[k], float) else f"{k}={options[k]}"
-                     for k in keep if options.get(k) is not None)
-
-
 def _load_file(spec: ModelSpec, path: Path, requested: dict) -> LoadedModel:
     state, meta = read_weights_file(path)
     found = meta.get("options") or infer_options(state)
@@ -342,7 +155,7 @@ def _load_file(spec: ModelSpec, path: Path, requested: dict) -> LoadedModel:
                            f"keys of VGG shapes); first keys: {', '.join(list(state)[:5])}")
     found = {k: v for k, v in found.items() if k in ModelOptions.__dataclass_fields__}
     options = ModelOptions(**{**found, **requested})
-    if expected_shapes(spec, options) != _shapes(state):
+    if expected_shapes(spec, options) != shapes(state):
         try:
             matches = identify(state, ModelOptions(**found))
         except ConfigError:
@@ -362,80 +175,18 @@ def _mismatch_message(path, spec, options, state, matches, found, requested) -> 
     conflicts = {k: v for k, v in requested.items() if k in found and found[k] != v}
     if matches and conflicts:
         wanted = ", ".join(f"{k}={v}" for k, v in conflicts.items())
-        return (f"{path} holds a {matches[0]} state_dict with {_describe(found)}; you asked for "
+        return (f"{path} holds a {matches[0]} state_dict with {describe_options(found)}; you asked for "
                 f"{spec.name} with {wanted}")
     if matches:
-        return f"{path} holds a {' / '.join(matches)} state_dict ({_describe(found)}); you asked for {spec.name}"
-    want, have = expected_shapes(spec, options), _shapes(state)
+        return f"{path} holds a {' / '.join(matches)} state_dict ({describe_options(found)}); you asked for {spec.name}"
+    want, have = expected_shapes(spec, options), shapes(state)
     missing = [k for k in want if k not in have]
     unexpected = [k for k in have if k not in want]
     wrong = [f"{k} {list(have[k])} vs {list(want[k])}" for k in want if k in have and want[k] != have[k]]
     parts = [f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}" if missing else "",
              f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}" if unexpected else "",
              f"shape (file vs model) {', '.join(wrong[:2])}{' ...' if len(wrong) > 2 else ''}" if wrong else ""]
-    return f"{path} does not fit {spec.name} ({_describe(options.to_dict())}): " + "; ".join(p for p in parts if p)
-
-
-# --- torchvision ImageNet weights ---------------------------------------------------------------------
-
-def imagenet_weights(spec: ModelSpec, tag: str | None = None):
-    """torchvision's weights enum member for `spec` (DEFAULT when tag is None)."""
-    from torchvision.models import get_model_weights
-
-    if spec.torchvision_name is None:
-        have = ", ".join(n for n in list_models() if get_spec(n).torchvision_name)
-        raise WeightsError(f"{spec.name} has no published ImageNet weights (torchvision publishes them for "
-                           f"{have}); use --weights random or a weights file")
-    enum = get_model_weights(spec.torchvision_name)
-    if tag is None:
-        return enum.DEFAULT
-    try:
-        return enum[tag.upper()]
-    except KeyError:
-        raise WeightsError(f"{spec.torchvision_name} has no weights {tag!r}; available: "
-                           f"{', '.join(w.name for w in enum)}") from None
-
-
-def hub_cache_path(url: str) -> Path:
-    """Where torch.hub (and so torchvision) keeps the file for `url`."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
-
-
-def _published_prefix(filename: str) -> str | None:
-    """torchvision names files <name>-<first hex digits of sha256>.pth."""
-    match = re.search(r"-([a-f0-9]{6,})\.", filename)
-    return match.group(1) if match else None
-
-
-def _download(url: str, dest: Path, model: str) -> None:
-    how = f"download {url} on a machine with internet access and place it at {dest}"
-    if os.environ.get(OFFLINE_ENV):
-        raise WeightsError(f"ImageNet weights for {model} are not in the torch hub cache ({OFFLINE_ENV} is set); {how}")
-    from tqdm import tqdm
-
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp, atomic_file(dest) as tmp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
-                                            leave=False) as bar:
-                while chunk := resp.read(1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-            _check_published_hash(tmp, dest.name, url)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        reason = getattr(e, "reason", e)
-        raise WeightsError(f"ImageNet weights for {model} are not in the torch hub cache and could not be "
-                           f"downloaded ({reason}); {how}") from None
-
-
-def _check_published_hash(path: Path, filename: str, url: str) -> str:
-    digest = sha256_file(path)
-    prefix = _published_prefix(filename)
-    if prefix and not digest.startswith(prefix):
-        raise WeightsError(f"{path} does not match the published checksum (sha256 should start with {prefix}, "
-                           f"it starts with {digest[:len(prefix)]}): it is corrupt or not the file from {url}; "
-                           f"delete it and place the original there")
-    return digest
+    return f"{path} does not fit {spec.name} ({describe_options(options.to_dict())}): " + "; ".join(p for p in parts if p)
 
 
 def _load_imagenet(spec: ModelSpec, tag: str | None, requested: dict) -> LoadedModel:
@@ -448,9 +199,9 @@ def _load_imagenet(spec: ModelSpec, tag: str | None, requested: dict) -> LoadedM
     options = ModelOptions(**{**options.to_dict(), **requested})
     path = hub_cache_path(weights.url)
     if not path.exists():
-        _download(weights.url, path, spec.name)
-    digest = _check_published_hash(path, path.name, weights.url)
-    state, _ = _read_torch(path)
+        download(weights.url, path, spec.name)
+    digest = check_published_hash(path, path.name, weights.url)
+    state, _ = read_torch(path)
     module = build(spec, options)
     try:
         module.load_state_dict(state, strict=True)
@@ -489,40 +240,3 @@ def save_weights(model: LoadedModel, path: str | os.PathLike, **extra) -> Path:
             raise WeightsError(f"cannot save weights as {path.suffix or 'a file without suffix'}: use "
                                f"{SAFETENSORS_SUFFIX} or {', '.join(CHECKPOINT_SUFFIXES)}")
     return path
-
-
-# module -> (what its tensors were when hashed, the digest): a VGG16 takes seconds to hash, and a run asks
-# for the same fingerprint several times (export cache key, manifest, verify's reference check)
-_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _tensor_state(module: nn.Module) -> tuple | None:
-    """Changes whenever a tensor of the state_dict is replaced or modified in place; None where torch keeps no
-    version counter (tensors made under inference_mode), and then nothing is cached."""
-    try:
-        return tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape), str(t.device))
-                     for name, t in module.state_dict().items())
-    except RuntimeError:
-        return None
-
-
-def state_sha256(module: nn.Module) -> str:
-    """A fingerprint of a module's weights: sha256 over every state_dict entry's name, dtype, shape and bytes.
-    Computed once per module while its tensors stay as they were."""
-    state = _tensor_state(module)
-    cached = _FINGERPRINTS.get(module)
-    if state is not None and cached is not None and cached[0] == state:
-        return cached[1]
-    digest = _digest(module)
-    if state is not None:
-        _FINGERPRINTS[module] = (state, digest)
-    return digest
-
-
-def _digest(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-    return digest.hexdigest()
