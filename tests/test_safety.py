@@ -274,3 +274,23 @@ def test_run_exits_1_on_a_parity_failure_after_writing_and_showing_the_results(t
     assert "parity_failed" in result.output and f"wrote {out}" in result.output
     assert result.output.strip().splitlines()[-1].startswith("error: 1 of 1 cases failed parity, first vgg11 eager")
     assert read_run(out)["results"][0]["status"] == "parity_failed"
+
+
+def test_a_waiting_lock_gets_the_folder_once_its_holder_lets_go(tmp_path):
+    """Benchmark runs that share an export cache take turns on an entry instead of failing."""
+    import threading
+
+    from vggbench.core.fileio import exclusive
+
+    folder, order = tmp_path / "entry", []
+
+    def waiter():
+        with exclusive(folder, wait=True):
+            order.append("waiter")
+    with exclusive(folder):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        thread.join(0.5)  # it is blocked: the holder still holds
+        order.append("holder")
+    thread.join(30)
+    assert order == ["holder", "waiter"] and list(tmp_path.iterdir()) == []

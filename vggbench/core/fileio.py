@@ -144,11 +144,11 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | os.PathLike) -> Iterator[None]:
+def exclusive(path: str | os.PathLike, wait: bool = False) -> Iterator[None]:
     """Hold an advisory lock on `path` (a run or export folder) for the block: a second vggbench process that asks
     for it gets a VggbenchError at once instead of writing into the same folder. The lock is `.NAME.lock` beside
     it (flock: released by the kernel when a process dies), removed on release; where flock does not exist (Windows)
-    there is none."""
+    there is none. wait: wait for the holder instead of raising."""
     path = Path(path)
     try:
         import fcntl
@@ -160,7 +160,7 @@ def exclusive(path: str | os.PathLike) -> Iterator[None]:
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
