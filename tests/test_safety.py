@@ -294,3 +294,17 @@ def test_a_waiting_lock_gets_the_folder_once_its_holder_lets_go(tmp_path):
         order.append("holder")
     thread.join(30)
     assert order == ["holder", "waiter"] and list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_refuses_the_first_write_stops_run_before_any_case(tmp_path, monkeypatch, no_benchmark):
+    """What a read-only folder does for users other than root (who writes anywhere, so the chmod test skips)."""
+    real_open = results_module.os.open
+
+    def read_only(path, flags, mode=0o777):
+        if str(path).startswith(str(tmp_path)):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, mode)
+    monkeypatch.setattr(results_module.os, "open", read_only)
+    result = cli("run", *TINY_CLI, "--out", tmp_path)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: cannot write results into {tmp_path}: Permission denied"

@@ -117,7 +117,8 @@ def claim_results(out: str | os.PathLike | None = None, created: str | None = No
             continue
         except OSError as e:
             raise ResultsError(f"cannot write results into {folder}: {e.strerror}") from None
-        if not named and _taken(json_path):  # a run that held this name finished (and dropped its journal) between the check and the claim
+        # a run that held this name may have finished (results written, then its journal removed) in between
+        if not named and _taken(json_path):
             os.close(fd)
             journal.unlink()
             continue
