@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 
 import click
 
 from .bench.suite import Suite
-from .core.errors import BenchmarkInterrupted, VggbenchError
+from .core.errors import BenchmarkInterrupted, Terminated, VggbenchError
 from .core.settings import cli_options, given
 from .exporters.settings import ExportSettings
 from .parity.settings import VerifySettings
@@ -29,7 +32,8 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _terminate_as_interrupt(ctx):
+                return super().invoke(ctx)
         except VggbenchError as e:
             if ctx.obj and ctx.obj.get("traceback"):
                 raise
@@ -38,7 +42,33 @@ class Group(click.Group):
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(interrupt_exit_code(ctx))
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt(ctx: click.Context):
+    """For the command's duration, SIGTERM (what CI timeouts and `kill` send) raises Terminated, a KeyboardInterrupt:
+    it takes Ctrl-C's path (run writes its finished cases, export removes its temp folder, train saves last.pt).
+    The previous handler is put back afterwards. Signals reach only the main thread's handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        ctx.ensure_object(dict)["signal"] = signum
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:  # None: a handler set outside Python, which cannot be put back; the default is the nearest
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def interrupt_exit_code(ctx: click.Context) -> int:
+    """128 + the signal, as a shell reports a process that the signal ended: 130 for Ctrl-C (SIGINT), 143 for
+    SIGTERM, so that CI sees a terminated job as terminated even though the results were written first."""
+    return 128 + (ctx.find_root().obj or {}).get("signal", signal.SIGINT)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -214,32 +244,47 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: on a terminal].")
 @click.pass_context
 def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) -> None:
-    """Time forward passes across models, backends, batch sizes, precisions and memory formats."""
+    """Time forward passes across models, backends, batch sizes, precisions and memory formats.
+
+    Each finished case is appended to run-<time>.jsonl beside the results as it is measured (`vggbench report`
+    reads it if the run never finishes). Exit 1 when a case failed parity (after the results are written and
+    shown), 2 on bad input, 130 on Ctrl-C and 143 on SIGTERM (the finished cases are written first).
+    """
     import shlex
 
     from .bench.report import parse_baseline, render_run
-    from .bench.results import read_run
+    from .bench.results import claim_results, read_run
     from .bench.suite import default_suite
     from .bench.sweep import benchmark
 
     if best and suite is None:
         suite = f"best-{default_suite(kwargs['device'])}"
     parse_baseline(baseline)  # a bad one fails now, not after the run
+    command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
+    journal = claim_results(out, command=command)  # an --out that cannot be written fails now, not after the run
     try:
         result = benchmark(suite, export_cache=export_cache, progress=progress,
-                           raise_errors=bool(ctx.obj.get("traceback")), **given(kwargs))
+                           raise_errors=bool(ctx.obj.get("traceback")), journal=journal, **given(kwargs))
     except BenchmarkInterrupted as e:  # keep what was measured, then exit as an interrupt does
         result = e.run
         if not result.results:
+            journal.close()
             raise
-    result.settings["command"] = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
-    json_path, csv_path = result.write(out)
+    except BaseException:
+        journal.close()  # kept if it holds a finished case
+        if journal.rows:
+            click.echo(f"the {journal.rows} finished case(s) are kept in {journal.path} (`vggbench report "
+                       f"{journal.path}` reads it)", err=True)
+        raise
+    result.settings["command"] = command
+    json_path, csv_path = journal.finish(result.to_dict())
     # the table is rendered from the file just written, as `vggbench report` would
     click.echo(render_run(read_run(json_path), fmt, baseline))
     click.echo(f"\n{result.summary()}; wrote {json_path} and {csv_path}", err=fmt in ("csv", "json"))
     if "interrupted" in result.settings:
         click.echo(f"interrupted: {result.settings['interrupted']}; the results so far are written", err=True)
-        ctx.exit(130)
+        ctx.exit(interrupt_exit_code(ctx))
+    result.check()
 
 
 @main.command()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..backends import Target
 from ..core.errors import VggbenchError, one_line
+from ..core.fileio import exclusive
 from ..exporters.manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
 from ..exporters.manifest import artifact, read_manifest
 from ..parity.checked import export
@@ -51,13 +52,16 @@ class ExportCache:
         if key in self._failed:
             raise ExportFailed(self._failed[key])
         folder = self.root / key
-        if not self._usable(folder, fmt, exported):
-            try:
-                export(self.model, folder, formats=["onnx", fmt] if fmt == INT8_FORMAT else [fmt],
-                       image_size=self.image_size, precision=exported, force=True, verify=True)
-            except Exception as e:  # any exporter failure is this case's status, not a crash
-                self._failed[key] = str(e) if isinstance(e, VggbenchError) else one_line(e)
-                raise ExportFailed(self._failed[key]) from e
+        # runs that share the cache take turns: one makes the export, the others wait and then reuse it (the
+        # export's own lock on the folder would refuse them instead)
+        with exclusive(self.root / f"{key}.making", wait=True):
+            if not self._usable(folder, fmt, exported):
+                try:
+                    export(self.model, folder, formats=["onnx", fmt] if fmt == INT8_FORMAT else [fmt],
+                           image_size=self.image_size, precision=exported, force=True, verify=True)
+                except Exception as e:  # any exporter failure is this case's status, not a crash
+                    self._failed[key] = str(e) if isinstance(e, VggbenchError) else one_line(e)
+                    raise ExportFailed(self._failed[key]) from e
         return folder
 
     def _usable(self, folder: Path, fmt: str, precision: str) -> bool:

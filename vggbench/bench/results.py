@@ -1,20 +1,23 @@
 """A benchmark run as stored: one JSON envelope (settings, environment, one row per case) plus a CSV
-of the rows, written atomically; and reading it back, with its schema checked."""
+of the rows, written atomically under a name claimed exclusively; the journal that holds the rows while the run
+goes on; and reading either back, with its schema checked."""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..core.errors import ResultsError
+from ..core.errors import CheckFailed, ResultsError
 from ..core.fileio import write_json, write_text
 from .rows import BenchResult
 
 SCHEMA_VERSION = 1
 KIND = "vggbench-run"
+JOURNAL_KIND = "vggbench-run-journal"
 DEFAULT_RESULTS_DIR = Path("benchmarks") / "results"
 # the CSV has every field of a row except the raw samples (they stay in the JSON)
 CSV_COLUMNS = [f.name for f in fields(BenchResult) if f.name != "samples_ms"]
@@ -56,23 +59,19 @@ class BenchRun:
         counts = ", ".join(f"{n} {status}" for status, n in self.status_counts().items())
         return f"{len(self.results)} cases ({counts}) in {self.wall_s:.0f} s"
 
+    def check(self) -> None:
+        """Raise CheckFailed (exit 1) when a case failed parity: its timing is of a model that computes something
+        else. Rows that could not run (unsupported, oom, error) are no failed check."""
+        failed = [r for r in self.results if r.status == "parity_failed"]
+        if failed:
+            r = failed[0]
+            raise CheckFailed(f"{len(failed)} of {len(self.results)} cases failed parity, first {r.model} "
+                              f"{r.backend} {r.precision} {r.memory_format} batch {r.batch_size}: {r.reason}")
+
     def write(self, out: str | os.PathLike | None = None) -> tuple[Path, Path]:
-        """Write run-<time>.json and .csv into `out` (a folder, default benchmarks/results/) or to `out`
-        itself when it ends in .json. Returns both paths."""
+        """Write run-<time>.json and .csv into `out` (a folder, default benchmarks/results/; a name another
+        run holds gets a suffix -2, -3, ...) or to `out` itself when it ends in .json. Returns both paths."""
         return write_run(self.to_dict(), out)
-
-
-def output_paths(out: str | os.PathLike | None, created: str) -> tuple[Path, Path]:
-    out = Path(out) if out is not None else DEFAULT_RESULTS_DIR
-    if out.suffix.lower() == ".json":
-        return out, out.with_suffix(".csv")
-    stamp = dt.datetime.fromisoformat(created).astimezone().strftime("%Y%m%d-%H%M%S")
-    path = out / f"run-{stamp}.json"
-    n = 1
-    while path.exists() or path.with_suffix(".csv").exists():
-        n += 1
-        path = out / f"run-{stamp}-{n}.json"
-    return path, path.with_suffix(".csv")
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -84,22 +83,155 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def write_run(data: dict, out: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    json_path, csv_path = output_paths(out, data["created"])
-    write_json(json_path, data)
-    write_text(csv_path, csv_text(data["results"]))
-    return json_path, csv_path
+    """Write a run's envelope as JSON and CSV under a name no other run holds (see claim_results)."""
+    return claim_results(out, data["created"]).finish(data)
+
+
+def claim_results(out: str | os.PathLike | None = None, created: str | None = None, *,
+                  command: str | None = None) -> Journal:
+    """Check that results can be written to `out` and claim their names, before anything is measured.
+
+    out: a folder (default benchmarks/results/), where the results are run-<time>.json/.csv, or a .json file
+    (the .csv beside it). The claim is the journal, run-<time>.jsonl, created exclusively (O_EXCL): two runs
+    that start in the same second get run-<time> and run-<time>-2, never the same name. A folder that cannot
+    be made or written is a ResultsError now, not after the run. command: recorded in the journal's settings.
+    """
+    out = Path(out) if out is not None else DEFAULT_RESULTS_DIR
+    named = out.suffix.lower() == ".json"
+    folder = out.parent if named else out
+    _make_folder(folder, out)
+    if named:
+        for path in (out, out.with_suffix(".csv")):
+            if path.is_dir():
+                raise ResultsError(f"cannot write the results to {path}: it is a folder")
+    stamp = dt.datetime.fromisoformat(created or _now()).astimezone().strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        stem = (out.stem if named else f"run-{stamp}") + (f"-{n}" if n > 1 else "")
+        journal = folder / f"{stem}.jsonl"
+        json_path = out if named else journal.with_suffix(".json")
+        if not named and _taken(json_path):
+            continue
+        try:
+            fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise ResultsError(f"cannot write results into {folder}: {e.strerror}") from None
+        # a run that held this name may have finished (results written, then its journal removed) in between
+        if not named and _taken(json_path):
+            os.close(fd)
+            journal.unlink()
+            continue
+        return Journal(journal, json_path, json_path.with_suffix(".csv"), os.fdopen(fd, "w", encoding="utf-8"),
+                       command)
+
+
+def _taken(json_path: Path) -> bool:
+    return json_path.exists() or json_path.with_suffix(".csv").exists()
+
+
+def _make_folder(folder: Path, out: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file" if blocker else e.strerror
+        raise ResultsError(f"cannot write results to {out}: {why}") from None
+
+
+class Journal:
+    """The rows of a run as they are measured: JSON Lines (a header with the settings and the environment, then
+    one row per line, each flushed to disk) beside the results, so a kill, a crash or a failed final write keeps
+    every finished case; `read_run` reads a journal back. `finish` writes the results and removes it."""
+
+    def __init__(self, path: Path, json_path: Path, csv_path: Path, file, command: str | None = None) -> None:
+        self.path, self.json_path, self.csv_path, self._file = path, json_path, csv_path, file
+        self.command, self.rows = command, 0
+
+    def start(self, settings: dict, environment: dict, created: str) -> None:
+        """The header line: what read_run needs besides the rows."""
+        from ..core.env import package_version
+
+        if self.command:
+            settings = {**settings, "command": self.command}
+        self._line({"schema_version": SCHEMA_VERSION, "kind": JOURNAL_KIND, "vggbench": package_version("vggbench"),
+                    "created": created, "settings": settings, "environment": environment})
+
+    def append(self, row: BenchResult) -> None:
+        self._line(asdict(row))
+        self.rows += 1
+
+    def _line(self, data: dict) -> None:
+        try:
+            self._file.write(json.dumps(data, default=str) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            raise ResultsError(f"cannot append to the journal {self.path}: {e.strerror}; {self._kept()}") from None
+
+    def finish(self, data: dict) -> tuple[Path, Path]:
+        """Write the envelope `data` to the claimed .json and .csv, then remove the journal. Returns both paths."""
+        try:
+            write_json(self.json_path, data)
+            write_text(self.csv_path, csv_text(data["results"]))
+        except OSError as e:
+            self.close()
+            where = f"; {self._kept()}" if self.rows else ""
+            raise ResultsError(f"cannot write {e.filename or self.json_path}: {e.strerror}{where}") from None
+        self._file.close()
+        self.path.unlink(missing_ok=True)  # after the results: a name is never free while neither exists
+        return self.json_path, self.csv_path
+
+    def close(self) -> None:
+        """Stop writing: the journal stays when it holds a row, and goes when it holds none."""
+        self._file.close()
+        if not self.rows:
+            self.path.unlink(missing_ok=True)
+
+    def _kept(self) -> str:
+        return (f"the {self.rows} finished case(s) are kept in {self.path} "
+                f"(`vggbench report {self.path}` reads it)")
+
+
+def read_journal(path: str | os.PathLike) -> dict:
+    """A journal as a results envelope (schema_version 1). A last line cut short by a kill is left out."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{path} is not a vggbench journal ({e})") from None
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1 and i > 0:  # the row being written when the process died
+                break
+            raise ResultsError(f"{path}: line {i + 1} is not valid JSON ({e})") from None
+    if not records or not isinstance(records[0], dict) or records[0].get("kind") != JOURNAL_KIND:
+        raise ResultsError(f"{path} is not a vggbench journal (no \"kind\": \"{JOURNAL_KIND}\" on its first line)")
+    header, rows = records[0], records[1:]
+    settings = header.get("settings") if isinstance(header.get("settings"), dict) else {}
+    settings.setdefault("interrupted", f"the run did not finish; {len(rows)} case(s) read from its journal")
+    return {"schema_version": header.get("schema_version"), "kind": KIND, "vggbench": header.get("vggbench"),
+            "created": header.get("created"), "wall_s": 0.0, "settings": settings,
+            "environment": header.get("environment"), "results": rows}
 
 
 def read_run(path: str | os.PathLike) -> dict:
-    """A results file written by `vggbench run`, or a ResultsError that says what is wrong with it."""
+    """A results file written by `vggbench run` (or the .jsonl journal of a run that did not finish), or a
+    ResultsError that says what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"results file {path} does not exist (`vggbench run` writes them to "
                            f"{DEFAULT_RESULTS_DIR}/)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ResultsError(f"{path} is not valid JSON ({e})") from None
+    if path.suffix.lower() == ".jsonl":
+        data = read_journal(path)
+    else:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ResultsError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise ResultsError(f"{path} is not a vggbench results file (no \"kind\": \"{KIND}\")")
     if data.get("schema_version") != SCHEMA_VERSION:

@@ -15,7 +15,14 @@ from ..backends import OrtSettings, Runner, RunnerOptions, Target, eager_runner,
 from ..backends.winograd import native
 from ..core.device import Device, require_device
 from ..core.env import capture
-from ..core.errors import BenchmarkInterrupted, CheckFailed, UnsupportedError, VggbenchError, one_line
+from ..core.errors import (
+    BenchmarkInterrupted,
+    CheckFailed,
+    Terminated,
+    UnsupportedError,
+    VggbenchError,
+    one_line,
+)
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..core.timing import free_memory, is_oom, measure
 from ..data.inputs import random_batch
@@ -24,7 +31,7 @@ from ..zoo.profiling import profile
 from ..zoo.weights import load_model, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE, ExportCache, ExportFailed
 from .peak import measure_peak
-from .results import BenchRun
+from .results import BenchRun, Journal
 from .rows import BenchResult, Case
 from .suite import Suite, resolve_suite
 
@@ -37,7 +44,8 @@ class _ParityMismatch(Exception):
 
 
 def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: str | os.PathLike = DEFAULT_EXPORT_CACHE,
-              progress: bool | None = None, raise_errors: bool = False, **overrides) -> BenchRun:
+              progress: bool | None = None, raise_errors: bool = False, journal: Journal | None = None,
+              **overrides) -> BenchRun:
     """Time every case of a suite and return the run (settings, environment, one row per case).
 
     suite: a Suite, a suite name (vggbench/bench/suites/, then ./benchmarks/suites/) or a TOML path; None is
@@ -45,6 +53,8 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
     batch_sizes=[1, 8], min_time_s=1.0; they replace the suite's values.
     progress: a progress bar on stderr (None: only on a terminal).
     raise_errors: re-raise unexpected errors instead of recording them as "error" rows (for debugging).
+    journal: where each finished case is appended as it is measured (vggbench.bench.results.claim_results
+    makes one), so that a crash or a kill keeps it.
     """
     suite = resolve_suite(suite, **overrides)
     device = require_device(suite.device)
@@ -55,15 +65,17 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
         environment = capture()
         environment["native_kernels"] = native.describe()  # the winograd backend's C++ transforms
         environment["gemm_peaks"] = _peaks(plan, device)
-        sweep = _Sweep(suite, device, plan, Path(export_cache), environment, progress, raise_errors)
-        interrupted = False
+        settings = {**suite.to_dict(), "export_cache": str(export_cache)}
+        if journal is not None:
+            journal.start(settings, environment, environment["created"])
+        sweep = _Sweep(suite, device, plan, Path(export_cache), environment, progress, raise_errors, journal)
+        interrupted = None
         try:
             sweep.run()
-        except KeyboardInterrupt:
-            interrupted = True
-    settings = {**suite.to_dict(), "export_cache": str(export_cache)}
+        except KeyboardInterrupt as e:
+            interrupted = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
     if interrupted:
-        settings["interrupted"] = f"Ctrl-C after {len(sweep.results)} of {suite.case_count()} cases"
+        settings["interrupted"] = f"{interrupted} after {len(sweep.results)} of {suite.case_count()} cases"
     run = BenchRun(settings, environment, sweep.results, time.perf_counter() - started, environment["created"])
     if interrupted:
         raise BenchmarkInterrupted(run)
@@ -90,7 +102,7 @@ def _peaks(plan: dict, device: Device) -> list[dict]:
 
 class _Sweep:
     def __init__(self, suite: Suite, device: Device, plan: dict, export_cache: Path, environment: dict, progress,
-                 raise_errors: bool) -> None:
+                 raise_errors: bool, journal: Journal | None) -> None:
         self.suite, self.device, self.plan = suite, device, plan
         self.export_cache, self.raise_errors = export_cache, raise_errors
         self.weights = parse_weights(suite.weights, suite.seed).require()
@@ -99,7 +111,7 @@ class _Sweep:
         self.tf32 = bool(tf32_flag(device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
         self.ort = OrtSettings(threads=self.threads, optimization=suite.ort_optimization,
                                cudnn_conv_algo_search=suite.cudnn_conv_algo_search, tf32=self.tf32)
-        self.progress = progress
+        self.progress, self.journal = progress, journal
         self.results: list[BenchResult] = []
 
     def run(self) -> list[BenchResult]:
@@ -237,7 +249,10 @@ class _Sweep:
         return "error", one_line(error)
 
     def _record(self, rows: list[BenchResult]) -> None:
-        self.results += rows
+        for row in rows:
+            self.results.append(row)
+            if self.journal is not None:
+                self.journal.append(row)
         self.bar.update(len(rows))
 
     def _batch(self, batch_size: int) -> torch.Tensor:

@@ -64,9 +64,14 @@ def one_line(e: BaseException) -> str:
 
 
 class BenchmarkInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a benchmark run: `run` is a BenchRun of the cases that finished, so that they can be
+    """Ctrl-C (or SIGTERM) during a benchmark run: `run` is a BenchRun of the cases that finished, so that they can be
     written instead of lost (`vggbench run` does, then exits 130)."""
 
     def __init__(self, run) -> None:
         super().__init__(f"interrupted after {len(run.results)} case(s)")
         self.run = run
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI timeouts and `kill` send), raised by the CLI's handler so that it takes the Ctrl-C path:
+    finished cases kept, temp folders removed, last.pt saved."""

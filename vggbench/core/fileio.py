@@ -144,10 +144,11 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | os.PathLike) -> Iterator[None]:
+def exclusive(path: str | os.PathLike, wait: bool = False) -> Iterator[None]:
     """Hold an advisory lock on `path` (a run or export folder) for the block: a second vggbench process that asks
     for it gets a VggbenchError at once instead of writing into the same folder. The lock is `.NAME.lock` beside
-    it (flock: released by the kernel when a process dies); where flock does not exist (Windows) there is none."""
+    it (flock: released by the kernel when a process dies), removed on release; where flock does not exist (Windows)
+    there is none. wait: wait for the holder instead of raising."""
     path = Path(path)
     try:
         import fcntl
@@ -156,16 +157,26 @@ def exclusive(path: str | os.PathLike) -> Iterator[None]:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.parent / f".{path.name}.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise VggbenchError(f"{path} is in use by another vggbench process (pid {holder}); wait for it to "
                                 f"finish or choose another --out") from None
+        # the holder before us removes the file as it lets go: what we locked must still be the file at the name
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
+        lock.unlink(missing_ok=True)  # while still held, so no lock file is left beside the folder
         os.close(fd)  # closing releases the lock

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..core.env import package_version
 from ..core.errors import ConfigError, ExportError, VggbenchError, one_line
-from ..core.fileio import atomic_dir
+from ..core.fileio import atomic_dir, exclusive
 from ..core.numerics import scoped_numerics
 from ..zoo.profiling import profile
 from ..zoo.specs import check_image_size
@@ -114,7 +114,8 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
     The folder is built beside `out` and renamed into place only when every format exported and `check`
     (called with the finished temp folder; it returns parity rows for the manifest, or raises) passed, so a
     failure leaves an old export intact. batch_size is the example batch of a static export; dynamic exports
-    serve any batch size. onnx-int8 is quantized from model.onnx with `quant`, calibrated on `calibration`
+    serve any batch size. While it runs, `out` is locked (vggbench.core.fileio.exclusive): a second export into it
+    is a VggbenchError. onnx-int8 is quantized from model.onnx with `quant`, calibrated on `calibration`
     (normalised images, required for onnx-int8). Returns the manifest.
     """
     _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode)
@@ -135,7 +136,8 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
     module = copy.deepcopy(model.module).eval().to(dtype)
     example = torch.randn(example_batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0),
                           dtype=dtype)
-    with atomic_dir(out, force=force) as folder:
+    # one writer per folder: a second process exporting here gets one error line, not a mix of two exports
+    with exclusive(out), atomic_dir(out, force=force) as folder:
         artifacts, caught = {}, []
         for fmt in formats:
             with warnings.catch_warnings(record=True) as seen:
