@@ -20,6 +20,7 @@ from ..core.device import parse_device
 from ..core.errors import ConfigError
 from ..core.settings import check_keys, coerce, from_mapping, setting
 from ..zoo.settings import ModelSettings
+from ..zoo.specs import MAX_IMAGE_SIZE
 
 try:
     import tomllib
@@ -101,7 +102,7 @@ class Suite(ModelSettings):
     # sub-products, each overriding some of the five lists above
     matrix: tuple[dict, ...] = setting((), parse=_matrix, cli=False)
     device: str = setting("cpu", "cpu, cuda or cuda:N (onnxruntime follows it).", parse=_suite_device)
-    image_size: int = setting(224, "Input size.", minimum=1)
+    image_size: int = setting(224, "Input size.", minimum=1, maximum=MAX_IMAGE_SIZE)
     # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way), except
     # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.numerics.tf32_flag)
     threads: int | None = setting(None, "torch intra-op threads for the run (restored afterwards), also given "
