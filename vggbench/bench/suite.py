@@ -178,15 +178,24 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         path = Path(text)
         if not path.is_file():
             raise ConfigError(f"suite file {path} does not exist")
-        return parse_suite(path.read_text(encoding="utf-8"), path.stem, str(path))
+        return parse_suite(_read_text(path), path.stem, str(path))
     for folder in (_package_suites(), PROJECT_SUITES):
         entry = folder / f"{text}.toml"
         if entry.is_file():
-            return parse_suite(entry.read_text(encoding="utf-8"), text, str(entry))
+            return parse_suite(_read_text(entry), text, str(entry))
     have = available_suites()
     close = difflib.get_close_matches(text, list(have), n=2)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(f"unknown suite {text!r}{hint} (suites: {', '.join(have) or 'none'}; or give a .toml file)")
+
+
+def _read_text(path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:  # TOML is UTF-8 by definition
+        raise ConfigError(f"suite file {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"suite file {path} cannot be read: {e.strerror or e}") from None
 
 
 def parse_suite(text: str, name: str = "custom", where: str = "suite") -> Suite:
