@@ -236,3 +236,16 @@ def test_a_damaged_library_in_the_kernel_cache_is_rebuilt_not_loaded(tmp_path, d
     again = _load_kernels(tmp_path)  # before: SIGBUS (-7) or "file too short", and no kernels
     assert again.returncode == 0, (again.returncode, again.stderr[-2000:])
     assert native.verified(library) and library.read_bytes() != data[:len(data) // 2]
+
+
+def test_a_non_finite_number_in_a_row_is_written_as_null_and_read_back(tmp_path):
+    from tests.test_report import row
+    from vggbench.bench.results import read_run
+
+    failed = row("eager", 1, 500.0)
+    failed = type(failed)(**{**vars(failed), "status": "parity_failed", "reason": "output not finite",
+                             "parity_max_abs": float("nan"), "max_ms": float("inf")})
+    path = results_file(tmp_path, [*ROWS, failed])
+    json.loads(path.read_text(), parse_constant=lambda bare: pytest.fail(f"bare {bare} in the results JSON"))
+    last = read_run(path)["results"][-1]
+    assert last["parity_max_abs"] is None and last["max_ms"] is None and last["status"] == "parity_failed"

@@ -46,7 +46,7 @@ class BenchRun:
 
         return {"schema_version": SCHEMA_VERSION, "kind": KIND, "vggbench": package_version("vggbench"),
                 "created": self.created, "wall_s": round(self.wall_s, 1), "settings": self.settings,
-                "environment": self.environment, "results": [asdict(r) for r in self.results]}
+                "environment": self.environment, "results": [_finite(asdict(r)) for r in self.results]}
 
     def status_counts(self) -> dict[str, int]:
         """status -> how many cases ended with it, in the order first seen."""
@@ -64,6 +64,18 @@ class BenchRun:
         """Write run-<time>.json and .csv into `out` (a folder, default benchmarks/results/) or to `out`
         itself when it ends in .json. Returns both paths."""
         return write_run(self.to_dict(), out)
+
+
+def _finite(value):
+    """`value` with NaN and infinities as None: JSON has no such numbers (Python would write bare NaN, which
+    other readers refuse), and a row that has one says why in its status and reason."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def output_paths(out: str | os.PathLike | None, created: str) -> tuple[Path, Path]:
