@@ -26,6 +26,7 @@ from ..zoo.specs import check_image_size
 from ..zoo.weights import LoadedModel
 from .manifest import FORMATS, SCHEMA_VERSION, file_entry, write_manifest
 from .quantize import QuantConfig, quantize_onnx
+from .settings import max_opset
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 EXPORT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
@@ -177,13 +178,6 @@ def _check_arguments(model, formats, image_size, batch_size, opset, precision, t
         raise ConfigError(f"opset {opset} is too old for the dynamo ONNX exporter: use {MIN_OPSET} or newer")
     if opset is not None and {"onnx", "onnx-int8"} & set(formats) and opset > (newest := max_opset()):
         raise ConfigError(f"--opset {opset} is newer than the installed onnx can write: use {MIN_OPSET} to {newest}")
-
-
-def max_opset() -> int:
-    """The newest ONNX opset the installed onnx package knows (and so can convert an export to)."""
-    import onnx
-
-    return onnx.defs.onnx_opset_version()
 
 
 def build_manifest(model: LoadedModel, artifacts: dict, image_size: int, batch_size: int, dynamic_batch: bool,
