@@ -79,8 +79,9 @@ def _record(library: Path) -> dict:
 
 def verified(library: Path) -> bool:
     """Whether `library` is the file that was built: its size and sha256 as recorded at build time. A
-    truncated or altered library must never be loaded: mapping a file shorter than its headers say kills
-    the process with SIGBUS, and altered code would run with our rights."""
+    truncated or otherwise damaged library (a full disk, a killed copy, a network home) must never be loaded:
+    mapping a file shorter than its headers say kills the process with SIGBUS. (The record guards against
+    damage, not against someone who can write to the cache: they could rewrite the record as well.)"""
     try:
         recorded = json.loads(record_path(library).read_text(encoding="utf-8"))
         if not isinstance(recorded, dict) or recorded.get("size") != library.stat().st_size:
