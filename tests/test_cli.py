@@ -44,7 +44,7 @@ def test_one_model_shows_its_layers_and_shapes():
 
 @pytest.mark.parametrize("args,message", [
     (("models", "vgg17"), "error: unknown model 'vgg17'; did you mean vgg19, vgg16, vgg13?"),
-    (("info", "vgg16", "--width", "0"), "error: width must be a channel multiplier"),
+    (("info", "vgg16", "--width", "0"), "error: --width must be in (0, 4], got 0.0"),
     (("info", "vgg16", "--image-size", "16"), "error: image size 16 is too small for vgg16"),
     (("info", "vgg16", "--head", "big"), "error: unknown head 'big'"),
 ])

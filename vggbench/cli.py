@@ -30,13 +30,23 @@ class Group(click.Group):
             obj["argv"] = list(sys.argv[1:] if args is None else args)
         return super().main(args, prog_name, **extra)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:  # the group's own options
+            _usage_error(e)
+
     def invoke(self, ctx: click.Context):
         try:
             with _terminate_as_interrupt(ctx):
                 return super().invoke(ctx)
+        except click.UsageError as e:  # a command's options and arguments, parsed in here
+            _usage_error(e)
         except VggbenchError as e:
             if ctx.obj and ctx.obj.get("traceback"):
-                raise
+                import traceback
+
+                traceback.print_exc()  # the traceback asked for, with the error's exit code all the same
             message = " ".join(str(e).split())
             click.secho(f"error: {message}", err=True, fg="red")
             ctx.exit(e.exit_code)
@@ -69,6 +79,16 @@ def interrupt_exit_code(ctx: click.Context) -> int:
     """128 + the signal, as a shell reports a process that the signal ended: 130 for Ctrl-C (SIGINT), 143 for
     SIGTERM, so that CI sees a terminated job as terminated even though the results were written first."""
     return 128 + (ctx.find_root().obj or {}).get("signal", signal.SIGINT)
+
+
+def _usage_error(e: click.UsageError):
+    """click's usage errors as one `error:` line (exit 2), as vggbench's own; a bare `vggbench` still shows the
+    help."""
+    if isinstance(e, click.exceptions.NoArgsIsHelpError):
+        raise e
+    where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+    click.secho(f"error: {' '.join(e.format_message().split())}{where}", err=True, fg="red")
+    raise click.exceptions.Exit(e.exit_code)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -301,9 +321,14 @@ def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) 
 @click.option("--best", is_flag=True, help="Only the fastest case that passed parity per batch size.")
 def report(results, fmt, baseline, old, threshold, allow_different_machines, plot, best) -> None:
     """Show a results file as tables with speed-ups, compare it with an older one, or plot it."""
-    from .bench.report import render_fastest, render_run
+    from .bench.report import parse_baseline, render_fastest, render_run
     from .bench.results import read_run
 
+    if plot:
+        from .bench.plot import check_plot_path
+
+        check_plot_path(plot)  # before any table is printed
+    parse_baseline(baseline)
     data = read_run(results)
     if best:
         click.echo(render_fastest(data, fmt, baseline))

@@ -6,9 +6,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..core.errors import ResultsError
-from ..core.fileio import atomic_file
+from ..core.errors import ConfigError, ResultsError
+from ..core.fileio import atomic_file, check_writable
 from .report import GROUP_KEYS, group_title
+
+
+def check_plot_path(path: str | os.PathLike) -> Path:
+    """`path` if a plot can be written there in a format its suffix names (none: PNG), else a ConfigError."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = check_writable(path, folder=False, label="--plot")
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lstrip(".").lower()
+    if suffix and suffix not in kinds:
+        raise ConfigError(f"--plot {path}: matplotlib cannot write .{suffix} files; use one of "
+                          f"{', '.join('.' + k for k in sorted(kinds))}")
+    return path
 
 
 def plot_run(data: dict, path: str | os.PathLike) -> Path:
@@ -17,6 +30,7 @@ def plot_run(data: dict, path: str | os.PathLike) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
+    path = check_plot_path(path)
     ok = [r for r in data["results"] if r["status"] == "ok"]
     if not ok:
         raise ResultsError("nothing to plot: no case in these results ran (every status is a failure)")
@@ -43,7 +57,6 @@ def plot_run(data: dict, path: str | os.PathLike) -> Path:
         ax.set_title(group_title(key, rows, data.get("environment", {})).replace("; ", "\n"), fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(title="backend precision memory format", fontsize=8, title_fontsize=8)
-    path = Path(path)
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=120)
     return path

@@ -68,8 +68,15 @@ def parse_baseline(text: str) -> tuple[str, str, str]:
     if not 1 <= len(parts) <= 3 or not all(parts):
         raise ConfigError(f"baseline must look like backend[:precision[:memory_format]], e.g. {DEFAULT_BASELINE}; "
                           f"got {text!r}")
-    defaults = DEFAULT_BASELINE.split(":")
-    return tuple(parts + defaults[len(parts):])
+    from ..backends import resolve_backend
+    from ..backends.target import check_memory_format, check_precision
+    from ..core.errors import VggbenchError
+
+    backend, precision, memory_format = parts + DEFAULT_BASELINE.split(":")[len(parts):]
+    try:  # names the registry knows, so that a typo is not a baseline that matches nothing
+        return resolve_backend(backend), check_precision(precision), check_memory_format(memory_format)
+    except VggbenchError as e:
+        raise ConfigError(f"--baseline {text}: {e}") from None
 
 
 def _status(row: dict, width: int | None) -> str:

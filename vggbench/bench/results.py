@@ -7,13 +7,17 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import math
 import os
+import re
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..core.errors import CheckFailed, ResultsError
 from ..core.fileio import write_json, write_text
-from .rows import BenchResult
+from .rows import STATUSES, BenchResult
 
 SCHEMA_VERSION = 1
 KIND = "vggbench-run"
@@ -45,7 +49,7 @@ class BenchRun:
 
         return {"schema_version": SCHEMA_VERSION, "kind": KIND, "vggbench": package_version("vggbench"),
                 "created": self.created, "wall_s": round(self.wall_s, 1), "settings": self.settings,
-                "environment": self.environment, "results": [asdict(r) for r in self.results]}
+                "environment": self.environment, "results": [_finite(asdict(r)) for r in self.results]}
 
     def status_counts(self) -> dict[str, int]:
         """status -> how many cases ended with it, in the order first seen."""
@@ -72,6 +76,18 @@ class BenchRun:
         """Write run-<time>.json and .csv into `out` (a folder, default benchmarks/results/; a name another
         run holds gets a suffix -2, -3, ...) or to `out` itself when it ends in .json. Returns both paths."""
         return write_run(self.to_dict(), out)
+
+
+def _finite(value):
+    """`value` with NaN and infinities as None: JSON has no such numbers (Python would write bare NaN, which
+    other readers refuse), and a row that has one says why in its status and reason."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -244,6 +260,70 @@ def read_run(path: str | os.PathLike) -> dict:
         missing = [k for k in REQUIRED_ROW_KEYS if k not in row]
         if missing:
             raise ResultsError(f"{path}: result {i} lacks {', '.join(missing)}")
+        _check_row(path, i, row)
     if not isinstance(data.get("environment"), dict):
         raise ResultsError(f"{path} has no environment")
+    _check_environment(path, data["environment"])
     return data
+
+
+# --- the checks of a file that may have been edited by hand: every field that report, compare and plot read
+# has its type, so that they never fail on it; the message names the file and the field
+
+_ROW_HINTS = typing.get_type_hints(BenchResult)
+_DEVICE = re.compile(r"[a-z]+(:\d+)?")
+
+
+def _fits(value, hint) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, list) and all(_fits(v, typing.get_args(hint)[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typing.get_origin(hint) or hint)
+
+
+def _words(hint) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_words(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_words(typing.get_args(hint)[0]).removeprefix('a ')}s"
+    return {float: "a finite number", int: "an integer", str: "a string", bool: "true or false", dict: "an object",
+            type(None): "null"}.get(hint, str(hint))
+
+
+def _check_row(path: Path, i: int, row: dict) -> None:
+    for name, value in row.items():
+        hint = _ROW_HINTS.get(name)
+        if hint is not None and not _fits(value, hint):
+            raise ResultsError(f"{path}: results[{i}].{name} must be {_words(hint)}, got {value!r}")
+    if not _DEVICE.fullmatch(row["device"]):
+        raise ResultsError(f"{path}: results[{i}].device must be a device such as cpu or cuda:0, got {row['device']!r}")
+    if row["status"] not in STATUSES:
+        raise ResultsError(f"{path}: results[{i}].status must be one of {', '.join(STATUSES)}, got {row['status']!r}")
+    median = row.get("median_ms")
+    if row["status"] == "ok" and (not isinstance(median, (int, float)) or median <= 0):
+        # a case that ran has its median: comparisons divide by it
+        raise ResultsError(f"{path}: results[{i}].median_ms must be a positive number for a case with status ok, "
+                           f"got {median!r}")
+
+
+def _check_environment(path: Path, env: dict) -> None:
+    for key in ("cpu", "cuda", "versions", "onnxruntime"):
+        if env.get(key) is not None and not isinstance(env[key], dict):
+            raise ResultsError(f"{path}: environment.{key} must be an object, got {env[key]!r}")
+    devices = (env.get("cuda") or {}).get("devices", [])
+    if not isinstance(devices, list) or not all(isinstance(d, dict) and isinstance(d.get("name"), str)
+                                                for d in devices):
+        raise ResultsError(f"{path}: environment.cuda.devices must be a list of objects with a name")
+    peaks = env.get("gemm_peaks", [])
+    if not isinstance(peaks, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("device"), str) and isinstance(p.get("precision"), str)
+            and _fits(p.get("gflops_per_s"), float) for p in peaks):
+        raise ResultsError(f"{path}: environment.gemm_peaks must be a list of objects with device, precision and "
+                           f"gflops_per_s")

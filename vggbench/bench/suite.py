@@ -20,6 +20,7 @@ from ..core.device import parse_device
 from ..core.errors import ConfigError
 from ..core.settings import check_keys, coerce, from_mapping, setting
 from ..zoo.settings import ModelSettings
+from ..zoo.specs import MAX_IMAGE_SIZE
 
 try:
     import tomllib
@@ -101,7 +102,7 @@ class Suite(ModelSettings):
     # sub-products, each overriding some of the five lists above
     matrix: tuple[dict, ...] = setting((), parse=_matrix, cli=False)
     device: str = setting("cpu", "cpu, cuda or cuda:N (onnxruntime follows it).", parse=_suite_device)
-    image_size: int = setting(224, "Input size.", minimum=1)
+    image_size: int = setting(224, "Input size.", minimum=1, maximum=MAX_IMAGE_SIZE)
     # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way), except
     # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.core.numerics.tf32_flag)
     threads: int | None = setting(None, "torch intra-op threads for the run (restored afterwards), also given "
@@ -177,15 +178,24 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         path = Path(text)
         if not path.is_file():
             raise ConfigError(f"suite file {path} does not exist")
-        return parse_suite(path.read_text(encoding="utf-8"), path.stem, str(path))
+        return parse_suite(_read_text(path), path.stem, str(path))
     for folder in (_package_suites(), PROJECT_SUITES):
         entry = folder / f"{text}.toml"
         if entry.is_file():
-            return parse_suite(entry.read_text(encoding="utf-8"), text, str(entry))
+            return parse_suite(_read_text(entry), text, str(entry))
     have = available_suites()
     close = difflib.get_close_matches(text, list(have), n=2)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(f"unknown suite {text!r}{hint} (suites: {', '.join(have) or 'none'}; or give a .toml file)")
+
+
+def _read_text(path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:  # TOML is UTF-8 by definition
+        raise ConfigError(f"suite file {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"suite file {path} cannot be read: {e.strerror or e}") from None
 
 
 def parse_suite(text: str, name: str = "custom", where: str = "suite") -> Suite:

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import VggbenchError
+from .errors import ConfigError, VggbenchError
 
 
 def _umask() -> int:
@@ -35,6 +35,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool, label: str) -> Path:
+    """`path`, or a ConfigError naming `label` (e.g. --out) unless it can be written as a folder (`folder`) or
+    a file: an existing one of that kind, or a new one in a folder that exists or can be made. Checked before
+    work starts, so that a typo does not cost a run."""
+    path = Path(path)
+    kind = "folder" if folder else "file"
+    if path.exists() and path.is_dir() != folder:
+        raise ConfigError(f"{label} {path} is a {'file' if folder else 'folder'}, not a {kind}")
+    parent = path if folder and path.exists() else path.parent
+    while not parent.exists() and parent != parent.parent:  # the nearest folder that exists
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{label} {path}: {parent} is a file, so no {kind} can be made under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{label} {path}: {parent} is not writable")
+    return path
 
 
 @contextlib.contextmanager

@@ -194,22 +194,27 @@ def _check_value(label: str, f: dataclasses.Field, s: Setting, value: Any) -> No
             raise ConfigError(f"{label} must be {_range_words(s, isinstance(value, int), label)}, got {value!r}")
 
 
+def _g(bound: float) -> str:
+    """A bound as typed: 1000000, not 1e+06."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
 def _range_words(s: Setting, integer: bool, label: str) -> str:
     low = None if s.minimum is None and s.above is None else ("[", s.minimum) if s.minimum is not None else ("(", s.above)
     high = None if s.maximum is None and s.below is None else (
         ("]", s.maximum) if s.maximum is not None else (")", s.below))
     if low and high:
-        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+        return f"in {low[0]}{_g(low[1])}, {_g(high[1])}{high[0]}"
     if high:
-        return f"at most {high[1]:g}" if high[0] == "]" else f"less than {high[1]:g}"
+        return f"at most {_g(high[1])}" if high[0] == "]" else f"less than {_g(high[1])}"
     bracket, bound = low
     if bracket == "(":
-        return "positive" if bound == 0 else f"more than {bound:g}"
+        return "positive" if bound == 0 else f"more than {_g(bound)}"
     if bound == 0:
         return "0 or more"
     if bound == 1 and integer and label.startswith("--"):
         return "a positive integer"
-    return f"at least {bound:g}"
+    return f"at least {_g(bound)}"
 
 
 # --- mappings: suite files, settings JSON --------------------------------------------------------------

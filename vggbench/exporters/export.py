@@ -26,6 +26,7 @@ from ..zoo.specs import check_image_size
 from ..zoo.weights import LoadedModel
 from .manifest import FORMATS, SCHEMA_VERSION, file_entry, write_manifest
 from .quantize import QuantConfig, quantize_onnx
+from .settings import max_opset
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 EXPORT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
@@ -80,9 +81,12 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, folder: Path, *, dyna
     program.save(str(path), external_data=external)
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path), load_external_data=False)
+    written = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset is not None and written != opset:  # torch falls back to its own opset when a conversion fails
+        raise ExportError(f"onnx export: --opset {opset} was asked for, but the exporter could only write opset "
+                          f"{written}; pass --opset {written} (or leave --opset out)")
     names = [path.name] + sorted(p.name for p in folder.iterdir() if p.name.startswith(path.name + "."))
-    return {"opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-            "external_data": external, "files": [file_entry(folder, n) for n in names]}
+    return {"opset": written, "external_data": external, "files": [file_entry(folder, n) for n in names]}
 
 
 def _export_onnx_int8(module: nn.Module, example: torch.Tensor, folder: Path, *, quant: QuantConfig,
@@ -174,6 +178,8 @@ def _check_arguments(model, formats, image_size, batch_size, opset, precision, t
         raise ConfigError(f"torchscript mode must be trace or script, got {torchscript_mode!r}")
     if opset is not None and opset < MIN_OPSET:
         raise ConfigError(f"opset {opset} is too old for the dynamo ONNX exporter: use {MIN_OPSET} or newer")
+    if opset is not None and {"onnx", "onnx-int8"} & set(formats) and opset > (newest := max_opset()):
+        raise ConfigError(f"--opset {opset} is newer than the installed onnx can write: use {MIN_OPSET} to {newest}")
 
 
 def build_manifest(model: LoadedModel, artifacts: dict, image_size: int, batch_size: int, dynamic_batch: bool,

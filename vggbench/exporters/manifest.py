@@ -78,6 +78,9 @@ def _check_schema(manifest: dict, path: Path) -> None:
 def read_manifest(export_dir: str | os.PathLike) -> dict:
     """The manifest of an export folder, or an ArtifactError that says what is wrong with the folder."""
     folder = Path(export_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ArtifactError(f"{folder} is a file, not an export folder (`vggbench export MODEL` writes one: a "
+                            f"folder holding manifest.json and the model files)")
     if not folder.is_dir():
         raise ArtifactError(f"export folder {folder} does not exist (create it with `vggbench export MODEL`)")
     path = folder / MANIFEST

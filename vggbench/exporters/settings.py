@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core.errors import ConfigError
+from ..core.fileio import check_writable
 from ..core.settings import setting
 from ..zoo.settings import ModelSettings
+from ..zoo.specs import MAX_IMAGE_SIZE
 
 
 def _precisions() -> tuple[str, ...]:
@@ -26,18 +29,39 @@ def _calibration_methods() -> tuple[str, ...]:
     return METHODS
 
 
+def max_opset() -> int:
+    """The newest ONNX opset the installed onnx package knows (and so can convert an export to)."""
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
+
+
+def _opset(value):
+    """An opset the installed onnx can write; checked here so that a typo costs no model loading."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > (newest := max_opset()):
+        raise ConfigError(f"--opset {value} is newer than the installed onnx can write: use 18 to {newest}")
+    return value
+
+
+def _out_folder(value):
+    """The folder as given, once it is known that it can be written (a file or a read-only place cannot)."""
+    if isinstance(value, str):
+        check_writable(value, folder=True, label="--out")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportSettings(ModelSettings):
     """Which model (see ModelSettings), which formats, where, and how each is made and checked."""
 
     formats: tuple[str, ...] = setting(("torchscript", "onnx", "pt2"), "Comma-separated: torchscript, onnx, pt2, "
                                        "onnx-int8 (int8 quantized from onnx).", option="--format")
-    out: str | None = setting(None, "Export folder [default: exports/MODEL].")
-    image_size: int = setting(224, "Input size.", minimum=1)
+    out: str | None = setting(None, "Export folder [default: exports/MODEL].", parse=_out_folder)
+    image_size: int = setting(224, "Input size.", minimum=1, maximum=MAX_IMAGE_SIZE)
     batch_size: int = setting(1, "Batch of a --static-batch export (dynamic exports take any batch).", minimum=1)
     dynamic_batch: bool = setting(True, "A batch dimension of any size, or the --batch-size only.",
                                   option="--dynamic-batch/--static-batch")
-    opset: int | None = setting(None, "ONNX opset [default: the exporter's].", minimum=1)
+    opset: int | None = setting(None, "ONNX opset [default: the exporter's].", minimum=1, parse=_opset)
     precision: str = setting("fp32", "fp32 or fp16.", choices=_precisions)
     torchscript_mode: str = setting("trace", "trace or script.", choices=_torchscript_modes)
     force: bool = setting(False, "Replace an existing export folder.")

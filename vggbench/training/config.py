@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.device import parse_device
+from ..core.fileio import check_writable
 from ..core.settings import setting
 from ..zoo.settings import ModelSettings
+from ..zoo.specs import MAX_IMAGE_SIZE
 
 OPTIMIZERS = {
     # the paper: mini-batch SGD with momentum 0.9, weight decay 5e-4, learning rate 1e-2
@@ -35,6 +37,13 @@ def _device_or_auto(value) -> str:
     return str(parse_device(value, allow_auto=True))
 
 
+def _out_folder(value):
+    """The folder as given, once it is known that it can be written (a file or a read-only place cannot)."""
+    if isinstance(value, str):
+        check_writable(value, folder=True, label="--out")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class CommonSettings(ModelSettings):
     """What train and eval share: the model (see ModelSettings), where its images come from, how they are
@@ -60,7 +69,8 @@ class EvalConfig(CommonSettings):
 
     split: str | None = setting(None, "[default: test where the dataset has one, else val].", choices=SPLITS)
     image_size: int | None = setting(None, "Input size; at least 32 for VGG's 5 max-pools [default: the "
-                                           "checkpoint's, else 32].", minimum=1)
+                                           "checkpoint's, else 32].", minimum=1,
+                                    maximum=MAX_IMAGE_SIZE)
     normalize: str | None = setting(None, "Mean/std: imagenet's, or computed on the training split (dataset) "
                                           "[default: the mean/std stored with the weights].",
                                     choices=_normalizations)
@@ -74,7 +84,7 @@ class TrainConfig(CommonSettings):
     """Everything that decides a training run; saved in config.json and in every checkpoint."""
 
     # --- data
-    image_size: int = setting(32, "Input size; at least 32 for VGG's 5 max-pools.", minimum=1)
+    image_size: int = setting(32, "Input size; at least 32 for VGG's 5 max-pools.", minimum=1, maximum=MAX_IMAGE_SIZE)
     augment: str | None = setting(None, "none; light (mild crops + flips, for small images); paper (scale "
                                         "jittering as in the paper + flips) [default: the dataset's: paper for "
                                         "folder:, none for synthetic, light otherwise].", choices=_augmentations)
@@ -98,7 +108,8 @@ class TrainConfig(CommonSettings):
     # --- hardware
     cudnn_benchmark: bool = setting(False, "cudnn.benchmark for this run only (restored afterwards).")
     # --- run folder
-    out: str | None = setting(None, "Run folder [default: runs/MODEL-DATA, numbered if taken].")
+    out: str | None = setting(None, "Run folder [default: runs/MODEL-DATA, numbered if taken].",
+                              parse=_out_folder)
     save_every: int = setting(1, "Write last.pt every N epochs (and at the end, and on Ctrl-C).", minimum=1)
     resume: str | None = setting(None, "A run's last.pt: continue it with its saved settings up to --epochs.")
     progress: bool = setting(True, "Progress bar and a line per epoch on stderr.")

@@ -6,17 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.settings import Settings, setting
-from .specs import HEADS, INITS, given_options
+from .specs import HEADS, INITS, MAX_HIDDEN, MAX_NUM_CLASSES, MAX_WIDTH, given_options
 
 
 @dataclass(frozen=True, kw_only=True)
 class ShapeSettings(Settings):
     """Options that shape a model (not its weights)."""
 
-    num_classes: int | None = setting(None, "Classifier outputs [default: 1000, or the weights file's].", minimum=1)
-    width: float | None = setting(None, "Channel multiplier, e.g. 0.0625 for a tiny model [default: 1].")
+    num_classes: int | None = setting(None, "Classifier outputs [default: 1000, or the weights file's].", minimum=1,
+                                       maximum=MAX_NUM_CLASSES)
+    width: float | None = setting(None, "Channel multiplier, e.g. 0.0625 for a tiny model [default: 1].",
+                                   above=0, maximum=MAX_WIDTH)
     hidden: int | None = setting(None, "Classifier width [default: 4096 x width (imagenet head), 512 x width "
-                                       "(compact)].", minimum=1)
+                                       "(compact)].", minimum=1, maximum=MAX_HIDDEN)
     dropout: float | None = setting(None, "Classifier dropout [default: 0.5].", minimum=0, below=1)
     head: str | None = setting(None, "imagenet (pool to 7x7, torchvision layout) or compact (1x1, for 32x32 "
                                      "inputs) [default: imagenet].", choices=tuple(HEADS))

@@ -34,6 +34,20 @@ HEADS = {
 }
 INITS = ("kaiming", "paper")
 
+# Upper bounds of the shape options and the input size, so that a typo is one line instead of an allocation
+# that fails (or swaps) minutes later:
+# - width 4: VGG19 at 4x the paper's channels has ~2.3G parameters (9 GB of fp32 weights); wider is no VGG
+#   of the paper and does not fit a single GPU's training memory anyway.
+# - num_classes 1,000,000: beyond the largest classification label sets (ImageNet-21k has 21,841 classes);
+#   at the imagenet head's 4096 hidden units the last layer alone is then 16 GB of fp32.
+# - hidden 65,536: 16x the paper's 4096, where the imagenet head's first layer is 6.6G parameters at width 1.
+# - image size 4096: the first conv layer's output alone is 4 GiB of fp32 for one image at that size
+#   (64 x 4096 x 4096), the most that one image of a real VGG fits on a large GPU; the paper tests up to 512.
+MAX_WIDTH = 4.0
+MAX_NUM_CLASSES = 1_000_000
+MAX_HIDDEN = 65_536
+MAX_IMAGE_SIZE = 4096
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -75,12 +89,14 @@ class ModelOptions:
     init: str = "kaiming"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 1:
-            raise ConfigError(f"num_classes must be a positive integer, got {self.num_classes!r}")
-        if not isinstance(self.width, (int, float)) or not (0 < self.width <= 16) or math.isnan(self.width):
-            raise ConfigError(f"width must be a channel multiplier in (0, 16], got {self.width!r}")
-        if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
-            raise ConfigError(f"hidden must be a positive integer, got {self.hidden!r}")
+        if (not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool)
+                or not 1 <= self.num_classes <= MAX_NUM_CLASSES):
+            raise ConfigError(f"num_classes must be an integer in [1, {MAX_NUM_CLASSES:,}], got {self.num_classes!r}")
+        if (not isinstance(self.width, (int, float)) or not (0 < self.width <= MAX_WIDTH)
+                or math.isnan(self.width)):
+            raise ConfigError(f"width must be a channel multiplier in (0, {MAX_WIDTH:g}], got {self.width!r}")
+        if self.hidden is not None and (not isinstance(self.hidden, int) or not 1 <= self.hidden <= MAX_HIDDEN):
+            raise ConfigError(f"hidden must be an integer in [1, {MAX_HIDDEN:,}], got {self.hidden!r}")
         if not isinstance(self.dropout, (int, float)) or not (0 <= self.dropout < 1):
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.head not in HEADS:
@@ -117,6 +133,9 @@ def check_image_size(spec: ModelSpec, image_size: int) -> None:
         raise ConfigError(
             f"image size {image_size} is too small for {spec.name}: its {spec.layers.count('M')} max-pools "
             f"need at least {spec.min_image_size}x{spec.min_image_size}")
+    if image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"image size {image_size} is too large: at most {MAX_IMAGE_SIZE} (one image's first "
+                          f"feature map alone would not fit in memory)")
 
 
 # --- registry -----------------------------------------------------------------------------------------

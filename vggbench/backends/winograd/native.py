@@ -3,7 +3,8 @@ compiler.
 
 The transform matrices reach the kernels as a header generated from matrices.py for each build. The
 library is built for this CPU (-march=native) and cached under `$VGGBENCH_CACHE/kernels` (default
-`~/.cache/vggbench/kernels`), keyed by the source, that header, the compiler, the flags and the CPU, and loaded
+`~/.cache/vggbench/kernels`), keyed by the source, that header, the compiler, the flags and the CPU, with its
+size and sha256 recorded beside it (checked before each load: a damaged file is rebuilt), and loaded
 with ctypes: no torch headers, so a build takes seconds. Without a compiler (or if the build fails)
 `winograd()` returns None and `unavailable_reason()` says why; callers fall back to torch ops.
 Set `VGGBENCH_NO_NATIVE=1` to skip the kernels. The library links OpenMP by its soname, so it shares
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ...core.fileio import sha256_file, write_json
 from . import matrices
 
 SOURCE = Path(__file__).with_name("kernels") / "winograd.cpp"
@@ -65,9 +68,32 @@ def library_path(cxx: str) -> Path:
     return cache_dir() / f"winograd-{cache_key(cxx, version)}.so"
 
 
+def record_path(library: Path) -> Path:
+    """The size and sha256 of a cached library, written beside it when it was built."""
+    return library.with_name(library.name + ".json")
+
+
+def _record(library: Path) -> dict:
+    return {"size": library.stat().st_size, "sha256": sha256_file(library)}
+
+
+def verified(library: Path) -> bool:
+    """Whether `library` is the file that was built: its size and sha256 as recorded at build time. A
+    truncated or otherwise damaged library (a full disk, a killed copy, a network home) must never be loaded:
+    mapping a file shorter than its headers say kills the process with SIGBUS. (The record guards against
+    damage, not against someone who can write to the cache: they could rewrite the record as well.)"""
+    try:
+        recorded = json.loads(record_path(library).read_text(encoding="utf-8"))
+        if not isinstance(recorded, dict) or recorded.get("size") != library.stat().st_size:
+            return False
+        return recorded.get("sha256") == sha256_file(library)
+    except (OSError, ValueError):
+        return False
+
+
 def _build(cxx: str) -> Path:
     target = library_path(cxx)
-    if target.exists():
+    if target.exists() and verified(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, renamed into place
@@ -78,7 +104,10 @@ def _build(cxx: str) -> Path:
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
             raise RuntimeError(f"{cxx} failed: {lines[0] if lines else 'exit ' + str(done.returncode)}")
+        record = _record(built)
+        # replaced by a rename, never rewritten in place: a process that has the old file mapped keeps it whole
         os.replace(built, target)
+        write_json(record_path(target), record)  # last: a build killed before this is rebuilt
     return target
 
 
