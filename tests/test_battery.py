@@ -228,6 +228,7 @@ def _photo_folder(root: Path, truncated: bool) -> Path:
     return root
 
 
+@pytest.mark.slow  # a compile, a training or vggbench processes: seconds each
 def test_a_truncated_image_is_one_line_naming_it_and_leaves_no_run_folder(tmp_path):
     from vggbench.core.errors import DataError
     from vggbench.training.loop import TrainConfig, train
@@ -267,6 +268,7 @@ def test_a_run_folder_is_written_by_one_process_at_a_time(tmp_path):
         pass
 
 
+@pytest.mark.slow  # a compile, a training or vggbench processes: seconds each
 def test_two_trainings_on_one_out_folder_do_not_mix(tmp_path):
     from vggbench.core.errors import VggbenchError
     from vggbench.core.fileio import exclusive

@@ -168,6 +168,7 @@ def test_two_processes_writing_results_of_the_same_second_never_overwrite_each_o
     assert len(list(tmp_path.glob("*.csv"))) == 30 and not list(tmp_path.glob("*.jsonl"))
 
 
+@pytest.mark.slow  # a compile, a training or vggbench processes: seconds each
 def test_two_runs_started_at_once_on_one_out_folder_write_two_results(tmp_path):
     out = tmp_path / "shared"
     runs = [vggbench_process("run", *TINY_CLI, *FAST_CLI, "--batch-sizes", "1", "--out", out, "--export-cache",
@@ -213,6 +214,7 @@ def test_a_second_export_into_a_folder_in_use_gets_one_error_line(tmp_path):
 
 # --- 5. SIGTERM is Ctrl-C ------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a compile, a training or vggbench processes: seconds each
 def test_sigterm_during_run_keeps_the_finished_cases_and_exits_143(tmp_path):
     out = tmp_path / "out"
     child = vggbench_process("run", *TINY_CLI, "--batch-sizes", "1,2,4,8", "--min-time", "1", "--out", out,
@@ -234,6 +236,7 @@ def test_sigterm_during_run_keeps_the_finished_cases_and_exits_143(tmp_path):
     assert not list(out.glob("*.jsonl")) and "the results so far are written" in stderr
 
 
+@pytest.mark.slow  # a compile, a training or vggbench processes: seconds each
 def test_sigterm_during_export_removes_its_temp_folder(tmp_path):
     child = vggbench_process("export", "vgg11", "--width", "0.0625", "--hidden", "32", "--image-size", "32",
                              "--out", tmp_path / "e")

@@ -216,6 +216,7 @@ def _load_kernels(cache: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", _LOAD], capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow  # a compile, a training or vggbench processes: seconds each
 def test_a_damaged_library_in_the_kernel_cache_is_rebuilt_not_loaded(tmp_path):
     from vggbench.backends.winograd import native
     from vggbench.core.fileio import sha256_file
