@@ -14,8 +14,6 @@ from ..exporters.manifest import artifact, read_manifest
 from .runner import Runner, RunnerOptions
 from .target import Target, resolve_target
 
-INT8_FORMAT = "onnx-int8"  # the artifact that a target of precision int8 runs
-
 
 def make_runner(target: Target | str, model=None, *, export_dir: str | os.PathLike | None = None,
                 device: str | Device = "cpu", precision: str = "fp32", memory_format: str = "contiguous",
@@ -39,8 +37,7 @@ def make_runner(target: Target | str, model=None, *, export_dir: str | os.PathLi
         raise UnsupportedError(f"int8 is quantized from an fp32 export; {export_dir} was exported in {exported}")
     if spec.artifact.startswith("onnx") and target.precision not in ("int8", exported):
         raise UnsupportedError(f"{export_dir} was exported in {exported}; onnxruntime runs it as {exported} only")
-    fmt = INT8_FORMAT if target.precision == "int8" else spec.artifact
-    entry = artifact(manifest, fmt, export_dir)
+    entry = artifact(manifest, target.artifact, export_dir)
     return spec.factory(Path(export_dir) / entry["files"][0]["file"], target, options, exported)
 
 

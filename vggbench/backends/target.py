@@ -13,6 +13,7 @@ import torch
 
 from ..core.device import Device, parse_device, require_device
 from ..core.errors import UnsupportedError
+from ..exporters.manifest import INT8_FORMAT
 from .registry import Backend, get_backend
 
 # name -> (autocast dtype, weight/input dtype). amp is fp16 autocast: CUDA only; bf16 autocast runs anywhere.
@@ -54,6 +55,14 @@ class Target:
     @property
     def torch_memory_format(self) -> torch.memory_format:
         return MEMORY_FORMATS[self.memory_format]
+
+    @property
+    def artifact(self) -> str | None:
+        """The export format this target loads: its backend's, model.int8.onnx at precision int8, or None for
+        backends that run the module itself."""
+        if self.spec.artifact is None:
+            return None
+        return INT8_FORMAT if self.precision == "int8" else self.spec.artifact
 
     @property
     def is_reference(self) -> bool:

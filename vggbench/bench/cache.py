@@ -10,13 +10,12 @@ from pathlib import Path
 from ..backends import Target
 from ..core.errors import VggbenchError, one_line
 from ..core.fileio import exclusive
+from ..exporters.manifest import INT8_FORMAT, artifact, read_manifest
 from ..exporters.manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
-from ..exporters.manifest import artifact, read_manifest
 from ..parity.checked import export
 from ..zoo.weights import LoadedModel
 
 DEFAULT_EXPORT_CACHE = Path("exports") / ".cache"
-INT8_FORMAT = "onnx-int8"
 INT8_NEEDS_TRAINED_WEIGHTS = ("int8 is offered only with its measured top-1 agreement with fp32 on real images, "
                               "which random weights do not have: give trained weights (--weights FILE or imagenet)")
 
@@ -46,7 +45,7 @@ class ExportCache:
         which random weights cannot have: for them int8 is refused before anything is made)."""
         if target.precision == "int8" and self.model.weights.source == "random":
             raise ExportFailed(INT8_NEEDS_TRAINED_WEIGHTS)
-        fmt = INT8_FORMAT if target.precision == "int8" else target.spec.artifact
+        fmt = target.artifact
         exported = "fp16" if target.precision == "fp16" else "fp32"
         key = self.key(fmt, exported)
         if key in self._failed:

@@ -174,7 +174,7 @@ class Journal:
                     "created": created, "settings": settings, "environment": environment})
 
     def append(self, row: BenchResult) -> None:
-        self._line(asdict(row))
+        self._line(_finite(asdict(row)))  # the same rule as the final JSON: no bare NaN
         self.rows += 1
 
     def _line(self, data: dict) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
-from ..core.device import parse_device
+from ..core.device import device_text
 from ..core.errors import ConfigError
 from ..core.settings import check_keys, coerce, from_mapping, setting
 from ..zoo.settings import ModelSettings
@@ -49,10 +49,6 @@ def _conv_algo_searches() -> tuple[str, ...]:
     from ..backends.onnxruntime import CONV_ALGO_SEARCHES
 
     return CONV_ALGO_SEARCHES
-
-
-def _suite_device(value) -> str:
-    return str(parse_device(value))
 
 
 def _batch_size_list(value) -> list[int]:
@@ -101,7 +97,7 @@ class Suite(ModelSettings):
                                                  "tried).", parse=_batch_size_list)
     # sub-products, each overriding some of the five lists above
     matrix: tuple[dict, ...] = setting((), parse=_matrix, cli=False)
-    device: str = setting("cpu", "cpu, cuda or cuda:N (onnxruntime follows it).", parse=_suite_device)
+    device: str = setting("cpu", "cpu, cuda or cuda:N (onnxruntime follows it).", parse=device_text)
     image_size: int = setting(224, "Input size.", minimum=1, maximum=MAX_IMAGE_SIZE)
     # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way), except
     # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.core.numerics.tf32_flag)

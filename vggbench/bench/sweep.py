@@ -28,7 +28,7 @@ from ..core.timing import free_memory, is_oom, measure
 from ..data.inputs import random_batch
 from ..parity.metrics import compare, tolerance_for
 from ..zoo.profiling import profile
-from ..zoo.weights import load_model, parse_weights
+from ..zoo.weights import WeightsSource, load_model, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE, ExportCache, ExportFailed
 from .peak import measure_peak
 from .results import BenchRun, Journal
@@ -58,7 +58,7 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
     """
     suite = resolve_suite(suite, **overrides)
     device = require_device(suite.device)
-    parse_weights(suite.weights, suite.seed).require()
+    weights = parse_weights(suite.weights, suite.seed).require()  # a missing file fails before any work
     plan = _plan(suite, device)
     started = time.perf_counter()
     with scoped_numerics(suite.threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
@@ -68,7 +68,8 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
         settings = {**suite.to_dict(), "export_cache": str(export_cache)}
         if journal is not None:
             journal.start(settings, environment, environment["created"])
-        sweep = _Sweep(suite, device, plan, Path(export_cache), environment, progress, raise_errors, journal)
+        sweep = _Sweep(suite, device, weights, plan, Path(export_cache), environment, progress, raise_errors,
+                       journal)
         interrupted = None
         try:
             sweep.run()
@@ -101,11 +102,10 @@ def _peaks(plan: dict, device: Device) -> list[dict]:
 
 
 class _Sweep:
-    def __init__(self, suite: Suite, device: Device, plan: dict, export_cache: Path, environment: dict, progress,
-                 raise_errors: bool, journal: Journal | None) -> None:
-        self.suite, self.device, self.plan = suite, device, plan
+    def __init__(self, suite: Suite, device: Device, weights: WeightsSource, plan: dict, export_cache: Path,
+                 environment: dict, progress, raise_errors: bool, journal: Journal | None) -> None:
+        self.suite, self.device, self.weights, self.plan = suite, device, weights, plan
         self.export_cache, self.raise_errors = export_cache, raise_errors
-        self.weights = parse_weights(suite.weights, suite.seed).require()
         self.peaks = {p["precision"]: p["gflops_per_s"] for p in environment["gemm_peaks"]}
         self.threads = torch.get_num_threads()
         self.tf32 = bool(tf32_flag(device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
@@ -163,7 +163,7 @@ class _Sweep:
         try:
             if isinstance(target, UnsupportedError):
                 raise target
-            export_dir = self.cache.folder(target) if target.spec.artifact else None
+            export_dir = self.cache.folder(target) if target.artifact else None
             started = time.perf_counter()
             options = RunnerOptions(compile_mode=c.compile_mode, compile_options=c.compile_options, ort=self.ort)
             runner = make_runner(target, self.loaded, export_dir=export_dir, options=options)

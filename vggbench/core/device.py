@@ -52,6 +52,16 @@ def parse_device(value: str | Device, *, allow_auto: bool = False) -> Device | s
     return Device(match.group(1), int(match.group(2)) if match.group(2) is not None else None)
 
 
+def device_text(value: str | Device) -> str:
+    """cpu, cuda or cuda:N as `parse_device` writes it: how settings store a device (a setting's `parse`)."""
+    return str(parse_device(value))
+
+
+def device_or_auto_text(value: str | Device) -> str:
+    """Like `device_text`, and 'auto' is kept."""
+    return str(parse_device(value, allow_auto=True))
+
+
 def cuda_count() -> int:
     """How many CUDA devices torch sees (0 without CUDA); the one place that asks."""
     import torch

@@ -55,6 +55,14 @@ def check_writable(path: str | os.PathLike, *, folder: bool, label: str) -> Path
     return path
 
 
+def writable_folder(value):
+    """A setting's `parse` for an output folder (--out): the value as given, once it is known that it can be
+    written (a file or a read-only place cannot); None stays None."""
+    if isinstance(value, str):
+        check_writable(value, folder=True, label="--out")
+    return value
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path`, on error it is removed."""

@@ -33,6 +33,7 @@ FORMATS: dict[str, str] = {
     "pt2": "model.pt2",
     "onnx-int8": "model.int8.onnx",  # made from model.onnx; runs as precision int8
 }
+INT8_FORMAT = "onnx-int8"  # the artifact a run at precision int8 loads
 
 
 def file_entry(folder: Path, name: str) -> dict:

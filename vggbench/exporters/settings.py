@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.errors import ConfigError
-from ..core.fileio import check_writable
+from ..core.fileio import writable_folder
 from ..core.settings import setting
 from ..zoo.settings import ModelSettings
 from ..zoo.specs import MAX_IMAGE_SIZE
@@ -43,20 +43,13 @@ def _opset(value):
     return value
 
 
-def _out_folder(value):
-    """The folder as given, once it is known that it can be written (a file or a read-only place cannot)."""
-    if isinstance(value, str):
-        check_writable(value, folder=True, label="--out")
-    return value
-
-
 @dataclass(frozen=True, kw_only=True)
 class ExportSettings(ModelSettings):
     """Which model (see ModelSettings), which formats, where, and how each is made and checked."""
 
     formats: tuple[str, ...] = setting(("torchscript", "onnx", "pt2"), "Comma-separated: torchscript, onnx, pt2, "
                                        "onnx-int8 (int8 quantized from onnx).", option="--format")
-    out: str | None = setting(None, "Export folder [default: exports/MODEL].", parse=_out_folder)
+    out: str | None = setting(None, "Export folder [default: exports/MODEL].", parse=writable_folder)
     image_size: int = setting(224, "Input size.", minimum=1, maximum=MAX_IMAGE_SIZE)
     batch_size: int = setting(1, "Batch of a --static-batch export (dynamic exports take any batch).", minimum=1)
     dynamic_batch: bool = setting(True, "A batch dimension of any size, or the --batch-size only.",

@@ -15,6 +15,7 @@ import torch
 from ..core.errors import CheckFailed
 from ..data.inputs import calibration_images
 from ..exporters import export as exporters
+from ..exporters.manifest import INT8_FORMAT
 from ..exporters.quantize import QuantConfig
 from ..exporters.settings import ExportSettings
 from ..zoo.weights import LoadedModel
@@ -34,7 +35,7 @@ def export(model: LoadedModel, out: str | os.PathLike, *, verify: bool = True, q
     """
     quant = quant or QuantConfig()
     formats = options.get("formats", exporters.DEFAULT_FORMATS)
-    if "onnx-int8" in formats and calibration is None and options.get("precision", "fp32") == "fp32":
+    if INT8_FORMAT in formats and calibration is None and options.get("precision", "fp32") == "fp32":
         image_size = options.get("image_size", 224)
         calibration, source = calibration_images(quant.calibration, quant.images, image_size, model.weights.mean,
                                                  model.weights.std, model.weights.meta)

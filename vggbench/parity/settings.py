@@ -5,12 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..core.device import parse_device
+from ..core.device import device_text
 from ..core.settings import Settings, setting
-
-
-def _device(value) -> str:
-    return str(parse_device(value))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,7 +16,7 @@ class VerifySettings(Settings):
     backends: tuple[str, ...] | None = setting(None, "Comma-separated [default: every artifact in the folder]; "
                                                      "eager and compile compare the eager model itself in another "
                                                      "precision or memory format.")
-    device: str = setting("cpu", "cpu, cuda or cuda:N.", parse=_device)
+    device: str = setting("cpu", "cpu, cuda or cuda:N.", parse=device_text)
     precisions: tuple[str, ...] | None = setting(None, "Comma-separated: fp32, fp16, amp, bf16, int8 [default: the "
                                                        "export's precision].", option="--precision")
     channels_last: bool = setting(False, "Also compare channels_last input.")

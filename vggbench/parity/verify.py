@@ -23,7 +23,7 @@ from ..core.device import Device, require_device
 from ..core.errors import ArtifactError, CheckFailed, DataError, UnsupportedError
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..data.inputs import dataset_images, random_batch, sample_photos, trained_on
-from ..exporters.manifest import read_manifest
+from ..exporters.manifest import INT8_FORMAT, read_manifest
 from ..zoo.weights import LoadedModel, WeightsSource, load_model
 from .metrics import ParityResult, compare, tolerance_for
 
@@ -162,8 +162,8 @@ def _combinations(manifest: dict, backends, precisions, memory_formats) -> list[
     """What to compare: by default each artifact at its own precision (onnx-int8 as onnxruntime int8);
     backends/precisions given explicitly are crossed with each other."""
     if backends is None and precisions is None:
-        pairs = [("onnxruntime", "int8") if fmt == "onnx-int8" else (artifact_backends(fmt)[0], manifest["precision"])
-                 for fmt in manifest["artifacts"] if artifact_backends(fmt) or fmt == "onnx-int8"]
+        pairs = [("onnxruntime", "int8") if fmt == INT8_FORMAT else (artifact_backends(fmt)[0], manifest["precision"])
+                 for fmt in manifest["artifacts"] if artifact_backends(fmt) or fmt == INT8_FORMAT]
     else:
         if backends is None:
             backends = list(dict.fromkeys(artifact_backends(f)[0] for f in manifest["artifacts"] if artifact_backends(f)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.device import parse_device
-from ..core.fileio import check_writable
+from ..core.device import device_or_auto_text
+from ..core.fileio import writable_folder
 from ..core.settings import setting
 from ..zoo.settings import ModelSettings
 from ..zoo.specs import MAX_IMAGE_SIZE
@@ -32,18 +32,6 @@ def _normalizations() -> tuple[str, ...]:
     return NORMALIZE
 
 
-def _device_or_auto(value) -> str:
-    """auto, cpu, cuda or cuda:N, as parse_device writes it."""
-    return str(parse_device(value, allow_auto=True))
-
-
-def _out_folder(value):
-    """The folder as given, once it is known that it can be written (a file or a read-only place cannot)."""
-    if isinstance(value, str):
-        check_writable(value, folder=True, label="--out")
-    return value
-
-
 @dataclass(frozen=True, kw_only=True)
 class CommonSettings(ModelSettings):
     """What train and eval share: the model (see ModelSettings), where its images come from, how they are
@@ -58,7 +46,7 @@ class CommonSettings(ModelSettings):
     batch_size: int = setting(64, "Images per batch (per process under torchrun).", minimum=1)
     workers: int = setting(0, "DataLoader worker processes.", minimum=0)
     # --- hardware
-    device: str = setting("auto", "auto (cuda if there is one), cpu, cuda or cuda:N.", parse=_device_or_auto)
+    device: str = setting("auto", "auto (cuda if there is one), cpu, cuda or cuda:N.", parse=device_or_auto_text)
     amp: bool = setting(False, "Mixed precision: fp16 + GradScaler on CUDA, bf16 on CPU.")
     channels_last: bool = setting(False, "NHWC memory format.")
 
@@ -109,7 +97,7 @@ class TrainConfig(CommonSettings):
     cudnn_benchmark: bool = setting(False, "cudnn.benchmark for this run only (restored afterwards).")
     # --- run folder
     out: str | None = setting(None, "Run folder [default: runs/MODEL-DATA, numbered if taken].",
-                              parse=_out_folder)
+                              parse=writable_folder)
     save_every: int = setting(1, "Write last.pt every N epochs (and at the end, and on Ctrl-C).", minimum=1)
     resume: str | None = setting(None, "A run's last.pt: continue it with its saved settings up to --epochs.")
     progress: bool = setting(True, "Progress bar and a line per epoch on stderr.")

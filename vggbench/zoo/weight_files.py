@@ -24,13 +24,19 @@ STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """The state_dict in a .pth/.pt/.safetensors file and the vggbench metadata it carries (or {})."""
+def check_weights_path(path: str | os.PathLike) -> Path:
+    """The path, or a WeightsError when there is no weights file there (missing, or a folder)."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"weights file {path} does not exist")
     if path.is_dir():
         raise WeightsError(f"weights path {path} is a folder; give a .pth, .pt or .safetensors file")
+    return path
+
+
+def read_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state_dict in a .pth/.pt/.safetensors file and the vggbench metadata it carries (or {})."""
+    path = check_weights_path(path)
     suffix = path.suffix.lower()
     if suffix == SAFETENSORS_SUFFIX:
         state, meta = _read_safetensors(path)

@@ -22,6 +22,7 @@ from .specs import ModelOptions, ModelSpec, get_spec
 from .weight_files import (
     CHECKPOINT_SUFFIXES,
     SAFETENSORS_SUFFIX,
+    check_weights_path,
     describe_options,
     expected_shapes,
     identify,
@@ -48,10 +49,8 @@ class WeightsSource:
 
     def require(self) -> WeightsSource:
         """Fail now, with the message a load would give, when a weights file is not there (before a run's work)."""
-        if self.kind == "file" and not self.path.exists():
-            raise WeightsError(f"weights file {self.path} does not exist")
-        if self.kind == "file" and self.path.is_dir():
-            raise WeightsError(f"weights path {self.path} is a folder; give a .pth, .pt or .safetensors file")
+        if self.kind == "file":
+            check_weights_path(self.path)
         return self
 
     @property
