@@ -46,7 +46,7 @@ class ExportCache:
         if target.precision == "int8" and self.model.weights.source == "random":
             raise ExportFailed(INT8_NEEDS_TRAINED_WEIGHTS)
         fmt = target.artifact
-        exported = "fp16" if target.precision == "fp16" else "fp32"
+        exported = target.export_precision
         key = self.key(fmt, exported)
         if key in self._failed:
             raise ExportFailed(self._failed[key])
