@@ -159,7 +159,8 @@ def make_calibrator(trt, images: torch.Tensor, batch: int, device: str, cache: P
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.images, self.batch, self.next = images.float(), batch, 0
-            self.buffer = torch.empty((batch, *images.shape[1:]), dtype=torch.float32, device=device)
+            self.buffer: torch.Tensor | None = None  # allocated when TensorRT first asks
+
 
         def get_batch_size(self) -> int:
             return self.batch
@@ -167,6 +168,8 @@ def make_calibrator(trt, images: torch.Tensor, batch: int, device: str, cache: P
         def get_batch(self, names):
             if self.next + self.batch > self.images.shape[0]:
                 return None  # the calibration profile's batch is fixed: full batches only
+            if self.buffer is None:
+                self.buffer = torch.empty((self.batch, *self.images.shape[1:]), dtype=torch.float32, device=device)
             self.buffer.copy_(self.images[self.next:self.next + self.batch])
             if self.buffer.is_cuda:
                 torch.cuda.synchronize(self.buffer.device)  # TensorRT reads it on its own stream
