@@ -64,7 +64,8 @@ def test_rows_carry_numbers_settings_and_parity(cache):
     assert ort.iterations == len(ort.samples_ms) >= 3 and ort.timer == "perf_counter"
     assert ort.images_per_s == pytest.approx(2 / (ort.median_ms / 1e3))
     assert ort.gmacs_per_image == pytest.approx(profile("vgg11", ModelOptions(**TINY), TINY_IMAGE).gmacs)
-    assert ort.peak_gflops_per_s == result.environment["gemm_peaks"][0]["gflops_per_s"]
+    assert ort.gemm_gflops_per_s == result.environment["gemm_peaks"][0]["gflops_per_s"]
+    assert ort.peak_gflops_per_s >= ort.gemm_gflops_per_s and 0 < ort.peak_pct <= 100
     assert ort.load_ms > 0 and ort.first_call_ms > 0 and ort.rss_delta_mib >= 0
     assert 0 <= ort.parity_max_abs < 1e-4  # the first output was checked against eager fp32
     assert rows["eager", "fp32", "contiguous", 1].parity_max_abs is None  # the reference itself
@@ -234,7 +235,8 @@ def test_run_end_to_end_as_a_user_types_it(tmp_path, cache):
     lines = result.output.splitlines()
     assert lines[0].startswith("vgg11 at 32x32 on cpu (") and f"{torch.get_num_threads()} threads" in lines[0]
     assert lines[2].split() == ["backend", "precision", "memory_format", "batch_size", "median_ms", "p90_ms",
-                                "images_per_s", "gflops_per_s", "peak_pct", "speedup", "noisy", "status"]
+                                "images_per_s", "gflops_per_s", "peak_pct", "theoretical_pct", "speedup", "noisy",
+                                "status"]
     json_path = next(tmp_path.glob("run-*.json"))
     # the default suite's two layouts cross the backends asked for: onnxruntime channels_last cannot run
     assert lines[-1].startswith("16 cases (14 ok, 2 unsupported) in ") and lines[-1].endswith(

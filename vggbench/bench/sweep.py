@@ -33,7 +33,7 @@ from ..parity.metrics import compare, tolerance_for
 from ..zoo.profiling import profile
 from ..zoo.weights import WeightsSource, load_model, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE, ExportCache, ExportFailed
-from .peak import measure_peak
+from .peak import Ceilings, measure_peak, theoretical_peak
 from .results import BenchRun, Journal
 from .rows import BenchResult, Case
 from .suite import Suite, resolve_suite
@@ -68,10 +68,11 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
         environment = capture()
         environment["native_kernels"] = native.describe()  # the winograd backend's C++ transforms
         environment["gemm_peaks"] = _peaks(plan, device)
+        ceilings = Ceilings(environment["gemm_peaks"], _theoretical(plan, device, suite))
         settings = {**suite.to_dict(), "export_cache": str(export_cache)}
         if journal is not None:
             journal.start(settings, environment, environment["created"])
-        sweep = _Sweep(suite, device, weights, plan, Path(export_cache), environment, progress, raise_errors,
+        sweep = _Sweep(suite, device, weights, plan, Path(export_cache), ceilings, progress, raise_errors,
                        journal)
         interrupted = None
         try:
@@ -80,7 +81,12 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
             interrupted = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
     if interrupted:
         settings["interrupted"] = f"{interrupted} after {len(sweep.results)} of {suite.case_count()} cases"
-    run = BenchRun(settings, environment, sweep.results, time.perf_counter() - started, environment["created"])
+    # every row against the final ceilings: the best rate of the whole run (rows were recorded against the best so
+    # far, which is also at most 100%)
+    environment["ceilings"] = ceilings.to_list()
+    results = [replace(r, **ceilings.row_fields(r.device, r.precision, r.gflops_per_s)) if r.status == "ok" else r
+               for r in sweep.results]
+    run = BenchRun(settings, environment, results, time.perf_counter() - started, environment["created"])
     if interrupted:
         raise BenchmarkInterrupted(run)
     return run
@@ -98,6 +104,14 @@ def _plan(suite: Suite, device: Device) -> dict[tuple, Target | UnsupportedError
     return plan
 
 
+def _theoretical(plan: dict, device: Device, suite: Suite) -> dict[tuple[str, str], dict | None]:
+    """The theoretical ceiling of each precision that has a runnable case, where it is known."""
+    runnable = dict.fromkeys(t.precision for t in plan.values() if isinstance(t, Target))
+    threads = torch.get_num_threads()
+    tf32 = bool(tf32_flag(device, suite.tf32))
+    return {(str(device), p): theoretical_peak(str(device), p, threads, tf32) for p in runnable}
+
+
 def _peaks(plan: dict, device: Device) -> list[dict]:
     """One GEMM per precision that has a runnable case (amp on a CPU, say, has none)."""
     runnable = list(dict.fromkeys(t.precision for t in plan.values() if isinstance(t, Target)))
@@ -106,10 +120,10 @@ def _peaks(plan: dict, device: Device) -> list[dict]:
 
 class _Sweep:
     def __init__(self, suite: Suite, device: Device, weights: WeightsSource, plan: dict, export_cache: Path,
-                 environment: dict, progress, raise_errors: bool, journal: Journal | None) -> None:
+                 ceilings: Ceilings, progress, raise_errors: bool, journal: Journal | None) -> None:
         self.suite, self.device, self.weights, self.plan = suite, device, weights, plan
         self.export_cache, self.raise_errors = export_cache, raise_errors
-        self.peaks = {p["precision"]: p["gflops_per_s"] for p in environment["gemm_peaks"]}
+        self.ceilings = ceilings
         self.threads = torch.get_num_threads()
         self.tf32 = bool(tf32_flag(device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
         self.ort = OrtSettings(threads=self.threads, optimization=suite.ort_optimization,
@@ -233,9 +247,11 @@ class _Sweep:
             batch = self._batch(case.batch_size)  # allocating it can fail too (a batch beyond memory): a row
             m = measure(runner, batch, case.timing, on_first_output=check)
             notes = runner.notes(batch)
-            row = BenchResult.measured(case, m, gmacs_per_image=self.gmacs,
-                                       peak_gflops_per_s=self.peaks.get(case.precision), load_ms=load_ms,
+            row = BenchResult.measured(case, m, gmacs_per_image=self.gmacs, peak_gflops_per_s=None, load_ms=load_ms,
                                        parity_max_abs=parity.get("max_abs"), notes=notes)
+            self.ceilings.see(case.device, case.precision, row.gflops_per_s,
+                              f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}")
+            row = replace(row, **self.ceilings.row_fields(case.device, case.precision, row.gflops_per_s))
         except Exception as e:  # recorded as a row; re-raised on request
             status, reason = self._failure(e)
             row = BenchResult.failed(case, status, reason, load_ms=load_ms, parity_max_abs=parity.get("max_abs"))
