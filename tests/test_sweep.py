@@ -365,3 +365,36 @@ def test_ctrl_c_keeps_the_cases_that_finished(tmp_path, cache, monkeypatch):
     data = read_run(tmp_path / "r.json")
     assert [r["batch_size"] for r in data["results"]] == [1, 2]
     assert data["settings"]["interrupted"] == "Ctrl-C after 2 of 3 cases"
+
+
+def test_oom_back_off_on_a_cuda_device_mocked_at_the_device_queries(cache, monkeypatch):
+    """The CUDA path of a run without a GPU: torch's device queries say there is an H100, the GEMM peak and the
+    runner are stand-ins (no CUDA kernel can run here), and the batch sweep backs off after an out-of-memory one."""
+    import types
+
+    props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", major=9, minor=0, total_memory=80 * 2**30,
+                                  multi_processor_count=132)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: props)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: props.name)
+    monkeypatch.setattr(sweep, "measure_peak", lambda device, precision: {
+        "device": device, "precision": precision, "gflops_per_s": 1e-3, "shape": "8192x8192x8192"})
+    made = []
+
+    def fake(target, model, **kwargs):
+        made.append(FakeRunner(model.module, target, oom_from=8))
+        return made[-1]
+    monkeypatch.setattr(sweep, "make_runner", fake)
+    result = run(cache, device="cuda", backends=["eager"], precisions=["amp"], batch_sizes="1..32")
+    assert [(r.batch_size, r.status) for r in result.results] == [(1, "ok"), (2, "ok"), (4, "ok"), (8, "oom"),
+                                                                 (16, "oom"), (32, "oom")]
+    assert result.results[4].reason == "not tried: batch 8 ran out of memory; the largest that fitted was 4"
+    assert max(made[0].batches) == 8  # 16 and 32 were never tried
+    assert {r.device for r in result.results} == {"cuda"}
+    assert result.environment["cuda"]["devices"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    # fp16 tensor cores, from the datasheet; every row at most 100% of the measured ceiling
+    ok = [r for r in result.results if r.status == "ok"]
+    assert [r.theoretical_gflops_per_s for r in ok] == pytest.approx([989_400] * 3)
+    assert all(0 < r.peak_pct <= 100 for r in ok)
+    assert result.environment["flags"]["tf32_matmul"] is False  # fp32 on CUDA is IEEE fp32 unless asked
