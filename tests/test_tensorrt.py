@@ -20,9 +20,9 @@ from vggbench import export
 from vggbench.backends import RunnerOptions, make_runner, resolve_target
 from vggbench.backends import tensorrt as trt_backend
 from vggbench.core.errors import UnsupportedError
-from vggbench.exporters.manifest import file_entry, write_manifest
 from vggbench.core.imagenet import IMAGENET_MEAN as MEAN
 from vggbench.core.imagenet import IMAGENET_STD as STD
+from vggbench.exporters.manifest import file_entry, write_manifest
 from vggbench.zoo.weights import load_model
 
 H100 = "NVIDIA H100 80GB HBM3"

@@ -145,11 +145,8 @@ def read_cpuinfo(text: str | None = None) -> dict:
             fields["vendor"] = value
         elif key == "cpu family" and value.isdigit():
             fields["family"] = int(value)
-        elif key == "cpu MHz":
-            try:
-                fields["mhz"] = max(fields["mhz"] or 0.0, float(value))
-            except ValueError:
-                pass
+        elif key == "cpu MHz" and re.fullmatch(r"\d+(\.\d*)?", value):
+            fields["mhz"] = max(fields["mhz"] or 0.0, float(value))
     return fields
 
 
