@@ -197,7 +197,7 @@ def exported(tmp_path_factory):
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4, 30, 30])],
                               [weight])
-    onnx.save(helper.make_model(graph), out / "model.onnx")
+    onnx.save(helper.make_model(graph, ir_version=9, opset_imports=[helper.make_opsetid("", 17)]), out / "model.onnx")
     write_manifest(out, {
         "schema_version": 2, "model": {"name": "conv", "options": {}},
         "weights": {"source": "random", "state_sha256": "0" * 64}, "precision": "fp32",
@@ -330,23 +330,57 @@ def fp8_onnx(path: Path) -> Path:
              helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["y"])]
     graph = helper.make_graph(nodes, "fp8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [scale, zero])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), path)
+    onnx.save(helper.make_model(graph, ir_version=9, opset_imports=[helper.make_opsetid("", 19)]), path)
     return path
 
 
-def test_fp8_needs_hopper_or_ada_and_an_fp8_quantized_model(exported, fake_trt, monkeypatch, tmp_path):
+def test_fp8_needs_hopper_or_ada_and_is_built_from_fp8_qdq(exported, fake_trt, monkeypatch, tmp_path):
     gpu(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0))
     with pytest.raises(UnsupportedError, match=r"fp8 needs compute capability 8.9 or later \(Ada, Hopper\); "
                                                r"NVIDIA A100-SXM4-80GB is 8.0"):
-        runner(exported, "fp8")
+        runner(exported, "fp8", calibration=torch.randn(8, 3, 32, 32))
     gpu(monkeypatch, H100, (9, 0))
-    with pytest.raises(UnsupportedError, match="only from FP8 Q/DQ nodes in the model .* model.onnx has none"):
+    with pytest.raises(UnsupportedError, match="TensorRT fp8 is calibrated on real images, and none were given"):
         runner(exported, "fp8")
+    fp8 = runner(exported, "fp8", calibration=real_images(8))
+    fp8._context(4, tuned=True)
+    build = fake_trt.builds[0]
+    assert build["flags"] == ["FP8", "FP16"] and build["calibration"] is None  # explicit: no calibrator
+    parsed = Path(build["onnx"])  # the Q/DQ copy made beside the engines, not model.onnx
+    assert parsed.parent == trt_backend.cache_dir() and trt_backend.has_fp8_quantization(parsed)
+    assert not trt_backend.has_fp8_quantization(exported / "model.onnx")
+    # a model that has FP8 Q/DQ already is built as it is, without images
     quantized = fp8_onnx(tmp_path / "fp8.onnx")
-    trt_backend.check_fp8(0, quantized)  # passes: Hopper and an FP8 model
     trt_backend.build_engine(fake_trt, quantized, "fp8", trt_backend.Profile(1, 4, 4), trt_backend.TrtSettings(),
                              None, tmp_path / "timing")
-    assert fake_trt.builds[-1]["flags"] == ["FP8", "FP16"]
+    assert fake_trt.builds[-1]["onnx"] == str(quantized) and fake_trt.builds[-1]["flags"] == ["FP8", "FP16"]
+
+
+def test_fp8_qdq_quantizes_every_conv_and_tracks_fp32(exported, tmp_path):
+    """The Q/DQ copy, run by onnxruntime on the CPU (which simulates fp8): one pair per Conv input and weight,
+    scales from the images, outputs close to fp32."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from vggbench.backends.fp8 import FP8_MAX, quantize_fp8
+
+    images = real_images(16)
+    out = quantize_fp8(exported / "model.onnx", tmp_path / "q" / "model.fp8.onnx", images)
+    model = onnx.load(str(out))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == ["QuantizeLinear", "DequantizeLinear", "QuantizeLinear", "DequantizeLinear", "Conv"]
+    conv = model.graph.node[-1]
+    assert list(conv.input[:2]) == ["input_fp8_dq", "w_fp8_dq"]
+    scales = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_scale")}
+    assert scales["w_fp8_scale"] == pytest.approx(0.1 / FP8_MAX)  # the weights are all 0.1
+    assert scales["input_fp8_scale"] == pytest.approx(images.abs().max().item() / FP8_MAX)
+    x = real_images(20)[16:].numpy()
+    run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+           for p in (exported / "model.onnx", out)}
+    want, got = run[exported / "model.onnx"], run[out]
+    assert not np.array_equal(want, got)  # quantized...
+    cosine = (want * got).sum() / np.linalg.norm(want) / np.linalg.norm(got)
+    assert cosine > 0.999 and np.abs(got - want).max() < 0.1 * np.abs(want).max()  # ...within fp8's 3 bits
 
 
 def test_the_registry_has_native_tensorrt_and_the_ort_provider_apart(exported, monkeypatch):

@@ -1,6 +1,6 @@
 """tensorrt: TensorRT engines built from the manifest's model.onnx by TensorRT's own ONNX parser, in fp32 (TF32
 off unless asked), fp16, int8 (calibrated on real images with an entropy calibrator) and fp8 (compute capability
-8.9+, from a model with FP8 Q/DQ nodes), run on torch's current CUDA stream with torch tensors as bindings.
+8.9+: FP8 Q/DQ nodes calibrated on the same images, vggbench.backends.fp8), run on torch's current CUDA stream with torch tensors as bindings.
 
 Each engine has one dynamic-batch optimisation profile: min 1, opt the batch being timed, max a setting. Engines,
 the builder's timing cache and int8 calibration caches are kept under `$VGGBENCH_CACHE/tensorrt` (default
@@ -138,17 +138,13 @@ def has_fp8_quantization(onnx_path: Path) -> bool:
     return False
 
 
-def check_fp8(device_index: int, onnx_path: Path) -> None:
-    """fp8 runs on compute capability 8.9+ (Ada, Hopper) from a model quantized to FP8; anything else is refused
-    with the reason."""
+def check_fp8(device_index: int) -> None:
+    """fp8 runs on compute capability 8.9+ (Ada, Hopper); elsewhere it is refused with the reason."""
     capability = tuple(torch.cuda.get_device_capability(device_index))
     if capability < FP8_CAPABILITY:
         raise UnsupportedError(f"fp8 needs compute capability {FP8_CAPABILITY[0]}.{FP8_CAPABILITY[1]} or later "
                                f"(Ada, Hopper); {torch.cuda.get_device_name(device_index)} is "
                                f"{capability[0]}.{capability[1]}")
-    if not has_fp8_quantization(onnx_path):
-        raise UnsupportedError(f"TensorRT runs fp8 only from FP8 Q/DQ nodes in the model (explicit quantization, "
-                               f"no calibrator) and {onnx_path.name} has none")
 
 
 def make_calibrator(trt, images: torch.Tensor, batch: int, device: str, cache: Path):
@@ -243,13 +239,15 @@ class TrtRunner:
         self.settings = settings or TrtSettings()
         self._index = target.device.index or 0
         self.gpu = torch.cuda.get_device_name(self._index)
-        if self.precision == "fp8":
-            check_fp8(self._index, self.path)
         self.calibration = None
-        if self.precision == "int8":
+        if self.precision == "fp8":
+            check_fp8(self._index)
+        # int8 is calibrated by TensorRT; fp8 needs Q/DQ nodes (explicit quantization), which vggbench writes with
+        # scales calibrated on the same images unless the model has them already
+        if self.precision == "int8" or (self.precision == "fp8" and not has_fp8_quantization(self.path)):
             if calibration is None or len(calibration) == 0:
-                raise UnsupportedError("TensorRT int8 is calibrated on real images, and none were given "
-                                       "(RunnerOptions.calibration)")
+                raise UnsupportedError(f"TensorRT {self.precision} is calibrated on real images, and none were given "
+                                       f"(RunnerOptions.calibration)")
             self.calibration = calibration
         manifest = read_manifest(self.path.parent)
         entry = next(a for a in manifest["artifacts"].values() if a["files"][0]["file"] == self.path.name)
@@ -290,17 +288,28 @@ class TrtRunner:
             if data is not None:
                 self.log.append(f"{profile} from the cache")
                 return data
-            calibrator = None
-            if self.calibration is not None:
+            calibrator, source = None, self.path
+            if self.precision == "fp8" and self.calibration is not None:
+                source = self._fp8_model(folder)
+            elif self.calibration is not None:
                 batch = min(self.settings.calibration_batch, self.calibration.shape[0])
                 table = folder / f"calibration-{_digest([self.onnx_sha256, self.version, images_digest(self.calibration), batch])}.table"
                 calibrator = make_calibrator(self.trt, self.calibration, batch, self.device, table)
             timing = folder / f"timing-{_digest([self.version, self.gpu])}.cache"
-            data = build_engine(self.trt, self.path, self.precision, profile, self.settings, self.logger, timing,
+            data = build_engine(self.trt, source, self.precision, profile, self.settings, self.logger, timing,
                                 calibrator)
             write_cached(path, data)
             self.log.append(f"{profile} built")
             return data
+
+    def _fp8_model(self, folder: Path) -> Path:
+        """model.onnx with FP8 Q/DQ nodes calibrated on the images (made once, kept beside the engines)."""
+        from .fp8 import quantize_fp8
+
+        path = folder / f"fp8-{_digest([self.onnx_sha256, images_digest(self.calibration)])}.onnx"
+        if not path.exists():
+            quantize_fp8(self.path, path, self.calibration)
+        return path
 
     def _context(self, batch: int, tuned: bool):
         if self._current is not None:

@@ -285,8 +285,8 @@ class _Sweep:
         self.bar.update(len(rows))
 
     def _calibration(self, target: Target) -> torch.Tensor | None:
-        """Real images for a backend that calibrates int8 itself (TensorRT), chosen as onnx-int8's are."""
-        if target.precision != "int8" or not target.spec.builds_precisions:
+        """Real images for a backend that calibrates int8 and fp8 itself (TensorRT), chosen as onnx-int8's are."""
+        if target.precision not in ("int8", "fp8") or not target.spec.builds_precisions:
             return None
         quant = QuantConfig()
         w = self.loaded.weights

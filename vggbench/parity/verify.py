@@ -161,9 +161,9 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
 
 
 def _calibrated(options: RunnerOptions, target, manifest: dict) -> RunnerOptions:
-    """`options` with int8 calibration images for a backend that calibrates itself (TensorRT), chosen as
+    """`options` with int8/fp8 calibration images for a backend that calibrates itself (TensorRT), chosen as
     onnx-int8's are: the training split of the weights' dataset, else crops of real photos."""
-    if target.precision != "int8" or not target.spec.builds_precisions:
+    if target.precision not in ("int8", "fp8") or not target.spec.builds_precisions:
         return options
     spec, quant = manifest["input"], QuantConfig()
     images, _ = calibration_images(quant.calibration, quant.images, spec["image_size"], spec["mean"], spec["std"],
