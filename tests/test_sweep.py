@@ -264,7 +264,7 @@ def test_run_on_cuda_without_cuda_is_one_line_and_exit_2(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (("--models", "vgg17"), "error: unknown model 'vgg17'; did you mean"),
     (("--backends", "tflite"), "error: unknown backend 'tflite'"),
-    (("--precision", "fp8"), "error: unknown precision 'fp8'"),
+    (("--precision", "fp4"), "error: unknown precision 'fp4'"),
     (("--suite", "nightly"), "error: unknown suite 'nightly'"),
     (("--batch-sizes", "1,x"), "error: batch sizes must be ints or A..B (powers of two from A to B), got 'x'"),
     (("--batch-sizes", "8..2"), "error: batch size range '8..2' needs 1 <= A <= B"),
