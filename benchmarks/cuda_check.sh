@@ -44,7 +44,7 @@ tests)  # the whole suite with a GPU present: the CUDA tests run, and the no-CUD
 smoke)  # every backend x precision x layout on a tiny VGG: rows ok, or a one-line reason
     common=(--device cuda --models vgg11_bn "${tiny[@]}" --batch-sizes 1,8 --warmup 2 --warmup-time 0.1
             --min-time 0.2 --min-iters 5 --export-cache "${CACHE:-/tmp/vggbench-cache}" --no-progress)
-    TAIL=80 step smoke vgg run "${common[@]}" --backends eager,torchscript,pt2,onnxruntime,tensorrt \
+    TAIL=80 step smoke vgg run "${common[@]}" --backends eager,torchscript,pt2,onnxruntime,ort-tensorrt,tensorrt \
         --precision fp32,amp,bf16,fp16 --memory-format contiguous,channels_last --out "$out/smoke.json"
     TAIL=20 step smoke-compile vgg run "${common[@]}" --backends compile --precision amp \
         --memory-format channels_last --out "$out/smoke-compile.json"

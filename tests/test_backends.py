@@ -25,8 +25,10 @@ from vggbench.zoo.weights import load_model
 
 
 def test_every_builtin_backend_is_registered_in_order():
-    assert backend_names() == ["eager", "compile", "torchscript", "pt2", "winograd", "onnxruntime", "tensorrt"]
-    assert artifact_backends("onnx") == ["onnxruntime", "tensorrt"] and artifact_backends("pt2") == ["pt2"]
+    assert backend_names() == ["eager", "compile", "torchscript", "pt2", "winograd", "onnxruntime", "ort-tensorrt",
+                               "tensorrt"]
+    assert artifact_backends("onnx") == ["onnxruntime", "ort-tensorrt", "tensorrt"]
+    assert artifact_backends("pt2") == ["pt2"]
     assert {get_backend(b).artifact for b in ("eager", "compile", "winograd")} == {None}
 
 
@@ -70,7 +72,8 @@ def test_a_new_backend_is_one_registration(monkeypatch):
     (("winograd", "cpu", "bf16", "channels_last"), "winograd does not support bf16 (it supports fp32)"),
     (("tensorrt", "cpu", "fp32"), "tensorrt does not run on cpu (it runs on cuda)"),
     (("eager", "cpu", "amp"), "amp (fp16 autocast) needs CUDA"),
-    (("eager", "cpu", "fp8"), "unknown precision 'fp8'"),
+    (("eager", "cpu", "fp8"), "eager does not support fp8 (it supports fp32, amp, bf16, fp16)"),
+    (("eager", "cpu", "fp4"), "unknown precision 'fp4'"),
     (("eager", "cpu", "fp32", "nhwc"), "unknown memory format 'nhwc'"),
 ])
 def test_resolve_target_says_which_part_does_not_fit(args, message):

@@ -232,6 +232,6 @@ def test_checks_reach_the_command_line_as_one_line_and_exit_2(args, message, tmp
 def test_overriding_every_list_of_a_matrix_keeps_the_suite_valid():
     suite = parse_suite('[[matrix]]\nbackends = ["eager"]\n[[matrix]]\nbackends = ["onnxruntime"]\nbatch_sizes = [2]')
     both = suite.override(backends="eager", batch_sizes="4")
-    assert both.matrix == ({}, {}) and both.groups() == [("vgg16", "eager", "fp32", "contiguous", (4,))]
+    assert both.matrix == ({}, {}) and [g[:5] for g in both.groups()] == [("vgg16", "eager", "fp32", "contiguous", (4,))]
     with pytest.raises(ConfigError, match="matrix must be a list of tables"):
         parse_suite("matrix = [{}]")

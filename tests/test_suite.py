@@ -14,12 +14,13 @@ def test_bundled_default_suites_load_from_the_package(tmp_path, monkeypatch):
     cpu = load_suite("cpu")
     assert cpu.name == "cpu" and cpu.device == "cpu" and cpu.models == ("vgg16",) and cpu.image_size == 224
     # eager in both layouts, onnxruntime only where it can run: no unsupported rows by default
-    assert cpu.groups() == [("vgg16", "eager", "fp32", "contiguous", (1, 8)),
+    assert [g[:5] for g in cpu.groups()] == [("vgg16", "eager", "fp32", "contiguous", (1, 8)),
                             ("vgg16", "eager", "fp32", "channels_last", (1, 8)),
                             ("vgg16", "onnxruntime", "fp32", "contiguous", (1, 8))]
     assert cpu.case_count() == 6 and cpu.min_iters >= 5
     cuda = load_suite("cuda")
-    assert cuda.device == "cuda" and ("vgg16", "compile", "amp", "channels_last", (1, 8, 32, 128, 256)) in cuda.groups()
+    assert cuda.device == "cuda" and ("vgg16", "compile", "amp", "channels_last", (1, 8, 32, 128, 256)) in \
+        [g[:5] for g in cuda.groups()]
 
 
 def test_project_suites_are_found_relative_to_the_working_directory(tmp_path, monkeypatch):
@@ -53,9 +54,10 @@ batch_sizes = [4, 16]
 ''')
     suite = load_suite(path)
     assert suite.name == "s"
-    assert suite.groups()[:3] == [("vgg11", "eager", "fp32", "contiguous", (1, 4, 16)),
-                                  ("vgg11", "eager", "fp32", "channels_last", (1, 4)),
-                                  ("vgg11", "onnxruntime", "fp32", "contiguous", (4, 16))]
+    assert [g[:5] for g in suite.groups()[:3]] == [
+        ("vgg11", "eager", "fp32", "contiguous", (1, 4, 16)),
+        ("vgg11", "eager", "fp32", "channels_last", (1, 4)),
+        ("vgg11", "onnxruntime", "fp32", "contiguous", (4, 16))]
     assert suite.case_count() == 2 * (3 + 2 + 2)
 
 
@@ -74,7 +76,7 @@ def test_overrides_replace_a_key_everywhere_including_matrices():
     ('bach_sizes = [1]', ConfigError, "unknown key 'bach_sizes' in suite; did you mean batch_sizes?"),
     ('models = ["vgg17"]', UnknownModelError, "unknown model 'vgg17'; did you mean"),
     ('backends = ["tflite"]', UnsupportedError, "unknown backend 'tflite'"),
-    ('precisions = ["fp8"]', ConfigError, "unknown precision 'fp8'"),
+    ('precisions = ["fp4"]', ConfigError, "unknown precision 'fp4'"),
     ('memory_formats = ["nhwc"]', ConfigError, "unknown memory format 'nhwc'"),
     ('batch_sizes = [0, 1]', ConfigError, "batch sizes must be at least 1"),
     ('batch_sizes = ["8"]', ConfigError, "batch_sizes must be a list of ints"),
@@ -101,3 +103,46 @@ def test_unknown_suite_names_list_the_known_ones(tmp_path):
         load_suite(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="unknown key 'colour'"):
         Suite().override(colour="red")
+
+
+def test_matrix_tables_give_backends_their_own_settings(tmp_path):
+    """torch.compile in two modes and onnxruntime with and without CUDA graphs: separate groups, and a setting
+    that concerns another backend does not split eager's."""
+    path = tmp_path / "modes.toml"
+    path.write_text('''
+device = "cuda"
+batch_sizes = [1, 8]
+[[matrix]]
+backends = ["eager", "compile"]
+[[matrix]]
+backends = ["compile", "eager"]
+compile_mode = "max-autotune"
+batch_sizes = [8]
+[[matrix]]
+backends = ["onnxruntime"]
+ort_cuda_graph = true
+''')
+    suite = load_suite(path)
+    assert [(g.backend, g.batch_sizes, g.settings) for g in suite.groups()] == [
+        ("eager", (1, 8), ()),
+        ("compile", (1, 8), (("compile_mode", None),)),
+        ("compile", (8,), (("compile_mode", "max-autotune"),)),
+        ("onnxruntime", (1, 8), (("ort_cuda_graph", True),))]
+    assert suite.case_count() == 7
+    with pytest.raises(ConfigError, match="unknown compile mode 'fastest'"):
+        parse_suite('[[matrix]]\nbackends = ["compile"]\ncompile_mode = "fastest"\n')
+    # the command line replaces a matrix's setting too
+    assert {g.settings for g in suite.override(compile_mode="reduce-overhead").groups() if g.backend == "compile"} \
+        == {(("compile_mode", "reduce-overhead"),)}
+
+
+def test_best_cuda_plans_every_fast_gpu_path():
+    groups = load_suite("best-cuda").groups()
+    compile_modes = {dict(g.settings)["compile_mode"] for g in groups if g.backend == "compile"}
+    assert compile_modes == {None, "reduce-overhead", "max-autotune"}
+    assert {dict(g.settings)["ort_cuda_graph"] for g in groups if g.backend == "onnxruntime"} == {False, True}
+    assert {g.precision for g in groups if g.backend == "tensorrt"} == {"fp16", "int8", "fp8"}
+    from vggbench.backends import resolve_target
+
+    for g in groups:  # every combination is one the backends accept (planned as on a GPU machine)
+        resolve_target(g.backend, "cuda", g.precision, g.memory_format, available=False)

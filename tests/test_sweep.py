@@ -64,7 +64,8 @@ def test_rows_carry_numbers_settings_and_parity(cache):
     assert ort.iterations == len(ort.samples_ms) >= 3 and ort.timer == "perf_counter"
     assert ort.images_per_s == pytest.approx(2 / (ort.median_ms / 1e3))
     assert ort.gmacs_per_image == pytest.approx(profile("vgg11", ModelOptions(**TINY), TINY_IMAGE).gmacs)
-    assert ort.peak_gflops_per_s == result.environment["gemm_peaks"][0]["gflops_per_s"]
+    assert ort.gemm_gflops_per_s == result.environment["gemm_peaks"][0]["gflops_per_s"]
+    assert ort.peak_gflops_per_s >= ort.gemm_gflops_per_s and 0 < ort.peak_pct <= 100
     assert ort.load_ms > 0 and ort.first_call_ms > 0 and ort.rss_delta_mib >= 0
     assert 0 <= ort.parity_max_abs < 1e-4  # the first output was checked against eager fp32
     assert rows["eager", "fp32", "contiguous", 1].parity_max_abs is None  # the reference itself
@@ -234,7 +235,8 @@ def test_run_end_to_end_as_a_user_types_it(tmp_path, cache):
     lines = result.output.splitlines()
     assert lines[0].startswith("vgg11 at 32x32 on cpu (") and f"{torch.get_num_threads()} threads" in lines[0]
     assert lines[2].split() == ["backend", "precision", "memory_format", "batch_size", "median_ms", "p90_ms",
-                                "images_per_s", "gflops_per_s", "peak_pct", "speedup", "noisy", "status"]
+                                "images_per_s", "gflops_per_s", "peak_pct", "theoretical_pct", "speedup", "noisy",
+                                "status"]
     json_path = next(tmp_path.glob("run-*.json"))
     # the default suite's two layouts cross the backends asked for: onnxruntime channels_last cannot run
     assert lines[-1].startswith("16 cases (14 ok, 2 unsupported) in ") and lines[-1].endswith(
@@ -262,7 +264,7 @@ def test_run_on_cuda_without_cuda_is_one_line_and_exit_2(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (("--models", "vgg17"), "error: unknown model 'vgg17'; did you mean"),
     (("--backends", "tflite"), "error: unknown backend 'tflite'"),
-    (("--precision", "fp8"), "error: unknown precision 'fp8'"),
+    (("--precision", "fp4"), "error: unknown precision 'fp4'"),
     (("--suite", "nightly"), "error: unknown suite 'nightly'"),
     (("--batch-sizes", "1,x"), "error: batch sizes must be ints or A..B (powers of two from A to B), got 'x'"),
     (("--batch-sizes", "8..2"), "error: batch size range '8..2' needs 1 <= A <= B"),
@@ -363,3 +365,36 @@ def test_ctrl_c_keeps_the_cases_that_finished(tmp_path, cache, monkeypatch):
     data = read_run(tmp_path / "r.json")
     assert [r["batch_size"] for r in data["results"]] == [1, 2]
     assert data["settings"]["interrupted"] == "Ctrl-C after 2 of 3 cases"
+
+
+def test_oom_back_off_on_a_cuda_device_mocked_at_the_device_queries(cache, monkeypatch):
+    """The CUDA path of a run without a GPU: torch's device queries say there is an H100, the GEMM peak and the
+    runner are stand-ins (no CUDA kernel can run here), and the batch sweep backs off after an out-of-memory one."""
+    import types
+
+    props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", major=9, minor=0, total_memory=80 * 2**30,
+                                  multi_processor_count=132)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: props)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: props.name)
+    monkeypatch.setattr(sweep, "measure_peak", lambda device, precision: {
+        "device": device, "precision": precision, "gflops_per_s": 1e-3, "shape": "8192x8192x8192"})
+    made = []
+
+    def fake(target, model, **kwargs):
+        made.append(FakeRunner(model.module, target, oom_from=8))
+        return made[-1]
+    monkeypatch.setattr(sweep, "make_runner", fake)
+    result = run(cache, device="cuda", backends=["eager"], precisions=["amp"], batch_sizes="1..32")
+    assert [(r.batch_size, r.status) for r in result.results] == [(1, "ok"), (2, "ok"), (4, "ok"), (8, "oom"),
+                                                                 (16, "oom"), (32, "oom")]
+    assert result.results[4].reason == "not tried: batch 8 ran out of memory; the largest that fitted was 4"
+    assert max(made[0].batches) == 8  # 16 and 32 were never tried
+    assert {r.device for r in result.results} == {"cuda"}
+    assert result.environment["cuda"]["devices"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    # fp16 tensor cores, from the datasheet; every row at most 100% of the measured ceiling
+    ok = [r for r in result.results if r.status == "ok"]
+    assert [r.theoretical_gflops_per_s for r in ok] == pytest.approx([989_400] * 3)
+    assert all(0 < r.peak_pct <= 100 for r in ok)
+    assert result.environment["flags"]["tf32_matmul"] is False  # fp32 on CUDA is IEEE fp32 unless asked

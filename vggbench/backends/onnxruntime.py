@@ -1,5 +1,6 @@
 """onnxruntime: model.onnx (or model.int8.onnx) in an InferenceSession on the CPU or CUDA provider, following
-the target's device; tensorrt: the same file on onnxruntime's TensorRT provider."""
+the target's device (on CUDA optionally replayed as a CUDA graph); ort-tensorrt: the same file on onnxruntime's
+TensorRT provider, where its libraries load (vggbench's own TensorRT backend is `tensorrt`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from .registry import Backend, register
 from .runner import RunnerOptions
 from .target import Target
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "ort-tensorrt": "TensorrtExecutionProvider"}
 OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 
@@ -26,6 +28,9 @@ class OrtSettings:
     optimization: str = "all"  # disable | basic | extended | all
     cudnn_conv_algo_search: str = "EXHAUSTIVE"  # CUDA provider: EXHAUSTIVE | HEURISTIC | DEFAULT
     tf32: bool = False  # CUDA provider: TF32 matmuls/convolutions (onnxruntime's default is on; fp32 is fp32 here)
+    # CUDA provider: capture the session as a CUDA graph on the first run of a batch size, replay it after; the
+    # input and output stay in fixed device buffers (IO binding), as onnxruntime requires
+    cuda_graph: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +50,7 @@ class OrtRunner:
         self.target, self.name, self.device = target, target.backend, str(target.device)
         self.precision, self.memory_format = target.precision, target.memory_format
         self.settings = settings or OrtSettings()
-        kind = "tensorrt" if target.backend == "tensorrt" else target.device.kind
+        kind = "ort-tensorrt" if target.backend == "ort-tensorrt" else target.device.kind
         wanted = PROVIDERS[kind]
         if wanted not in ort.get_available_providers():
             raise UnsupportedError(f"onnxruntime {ort.__version__} has no {wanted} here "
@@ -78,9 +83,12 @@ class OrtRunner:
 
     def _providers(self, kind: str, wanted: str) -> list:
         if kind == "cuda":
-            return [(wanted, {"device_id": self._index, "cudnn_conv_algo_search": self.settings.cudnn_conv_algo_search,
-                              "use_tf32": int(self.settings.tf32)})]
-        if kind == "tensorrt":
+            options = {"device_id": self._index, "cudnn_conv_algo_search": self.settings.cudnn_conv_algo_search,
+                       "use_tf32": int(self.settings.tf32)}
+            if self.settings.cuda_graph:
+                options["enable_cuda_graph"] = 1
+            return [(wanted, options)]
+        if kind == "ort-tensorrt":
             trt = {"device_id": self._index, "trt_fp16_enable": self.precision == "fp16"}
             return [(wanted, trt), ("CUDAExecutionProvider", {"device_id": self._index})]
         return [wanted]
@@ -94,14 +102,24 @@ class OrtRunner:
         value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._index)
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input.name, value)
+        run_options = None
+        if self.settings.cuda_graph:
+            # a graph replays fixed addresses: the output gets its own buffer too, and each batch size its
+            # own graph (onnxruntime captures one per gpu_graph_id)
+            shape = [array.shape[0], *self.session.get_outputs()[0].shape[1:]]
+            output = ort.OrtValue.ortvalue_from_shape_and_type(shape, array.dtype.type, "cuda", self._index)
+            binding.bind_ortvalue_output(self.output, output)
+            run_options = ort.RunOptions()
+            run_options.add_run_config_entry("gpu_graph_id", str(array.shape[0]))
+            return binding, (value, output), run_options
         binding.bind_output(self.output, "cuda", self._index)
-        return binding, value  # keep the device buffer alive as long as the binding
+        return binding, value, run_options  # keep the device buffers alive as long as the binding
 
     def run(self, prepared):
         if not self._on_device:
             return self.session.run([self.output], {self.input.name: prepared})[0]
-        binding, _ = prepared
-        self.session.run_with_iobinding(binding)
+        binding, _, run_options = prepared
+        self.session.run_with_iobinding(binding, run_options)
         return binding
 
     def synchronize(self) -> None:
@@ -129,5 +147,5 @@ def ort_factory(path: Path, target: Target, options: RunnerOptions | None = None
 
 BACKEND = register(Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp16", "int8"), ("contiguous",),
                            ort_factory, aliases=("onnx", "ort")))
-TENSORRT = register(Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",), ort_factory,
-                            aliases=("trt",)))
+ORT_TENSORRT = register(Backend("ort-tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",), ort_factory,
+                                aliases=("ort-trt",)))

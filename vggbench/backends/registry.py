@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..core.errors import UnsupportedError
 
 # the modules that register the backends vggbench ships, imported on first use of the registry
-BUILTIN = ("eager", "compile", "torchscript", "pt2", "winograd.runner", "onnxruntime")
+BUILTIN = ("eager", "compile", "torchscript", "pt2", "winograd.runner", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class Backend:
     memory_formats: tuple[str, ...]
     factory: Callable
     aliases: tuple[str, ...] = ()
+    # builds every precision itself from the fp32 artifact (TensorRT: fp16, int8 calibrated on images passed
+    # in RunnerOptions, fp8), so int8 and fp16 load the fp32 export rather than onnx-int8 or an fp16 export
+    builds_precisions: bool = False
 
 
 _BACKENDS: dict[str, Backend] = {}

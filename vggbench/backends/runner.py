@@ -44,6 +44,9 @@ class RunnerOptions:
     compile_mode: str | None = None  # torch.compile(mode=...)
     compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
     ort: Any = None  # vggbench.backends.onnxruntime.OrtSettings
+    tensorrt: Any = None  # vggbench.backends.tensorrt.TrtSettings
+    # normalised real images (N, 3, H, W) for backends that calibrate int8 themselves (TensorRT)
+    calibration: Any = None
 
 
 class TorchRunner:

@@ -23,6 +23,7 @@ PRECISIONS: dict[str, tuple[torch.dtype | None, torch.dtype]] = {
     "bf16": (torch.bfloat16, torch.float32),
     "fp16": (None, torch.float16),
     "int8": (None, torch.float32),  # onnxruntime static quantization: fp32 in and out, int8 inside
+    "fp8": (None, torch.float32),  # TensorRT on compute capability 8.9+: fp32 in and out, fp8 inside
 }
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -58,11 +59,17 @@ class Target:
 
     @property
     def artifact(self) -> str | None:
-        """The export format this target loads: its backend's, model.int8.onnx at precision int8, or None for
-        backends that run the module itself."""
+        """The export format this target loads: its backend's, model.int8.onnx at precision int8 (unless the
+        backend builds its precisions itself), or None for backends that run the module itself."""
         if self.spec.artifact is None:
             return None
-        return INT8_FORMAT if self.precision == "int8" else self.spec.artifact
+        return INT8_FORMAT if self.precision == "int8" and not self.spec.builds_precisions else self.spec.artifact
+
+    @property
+    def export_precision(self) -> str:
+        """The precision of the export this target loads: fp16 runs an fp16 export, except on a backend that
+        builds its precisions from the fp32 one; everything else (amp, bf16, int8, fp8) an fp32 export."""
+        return "fp16" if self.precision == "fp16" and not self.spec.builds_precisions else "fp32"
 
     @property
     def is_reference(self) -> bool:

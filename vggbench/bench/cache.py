@@ -16,8 +16,9 @@ from ..parity.checked import export
 from ..zoo.weights import LoadedModel
 
 DEFAULT_EXPORT_CACHE = Path("exports") / ".cache"
-INT8_NEEDS_TRAINED_WEIGHTS = ("int8 is offered only with its measured top-1 agreement with fp32 on real images, "
-                              "which random weights do not have: give trained weights (--weights FILE or imagenet)")
+INT8_NEEDS_TRAINED_WEIGHTS = ("int8 and fp8 are offered only with their measured top-1 agreement with fp32 on real "
+                              "images, which random weights do not have: give trained weights (--weights FILE or "
+                              "imagenet)")
 
 
 class ExportFailed(Exception):
@@ -43,10 +44,10 @@ class ExportCache:
         """The export folder for a target of an artifact backend (amp and bf16 run an fp32 export; int8 runs
         model.int8.onnx, quantized from the fp32 ONNX export and verified by class agreement on real images,
         which random weights cannot have: for them int8 is refused before anything is made)."""
-        if target.precision == "int8" and self.model.weights.source == "random":
+        if target.precision in ("int8", "fp8") and self.model.weights.source == "random":
             raise ExportFailed(INT8_NEEDS_TRAINED_WEIGHTS)
         fmt = target.artifact
-        exported = "fp16" if target.precision == "fp16" else "fp32"
+        exported = target.export_precision
         key = self.key(fmt, exported)
         if key in self._failed:
             raise ExportFailed(self._failed[key])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.errors import CheckFailed, ConfigError, UnsupportedError
+from .report import label, variant
 
 MATCH_KEYS = ("model", "image_size", "device", "backend", "precision", "memory_format", "batch_size", "threads")
 COMPARE_COLUMNS = (*MATCH_KEYS, "old_median_ms", "new_median_ms", "change_pct", "noisy", "verdict")
@@ -109,8 +110,9 @@ def compare_runs(new: dict, old: dict, threshold: float = 0.05, allow_different_
         raise ConfigError(f"these runs come from different machines ({'; '.join(hardware)}): their speed ratios say "
                           f"nothing about the code. Compare runs made on one machine, or pass "
                           f"--allow-different-machines to compare anyway")
-    old_rows = {tuple(r[k] for k in MATCH_KEYS): r for r in old["results"]}
-    new_rows = {tuple(r[k] for k in MATCH_KEYS): r for r in new["results"]}
+    # a backend's variants (torch.compile modes, onnxruntime with CUDA graphs) are cases of their own
+    old_rows = {(*(r[k] for k in MATCH_KEYS), variant(r)): r for r in old["results"]}
+    new_rows = {(*(r[k] for k in MATCH_KEYS), variant(r)): r for r in new["results"]}
     rows = []
     for key, n in new_rows.items():
         o = old_rows.get(key)
@@ -118,7 +120,8 @@ def compare_runs(new: dict, old: dict, threshold: float = 0.05, allow_different_
             continue
         change, verdict = _verdict(o, n, threshold)
         noisy = bool(o.get("noisy") or n.get("noisy"))
-        rows.append({**dict(zip(MATCH_KEYS, key, strict=True)), "old_median_ms": o.get("median_ms"),
+        rows.append({**dict(zip(MATCH_KEYS, key[:-1], strict=True)), "backend": label(n),
+                     "old_median_ms": o.get("median_ms"),
                      "new_median_ms": n.get("median_ms"), "change_pct": change, "noisy": noisy, "verdict": verdict})
     return Comparison(rows, threshold, [k for k in old_rows if k not in new_rows],
                       [k for k in new_rows if k not in old_rows], hardware + software)

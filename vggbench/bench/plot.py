@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.errors import ConfigError, ResultsError
 from ..core.fileio import atomic_file, check_writable
-from .report import GROUP_KEYS, group_title
+from .report import GROUP_KEYS, group_title, label
 
 
 def check_plot_path(path: str | os.PathLike) -> Path:
@@ -42,10 +42,10 @@ def plot_run(data: dict, path: str | os.PathLike) -> Path:
     for ax, (key, rows) in zip(fig.subplots(len(groups), 1, squeeze=False)[:, 0], groups.items(), strict=True):
         lines: dict[str, list[dict]] = {}
         for r in rows:
-            lines.setdefault(f"{r['backend']} {r['precision']} {r['memory_format']}", []).append(r)
-        for label, points in lines.items():
+            lines.setdefault(f"{label(r)} {r['precision']} {r['memory_format']}", []).append(r)
+        for name, points in lines.items():
             points.sort(key=lambda r: r["batch_size"])
-            ax.plot([r["batch_size"] for r in points], [r["images_per_s"] for r in points], marker="o", label=label)
+            ax.plot([r["batch_size"] for r in points], [r["images_per_s"] for r in points], marker="o", label=name)
         sizes = sorted({r["batch_size"] for r in rows})
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(FixedLocator(sizes))

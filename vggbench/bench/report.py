@@ -45,12 +45,12 @@ def render(rows: Sequence[dict], fmt: str = "table", columns: Sequence[str] | No
 
 GROUP_KEYS = ("model", "image_size", "device")
 RUN_COLUMNS = ("backend", "precision", "memory_format", "batch_size", "median_ms", "p90_ms", "images_per_s",
-               "gflops_per_s", "peak_pct", "speedup", "noisy", "status")
+               "gflops_per_s", "peak_pct", "theoretical_pct", "speedup", "noisy", "status")
+_PCT = ("peak_pct", "theoretical_pct")
 DEFAULT_BASELINE = "eager:fp32:contiguous"
 REASON_WIDTH = 90  # table and github formats shorten long reasons; csv and json keep them whole
 # table and github: 4 significant digits without exponents (numbers are rounded first), 1 decimal for %
-_RUN_FLOATFMT = ["g" if c not in ("peak_pct", "speedup") else ".1f" if c == "peak_pct" else ".2f"
-                 for c in RUN_COLUMNS]
+_RUN_FLOATFMT = [".1f" if c in _PCT else ".2f" if c == "speedup" else "g" for c in RUN_COLUMNS]
 _SIGNIFICANT = ("median_ms", "p90_ms", "images_per_s", "gflops_per_s")
 
 
@@ -98,8 +98,23 @@ def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width
         reference = base.get((r["model"], r["image_size"], r["device"], r["threads"], r["batch_size"]))
         speedup = r["images_per_s"] / reference if reference and r.get("images_per_s") else None
         rows.append({**{k: r[k] for k in (*GROUP_KEYS, "threads")},
-                     **{k: r.get(k) for k in RUN_COLUMNS}, "speedup": speedup, "status": _status(r, reason_width)})
+                     **{k: r.get(k) for k in RUN_COLUMNS}, "backend": label(r), "speedup": speedup,
+                     "status": _status(r, reason_width)})
     return rows
+
+
+def variant(row: dict) -> str:
+    """What sets a row apart from others of its backend, precision and layout: torch.compile's mode, onnxruntime
+    with CUDA graphs; "" for none."""
+    parts = [row["compile_mode"]] if row.get("compile_mode") else []
+    if (row.get("ort_settings") or {}).get("cuda_graph"):
+        parts.append("cuda-graph")
+    return " ".join(parts)
+
+
+def label(row: dict) -> str:
+    """The backend as tables show it: with its variant, e.g. "compile max-autotune"."""
+    return " ".join(filter(None, (row["backend"], variant(row))))
 
 
 def group_title(key: tuple, rows: list[dict], environment: dict) -> str:
@@ -111,10 +126,20 @@ def group_title(key: tuple, rows: list[dict], environment: dict) -> str:
     else:
         where = (environment.get("cpu") or {}).get("model") or "cpu"
     threads = sorted({r["threads"] for r in rows})
+    title = f"{model} at {image_size}x{image_size} on {device} ({where}), {'/'.join(map(str, threads))} threads"
+    ceilings = [c for c in environment.get("ceilings", []) if c["device"] == device]
+    if ceilings:  # the measured ceiling (best GEMM or row) and the theoretical one, per precision
+        text = ", ".join(f"{c['precision']} {_gflops(c['measured_gflops_per_s'])} measured ({c['measured_source']})"
+                         + (f" / {_gflops(c['theoretical_gflops_per_s'])} theoretical"
+                            if c.get("theoretical_gflops_per_s") else "") for c in ceilings)
+        return f"{title}; ceilings GFLOP/s: {text}"
     peaks = ", ".join(f"{p['precision']} {p['gflops_per_s']:.1f}" for p in environment.get("gemm_peaks", [])
                       if p["device"] == device)
-    title = f"{model} at {image_size}x{image_size} on {device} ({where}), {'/'.join(map(str, threads))} threads"
     return title + (f"; GEMM peak GFLOP/s: {peaks}" if peaks else "")
+
+
+def _gflops(value) -> str:
+    return "-" if value is None else f"{value:.1f}" if value < 1e4 else f"{value:.4g}"
 
 
 FASTEST_COLUMNS = ("model", "image_size", "device", "threads", "batch_size", "fastest", "images_per_s", "speedup",
@@ -169,7 +194,9 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
     backend, precision, memory_format = parse_baseline(baseline)
     noisy = sum(1 for r in rows if r["noisy"])
     notes = [f"speedup: images/s over {backend} {precision} {memory_format} at the same batch size; "
-             f"gflops_per_s = 2 x MACs x images/s; peak_pct: share of the GEMM peak of the same precision"]
+             f"gflops_per_s = 2 x MACs x images/s; peak_pct: share of the measured ceiling of the same device and "
+             f"precision (the best of the run's GEMM shapes and rows; files from before 2026-11-26: the one GEMM); "
+             f"theoretical_pct: share of the datasheet or cores x clock x FLOPs/cycle ceiling, where known"]
     if noisy:
         notes.append(f"noisy: {noisy} case(s) with an IQR above 10% of the median; rerun on a quiet machine")
     fastest = render_fastest(data, fmt, baseline)

@@ -327,3 +327,10 @@ def _check_environment(path: Path, env: dict) -> None:
             and _fits(p.get("gflops_per_s"), float) for p in peaks):
         raise ResultsError(f"{path}: environment.gemm_peaks must be a list of objects with device, precision and "
                            f"gflops_per_s")
+    ceilings = env.get("ceilings", [])  # since 2026-11: absent from older files
+    if not isinstance(ceilings, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("device"), str) and isinstance(c.get("precision"), str)
+            and _fits(c.get("measured_gflops_per_s"), float | None) and isinstance(c.get("measured_source"), str | None)
+            and _fits(c.get("theoretical_gflops_per_s"), float | None) for c in ceilings):
+        raise ResultsError(f"{path}: environment.ceilings must be a list of objects with device, precision, "
+                           f"measured_gflops_per_s and theoretical_gflops_per_s")

@@ -32,6 +32,7 @@ class Case:
     compile_mode: str | None = None
     compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
     ort_settings: dict | None = None  # vggbench.backends.OrtSettings, for onnxruntime backends
+    trt_settings: dict | None = None  # vggbench.backends.tensorrt.TrtSettings, for the tensorrt backend
 
     @property
     def timing(self) -> Timing:
@@ -61,8 +62,13 @@ class BenchResult(Case):
     images_per_s: float | None = None  # batch_size / median
     gmacs_per_image: float | None = None
     gflops_per_s: float | None = None  # 2 x MACs x images_per_s
-    peak_gflops_per_s: float | None = None  # the square GEMM measured once per run on this device and dtype
+    # the measured ceiling of this device and precision: the best of the run's GEMM shapes and of all its rows
+    # (vggbench.bench.peak.Ceilings), so that peak_pct is at most 100
+    peak_gflops_per_s: float | None = None
     peak_pct: float | None = None  # gflops_per_s / peak_gflops_per_s x 100
+    gemm_gflops_per_s: float | None = None  # the best GEMM shape alone (what peak_gflops_per_s was before)
+    theoretical_gflops_per_s: float | None = None  # datasheet (GPU) or cores x clock x FLOPs/cycle (CPU)
+    theoretical_pct: float | None = None  # gflops_per_s / theoretical_gflops_per_s x 100
     peak_memory_mib: float | None = None  # CUDA max allocated
     rss_delta_mib: float | None = None  # CPU: peak RSS growth during the case
     parity_max_abs: float | None = None  # first output vs eager fp32 on the same images; None for the reference

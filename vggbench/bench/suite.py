@@ -14,7 +14,7 @@ import itertools
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from ..core.device import device_text
 from ..core.errors import ConfigError
@@ -29,7 +29,10 @@ except ModuleNotFoundError:  # Python 3.10
 
 PROJECT_SUITES = Path("benchmarks") / "suites"  # relative to the working directory
 AXES = ("models", "backends", "precisions", "memory_formats", "batch_sizes")
-MATRIX_KEYS = AXES[1:]  # a [[matrix]] table narrows what each model runs
+# backend settings a [[matrix]] table may set for its own cases (e.g. torch.compile in two modes); each distinct
+# value makes its own group, and the setting lands in the case's row
+MATRIX_SETTINGS = ("compile_mode", "ort_cuda_graph")
+MATRIX_KEYS = (*AXES[1:], *MATRIX_SETTINGS)  # a [[matrix]] table narrows what each model runs
 
 
 # the backends own their settings' choices; asked only when a value is checked (they import torch)
@@ -75,6 +78,21 @@ def _matrix(value) -> tuple[dict, ...]:
     return tuple({k: coerce(Suite, k, v) for k, v in m.items()} for m in value)
 
 
+# which backend each of MATRIX_SETTINGS concerns (the others ignore it, so it does not split their groups)
+_CONCERNS = {"compile": ("compile_mode",), "onnxruntime": ("ort_cuda_graph",)}
+
+
+class Group(NamedTuple):
+    """Cases that share one runner."""
+
+    model: str
+    backend: str
+    precision: str
+    memory_format: str
+    batch_sizes: tuple[int, ...]
+    settings: tuple[tuple[str, object], ...] = ()  # of MATRIX_SETTINGS, for this backend
+
+
 @dataclass(frozen=True, kw_only=True)
 class Suite(ModelSettings):
     """A benchmark suite. The keys of a suite file are these fields; `vggbench run` has an option for each
@@ -87,7 +105,7 @@ class Suite(ModelSettings):
     # what to time: every combination of these lists is a case (see `matrix`)
     models: tuple[str, ...] = setting(("vgg16",), "Comma-separated model names, e.g. vgg11,vgg16.")
     backends: tuple[str, ...] = setting(("eager",), "Comma-separated: eager, compile, torchscript, pt2, "
-                                                    "onnxruntime, tensorrt, winograd.")
+                                                    "onnxruntime, ort-tensorrt, tensorrt, winograd.")
     precisions: tuple[str, ...] = setting(("fp32",), "Comma-separated: fp32, amp, bf16, fp16, int8.",
                                           option="--precision")
     memory_formats: tuple[str, ...] = setting(("contiguous",), "Comma-separated: contiguous, channels_last.",
@@ -123,6 +141,11 @@ class Suite(ModelSettings):
                                     choices=_ort_optimizations)
     cudnn_conv_algo_search: str = setting("EXHAUSTIVE", "onnxruntime CUDA: EXHAUSTIVE, HEURISTIC or DEFAULT.",
                                           choices=_conv_algo_searches)
+    ort_cuda_graph: bool = setting(False, "onnxruntime CUDA: capture each batch size as a CUDA graph and replay it "
+                                          "(fixed IO-bound buffers).")
+    trt_max_batch: int | None = setting(None, "tensorrt: the optimisation profile's largest batch (min 1, opt the "
+                                              "batch being timed) [default: the suite's largest batch size].",
+                                        minimum=1)
 
     def override(self, **changes) -> Suite:
         """A copy with `changes` (None values ignored); a list given here replaces it in every matrix too."""
@@ -131,21 +154,24 @@ class Suite(ModelSettings):
         matrix = tuple({k: v for k, v in m.items() if k not in changes} for m in self.matrix)
         return validate(replace(self, **changes, matrix=matrix))
 
-    def groups(self) -> list[tuple[str, str, str, str, tuple[int, ...]]]:
-        """(model, backend, precision, memory_format, batch sizes), each combination once, in suite order:
-        a runner is built once per group and times every batch size."""
+    def groups(self) -> list[Group]:
+        """(model, backend, precision, memory_format, batch sizes, backend settings), each combination once, in
+        suite order: a runner is built once per group and times every batch size. The settings are those of
+        MATRIX_SETTINGS that concern the backend (compile_mode for compile, ort_cuda_graph for onnxruntime), as
+        (key, value) pairs."""
         found: dict[tuple, list[int]] = {}
         for model in self.models:
             for m in self.matrix or ({},):
                 axes = {k: m.get(k, getattr(self, k)) for k in MATRIX_KEYS}
                 for backend, precision, memory_format in itertools.product(
                         axes["backends"], axes["precisions"], axes["memory_formats"]):
-                    sizes = found.setdefault((model, backend, precision, memory_format), [])
+                    settings = tuple((k, axes[k]) for k in MATRIX_SETTINGS if k in _CONCERNS.get(backend, ()))
+                    sizes = found.setdefault((model, backend, precision, memory_format, settings), [])
                     sizes += [b for b in axes["batch_sizes"] if b not in sizes]
-        return [(*key, tuple(sizes)) for key, sizes in found.items()]
+        return [Group(*key[:4], tuple(sizes), key[4]) for key, sizes in found.items()]
 
     def case_count(self) -> int:
-        return sum(len(g[-1]) for g in self.groups())
+        return sum(len(g.batch_sizes) for g in self.groups())
 
 
 # --- reading -------------------------------------------------------------------------------------------

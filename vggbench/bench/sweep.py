@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..backends import OrtSettings, Runner, RunnerOptions, Target, eager_runner, make_runner, resolve_target
+from ..backends.tensorrt import TrtSettings
 from ..backends.winograd import native
 from ..core.device import Device, require_device
 from ..core.env import capture
@@ -25,12 +27,13 @@ from ..core.errors import (
 )
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..core.timing import free_memory, is_oom, measure
-from ..data.inputs import random_batch
+from ..data.inputs import calibration_images, random_batch
+from ..exporters.quantize import QuantConfig
 from ..parity.metrics import compare, tolerance_for
 from ..zoo.profiling import profile
 from ..zoo.weights import WeightsSource, load_model, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE, ExportCache, ExportFailed
-from .peak import measure_peak
+from .peak import Ceilings, measure_peak, theoretical_peak
 from .results import BenchRun, Journal
 from .rows import BenchResult, Case
 from .suite import Suite, resolve_suite
@@ -65,10 +68,11 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
         environment = capture()
         environment["native_kernels"] = native.describe()  # the winograd backend's C++ transforms
         environment["gemm_peaks"] = _peaks(plan, device)
+        ceilings = Ceilings(environment["gemm_peaks"], _theoretical(plan, device, suite))
         settings = {**suite.to_dict(), "export_cache": str(export_cache)}
         if journal is not None:
             journal.start(settings, environment, environment["created"])
-        sweep = _Sweep(suite, device, weights, plan, Path(export_cache), environment, progress, raise_errors,
+        sweep = _Sweep(suite, device, weights, plan, Path(export_cache), ceilings, progress, raise_errors,
                        journal)
         interrupted = None
         try:
@@ -77,7 +81,12 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
             interrupted = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
     if interrupted:
         settings["interrupted"] = f"{interrupted} after {len(sweep.results)} of {suite.case_count()} cases"
-    run = BenchRun(settings, environment, sweep.results, time.perf_counter() - started, environment["created"])
+    # every row against the final ceilings: the best rate of the whole run (rows were recorded against the best so
+    # far, which is also at most 100%)
+    environment["ceilings"] = ceilings.to_list()
+    results = [replace(r, **ceilings.row_fields(r.device, r.precision, r.gflops_per_s)) if r.status == "ok" else r
+               for r in sweep.results]
+    run = BenchRun(settings, environment, results, time.perf_counter() - started, environment["created"])
     if interrupted:
         raise BenchmarkInterrupted(run)
     return run
@@ -87,12 +96,20 @@ def _plan(suite: Suite, device: Device) -> dict[tuple, Target | UnsupportedError
     """Each group's target, resolved once; a combination that cannot run here is kept as its error (its cases
     become "unsupported" rows)."""
     plan = {}
-    for model, backend, precision, memory_format, _ in suite.groups():
+    for model, backend, precision, memory_format, *_ in suite.groups():
         try:
             plan[model, backend, precision, memory_format] = resolve_target(backend, device, precision, memory_format)
         except UnsupportedError as e:
             plan[model, backend, precision, memory_format] = e
     return plan
+
+
+def _theoretical(plan: dict, device: Device, suite: Suite) -> dict[tuple[str, str], dict | None]:
+    """The theoretical ceiling of each precision that has a runnable case, where it is known."""
+    runnable = dict.fromkeys(t.precision for t in plan.values() if isinstance(t, Target))
+    threads = torch.get_num_threads()
+    tf32 = bool(tf32_flag(device, suite.tf32))
+    return {(str(device), p): theoretical_peak(str(device), p, threads, tf32) for p in runnable}
 
 
 def _peaks(plan: dict, device: Device) -> list[dict]:
@@ -103,14 +120,17 @@ def _peaks(plan: dict, device: Device) -> list[dict]:
 
 class _Sweep:
     def __init__(self, suite: Suite, device: Device, weights: WeightsSource, plan: dict, export_cache: Path,
-                 environment: dict, progress, raise_errors: bool, journal: Journal | None) -> None:
+                 ceilings: Ceilings, progress, raise_errors: bool, journal: Journal | None) -> None:
         self.suite, self.device, self.weights, self.plan = suite, device, weights, plan
         self.export_cache, self.raise_errors = export_cache, raise_errors
-        self.peaks = {p["precision"]: p["gflops_per_s"] for p in environment["gemm_peaks"]}
+        self.ceilings = ceilings
         self.threads = torch.get_num_threads()
         self.tf32 = bool(tf32_flag(device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
         self.ort = OrtSettings(threads=self.threads, optimization=suite.ort_optimization,
-                               cudnn_conv_algo_search=suite.cudnn_conv_algo_search, tf32=self.tf32)
+                               cudnn_conv_algo_search=suite.cudnn_conv_algo_search, tf32=self.tf32,
+                               cuda_graph=suite.ort_cuda_graph)
+        largest = max(b for g in suite.groups() for b in g.batch_sizes)
+        self.trt = TrtSettings(max_batch=suite.trt_max_batch or largest, tf32=self.tf32)
         self.progress, self.journal = progress, journal
         self.results: list[BenchResult] = []
 
@@ -124,18 +144,23 @@ class _Sweep:
                 self._model(name, [g[1:] for g in groups if g[0] == name])
         return self.results
 
-    def _case(self, model: str, backend: str, precision: str, memory_format: str, batch_size: int) -> Case:
-        s = self.suite
+    def _case(self, model: str, backend: str, precision: str, memory_format: str, batch_size: int,
+              settings: tuple = ()) -> Case:
+        s, settings = self.suite, dict(settings)
         target = self.plan[model, backend, precision, memory_format]
         artifact = target.spec.artifact if isinstance(target, Target) else None
+        builds = isinstance(target, Target) and target.spec.builds_precisions  # TensorRT: its own settings
+        ort = replace(self.ort, cuda_graph=settings.get("ort_cuda_graph", self.ort.cuda_graph))
+        compile_mode = settings.get("compile_mode", s.compile_mode)
         return Case(model=model, image_size=s.image_size, batch_size=batch_size, backend=backend,
                     device=str(self.device), precision=precision, memory_format=memory_format, threads=self.threads,
                     weights=self.weights.label,
                     warmup=max(s.warmup, COMPILE_MIN_WARMUP) if backend == "compile" else s.warmup,
                     warmup_time_s=s.warmup_time_s, min_time_s=s.min_time_s, min_iters=s.min_iters,
-                    max_iters=s.max_iters, compile_mode=s.compile_mode if backend == "compile" else None,
+                    max_iters=s.max_iters, compile_mode=compile_mode if backend == "compile" else None,
                     compile_options={"freezing": True} if backend == "compile" and s.compile_freezing else None,
-                    ort_settings=self.ort.to_dict() if artifact == "onnx" else None)
+                    ort_settings=ort.to_dict() if artifact == "onnx" and not builds else None,
+                    trt_settings=self.trt.to_dict() if builds else None)
 
     def _model(self, name: str, groups: list) -> None:
         s = self.suite
@@ -144,14 +169,14 @@ class _Sweep:
             loaded = load_model(name, self.weights, **s.model_options())
         except Exception as e:  # weights that do not fit this model: its cases are rows, the other models run
             status, reason = self._failure(e)
-            self._record([BenchResult.failed(self._case(name, *g[:3], b), status, f"model not loaded: {reason}")
+            self._record([BenchResult.failed(self._case(name, *g[:3], b, g[4]), status, f"model not loaded: {reason}")
                           for g in groups for b in g[3]])
             return
         self.gmacs = profile(loaded.spec, loaded.options, s.image_size).gmacs
         self.cache = ExportCache(self.export_cache, loaded, s.image_size)
         self.loaded, self.reference, self.batches, self.expected = loaded, eager_runner(loaded.module), {}, {}
-        for backend, precision, memory_format, sizes in groups:
-            cases = [self._case(name, backend, precision, memory_format, b) for b in sizes]
+        for backend, precision, memory_format, sizes, settings in groups:
+            cases = [self._case(name, backend, precision, memory_format, b, settings) for b in sizes]
             self._group(self.plan[name, backend, precision, memory_format], cases)
         del self.loaded, self.reference, self.batches, self.expected, self.cache
 
@@ -165,7 +190,9 @@ class _Sweep:
                 raise target
             export_dir = self.cache.folder(target) if target.artifact else None
             started = time.perf_counter()
-            options = RunnerOptions(compile_mode=c.compile_mode, compile_options=c.compile_options, ort=self.ort)
+            ort = OrtSettings(**c.ort_settings) if c.ort_settings else self.ort
+            options = RunnerOptions(compile_mode=c.compile_mode, compile_options=c.compile_options, ort=ort,
+                                    tensorrt=self.trt, calibration=self._calibration(target))
             runner = make_runner(target, self.loaded, export_dir=export_dir, options=options)
             load_ms = (time.perf_counter() - started) * 1e3
         except Exception as e:  # recorded as rows; re-raised on request
@@ -213,16 +240,18 @@ class _Sweep:
             parity["max_abs"] = result.max_abs
             # int8 is judged by class agreement on real images (done when its export was verified); on
             # random noise its top-1 says nothing, so here it is only recorded
-            if not result.passed and case.precision != "int8":
+            if not result.passed and case.precision not in ("int8", "fp8"):
                 raise _ParityMismatch(f"output differs from eager fp32: {result.reason}")
 
         try:
             batch = self._batch(case.batch_size)  # allocating it can fail too (a batch beyond memory): a row
             m = measure(runner, batch, case.timing, on_first_output=check)
             notes = runner.notes(batch)
-            row = BenchResult.measured(case, m, gmacs_per_image=self.gmacs,
-                                       peak_gflops_per_s=self.peaks.get(case.precision), load_ms=load_ms,
+            row = BenchResult.measured(case, m, gmacs_per_image=self.gmacs, peak_gflops_per_s=None, load_ms=load_ms,
                                        parity_max_abs=parity.get("max_abs"), notes=notes)
+            self.ceilings.see(case.device, case.precision, row.gflops_per_s,
+                              f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}")
+            row = replace(row, **self.ceilings.row_fields(case.device, case.precision, row.gflops_per_s))
         except Exception as e:  # recorded as a row; re-raised on request
             status, reason = self._failure(e)
             row = BenchResult.failed(case, status, reason, load_ms=load_ms, parity_max_abs=parity.get("max_abs"))
@@ -254,6 +283,14 @@ class _Sweep:
             if self.journal is not None:
                 self.journal.append(row)
         self.bar.update(len(rows))
+
+    def _calibration(self, target: Target) -> torch.Tensor | None:
+        """Real images for a backend that calibrates int8 and fp8 itself (TensorRT), chosen as onnx-int8's are."""
+        if target.precision not in ("int8", "fp8") or not target.spec.builds_precisions:
+            return None
+        quant = QuantConfig()
+        w = self.loaded.weights
+        return calibration_images(quant.calibration, quant.images, self.suite.image_size, w.mean, w.std, w.meta)[0]
 
     def _batch(self, batch_size: int) -> torch.Tensor:
         if batch_size not in self.batches:

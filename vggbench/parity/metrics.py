@@ -47,6 +47,7 @@ TOLERANCES: dict[str, Tolerance] = {
     "amp": Tolerance(rtol=1e-2, range_atol=1e-2, min_cosine=0.999),
     "bf16": Tolerance(rtol=5e-2, range_atol=5e-2, min_cosine=0.99),
     "int8": Tolerance(rtol=0.0, range_atol=None, min_cosine=0.99, min_top1=0.99),
+    "fp8": Tolerance(rtol=0.0, range_atol=None, min_cosine=0.99, min_top1=0.99),  # like int8: by class agreement
     "tf32": Tolerance(rtol=1e-2, range_atol=1e-2, min_cosine=0.999),
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,8 +22,9 @@ from ..backends.target import check_memory_format, check_precision
 from ..core.device import Device, require_device
 from ..core.errors import ArtifactError, CheckFailed, DataError, UnsupportedError
 from ..core.numerics import scoped_numerics, tf32_flag
-from ..data.inputs import dataset_images, random_batch, sample_photos, trained_on
+from ..data.inputs import calibration_images, dataset_images, random_batch, sample_photos, trained_on
 from ..exporters.manifest import INT8_FORMAT, read_manifest
+from ..exporters.quantize import QuantConfig
 from ..zoo.weights import LoadedModel, WeightsSource, load_model
 from .metrics import ParityResult, compare, tolerance_for
 
@@ -142,7 +143,8 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
                 if target.is_reference:
                     report.skipped.append(f"{combo}: this is the reference itself")
                     continue
-                runner = make_runner(target, reference, export_dir=export_dir, options=options)
+                runner = make_runner(target, reference, export_dir=export_dir,
+                                     options=_calibrated(options, target, manifest))
             except UnsupportedError as e:
                 report.skipped.append(f"{combo}: {e}")
                 continue
@@ -156,6 +158,17 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
                 report.results.append(compare(expected[label], got, tol, backend=backend, device=str(device),
                                               precision=precision, memory_format=memory_format, inputs=label))
     return report
+
+
+def _calibrated(options: RunnerOptions, target, manifest: dict) -> RunnerOptions:
+    """`options` with int8/fp8 calibration images for a backend that calibrates itself (TensorRT), chosen as
+    onnx-int8's are: the training split of the weights' dataset, else crops of real photos."""
+    if target.precision not in ("int8", "fp8") or not target.spec.builds_precisions:
+        return options
+    spec, quant = manifest["input"], QuantConfig()
+    images, _ = calibration_images(quant.calibration, quant.images, spec["image_size"], spec["mean"], spec["std"],
+                                   manifest["weights"].get("meta") or {})
+    return replace(options, calibration=images)
 
 
 def _combinations(manifest: dict, backends, precisions, memory_formats) -> list[tuple[str, str, str]]:
