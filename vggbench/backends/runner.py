@@ -44,6 +44,7 @@ class RunnerOptions:
     compile_mode: str | None = None  # torch.compile(mode=...)
     compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
     ort: Any = None  # vggbench.backends.onnxruntime.OrtSettings
+    openvino: Any = None  # vggbench.backends.openvino.OvSettings
 
 
 class TorchRunner:

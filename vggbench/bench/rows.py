@@ -32,6 +32,7 @@ class Case:
     compile_mode: str | None = None
     compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
     ort_settings: dict | None = None  # vggbench.backends.OrtSettings, for onnxruntime backends
+    openvino_settings: dict | None = None  # vggbench.backends.OvSettings, for openvino
 
     @property
     def timing(self) -> Timing:

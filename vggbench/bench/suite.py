@@ -51,6 +51,12 @@ def _conv_algo_searches() -> tuple[str, ...]:
     return CONV_ALGO_SEARCHES
 
 
+def _openvino_hints() -> tuple[str, ...]:
+    from ..backends.openvino import HINTS
+
+    return HINTS
+
+
 def _batch_size_list(value) -> list[int]:
     """'1,8' or '1..256' (as typed), an int or a list of ints -> the list; every size at least 1."""
     if isinstance(value, str):
@@ -123,6 +129,11 @@ class Suite(ModelSettings):
                                     choices=_ort_optimizations)
     cudnn_conv_algo_search: str = setting("EXHAUSTIVE", "onnxruntime CUDA: EXHAUSTIVE, HEURISTIC or DEFAULT.",
                                           choices=_conv_algo_searches)
+    openvino_hint: str = setting("LATENCY", "OpenVINO PERFORMANCE_HINT: LATENCY or THROUGHPUT (the batch split "
+                                            "into single images over the plugin's streams).", choices=_openvino_hints)
+    openvino_streams: int | None = setting(None, "OpenVINO NUM_STREAMS [default: what the hint picks].", minimum=1)
+    openvino_defaults: bool = setting(False, "OpenVINO with no configuration at all (its own precision, hint, "
+                                             "streams and threads; the case's precision must be the one it picks).")
 
     def override(self, **changes) -> Suite:
         """A copy with `changes` (None values ignored); a list given here replaces it in every matrix too."""

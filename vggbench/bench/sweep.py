@@ -11,7 +11,16 @@ from pathlib import Path
 
 import torch
 
-from ..backends import OrtSettings, Runner, RunnerOptions, Target, eager_runner, make_runner, resolve_target
+from ..backends import (
+    OrtSettings,
+    OvSettings,
+    Runner,
+    RunnerOptions,
+    Target,
+    eager_runner,
+    make_runner,
+    resolve_target,
+)
 from ..backends.winograd import native
 from ..core.device import Device, require_device
 from ..core.env import capture
@@ -111,6 +120,8 @@ class _Sweep:
         self.tf32 = bool(tf32_flag(device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
         self.ort = OrtSettings(threads=self.threads, optimization=suite.ort_optimization,
                                cudnn_conv_algo_search=suite.cudnn_conv_algo_search, tf32=self.tf32)
+        self.openvino = OvSettings(threads=self.threads, hint=suite.openvino_hint, streams=suite.openvino_streams,
+                                   defaults=suite.openvino_defaults)
         self.progress, self.journal = progress, journal
         self.results: list[BenchResult] = []
 
@@ -135,7 +146,8 @@ class _Sweep:
                     warmup_time_s=s.warmup_time_s, min_time_s=s.min_time_s, min_iters=s.min_iters,
                     max_iters=s.max_iters, compile_mode=s.compile_mode if backend == "compile" else None,
                     compile_options={"freezing": True} if backend == "compile" and s.compile_freezing else None,
-                    ort_settings=self.ort.to_dict() if artifact == "onnx" else None)
+                    ort_settings=self.ort.to_dict() if artifact == "onnx" and backend != "openvino" else None,
+                    openvino_settings=self.openvino.to_dict() if backend == "openvino" else None)
 
     def _model(self, name: str, groups: list) -> None:
         s = self.suite
@@ -165,7 +177,8 @@ class _Sweep:
                 raise target
             export_dir = self.cache.folder(target) if target.artifact else None
             started = time.perf_counter()
-            options = RunnerOptions(compile_mode=c.compile_mode, compile_options=c.compile_options, ort=self.ort)
+            options = RunnerOptions(compile_mode=c.compile_mode, compile_options=c.compile_options, ort=self.ort,
+                                    openvino=self.openvino)
             runner = make_runner(target, self.loaded, export_dir=export_dir, options=options)
             load_ms = (time.perf_counter() - started) * 1e3
         except Exception as e:  # recorded as rows; re-raised on request
