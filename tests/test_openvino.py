@@ -28,12 +28,6 @@ def _has_bf16() -> bool:
     return "BF16" in ov_backend.cpu_capabilities(ov.Core())
 
 
-def _default_precision() -> str:
-    import openvino as ov
-
-    return ov_backend._precision_name(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny VGG11 (10 classes, so that int8 keeps photos' classes) with its ONNX and int8 QDQ models."""
@@ -102,7 +96,7 @@ def test_latency_throughput_and_dynamic_batch_compute_the_same(exported, tmp_pat
 @pytest.mark.xdist_group("openvino")
 def test_defaults_compile_with_no_config_in_the_plugins_precision(exported, tmp_path):
     out, _ = exported
-    chosen = _default_precision()
+    chosen = ov_backend.default_precision()
     options = RunnerOptions(openvino=OvSettings(defaults=True, threads=1, cache_dir=str(tmp_path)))
     runner = load_runner(out, "openvino", precision=chosen, options=options)
     x = torch.zeros(1, 3, TINY_IMAGE, TINY_IMAGE)

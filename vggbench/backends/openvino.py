@@ -88,6 +88,12 @@ def _precision_name(element_type) -> str:
     return {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(name, name)
 
 
+def default_precision(core=None) -> str:
+    """The precision OpenVINO's CPU plugin infers in when nobody asks: bf16 on a CPU with bf16 instructions."""
+    core = core or _core()[1]
+    return _precision_name(core.get_property(DEVICE, "INFERENCE_PRECISION_HINT"))
+
+
 class OvRunner:
     """An OpenVINO compiled model on the CPU.
 
@@ -115,7 +121,7 @@ class OvRunner:
 
     def _check_precision(self) -> None:
         if self.settings.defaults:
-            chosen = _precision_name(self.core.get_property(DEVICE, "INFERENCE_PRECISION_HINT"))
+            chosen = default_precision(self.core)
             if self.precision != "int8" and self.precision != chosen:
                 raise UnsupportedError(f"OpenVINO's defaults run {chosen} on this CPU (its CPU plugin's "
                                        f"INFERENCE_PRECISION_HINT); ask for {chosen}, or turn defaults off to "
