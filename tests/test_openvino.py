@@ -143,3 +143,20 @@ def test_a_run_records_the_openvino_settings(tmp_path):
     assert row.ort_settings is None and row.parity_max_abs is not None
     assert "PERFORMANCE_HINT=THROUGHPUT" in row.notes and "NUM_STREAMS=1" in row.notes
     assert run.settings["openvino_hint"] == "THROUGHPUT"
+
+
+@pytest.mark.slow  # NNCF alone takes ~10 s to import and quantize
+def test_nncf_quantization_writes_a_qdq_model_that_keeps_the_classes(tmp_path):
+    import onnx
+
+    out = tmp_path / "nncf"
+    model = load_model("vgg11", seed=0, width=1 / 8, hidden=64, num_classes=10)
+    manifest = vggbench.export(model, out, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"],
+                               quant=QuantConfig(images=8, method="nncf"), verify=False)
+    assert manifest["artifacts"]["onnx-int8"]["quantization"]["method"] == "nncf"
+    ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    report = verify(out, backends=["openvino", "onnxruntime"], precisions=["int8"], batch_sizes=[1],
+                    openvino=OvSettings(threads=1))
+    assert [(r.backend, r.inputs) for r in report.results] == [("openvino", "photos x4"), ("onnxruntime", "photos x4")]
+    assert report.passed and all(r.top1_agreement == 1.0 for r in report.results)
