@@ -25,8 +25,10 @@ from vggbench.zoo.weights import load_model
 
 
 def test_every_builtin_backend_is_registered_in_order():
-    assert backend_names() == ["eager", "compile", "torchscript", "pt2", "winograd", "onnxruntime", "tensorrt"]
-    assert artifact_backends("onnx") == ["onnxruntime", "tensorrt"] and artifact_backends("pt2") == ["pt2"]
+    assert backend_names() == ["eager", "compile", "torchscript", "pt2", "winograd", "onnxruntime", "tensorrt",
+                               "openvino"]
+    assert artifact_backends("onnx") == ["onnxruntime", "tensorrt", "openvino"]
+    assert artifact_backends("pt2") == ["pt2"]
     assert {get_backend(b).artifact for b in ("eager", "compile", "winograd")} == {None}
 
 
