@@ -145,7 +145,7 @@ def test_a_run_records_the_openvino_settings(tmp_path):
     assert run.settings["openvino_hint"] == "THROUGHPUT"
 
 
-@pytest.mark.slow  # NNCF alone takes ~10 s to import and quantize
+@pytest.mark.slow  # importing NNCF and quantizing took 2 min on a busy 2-core machine
 def test_nncf_quantization_writes_a_qdq_model_that_keeps_the_classes(tmp_path):
     import onnx
 
