@@ -93,7 +93,7 @@ class Suite(ModelSettings):
     # what to time: every combination of these lists is a case (see `matrix`)
     models: tuple[str, ...] = setting(("vgg16",), "Comma-separated model names, e.g. vgg11,vgg16.")
     backends: tuple[str, ...] = setting(("eager",), "Comma-separated: eager, compile, torchscript, pt2, "
-                                                    "onnxruntime, tensorrt, winograd.")
+                                                    "onnxruntime, tensorrt, winograd, openvino.")
     precisions: tuple[str, ...] = setting(("fp32",), "Comma-separated: fp32, amp, bf16, fp16, int8.",
                                           option="--precision")
     memory_formats: tuple[str, ...] = setting(("contiguous",), "Comma-separated: contiguous, channels_last.",
