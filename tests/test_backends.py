@@ -26,8 +26,8 @@ from vggbench.zoo.weights import load_model
 
 def test_every_builtin_backend_is_registered_in_order():
     assert backend_names() == ["eager", "compile", "torchscript", "pt2", "winograd", "onnxruntime", "ort-tensorrt",
-                               "tensorrt"]
-    assert artifact_backends("onnx") == ["onnxruntime", "ort-tensorrt", "tensorrt"]
+                               "tensorrt", "openvino"]
+    assert artifact_backends("onnx") == ["onnxruntime", "ort-tensorrt", "tensorrt", "openvino"]
     assert artifact_backends("pt2") == ["pt2"]
     assert {get_backend(b).artifact for b in ("eager", "compile", "winograd")} == {None}
 

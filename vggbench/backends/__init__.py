@@ -6,10 +6,11 @@ precision, memory format) is resolved once by `resolve_target`, and `make_runner
 
 from .load import eager_runner, load_runner, make_runner
 from .onnxruntime import OrtSettings
+from .openvino import OvSettings
 from .registry import Backend, artifact_backends, backend_names, get_backend, register, resolve_backend
 from .runner import Runner, RunnerOptions, TorchRunner
 from .target import MEMORY_FORMATS, PRECISIONS, Target, resolve_target
 
-__all__ = ["MEMORY_FORMATS", "PRECISIONS", "Backend", "OrtSettings", "Runner", "RunnerOptions", "Target",
+__all__ = ["MEMORY_FORMATS", "PRECISIONS", "Backend", "OrtSettings", "OvSettings", "Runner", "RunnerOptions", "Target",
            "TorchRunner", "artifact_backends", "backend_names", "eager_runner", "get_backend", "load_runner",
            "make_runner", "register", "resolve_backend", "resolve_target"]

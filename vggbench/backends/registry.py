@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..core.errors import UnsupportedError
 
 # the modules that register the backends vggbench ships, imported on first use of the registry
-BUILTIN = ("eager", "compile", "torchscript", "pt2", "winograd.runner", "onnxruntime", "tensorrt")
+BUILTIN = ("eager", "compile", "torchscript", "pt2", "winograd.runner", "onnxruntime", "tensorrt", "openvino")
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class RunnerOptions:
     tensorrt: Any = None  # vggbench.backends.tensorrt.TrtSettings
     # normalised real images (N, 3, H, W) for backends that calibrate int8 themselves (TensorRT)
     calibration: Any = None
+    openvino: Any = None  # vggbench.backends.openvino.OvSettings
 
 
 class TorchRunner:

@@ -33,6 +33,7 @@ class Case:
     compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
     ort_settings: dict | None = None  # vggbench.backends.OrtSettings, for onnxruntime backends
     trt_settings: dict | None = None  # vggbench.backends.tensorrt.TrtSettings, for the tensorrt backend
+    openvino_settings: dict | None = None  # vggbench.backends.OvSettings, for openvino
 
     @property
     def timing(self) -> Timing:

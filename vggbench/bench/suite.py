@@ -54,6 +54,12 @@ def _conv_algo_searches() -> tuple[str, ...]:
     return CONV_ALGO_SEARCHES
 
 
+def _openvino_hints() -> tuple[str, ...]:
+    from ..backends.openvino import HINTS
+
+    return HINTS
+
+
 def _batch_size_list(value) -> list[int]:
     """'1,8' or '1..256' (as typed), an int or a list of ints -> the list; every size at least 1."""
     if isinstance(value, str):
@@ -105,7 +111,7 @@ class Suite(ModelSettings):
     # what to time: every combination of these lists is a case (see `matrix`)
     models: tuple[str, ...] = setting(("vgg16",), "Comma-separated model names, e.g. vgg11,vgg16.")
     backends: tuple[str, ...] = setting(("eager",), "Comma-separated: eager, compile, torchscript, pt2, "
-                                                    "onnxruntime, ort-tensorrt, tensorrt, winograd.")
+                                                    "onnxruntime, ort-tensorrt, tensorrt, winograd, openvino.")
     precisions: tuple[str, ...] = setting(("fp32",), "Comma-separated: fp32, amp, bf16, fp16, int8.",
                                           option="--precision")
     memory_formats: tuple[str, ...] = setting(("contiguous",), "Comma-separated: contiguous, channels_last.",
@@ -146,6 +152,11 @@ class Suite(ModelSettings):
     trt_max_batch: int | None = setting(None, "tensorrt: the optimisation profile's largest batch (min 1, opt the "
                                               "batch being timed) [default: the suite's largest batch size].",
                                         minimum=1)
+    openvino_hint: str = setting("LATENCY", "OpenVINO PERFORMANCE_HINT: LATENCY or THROUGHPUT (the batch split "
+                                            "into single images over the plugin's streams).", choices=_openvino_hints)
+    openvino_streams: int | None = setting(None, "OpenVINO NUM_STREAMS [default: what the hint picks].", minimum=1)
+    openvino_defaults: bool = setting(False, "OpenVINO with no configuration at all (its own precision, hint, "
+                                             "streams and threads; the case's precision must be the one it picks).")
 
     def override(self, **changes) -> Suite:
         """A copy with `changes` (None values ignored); a list given here replaces it in every matrix too."""

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import torch
 
-from ..backends import OrtSettings, Runner, RunnerOptions, Target, eager_runner, make_runner, resolve_target
+from ..backends import (
+    OrtSettings,
+    OvSettings,
+    Runner,
+    RunnerOptions,
+    Target,
+    eager_runner,
+    make_runner,
+    resolve_target,
+)
 from ..backends.tensorrt import TrtSettings
 from ..backends.winograd import native
 from ..core.device import Device, require_device
@@ -131,6 +140,8 @@ class _Sweep:
                                cuda_graph=suite.ort_cuda_graph)
         largest = max(b for g in suite.groups() for b in g.batch_sizes)
         self.trt = TrtSettings(max_batch=suite.trt_max_batch or largest, tf32=self.tf32)
+        self.openvino = OvSettings(threads=self.threads, hint=suite.openvino_hint, streams=suite.openvino_streams,
+                                   defaults=suite.openvino_defaults)
         self.progress, self.journal = progress, journal
         self.results: list[BenchResult] = []
 
@@ -148,7 +159,6 @@ class _Sweep:
               settings: tuple = ()) -> Case:
         s, settings = self.suite, dict(settings)
         target = self.plan[model, backend, precision, memory_format]
-        artifact = target.spec.artifact if isinstance(target, Target) else None
         builds = isinstance(target, Target) and target.spec.builds_precisions  # TensorRT: its own settings
         ort = replace(self.ort, cuda_graph=settings.get("ort_cuda_graph", self.ort.cuda_graph))
         compile_mode = settings.get("compile_mode", s.compile_mode)
@@ -159,8 +169,9 @@ class _Sweep:
                     warmup_time_s=s.warmup_time_s, min_time_s=s.min_time_s, min_iters=s.min_iters,
                     max_iters=s.max_iters, compile_mode=compile_mode if backend == "compile" else None,
                     compile_options={"freezing": True} if backend == "compile" and s.compile_freezing else None,
-                    ort_settings=ort.to_dict() if artifact == "onnx" and not builds else None,
-                    trt_settings=self.trt.to_dict() if builds else None)
+                    ort_settings=ort.to_dict() if backend in ("onnxruntime", "ort-tensorrt") else None,
+                    trt_settings=self.trt.to_dict() if builds else None,
+                    openvino_settings=self.openvino.to_dict() if backend == "openvino" else None)
 
     def _model(self, name: str, groups: list) -> None:
         s = self.suite
@@ -192,7 +203,7 @@ class _Sweep:
             started = time.perf_counter()
             ort = OrtSettings(**c.ort_settings) if c.ort_settings else self.ort
             options = RunnerOptions(compile_mode=c.compile_mode, compile_options=c.compile_options, ort=ort,
-                                    tensorrt=self.trt, calibration=self._calibration(target))
+                                    tensorrt=self.trt, calibration=self._calibration(target), openvino=self.openvino)
             runner = make_runner(target, self.loaded, export_dir=export_dir, options=options)
             load_ms = (time.perf_counter() - started) * 1e3
         except Exception as e:  # recorded as rows; re-raised on request

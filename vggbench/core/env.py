@@ -112,7 +112,7 @@ def capture() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {name: package_version(name) for name in
-                     ("torch", "torchvision", "numpy", "onnx", "onnxscript")},
+                     ("torch", "torchvision", "numpy", "onnx", "onnxscript", "openvino", "nncf")},
         "onnxruntime": onnxruntime_info(),
         "cpu": cpu_info(),
         "cuda": cuda_info(),

@@ -62,7 +62,8 @@ class ExportSettings(ModelSettings):
     # onnx-int8
     calibration_images: int = setting(32, "onnx-int8: how many real images calibrate the activation ranges.",
                                       minimum=1)
-    calibration_method: str = setting("minmax", "onnx-int8: minmax, percentile or entropy.",
+    calibration_method: str = setting("minmax", "onnx-int8: minmax, percentile or entropy (onnxruntime's "
+                                                "quantizer), or nncf (NNCF's post-training quantization).",
                                       choices=_calibration_methods)
     calibration_data: str = setting("auto", "onnx-int8 calibration images: auto (the training split of the "
                                             "dataset the weights were trained on, when it loads offline, else "

@@ -11,6 +11,7 @@ import torch
 
 from ..backends import (
     OrtSettings,
+    OvSettings,
     RunnerOptions,
     artifact_backends,
     eager_runner,
@@ -100,13 +101,14 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
            batch_sizes: Sequence[int] = (1, 3), photos: bool = True, atol: float | None = None,
            rtol: float | None = None, weights: str | os.PathLike | None = None,
            reference: LoadedModel | None = None, settings: OrtSettings | None = None, data: str | None = "auto",
-           data_images: int = DATA_IMAGES) -> VerifyReport:
+           data_images: int = DATA_IMAGES, openvino: OvSettings | None = None) -> VerifyReport:
     """Compare each (backend, precision, memory format) against eager fp32 on the CPU.
 
     Inputs: seeded random batches of each size in `batch_sizes` (1 and >1 catch batch specialisation);
     with `photos`, two real photos and their mirror images, normalised as the manifest says; and `data`:
     up to `data_images` test images of a dataset ("auto": the one the weights were trained on, when it
     loads offline; None: none), which is where int8's class agreement is measured.
+    settings, openvino: the onnxruntime and openvino backends' settings (None: their defaults).
     backends default to every artifact in the folder; precisions to the precision it was exported in.
     """
     device = require_device(device)
@@ -134,7 +136,7 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     expected = {label: _run_in_batches(gold, x, None) for label, x in inputs}
 
     # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
-    options = RunnerOptions(ort=settings)
+    options = RunnerOptions(ort=settings, openvino=openvino)
     with scoped_numerics(tf32=tf32_flag(device, False)):
         for backend, precision, memory_format in combos:
             combo = f"{backend} {device} {precision} {memory_format}"
