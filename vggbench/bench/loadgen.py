@@ -42,7 +42,11 @@ from .suite import Suite, resolve_suite
 from .summary import Summary, read_accuracy_log, read_summary
 
 PARITY_IMAGES = 2  # compared with eager fp32 before timing, as `vggbench run` does
-ESTIMATE_CALLS = 2  # timed calls per batch size (after one untimed) for LoadGen's expected latencies and rates
+# a Server probe's queries at least: its p99 is then about its slowest query, a cautious reading; an overloaded
+# rate shows in the growing queue within the probe's duration
+PROBE_MIN_QUERIES = 32
+ESTIMATE_CALLS = 2
+EXPECTED_LATENCY_FRACTION = 0.1  # of the timed-batch estimate, told to LoadGen as SingleStream's/MultiStream's  # timed calls per batch size (after one untimed) for LoadGen's expected latencies and rates
 # runners that may be called from several threads at once (one session or module, no per-call state)
 CONCURRENT_BACKENDS = ("eager", "torchscript", "pt2", "onnxruntime", "tensorrt")
 _LG_SCENARIOS = {"singlestream": "SingleStream", "multistream": "MultiStream", "server": "Server",
@@ -194,11 +198,12 @@ class _Runs:
             runner = make_runner(target, loaded, export_dir=export_dir, options=options)
             load_ms = (time.perf_counter() - started) * 1e3
             parity = self._parity(runner, reference, images, case)
-        except (ExportFailed, UnsupportedError, CheckFailed, VggbenchError) as e:
+        except Exception as e:  # a row per scenario that says why, as `run` records a case that cannot run
             status = ("export_failed" if isinstance(e, ExportFailed) else "unsupported" if isinstance(e, UnsupportedError)
                       else "parity_failed" if isinstance(e, CheckFailed) else "error")
+            reason = str(e) if isinstance(e, (ExportFailed, VggbenchError)) else one_line(e)
             for scenario in self.settings.scenarios:
-                self._record(BenchResult.failed(case, status, str(e), scenario=self._block(scenario)))
+                self._record(BenchResult.failed(case, status, reason, scenario=self._block(scenario)))
             return
         self.echo(f"{model} {backend} {precision} {memory_format}: parity with eager fp32 ok; timing batches")
         estimates = self._estimate(runner, images)
@@ -297,15 +302,16 @@ class _Scenario:
         ts.scenario = getattr(lg.TestScenario, _LG_SCENARIOS[self.name])
         ts.mode = lg.TestMode.AccuracyOnly if mode == "accuracy" else lg.TestMode.PerformanceOnly
         duration = s.probe_duration_for() if probe else s.min_duration_for(self.name)
-        queries = min(64, s.min_queries_for(self.name)) if probe else s.min_queries_for(self.name)
+        queries = min(PROBE_MIN_QUERIES, s.min_queries_for(self.name)) if probe else s.min_queries_for(self.name)
         ts.min_duration_ms = int(round(duration * 1e3))
         ts.min_query_count = queries
-        # expected latencies a little low, so that LoadGen generates queries enough for the duration (it stops
-        # issuing once the duration and the count are met); Offline's one query is sized from its expected rate
-        ts.single_stream_expected_latency_ns = max(1, int(self.t.estimates[1] * 0.5e9))
+        # expected latencies well below the estimates: LoadGen generates duration / expected latency queries and
+        # stops issuing once the duration and the count are met, so too many cost nothing and too few make the run
+        # INVALID (a loaded machine times the estimate slow); Offline's one query is sized from its expected rate
+        ts.single_stream_expected_latency_ns = max(1, int(self.t.estimates[1] * EXPECTED_LATENCY_FRACTION * 1e9))
         ts.multi_stream_samples_per_query = s.samples_per_query
-        ts.multi_stream_expected_latency_ns = max(1, int(self.t.estimates[self.batch] * 0.5e9 *
-                                                         s.samples_per_query / self.batch))
+        ts.multi_stream_expected_latency_ns = max(1, int(self.t.estimates[self.batch] * EXPECTED_LATENCY_FRACTION *
+                                                         1e9 * s.samples_per_query / self.batch))
         ts.server_target_latency_ns = int(s.latency_bound_ms * 1e6)
         ts.server_target_qps = qps if qps is not None else self._rate()
         ts.offline_expected_qps = qps if qps is not None else self._rate() * 1.1
