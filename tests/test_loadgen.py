@@ -298,3 +298,30 @@ def test_accuracy_mode_scores_loadgens_accuracy_log_against_labels_and_eager(tmp
     assert (tmp_path / accuracy["logs"] / "mlperf_log_accuracy.json").is_file()
     path, _ = BenchRun(run.settings, run.environment, run.results).write(tmp_path / "acc.json")
     assert read_run(path)["results"][0]["scenario"]["accuracy"]["top1"] == accuracy["top1"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scenario", "batch"], "unknown scenarios 'batch'"),
+    (["--max-batch", "0"], "--max-batch must be a positive integer"),
+    (["--latency-bound-ms", "-1"], "--latency-bound-ms must be positive"),
+    (["--mode", "fast"], "unknown mode 'fast'"),
+])
+def test_bad_options_are_one_line_errors_before_any_work(args, message, tmp_path):
+    result = CliRunner().invoke(main, ["loadgen", *args, "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())  # nothing claimed, nothing written
+
+
+def test_targets_that_cannot_run_are_rows_that_say_why(tmp_path):
+    from vggbench.bench.loadgen import loadgen
+    from vggbench.bench.scenarios import SutSettings
+
+    run = loadgen(models=["vgg11"], width=TINY["width"], hidden=TINY["hidden"], image_size=TINY_IMAGE,
+                  backends=["compile", "onnxruntime"], memory_formats=["channels_last"],
+                  settings=LoadgenSettings(scenarios=("singlestream", "server"), short=True),
+                  sut=SutSettings(workers=2), export_cache=tmp_path / "cache")
+    reasons = {(r.backend, r.scenario["name"]): (r.status, r.reason) for r in run.results}
+    assert reasons["compile", "server"][0] == "unsupported" and "--workers 1" in reasons["compile", "server"][1]
+    assert reasons["onnxruntime", "singlestream"] == ("unsupported", "onnxruntime takes contiguous input only, "
+                                                                     "not channels_last")
+    assert not (tmp_path / "cache").exists()  # nothing was exported for them

@@ -90,7 +90,9 @@ def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: Loadgen
     with scoped_numerics(suite.threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
         environment = capture()
         environment["loadgen"] = package_version("mlcommons-loadgen")
-        run_settings = {**suite.to_dict(), "export_cache": str(export_cache), "loadgen": settings.to_dict(),
+        unused = ("batch_sizes", "warmup", "warmup_time_s", "min_time_s", "min_iters", "max_iters")  # `run`'s timing
+        run_settings = {**{k: v for k, v in suite.to_dict().items() if k not in unused},
+                        "export_cache": str(export_cache), "loadgen": settings.to_dict(),
                         "sut": sut.to_dict(), "logs": final.name if keep else None}
         if journal is not None:
             journal.start(run_settings, environment, environment["created"])

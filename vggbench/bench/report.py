@@ -156,8 +156,8 @@ def _section(title: str, table: str, fmt: str) -> str:
 # --- LoadGen scenarios -------------------------------------------------------------------------------------
 
 SCENARIO_COLUMNS = ("backend", "precision", "memory_format", "scenario", "result", "samples_per_s", "target_qps",
-                    "p50_ms", "p90_ms", "p95_ms", "p97_ms", "p99_ms", "p99_9_ms", "queries", "max_batch", "workers",
-                    "top1", "agreement_top1", "status")
+                    "p50_ms", "p90_ms", "p95_ms", "p97_ms", "p99_ms", "p99_9_ms", "queries", "search_runs", "max_batch",
+                    "workers", "top1", "agreement_top1", "status")
 _SCENARIO_SIGNIFICANT = ("samples_per_s", "target_qps", "p50_ms", "p90_ms", "p95_ms", "p97_ms", "p99_ms", "p99_9_ms")
 
 
@@ -206,7 +206,7 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
     has_scenarios = any(r.get("scenario") for r in data["results"])
     if has_scenarios and fmt in ("csv", "json"):
         flat = render(scenario_rows(data["results"]), fmt, [*GROUP_KEYS, "threads", *SCENARIO_COLUMNS[:3], "mode",
-                                                            *SCENARIO_COLUMNS[3:], "latency_bound_ms", "search_runs"])
+                                                            *SCENARIO_COLUMNS[3:], "latency_bound_ms"])
         return flat if not has_runs else render(run_rows(data["results"], baseline), fmt,
                                                 [*GROUP_KEYS, "threads", *RUN_COLUMNS]) + "\n" + flat
     if has_scenarios and not has_runs:
