@@ -288,6 +288,9 @@ class _Scenario:
                     # LoadGen sized its one query from an expected rate that was too low: as submitters do,
                     # run again expecting what it measured, with a margin
                     summary, folder, _ = self._loadgen("performance", summary.samples_per_s * 1.5, label="rerun")
+            if summary is None:  # a search that never came to a full run (every probe failed, down to the floor)
+                raise VggbenchError(f"the Server search made no full run in {search['runs']} run(s): no probe held "
+                                    f"the {s.latency_bound_ms:g} ms bound")
         if s.mode in ("accuracy", "both"):
             accuracy = self._accuracy(qps)
         return self._row(summary, folder, search, accuracy, qps)
