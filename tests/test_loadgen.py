@@ -202,7 +202,7 @@ def test_four_scenarios_run_and_their_summaries_land_in_the_results(four_scenari
     out, output = four_scenarios
     data = read_run(out)
     rows = {r["scenario"]["name"]: r for r in data["results"]}
-    assert list(rows) == ["singlestream", "multistream", "server", "offline"]
+    assert list(rows) == ["singlestream", "multistream", "offline", "server"]  # server last: it starts from offline
     for r in rows.values():
         block = r["scenario"]
         assert r["status"] == "ok" and block["result"] in ("VALID", "INVALID")
@@ -226,6 +226,7 @@ def test_four_scenarios_run_and_their_summaries_land_in_the_results(four_scenari
     server = rows["server"]["scenario"]
     search = server["search"]
     assert 1 <= search["runs"] <= 3 and search["latency_bound_ms"] == 100.0
+    assert search["start_qps"] <= rows["offline"]["scenario"]["samples_per_s"]  # started from Offline's rate
     if search["qps"] is not None:  # the rate reported is that of the full run LoadGen found VALID
         assert server["result"] == "VALID" and server["target_qps"] == search["qps"]
         assert server["p99_ms"] <= 100.0
@@ -266,7 +267,7 @@ def test_report_and_compare_read_the_scenario_block(four_scenarios, tmp_path):
     out, _ = four_scenarios
     data = read_run(out)
     table = scenario_rows(data["results"])
-    assert [r["scenario"] for r in table] == ["singlestream", "multistream", "server", "offline"]
+    assert [r["scenario"] for r in table] == ["singlestream", "multistream", "offline", "server"]
     assert "LoadGen scenarios" in render_run(data, "github")
     slower = copy.deepcopy(data)
     ss = slower["results"][0]["scenario"]
