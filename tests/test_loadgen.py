@@ -188,6 +188,8 @@ def test_settings_defaults_follow_the_scenario_and_short_mode():
 
 @pytest.fixture(scope="module")
 def four_scenarios(tmp_path_factory):
+    """One `vggbench loadgen` of the four scenarios (19 s on a 2-core machine loaded by six other jobs), shared by
+    the tests below."""
     out = tmp_path_factory.mktemp("loadgen") / "lg.json"
     args = ["loadgen", "--models", "vgg11", "--width", TINY["width"], "--hidden", TINY["hidden"], "--image-size",
             TINY_IMAGE, "--images", "digits", "--count", 32, "--scenario", "singlestream,multistream,server,offline",
@@ -197,7 +199,6 @@ def four_scenarios(tmp_path_factory):
     return out, result.output
 
 
-@pytest.mark.slow  # LoadGen's four scenarios: ~10 s on a quiet 2-core machine, more under load
 def test_four_scenarios_run_and_their_summaries_land_in_the_results(four_scenarios):
     out, output = four_scenarios
     data = read_run(out)
@@ -244,7 +245,6 @@ def _detail(folder: Path) -> dict:
     return found
 
 
-@pytest.mark.slow
 def test_summary_parser_reads_verdicts_reasons_and_percentiles(four_scenarios):
     out, _ = four_scenarios
     data = read_run(out)
@@ -262,7 +262,6 @@ def test_summary_parser_reads_verdicts_reasons_and_percentiles(four_scenarios):
         parse_summary("not a summary")
 
 
-@pytest.mark.slow
 def test_report_and_compare_read_the_scenario_block(four_scenarios, tmp_path):
     out, _ = four_scenarios
     data = read_run(out)
@@ -326,3 +325,14 @@ def test_targets_that_cannot_run_are_rows_that_say_why(tmp_path):
     assert reasons["onnxruntime", "singlestream"] == ("unsupported", "onnxruntime takes contiguous input only, "
                                                                      "not channels_last")
     assert not (tmp_path / "cache").exists()  # nothing was exported for them
+
+
+def test_every_loadgen_and_sut_setting_is_an_option_of_the_command():
+    import dataclasses
+
+    from vggbench.bench.scenarios import SutSettings
+
+    params = {p.name for p in main.commands["loadgen"].params}
+    for cls in (LoadgenSettings, SutSettings):
+        wanted = {f.name for f in dataclasses.fields(cls) if f.metadata["vggbench.setting"].cli}
+        assert wanted <= params, wanted - params
