@@ -45,7 +45,7 @@ PARITY_IMAGES = 2  # compared with eager fp32 before timing, as `vggbench run` d
 # a Server probe's queries at least: its p99 is then about its slowest query, a cautious reading; an overloaded
 # rate shows in the growing queue within the probe's duration
 PROBE_MIN_QUERIES = 32
-OFFLINE_RERUNS = 3  # Offline runs again, expecting more, while its one query ends before the minimum duration
+SHORT_RERUNS = 3  # runs again, expecting more work, while a run ends before its minimum duration
 ESTIMATE_CALLS = 2
 EXPECTED_LATENCY_FRACTION = 0.1  # of the timed-batch estimate, told to LoadGen as SingleStream's/MultiStream's  # timed calls per batch size (after one untimed) for LoadGen's expected latencies and rates
 # runners that may be called from several threads at once (one session or module, no per-call state)
@@ -287,15 +287,7 @@ class _Scenario:
                 summary, folder, search, qps = self._search()
             else:
                 summary, folder, _ = self._loadgen("performance", qps)
-                expected = self._rate() * 1.1
-                for n in range(1, OFFLINE_RERUNS + 1):
-                    if not (self.name == "offline" and qps is None and summary.samples_per_s
-                            and summary.constraints.get("Min duration satisfied") is False):
-                        break
-                    # LoadGen sized its one query from an expected rate that was too low: as submitters do, run
-                    # again expecting more (what it measured, with a margin; a small query measures low)
-                    expected = max(summary.samples_per_s * 1.5, expected * 4)
-                    summary, folder, _ = self._loadgen("performance", expected, label=f"rerun{n}")
+                summary, folder = self._rerun_short(summary, folder, qps)
                 if self.name == "offline" and summary.samples_per_s:
                     self.t.offline_rate = summary.samples_per_s
             if summary is None:  # a search that never came to a full run (every probe failed, down to the floor)
@@ -305,13 +297,33 @@ class _Scenario:
             accuracy = self._accuracy(qps)
         return self._row(summary, folder, search, accuracy, qps)
 
+    def _rerun_short(self, summary: Summary, folder: Path, qps: float | None) -> tuple[Summary, Path]:
+        """Run again, as submitters do, while a run ended before its minimum duration because LoadGen generated
+        too little work from expectations the timed batches set (they run slow on a loaded machine): Offline's
+        one query sized from too low a rate, SingleStream's and MultiStream's queries from too high a latency."""
+        if self.name == "server" or (self.name == "offline" and qps is not None):
+            return summary, folder
+        expected_qps, expected_latency = self._rate() * 1.1, None
+        for n in range(1, SHORT_RERUNS + 1):
+            if summary.constraints.get("Min duration satisfied") is not False:
+                break
+            if self.name == "offline" and summary.samples_per_s:  # a small query measures low: at least x4
+                expected_qps = max(summary.samples_per_s * 1.5, expected_qps * 4)
+            elif self.name != "offline" and summary.mean_ms:
+                expected_latency = summary.mean_ms / 1e3 * EXPECTED_LATENCY_FRACTION
+            else:
+                break
+            summary, folder, _ = self._loadgen("performance", expected_qps if self.name == "offline" else qps,
+                                               label=f"rerun{n}", expected_latency_s=expected_latency)
+        return summary, folder
+
     # --- LoadGen runs ----------------------------------------------------------------------------------------
     def _rate(self) -> float:
         """Samples per second at the largest batch, from the timed batches."""
         return self.batch / self.t.estimates[self.batch]
 
-    def _loadgen(self, mode: str, qps: float | None, *, probe: bool = False,
-                 label: str = "") -> tuple[Summary, Path, dict]:
+    def _loadgen(self, mode: str, qps: float | None, *, probe: bool = False, label: str = "",
+                 expected_latency_s: float | None = None) -> tuple[Summary, Path, dict]:
         lg, s = self.lg, self.settings
         ts = lg.TestSettings()
         ts.scenario = getattr(lg.TestScenario, _LG_SCENARIOS[self.name])
@@ -323,10 +335,12 @@ class _Scenario:
         # expected latencies well below the estimates: LoadGen generates duration / expected latency queries and
         # stops issuing once the duration and the count are met, so too many cost nothing and too few make the run
         # INVALID (a loaded machine times the estimate slow); Offline's one query is sized from its expected rate
-        ts.single_stream_expected_latency_ns = max(1, int(self.t.estimates[1] * EXPECTED_LATENCY_FRACTION * 1e9))
+        ts.single_stream_expected_latency_ns = max(1, int(1e9 * (expected_latency_s or self.t.estimates[1] *
+                                                                 EXPECTED_LATENCY_FRACTION)))
         ts.multi_stream_samples_per_query = s.samples_per_query
-        ts.multi_stream_expected_latency_ns = max(1, int(self.t.estimates[self.batch] * EXPECTED_LATENCY_FRACTION *
-                                                         1e9 * s.samples_per_query / self.batch))
+        ts.multi_stream_expected_latency_ns = max(1, int(1e9 * (expected_latency_s or self.t.estimates[self.batch] *
+                                                                EXPECTED_LATENCY_FRACTION * s.samples_per_query /
+                                                                self.batch)))
         ts.server_target_latency_ns = int(s.latency_bound_ms * 1e6)
         ts.server_target_qps = qps if qps is not None else self._rate()
         ts.offline_expected_qps = qps if qps is not None else self._rate() * 1.1
