@@ -22,6 +22,7 @@ _EXPORTS = {
     "verify": "parity.verify", "VerifyReport": "parity.verify",
     "benchmark": "bench.sweep", "BenchRun": "bench.results", "read_run": "bench.results",
     "BenchResult": "bench.rows", "Suite": "bench.suite", "load_suite": "bench.suite",
+    "loadgen": "bench.loadgen", "LoadgenSettings": "bench.scenarios", "SutSettings": "bench.scenarios",
     "VggbenchError": "core.errors",
 }
 

@@ -9,6 +9,7 @@ import threading
 
 import click
 
+from .bench.scenarios import LoadgenSettings, SutSettings
 from .bench.suite import Suite
 from .core.errors import BenchmarkInterrupted, Terminated, VggbenchError
 from .core.settings import cli_options, given
@@ -307,6 +308,66 @@ def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) 
     result.check()
 
 
+LOADGEN_SUITE_KEYS = ("models", "backends", "precisions", "memory_formats", "device", "image_size", "threads", "tf32",
+                      "cudnn_benchmark", "compile_mode", "compile_freezing", "ort_optimization",
+                      "cudnn_conv_algo_search", "weights", "seed", "num_classes", "width", "hidden", "dropout", "head",
+                      "init")
+
+
+@main.command("loadgen")
+@click.option("--suite", help="Take models, backends, precisions and memory formats from a suite (as `run` does) "
+                              "[default: vgg16, eager fp32 contiguous, 224, cpu].")
+@cli_options(Suite, include=LOADGEN_SUITE_KEYS, show_defaults=False)
+@cli_options(LoadgenSettings)
+@cli_options(SutSettings)
+@click.option("--export-cache", default="exports/.cache", show_default=True, type=click.Path(),
+              help="Where parity-checked exports are kept between runs (shared with `run`).")
+@click.option("--out", type=click.Path(), help="A folder, or a .json file (the .csv and LoadGen's logs, NAME.logs/, "
+                                               "go beside it) [default: benchmarks/results/loadgen-<time>.json].")
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
+@click.pass_context
+def loadgen(ctx, suite, export_cache, out, fmt, **kwargs) -> None:
+    """MLPerf's scenarios (SingleStream, MultiStream, Server, Offline) run by MLPerf's LoadGen over any backend.
+
+    Server finds the highest rate whose run LoadGen reports VALID at --latency-bound-ms (p99). Each scenario's
+    verdict, throughput and latency percentiles go into the results file (`vggbench report` shows it); LoadGen's
+    summary and detail logs go beside it. Exit 1 when a target failed parity, 2 on bad input.
+    """
+    import shlex
+
+    from .bench.loadgen import loadgen as run_loadgen
+    from .bench.report import render_run
+    from .bench.results import claim_results, read_run
+
+    names = {"suite": set(LOADGEN_SUITE_KEYS), "settings": set(LoadgenSettings.setting_names()),
+             "sut": set(SutSettings.setting_names())}
+    parts = {part: {k: v for k, v in given(kwargs).items() if k in keys} for part, keys in names.items()}
+    settings, sut = LoadgenSettings(**parts["settings"]), SutSettings(**parts["sut"])  # bad values fail now
+    command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
+    journal = claim_results(out, command=command, prefix="loadgen")
+    logs = journal.json_path.with_name(journal.json_path.stem + ".logs")
+    try:
+        result = run_loadgen(suite, settings=settings, sut=sut, export_cache=export_cache, logs=logs,
+                             journal=journal, echo=lambda line: click.echo(line, err=True), **parts["suite"])
+    except BenchmarkInterrupted as e:
+        result = e.run
+        if not result.results:
+            journal.close()
+            raise
+    except BaseException:
+        journal.close()
+        raise
+    result.settings["command"] = command
+    json_path, csv_path = journal.finish(result.to_dict())
+    click.echo(render_run(read_run(json_path), fmt))
+    where = f"; LoadGen's logs in {logs}" if logs.is_dir() else ""
+    click.echo(f"\n{result.summary()}; wrote {json_path} and {csv_path}{where}", err=fmt in ("csv", "json"))
+    if "interrupted" in result.settings:
+        click.echo(f"interrupted: {result.settings['interrupted']}", err=True)
+        ctx.exit(interrupt_exit_code(ctx))
+    result.check()
+
+
 @main.command()
 @click.argument("results", type=click.Path())
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
@@ -348,7 +409,14 @@ def _compare(new: dict, old: dict, threshold: str, allow_different_machines: boo
     comparison = compare_runs(new, old, parse_threshold(threshold), allow_different_machines)
     for line in comparison.warnings:
         click.secho(f"warning: environments differ: {line}", err=True, fg="yellow")
-    echo_rows(comparison.rows, fmt, COMPARE_COLUMNS)
+    if comparison.rows or not comparison.scenario_rows:
+        echo_rows(comparison.rows, fmt, COMPARE_COLUMNS)
+    if comparison.scenario_rows:
+        from .bench.compare import SCENARIO_COMPARE_COLUMNS
+
+        if comparison.rows:
+            click.echo()
+        echo_rows(comparison.scenario_rows, fmt, SCENARIO_COMPARE_COLUMNS)
     click.echo(comparison.summary(), err=fmt in ("csv", "json"))
     comparison.check()
 

@@ -31,7 +31,7 @@ def plot_run(data: dict, path: str | os.PathLike) -> Path:
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     path = check_plot_path(path)
-    ok = [r for r in data["results"] if r["status"] == "ok"]
+    ok = [r for r in data["results"] if r["status"] == "ok" and not r.get("scenario")]  # LoadGen rows: no batch axis
     if not ok:
         raise ResultsError("nothing to plot: no case in these results ran (every status is a failure)")
     groups: dict[tuple, list[dict]] = {}

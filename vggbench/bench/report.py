@@ -90,6 +90,7 @@ def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width
     """One row per result: group keys, threads, RUN_COLUMNS. speedup is images_per_s over the baseline's
     at the same model, image size, device, threads and batch size."""
     backend, precision, memory_format = parse_baseline(baseline)
+    results = [r for r in results if not r.get("scenario")]  # LoadGen's rows have their own table
     base = {(r["model"], r["image_size"], r["device"], r["threads"], r["batch_size"]): r["images_per_s"]
             for r in results if (r["backend"], r["precision"], r["memory_format"]) == (backend, precision, memory_format)
             and r["status"] == "ok"}
@@ -177,9 +178,64 @@ def _section(title: str, table: str, fmt: str) -> str:
     return (f"**{title}**" if fmt == "github" else title) + "\n\n" + table
 
 
+# --- LoadGen scenarios -------------------------------------------------------------------------------------
+
+SCENARIO_COLUMNS = ("backend", "precision", "memory_format", "scenario", "result", "samples_per_s", "target_qps",
+                    "p50_ms", "p90_ms", "p95_ms", "p97_ms", "p99_ms", "p99_9_ms", "queries", "search_runs", "max_batch",
+                    "workers", "top1", "agreement_top1", "status")
+_SCENARIO_SIGNIFICANT = ("samples_per_s", "target_qps", "p50_ms", "p90_ms", "p95_ms", "p97_ms", "p99_ms", "p99_9_ms")
+
+
+def scenario_rows(results: list[dict], reason_width: int | None = None) -> list[dict]:
+    """One row per LoadGen scenario result: the target, LoadGen's verdict (and why, in status), throughput, latency
+    percentiles, the SUT's batch policy and, in accuracy mode, top-1 and agreement with eager fp32."""
+    rows = []
+    for r in results:
+        block = r.get("scenario")
+        if not block:
+            continue
+        accuracy, sut = block.get("accuracy") or {}, block.get("sut") or {}
+        status = _status(r, reason_width)
+        if r["status"] == "ok" and block.get("reasons"):
+            status = "; ".join(block["reasons"])
+            if reason_width is not None and len(status) > reason_width:
+                status = status[:reason_width - 3] + "..."
+        rows.append({**{k: r[k] for k in (*GROUP_KEYS, "threads", "backend", "precision", "memory_format")},
+                     "scenario": block["name"], "mode": block["mode"], "result": block.get("result"),
+                     **{k: block.get(k) for k in ("samples_per_s", "target_qps", "p50_ms", "p90_ms", "p95_ms",
+                                                  "p97_ms", "p99_ms", "p99_9_ms", "queries", "latency_bound_ms")},
+                     "max_batch": sut.get("max_batch"), "workers": sut.get("workers"),
+                     "search_runs": (block.get("search") or {}).get("runs"),
+                     "top1": accuracy.get("top1"), "agreement_top1": accuracy.get("agreement_top1"),
+                     "status": status})
+    return rows
+
+
+def _render_scenarios(data: dict, fmt: str) -> str:
+    rows = [{k: _significant(v) if k in _SCENARIO_SIGNIFICANT else v for k, v in row.items()}
+            for row in scenario_rows(data["results"], REASON_WIDTH)]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
+    parts = [_section(f"LoadGen scenarios: {group_title(key, group, data.get('environment', {}))}",
+                      render(group, fmt, SCENARIO_COLUMNS), fmt) for key, group in groups.items()]
+    notes = ("result: LoadGen's verdict (status says why when INVALID); latencies are LoadGen's percentiles in ms; "
+             "server: target_qps is the highest rate found VALID at the p99 bound; samples_per_s is what completed")
+    return "\n\n".join([*parts, notes])
+
+
 def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE) -> str:
     """A results file (see vggbench.bench.results) as text: one table per model / image size / device in table and
-    github formats, one flat table in csv and json."""
+    github formats, one flat table in csv and json; LoadGen scenario rows in tables of their own."""
+    has_runs = any(not r.get("scenario") for r in data["results"])
+    has_scenarios = any(r.get("scenario") for r in data["results"])
+    if has_scenarios and fmt in ("csv", "json"):
+        flat = render(scenario_rows(data["results"]), fmt, [*GROUP_KEYS, "threads", *SCENARIO_COLUMNS[:3], "mode",
+                                                            *SCENARIO_COLUMNS[3:], "latency_bound_ms"])
+        return flat if not has_runs else render(run_rows(data["results"], baseline), fmt,
+                                                [*GROUP_KEYS, "threads", *RUN_COLUMNS]) + "\n" + flat
+    if has_scenarios and not has_runs:
+        return _render_scenarios(data, fmt)
     if fmt in ("csv", "json"):
         return render(run_rows(data["results"], baseline), fmt, [*GROUP_KEYS, "threads", *RUN_COLUMNS])
     rows = [{k: _significant(v) if k in _SIGNIFICANT else v for k, v in row.items()}
@@ -203,4 +259,5 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
     if fastest.strip():
         parts.append(_section("fastest that ran and passed parity, per batch size (and the fastest fp32)",
                               fastest, fmt))
-    return "\n\n".join(parts + ["\n".join(notes)])
+    scenarios = [_render_scenarios(data, fmt)] if has_scenarios else []
+    return "\n\n".join(parts + ["\n".join(notes)] + scenarios)

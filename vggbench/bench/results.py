@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..core.errors import CheckFailed, ResultsError
 from ..core.fileio import write_json, write_text
-from .rows import STATUSES, BenchResult
+from .rows import STATUSES, BenchResult, ScenarioResult
+from .scenarios import SCENARIOS, VERDICTS
 
 SCHEMA_VERSION = 1
 KIND = "vggbench-run"
@@ -104,13 +105,14 @@ def write_run(data: dict, out: str | os.PathLike | None = None) -> tuple[Path, P
 
 
 def claim_results(out: str | os.PathLike | None = None, created: str | None = None, *,
-                  command: str | None = None) -> Journal:
+                  command: str | None = None, prefix: str = "run") -> Journal:
     """Check that results can be written to `out` and claim their names, before anything is measured.
 
     out: a folder (default benchmarks/results/), where the results are run-<time>.json/.csv, or a .json file
     (the .csv beside it). The claim is the journal, run-<time>.jsonl, created exclusively (O_EXCL): two runs
     that start in the same second get run-<time> and run-<time>-2, never the same name. A folder that cannot
     be made or written is a ResultsError now, not after the run. command: recorded in the journal's settings.
+    prefix: of the names in a folder (`vggbench loadgen` writes loadgen-<time>.json).
     """
     out = Path(out) if out is not None else DEFAULT_RESULTS_DIR
     named = out.suffix.lower() == ".json"
@@ -122,7 +124,7 @@ def claim_results(out: str | os.PathLike | None = None, created: str | None = No
                 raise ResultsError(f"cannot write the results to {path}: it is a folder")
     stamp = dt.datetime.fromisoformat(created or _now()).astimezone().strftime("%Y%m%d-%H%M%S")
     for n in itertools.count(1):
-        stem = (out.stem if named else f"run-{stamp}") + (f"-{n}" if n > 1 else "")
+        stem = (out.stem if named else f"{prefix}-{stamp}") + (f"-{n}" if n > 1 else "")
         journal = folder / f"{stem}.jsonl"
         json_path = out if named else journal.with_suffix(".json")
         if not named and _taken(json_path):
@@ -271,6 +273,7 @@ def read_run(path: str | os.PathLike) -> dict:
 # has its type, so that they never fail on it; the message names the file and the field
 
 _ROW_HINTS = typing.get_type_hints(BenchResult)
+_SCENARIO_HINTS = typing.get_type_hints(ScenarioResult)
 _DEVICE = re.compile(r"[a-z]+(:\d+)?")
 
 
@@ -306,11 +309,35 @@ def _check_row(path: Path, i: int, row: dict) -> None:
         raise ResultsError(f"{path}: results[{i}].device must be a device such as cpu or cuda:0, got {row['device']!r}")
     if row["status"] not in STATUSES:
         raise ResultsError(f"{path}: results[{i}].status must be one of {', '.join(STATUSES)}, got {row['status']!r}")
+    if row.get("scenario") is not None:
+        _check_scenario(path, i, row["scenario"])
     median = row.get("median_ms")
-    if row["status"] == "ok" and (not isinstance(median, (int, float)) or median <= 0):
+    # a LoadGen accuracy run alone has no latencies: its row holds the accuracy in its scenario block
+    timed = not (row.get("scenario") and row["scenario"].get("result") is None)
+    if row["status"] == "ok" and timed and (not isinstance(median, (int, float)) or median <= 0):
         # a case that ran has its median: comparisons divide by it
         raise ResultsError(f"{path}: results[{i}].median_ms must be a positive number for a case with status ok, "
                            f"got {median!r}")
+
+
+def _check_scenario(path: Path, i: int, block: dict) -> None:
+    """A row's LoadGen block (files from before it have none): every field that report and compare read."""
+    where = f"{path}: results[{i}].scenario"
+    for name in ("name", "mode"):
+        if name not in block:
+            raise ResultsError(f"{where} lacks {name}")
+    for name, value in block.items():
+        hint = _SCENARIO_HINTS.get(name)
+        if hint is not None and not _fits(value, hint):
+            raise ResultsError(f"{where}.{name} must be {_words(hint)}, got {value!r}")
+    if block["name"] not in SCENARIOS:
+        raise ResultsError(f"{where}.name must be one of {', '.join(SCENARIOS)}, got {block['name']!r}")
+    if block.get("result") is not None and block["result"] not in VERDICTS:
+        raise ResultsError(f"{where}.result must be VALID, INVALID or null, got {block['result']!r}")
+    accuracy = block.get("accuracy") or {}
+    for name in ("top1", "agreement_top1", "max_abs"):
+        if accuracy.get(name) is not None and not _fits(accuracy[name], float):
+            raise ResultsError(f"{where}.accuracy.{name} must be a finite number, got {accuracy[name]!r}")
 
 
 def _check_environment(path: Path, env: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.timing import Measurement, Timing
+from .scenarios import SCENARIOS, VERDICTS  # noqa: F401  (the names a ScenarioResult takes)
 
 STATUSES = ("ok", "unsupported", "oom", "export_failed", "parity_failed", "error")
 
@@ -74,6 +75,10 @@ class BenchResult(Case):
     rss_delta_mib: float | None = None  # CPU: peak RSS growth during the case
     parity_max_abs: float | None = None  # first output vs eager fp32 on the same images; None for the reference
     notes: str = ""  # what the backend chose for this case (winograd: each conv's and Linear's algorithm)
+    # a LoadGen scenario's row (`vggbench loadgen`): a ScenarioResult as a dict; None for rows of `vggbench run`.
+    # Its latencies are also in median_ms/p90_ms/p99_ms/..., its throughput in images_per_s; batch_size is the
+    # SUT's largest batch, min_time_s/min_iters LoadGen's minimum duration and query count
+    scenario: dict | None = None
     samples_ms: tuple[float, ...] = ()
 
     @classmethod
@@ -93,6 +98,43 @@ class BenchResult(Case):
                    images_per_s=images_per_s, gmacs_per_image=gmacs_per_image, gflops_per_s=gflops,
                    peak_gflops_per_s=peak_gflops_per_s, peak_pct=pct, peak_memory_mib=m.peak_memory_mib,
                    rss_delta_mib=m.rss_delta_mib, samples_ms=m.stats.samples_ms, **extra)
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """What LoadGen reported for one scenario (its mlperf_log_summary.txt, parsed), with the SUT's and the
+    search's settings: the `scenario` block of a result row. Latencies in ms, as LoadGen's percentiles."""
+
+    name: str  # one of SCENARIOS
+    mode: str  # performance | accuracy | both
+    result: str | None = None  # LoadGen's verdict, VALID or INVALID; None for an accuracy run alone
+    reasons: tuple[str, ...] = ()  # why INVALID: the constraints not met, LoadGen's recommendations
+    early_stopping: tuple[str, ...] = ()  # LoadGen's early-stopping lines
+    metric: str | None = None  # the scenario's headline number: p90_ms, p99_ms or samples_per_s
+    samples_per_s: float | None = None  # completed samples per second (multistream: samples per query / mean)
+    target_qps: float | None = None  # server: the scheduled rate of the run reported; offline: the expected one
+    latency_bound_ms: float | None = None  # server: the p99 bound
+    early_stopping_ms: float | None = None  # LoadGen's early-stopping estimate of the scenario's percentile
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p97_ms: float | None = None
+    p99_ms: float | None = None
+    p99_9_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    mean_ms: float | None = None
+    queries: int | None = None
+    samples_per_query: int | None = None
+    min_duration_s: float | None = None
+    min_queries: int | None = None
+    errors: bool = False  # LoadGen logged errors (see the detail log)
+    loadgen: str | None = None  # LoadGen's version
+    logs: str | None = None  # the folder of LoadGen's logs, relative to the results file
+    search: dict | None = None  # server: the QPS search (runs, what each found)
+    accuracy: dict | None = None  # accuracy mode: top-1 against the labels, agreement with eager fp32
+    sut: dict | None = None  # the SUT's batch policy and workers, and the batches it ran
+    images: dict | None = None  # the query sample library: source, split, count
 
 
 def _fields(case: Case) -> dict:

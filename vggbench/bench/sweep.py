@@ -13,16 +13,12 @@ from pathlib import Path
 import torch
 
 from ..backends import (
-    OrtSettings,
-    OvSettings,
     Runner,
-    RunnerOptions,
     Target,
     eager_runner,
     make_runner,
     resolve_target,
 )
-from ..backends.tensorrt import TrtSettings
 from ..backends.winograd import native
 from ..core.device import Device, require_device
 from ..core.env import capture
@@ -36,8 +32,7 @@ from ..core.errors import (
 )
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..core.timing import free_memory, is_oom, measure
-from ..data.inputs import calibration_images, random_batch
-from ..exporters.quantize import QuantConfig
+from ..data.inputs import random_batch
 from ..parity.metrics import compare, tolerance_for
 from ..zoo.profiling import profile
 from ..zoo.weights import WeightsSource, load_model, parse_weights
@@ -45,6 +40,7 @@ from .cache import DEFAULT_EXPORT_CACHE, ExportCache, ExportFailed
 from .peak import Ceilings, measure_peak, theoretical_peak
 from .results import BenchRun, Journal
 from .rows import BenchResult, Case
+from .setup import BackendSetup
 from .suite import Suite, resolve_suite
 
 PARITY_IMAGES = 2  # a case's first output is compared with eager fp32 on the CPU for this many images
@@ -135,13 +131,7 @@ class _Sweep:
         self.ceilings = ceilings
         self.threads = torch.get_num_threads()
         self.tf32 = bool(tf32_flag(device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
-        self.ort = OrtSettings(threads=self.threads, optimization=suite.ort_optimization,
-                               cudnn_conv_algo_search=suite.cudnn_conv_algo_search, tf32=self.tf32,
-                               cuda_graph=suite.ort_cuda_graph)
-        largest = max(b for g in suite.groups() for b in g.batch_sizes)
-        self.trt = TrtSettings(max_batch=suite.trt_max_batch or largest, tf32=self.tf32)
-        self.openvino = OvSettings(threads=self.threads, hint=suite.openvino_hint, streams=suite.openvino_streams,
-                                   defaults=suite.openvino_defaults)
+        self.setup = BackendSetup(suite, self.threads, self.tf32)
         self.progress, self.journal = progress, journal
         self.results: list[BenchResult] = []
 
@@ -157,21 +147,14 @@ class _Sweep:
 
     def _case(self, model: str, backend: str, precision: str, memory_format: str, batch_size: int,
               settings: tuple = ()) -> Case:
-        s, settings = self.suite, dict(settings)
+        s = self.suite
         target = self.plan[model, backend, precision, memory_format]
-        builds = isinstance(target, Target) and target.spec.builds_precisions  # TensorRT: its own settings
-        ort = replace(self.ort, cuda_graph=settings.get("ort_cuda_graph", self.ort.cuda_graph))
-        compile_mode = settings.get("compile_mode", s.compile_mode)
         return Case(model=model, image_size=s.image_size, batch_size=batch_size, backend=backend,
                     device=str(self.device), precision=precision, memory_format=memory_format, threads=self.threads,
                     weights=self.weights.label,
                     warmup=max(s.warmup, COMPILE_MIN_WARMUP) if backend == "compile" else s.warmup,
                     warmup_time_s=s.warmup_time_s, min_time_s=s.min_time_s, min_iters=s.min_iters,
-                    max_iters=s.max_iters, compile_mode=compile_mode if backend == "compile" else None,
-                    compile_options={"freezing": True} if backend == "compile" and s.compile_freezing else None,
-                    ort_settings=ort.to_dict() if backend in ("onnxruntime", "ort-tensorrt") else None,
-                    trt_settings=self.trt.to_dict() if builds else None,
-                    openvino_settings=self.openvino.to_dict() if backend == "openvino" else None)
+                    max_iters=s.max_iters, **self.setup.case_fields(backend, target, dict(settings)))
 
     def _model(self, name: str, groups: list) -> None:
         s = self.suite
@@ -201,9 +184,7 @@ class _Sweep:
                 raise target
             export_dir = self.cache.folder(target) if target.artifact else None
             started = time.perf_counter()
-            ort = OrtSettings(**c.ort_settings) if c.ort_settings else self.ort
-            options = RunnerOptions(compile_mode=c.compile_mode, compile_options=c.compile_options, ort=ort,
-                                    tensorrt=self.trt, calibration=self._calibration(target), openvino=self.openvino)
+            options = self.setup.runner_options(c, target, self.loaded)
             runner = make_runner(target, self.loaded, export_dir=export_dir, options=options)
             load_ms = (time.perf_counter() - started) * 1e3
         except Exception as e:  # recorded as rows; re-raised on request
@@ -294,14 +275,6 @@ class _Sweep:
             if self.journal is not None:
                 self.journal.append(row)
         self.bar.update(len(rows))
-
-    def _calibration(self, target: Target) -> torch.Tensor | None:
-        """Real images for a backend that calibrates int8 and fp8 itself (TensorRT), chosen as onnx-int8's are."""
-        if target.precision not in ("int8", "fp8") or not target.spec.builds_precisions:
-            return None
-        quant = QuantConfig()
-        w = self.loaded.weights
-        return calibration_images(quant.calibration, quant.images, self.suite.image_size, w.mean, w.std, w.meta)[0]
 
     def _batch(self, batch_size: int) -> torch.Tensor:
         if batch_size not in self.batches:

@@ -1,0 +1,524 @@
+"""`vggbench.loadgen`: MLPerf's deployment scenarios (SingleStream, MultiStream, Server, Offline) measured by MLPerf's
+own load generator, LoadGen (the mlcommons-loadgen wheel), over any target of the registry.
+
+Per model: the model is loaded once, its query sample library of real images is preprocessed once. Per (backend,
+precision, memory format): the runner comes from the same parity-checked export cache as `vggbench run`, its
+output on the library's first images is compared with eager fp32 before anything is timed, a few timed batches
+give LoadGen its expected latencies and rates, then each scenario runs (Server: the search for the highest VALID
+rate). Each scenario becomes a result row whose `scenario` block holds what LoadGen's summary said; LoadGen's own
+logs stay in a folder beside the results.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..backends import Runner, eager_runner, make_runner, resolve_target
+from ..core.device import require_device
+from ..core.env import capture, package_version
+from ..core.errors import CheckFailed, UnsupportedError, VggbenchError, one_line
+from ..core.fileio import atomic_dir
+from ..core.numerics import scoped_numerics, tf32_flag
+from ..parity.metrics import compare, tolerance_for
+from ..zoo.profiling import profile
+from ..zoo.weights import load_model, parse_weights
+from .cache import DEFAULT_EXPORT_CACHE, ExportCache, ExportFailed
+from .qsl import ImageSet, SampleLibrary, load_images
+from .results import BenchRun, Journal
+from .rows import BenchResult, Case, ScenarioResult
+from .scenarios import PERCENTILES, LoadgenSettings, SutSettings
+from .search import Outcome, find_peak_qps
+from .setup import BackendSetup
+from .suite import Suite, resolve_suite
+from .summary import Summary, read_accuracy_log, read_summary
+
+PARITY_IMAGES = 2  # compared with eager fp32 before timing, as `vggbench run` does
+# a Server probe's queries at least: its p99 is then about its slowest query, a cautious reading; an overloaded
+# rate shows in the growing queue within the probe's duration
+PROBE_MIN_QUERIES = 32
+SHORT_RERUNS = 3  # runs again, expecting more work, while a run ends before its minimum duration
+ESTIMATE_CALLS = 2
+EXPECTED_LATENCY_FRACTION = 0.1  # of the timed-batch estimate, told to LoadGen as SingleStream's/MultiStream's  # timed calls per batch size (after one untimed) for LoadGen's expected latencies and rates
+# runners that may be called from several threads at once (one session or module, no per-call state)
+CONCURRENT_BACKENDS = ("eager", "torchscript", "pt2", "onnxruntime", "tensorrt")
+_LG_SCENARIOS = {"singlestream": "SingleStream", "multistream": "MultiStream", "server": "Server",
+                 "offline": "Offline"}
+_METRICS = {"singlestream": "p90_ms", "multistream": "p99_ms", "server": "samples_per_s", "offline": "samples_per_s"}
+
+
+def _mlperf_loadgen():
+    try:
+        import mlperf_loadgen
+    except ImportError:
+        raise UnsupportedError("LoadGen is not installed: pip install mlcommons-loadgen (wheels for CPython on "
+                               "Linux x86_64)") from None
+    return mlperf_loadgen
+
+
+def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: LoadgenSettings | None = None,
+            sut: SutSettings | None = None, export_cache: str | os.PathLike = DEFAULT_EXPORT_CACHE,
+            logs: str | os.PathLike | None = None, journal: Journal | None = None,
+            echo: Callable[[str], None] | None = None, **overrides) -> BenchRun:
+    """Run LoadGen's scenarios over every (model, backend, precision, memory format) of a suite; one row per scenario.
+
+    suite: a Suite, a suite name or TOML path, or None for Suite's defaults (vgg16, eager fp32, 224, cpu);
+    overrides: Suite fields (models, backends, precisions, memory_formats, device, image_size, threads, weights,
+    width, ...); the suite's batch sizes and timing keys are not used.
+    settings: scenarios, mode, run lengths, the Server search, the sample library (LoadgenSettings);
+    sut: the batching SUT (SutSettings).
+    logs: the folder for LoadGen's logs, written atomically when every run is done (None: a temp folder, removed);
+    rows name their logs relative to its parent folder.
+    journal: rows are appended to it as they finish (see vggbench.bench.results.claim_results).
+    echo: called with a line as each LoadGen run ends.
+    """
+    lg = _mlperf_loadgen()
+    settings, sut = settings or LoadgenSettings(), sut or SutSettings()
+    suite = resolve_suite(suite if suite is not None else Suite(name="loadgen"), **overrides)
+    device = require_device(suite.device)
+    weights = parse_weights(suite.weights, suite.seed).require()
+    started = time.perf_counter()
+    keep = logs is not None
+    final = Path(logs) if keep else Path(tempfile.mkdtemp(prefix="vggbench-loadgen-"))
+    with scoped_numerics(suite.threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
+        environment = capture()
+        environment["loadgen"] = package_version("mlcommons-loadgen")
+        unused = ("batch_sizes", "warmup", "warmup_time_s", "min_time_s", "min_iters", "max_iters")  # `run`'s timing
+        run_settings = {**{k: v for k, v in suite.to_dict().items() if k not in unused},
+                        "export_cache": str(export_cache), "loadgen": settings.to_dict(),
+                        "sut": sut.to_dict(), "logs": final.name if keep else None}
+        if journal is not None:
+            journal.start(run_settings, environment, environment["created"])
+        rows: list[BenchResult] = []
+        try:
+            with atomic_dir(final, force=True) if keep else _scratch(final) as folder:
+                runs = _Runs(lg, suite, settings, sut, weights, Path(export_cache), folder, final.name if keep else None,
+                             echo or (lambda line: None), rows, journal)
+                runs.all()
+        except KeyboardInterrupt:
+            run_settings["interrupted"] = f"interrupted after {len(rows)} scenario(s); their LoadGen logs are lost"
+            from ..core.errors import BenchmarkInterrupted
+
+            raise BenchmarkInterrupted(BenchRun(run_settings, environment, rows, time.perf_counter() - started,
+                                                environment["created"])) from None
+        finally:
+            if not keep:
+                shutil.rmtree(final, ignore_errors=True)
+    return BenchRun(run_settings, environment, rows, time.perf_counter() - started, environment["created"])
+
+
+class _scratch:
+    """A context manager yielding a folder that the caller removes (logs nobody asked to keep)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __enter__(self) -> Path:
+        return self.folder
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+@dataclass
+class _Target:
+    """What one (model, backend, precision, memory format) runs with."""
+
+    case: Case
+    runner: Runner
+    images: ImageSet
+    reference: Runner
+    gmacs: float
+    load_ms: float
+    parity_max_abs: float | None
+    estimates: dict[int, float]  # batch size -> seconds per call
+    offline_rate: float | None = None  # samples/s of this target's Offline run, once it ran
+
+
+class _Runs:
+    def __init__(self, lg, suite: Suite, settings: LoadgenSettings, sut: SutSettings, weights, export_cache: Path,
+                 folder: Path, logs_name: str | None, echo: Callable[[str], None], rows: list[BenchResult],
+                 journal: Journal | None) -> None:
+        self.lg, self.suite, self.settings, self.sut, self.weights = lg, suite, settings, sut, weights
+        self.export_cache, self.folder, self.logs_name, self.echo = export_cache, folder, logs_name, echo
+        self.rows, self.journal = rows, journal
+        self.threads = torch.get_num_threads()
+        self.tf32 = bool(tf32_flag(require_device(suite.device), suite.tf32))
+        self.setup = BackendSetup(suite, self.threads, self.tf32)
+
+    # --- plan ----------------------------------------------------------------------------------------------
+    def all(self) -> None:
+        groups = self.suite.groups()
+        for name in dict.fromkeys(g[0] for g in groups):
+            loaded = load_model(name, self.weights, **self.suite.model_options())
+            s = self.suite
+            images = load_images(self.settings.images, s.image_size, loaded.weights.mean, loaded.weights.std,
+                                 weights_meta=loaded.weights.meta, split=self.settings.split,
+                                 count=self.settings.count, data_dir=self.settings.data_dir)
+            self.echo(f"{name}: {len(images.images)} {images.source} images in the sample library")
+            cache = ExportCache(self.export_cache, loaded, s.image_size)
+            reference = eager_runner(loaded.module)
+            gmacs = profile(loaded.spec, loaded.options, s.image_size).gmacs
+            for _, backend, precision, memory_format, *_ in (g for g in groups if g[0] == name):
+                self._group(loaded, cache, reference, images, gmacs, backend, precision, memory_format)
+
+    def _case(self, model: str, backend: str, precision: str, memory_format: str, target) -> Case:
+        s = self.suite
+        return Case(model=model, image_size=s.image_size, batch_size=self.sut.max_batch, backend=backend,
+                    device=str(s.device), precision=precision, memory_format=memory_format, threads=self.threads,
+                    weights=self.weights.label, warmup=0, warmup_time_s=0.0, min_time_s=0.0, min_iters=1,
+                    max_iters=1, **self.setup.case_fields(backend, target))
+
+    def _group(self, loaded, cache: ExportCache, reference: Runner, images: ImageSet, gmacs: float, backend: str,
+               precision: str, memory_format: str) -> None:
+        model = loaded.name
+        try:
+            target = resolve_target(backend, self.suite.device, precision, memory_format)
+        except UnsupportedError as e:
+            target = e
+        case = self._case(model, backend, precision, memory_format, target)
+        try:
+            if isinstance(target, UnsupportedError):
+                raise target
+            if self.sut.workers > 1 and target.backend not in CONCURRENT_BACKENDS:
+                raise UnsupportedError(f"{target.backend}'s runner is not known to be safe to call from several "
+                                       f"threads; use --workers 1 (backends that allow more: "
+                                       f"{', '.join(CONCURRENT_BACKENDS)})")
+            started = time.perf_counter()
+            export_dir = cache.folder(target) if target.artifact else None
+            options = self.setup.runner_options(case, target, loaded)
+            runner = make_runner(target, loaded, export_dir=export_dir, options=options)
+            load_ms = (time.perf_counter() - started) * 1e3
+            parity = self._parity(runner, reference, images, case)
+        except Exception as e:  # a row per scenario that says why, as `run` records a case that cannot run
+            status = ("export_failed" if isinstance(e, ExportFailed) else "unsupported" if isinstance(e, UnsupportedError)
+                      else "parity_failed" if isinstance(e, CheckFailed) else "error")
+            reason = str(e) if isinstance(e, (ExportFailed, VggbenchError)) else one_line(e)
+            for scenario in self.settings.scenarios:
+                self._record(BenchResult.failed(case, status, reason, scenario=self._block(scenario)))
+            return
+        self.echo(f"{model} {backend} {precision} {memory_format}: parity with eager fp32 ok; timing batches")
+        estimates = self._estimate(runner, images)
+        t = _Target(case, runner, images, reference, gmacs, load_ms, parity, estimates)
+        sub = self.folder / f"{model}-{backend}-{precision}-{memory_format}"
+        # Server last: its search starts from what Offline measured, when Offline ran (the timed batches miss the
+        # SUT's own cost per query, which is most of it for a tiny model)
+        for scenario in sorted(self.settings.scenarios, key=lambda name: name == "server"):
+            try:
+                row = _Scenario(self, t, scenario, sub).run()
+            except VggbenchError as e:
+                row = BenchResult.failed(case, "error", str(e), scenario=self._block(scenario))
+            self._record(row)
+
+    def _block(self, scenario: str) -> dict:
+        return asdict(ScenarioResult(scenario, self.settings.mode, metric=_METRICS[scenario]))
+
+    def _record(self, row: BenchResult) -> None:
+        self.rows.append(row)
+        if self.journal is not None:
+            self.journal.append(row)
+
+    # --- before LoadGen ------------------------------------------------------------------------------------
+    def _parity(self, runner: Runner, reference: Runner, images: ImageSet, case: Case) -> float | None:
+        """The runner against eager fp32 on the library's first images (CheckFailed when they differ)."""
+        if runner.target.is_reference:
+            return None
+        x = images.images[:PARITY_IMAGES]
+        result = compare(reference(x), runner(x), tolerance_for(case.precision, tf32=self.tf32), backend=case.backend,
+                         device=case.device, precision=case.precision, memory_format=case.memory_format,
+                         inputs=f"sample library, first {len(x)}")
+        # int8 is judged by class agreement on many real images (accuracy mode measures it); here it is recorded
+        if not result.passed and case.precision != "int8":
+            raise CheckFailed(f"output differs from eager fp32: {result.reason}")
+        return result.max_abs
+
+    def _estimate(self, runner: Runner, images: ImageSet) -> dict[int, float]:
+        """Seconds per call at the batch sizes the scenarios run: LoadGen's expected latencies and rates."""
+        sizes = {1, self.sut.max_batch}
+        if "multistream" in self.settings.scenarios:
+            sizes.add(min(self.settings.samples_per_query, self.sut.max_batch))
+        found = {}
+        for size in sorted(sizes):
+            x = images.images[torch.arange(size) % len(images.images)]
+            runner(x)
+            times = []
+            for _ in range(ESTIMATE_CALLS):
+                started = time.perf_counter()
+                runner(x)
+                times.append(time.perf_counter() - started)
+            found[size] = min(times)
+        return found
+
+
+class _Scenario:
+    """One scenario of one target: its LoadGen runs (performance, accuracy) and the row they make."""
+
+    def __init__(self, runs: _Runs, target: _Target, name: str, folder: Path) -> None:
+        self.runs, self.t, self.name, self.folder = runs, target, name, folder
+        self.settings, self.sut_settings = runs.settings, runs.sut
+        self.lg = runs.lg
+        self.stats: dict[Path, dict] = {}  # the SUT's batches in each LoadGen run, by its folder
+
+    @property
+    def batch(self) -> int:
+        """The largest batch this scenario runs."""
+        max_batch = self.sut_settings.max_batch
+        return {"singlestream": 1, "multistream": min(self.settings.samples_per_query, max_batch)}.get(self.name,
+                                                                                                     max_batch)
+
+    def run(self) -> BenchResult:
+        s = self.settings
+        summary = search = accuracy = folder = None
+        qps = s.target_qps
+        if s.mode in ("performance", "both"):
+            if self.name == "server" and s.target_qps is None:
+                summary, folder, search, qps = self._search()
+            else:
+                summary, folder, _ = self._loadgen("performance", qps)
+                summary, folder = self._rerun_short(summary, folder, qps)
+                if self.name == "offline" and summary.samples_per_s:
+                    self.t.offline_rate = summary.samples_per_s
+            if summary is None:  # a search that never came to a full run (every probe failed, down to the floor)
+                raise VggbenchError(f"the Server search made no full run in {search['runs']} run(s): no probe held "
+                                    f"the {s.latency_bound_ms:g} ms bound")
+        if s.mode in ("accuracy", "both"):
+            accuracy = self._accuracy(qps)
+        return self._row(summary, folder, search, accuracy, qps)
+
+    def _rerun_short(self, summary: Summary, folder: Path, qps: float | None) -> tuple[Summary, Path]:
+        """Run again, as submitters do, while a run ended before its minimum duration because LoadGen generated
+        too little work from expectations the timed batches set (they run slow on a loaded machine): Offline's
+        one query sized from too low a rate, SingleStream's and MultiStream's queries from too high a latency."""
+        if self.name == "server" or (self.name == "offline" and qps is not None):
+            return summary, folder
+        expected_qps, expected_latency = self._rate() * 1.1, None
+        for n in range(1, SHORT_RERUNS + 1):
+            if summary.constraints.get("Min duration satisfied") is not False:
+                break
+            if self.name == "offline" and summary.samples_per_s:  # a small query measures low: at least x4
+                expected_qps = max(summary.samples_per_s * 1.5, expected_qps * 4)
+            elif self.name != "offline" and summary.mean_ms:
+                expected_latency = summary.mean_ms / 1e3 * EXPECTED_LATENCY_FRACTION
+            else:
+                break
+            summary, folder, _ = self._loadgen("performance", expected_qps if self.name == "offline" else qps,
+                                               label=f"rerun{n}", expected_latency_s=expected_latency)
+        return summary, folder
+
+    # --- LoadGen runs ----------------------------------------------------------------------------------------
+    def _rate(self) -> float:
+        """Samples per second at the largest batch, from the timed batches."""
+        return self.batch / self.t.estimates[self.batch]
+
+    def _loadgen(self, mode: str, qps: float | None, *, probe: bool = False, label: str = "",
+                 expected_latency_s: float | None = None) -> tuple[Summary, Path, dict]:
+        lg, s = self.lg, self.settings
+        ts = lg.TestSettings()
+        ts.scenario = getattr(lg.TestScenario, _LG_SCENARIOS[self.name])
+        ts.mode = lg.TestMode.AccuracyOnly if mode == "accuracy" else lg.TestMode.PerformanceOnly
+        duration = s.probe_duration_for() if probe else s.min_duration_for(self.name)
+        queries = min(PROBE_MIN_QUERIES, s.min_queries_for(self.name)) if probe else s.min_queries_for(self.name)
+        ts.min_duration_ms = int(round(duration * 1e3))
+        ts.min_query_count = queries
+        # expected latencies well below the estimates: LoadGen generates duration / expected latency queries and
+        # stops issuing once the duration and the count are met, so too many cost nothing and too few make the run
+        # INVALID (a loaded machine times the estimate slow); Offline's one query is sized from its expected rate
+        ts.single_stream_expected_latency_ns = max(1, int(1e9 * (expected_latency_s or self.t.estimates[1] *
+                                                                 EXPECTED_LATENCY_FRACTION)))
+        ts.multi_stream_samples_per_query = s.samples_per_query
+        ts.multi_stream_expected_latency_ns = max(1, int(1e9 * (expected_latency_s or self.t.estimates[self.batch] *
+                                                                EXPECTED_LATENCY_FRACTION * s.samples_per_query /
+                                                                self.batch)))
+        ts.server_target_latency_ns = int(s.latency_bound_ms * 1e6)
+        ts.server_target_qps = qps if qps is not None else self._rate()
+        ts.offline_expected_qps = qps if qps is not None else self._rate() * 1.1
+        label = f"{self.name}-{mode}" + (f"-{'probe' if probe else 'full'}-{qps:g}qps" if self.name == "server"
+                                         and mode == "performance" and s.target_qps is None else "") + \
+            (f"-{label}" if label else "")
+        folder = self.folder / label
+        folder.mkdir(parents=True)
+        sut = self.stats[folder] = _run_test(lg, self.t, self.sut_settings, self.name, ts, folder)
+        (folder / "mlperf_log_trace.json").unlink(missing_ok=True)  # empty: tracing is off
+        if mode == "performance":
+            (folder / "mlperf_log_accuracy.json").unlink(missing_ok=True)  # empty outside accuracy mode
+        summary = read_summary(folder) if mode == "performance" else None
+        if summary is not None:
+            verdict = summary.result or "?"
+            p = PERCENTILES[self.name]
+            at = f", p{p * 100:g} {summary.percentile(f'{p * 100:g}'):.4g} ms" if p else ""
+            rate = f", {summary.samples_per_s:.4g} samples/s" if summary.samples_per_s else ""
+            self.runs.echo(f"{self.t.case.model} {self.t.case.backend} {self.t.case.precision} "
+                           f"{self.t.case.memory_format} {folder.name}: {verdict}{rate}{at}")
+        return summary, folder, sut
+
+    def _search(self) -> tuple[Summary | None, Path | None, dict, float | None]:
+        s = self.settings
+        found: dict[float, tuple[Summary, Path]] = {}
+
+        def run(qps: float, probe: bool) -> Outcome:
+            summary, folder, _ = self._loadgen("performance", qps, probe=probe)
+            if not probe:
+                found[qps] = (summary, folder)
+            return Outcome(bool(summary.valid), bool(summary.latency_ok), folder.name)
+
+        start = min(self._rate(), self.t.offline_rate or float("inf")) * 0.9
+        result = find_peak_qps(run, start, max_runs=s.max_runs, tolerance=s.search_tolerance)
+        block = {**result.to_dict(), "latency_bound_ms": s.latency_bound_ms,
+                 "probe_duration_s": s.probe_duration_for(),
+                 "folders": [t.outcome.detail for t in result.trials]}
+        if result.qps is not None:
+            summary, folder = found[result.qps]
+            return summary, folder, block, result.qps
+        last = next((t for t in reversed(result.trials) if not t.probe), None)
+        if last is None:
+            return None, None, block, None
+        summary, folder = found[last.qps]
+        return summary, folder, block, last.qps
+
+    def _accuracy(self, qps: float | None) -> dict:
+        t = self.t
+        summary, folder, _ = self._loadgen("accuracy", qps)
+        logits = read_accuracy_log(folder, _width(t))
+        indices = sorted(logits)
+        got = torch.from_numpy(np.stack([logits[i] for i in indices]))
+        top1 = got.argmax(1)
+        block = {"images": len(indices), "source": t.images.source, "split": t.images.split,
+                 "logs": self._relative(folder)}
+        if t.images.labels is not None:
+            block["top1"] = float((top1 == t.images.labels[indices]).float().mean())
+        if t.runner.target.is_reference:
+            block["agreement_top1"], block["max_abs"] = 1.0, 0.0  # it is the reference itself
+        else:
+            x = t.images.images[indices]
+            expected = torch.cat([t.reference(x[i:i + 32]) for i in range(0, len(x), 32)])
+            block["agreement_top1"] = float((expected.argmax(1) == top1).float().mean())
+            block["max_abs"] = float((expected - got).abs().max())
+        self.runs.echo(f"{t.case.model} {t.case.backend} {t.case.precision} {t.case.memory_format} {self.name} "
+                       f"accuracy: {len(indices)} images, top-1 {block.get('top1', 'n/a')}, agreement with eager "
+                       f"fp32 {block['agreement_top1']:.4f}")
+        return block
+
+    def _relative(self, folder: Path | None) -> str | None:
+        if folder is None or self.runs.logs_name is None:
+            return None
+        return str(Path(self.runs.logs_name) / folder.relative_to(self.runs.folder))
+
+    # --- the row ---------------------------------------------------------------------------------------------
+    def _row(self, summary: Summary | None, folder: Path | None, search: dict | None, accuracy: dict | None,
+             qps: float | None) -> BenchResult:
+        s, t = self.settings, self.t
+        name = self.name
+        duration, queries = s.min_duration_for(name), s.min_queries_for(name)
+        case = replace(t.case, batch_size=self.batch, min_time_s=duration, min_iters=queries,
+                       max_iters=queries, warmup=1 + ESTIMATE_CALLS)
+        block = ScenarioResult(name, s.mode, metric=_METRICS[name], min_duration_s=duration, min_queries=queries,
+                               samples_per_query=s.samples_per_query if name == "multistream" else 1,
+                               latency_bound_ms=s.latency_bound_ms if name == "server" else None,
+                               loadgen=package_version("mlcommons-loadgen"), search=search, accuracy=accuracy,
+                               sut={**self._sut_policy(), **self.stats.get(folder, {})}, images=t.images.describe(),
+                               logs=self._relative(folder))
+        if summary is None:  # accuracy alone: LoadGen reports no timing
+            return BenchResult(**vars(case), status="ok", timer="loadgen", load_ms=t.load_ms,
+                               parity_max_abs=t.parity_max_abs, gmacs_per_image=t.gmacs,
+                               scenario=asdict(block))
+        p = summary.percentiles_ms
+        rate = summary.samples_per_s
+        if name == "multistream" and summary.mean_ms:
+            rate = s.samples_per_query / (summary.mean_ms / 1e3)  # queries run back to back
+        reasons = tuple(summary.reasons())
+        if name == "server" and search is not None and search["qps"] is None:
+            reasons = (f"no VALID rate found in {search['runs']} run(s)",) + reasons
+        block = replace(block, result=summary.result, reasons=reasons, early_stopping=tuple(summary.early_stopping),
+                        samples_per_s=rate, early_stopping_ms=summary.early_stopping_ms,
+                        target_qps=summary.parameter("target_qps") if name in ("server", "offline") else None,
+                        p50_ms=p.get("50"), p90_ms=p.get("90"), p95_ms=p.get("95"), p97_ms=p.get("97"),
+                        p99_ms=p.get("99"), p99_9_ms=p.get("99.9"), min_ms=summary.min_ms, max_ms=summary.max_ms,
+                        mean_ms=summary.mean_ms, queries=_queries(folder), errors=summary.errors)
+        case = replace(case, max_iters=max(queries, block.queries or 0))
+        gflops = 2 * t.gmacs * rate if rate else None
+        return BenchResult(**vars(case), status="ok", timer="loadgen", iterations=block.queries or 0,
+                           load_ms=t.load_ms, median_ms=p.get("50"), mean_ms=summary.mean_ms, p90_ms=p.get("90"),
+                           p99_ms=p.get("99"), min_ms=summary.min_ms, max_ms=summary.max_ms, images_per_s=rate,
+                           gmacs_per_image=t.gmacs, gflops_per_s=gflops, parity_max_abs=t.parity_max_abs,
+                           scenario=asdict(block))
+
+    def _sut_policy(self) -> dict:
+        wait = self.sut_settings.max_wait_ms if self.name == "server" else 0.0
+        return {"max_batch": self.batch, "max_wait_ms": wait, "workers": self.sut_settings.workers}
+
+
+def _width(t: _Target) -> int:
+    return int(t.reference(t.images.images[:1]).shape[1])
+
+
+def _queries(folder: Path | None) -> int | None:
+    """The queries LoadGen counted (result_query_count in its detail log)."""
+    if folder is None:
+        return None
+    import json
+
+    for line in (folder / "mlperf_log_detail.txt").read_text(encoding="utf-8").splitlines():
+        if '"key": "result_query_count"' in line:
+            return int(json.loads(line.split(":::MLLOG", 1)[1])["value"])
+    return None
+
+
+def _run_test(lg, t: _Target, settings: SutSettings, scenario: str, test_settings, folder: Path) -> dict:
+    """One LoadGen test with a fresh SUT and QSL; LoadGen runs in a thread so that Ctrl-C is seen at once (the SUT
+    then answers everything without running it, so that LoadGen ends soon)."""
+    from .sut import BatchingSut
+
+    library = SampleLibrary(t.images)
+    runner = t.runner
+
+    def infer(indices: list[int]) -> np.ndarray:
+        return runner(library.batch(indices)).numpy()
+
+    def complete(pairs: list[tuple[int, np.ndarray]]) -> None:
+        lg.QuerySamplesComplete([lg.QuerySampleResponse(sid, row.ctypes.data, row.nbytes) for sid, row in pairs])
+
+    max_batch = {"singlestream": 1}.get(scenario, settings.max_batch)
+    wait = settings.max_wait_ms / 1e3 if scenario == "server" else 0.0
+    sut = BatchingSut(infer, complete, max_batch=max_batch, max_wait_s=wait, workers=settings.workers)
+    sut_handle = lg.ConstructSUT(lambda samples: sut.issue([(q.id, q.index) for q in samples]), sut.flush)
+    qsl_handle = lg.ConstructQSL(library.total, library.performance_count, library.load, library.unload)
+    log = lg.LogSettings()
+    log.log_output.outdir = str(folder)
+    log.log_output.copy_summary_to_stdout = False
+    log.enable_trace = False
+    failure: list[BaseException] = []
+
+    def test() -> None:
+        try:  # an audit.config in the working directory would change the run: name one that does not exist
+            lg.StartTestWithLogSettings(sut_handle, qsl_handle, test_settings, log, str(folder / "audit.config"))
+        except BaseException as e:
+            failure.append(e)
+
+    thread = threading.Thread(target=test, name="vggbench-loadgen")
+    try:
+        with sut:
+            thread.start()
+            try:
+                while thread.is_alive():
+                    thread.join(0.2)
+            except KeyboardInterrupt:
+                sut.abort()
+                thread.join()
+                raise
+    finally:
+        lg.DestroyQSL(qsl_handle)
+        lg.DestroySUT(sut_handle)
+    if failure:
+        raise VggbenchError(f"LoadGen failed: {one_line(failure[0])}")
+    if sut.error is not None:
+        raise VggbenchError(f"the SUT failed while LoadGen ran ({scenario}): {one_line(sut.error)}")
+    return sut.describe()

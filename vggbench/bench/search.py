@@ -1,0 +1,114 @@
+"""The Server search: the highest target QPS whose LoadGen run is VALID at the latency bound, as MLPerf submitters
+find it. Short probe runs, judged by LoadGen's own latency check (p99 within the bound), bracket the rate from an
+estimate and then halve the bracket; full runs then confirm the highest rate that passed, stepping down until one
+is VALID. Every run counts against `max_runs`. The run itself is injected, so the logic is tested without LoadGen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import ConfigError
+
+STEP = 2.0  # the factor between probes while the bracket is open on one side
+CONFIRM_STEP = 0.9  # a full run that is INVALID: the next full run is at this fraction of its rate
+DECIMALS = 3  # rates are rounded to this many significant digits
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one LoadGen run said: its verdict and whether the latency bound held (LoadGen's "performance
+    constraints"); `detail` is anything the caller wants back (the run's summary, its folder)."""
+
+    valid: bool
+    latency_ok: bool
+    detail: Any = None
+
+
+@dataclass
+class Trial:
+    qps: float
+    probe: bool
+    outcome: Outcome
+
+    def to_dict(self) -> dict:
+        return {"qps": self.qps, "run": "probe" if self.probe else "full", "valid": self.outcome.valid,
+                "latency_ok": self.outcome.latency_ok}
+
+
+@dataclass
+class SearchResult:
+    """The highest rate a full run found VALID (None if none within the runs), and every run made."""
+
+    qps: float | None
+    trials: list[Trial] = field(default_factory=list)
+    start_qps: float = 0.0
+    max_runs: int = 0
+
+    @property
+    def runs(self) -> int:
+        return len(self.trials)
+
+    @property
+    def best(self) -> Trial | None:
+        """The full run at the rate found."""
+        return next((t for t in reversed(self.trials) if not t.probe and t.outcome.valid and t.qps == self.qps), None)
+
+    def to_dict(self) -> dict:
+        return {"qps": self.qps, "runs": self.runs, "max_runs": self.max_runs, "start_qps": self.start_qps,
+                "trials": [t.to_dict() for t in self.trials]}
+
+
+def _round(qps: float) -> float:
+    return float(f"{qps:.{DECIMALS}g}")
+
+
+def find_peak_qps(run: Callable[[float, bool], Outcome], start_qps: float, *, max_runs: int,
+                  tolerance: float = 0.05, min_qps: float = 1e-3) -> SearchResult:
+    """Search the highest VALID Server rate.
+
+    run(qps, probe): one LoadGen run at `qps`, a short probe (True) or a full run (False).
+    start_qps: the first probe's rate, e.g. an Offline or batch throughput estimate.
+    max_runs: every run counts; one is kept for the confirming full run (max_runs 1: that run alone, at start_qps).
+    tolerance: probing stops when the bracket's width is at most this fraction of its lower end.
+    min_qps: below this, no rate is tried (the search gives up: result None).
+    """
+    if not start_qps > 0:
+        raise ConfigError(f"the Server search needs a positive start rate, got {start_qps}")
+    if max_runs < 1:
+        raise ConfigError(f"the Server search needs at least one run, got {max_runs}")
+    result = SearchResult(None, start_qps=_round(start_qps), max_runs=max_runs)
+    low = high = None  # the highest rate whose probe held the bound, the lowest whose probe did not
+    qps = _round(start_qps)
+
+    def attempt(rate: float, probe: bool) -> Outcome:
+        outcome = run(rate, probe)
+        result.trials.append(Trial(rate, probe, outcome))
+        return outcome
+
+    # probes: bracket, then bisect, leaving one run for the full one
+    while result.runs < max_runs - 1 and qps >= min_qps:
+        if attempt(qps, True).latency_ok:
+            low = qps
+        else:
+            high = qps
+        if low is None:
+            qps = _round(qps / STEP)
+        elif high is None:
+            qps = _round(qps * STEP)
+        elif high - low <= tolerance * low:
+            break
+        else:
+            qps = _round((low + high) / 2)
+        if qps in (low, high):  # rounding leaves nothing between them
+            break
+    # full runs: from the highest probe that held (or the start, with no probes), down until one is VALID
+    qps = low if low is not None else (result.start_qps if not result.trials else _round(qps))
+    while result.runs < max_runs and qps >= min_qps:
+        if attempt(qps, False).valid:
+            result.qps = qps
+            break
+        qps = _round(qps * CONFIRM_STEP)
+    return result
