@@ -154,6 +154,7 @@ def test_mean_and_std_options_parse_one_or_three_values():
         TrainConfig(std="0.5,0,0.5")
 
 
+@pytest.mark.slow
 def test_monitor_val_loss_keeps_the_lowest_loss_and_keep_every_keeps_snapshots(tmp_path):
     out = tmp_path / "run"
     result = train(TrainConfig(model="vgg11", data="synthetic", epochs=3, monitor="val_loss", keep_every=2,
@@ -190,6 +191,7 @@ def test_layouts_that_would_turn_split_names_into_classes_are_refused(tmp_path, 
 
 # --- a layer list of one's own ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_custom_config_trains_exports_and_evaluates_by_name(tmp_path):
     config = tmp_path / "myvgg.toml"
     config.write_text('name = "myvgg"\nlayers = [8, "M", 16, [16, 1], "M", 32, "M", 32, "M", 32, "M"]\n'

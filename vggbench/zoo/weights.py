@@ -152,9 +152,12 @@ def _spec(name: str, source: WeightsSource) -> ModelSpec:
     try:
         return get_spec(name)
     except UnknownModelError:
-        if source.kind != "file":
+        if source.kind != "file" or not source.path.is_file():
             raise
-        record = read_weights_file(source.path)[1].get("spec")
+        try:
+            record = read_weights_file(source.path)[1].get("spec")
+        except WeightsError:
+            record = None  # not a file that could say: the unknown name is the error to report
         if not isinstance(record, dict) or str(record.get("name", "")).lower() != str(name).strip().lower():
             raise
         from .custom import register_custom
