@@ -61,6 +61,16 @@ def _three(value):
     return tuple(value)
 
 
+def _existing_file(value):
+    """A path that must name a file now, before any work (checked again, in full, when it is read)."""
+    from pathlib import Path
+
+    if not Path(value).is_file():
+        raise ConfigError(f"--init-from {value}: no such file" if not Path(value).exists() else
+                          f"--init-from {value} is not a file")
+    return str(value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CommonSettings(ModelSettings):
     """What train and eval share: the model (see ModelSettings), where its images come from, how they are
@@ -122,7 +132,8 @@ class TrainConfig(CommonSettings):
                                      "momentum 0.9, weight decay 5e-4, batch 256, N(0, 0.01) init, no warm-up).",
                           choices=tuple(RECIPES))
     init_from: str | None = setting(None, "A checkpoint of net A (vgg11 or vgg11_bn): its first four conv layers and "
-                                          "its three FC layers initialise this deeper net, as the paper did.")
+                                          "its three FC layers initialise this deeper net, as the paper did.",
+                                    parse=_existing_file)
     warmup: int | None = setting(None, "Epochs over which the learning rate rises linearly from 0 [default: 1; "
                                        "0 with --recipe paper].", minimum=0)
     optimizer: str | None = setting(None, "sgd (the paper's) or adam [default: adam; sgd with --recipe paper].",
