@@ -77,8 +77,9 @@ def test_the_paper_recipe_is_the_papers_exactly_and_the_default_adds_glorot_and_
     assert (paper.schedule, paper.monitor, paper.init_value, paper.warmup_value) == ("plateau", "val_acc", "paper", 0)
     assert ModelOptions().dropout == 0.5
     default = TrainConfig()
-    assert (default.init_value, default.warmup_value, default.optimizer_value, default.batch_size_value) == (
-        "glorot", 1, "adam", 32) == tuple(RECIPES["default"].values())
+    assert (default.init_value, default.warmup_value, default.optimizer_value, default.batch_size_value,
+            TrainConfig(model="vgg16_bn").batch_size_value) == ("glorot", 1, "adam", 32, 64)
+    assert tuple(RECIPES["default"].values()) == ("glorot", 1, "adam", 32, 64)
     assert TrainConfig(recipe="paper", init="glorot").init_value == "glorot"
     module = recipe.make_model(TrainConfig(recipe="paper", model="vgg11", width=0.25), 10).module
     weights = torch.cat([m.weight.flatten() for m in module.modules() if isinstance(m, torch.nn.Conv2d)])
