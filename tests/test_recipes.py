@@ -82,7 +82,7 @@ def test_the_paper_recipe_is_the_papers_exactly_and_the_default_adds_glorot_and_
     assert tuple(RECIPES["default"].values()) == ("glorot", 1, "adam", 32, 64)
     assert TrainConfig(recipe="paper", init="glorot").init_value == "glorot"
     module = recipe.make_model(TrainConfig(recipe="paper", model="vgg11", width=0.25), 10).module
-    weights = torch.cat([m.weight.flatten() for m in module.modules() if isinstance(m, torch.nn.Conv2d)])
+    weights = torch.cat([m.weight.detach().flatten() for m in module.modules() if isinstance(m, torch.nn.Conv2d)])
     assert abs(float(weights.std()) - 0.01) < 5e-4  # N(0, 0.01)
     optimizer = recipe.make_optimizer(paper, module)
     assert optimizer.defaults["lr"] == 0.01 and optimizer.defaults["momentum"] == 0.9
