@@ -152,8 +152,8 @@ def test_empty_image_folders_are_data_errors(tmp_path, layout, message):
 def test_folder_errors_name_what_is_missing(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_data(f"folder:{tmp_path / 'nope'}")
-    make_images(tmp_path / "train", {"a": 1, "b": 1})
-    with pytest.raises(DataError, match="has train/ but no val/"):
+    make_images(tmp_path / "test", {"a": 1, "b": 1})
+    with pytest.raises(DataError, match="has test/ but no training folder"):
         load_data(f"folder:{tmp_path}")
     with pytest.raises(DataError, match="folder needs a path"):
         load_data("folder")

@@ -138,10 +138,10 @@ def test_image_too_small_names_the_minimum():
 
 
 def test_hidden_defaults_scale_with_width_and_head():
-    assert ModelOptions().hidden_features == 4096
-    assert ModelOptions(width=0.25).hidden_features == 1024
-    assert ModelOptions(head="compact").hidden_features == 512
-    assert ModelOptions(head="compact", width=0.125, hidden=100).hidden_features == 100
+    assert ModelOptions().hidden_features == (4096, 4096)
+    assert ModelOptions(width=0.25).hidden_features == (1024, 1024)
+    assert ModelOptions(head="compact").hidden_features == (512, 512)
+    assert ModelOptions(head="compact", width=0.125, hidden=100).hidden_features == (100, 100)
 
 
 def test_compact_head_pools_to_1x1():

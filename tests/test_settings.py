@@ -193,7 +193,8 @@ def test_devices_are_stored_canonical():
 
 def test_model_settings_are_declared_once_and_shared():
     declared = {f.name: f.metadata["vggbench.setting"] for f in dataclasses.fields(ModelSettings)}
-    assert set(declared) == {"weights", "seed", "num_classes", "width", "hidden", "dropout", "head", "init"}
+    assert set(declared) == {"weights", "seed", "num_classes", "width", "hidden", "dropout", "head", "init",
+                             "model_config"}
     for cls in (TrainConfig, EvalConfig, Suite, ExportSettings):
         inherited = {f.name: f.metadata["vggbench.setting"] for f in dataclasses.fields(cls) if f.name in declared}
         assert all(inherited[name] is declared[name] for name in declared), cls

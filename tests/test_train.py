@@ -26,9 +26,11 @@ from vggbench.zoo.weights import load_model
 ROOT = Path(__file__).resolve().parent.parent
 # A tiny VGG that trains in about 0.3 s per digits epoch on 2 CPU cores.
 # on the CPU even where a GPU is present: exact resume needs deterministic kernels, which cuDNN's are not
-TINY = dict(model="vgg11_bn", width=1 / 16, head="compact", hidden=32, optimizer="adam", progress=False, device="cpu")
+# batch 64, no warm-up and torchvision's init: what these tests were written for, before the default recipe
+TINY = dict(model="vgg11_bn", width=1 / 16, head="compact", hidden=32, optimizer="adam", progress=False, device="cpu",
+            batch_size=64, warmup=0, init="kaiming")
 TINY_ARGS = ["--width", "0.0625", "--head", "compact", "--hidden", "32", "--optimizer", "adam", "--no-progress",
-             "--device", "cpu"]
+             "--device", "cpu", "--batch-size", "64", "--warmup", "0", "--init", "kaiming"]
 BATCHES_PER_EPOCH = 20  # 1257 digits training images in batches of 64
 
 
@@ -67,6 +69,7 @@ def digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits") / "run"
     result = cli("train", "vgg11_bn", "--data", "digits", "--width", "0.125", "--head", "compact", "--hidden", 256,
                  "--optimizer", "adam", "--schedule", "cosine", "--epochs", 20, "--seed", 0, "--out", out,
+                 "--batch-size", 64, "--warmup", 0, "--init", "kaiming",
                  "--no-progress", "--json")
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout)
@@ -304,7 +307,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
 def test_diverging_lr_through_the_cli_exits_1(tmp_path):
     result = cli("train", "vgg11", "--width", "0.0625", "--head", "compact", "--data", "synthetic", "--lr", "1e6",
-                 "--epochs", 2, "--out", tmp_path, "--no-progress")
+                 "--warmup", 0, "--epochs", 2, "--out", tmp_path, "--no-progress")
     assert result.exit_code == 1
     assert result.output.startswith("error: the training loss became nan in epoch 1 (lr 1e+06)")
     assert "no checkpoint had been written yet" in result.output

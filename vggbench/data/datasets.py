@@ -180,31 +180,58 @@ def _torchvision(kind: str, data_dir: str | os.PathLike, download: bool, val_fra
     return {"train": Subset(full, train), "val": Subset(full, val), "test": test}, tuple(full.classes)
 
 
+# Folder names taken as splits (not classes) in folder:PATH: PATH/train/ + PATH/val/ (torchvision's ImageFolder
+# recipes), PATH/train_data/ + PATH/test_data/ (the blog posts' projects), ...
+SPLIT_FOLDERS = {
+    "train": ("train", "train_data", "training"),
+    "val": ("val", "val_data", "valid", "validation"),
+    "test": ("test", "test_data", "testing"),
+}
+_SPLIT_NAMES = {name for names in SPLIT_FOLDERS.values() for name in names}
+
+
 def _folder(path: str, val_fraction: float, **_):
     from torchvision.datasets import ImageFolder
 
     root = Path(path).expanduser()
     if not path or not root.is_dir():
         raise DataError(f"image folder {root} does not exist; folder:PATH needs PATH/<class>/<image> files, "
-                        f"or PATH/train/<class>/... and PATH/val/<class>/...")
+                        f"or PATH/train/<class>/... [+ PATH/val/ and PATH/test/]")
 
     def open_folder(p: Path) -> ImageFolder:
         try:
-            return ImageFolder(str(p), loader=read_image)
+            found = ImageFolder(str(p), loader=read_image)
         except (FileNotFoundError, OSError) as e:  # no class folders, or class folders without images
             raise DataError(f"no images in {p}: expected {p}/<class name>/<image file> "
                             f"({' '.join(str(e).split())})") from None
+        splits_as_classes = [c for c in found.classes if c.lower() in _SPLIT_NAMES]
+        if splits_as_classes:
+            raise DataError(f"{p} has folders named {', '.join(splits_as_classes)}, which would become classes; "
+                            f"put the splits directly in {root} (train/ or train_data/, val/, test/ or "
+                            f"test_data/), each holding one folder per class")
+        return found
 
-    if (root / "train").is_dir():
-        if not (root / "val").is_dir():
-            raise DataError(f"{root} has train/ but no val/ folder; add {root}/val/<class>/... "
-                            f"or put the class folders directly in {root} to split off --val-fraction")
-        splits = {s: open_folder(root / s) for s in ("train", "val", "test") if (root / s).is_dir()}
+    present = {split: [root / n for n in names if (root / n).is_dir()] for split, names in SPLIT_FOLDERS.items()}
+    for split, folders in present.items():
+        if len(folders) > 1:
+            raise DataError(f"{root} has {' and '.join(f.name + '/' for f in folders)}: which is the {split} split? "
+                            f"keep one")
+    if present["train"]:
+        splits = {s: open_folder(folders[0]) for s, folders in present.items() if folders}
         classes = splits["train"].classes
         for name, ds in splits.items():
             if ds.classes != classes:
-                raise DataError(f"{root / name} has classes {ds.classes}, train/ has {classes}")
+                raise DataError(f"{present[name][0]} has classes {ds.classes}, {present['train'][0].name}/ has "
+                                f"{classes}")
+        if "val" not in splits:  # train/ + test/ (or train_data/ + test_data/): val held out of train
+            train, val = _split(splits["train"].targets, val_fraction, str(present["train"][0]))
+            splits = {"train": Subset(splits["train"], train), "val": Subset(splits["train"], val),
+                      **({"test": splits["test"]} if "test" in splits else {})}
         return splits, tuple(classes)
+    others = [folders[0].name + "/" for folders in present.values() if folders]
+    if others:
+        raise DataError(f"{root} has {', '.join(others)} but no training folder (train/ or train_data/); "
+                        f"add one, or its split folders would become classes")
     full = open_folder(root)
     train, val = _split(full.targets, val_fraction, str(root))
     return {"train": Subset(full, train), "val": Subset(full, val)}, tuple(full.classes)
@@ -245,7 +272,8 @@ SOURCES = {
     "stl10": Source(lambda **kw: _torchvision("stl10", **kw),
                     help="STL-10's labelled images from --data-dir (torchvision layout)"),
     "folder": Source(_folder, augment="paper", crop_fraction=0.875,
-                     help="folder:PATH, your own images as PATH/<class>/*.jpg or PATH/train/, PATH/val/"),
+                     help="folder:PATH, your own images as PATH/<class>/*.jpg, or split: PATH/train/ (or train_data/) "
+                          "[+ val/] [+ test/ or test_data/]"),
     "synthetic": Source(_synthetic, augment="none", help="seeded random images, 10 classes, for smoke tests"),
 }
 

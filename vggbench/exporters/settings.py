@@ -50,7 +50,8 @@ class ExportSettings(ModelSettings):
     formats: tuple[str, ...] = setting(("torchscript", "onnx", "pt2"), "Comma-separated: torchscript, onnx, pt2, "
                                        "onnx-int8 (int8 quantized from onnx).", option="--format")
     out: str | None = setting(None, "Export folder [default: exports/MODEL].", parse=writable_folder)
-    image_size: int = setting(224, "Input size.", minimum=1, maximum=MAX_IMAGE_SIZE)
+    image_size: int | None = setting(None, "Input size [default: the size the weights were trained at, as their "
+                                           "checkpoint records it, else 224].", minimum=1, maximum=MAX_IMAGE_SIZE)
     batch_size: int = setting(1, "Batch of a --static-batch export (dynamic exports take any batch).", minimum=1)
     dynamic_batch: bool = setting(True, "A batch dimension of any size, or the --batch-size only.",
                                   option="--dynamic-batch/--static-batch")

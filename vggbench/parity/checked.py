@@ -21,6 +21,7 @@ from ..exporters.settings import ExportSettings
 from ..zoo.weights import LoadedModel
 from .verify import verify as run_verify
 
+DEFAULT_IMAGE_SIZE = 224  # the paper's, for weights that record no size
 RANDOM_INT8_HINT = " (int8 is only offered for trained weights: random weights give no confident classes)"
 
 
@@ -28,15 +29,18 @@ def export(model: LoadedModel, out: str | os.PathLike, *, verify: bool = True, q
            calibration: torch.Tensor | None = None, **options) -> dict:
     """Export `model` into `out` (see vggbench.exporters.export.export for `options`: formats, image_size,
     batch_size, dynamic_batch, opset, precision, torchscript_mode, force) and, with `verify`, check every
-    artifact against the eager model before the folder is put in place.
+    artifact against the eager model before the folder is put in place. `image_size` defaults to the size the
+    weights were trained at (recorded in vggbench checkpoints; 224 for ImageNet weights), else 224.
 
     onnx-int8 is calibrated on `calibration` (normalised images), or else on the images `quant.calibration`
     names (see vggbench.data.inputs.calibration_images). Returns the manifest.
     """
     quant = quant or QuantConfig()
     formats = options.get("formats", exporters.DEFAULT_FORMATS)
+    # the size the weights were trained at (a checkpoint records it), not 224 for a model trained at 64
+    options["image_size"] = options.get("image_size") or model.weights.image_size or DEFAULT_IMAGE_SIZE
     if INT8_FORMAT in formats and calibration is None and options.get("precision", "fp32") == "fp32":
-        image_size = options.get("image_size", 224)
+        image_size = options["image_size"]
         calibration, source = calibration_images(quant.calibration, quant.images, image_size, model.weights.mean,
                                                  model.weights.std, model.weights.meta)
         quant = dataclasses.replace(quant, calibration=source)

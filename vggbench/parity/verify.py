@@ -74,6 +74,10 @@ def reference_model(manifest: dict, weights: str | os.PathLike | None = None) ->
     if weights is None:
         weights = WeightsSource(info["source"], seed=info.get("seed") or 0, tag=info.get("tag"),
                                 path=Path(info["path"]) if info.get("path") else None)
+    if isinstance(model.get("spec"), dict):  # a custom layer list (--config): registered as the export recorded it
+        from ..zoo.custom import register_custom
+
+        register_custom(**{k: model["spec"].get(k) for k in ("name", "layers", "batch_norm")}, where="manifest.json")
     loaded = load_model(model["name"], weights, seed=info.get("seed") or 0, **model["options"])
     if loaded.fingerprint != info["state_sha256"]:
         raise ArtifactError(f"the weights rebuilt from {weights} are not the ones exported (state_sha256 differs); "

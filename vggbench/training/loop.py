@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..core.errors import TrainingError
 from ..core.fileio import exclusive, write_json
+from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import load_data
 from ..zoo.specs import check_image_size, get_spec
 from ..zoo.weights import checkpoint_meta
@@ -58,6 +59,7 @@ class TrainResult:
     world_size: int = 1
     rank: int = 0
     history: tuple[dict, ...] = field(default=(), repr=False)
+    warnings: tuple[str, ...] = ()  # e.g. validation accuracy stuck at chance
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,8 +91,13 @@ class _Run:
         self.config, self.dist, self.device = config, dist, device
         spec = get_spec(config.model)
         check_image_size(spec, config.image_size)
+        normalize = config.normalize
+        if config.mean is not None or config.std is not None:  # --mean/--std given: they win over --normalize
+            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if config.normalize == "imagenet" or (
+                config.mean is not None and config.std is not None) else _dataset_stats(config)
+            normalize = (config.mean or mean, config.std or std)
         self.data = load_data(config.data, image_size=config.image_size, data_dir=config.data_dir,
-                              download=config.download, normalize=config.normalize, augment=config.augment,
+                              download=config.download, normalize=normalize, augment=config.augment,
                               color_jitter=config.color_jitter, val_fraction=config.val_fraction)
         self.loaded = recipe.make_model(config, self.data.num_classes)
         self.module = self.loaded.module.to(device, memory_format=self._memory_format).train()
@@ -107,6 +114,9 @@ class _Run:
             held.enter_context(exclusive(self.run_dir))
         self.history: list[dict] = []
         self.best_val_acc, self.best_epoch, self.best_state = -1.0, 0, None
+        self.best_score = None  # of the --monitor value at the best epoch
+        self.warnings: list[str] = []
+        self.steps_per_epoch = 1
         # where the run stands: epochs completed, batches done in the next one, their running sums and the
         # RNG state after the last of them (what an interrupted run saves)
         self.epoch, self.step, self.partial, self.rng = 0, 0, [0.0, 0.0, 0.0], None
@@ -154,7 +164,8 @@ class _Run:
             run_dir=str(self.run_dir), best_path=str(self.run_dir / runs.BEST),
             last_path=str(self.run_dir / runs.LAST), epochs=self.epoch, best_epoch=self.best_epoch,
             best_val_acc=self.best_val_acc, test=test, seconds=round(time.perf_counter() - started, 3),
-            world_size=self.dist.world_size, rank=self.dist.rank, history=tuple(self.history))
+            world_size=self.dist.world_size, rank=self.dist.rank, history=tuple(self.history),
+            warnings=tuple(self.warnings))
 
     def _one_epoch(self, stop: _DeferredInterrupt) -> None:
         config, epoch, tic = self.config, self.epoch, time.perf_counter()
@@ -179,15 +190,21 @@ class _Run:
             self._diverged(val.loss, "validation loss")
         lr = self.optimizer.param_groups[0]["lr"]
         self.busy = True
-        recipe.step_scheduler(self.scheduler, val.top1)
+        score = val.top1 if config.monitor == "val_acc" else val.loss
+        if epoch + 1 > config.warmup_value:  # the schedule starts after the warm-up
+            recipe.step_scheduler(self.scheduler, score)
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
                   "val_acc": val.top1, "val_top5": val.top5, "lr": lr,
                   "seconds": round(time.perf_counter() - tic, 3)}
-        improved = val.top1 > self.best_val_acc
+        improved = self.best_score is None or (score > self.best_score if config.monitor == "val_acc"
+                                               else score < self.best_score)
         if improved:
-            self.best_val_acc, self.best_epoch = val.top1, epoch + 1
+            self.best_val_acc, self.best_epoch, self.best_score = val.top1, epoch + 1, score
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
         self.history.append(record)
+        warning = None if self.warnings else recipe.chance_warning(config, self.history, self.data.num_classes)
+        if warning:
+            self.warnings.append(warning)
         self.epoch, self.step, self.partial, self.rng = epoch + 1, 0, [0.0, 0.0, 0.0], None
         self.busy = False
         if self.dist.is_main:
@@ -196,7 +213,11 @@ class _Run:
             if self.epoch % config.save_every == 0 or self.epoch == config.epochs:
                 runs.save_checkpoint(self.run_dir / runs.LAST, self._checkpoint(val_acc=val.top1))
                 self.saved_epoch = self.epoch
+            if config.keep_every and self.epoch % config.keep_every == 0:
+                runs.save_checkpoint(self.run_dir / runs.snapshot_name(self.epoch), self._checkpoint(val_acc=val.top1))
             self._write_history()
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
             if config.progress:
                 print(f"epoch {self.epoch}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.2%}  "
                       f"val loss {val.loss:.4f} acc {val.top1:.2%}  lr {lr:.3g}  {record['seconds']:.1f} s",
@@ -213,6 +234,10 @@ class _Run:
         value = loss.detach().item()
         if not math.isfinite(value):
             self._diverged(value)
+        lr = recipe.warmup_lr(self.config, self.epoch, self.step, self.steps_per_epoch)
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -229,14 +254,15 @@ class _Run:
         sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
                                      shuffle=True, seed=config.seed)
         sampler.set_epoch(epoch)
-        indices = list(sampler)[skip_batches * config.batch_size:]
+        self.steps_per_epoch = math.ceil(len(sampler) / config.batch_size_value)
+        indices = list(sampler)[skip_batches * config.batch_size_value:]
         generator = torch.Generator().manual_seed(seeding.epoch_seed(config.seed, epoch, self.dist.rank))
-        return DataLoader(dataset, batch_size=config.batch_size, sampler=indices, num_workers=config.workers,
+        return DataLoader(dataset, batch_size=config.batch_size_value, sampler=indices, num_workers=config.workers,
                           worker_init_fn=seed_worker, generator=generator,
                           pin_memory=self.device.type == "cuda")
 
     def _evaluate(self, split: str) -> EvalResult:
-        loader = eval_loader(self.data.dataset(split), self.config.batch_size, self.config.workers, self.device,
+        loader = eval_loader(self.data.dataset(split), self.config.batch_size_value, self.config.workers, self.device,
                              self.dist)
         return evaluate_loader(self.module, loader, self.device, self.autocast, self._memory_format,
                                self.data.num_classes, dataset=self.config.data, split=split)
@@ -255,7 +281,8 @@ class _Run:
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "epoch": self.epoch, "step": self.step, "partial": list(self.partial),
                 "rng": self.rng or seeding.rng_state(),
-                "history": list(self.history), "best": {"epoch": self.best_epoch, "val_acc": self.best_val_acc},
+                "history": list(self.history), "warnings": list(self.warnings),
+                "best": {"epoch": self.best_epoch, "val_acc": self.best_val_acc, "score": self.best_score},
                 "config": dataclasses.asdict(config)}
 
     def _restore(self, checkpoint: dict) -> None:
@@ -268,6 +295,8 @@ class _Run:
         self.history = list(checkpoint["history"])
         best = checkpoint.get("best") or {}
         self.best_val_acc, self.best_epoch = best.get("val_acc", -1.0), best.get("epoch", 0)
+        self.best_score = best.get("score", self.best_val_acc if self.best_epoch else None)
+        self.warnings = list(checkpoint.get("warnings", []))
         best_path = self.run_dir / runs.BEST
         if best_path.exists():  # the test split is scored with the best weights, also after a resume
             self.best_state = runs.load_checkpoint(best_path)["model_state_dict"]
@@ -283,6 +312,9 @@ class _Run:
                 "resolved": {"model": self.loaded.name, "options": self.loaded.options.to_dict(),
                              "classes": list(data.classes), "split_sizes": data.sizes(), "mean": list(data.mean),
                              "std": list(data.std), "augment": data.augment, "lr": self.config.lr_value,
+                             "optimizer": self.config.optimizer_value,
+                             "batch_size": self.config.batch_size_value, "init": self.loaded.options.init,
+                             "warmup": self.config.warmup_value,
                              "weight_decay": self.config.weight_decay_value, "device": str(self.device),
                              "world_size": self.dist.world_size,
                              "precision": (("fp16" if self.device.type == "cuda" else "bf16") + " autocast"
@@ -291,7 +323,8 @@ class _Run:
 
     def _write_history(self, test: EvalResult | None = None, plot: bool = False) -> None:
         runs.write_history(self.run_dir, self.history, model=self.loaded.name, dataset=self.config.data,
-                           best_epoch=self.best_epoch, best_val_acc=self.best_val_acc,
+                           best_epoch=self.best_epoch, best_val_acc=self.best_val_acc, monitor=self.config.monitor,
+                           warnings=list(self.warnings),
                            test=dataclasses.asdict(test) if test else None)
         if self.history and (plot or time.perf_counter() - self.plotted > PLOT_EVERY_S):
             runs.plot_history(self.run_dir / runs.PLOT, self.history, f"{self.loaded.name} on {self.config.data}",
@@ -319,6 +352,13 @@ class _Run:
 
 
 # --- building blocks ----------------------------------------------------------------------------------
+
+def _dataset_stats(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The training split's mean/std (--normalize dataset), for the channels --mean/--std leave out."""
+    data = load_data(config.data, image_size=config.image_size, data_dir=config.data_dir, download=config.download,
+                     normalize="dataset", val_fraction=config.val_fraction)
+    return data.mean, data.std
+
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     return nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)

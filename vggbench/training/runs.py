@@ -24,7 +24,8 @@ CONFIG, HISTORY, PLOT = "config.json", "history.json", "history.png"
 CHECKPOINT_FORMAT = "vggbench-train/1"
 HISTORY_SCHEMA_VERSION = 1
 # Settings a --resume may change: they do not change what the run computes.
-RESUME_MAY_CHANGE = ("epochs", "resume", "workers", "progress", "save_every", "data_dir", "download", "device")
+RESUME_MAY_CHANGE = ("epochs", "resume", "workers", "progress", "save_every", "keep_every", "data_dir", "download",
+                     "device")
 # What a training checkpoint holds besides "model_state_dict" and the "vggbench" metadata.
 TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "step", "partial", "rng", "history", "config")
 
@@ -48,6 +49,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if missing:
         raise WeightsError(f"{path} is an incomplete training checkpoint: no {', '.join(missing)}")
     return checkpoint
+
+
+def snapshot_name(epoch: int) -> str:
+    """The --keep-every snapshot of an epoch, kept beside last.pt and best.pt."""
+    return f"epoch_{epoch}.pt"
 
 
 # --- the run folder and resuming -------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -42,22 +42,21 @@ def make_layers(layers: Iterable, batch_norm: bool, width: float = 1.0, in_chann
 
 
 class VGG(nn.Module):
-    """Features, an adaptive average pool and a three-layer classifier, as torchvision lays them out."""
+    """Features, an adaptive average pool and a classifier, as torchvision lays them out: Linear, ReLU, Dropout
+    per hidden layer (two of 4096 in the paper), then the last Linear."""
 
     def __init__(self, features: nn.Sequential, feature_channels: int, num_classes: int = 1000,
-                 hidden: int = 4096, dropout: float = 0.5, pool: int = 7) -> None:
+                 hidden: int | Sequence[int] = 4096, dropout: float = 0.5, pool: int = 7) -> None:
         super().__init__()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
-        self.classifier = nn.Sequential(
-            nn.Linear(feature_channels * pool * pool, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        widths = (hidden, hidden) if isinstance(hidden, int) else tuple(hidden)
+        layers: list[nn.Module] = []
+        fan_in = feature_channels * pool * pool
+        for width in widths:
+            layers += [nn.Linear(fan_in, width), nn.ReLU(inplace=True), nn.Dropout(p=dropout)]
+            fan_in = width
+        self.classifier = nn.Sequential(*layers, nn.Linear(fan_in, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
@@ -91,7 +90,19 @@ def init_paper(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-_INIT_FUNCTIONS = {"kaiming": init_kaiming, "paper": init_paper}
+def init_glorot(model: nn.Module) -> None:
+    """Glorot & Bengio (2010)'s uniform initialisation with zero biases, which the paper found lets its deep nets
+    train from scratch, without net A's weights."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+_INIT_FUNCTIONS = {"kaiming": init_kaiming, "paper": init_paper, "glorot": init_glorot}
 
 
 def build(spec: ModelSpec | str, options: ModelOptions | None = None) -> VGG:

@@ -17,12 +17,15 @@ class ShapeSettings(Settings):
                                        maximum=MAX_NUM_CLASSES)
     width: float | None = setting(None, "Channel multiplier, e.g. 0.0625 for a tiny model [default: 1].",
                                    above=0, maximum=MAX_WIDTH)
-    hidden: int | None = setting(None, "Classifier width [default: 4096 x width (imagenet head), 512 x width "
-                                       "(compact)].", minimum=1, maximum=MAX_HIDDEN)
+    hidden: tuple[int, ...] | None = setting(None, "Classifier width: one value for both hidden layers, or one "
+                                                    "value per hidden layer, e.g. 4096,1000 [default: 4096 x width "
+                                                    "(imagenet head), 512 x width (compact)].", minimum=1,
+                                             maximum=MAX_HIDDEN)
     dropout: float | None = setting(None, "Classifier dropout [default: 0.5].", minimum=0, below=1)
     head: str | None = setting(None, "imagenet (pool to 7x7, torchvision layout) or compact (1x1, for 32x32 "
                                      "inputs) [default: imagenet].", choices=tuple(HEADS))
-    init: str | None = setting(None, "kaiming (torchvision) or paper (N(0, 0.01)) [default: kaiming].",
+    init: str | None = setting(None, "kaiming (torchvision), paper (N(0, 0.01)) or glorot (Glorot & Bengio) "
+                                     "[default: kaiming; train: glorot, or paper with --recipe paper].",
                                choices=INITS)
 
     def model_options(self) -> dict:
@@ -39,9 +42,20 @@ class WeightsSettings(Settings):
     seed: int = setting(0, "Seed for --weights random (and, in training, of the data order and augmentation).")
 
 
+def _config_path(value):
+    from .custom import config_path  # reads the file and registers its model
+
+    return config_path(value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSettings(ShapeSettings, WeightsSettings):
     """A model's weights and shape: what `load_model` takes besides the model's name."""
+
+    model_config: str | None = setting(None, "A TOML or JSON file naming a layer list of your own, e.g. name = "
+                                             "\"myvgg\", layers = [64, \"M\", 128, \"M\"], batch_norm = false; "
+                                             "the model is then used by that name.", option="--config",
+                                       parse=_config_path)
 
     def load(self, name: str):
         """The LoadedModel `name` with these weights and shape options."""

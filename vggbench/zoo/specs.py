@@ -32,7 +32,9 @@ HEADS = {
     # for 32x32 inputs (CIFAR, digits), where the last feature map is 1x1
     "compact": {"pool": 1, "hidden": 512},
 }
-INITS = ("kaiming", "paper")
+# kaiming: torchvision's; paper: N(0, 0.01) as the paper's random init; glorot: Glorot & Bengio's uniform init,
+# which the paper names as what lets its deeper nets train without pre-training from net A
+INITS = ("kaiming", "paper", "glorot")
 
 # Upper bounds of the shape options and the input size, so that a typo is one line instead of an allocation
 # that fails (or swaps) minutes later:
@@ -54,13 +56,23 @@ class ModelSpec:
     """One registered model: a paper config with or without batch norm."""
 
     name: str
-    config: str
+    config: str  # a paper letter, or CUSTOM for a layer list of the user's (--config FILE)
     batch_norm: bool
     torchvision_name: str | None = None  # the torchvision builder with the same layers and weights
+    custom_layers: tuple | None = None  # the layer list of a CUSTOM config
 
     @property
     def layers(self) -> tuple:
-        return CONFIGS[self.config]
+        return self.custom_layers if self.custom_layers is not None else CONFIGS[self.config]
+
+    @property
+    def custom(self) -> bool:
+        return self.custom_layers is not None
+
+    def record(self) -> dict:
+        """What rebuilds a custom spec (`register_custom(**record)`): name, layers and batch_norm."""
+        return {"name": self.name, "layers": [list(t) if isinstance(t, tuple) else t for t in self.layers],
+                "batch_norm": self.batch_norm}
 
     @property
     def depth(self) -> int:
@@ -83,7 +95,9 @@ class ModelOptions:
 
     num_classes: int = 1000
     width: float = 1.0  # channel multiplier; 1/16 gives tiny models for tests
-    hidden: int | None = None  # classifier width; None: the head's default scaled by width
+    # classifier width: one int for both hidden layers (the paper's two), a tuple for one hidden layer per
+    # value (e.g. (4096, 1000)); None: the head's default scaled by width
+    hidden: int | tuple[int, ...] | None = None
     dropout: float = 0.5
     head: str = "imagenet"
     init: str = "kaiming"
@@ -95,8 +109,14 @@ class ModelOptions:
         if (not isinstance(self.width, (int, float)) or not (0 < self.width <= MAX_WIDTH)
                 or math.isnan(self.width)):
             raise ConfigError(f"width must be a channel multiplier in (0, {MAX_WIDTH:g}], got {self.width!r}")
-        if self.hidden is not None and (not isinstance(self.hidden, int) or not 1 <= self.hidden <= MAX_HIDDEN):
-            raise ConfigError(f"hidden must be an integer in [1, {MAX_HIDDEN:,}], got {self.hidden!r}")
+        hidden = self.hidden
+        if isinstance(hidden, (list, tuple)):  # as JSON and checkpoints hold it; one value is the int form
+            hidden = tuple(hidden) if len(hidden) != 1 else hidden[0]
+            object.__setattr__(self, "hidden", hidden)
+        values = hidden if isinstance(hidden, tuple) else (hidden,)
+        if hidden is not None and (not values or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_HIDDEN for v in values)):
+            raise ConfigError(f"hidden must be an integer in [1, {MAX_HIDDEN:,}] or a list of them, got {self.hidden!r}")
         if not isinstance(self.dropout, (int, float)) or not (0 <= self.dropout < 1):
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.head not in HEADS:
@@ -105,11 +125,16 @@ class ModelOptions:
             raise ConfigError(f"unknown init {self.init!r}: choose one of {', '.join(INITS)}")
 
     @property
-    def hidden_features(self) -> int:
-        return self.hidden if self.hidden is not None else scale(HEADS[self.head]["hidden"], self.width)
+    def hidden_features(self) -> tuple[int, ...]:
+        """The width of each hidden layer of the classifier."""
+        if isinstance(self.hidden, tuple):
+            return self.hidden
+        width = self.hidden if self.hidden is not None else scale(HEADS[self.head]["hidden"], self.width)
+        return (width, width)
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Field -> value, a tuple of hidden widths as a list (for JSON)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
 
 OPTION_NAMES = tuple(f.name for f in fields(ModelOptions))  # num_classes, width, hidden, dropout, head, init
@@ -153,6 +178,14 @@ def register_model(spec: ModelSpec, aliases: Iterable[str] = ()) -> ModelSpec:
             raise ValueError(f"alias {alias!r} is already taken")
         _ALIASES[alias] = spec.name
     return spec
+
+
+CUSTOM = "custom"
+
+
+def custom_spec(name: str, layers: tuple, batch_norm: bool) -> ModelSpec:
+    """The spec of a layer list of the user's (checked by zoo.custom)."""
+    return ModelSpec(name, CUSTOM, batch_norm, None, tuple(layers))
 
 
 # (name, paper config, torchvision builder, has a batch-norm variant)

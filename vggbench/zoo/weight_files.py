@@ -169,18 +169,24 @@ def infer_options(state: dict[str, torch.Tensor]) -> dict | None:
     """num_classes, width, hidden and head read off a VGG state_dict's shapes (None if it is no VGG)."""
     convs = sorted((int(k.split(".")[1]), v) for k, v in state.items()
                    if re.fullmatch(r"features\.\d+\.weight", k) and v.ndim == 4)
-    fc = [state.get("classifier.0.weight"), state.get("classifier.6.weight")]
-    if not convs or any(w is None or w.ndim != 2 for w in fc):
+    # the classifier's Linears: classifier.0, .3, ... (Linear, ReLU, Dropout per hidden layer), then the last
+    fc = sorted((int(k.split(".")[1]), v) for k, v in state.items()
+                if re.fullmatch(r"classifier\.\d+\.weight", k))
+    if (not convs or len(fc) < 2 or any(w.ndim != 2 for _, w in fc)
+            or [i for i, _ in fc] != list(range(0, 3 * len(fc), 3))):
         return None
     width = convs[0][1].shape[0] / 64
     last = convs[-1][1].shape[0]
-    hidden, fc_in = state["classifier.0.weight"].shape
+    fc_in = fc[0][1].shape[1]
+    hidden = tuple(int(w.shape[0]) for _, w in fc[:-1])
     heads = [h for h, cfg in HEADS.items() if fc_in == last * cfg["pool"] ** 2]
     if not heads:
         return None
-    options = {"num_classes": int(state["classifier.6.weight"].shape[0]), "width": width, "head": heads[0]}
-    if hidden != scale(HEADS[heads[0]]["hidden"], width):
-        options["hidden"] = int(hidden)
+    options = {"num_classes": int(fc[-1][1].shape[0]), "width": width, "head": heads[0]}
+    if len(hidden) != 2 or hidden[0] != hidden[1]:
+        options["hidden"] = hidden
+    elif hidden[0] != scale(HEADS[heads[0]]["hidden"], width):
+        options["hidden"] = hidden[0]
     return options
 
 
@@ -210,5 +216,9 @@ def identify(state: dict[str, torch.Tensor], options: ModelOptions | None = None
 def describe_options(options: dict) -> str:
     """The options that shape a state_dict, as k=v pairs."""
     keep = ("num_classes", "width", "hidden", "head")
-    return ", ".join(f"{k}={options[k]:g}" if isinstance(options[k], float) else f"{k}={options[k]}"
-                     for k in keep if options.get(k) is not None)
+    def shown(value) -> str:
+        if isinstance(value, float):
+            return f"{value:g}"
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return ", ".join(f"{k}={shown(options[k])}" for k in keep if options.get(k) is not None)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.errors import ConfigError, WeightsError
+from ..core.errors import ConfigError, UnknownModelError, WeightsError
 from ..core.fileio import atomic_file, sha256_file
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .fingerprint import state_sha256
@@ -123,7 +123,8 @@ class LoadedModel:
 
 
 def load_model(name: str | ModelSpec, weights: str | os.PathLike | WeightsSource = "random", *, seed: int = 0,
-               num_classes: int | None = None, width: float | None = None, hidden: int | None = None,
+               num_classes: int | None = None, width: float | None = None,
+               hidden: int | tuple[int, ...] | None = None,
                dropout: float | None = None, head: str | None = None, init: str | None = None) -> LoadedModel:
     """Build a model and give it weights.
 
@@ -131,10 +132,10 @@ def load_model(name: str | ModelSpec, weights: str | os.PathLike | WeightsSource
     published weights), or a path to a .pth/.pt/.safetensors file. Options left as None come from the file
     when it says them, else from ModelOptions' defaults; options given explicitly must fit the file.
     """
-    spec = get_spec(name) if isinstance(name, str) else name
+    source = parse_weights(weights, seed)
+    spec = _spec(name, source) if isinstance(name, str) else name
     requested = {k: v for k, v in dict(num_classes=num_classes, width=width, hidden=hidden, dropout=dropout,
                                        head=head, init=init).items() if v is not None}
-    source = parse_weights(weights, seed)
     if source.kind == "random":
         options = ModelOptions(**requested)
         with torch.random.fork_rng(devices=[]):
@@ -144,6 +145,25 @@ def load_model(name: str | ModelSpec, weights: str | os.PathLike | WeightsSource
     if source.kind == "imagenet":
         return _load_imagenet(spec, source.tag, requested)
     return _load_file(spec, source.path, requested)
+
+
+def _spec(name: str, source: WeightsSource) -> ModelSpec:
+    """The spec by name; a custom model that is not registered yet is rebuilt from the layers its file records."""
+    try:
+        return get_spec(name)
+    except UnknownModelError:
+        if source.kind != "file" or not source.path.is_file():
+            raise
+        try:
+            record = read_weights_file(source.path)[1].get("spec")
+        except WeightsError:
+            record = None  # not a file that could say: the unknown name is the error to report
+        if not isinstance(record, dict) or str(record.get("name", "")).lower() != str(name).strip().lower():
+            raise
+        from .custom import register_custom
+
+        return register_custom(**{k: record.get(k) for k in ("name", "layers", "batch_norm")},
+                               where=str(source.path))
 
 
 def _load_file(spec: ModelSpec, path: Path, requested: dict) -> LoadedModel:
@@ -219,7 +239,8 @@ def _load_imagenet(spec: ModelSpec, tag: str | None, requested: dict) -> LoadedM
 
 def checkpoint_meta(model: LoadedModel, **extra) -> dict:
     """The metadata vggbench stores beside a state_dict so the file can rebuild its own model."""
-    return {"format": 1, "model": model.name, "options": model.options.to_dict(),
+    custom = {"spec": model.spec.record()} if model.spec.custom else {}
+    return {"format": 1, "model": model.name, "options": model.options.to_dict(), **custom,
             "mean": list(model.weights.mean), "std": list(model.weights.std),
             "image_size": model.weights.image_size, **extra}
 
