@@ -111,19 +111,6 @@ def dense_spec(manifest: dict) -> dict | None:
     return dense if isinstance(dense, dict) else None
 
 
-def check_input_size(manifest: dict, height: int, width: int, where: str = "") -> None:
-    """An ArtifactError unless the export takes height x width: its own size, or any >= min_size when dense."""
-    dense = dense_spec(manifest)
-    size = manifest["input"]["image_size"]
-    if dense is None:
-        if (height, width) != (size, size):
-            raise ArtifactError(f"{where or 'the export'} takes {size}x{size} inputs only, not {height}x{width}; "
-                                f"export at {height} (or with --dense, whose height and width are dynamic)")
-    elif min(height, width) < dense["min_size"]:
-        raise ArtifactError(f"{where or 'the dense export'} takes inputs of at least {dense['min_size']}x"
-                            f"{dense['min_size']}, not {height}x{width}")
-
-
 def artifact(manifest: dict, fmt: str, export_dir: str | os.PathLike) -> dict:
     """The manifest entry of one format, after checking every file of it against its sha256."""
     entry = manifest.get("artifacts", {}).get(fmt)

@@ -99,7 +99,7 @@ def rescale(images: torch.Tensor, shorter: int) -> torch.Tensor:
 
 # --- scoring ------------------------------------------------------------------------------------------
 
-class _Scorer:
+class Scorer:
     """Posteriors of one protocol family for a batch of same-size images at one scale."""
 
     def __init__(self, module: nn.Module, dense: nn.Module | None, size: int, config: EvalConfig,
@@ -167,7 +167,7 @@ def evaluate_protocols(config: EvalConfig) -> ProtocolReport:
         dense = dense_model(module, size).eval()
     _check_scales(scales, size, protocols, min_dense_size(module.features, size))
     device, memory_format = prep.device, prep.memory_format
-    scorer = _Scorer(module, dense, size, config, autocast_factory(device, config.amp), memory_format, device)
+    scorer = Scorer(module, dense, size, config, autocast_factory(device, config.amp), memory_format, device)
     mean = torch.tensor(prep.data.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(prep.data.std, device=device).view(1, -1, 1, 1)
 

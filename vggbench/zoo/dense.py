@@ -123,3 +123,16 @@ def min_dense_size(features: nn.Sequential, train_size: int) -> int:
     side = feature_size(features, train_size)
     pools = sum(isinstance(m, nn.MaxPool2d) for m in features)
     return side * 2 ** pools
+
+
+def dense_gmacs(dense: DenseVGG, height: int, width: int) -> float:
+    """Multiply-accumulates (G) of one height x width image through the dense net: convolutions only."""
+    macs, h, w = 0, height, width
+    for m in [*dense.features, *dense.head]:
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            h, w = h + 2 * m.padding[0] - kh + 1, w + 2 * m.padding[1] - kw + 1
+            macs += h * w * m.out_channels * m.in_channels * kh * kw
+        elif isinstance(m, nn.MaxPool2d):
+            h, w = (h - 2) // 2 + 1, (w - 2) // 2 + 1
+    return macs / 1e9
