@@ -196,6 +196,7 @@ def test_dense_at_the_training_size_scores_as_the_centre_crop_on_digits():
         assert row.views == 1 and row.ms_per_image > 0
 
 
+@pytest.mark.slow
 def test_several_scales_add_a_multi_scale_row_and_small_scales_are_refused():
     config = dict(model="vgg11", **TINY, data="digits", batch_size=128, split="val")
     report = evaluate_protocols(EvalConfig(**config, protocol=("dense",), scales=(32, 48), flip=True))
