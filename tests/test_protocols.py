@@ -203,6 +203,7 @@ def test_several_scales_add_a_multi_scale_row_and_small_scales_are_refused():
     assert [(r.protocol, r.scales, r.views) for r in report.rows] == [("dense", "32", 2), ("dense", "48", 2),
                                                                         ("dense", "32,48", 4)]
     assert report.settings["flip"] is True and report.settings["scales"] == [32, 48]
+    assert report.notes and "not mirror-safe" in report.notes[0]
     with pytest.raises(ConfigError, match="smaller than the 32x32 crops"):
         evaluate_protocols(EvalConfig(**config, protocol=("multicrop",), scales=(31,)))
     with pytest.raises(ConfigError, match="dense net's smallest input"):

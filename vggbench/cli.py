@@ -250,6 +250,8 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
         report = evaluate_protocols(config)
         echo_rows([{"model": model, **dataclasses.asdict(r)} for r in report.rows], "json" if as_json else fmt,
                   ["model", "protocol", "scales", "views", "top1_err", "top5_err", "loss", "images", "ms_per_image"])
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
         return
     result = evaluate_model(config)
     row = {"model": model, "weights": config.weights, **dataclasses.asdict(result)}

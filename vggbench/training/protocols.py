@@ -55,10 +55,12 @@ class ProtocolReport:
     image_size: int  # S: the crop the model takes, and the size at which the dense form equals it
     rows: list[ProtocolRow] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # for people: choices that the numbers depend on
 
     def to_dict(self) -> dict:
         return {"model": self.model, "weights": self.weights, "dataset": self.dataset, "split": self.split,
-                "image_size": self.image_size, "rows": [asdict(r) for r in self.rows], "settings": self.settings}
+                "image_size": self.image_size, "rows": [asdict(r) for r in self.rows], "settings": self.settings,
+                "notes": self.notes}
 
 
 # --- crops --------------------------------------------------------------------------------------------
@@ -116,10 +118,12 @@ class Scorer:
         return torch.cat(outs)
 
     def views(self, views: list[torch.Tensor], net: nn.Module) -> torch.Tensor:
-        """Averaged posterior over views of the same batch (all the same shape)."""
-        n = views[0].shape[0]
-        posteriors = self._forward(net, torch.cat(views))
-        return posteriors.reshape(len(views), n, -1).mean(dim=0)
+        """Averaged posterior over views of the same batch, one view at a time (50 crops of a batch at once
+        would hold 50 batches of images in memory)."""
+        total = self._forward(net, views[0])
+        for view in views[1:]:
+            total += self._forward(net, view)
+        return total / len(views)
 
     def center(self, images: torch.Tensor) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as TF
@@ -159,7 +163,8 @@ def evaluate_protocols(config: EvalConfig) -> ProtocolReport:
     prep = prepare_evaluation(config)
     size = prep.image_size
     protocols = list(dict.fromkeys(config.protocol or ("center",)))
-    default_scale = round(size / SOURCES[parse_name(config.data)[0]].crop_fraction)
+    source = SOURCES[parse_name(config.data)[0]]
+    default_scale = round(size / source.crop_fraction)
     scales = list(dict.fromkeys(config.scales or (default_scale,)))
     module = prep.module.eval()
     dense = None
@@ -209,6 +214,9 @@ def evaluate_protocols(config: EvalConfig) -> ProtocolReport:
                 sums[protocol, qs] += _score(posterior, labels, k, spent)
     report = ProtocolReport(config.model, str(config.weights), config.data, prep.split, size,
                             settings={**config.to_dict(), "scales": scales, "protocol": protocols})
+    if (config.flip or config.crops == "ten" and any("multicrop" in p for p in protocols)) and not source.mirror_safe:
+        report.notes.append(f"{config.data} is not mirror-safe (a mirrored image can be another class): the "
+                            f"mirrored views cost accuracy here")
     for (protocol, qs), total in sums.items():
         loss, top1, topk, images, spent = distributed.all_reduce_sum(total.to(device)).tolist()
         if not images:
