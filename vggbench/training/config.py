@@ -79,7 +79,7 @@ class EvalConfig(CommonSettings):
                                                    "several add a multi-scale row [default: the eval transform's "
                                                    "resize, the image size for digits].", minimum=1,
                                              maximum=MAX_IMAGE_SIZE)
-    flip: bool = setting(False, "Average in the soft-max of the mirrored image (dense, multicrop).")
+    flip: bool = setting(False, "Average in the soft-max of the mirrored image (of each view, in every protocol).")
     crops: str = setting("grid", "multicrop: grid (the paper's 5x5 crops per scale), five (torchvision's FiveCrop) "
                                  "or ten (TenCrop: five plus mirrored, whatever --flip says).", choices=CROPS)
 
