@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from vggbench.zoo import specs
+
 # 1/16 of the paper's channels (4..32) and a small classifier: fast, yet every layer is there.
 TINY = {"width": 1 / 16, "hidden": 32}
 TINY_IMAGE = 32
@@ -135,8 +137,12 @@ def _isolated(monkeypatch, tmp_path_factory):
     # ...and a subprocess started from there still imports this checkout's vggbench, not an installed one
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     threads = torch.get_num_threads()
+    # a test that registers a custom model (--config) must not add it to the zoo of the tests after it
+    models, aliases = dict(specs._REGISTRY), dict(specs._ALIASES)
     yield
     torch.set_num_threads(threads)
+    specs._REGISTRY.clear(), specs._REGISTRY.update(models)
+    specs._ALIASES.clear(), specs._ALIASES.update(aliases)
 
 
 @pytest.fixture

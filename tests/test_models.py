@@ -65,7 +65,8 @@ def test_structure_of_every_config(name):
     assert len(lrn) == (1 if spec.config == "A-LRN" else 0)
     if lrn:  # right after the first conv's ReLU, with Krizhevsky's constants
         assert isinstance(model.features[1], nn.ReLU) and model.features[2] is lrn[0]
-        assert (lrn[0].size, lrn[0].alpha, lrn[0].beta, lrn[0].k) == (5, 1e-4, 0.75, 2.0)
+        # torch's LocalResponseNorm divides alpha by size: Krizhevsky's 1e-4 is given as 5e-4
+        assert (lrn[0].size, lrn[0].alpha, lrn[0].beta, lrn[0].k) == (5, 5e-4, 0.75, 2.0)
     # width 1/16 scales every conv: 64 -> 4 ... 512 -> 32
     assert convs[0].out_channels == 4 and convs[-1].out_channels == 32
     out = model.eval()(torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE))

@@ -18,6 +18,8 @@ _EXPORTS = {
     "load_data": "data.datasets",
     "train": "training.loop", "TrainConfig": "training.config", "TrainResult": "training.loop",
     "evaluate": "training.evaluation", "EvalConfig": "training.config", "EvalResult": "training.evaluation",
+    "evaluate_protocols": "training.protocols", "ProtocolReport": "training.protocols",
+    "dense_model": "zoo.dense",
     "export": "parity.checked",
     "verify": "parity.verify", "VerifyReport": "parity.verify",
     "benchmark": "bench.sweep", "BenchRun": "bench.results", "read_run": "bench.results",

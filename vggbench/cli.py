@@ -235,12 +235,25 @@ def train(model, as_json, **kwargs) -> None:
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def evaluate(model, fmt, as_json, **kwargs) -> None:
-    """Top-1/top-5 accuracy and loss of MODEL with --weights on a dataset split."""
+    """Top-1/top-5 accuracy and loss of MODEL with --weights on a dataset split.
+
+    With --protocol, --scales or --flip: the paper's test-time protocols (center, dense, multicrop,
+    dense+multicrop), one row of top-1/top-5 error per protocol and scale, with the time per image.
+    """
     import dataclasses
 
     from .training.evaluation import evaluate as evaluate_model
 
     config = EvalConfig(model=model, **given(kwargs))
+    if config.uses_protocols:
+        from .training.protocols import evaluate_protocols
+
+        report = evaluate_protocols(config)
+        echo_rows([{"model": model, **dataclasses.asdict(r)} for r in report.rows], "json" if as_json else fmt,
+                  ["model", "protocol", "scales", "views", "top1_err", "top5_err", "loss", "images", "ms_per_image"])
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
+        return
     result = evaluate_model(config)
     row = {"model": model, "weights": config.weights, **dataclasses.asdict(result)}
     echo_rows([row], "json" if as_json else fmt,

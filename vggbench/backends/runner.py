@@ -77,7 +77,9 @@ class TorchRunner:
         if self.target.device.is_cuda:
             torch.cuda.synchronize(self.device)
 
-    def to_tensor(self, output: torch.Tensor) -> torch.Tensor:
+    def to_tensor(self, output: torch.Tensor | tuple) -> torch.Tensor:
+        if isinstance(output, (tuple, list)):  # a dense export with its score map: the scores come first
+            output = output[0]
         return output.detach().float().cpu()
 
     def notes(self, batch: torch.Tensor) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..backends import Target
 from ..core.errors import VggbenchError, one_line
 from ..core.fileio import exclusive
-from ..exporters.manifest import INT8_FORMAT, artifact, read_manifest
+from ..exporters.manifest import INT8_FORMAT, artifact, dense_spec, read_manifest
 from ..exporters.manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
 from ..parity.checked import export
 from ..zoo.weights import LoadedModel
@@ -29,16 +29,22 @@ class ExportCache:
     """Parity-checked export folders under `root`, one per (model, weights, image size, precision, format),
     reused while their manifest and checksums say they are what is asked for."""
 
-    def __init__(self, root: str | os.PathLike, model: LoadedModel, image_size: int) -> None:
-        self.root, self.model, self.image_size = Path(root), model, image_size
+    def __init__(self, root: str | os.PathLike, model: LoadedModel, image_size: int,
+                 dense_size: int | None = None) -> None:
+        # dense_size: exports of the dense form, equal to the model at that size (and run at any size)
+        self.root, self.model, self.dense_size = Path(root), model, dense_size
+        self.image_size = dense_size or image_size  # the size the export is made (and checked) at
         self._failed: dict[str, str] = {}
 
     def key(self, fmt: str, precision: str) -> str:
         ident = {"model": self.model.name, "options": self.model.options.to_dict(),
                  "state_sha256": self.model.fingerprint, "image_size": self.image_size, "precision": precision,
                  "format": fmt, "schema": MANIFEST_SCHEMA}
+        if self.dense_size:
+            ident["dense"] = True
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
-        return f"{self.model.name}-{self.image_size}-{precision}-{fmt}-{digest}"
+        dense = "-dense" if self.dense_size else ""
+        return f"{self.model.name}-{self.image_size}{dense}-{precision}-{fmt}-{digest}"
 
     def folder(self, target: Target) -> Path:
         """The export folder for a target of an artifact backend (amp and bf16 run an fp32 export; int8 runs
@@ -58,7 +64,8 @@ class ExportCache:
             if not self._usable(folder, fmt, exported):
                 try:
                     export(self.model, folder, formats=["onnx", fmt] if fmt == INT8_FORMAT else [fmt],
-                           image_size=self.image_size, precision=exported, force=True, verify=True)
+                           image_size=self.image_size, precision=exported, force=True, verify=True,
+                           dense=bool(self.dense_size))
                 except Exception as e:  # any exporter failure is this case's status, not a crash
                     self._failed[key] = str(e) if isinstance(e, VggbenchError) else one_line(e)
                     raise ExportFailed(self._failed[key]) from e
@@ -73,4 +80,5 @@ class ExportCache:
         parity = m.get("parity") or []
         return (m["model"]["name"] == self.model.name and m["weights"]["state_sha256"] == self.model.fingerprint
                 and m["input"]["image_size"] == self.image_size and m["precision"] == precision
+                and (dense_spec(m) is not None) == bool(self.dense_size)
                 and bool(parity) and all(p["passed"] for p in parity))

@@ -123,6 +123,11 @@ class Suite(ModelSettings):
     matrix: tuple[dict, ...] = setting((), parse=_matrix, cli=False)
     device: str = setting("cpu", "cpu, cuda or cuda:N (onnxruntime follows it).", parse=device_text)
     image_size: int = setting(224, "Input size.", minimum=1, maximum=MAX_IMAGE_SIZE)
+    dense: bool = setting(False, "Time the paper's dense form (FC layers as convolutions; the exports of `export "
+                                 "--dense`) on --image-size inputs; it equals the model at --dense-size.")
+    dense_size: int | None = setting(None, "--dense: the size where the dense form equals the model (its first FC "
+                                           "became a kernel of that size's feature map) [default: the weights' "
+                                           "training size, else 224].", minimum=1, maximum=MAX_IMAGE_SIZE)
     # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way), except
     # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.core.numerics.tf32_flag)
     threads: int | None = setting(None, "torch intra-op threads for the run (restored afterwards), also given "

@@ -34,6 +34,7 @@ from ..core.numerics import scoped_numerics, tf32_flag
 from ..core.timing import free_memory, is_oom, measure
 from ..data.inputs import random_batch
 from ..parity.metrics import compare, tolerance_for
+from ..zoo.dense import dense_gmacs, dense_model, min_dense_size
 from ..zoo.profiling import profile
 from ..zoo.weights import WeightsSource, load_model, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE, ExportCache, ExportFailed
@@ -44,6 +45,7 @@ from .setup import BackendSetup
 from .suite import Suite, resolve_suite
 
 PARITY_IMAGES = 2  # a case's first output is compared with eager fp32 on the CPU for this many images
+DENSE_DEFAULT_SIZE = 224  # the paper's training crop: where a dense form of random weights equals the model
 COMPILE_MIN_WARMUP = 3  # torch.compile's CUDA graphs (reduce-overhead) record on the 2nd-3rd call
 
 
@@ -166,9 +168,25 @@ class _Sweep:
             self._record([BenchResult.failed(self._case(name, *g[:3], b, g[4]), status, f"model not loaded: {reason}")
                           for g in groups for b in g[3]])
             return
-        self.gmacs = profile(loaded.spec, loaded.options, s.image_size).gmacs
-        self.cache = ExportCache(self.export_cache, loaded, s.image_size)
-        self.loaded, self.reference, self.batches, self.expected = loaded, eager_runner(loaded.module), {}, {}
+        subject, self.dense_note = loaded, ""  # what module backends run and what parity compares with
+        dense_size = None
+        if s.dense:
+            dense_size = s.dense_size or loaded.weights.image_size or DENSE_DEFAULT_SIZE
+            subject = dense_model(loaded.module, dense_size).eval()
+            lowest = min_dense_size(subject.features, dense_size)
+            if s.image_size < lowest:
+                reason = (f"the dense form of {name} made at {dense_size} takes inputs of at least {lowest}, not "
+                          f"{s.image_size}")
+                self._record([BenchResult.failed(self._case(name, *g[:3], b, g[4]), "unsupported", reason)
+                              for g in groups for b in g[3]])
+                return
+            self.gmacs = dense_gmacs(subject, s.image_size, s.image_size)
+            self.dense_note = f"dense form, equal to the model at {dense_size}"
+        else:
+            self.gmacs = profile(loaded.spec, loaded.options, s.image_size).gmacs
+        self.cache = ExportCache(self.export_cache, loaded, s.image_size, dense_size=dense_size)
+        self.loaded, self.reference, self.batches, self.expected = subject, eager_runner(
+            getattr(subject, "module", subject)), {}, {}
         for backend, precision, memory_format, sizes, settings in groups:
             cases = [self._case(name, backend, precision, memory_format, b, settings) for b in sizes]
             self._group(self.plan[name, backend, precision, memory_format], cases)
@@ -238,7 +256,7 @@ class _Sweep:
         try:
             batch = self._batch(case.batch_size)  # allocating it can fail too (a batch beyond memory): a row
             m = measure(runner, batch, case.timing, on_first_output=check)
-            notes = runner.notes(batch)
+            notes = "; ".join(n for n in (self.dense_note, runner.notes(batch)) if n)
             row = BenchResult.measured(case, m, gmacs_per_image=self.gmacs, peak_gflops_per_s=None, load_ms=load_ms,
                                        parity_max_abs=parity.get("max_abs"), notes=notes)
             self.ceilings.see(case.device, case.precision, row.gflops_per_s,

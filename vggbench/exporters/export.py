@@ -7,6 +7,7 @@ knows neither datasets nor runtimes."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -18,17 +19,19 @@ import torch
 from torch import nn
 
 from ..core.env import package_version
-from ..core.errors import ConfigError, ExportError, VggbenchError, one_line
+from ..core.errors import ConfigError, ExportError, UnsupportedError, VggbenchError, one_line
 from ..core.fileio import atomic_dir, exclusive
 from ..core.numerics import scoped_numerics
+from ..zoo.dense import dense_model, feature_size, min_dense_size
 from ..zoo.profiling import profile
-from ..zoo.specs import check_image_size
+from ..zoo.specs import LRN_FORM, LRN_PARAMS, MAX_IMAGE_SIZE, check_image_size
 from ..zoo.weights import LoadedModel
 from .manifest import FORMATS, SCHEMA_VERSION, file_entry, write_manifest
 from .quantize import QuantConfig, quantize_onnx
 from .settings import max_opset
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+MAP_NAME = "score_map"  # a dense export's second output, with score_map=True
 EXPORT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 TORCHSCRIPT_MODES = ("trace", "script")
 # Weights above this go to model.onnx.data beside model.onnx (protobuf caps one file at 2 GiB, and a
@@ -54,27 +57,46 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, folder: Path, 
     return entry
 
 
-def _dynamic_shapes(dynamic_batch: bool):
-    return ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+def _dynamic_shapes(dynamic_batch: bool, dense_min: int | None = None):
+    """torch.export's dynamic dims: the batch, and for a dense export height and width from its smallest input."""
+    dims = {0: torch.export.Dim("batch", min=1)} if dynamic_batch else {}
+    if dense_min is not None:
+        dims[2] = torch.export.Dim("height", min=dense_min, max=MAX_IMAGE_SIZE)
+        dims[3] = torch.export.Dim("width", min=dense_min, max=MAX_IMAGE_SIZE)
+    return (dims,) if dims else None
 
 
-def _export_pt2(module: nn.Module, example: torch.Tensor, folder: Path, *, dynamic_batch: bool, **_) -> dict:
-    program = torch.export.export(module, (example,), dynamic_shapes=_dynamic_shapes(dynamic_batch), strict=False)
+def _tracing_sizes(dense: bool):
+    """A dense net's score map is 1x1 at its smallest input; torch.export would specialise a size that may be 1
+    (its 0/1 rule) unless sizes are traced size-obliviously."""
+    if not dense:
+        return contextlib.nullcontext()
+    import torch.fx.experimental._config as fx_config
+
+    return fx_config.patch(backed_size_oblivious=True)
+
+
+def _export_pt2(module: nn.Module, example: torch.Tensor, folder: Path, *, dynamic_shapes, dense: bool,
+                **_) -> dict:
+    with _tracing_sizes(dense):
+        program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
     path = folder / FORMATS["pt2"]
     torch.export.save(program, str(path))
     return {"files": [file_entry(folder, path.name)]}
 
 
-def _export_onnx(module: nn.Module, example: torch.Tensor, folder: Path, *, dynamic_batch: bool,
+def _export_onnx(module: nn.Module, example: torch.Tensor, folder: Path, *, dynamic_shapes, dense: bool,
                  opset: int | None, **_) -> dict:
     import onnx
 
     from .onnx_ops import with_onnx_lrn
 
     module, translations = with_onnx_lrn(module)
-    program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=_dynamic_shapes(dynamic_batch),
-                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
-                                custom_translation_table=translations or None, verbose=False)
+    outputs = [OUTPUT_NAME, MAP_NAME] if getattr(module, "return_map", False) else [OUTPUT_NAME]
+    with _tracing_sizes(dense):
+        program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=dynamic_shapes,
+                                    input_names=[INPUT_NAME], output_names=outputs, opset_version=opset,
+                                    custom_translation_table=translations or None, verbose=False)
     path = folder / FORMATS["onnx"]
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     external = weight_bytes > ONNX_EXTERNAL_DATA_BYTES
@@ -112,7 +134,7 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
            image_size: int = 224, batch_size: int = 1, dynamic_batch: bool = True, opset: int | None = None,
            precision: str = "fp32", torchscript_mode: str = "trace", force: bool = False,
            quant: QuantConfig | None = None, calibration: torch.Tensor | None = None,
-           check: Callable[[Path], list[dict]] | None = None) -> dict:
+           check: Callable[[Path], list[dict]] | None = None, dense: bool = False, score_map: bool = False) -> dict:
     """Write `out`/model.ts, model.onnx, model.pt2 and manifest.json.
 
     The folder is built beside `out` and renamed into place only when every format exported and `check`
@@ -120,9 +142,17 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
     failure leaves an old export intact. batch_size is the example batch of a static export; dynamic exports
     serve any batch size. While it runs, `out` is locked (vggbench.core.fileio.exclusive): a second export into it
     is a VggbenchError. onnx-int8 is quantized from model.onnx with `quant`, calibrated on `calibration`
-    (normalised images, required for onnx-int8). Returns the manifest.
+    (normalised images, required for onnx-int8). With `dense`, the model's fully-convolutional form
+    (vggbench.zoo.dense, equal to the model at `image_size`) is exported with dynamic height and width, returning
+    the spatially averaged class scores (and with `score_map` the class score map as a second output).
+    Returns the manifest.
     """
     _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode)
+    if score_map and not dense:
+        raise ConfigError("--score-map is an output of a dense export: add --dense")
+    if dense and "onnx-int8" in formats:
+        raise UnsupportedError("onnx-int8 of a dense export is not offered: its calibration and int8 parity are "
+                               "measured at one input size, and a dense export takes any")
     formats = [f for f in EXPORTERS if f in formats]  # onnx before onnx-int8
     quant = quant or QuantConfig()
     if "onnx-int8" in formats:
@@ -138,8 +168,16 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
     example_batch = max(2, batch_size) if dynamic_batch else batch_size
     dtype = EXPORT_PRECISIONS[precision]
     module = copy.deepcopy(model.module).eval().to(dtype)
-    example = torch.randn(example_batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0),
-                          dtype=dtype)
+    height = width = image_size
+    dense_min = None
+    if dense:
+        module = dense_model(module, image_size, return_map=score_map).eval()
+        dense_min = min_dense_size(module.features, image_size)
+        # a non-square example with a score map of 2x3, so that no traced size is a 1 that could be specialised
+        step = dense_min // feature_size(module.features, image_size)
+        height, width = dense_min + step, dense_min + 2 * step
+    example = torch.randn(example_batch, 3, height, width, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    dynamic_shapes = _dynamic_shapes(dynamic_batch, dense_min)
     # one writer per folder: a second process exporting here gets one error line, not a mix of two exports
     with exclusive(out), atomic_dir(out, force=force) as folder:
         artifacts, caught = {}, []
@@ -148,15 +186,15 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
                 warnings.simplefilter("always")
                 try:
                     artifacts[fmt] = EXPORTERS[fmt](module, example, folder, mode=torchscript_mode,
-                                                    dynamic_batch=dynamic_batch, opset=opset, quant=quant,
-                                                    calibration=calibration)
+                                                    dynamic_shapes=dynamic_shapes, dense=dense, opset=opset,
+                                                    quant=quant, calibration=calibration)
                 except VggbenchError:
                     raise
                 except Exception as e:  # any failure of a third-party exporter becomes one clear error
                     raise ExportError(f"{fmt} export of {model.name} failed: {one_line(e)}") from e
             caught += sorted({f"{fmt}: {w.category.__name__}: {str(w.message).splitlines()[0]}" for w in seen})
         manifest = build_manifest(model, artifacts, image_size, batch_size, dynamic_batch, example_batch, precision,
-                                  caught)
+                                  caught, dense_input(module, image_size, score_map) if dense else None)
         write_manifest(folder, manifest)
         if check is not None:
             manifest["parity"] = check(folder)
@@ -182,26 +220,48 @@ def _check_arguments(model, formats, image_size, batch_size, opset, precision, t
         raise ConfigError(f"--opset {opset} is newer than the installed onnx can write: use {MIN_OPSET} to {newest}")
 
 
+def dense_input(module: nn.Module, image_size: int, score_map: bool) -> dict:
+    """The manifest's input.dense of a dense export: where it equals the model, its smallest input, its outputs."""
+    side = feature_size(module.features, image_size)
+    return {"train_size": image_size, "min_size": min_dense_size(module.features, image_size),
+            "kernel": side, "stride": min_dense_size(module.features, image_size) // side, "score_map": score_map}
+
+
 def build_manifest(model: LoadedModel, artifacts: dict, image_size: int, batch_size: int, dynamic_batch: bool,
-                   example_batch: int, precision: str, warnings_seen: list[str]) -> dict:
+                   example_batch: int, precision: str, warnings_seen: list[str], dense: dict | None = None) -> dict:
     prof = profile(model.spec, model.options, image_size)
     batch = "batch" if dynamic_batch else batch_size
     dtype = str(EXPORT_PRECISIONS[precision]).removeprefix("torch.")
     import datetime as dt
 
+    spatial = ["height", "width"] if dense else [image_size, image_size]
+    dynamic_axes = {INPUT_NAME: {"0": "batch"}, OUTPUT_NAME: {"0": "batch"}} if dynamic_batch else {}
+    if dense:
+        dynamic_axes.setdefault(INPUT_NAME, {}).update({"2": "height", "3": "width"})
+    model_entry = {"name": model.name, "config": model.spec.config, "batch_norm": model.spec.batch_norm,
+                   "options": model.options.to_dict(), "params": prof.params, "gmacs": round(prof.gmacs, 4)}
+    if model.spec.lrn:
+        model_entry["lrn"] = {**LRN_PARAMS, "form": LRN_FORM}
+    if model.spec.custom:  # a custom layer list (--config): the manifest rebuilds it
+        model_entry["spec"] = model.spec.record()
+    input_entry = {"name": INPUT_NAME, "shape": [batch, 3, *spatial], "dtype": dtype, "layout": "NCHW",
+                   "image_size": image_size, "mean": list(model.weights.mean), "std": list(model.weights.std),
+                   "dynamic_batch": dynamic_batch, "example_batch": example_batch}
+    output_entry = {"name": OUTPUT_NAME, "shape": [batch, model.options.num_classes], "dtype": dtype}
+    if dense:
+        input_entry["dense"] = dense
+        if dense["score_map"]:
+            output_entry["score_map"] = {"name": MAP_NAME, "shape": [batch, model.options.num_classes, "map_height",
+                                                                     "map_width"]}
     return {
         "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"name": model.name, "config": model.spec.config, "batch_norm": model.spec.batch_norm,
-                  "options": model.options.to_dict(), "params": prof.params, "gmacs": round(prof.gmacs, 4),
-                  **({"spec": model.spec.record()} if model.spec.custom else {})},
+        "model": model_entry,
         "weights": {**model.weights.to_dict(), "state_sha256": model.fingerprint},
         "precision": precision,
-        "input": {"name": INPUT_NAME, "shape": [batch, 3, image_size, image_size], "dtype": dtype, "layout": "NCHW",
-                  "image_size": image_size, "mean": list(model.weights.mean), "std": list(model.weights.std),
-                  "dynamic_batch": dynamic_batch, "example_batch": example_batch},
-        "output": {"name": OUTPUT_NAME, "shape": [batch, model.options.num_classes], "dtype": dtype},
-        "dynamic_axes": {INPUT_NAME: {"0": "batch"}, OUTPUT_NAME: {"0": "batch"}} if dynamic_batch else {},
+        "input": input_entry,
+        "output": output_entry,
+        "dynamic_axes": dynamic_axes,
         "artifacts": artifacts,
         "versions": {name: package_version(name) for name in
                      ("vggbench", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime-gpu", "onnxruntime")

@@ -11,8 +11,11 @@ from ..core.errors import ArtifactError
 from ..core.fileio import sha256_file, write_json
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 2  # 2: a digest over the fields that change results (1 had none; still read)
-READABLE_VERSIONS = (1, 2)
+# 2: a digest over the fields that change results (1 had none); 3: input.dense of a fully-convolutional export
+# (height and width dynamic) and model.lrn of an A-LRN model (Krizhevsky's form). 1 and 2 are still read: they
+# are fixed-size exports, and an A-LRN one without model.lrn predates the exact LRN (see `lrn_form_ok`).
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 # the fields whose edit would change what a verify or a run computes or how it reads the files; their digest is
 # stored in the manifest, so an edited manifest is refused like an edited artifact
 DIGESTED = ("model", "weights", "precision", "input", "output", "dynamic_axes", "artifacts")
@@ -100,6 +103,12 @@ def read_manifest(export_dir: str | os.PathLike) -> dict:
         raise ArtifactError(f"{path} was edited after export (its digest does not match the fields that change "
                             f"results: {', '.join(DIGESTED)}); export again")
     return manifest
+
+
+def dense_spec(manifest: dict) -> dict | None:
+    """input.dense of a dense export (train_size, min_size, kernel, stride, score_map), or None."""
+    dense = manifest["input"].get("dense")
+    return dense if isinstance(dense, dict) else None
 
 
 def artifact(manifest: dict, fmt: str, export_dir: str | os.PathLike) -> dict:

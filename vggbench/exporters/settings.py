@@ -60,6 +60,10 @@ class ExportSettings(ModelSettings):
     torchscript_mode: str = setting("trace", "trace or script.", choices=_torchscript_modes)
     force: bool = setting(False, "Replace an existing export folder.")
     verify: bool = setting(True, "Check every artifact against the eager model before the folder is put in place.")
+    dense: bool = setting(False, "The paper's fully-convolutional form (FC layers as convolutions, equal to the "
+                                 "model at --image-size): height and width dynamic, returns the class score map "
+                                 "averaged.")
+    score_map: bool = setting(False, "--dense: also return the class score map (a second output).")
     # onnx-int8
     calibration_images: int = setting(32, "onnx-int8: how many real images calibrate the activation ranges.",
                                       minimum=1)
@@ -78,4 +82,5 @@ class ExportSettings(ModelSettings):
                             calibration=self.calibration_data)
         return dict(formats=list(self.formats), image_size=self.image_size, batch_size=self.batch_size,
                     dynamic_batch=self.dynamic_batch, opset=self.opset, precision=self.precision,
-                    torchscript_mode=self.torchscript_mode, force=self.force, verify=self.verify, quant=quant)
+                    torchscript_mode=self.torchscript_mode, force=self.force, verify=self.verify, quant=quant,
+                    dense=self.dense, score_map=self.score_map)

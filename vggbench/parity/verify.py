@@ -24,8 +24,10 @@ from ..core.device import Device, require_device
 from ..core.errors import ArtifactError, CheckFailed, DataError, UnsupportedError
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..data.inputs import calibration_images, dataset_images, random_batch, sample_photos, trained_on
-from ..exporters.manifest import INT8_FORMAT, read_manifest
+from ..exporters.manifest import INT8_FORMAT, dense_spec, read_manifest
 from ..exporters.quantize import QuantConfig
+from ..zoo.dense import dense_model
+from ..zoo.specs import LRN_FORM, get_spec
 from ..zoo.weights import LoadedModel, WeightsSource, load_model
 from .metrics import ParityResult, compare, tolerance_for
 
@@ -78,6 +80,10 @@ def reference_model(manifest: dict, weights: str | os.PathLike | None = None) ->
         from ..zoo.custom import register_custom
 
         register_custom(**{k: model["spec"].get(k) for k in ("name", "layers", "batch_norm")}, where="manifest.json")
+    spec = get_spec(model["name"])
+    if spec.lrn and not (isinstance(model.get("lrn"), dict) and model["lrn"].get("form") == LRN_FORM):
+        raise ArtifactError(f"{model['name']} was exported before vggbench's LRN was Krizhevsky's (its LRN is 5x "
+                            f"weaker than the eager model's now): export it again to verify it")
     loaded = load_model(model["name"], weights, seed=info.get("seed") or 0, **model["options"])
     if loaded.fingerprint != info["state_sha256"]:
         raise ArtifactError(f"the weights rebuilt from {weights} are not the ones exported (state_sha256 differs); "
@@ -123,6 +129,13 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     size = spec["image_size"]
     static = None if spec["dynamic_batch"] else spec["shape"][0]
     inputs = [(f"random x{b}", random_batch(b, size, seed=b)) for b in batch_sizes]
+    subject = reference  # what module backends run, and what the artifacts are compared with
+    dense = dense_spec(manifest)
+    if dense is not None:
+        subject = dense_model(reference.module, dense["train_size"], return_map=dense["score_map"]).eval()
+        for i, (h, w) in enumerate(dense_sizes(dense)):
+            g = torch.Generator().manual_seed(100 + i)
+            inputs.append((f"random x2 {h}x{w}", torch.randn(2, 3, h, w, generator=g)))
     if photos:
         real = sample_photos(size, spec["mean"], spec["std"])
         inputs.append((f"photos x{real.shape[0]}", real))
@@ -136,7 +149,7 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
             if data != "auto":
                 raise
             report.skipped.append(f"{name} images, which the weights were trained on: {e}")
-    gold = eager_runner(reference.module, "cpu", "fp32")
+    gold = eager_runner(getattr(subject, "module", subject), "cpu", "fp32")
     expected = {label: _run_in_batches(gold, x, None) for label, x in inputs}
 
     # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
@@ -149,7 +162,7 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
                 if target.is_reference:
                     report.skipped.append(f"{combo}: this is the reference itself")
                     continue
-                runner = make_runner(target, reference, export_dir=export_dir,
+                runner = make_runner(target, subject, export_dir=export_dir,
                                      options=_calibrated(options, target, manifest))
             except UnsupportedError as e:
                 report.skipped.append(f"{combo}: {e}")
@@ -175,6 +188,14 @@ def _calibrated(options: RunnerOptions, target, manifest: dict) -> RunnerOptions
     images, _ = calibration_images(quant.calibration, quant.images, spec["image_size"], spec["mean"], spec["std"],
                                    manifest["weights"].get("meta") or {})
     return replace(options, calibration=images)
+
+
+def dense_sizes(dense: dict) -> list[tuple[int, int]]:
+    """The sizes a dense export is compared at besides its training size: the smallest, non-square ones, and sizes
+    that are no multiple of the net's stride (the max-pools floor)."""
+    size, low, stride = dense["train_size"], dense["min_size"], dense["stride"]
+    sizes = [(low, low), (size + stride, size), (size, size + 3 * stride), (size + 2 * stride + 5, size + 7)]
+    return list(dict.fromkeys(s for s in sizes if s != (size, size)))
 
 
 def _combinations(manifest: dict, backends, precisions, memory_formats) -> list[tuple[str, str, str]]:

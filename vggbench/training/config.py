@@ -33,6 +33,12 @@ RECIPES = {
     "default": {"init": "glorot", "warmup": 1, "optimizer": "adam", "batch_size": 32, "batch_size_bn": 64},
     "paper": {"init": "paper", "warmup": 0, "optimizer": "sgd", "batch_size": 256, "batch_size_bn": 256},
 }
+# The paper's test-time protocols (section 3.2): one centre crop; dense (the net made fully convolutional, on the
+# whole rescaled image); multi-crop; and dense and multi-crop combined (soft-max posteriors averaged).
+PROTOCOLS = ("center", "dense", "multicrop", "dense+multicrop")
+# multicrop: the paper's 5x5 grid of crops per scale; torchvision's FiveCrop (corners + centre) and TenCrop
+# (FiveCrop + the mirrored image's five)
+CROPS = ("grid", "five", "ten")
 
 
 def _augmentations() -> tuple[str, ...]:
@@ -106,6 +112,22 @@ class EvalConfig(CommonSettings):
     val_fraction: float | None = setting(None, "Training images held out for validation where the dataset has "
                                                "no val split [default: the checkpoint's, else 0.1].",
                                          above=0, below=1)
+    # --- the paper's test-time protocols (vggbench.training.protocols)
+    protocol: tuple[str, ...] | None = setting(None, "Comma-separated: center, dense, multicrop, dense+multicrop; "
+                                                     "one table row per protocol and scale [default: the single "
+                                                     "centre crop of training, one row].", choices=PROTOCOLS)
+    scales: tuple[int, ...] | None = setting(None, "Comma-separated test scales Q (the image's shorter side); "
+                                                   "several add a multi-scale row [default: the eval transform's "
+                                                   "resize, the image size for digits].", minimum=1,
+                                             maximum=MAX_IMAGE_SIZE)
+    flip: bool = setting(False, "Average in the soft-max of the mirrored image (of each view, in every protocol).")
+    crops: str = setting("grid", "multicrop: grid (the paper's 5x5 crops per scale), five (torchvision's FiveCrop) "
+                                 "or ten (TenCrop: five plus mirrored, whatever --flip says).", choices=CROPS)
+
+    @property
+    def uses_protocols(self) -> bool:
+        """Whether the paper's protocol table is asked for (else the single-row evaluation of training)."""
+        return self.protocol is not None or self.scales is not None or self.flip
 
 
 @dataclass(frozen=True, kw_only=True)

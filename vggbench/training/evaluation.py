@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core import device as core_device
 from ..core.errors import ConfigError, DataError, UnsupportedError
-from ..data.datasets import load_data
+from ..data.datasets import Data, load_data
 from ..zoo.specs import check_image_size
-from ..zoo.weights import load_model
+from ..zoo.weights import LoadedModel, load_model
 from . import distributed
 from .config import EvalConfig
 from .seeding import seed_worker
@@ -36,12 +36,29 @@ class EvalResult:
     split: str = ""
 
 
-def evaluate(config: EvalConfig) -> EvalResult:
-    """Top-1/top-5 accuracy and loss of a model on a dataset split.
+@dataclass
+class Prepared:
+    """What an evaluation works with: the model on its device, the data, the split and the input size."""
 
-    Image size, normalisation and validation split default to the ones stored in a vggbench checkpoint,
-    so a run's best.pt scores here exactly as it did at the end of training.
-    """
+    loaded: LoadedModel
+    data: Data
+    image_size: int
+    split: str
+    dist: distributed.Dist
+    device: torch.device
+    memory_format: torch.memory_format
+
+    @property
+    def module(self) -> nn.Module:
+        return self.loaded.module
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+
+def prepare_evaluation(config: EvalConfig) -> Prepared:
+    """Load the model and the data as `evaluate` does, checking that they fit each other."""
     shape = config.model_options()
     loaded = load_model(config.model, config.weights, seed=config.seed, **shape)
     info = loaded.weights
@@ -63,10 +80,21 @@ def evaluate(config: EvalConfig) -> EvalResult:
     dist = distributed.Dist()
     device = resolve_device(config.device, dist)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    module = loaded.module.to(device, memory_format=memory_format)
-    loader = eval_loader(data.dataset(split), config.batch_size, config.workers, device, dist)
-    return evaluate_loader(module, loader, device, autocast_factory(device, config.amp), memory_format,
-                           data.num_classes, dataset=config.data, split=split)
+    loaded.module = loaded.module.to(device, memory_format=memory_format)
+    return Prepared(loaded, data, image_size, split, dist, device, memory_format)
+
+
+def evaluate(config: EvalConfig) -> EvalResult:
+    """Top-1/top-5 accuracy and loss of a model on a dataset split (one centre crop, as in training).
+
+    Image size, normalisation and validation split default to the ones stored in a vggbench checkpoint,
+    so a run's best.pt scores here exactly as it did at the end of training. The paper's other test-time
+    protocols (dense, multi-crop, several scales, flips) are `vggbench.training.protocols.evaluate_protocols`.
+    """
+    prep = prepare_evaluation(config)
+    loader = eval_loader(prep.data.dataset(prep.split), config.batch_size, config.workers, prep.device, prep.dist)
+    return evaluate_loader(prep.module, loader, prep.device, autocast_factory(prep.device, config.amp),
+                           prep.memory_format, prep.num_classes, dataset=config.data, split=prep.split)
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from ..core.errors import ConfigError, WeightsError
 from ..core.fileio import atomic_file, write_json
 from ..zoo.specs import get_spec
 from ..zoo.weight_files import torch_load
+from ..zoo.weights import check_lrn_form
 from .config import TrainConfig
 
 BEST, LAST = "best.pt", "last.pt"
@@ -66,6 +67,7 @@ def resume_config(config: TrainConfig) -> tuple[TrainConfig, dict]:
     if get_spec(saved.model).name != get_spec(config.model).name:
         raise WeightsError(f"{config.resume} is a checkpoint of {get_spec(saved.model).name}; "
                            f"it cannot resume {get_spec(config.model).name}")
+    check_lrn_form(get_spec(saved.model), checkpoint["vggbench"], config.resume)
     defaults = type(config)()
     clashes = [f"{k} (saved {getattr(saved, k)!r}, given {getattr(config, k)!r})" for k in sorted(names)
                if k not in (*RESUME_MAY_CHANGE, "model", "out") and getattr(config, k) != getattr(saved, k)

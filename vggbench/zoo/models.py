@@ -17,6 +17,7 @@ from .specs import (  # noqa: F401  (re-exported: models is the public face of t
     check_image_size,
     get_spec,
     list_models,
+    lrn_arguments,
     register_model,
     scale,
 )
@@ -29,7 +30,7 @@ def make_layers(layers: Iterable, batch_norm: bool, width: float = 1.0, in_chann
         if token == "M":
             modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
         elif token == "LRN":
-            modules.append(nn.LocalResponseNorm(**LRN_PARAMS))
+            modules.append(nn.LocalResponseNorm(**lrn_arguments()))
         else:
             out, kernel = token if isinstance(token, tuple) else (token, 3)
             out = scale(out, width)

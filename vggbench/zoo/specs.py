@@ -23,8 +23,18 @@ CONFIGS: dict[str, tuple] = {
           512, 512, 512, 512, "M"),
 }
 
-# Krizhevsky et al.'s LRN as the paper uses it in A-LRN.
+# Krizhevsky et al.'s LRN as the paper uses it in A-LRN: b = a / (k + alpha * sum of a^2 over `size` adjacent
+# channels) ^ beta. torch's LocalResponseNorm and ONNX's LRN divide alpha by size, so they are given
+# alpha * size (`lrn_arguments`).
 LRN_PARAMS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+# The name checkpoints and manifests record the LRN under (files without it predate the exact form, when vggbench
+# passed alpha straight to torch and normalised 5x too weakly).
+LRN_FORM = "krizhevsky"
+
+
+def lrn_arguments() -> dict:
+    """LRN_PARAMS in torch's and ONNX's convention (alpha divided by size there)."""
+    return {**LRN_PARAMS, "alpha": LRN_PARAMS["alpha"] * LRN_PARAMS["size"]}
 
 HEADS = {
     # torchvision-compatible: AdaptiveAvgPool2d(7) -> 25088-4096-4096-N at full width

@@ -18,7 +18,7 @@ from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .fingerprint import state_sha256
 from .imagenet import check_published_hash, download, hub_cache_path, imagenet_weights
 from .models import build
-from .specs import ModelOptions, ModelSpec, get_spec
+from .specs import LRN_FORM, LRN_PARAMS, ModelOptions, ModelSpec, get_spec
 from .weight_files import (
     CHECKPOINT_SUFFIXES,
     SAFETENSORS_SUFFIX,
@@ -168,6 +168,7 @@ def _spec(name: str, source: WeightsSource) -> ModelSpec:
 
 def _load_file(spec: ModelSpec, path: Path, requested: dict) -> LoadedModel:
     state, meta = read_weights_file(path)
+    check_lrn_form(spec, meta, path)
     found = meta.get("options") or infer_options(state)
     if not found:
         raise WeightsError(f"{path} does not hold a VGG state_dict (no features.N.weight / classifier.0/6 "
@@ -240,9 +241,23 @@ def _load_imagenet(spec: ModelSpec, tag: str | None, requested: dict) -> LoadedM
 def checkpoint_meta(model: LoadedModel, **extra) -> dict:
     """The metadata vggbench stores beside a state_dict so the file can rebuild its own model."""
     custom = {"spec": model.spec.record()} if model.spec.custom else {}
+    lrn = {"lrn": {**LRN_PARAMS, "form": LRN_FORM}} if model.spec.lrn else {}
     return {"format": 1, "model": model.name, "options": model.options.to_dict(), **custom,
             "mean": list(model.weights.mean), "std": list(model.weights.std),
-            "image_size": model.weights.image_size, **extra}
+            "image_size": model.weights.image_size, **lrn, **extra}
+
+
+def check_lrn_form(spec: ModelSpec, meta: dict, path) -> None:
+    """Refuse a vggbench file of an LRN model saved before the LRN was Krizhevsky's (no `lrn` record): its weights
+    were trained with a normalisation 5x weaker than the model now computes, so they would score differently.
+    Files without vggbench metadata are taken as they are."""
+    if not spec.lrn or not meta or "format" not in meta:
+        return
+    lrn = meta.get("lrn")
+    if not (isinstance(lrn, dict) and lrn.get("form") == LRN_FORM):
+        raise WeightsError(f"{path} holds {spec.name} weights saved by a vggbench whose LRN divided alpha by the "
+                           f"window size (5x weaker than Krizhevsky's, which {spec.name} now computes); they would "
+                           f"score differently: train again")
 
 
 def save_weights(model: LoadedModel, path: str | os.PathLike, **extra) -> Path:
