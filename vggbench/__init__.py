@@ -20,6 +20,7 @@ _EXPORTS = {
     "evaluate": "training.evaluation", "EvalConfig": "training.config", "EvalResult": "training.evaluation",
     "export": "parity.checked",
     "verify": "parity.verify", "VerifyReport": "parity.verify",
+    "profile_layers": "parity.layers", "LayersReport": "parity.layers", "plan_int8": "parity.plan",
     "benchmark": "bench.sweep", "BenchRun": "bench.results", "read_run": "bench.results",
     "BenchResult": "bench.rows", "Suite": "bench.suite", "load_suite": "bench.suite",
     "VggbenchError": "core.errors",
