@@ -191,6 +191,9 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
 
 def check_keep_fp32(module: nn.Module, names: Sequence[str]) -> None:
     """Every layer a mixed-precision plan keeps in fp32 must be one of the model's weight layers."""
+    if "auto" in names:
+        raise ConfigError("--keep-fp32 auto is resolved by vggbench.export (the checked export), which searches the "
+                          "plan; the exporters take the layer names it found")
     layers = weight_layers(module)
     unknown = [n for n in names if n not in layers]
     if unknown:

@@ -186,18 +186,9 @@ class PrefixBuilds:
         return options
 
     def calibration(self, quant: QuantConfig) -> torch.Tensor:
-        """The int8 export's calibration images again: the recorded source and count, drawn with the same seed."""
-        if self._calibration is not None:
-            return self._calibration
-        if quant.calibration in ("given", "auto"):
-            raise ArtifactError(f"{self.export_dir}'s int8 model was calibrated on images its caller gave; pass "
-                                f"the same images (calibration=) to profile its prefixes")
-        spec = self.manifest["input"]
-        source = quant.calibration.rsplit(" ", 1)[0]  # "digits train" -> digits
-        images, _ = calibration_images(source, quant.images, spec["image_size"], spec["mean"], spec["std"],
-                                       self.manifest["weights"].get("meta") or {})
-        self._calibration = images
-        return images
+        if self._calibration is None:
+            self._calibration = recorded_calibration(self.manifest, quant, self.export_dir)
+        return self._calibration
 
     def folder(self, stage: Stage, fmt: str) -> Path:
         formats = ["onnx", fmt] if fmt == INT8_FORMAT else [fmt]
@@ -219,6 +210,19 @@ class PrefixBuilds:
         except VggbenchError:
             return False
         return m["weights"]["state_sha256"] == self.manifest["weights"]["state_sha256"]
+
+
+def recorded_calibration(manifest: dict, quant: QuantConfig, export_dir) -> torch.Tensor:
+    """An int8 export's calibration images again: the recorded source and count, drawn with the same seed as
+    vggbench.export drew them."""
+    if quant.calibration in ("given", "auto"):
+        raise ArtifactError(f"{export_dir}'s int8 model was calibrated on images its caller gave; pass the same "
+                            f"images (calibration=) to rebuild it")
+    spec = manifest["input"]
+    source = quant.calibration.rsplit(" ", 1)[0] if quant.calibration != "photos" else "photos"  # "digits train"
+    images, _ = calibration_images(source, quant.images, spec["image_size"], spec["mean"], spec["std"],
+                                   manifest["weights"].get("meta") or {})
+    return images
 
 
 # --- the profile -----------------------------------------------------------------------------------------
