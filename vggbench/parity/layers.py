@@ -287,7 +287,8 @@ def profile_layers(export_dir: str | os.PathLike, *, backends: Sequence[str] | N
                                    sum(x.shape[0] for _, x in used), len(cuts), asdict(tol))
             before = builds.built
 
-            def measure(k: int) -> StageError:
+            # bound now: the function is called only within this iteration, but say so
+            def measure(k: int, target=target, whole=whole, used=used, tol=tol) -> StageError:
                 stage = cuts[k]
                 runner = whole if stage is cuts[-1] else _stage_runner(target, stage, False, reference, export_dir,
                                                                        builds, options)
