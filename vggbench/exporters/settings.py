@@ -77,8 +77,8 @@ class ExportSettings(ModelSettings):
                                       minimum=1)
     calibration_method: str = setting("minmax", "onnx-int8: minmax, percentile or entropy.",
                                       choices=_calibration_methods)
-    keep_fp32: tuple[str, ...] = setting((), "onnx-int8: weight layers left in fp32, e.g. conv1,fc3 (see `vggbench "
-                                             "info MODEL`: convN and fcN in depth order), or auto: the fewest that "
+    keep_fp32: tuple[str, ...] = setting((), "onnx-int8: weight layers left in fp32, e.g. conv1,fc3 (the Nth conv "
+                                             "and the Nth linear layer in depth order), or auto: the fewest that "
                                              "bring top-1 agreement with fp32 on real images to 99% (found from the "
                                              "int8 per-layer error profile; recorded in the manifest).",
                                          parse=_keep_fp32)
