@@ -4,7 +4,7 @@ autocast) and int8 (onnxruntime static QDQ), and the int8 mixed-precision plan m
     python benchmarks/layers_vgg16.py [--weights FILE] [--out benchmarks/results/layers-vgg16]
     python benchmarks/layers_vgg16.py --model vgg11 --width 0.0625 --hidden 32 --image-size 32   # a quick check
 
-1. Export the model to ONNX and int8 (calibrated as `vggbench export` does: the training split of the dataset the
+1. Export the model to ONNX and int8 (into --work, default a temp folder) (calibrated as `vggbench export` does: the training split of the dataset the
    weights were trained on, else crops of two real photos).
 2. `vggbench.profile_layers(..., all_stages=True)`: every stage (conv blocks, flatten, fc1..fc3) of eager bf16
    and onnxruntime int8 against eager fp32 on random batches and the photos (int8: the real images only), each
@@ -22,6 +22,7 @@ hub cache, or a file trained with `vggbench train`) for a plan that means someth
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,14 +47,19 @@ def main() -> None:
     parser.add_argument("--num-classes", type=int, default=None)
     parser.add_argument("--calibration-images", type=int, default=32)
     parser.add_argument("--no-plan", action="store_true", help="profile only")
-    parser.add_argument("--out", default="benchmarks/results/layers-vgg16", help="folder for JSON, plot, exports")
+    parser.add_argument("--out", default="benchmarks/results/layers-vgg16", help="folder for layers.json and the plot")
+    parser.add_argument("--work", default=None, help="folder for the exports and prefix exports (GBs at 224), kept "
+                                                     "and reused [default: a temp folder, removed]")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vggbench-layers-") as tmp:
+        run(args, Path(args.out), Path(args.work or tmp))
 
-    out = Path(args.out)
+
+def run(args, out: Path, work: Path) -> None:
     check_plot_path(out / "profile.png")
     start = time.perf_counter()
     model = load_model(args.model, args.weights, width=args.width, hidden=args.hidden, num_classes=args.num_classes)
-    folder = out / "export"
+    folder = work / "export"
     from vggbench.exporters.quantize import QuantConfig
 
     # not verified here: random weights' int8 fails the export's agreement check, and this script measures it
@@ -62,7 +68,7 @@ def main() -> None:
     print(f"exported {model.name} ({model.weights.source} weights) in {time.perf_counter() - start:.0f} s")
 
     report = profile_layers(folder, backends=["eager", "onnxruntime"], precisions=["bf16", "int8"],
-                            all_stages=True, reference=model, cache_dir=out / "prefixes")
+                            all_stages=True, reference=model, cache_dir=work / "prefixes")
     for profile in report.profiles:
         first = profile.first_exceeding or "none"
         print(f"\n{profile.label}: {profile.images} images ({', '.join(profile.inputs)}); first stage over the "
@@ -73,7 +79,7 @@ def main() -> None:
 
     plan = None
     if not args.no_plan:
-        plan = plan_int8(folder, reference=model, cache_dir=out / "prefixes")
+        plan = plan_int8(folder, reference=model, cache_dir=work / "prefixes")
         print(f"\nint8 plan (target {plan.target:.0%} top-1 agreement on {plan.images} real images: "
               f"{', '.join(plan.inputs)}); onnxruntime fp32: {plan.fp32['images_per_s']:.3g} images/s at batch "
               f"{plan.batch_size}")
