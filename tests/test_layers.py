@@ -154,6 +154,7 @@ def test_a_healthy_backend_is_within_budget_at_every_stage(tiny_export):
     report.check()
 
 
+@pytest.mark.slow  # matplotlib's import and first figure: seconds
 def test_verify_layers_cli_prints_the_table_and_writes_json_and_plot(tiny_export, faulty_backends, tmp_path):
     from vggbench.cli import main
 

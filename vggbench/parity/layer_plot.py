@@ -37,7 +37,7 @@ def plot_layers(report, path: str | os.PathLike) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for profile in report.profiles:
-        rows = profile.rows
+        rows = [r for r in profile.rows if r.rel_error is not None]  # NaN/Inf outputs have no point to draw
         names.update({r.index: r.stage for r in rows})
         # a stage with no error at all cannot sit on a log axis: drawn at the axis' floor
         ys = [max(r.rel_error, 1e-12) for r in rows]

@@ -47,9 +47,10 @@ class StageError:
     index: int  # 1-based depth
     layers: list[str]
     shape: list[int]  # one image's output
-    max_abs: float
-    rel_error: float  # ||got - ref|| / ||ref|| over all images
-    min_cosine: float  # the worst image's cosine similarity (images whose reference is all zeros left out)
+    # None where not finite (NaN/Inf in the output) or not comparable (another shape)
+    max_abs: float | None
+    rel_error: float | None  # ||got - ref|| / ||ref|| over all images
+    min_cosine: float | None  # the worst image's cosine similarity (images whose reference is all zeros left out)
     growth: float | None  # rel_error / the previous measured stage's (None for the first, or from zero)
     within: bool  # within the precision's budget (metrics.Tolerance)
     reason: str  # "ok", or how it exceeds the budget
@@ -132,8 +133,7 @@ def stage_error(stage: Stage, reference: torch.Tensor, got: torch.Tensor, tol: T
     shape = list(reference.shape[1:])
     ref, out = reference.flatten(1).double(), got.flatten(1).double()
     if ref.shape != out.shape:
-        nan = float("nan")
-        return StageError(stage.name, stage.index, list(stage.layers), shape, nan, nan, nan, None, False,
+        return StageError(stage.name, stage.index, list(stage.layers), shape, None, None, None, None, False,
                           f"shape {tuple(got.shape)} != reference {tuple(reference.shape)}")
     diff = (out - ref).abs()
     max_abs = diff.max().item()
@@ -154,7 +154,7 @@ def stage_error(stage: Stage, reference: torch.Tensor, got: torch.Tensor, tol: T
         agreement = (ref.argmax(1) == out.argmax(1)).double().mean().item()
         if tol.min_top1 is not None and not agreement >= tol.min_top1:
             reasons.append(f"top-1 agreement {agreement:.1%} < {tol.min_top1:.0%}")
-    finite = lambda v: v if math.isfinite(v) else float("nan")  # noqa: E731  (JSON has no Inf)
+    finite = lambda v: v if math.isfinite(v) else None  # noqa: E731  (JSON has no NaN or Inf: null)
     return StageError(stage.name, stage.index, list(stage.layers), shape, finite(max_abs), finite(rel),
                       finite(cosine), None, not reasons, "; ".join(reasons) or "ok", agreement)
 
@@ -342,7 +342,7 @@ def _with_growth(rows: list[StageError]) -> list[StageError]:
     """Each row's growth from the previous measured row (the rows are in depth order)."""
     out, previous = [], None
     for row in rows:
-        growth = row.rel_error / previous if previous and math.isfinite(row.rel_error) else None
+        growth = row.rel_error / previous if previous and row.rel_error is not None else None
         out.append(StageError(**{**asdict(row), "growth": growth}))
         previous = row.rel_error
     return out

@@ -14,6 +14,7 @@ the real images and timed with the timing engine (briefly: the numbers compare p
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -84,10 +85,11 @@ def rank_layers(profile_rows, layer_names: Sequence[str]) -> list[dict]:
     first; from a `layers`-granularity profile's rows."""
     added, previous = {}, 0.0
     for row in profile_rows:
-        if row.stage in layer_names:
-            added[row.stage] = row.rel_error - previous
+        if row.stage in layer_names:  # None: the stage's output was NaN/Inf, the worst there is
+            added[row.stage] = None if row.rel_error is None or previous is None else row.rel_error - previous
         previous = row.rel_error
-    return sorted(({"layer": k, "added_error": v} for k, v in added.items()), key=lambda r: -r["added_error"])
+    worst_first = lambda r: -math.inf if r["added_error"] is None else -r["added_error"]  # noqa: E731
+    return sorted(({"layer": k, "added_error": v} for k, v in added.items()), key=worst_first)
 
 
 def candidates(ranking: Sequence[dict], layer_names: Sequence[str]) -> list[str]:
