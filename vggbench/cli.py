@@ -183,13 +183,42 @@ def verify(export_dir, as_json, fmt, **kwargs) -> None:
     """Check that every artifact of EXPORT_DIR computes what the eager model computes (exit 1 if not)."""
     import json
 
-    report = VerifySettings(**given(kwargs)).verify(export_dir)
+    settings = VerifySettings(**given(kwargs))
+    if settings.layers:
+        _verify_layers(settings, export_dir, as_json, fmt)
+        return
+    report = settings.verify(export_dir)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         echo_rows([r.to_dict() for r in report.results], fmt, PARITY_COLUMNS)
         for line in report.skipped:
             click.echo(f"skipped: {line}")
+    report.check()
+    if not as_json:
+        click.echo(report.summary())
+
+
+def _verify_layers(settings: VerifySettings, export_dir: str, as_json: bool, fmt: str) -> None:
+    import json
+
+    from .parity.layers import COLUMNS, table_rows
+
+    report = settings.profile_layers(export_dir)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for i, profile in enumerate(report.profiles):
+            first = profile.first_exceeding
+            click.echo(f"{'' if i == 0 else chr(10)}{profile.label} ({profile.mode}, {profile.images} images: "
+                       f"{', '.join(profile.inputs)}; {profile.builds} prefix build(s)): "
+                       f"{f'first stage over budget: {first}' if first else 'every stage measured within budget'}")
+            echo_rows(table_rows(profile), fmt, COLUMNS)
+        for line in report.skipped:
+            click.echo(f"skipped: {line}")
+        for label, path in (("profile", settings.out), ("plot", settings.plot)):
+            if path:
+                click.echo(f"wrote {label} {path}")
     report.check()
     if not as_json:
         click.echo(report.summary())

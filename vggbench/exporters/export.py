@@ -25,6 +25,7 @@ from ..core.numerics import scoped_numerics
 from ..zoo.dense import dense_model, feature_size, min_dense_size
 from ..zoo.profiling import profile
 from ..zoo.specs import LRN_FORM, LRN_PARAMS, MAX_IMAGE_SIZE, check_image_size
+from ..zoo.stages import Stage, prefix, weight_layers
 from ..zoo.weights import LoadedModel
 from .manifest import FORMATS, SCHEMA_VERSION, file_entry, write_manifest
 from .quantize import QuantConfig, quantize_onnx
@@ -32,6 +33,7 @@ from .settings import max_opset
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 MAP_NAME = "score_map"  # a dense export's second output, with score_map=True
+PREFIX_OUTPUT_NAME = "output"  # a prefix sub-model's output: a stage's activations, not logits
 EXPORT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 TORCHSCRIPT_MODES = ("trace", "script")
 # Weights above this go to model.onnx.data beside model.onnx (protobuf caps one file at 2 GiB, and a
@@ -86,13 +88,13 @@ def _export_pt2(module: nn.Module, example: torch.Tensor, folder: Path, *, dynam
 
 
 def _export_onnx(module: nn.Module, example: torch.Tensor, folder: Path, *, dynamic_shapes, dense: bool,
-                 opset: int | None, **_) -> dict:
+                 opset: int | None, output_name: str = OUTPUT_NAME, **_) -> dict:
     import onnx
 
     from .onnx_ops import with_onnx_lrn
 
     module, translations = with_onnx_lrn(module)
-    outputs = [OUTPUT_NAME, MAP_NAME] if getattr(module, "return_map", False) else [OUTPUT_NAME]
+    outputs = [output_name, MAP_NAME] if getattr(module, "return_map", False) else [output_name]
     with _tracing_sizes(dense):
         program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=dynamic_shapes,
                                     input_names=[INPUT_NAME], output_names=outputs, opset_version=opset,
@@ -112,13 +114,18 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, folder: Path, *, dyna
 
 
 def _export_onnx_int8(module: nn.Module, example: torch.Tensor, folder: Path, *, quant: QuantConfig,
-                      calibration: torch.Tensor, **_) -> dict:
+                      calibration: torch.Tensor, int8_plan: dict | None = None, **_) -> dict:
     fp32 = folder / FORMATS["onnx"]
     if not fp32.exists():
         raise ConfigError("onnx-int8 is quantized from the ONNX export: add onnx to --format")
     path = folder / FORMATS["onnx-int8"]
-    quantize_onnx(fp32, path, calibration, quant, INPUT_NAME)
-    return {"quantization": quant.to_dict(), "files": [file_entry(folder, path.name)]}
+    layers = weight_layers(module)  # a prefix has only some of the layers the plan names
+    keep = [f"{layers[name]}.weight" for name in quant.keep_fp32 if name in layers]
+    quantize_onnx(fp32, path, calibration, quant, INPUT_NAME, keep_weights=keep)
+    entry = {"quantization": quant.to_dict(), "files": [file_entry(folder, path.name)]}
+    if int8_plan is not None:
+        entry["plan"] = int8_plan
+    return entry
 
 
 EXPORTERS: dict[str, Callable[..., dict]] = {
@@ -134,7 +141,8 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
            image_size: int = 224, batch_size: int = 1, dynamic_batch: bool = True, opset: int | None = None,
            precision: str = "fp32", torchscript_mode: str = "trace", force: bool = False,
            quant: QuantConfig | None = None, calibration: torch.Tensor | None = None,
-           check: Callable[[Path], list[dict]] | None = None, dense: bool = False, score_map: bool = False) -> dict:
+           check: Callable[[Path], list[dict]] | None = None, dense: bool = False, score_map: bool = False,
+           stage: Stage | None = None, int8_plan: dict | None = None) -> dict:
     """Write `out`/model.ts, model.onnx, model.pt2 and manifest.json.
 
     The folder is built beside `out` and renamed into place only when every format exported and `check`
@@ -142,17 +150,24 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
     failure leaves an old export intact. batch_size is the example batch of a static export; dynamic exports
     serve any batch size. While it runs, `out` is locked (vggbench.core.fileio.exclusive): a second export into it
     is a VggbenchError. onnx-int8 is quantized from model.onnx with `quant`, calibrated on `calibration`
-    (normalised images, required for onnx-int8). With `dense`, the model's fully-convolutional form
-    (vggbench.zoo.dense, equal to the model at `image_size`) is exported with dynamic height and width, returning
-    the spatially averaged class scores (and with `score_map` the class score map as a second output).
-    Returns the manifest.
+    (normalised images, required for onnx-int8); `quant.keep_fp32` names the layers left in fp32 and
+    `int8_plan` (how that plan was found) is recorded beside it. With `dense`, the model's fully-convolutional
+    form (vggbench.zoo.dense, equal to the model at `image_size`) is exported with dynamic height and width,
+    returning the spatially averaged class scores (and with `score_map` the class score map as a second output).
+    With `stage` (vggbench.zoo.stages), the prefix sub-model that ends at that stage is exported instead of the
+    whole model, with the same settings (its output: that stage's activations; the manifest's model.stage says
+    which). Returns the manifest.
     """
     _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode)
+    check_keep_fp32(model.module, (quant or QuantConfig()).keep_fp32)
     if score_map and not dense:
         raise ConfigError("--score-map is an output of a dense export: add --dense")
     if dense and "onnx-int8" in formats:
         raise UnsupportedError("onnx-int8 of a dense export is not offered: its calibration and int8 parity are "
                                "measured at one input size, and a dense export takes any")
+    if dense and stage is not None:
+        raise UnsupportedError("a stage's prefix is cut from the model, not from its dense form: export one or "
+                               "the other")
     formats = [f for f in EXPORTERS if f in formats]  # onnx before onnx-int8
     quant = quant or QuantConfig()
     if "onnx-int8" in formats:
@@ -178,6 +193,12 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
         height, width = dense_min + step, dense_min + 2 * step
     example = torch.randn(example_batch, 3, height, width, generator=torch.Generator().manual_seed(0), dtype=dtype)
     dynamic_shapes = _dynamic_shapes(dynamic_batch, dense_min)
+    output_name, output_shape = OUTPUT_NAME, None
+    if stage is not None:
+        module = prefix(module, stage)
+        with torch.no_grad():
+            output_shape = list(module(example).shape[1:])
+        output_name = PREFIX_OUTPUT_NAME
     # one writer per folder: a second process exporting here gets one error line, not a mix of two exports
     with exclusive(out), atomic_dir(out, force=force) as folder:
         artifacts, caught = {}, []
@@ -187,7 +208,8 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
                 try:
                     artifacts[fmt] = EXPORTERS[fmt](module, example, folder, mode=torchscript_mode,
                                                     dynamic_shapes=dynamic_shapes, dense=dense, opset=opset,
-                                                    quant=quant, calibration=calibration)
+                                                    quant=quant, calibration=calibration, output_name=output_name,
+                                                    int8_plan=int8_plan)
                 except VggbenchError:
                     raise
                 except Exception as e:  # any failure of a third-party exporter becomes one clear error
@@ -195,11 +217,29 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
             caught += sorted({f"{fmt}: {w.category.__name__}: {str(w.message).splitlines()[0]}" for w in seen})
         manifest = build_manifest(model, artifacts, image_size, batch_size, dynamic_batch, example_batch, precision,
                                   caught, dense_input(module, image_size, score_map) if dense else None)
+        if stage is not None:  # a prefix: what it ends at, and its output
+            manifest["model"]["stage"] = dataclasses.asdict(stage)
+            manifest["output"]["name"] = output_name
+            manifest["output"]["shape"] = [manifest["output"]["shape"][0], *output_shape]
+            manifest["dynamic_axes"] = {k if k != OUTPUT_NAME else output_name: v
+                                        for k, v in manifest["dynamic_axes"].items()}
         write_manifest(folder, manifest)
         if check is not None:
             manifest["parity"] = check(folder)
             write_manifest(folder, manifest)
     return manifest
+
+
+def check_keep_fp32(module: nn.Module, names: Sequence[str]) -> None:
+    """Every layer a mixed-precision plan keeps in fp32 must be one of the model's weight layers."""
+    if "auto" in names:
+        raise ConfigError("--keep-fp32 auto is resolved by vggbench.export (the checked export), which searches the "
+                          "plan; the exporters take the layer names it found")
+    layers = weight_layers(module)
+    unknown = [n for n in names if n not in layers]
+    if unknown:
+        raise ConfigError(f"--keep-fp32: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a weight "
+                          f"layer of this model; its layers are {', '.join(layers)}")
 
 
 def _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode) -> None:

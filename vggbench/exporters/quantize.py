@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, ExportError
 
 METHODS = ("minmax", "percentile", "entropy", "nncf")
 
@@ -31,23 +32,50 @@ class QuantConfig:
     # trained on, when it loads offline, else photos), "photos" (crops of two real photos), or a dataset name
     calibration: str = "auto"
     images: int = 32  # how many calibration images
+    # weight layers left in fp32 (conv1.., fc1..: vggbench.zoo.stages.weight_layers), a mixed-precision plan
+    keep_fp32: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
         if self.method not in METHODS:
             raise ConfigError(f"unknown calibration method {self.method!r}: choose from {', '.join(METHODS)}")
         if self.activations not in ("uint8", "int8"):
             raise ConfigError(f"int8 activations must be uint8 or int8, got {self.activations!r}")
         if self.images < 1:
             raise ConfigError(f"need at least one calibration image, got {self.images}")
+        if self.method == "nncf" and self.keep_fp32:
+            raise ConfigError("--keep-fp32 works with onnxruntime's quantizer (minmax, percentile, entropy), not "
+                              "with nncf")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "keep_fp32": list(self.keep_fp32)}
+
+
+def nodes_reading(model_path: str | os.PathLike, weights: Sequence[str]) -> list[str]:
+    """The names of the nodes that read any of the initializers `weights` (e.g. features.0.weight): the
+    dynamo exporter names a layer's weight after its module, and onnxruntime's pre-processing keeps the name
+    (even where it folds a BatchNorm into the conv)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    wanted = set(weights)
+    nodes = [n.name for n in graph.node if wanted & set(n.input)]
+    missing = wanted - {i for n in graph.node for i in n.input}
+    if missing:
+        raise ExportError(f"int8: no node of {Path(model_path).name} reads {', '.join(sorted(missing))}; cannot "
+                          f"keep that layer in fp32")
+    return nodes
 
 
 def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, images: torch.Tensor,
-                  config: QuantConfig, input_name: str = "input") -> None:
-    """Write an int8 QDQ model of `fp32_path`, calibrated on `images` (N, 3, H, W, normalised)."""
+                  config: QuantConfig, input_name: str = "input", keep_weights: Sequence[str] = ()) -> None:
+    """Write an int8 QDQ model of `fp32_path`, calibrated on `images` (N, 3, H, W, normalised); the layers
+    whose weights are named in `keep_weights` (e.g. features.0.weight) stay fp32 (onnxruntime's
+    nodes_to_exclude)."""
     if config.method == "nncf":
+        if keep_weights:
+            raise ConfigError("layers kept in fp32 need onnxruntime's quantizer (minmax, percentile, entropy), "
+                              "not nncf")
         return _quantize_nncf(fp32_path, out_path, images, input_name)
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -73,7 +101,9 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
         # model.onnx.data, which the pre-processor's optimized copy must find next to it
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True, save_as_external_data=True,
                           all_tensors_to_one_file=True, external_data_location="prepared.onnx.data")
+        excluded = nodes_reading(prepared, keep_weights) if keep_weights else []
         quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                        nodes_to_exclude=excluded,
                         per_channel=config.per_channel,
                         activation_type=QuantType.QUInt8 if config.activations == "uint8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=methods[config.method],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..core.errors import ConfigError
@@ -43,6 +44,18 @@ def _opset(value):
     return value
 
 
+def _keep_fp32(value):
+    """Layer names as convN/fcN (checked against the model once it is built), or auto alone."""
+    names = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+    if "auto" in names and len(names) > 1:
+        raise ConfigError("--keep-fp32 auto finds the layers itself: give auto alone, or a list of layers")
+    bad = [n for n in names if n != "auto" and not re.fullmatch(r"(conv|fc)[1-9][0-9]*", str(n))]
+    if bad:
+        raise ConfigError(f"--keep-fp32: {', '.join(map(str, bad))} is not a layer name: use convN or fcN "
+                          f"(conv1 is the first conv, fc3 the last linear layer), or auto")
+    return tuple(names)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportSettings(ModelSettings):
     """Which model (see ModelSettings), which formats, where, and how each is made and checked."""
@@ -70,6 +83,11 @@ class ExportSettings(ModelSettings):
     calibration_method: str = setting("minmax", "onnx-int8: minmax, percentile or entropy (onnxruntime's "
                                                 "quantizer), or nncf (NNCF's post-training quantization).",
                                       choices=_calibration_methods)
+    keep_fp32: tuple[str, ...] = setting((), "onnx-int8: weight layers left in fp32, e.g. conv1,fc3 (the Nth conv "
+                                             "and the Nth linear layer in depth order), or auto: the fewest that "
+                                             "bring top-1 agreement with fp32 on real images to 99% (found from the "
+                                             "int8 per-layer error profile; recorded in the manifest).",
+                                         parse=_keep_fp32)
     calibration_data: str = setting("auto", "onnx-int8 calibration images: auto (the training split of the "
                                             "dataset the weights were trained on, when it loads offline, else "
                                             "photos), photos, or a dataset name (digits, cifar10, ...).")
@@ -78,8 +96,10 @@ class ExportSettings(ModelSettings):
         """The keyword arguments of vggbench.export that these settings give (all but the model and `out`)."""
         from .quantize import QuantConfig
 
+        if self.keep_fp32 and "onnx-int8" not in self.formats:
+            raise ConfigError("--keep-fp32 is a plan for the int8 model: add onnx-int8 to --format")
         quant = QuantConfig(method=self.calibration_method, images=self.calibration_images,
-                            calibration=self.calibration_data)
+                            calibration=self.calibration_data, keep_fp32=self.keep_fp32)
         return dict(formats=list(self.formats), image_size=self.image_size, batch_size=self.batch_size,
                     dynamic_batch=self.dynamic_batch, opset=self.opset, precision=self.precision,
                     torchscript_mode=self.torchscript_mode, force=self.force, verify=self.verify, quant=quant,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import CheckFailed
+from ..core.errors import CheckFailed, ConfigError
 from ..data.inputs import calibration_images
 from ..exporters import export as exporters
 from ..exporters.manifest import INT8_FORMAT
@@ -39,13 +39,36 @@ def export(model: LoadedModel, out: str | os.PathLike, *, verify: bool = True, q
     formats = options.get("formats", exporters.DEFAULT_FORMATS)
     # the size the weights were trained at (a checkpoint records it), not 224 for a model trained at 64
     options["image_size"] = options.get("image_size") or model.weights.image_size or DEFAULT_IMAGE_SIZE
+    if quant.keep_fp32 != ("auto",):
+        exporters.check_keep_fp32(model.module, quant.keep_fp32)  # before calibration images are made
     if INT8_FORMAT in formats and calibration is None and options.get("precision", "fp32") == "fp32":
         image_size = options["image_size"]
         calibration, source = calibration_images(quant.calibration, quant.images, image_size, model.weights.mean,
                                                  model.weights.std, model.weights.meta)
         quant = dataclasses.replace(quant, calibration=source)
+    if quant.keep_fp32 == ("auto",):
+        if INT8_FORMAT not in formats:
+            raise ConfigError("--keep-fp32 is a plan for the int8 model: add onnx-int8 to --format")
+        plan = find_plan(model, calibration, quant, options)
+        plan.check()
+        quant = dataclasses.replace(quant, keep_fp32=tuple(plan.keep_fp32))
+        options["int8_plan"] = plan.to_dict()
     check = (lambda folder: _parity_rows(folder, model, Path(out))) if verify else None
     return exporters.export(model, out, quant=quant, calibration=calibration, check=check, **options)
+
+
+def find_plan(model: LoadedModel, calibration: torch.Tensor, quant: QuantConfig, options: dict):
+    """`--keep-fp32 auto`: export ONNX and int8 into a temp folder with the same settings and search the plan
+    there (vggbench.parity.plan)."""
+    import tempfile
+
+    from .plan import plan_int8
+
+    with tempfile.TemporaryDirectory(prefix="vggbench-plan-export-") as tmp:
+        settings = {k: v for k, v in options.items() if k in ("image_size", "batch_size", "dynamic_batch", "opset")}
+        exporters.export(model, Path(tmp) / "export", formats=["onnx", INT8_FORMAT], calibration=calibration,
+                         quant=dataclasses.replace(quant, keep_fp32=()), **settings)
+        return plan_int8(Path(tmp) / "export", reference=model, calibration=calibration)
 
 
 def _parity_rows(folder: Path, model: LoadedModel, out: Path) -> list[dict]:

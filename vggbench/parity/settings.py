@@ -6,7 +6,23 @@ import os
 from dataclasses import dataclass
 
 from ..core.device import device_text
+from ..core.errors import ConfigError
+from ..core.fileio import check_writable
 from ..core.settings import Settings, setting
+
+
+def _plot_path(value):
+    if isinstance(value, str):
+        from .layer_plot import check_plot_path
+
+        check_plot_path(value)
+    return value
+
+
+def _json_path(value):
+    if isinstance(value, str):
+        check_writable(value, folder=False, label="--out")
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +44,47 @@ class VerifySettings(Settings):
     atol: float | None = setting(None, "Absolute tolerance (replaces the preset's range-relative one).", minimum=0)
     rtol: float | None = setting(None, "Relative tolerance.", minimum=0)
     weights: str | None = setting(None, "Reference weights, if the file the export was made from has moved.")
+    # the per-stage error profile (parity/layers.py)
+    layers: bool = setting(False, "Profile the error after each stage (conv block, flatten, classifier layer) on "
+                                  "prefix sub-models, and name the first stage over the precision's budget.")
+    all_stages: bool = setting(False, "--layers: measure every stage instead of bisecting for the first over "
+                                      "budget.")
+    granularity: str = setting("blocks", "--layers: blocks (each conv block, flatten, each classifier layer) or "
+                                         "layers (after every weight layer).", choices=("blocks", "layers"))
+    plot: str | None = setting(None, "--layers: draw relative error against depth into this file (.png, .svg, "
+                                     "...).", parse=_plot_path)
+    out: str | None = setting(None, "--layers: also write the profile as JSON to this file.", parse=_json_path)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        wanted = [name for name in ("all_stages", "plot", "out") if getattr(self, name) not in (None, False)]
+        if wanted and not self.layers:
+            raise ConfigError(f"--{wanted[0].replace('_', '-')} belongs to the layer profile: add --layers")
+        if self.granularity != "blocks" and not self.layers:
+            raise ConfigError("--granularity belongs to the layer profile: add --layers")
+
+    def profile_layers(self, export_dir: str | os.PathLike):
+        """`vggbench.profile_layers` of `export_dir` with these settings: the LayersReport (JSON and plot
+        written when asked for)."""
+        from .layers import profile_layers
+
+        report = profile_layers(export_dir, backends=None if self.backends is None else list(self.backends),
+                                device=self.device,
+                                precisions=None if self.precisions is None else list(self.precisions),
+                                memory_formats=("contiguous", "channels_last") if self.channels_last
+                                else ("contiguous",), batch_sizes=list(self.batch_sizes), photos=self.photos,
+                                atol=self.atol, rtol=self.rtol, weights=self.weights,
+                                data=None if self.data.lower() == "none" else self.data,
+                                all_stages=self.all_stages, granularity=self.granularity)
+        if self.out:
+            from ..core.fileio import write_json
+
+            write_json(self.out, {"settings": self.to_dict(), **report.to_dict()})
+        if self.plot:
+            from .layer_plot import plot_layers
+
+            plot_layers(report, self.plot)
+        return report
 
     def verify(self, export_dir: str | os.PathLike):
         """`vggbench.verify` of `export_dir` with these settings: the VerifyReport."""

@@ -28,6 +28,7 @@ from ..exporters.manifest import INT8_FORMAT, dense_spec, read_manifest
 from ..exporters.quantize import QuantConfig
 from ..zoo.dense import dense_model
 from ..zoo.specs import LRN_FORM, get_spec
+from ..zoo.stages import Stage, prefix
 from ..zoo.weights import LoadedModel, WeightsSource, load_model
 from .metrics import ParityResult, compare, tolerance_for
 
@@ -91,7 +92,44 @@ def reference_model(manifest: dict, weights: str | os.PathLike | None = None) ->
     return loaded
 
 
-def _run_in_batches(runner, x: torch.Tensor, batch: int | None) -> torch.Tensor:
+def static_batch(manifest: dict) -> int | None:
+    """The batch size a static export takes (None: any)."""
+    spec = manifest["input"]
+    return None if spec["dynamic_batch"] else spec["shape"][0]
+
+
+def exported_module(manifest: dict, reference: LoadedModel) -> LoadedModel:
+    """The reference for what the folder holds: the model, or the prefix sub-model of a stage export."""
+    stage = manifest["model"].get("stage")
+    if not stage:
+        return reference
+    cut = Stage(**{**stage, "layers": tuple(stage["layers"])})
+    return replace(reference, module=prefix(reference.module, cut))
+
+
+def verify_inputs(manifest: dict, batch_sizes: Sequence[int], photos: bool, data: str | None, data_images: int,
+                  skipped: list[str]) -> list[tuple[str, torch.Tensor]]:
+    """(label, images) to compare on: seeded random batches, the photos, and a dataset's test images (see
+    `verify`); a dataset that "auto" could not load is noted in `skipped`."""
+    spec = manifest["input"]
+    size = spec["image_size"]
+    inputs = [(f"random x{b}", random_batch(b, size, seed=b)) for b in batch_sizes]
+    if photos:
+        real = sample_photos(size, spec["mean"], spec["std"])
+        inputs.append((f"photos x{real.shape[0]}", real))
+    name = trained_on(manifest["weights"].get("meta") or {}) if data == "auto" else data
+    if name:
+        try:
+            images, _, split = dataset_images(name, size, spec["mean"], spec["std"], count=data_images)
+            inputs.append((f"{name} {split} x{images.shape[0]}", images))
+        except DataError as e:
+            if data != "auto":
+                raise
+            skipped.append(f"{name} images, which the weights were trained on: {e}")
+    return inputs
+
+
+def run_in_batches(runner, x: torch.Tensor, batch: int | None) -> torch.Tensor:
     """Run `x` in chunks: of a static export's batch size (padding the last chunk), else of up to CHUNK."""
     if batch is None and x.shape[0] <= CHUNK or x.shape[0] == batch:
         return runner(x)
@@ -123,12 +161,11 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     """
     device = require_device(device)
     manifest = read_manifest(export_dir)
-    reference = reference or reference_model(manifest, weights)
-    combos = _combinations(manifest, backends, precisions, memory_formats)
-    spec = manifest["input"]
-    size = spec["image_size"]
-    static = None if spec["dynamic_batch"] else spec["shape"][0]
-    inputs = [(f"random x{b}", random_batch(b, size, seed=b)) for b in batch_sizes]
+    reference = exported_module(manifest, reference or reference_model(manifest, weights))
+    combos = combinations(manifest, backends, precisions, memory_formats)
+    static = static_batch(manifest)
+    report = VerifyReport(str(export_dir), manifest["model"]["name"])
+    inputs = verify_inputs(manifest, batch_sizes, photos, data, data_images, report.skipped)
     subject = reference  # what module backends run, and what the artifacts are compared with
     dense = dense_spec(manifest)
     if dense is not None:
@@ -136,21 +173,8 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
         for i, (h, w) in enumerate(dense_sizes(dense)):
             g = torch.Generator().manual_seed(100 + i)
             inputs.append((f"random x2 {h}x{w}", torch.randn(2, 3, h, w, generator=g)))
-    if photos:
-        real = sample_photos(size, spec["mean"], spec["std"])
-        inputs.append((f"photos x{real.shape[0]}", real))
-    report = VerifyReport(str(export_dir), manifest["model"]["name"])
-    name = trained_on(manifest["weights"].get("meta") or {}) if data == "auto" else data
-    if name:
-        try:
-            images, _, split = dataset_images(name, size, spec["mean"], spec["std"], count=data_images)
-            inputs.append((f"{name} {split} x{images.shape[0]}", images))
-        except DataError as e:
-            if data != "auto":
-                raise
-            report.skipped.append(f"{name} images, which the weights were trained on: {e}")
     gold = eager_runner(getattr(subject, "module", subject), "cpu", "fp32")
-    expected = {label: _run_in_batches(gold, x, None) for label, x in inputs}
+    expected = {label: run_in_batches(gold, x, None) for label, x in inputs}
 
     # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
     options = RunnerOptions(ort=settings, openvino=openvino)
@@ -173,7 +197,7 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
                     # judged by class agreement, which random inputs do not have
                     report.skipped.append(f"{combo} on {label}: {precision} is judged on real images only")
                     continue
-                got = _run_in_batches(runner, x, static)
+                got = run_in_batches(runner, x, static)
                 report.results.append(compare(expected[label], got, tol, backend=backend, device=str(device),
                                               precision=precision, memory_format=memory_format, inputs=label))
     return report
@@ -198,7 +222,7 @@ def dense_sizes(dense: dict) -> list[tuple[int, int]]:
     return list(dict.fromkeys(s for s in sizes if s != (size, size)))
 
 
-def _combinations(manifest: dict, backends, precisions, memory_formats) -> list[tuple[str, str, str]]:
+def combinations(manifest: dict, backends, precisions, memory_formats) -> list[tuple[str, str, str]]:
     """What to compare: by default each artifact at its own precision (onnx-int8 as onnxruntime int8);
     backends/precisions given explicitly are crossed with each other."""
     if backends is None and precisions is None:
