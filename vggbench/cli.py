@@ -428,7 +428,7 @@ def report(results, fmt, baseline, old, threshold, allow_different_machines, plo
     from .bench.results import read_run
 
     if plot:
-        from .bench.plot import check_plot_path
+        from .core.plots import check_plot_path
 
         check_plot_path(plot)  # before any table is printed
     parse_baseline(baseline)

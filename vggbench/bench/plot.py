@@ -6,22 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..core.errors import ConfigError, ResultsError
-from ..core.fileio import atomic_file, check_writable
+from ..core.errors import ResultsError
+from ..core.fileio import atomic_file
+from ..core.plots import check_plot_path
 from .report import GROUP_KEYS, group_title, label
-
-
-def check_plot_path(path: str | os.PathLike) -> Path:
-    """`path` if a plot can be written there in a format its suffix names (none: PNG), else a ConfigError."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    path = check_writable(path, folder=False, label="--plot")
-    kinds = FigureCanvasBase.get_supported_filetypes()
-    suffix = path.suffix.lstrip(".").lower()
-    if suffix and suffix not in kinds:
-        raise ConfigError(f"--plot {path}: matplotlib cannot write .{suffix} files; use one of "
-                          f"{', '.join('.' + k for k in sorted(kinds))}")
-    return path
 
 
 def plot_run(data: dict, path: str | os.PathLike) -> Path:

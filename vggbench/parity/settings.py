@@ -13,7 +13,7 @@ from ..core.settings import Settings, setting
 
 def _plot_path(value):
     if isinstance(value, str):
-        from .layer_plot import check_plot_path
+        from ..core.plots import check_plot_path
 
         check_plot_path(value)
     return value
