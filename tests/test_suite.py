@@ -146,3 +146,20 @@ def test_best_cuda_plans_every_fast_gpu_path():
 
     for g in groups:  # every combination is one the backends accept (planned as on a GPU machine)
         resolve_target(g.backend, "cuda", g.precision, g.memory_format, available=False)
+
+
+def test_native_only_skips_emulated_bf16_with_a_reason(monkeypatch):
+    from vggbench.bench import sweep
+    from vggbench.bench.suite import Suite
+    from vggbench.core.device import parse_device
+
+    suite = Suite(models=("vgg11",), backends=("eager",), precisions=("fp32", "bf16"), native_only=True)
+    monkeypatch.setattr(sweep, "cpu_bf16_instructions", lambda: False)
+    plan = sweep._plan(suite, parse_device("cpu"))
+    assert "no bf16 instructions" in str(plan["vgg11", "eager", "bf16", "contiguous"])
+    assert plan["vgg11", "eager", "fp32", "contiguous"].precision == "fp32"
+    monkeypatch.setattr(sweep, "cpu_bf16_instructions", lambda: True)
+    assert sweep._plan(suite, parse_device("cpu"))["vgg11", "eager", "bf16", "contiguous"].precision == "bf16"
+    plain = Suite(models=("vgg11",), backends=("eager",), precisions=("bf16",))
+    monkeypatch.setattr(sweep, "cpu_bf16_instructions", lambda: False)
+    assert sweep._plan(plain, parse_device("cpu"))["vgg11", "eager", "bf16", "contiguous"].precision == "bf16"

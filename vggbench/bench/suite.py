@@ -143,6 +143,9 @@ class Suite(ModelSettings):
                                 option="--min-time")
     min_iters: int = setting(5, "Timed calls per case, at least.", minimum=1)
     max_iters: int = setting(1000, "Timed calls per case, at most.", minimum=1)
+    native_only: bool = setting(False, "Skip bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX), where "
+                                       "it runs emulated, several times slower than fp32: a row says so "
+                                       "(the best-cpu suite sets it).")
     # backend settings
     compile_mode: str | None = setting(None, "torch.compile mode: default, reduce-overhead, max-autotune, ...",
                                        choices=_compile_modes)

@@ -20,7 +20,7 @@ from ..backends import (
     resolve_target,
 )
 from ..backends.winograd import native
-from ..core.device import Device, require_device
+from ..core.device import Device, cpu_bf16_instructions, require_device
 from ..core.env import capture
 from ..core.errors import (
     BenchmarkInterrupted,
@@ -103,8 +103,13 @@ def _plan(suite: Suite, device: Device) -> dict[tuple, Target | UnsupportedError
     """Each group's target, resolved once; a combination that cannot run here is kept as its error (its cases
     become "unsupported" rows)."""
     plan = {}
+    emulated = suite.native_only and not device.is_cuda and not cpu_bf16_instructions()
     for model, backend, precision, memory_format, *_ in suite.groups():
         try:
+            if emulated and precision == "bf16":
+                raise UnsupportedError("this CPU has no bf16 instructions (AVX512-BF16 or AMX): bf16 would run "
+                                       "emulated, several times slower than fp32, so this suite skips it "
+                                       "(native_only)")
             plan[model, backend, precision, memory_format] = resolve_target(backend, device, precision, memory_format)
         except UnsupportedError as e:
             plan[model, backend, precision, memory_format] = e

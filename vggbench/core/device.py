@@ -91,3 +91,12 @@ def resolve_device(value: str | Device) -> Device:
     if device == AUTO:
         return Device("cuda") if cuda_count() else CPU
     return require_device(device)
+
+
+def cpu_bf16_instructions() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere torch and oneDNN emulate it
+    through fp32 conversions, several times slower than fp32 itself."""
+    import torch
+
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe() for probe in probes if probe is not None)
