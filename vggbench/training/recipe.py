@@ -165,8 +165,8 @@ def chance_warning(config: TrainConfig, history: list[dict], num_classes: int) -
     recent = history[-config.chance_epochs:]
     if len(recent) < config.chance_epochs or any(e["val_acc"] > chance + 0.1 * (1 - chance) for e in recent):
         return None
-    if config.init_value != "glorot" and not config.init_from and config.weights == "random":
-        fix = (f"its {config.init_value} init is known to stall at this size: use Glorot's (--init glorot"
+    if not config.init_value.startswith("glorot") and not config.init_from and config.weights == "random":
+        fix = (f"its {config.init_value} init is known to stall at this size: use Glorot's (--init glorot_relu"
                f"{', or drop --recipe paper' if config.recipe == 'paper' else ''})")
     elif config.warmup_value == 0:
         fix = "add a learning-rate warm-up (--warmup 1)"

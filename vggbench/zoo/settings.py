@@ -24,8 +24,9 @@ class ShapeSettings(Settings):
     dropout: float | None = setting(None, "Classifier dropout [default: 0.5].", minimum=0, below=1)
     head: str | None = setting(None, "imagenet (pool to 7x7, torchvision layout) or compact (1x1, for 32x32 "
                                      "inputs) [default: imagenet].", choices=tuple(HEADS))
-    init: str | None = setting(None, "kaiming (torchvision), paper (N(0, 0.01)) or glorot (Glorot & Bengio) "
-                                     "[default: kaiming; train: glorot, or paper with --recipe paper].",
+    init: str | None = setting(None, "kaiming (torchvision), paper (N(0, 0.01)), glorot (Glorot & Bengio) or "
+                                     "glorot_relu (Glorot's with the ReLU gain) [default: kaiming; train: "
+                                     "glorot_relu, or paper with --recipe paper].",
                                choices=INITS)
 
     def model_options(self) -> dict:
