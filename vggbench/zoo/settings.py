@@ -27,7 +27,7 @@ class ShapeSettings(Settings):
                                      "inputs) [default: imagenet].", choices=tuple(HEADS))
     init: str | None = setting(None, "kaiming (torchvision), paper (N(0, 0.01)), glorot (Glorot & Bengio) or "
                                      "glorot_relu (Glorot's with the ReLU gain) [default: kaiming; train: "
-                                     "glorot_relu, or paper with --recipe paper].",
+                                     "glorot_relu, glorot with batch norm, paper with --recipe paper].",
                                choices=INITS)
 
     def model_options(self) -> dict:
