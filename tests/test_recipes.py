@@ -68,6 +68,20 @@ def test_glorot_init_is_uniform_in_glorots_bound_with_zero_biases():
     assert all(float(m.bias.detach().abs().max()) == 0 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 
 
+def test_glorot_relu_is_glorots_draw_scaled_by_the_relu_gain_except_the_last_layer():
+    plain = load_model("vgg11", width=1 / 16, init="glorot", seed=2).module
+    relu = load_model("vgg11", width=1 / 16, init="glorot_relu", seed=2).module
+    layers = [(a, b) for a, b in zip(plain.modules(), relu.modules(), strict=True)
+              if isinstance(a, (torch.nn.Conv2d, torch.nn.Linear))]
+    for a, b in layers[:-1]:
+        torch.testing.assert_close(b.weight, a.weight * math.sqrt(2))
+    torch.testing.assert_close(layers[-1][1].weight, layers[-1][0].weight)  # the logits: no ReLU follows
+    assert all(float(b.bias.detach().abs().max()) == 0 for _, b in layers)
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # zero biases and ReLUs: the gain of each of the 8 convs multiplies the features
+        torch.testing.assert_close(relu.features(x), plain.features(x) * 2 ** 4)
+
+
 # --- recipes ------------------------------------------------------------------------------------------
 
 def test_the_paper_recipe_is_the_papers_exactly_and_the_default_adds_glorot_and_warm_up():
@@ -78,8 +92,16 @@ def test_the_paper_recipe_is_the_papers_exactly_and_the_default_adds_glorot_and_
     assert ModelOptions().dropout == 0.5
     default = TrainConfig()
     assert (default.init_value, default.warmup_value, default.optimizer_value, default.batch_size_value,
-            TrainConfig(model="vgg16_bn").batch_size_value) == ("glorot", 1, "adam", 32, 64)
-    assert tuple(RECIPES["default"].values()) == ("glorot", 1, "adam", 32, 64)
+            TrainConfig(model="vgg16_bn").batch_size_value) == ("glorot_relu", 1, "adam", 32, 64)
+    assert tuple(RECIPES["default"].values()) == ("glorot_relu", "glorot", 0.0, 1, "adam", 32, 64)
+    assert (TrainConfig(model="vgg16_bn").dropout_value, default.dropout_value,
+            TrainConfig(model="vgg16_bn", recipe="paper").dropout_value,
+            TrainConfig(model="vgg16_bn", dropout=0.3).dropout_value) == (0.0, 0.5, 0.5, 0.3)
+    bn = recipe.make_model(TrainConfig(model="vgg11_bn", width=1 / 16, image_size=32), 10)
+    assert bn.options.dropout == 0.0 and bn.options.init == "glorot"
+    assert all(m.p == 0.0 for m in bn.module.modules() if isinstance(m, torch.nn.Dropout))
+    assert (TrainConfig(model="vgg16_bn").init_value, TrainConfig(model="vgg16_bn", recipe="paper").init_value,
+            TrainConfig(model="vgg16_bn", init="kaiming").init_value) == ("glorot", "paper", "kaiming")
     assert TrainConfig(recipe="paper", init="glorot").init_value == "glorot"
     module = recipe.make_model(TrainConfig(recipe="paper", model="vgg11", width=0.25), 10).module
     weights = torch.cat([m.weight.detach().flatten() for m in module.modules() if isinstance(m, torch.nn.Conv2d)])

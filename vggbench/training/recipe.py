@@ -29,7 +29,8 @@ def make_model(config: TrainConfig, num_classes: int) -> LoadedModel:
         return load_model(config.model, config.resume, **shape)
     source = parse_weights(config.weights, config.seed)
     if source.kind == "random":
-        return load_model(config.model, source, num_classes=num_classes, **{"init": config.init_value, **shape})
+        return load_model(config.model, source, num_classes=num_classes,
+                          **{"init": config.init_value, "dropout": config.dropout_value, **shape})
     loaded = load_model(config.model, source, **shape)
     if loaded.options.num_classes == num_classes:
         return loaded
@@ -91,6 +92,7 @@ def init_from_net_a(config: TrainConfig, num_classes: int, shape: dict) -> Loade
     wanted.update(shape)
     wanted["num_classes"] = config.num_classes or num_classes
     wanted.setdefault("init", config.init_value)
+    wanted.setdefault("dropout", config.dropout_value)
     model = load_model(config.model, parse_weights("random", config.seed), **wanted)
     target, source = model.module.state_dict(), net_a.module.state_dict()
     pairs = []  # (name in the new model, name in net A), module prefixes
@@ -165,8 +167,8 @@ def chance_warning(config: TrainConfig, history: list[dict], num_classes: int) -
     recent = history[-config.chance_epochs:]
     if len(recent) < config.chance_epochs or any(e["val_acc"] > chance + 0.1 * (1 - chance) for e in recent):
         return None
-    if config.init_value != "glorot" and not config.init_from and config.weights == "random":
-        fix = (f"its {config.init_value} init is known to stall at this size: use Glorot's (--init glorot"
+    if not config.init_value.startswith("glorot") and not config.init_from and config.weights == "random":
+        fix = (f"its {config.init_value} init is known to stall at this size: use Glorot's (--init glorot_relu"
                f"{', or drop --recipe paper' if config.recipe == 'paper' else ''})")
     elif config.warmup_value == 0:
         fix = "add a learning-rate warm-up (--warmup 1)"

@@ -91,19 +91,24 @@ def init_paper(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def init_glorot(model: nn.Module) -> None:
+def init_glorot(model: nn.Module, relu_gain: bool = False) -> None:
     """Glorot & Bengio (2010)'s uniform initialisation with zero biases, which the paper found lets its deep nets
-    train from scratch, without net A's weights."""
+    train from scratch, without net A's weights. relu_gain: every layer but the last scaled by sqrt(2) (torch's
+    calculate_gain("relu")), so that the signal keeps its scale through the ReLUs instead of halving its variance
+    at each one."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight)
+            gain = nn.init.calculate_gain("relu") if relu_gain and m is not layers[-1] else 1.0
+            nn.init.xavier_uniform_(m.weight, gain=gain)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
 
-_INIT_FUNCTIONS = {"kaiming": init_kaiming, "paper": init_paper, "glorot": init_glorot}
+_INIT_FUNCTIONS = {"kaiming": init_kaiming, "paper": init_paper, "glorot": init_glorot,
+                   "glorot_relu": lambda model: init_glorot(model, relu_gain=True)}
 
 
 def build(spec: ModelSpec | str, options: ModelOptions | None = None) -> VGG:
