@@ -111,3 +111,20 @@ def test_several_gemm_shapes_are_timed():
                                                                       (2048, 64, 256)]
     assert measured["gflops_per_s"] == max(s["gflops_per_s"] for s in measured["shapes"]) > 0
     assert peak.measure_peak("cpu", "int8") is None
+
+
+def test_an_effective_rate_has_no_share_of_the_theoretical_peak():
+    # Winograd's GFLOP/s counts the direct convolution's FLOPs: 131% of a CPU's theoretical peak was recorded
+    ceilings = peak.Ceilings([{"device": "cpu", "precision": "fp32", "gflops_per_s": 100.0, "shape": "512x512x512"}],
+                             {("cpu", "fp32"): {"gflops_per_s": 150.0, "source": "table"}})
+    ceilings.see("cpu", "fp32", 200.0, "winograd fp32 channels_last batch 8")
+    fields = ceilings.row_fields("cpu", "fp32", 200.0, hardware_rate=False)
+    assert fields["peak_pct"] == 100.0 and fields["theoretical_pct"] is None
+    assert ceilings.row_fields("cpu", "fp32", 120.0)["theoretical_pct"] == 80.0
+
+
+def test_winograd_is_the_backend_with_an_effective_rate():
+    from vggbench.bench.sweep import _hardware_rate
+
+    assert not _hardware_rate("winograd")
+    assert all(_hardware_rate(b) for b in ("eager", "compile", "onnxruntime", "openvino", "tensorrt"))

@@ -36,6 +36,9 @@ class Backend:
     # builds every precision itself from the fp32 artifact (TensorRT: fp16, int8 calibrated on images passed
     # in RunnerOptions, fp8), so int8 and fp16 load the fp32 export rather than onnx-int8 or an fp16 export
     builds_precisions: bool = False
+    # computes fewer multiplications than a direct convolution (Winograd): its GFLOP/s, counted with the direct
+    # convolution's FLOPs, is an effective rate that may pass the hardware's theoretical peak
+    fewer_flops: bool = False
 
 
 _BACKENDS: dict[str, Backend] = {}

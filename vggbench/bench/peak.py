@@ -207,9 +207,10 @@ class Ceilings:
         if best is None or gflops_per_s > best[0]:
             self.measured[device, precision] = (gflops_per_s, what)
 
-    def row_fields(self, device: str, precision: str, gflops_per_s: float | None) -> dict:
+    def row_fields(self, device: str, precision: str, gflops_per_s: float | None, hardware_rate: bool = True) -> dict:
         """A row's denominators and shares: peak_gflops_per_s/peak_pct (measured), gemm_gflops_per_s,
-        theoretical_gflops_per_s/theoretical_pct."""
+        theoretical_gflops_per_s/theoretical_pct. hardware_rate=False: the row's rate is effective (a backend
+        that computes fewer FLOPs than it is credited with, such as Winograd), so it has no theoretical_pct."""
         measured = self.measured.get((device, precision), (None, ""))[0]
         theory = (self.theoretical.get((device, precision)) or {}).get("gflops_per_s")
 
@@ -218,7 +219,7 @@ class Ceilings:
 
         return {"peak_gflops_per_s": measured, "peak_pct": pct(measured),
                 "gemm_gflops_per_s": self.gemm.get((device, precision)),
-                "theoretical_gflops_per_s": theory, "theoretical_pct": pct(theory)}
+                "theoretical_gflops_per_s": theory, "theoretical_pct": pct(theory) if hardware_rate else None}
 
     def to_list(self) -> list[dict]:
         """What the results' environment records: each ceiling with where it came from."""

@@ -19,6 +19,7 @@ from ..backends import (
     make_runner,
     resolve_target,
 )
+from ..backends.registry import get_backend
 from ..backends.winograd import native
 from ..core.device import Device, cpu_bf16_instructions, require_device
 from ..core.env import capture
@@ -91,12 +92,17 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
     # every row against the final ceilings: the best rate of the whole run (rows were recorded against the best so
     # far, which is also at most 100%)
     environment["ceilings"] = ceilings.to_list()
-    results = [replace(r, **ceilings.row_fields(r.device, r.precision, r.gflops_per_s)) if r.status == "ok" else r
-               for r in sweep.results]
+    results = [replace(r, **ceilings.row_fields(r.device, r.precision, r.gflops_per_s, _hardware_rate(r.backend)))
+               if r.status == "ok" else r for r in sweep.results]
     run = BenchRun(settings, environment, results, time.perf_counter() - started, environment["created"])
     if interrupted:
         raise BenchmarkInterrupted(run)
     return run
+
+
+def _hardware_rate(backend: str) -> bool:
+    """Whether a backend's GFLOP/s is a rate the hardware ran (not Winograd's effective one)."""
+    return not get_backend(backend).fewer_flops
 
 
 def _plan(suite: Suite, device: Device) -> dict[tuple, Target | UnsupportedError]:
@@ -266,7 +272,8 @@ class _Sweep:
                                        parity_max_abs=parity.get("max_abs"), notes=notes)
             self.ceilings.see(case.device, case.precision, row.gflops_per_s,
                               f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}")
-            row = replace(row, **self.ceilings.row_fields(case.device, case.precision, row.gflops_per_s))
+            row = replace(row, **self.ceilings.row_fields(case.device, case.precision, row.gflops_per_s,
+                                                          _hardware_rate(case.backend)))
         except Exception as e:  # recorded as a row; re-raised on request
             status, reason = self._failure(e)
             row = BenchResult.failed(case, status, reason, load_ms=load_ms, parity_max_abs=parity.get("max_abs"))

@@ -106,4 +106,5 @@ def winograd_factory(module: nn.Module, target: Target, options: RunnerOptions |
     return WinogradRunner(module, target)
 
 
-BACKEND = register(Backend("winograd", None, ("cpu",), ("fp32",), ("channels_last",), winograd_factory))
+BACKEND = register(Backend("winograd", None, ("cpu",), ("fp32",), ("channels_last",), winograd_factory,
+                           fewer_flops=True))
