@@ -11,7 +11,7 @@ passed parity at batch 1 in a `vggbench run --best` results file. For each path:
    found by short probes, then full runs (SUT batches up to --server-max-batch, waiting --max-wait-ms).
 
 Run lengths are far below MLPerf's (600 s; 1,024 SingleStream and 270,336 Server queries) so that the whole
-recording takes about 12 minutes for VGG16 on 2 cores; LoadGen's early stopping still has to accept each verdict
+recording takes 30-50 minutes for VGG16 on 2 cores; LoadGen's early stopping still has to accept each verdict
 (Server's p99 needs 459 queries on time, hence --server-queries 500). The lengths used are printed under the table.
 Writes the markdown table to stdout and to --out (.md), and the results JSON files (with LoadGen's logs) beside it.
 """
@@ -54,8 +54,11 @@ def main() -> None:
     parser.add_argument("--singlestream-queries", type=int, default=64)
     parser.add_argument("--server-duration", type=float, default=30.0, help="full runs last at least this")
     parser.add_argument("--server-queries", type=int, default=500, help="full runs issue at least this many")
-    parser.add_argument("--probe-duration", type=float, default=10.0)
-    parser.add_argument("--server-runs", type=int, default=8, help="probes and full runs together, at most (4 found no VALID rate for eager or onnxruntime on 2026-11-26)")
+    parser.add_argument("--probe-duration", type=float, default=20.0,
+                        help="seconds per Server probe (10 s probes passed rates that full runs found INVALID)")
+    parser.add_argument("--server-runs", type=int, default=10,
+                        help="probes and full runs together, at most; a quarter are kept for full runs (4 found no "
+                             "VALID rate on 2026-11-26)")
     parser.add_argument("--server-max-batch", type=int, default=2)
     parser.add_argument("--max-wait-ms", type=float, default=50.0)
     parser.add_argument("--latency-bound-ms", type=float, default=1000.0)

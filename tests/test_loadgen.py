@@ -64,6 +64,13 @@ def test_search_steps_down_when_the_full_run_is_invalid():
     assert all(b.qps == pytest.approx(a.qps * 0.9, rel=1e-2) for a, b in zip(full, full[1:], strict=False))
 
 
+def test_search_keeps_a_quarter_of_its_runs_for_full_runs():
+    # probes pass far above what full runs sustain: the probes stop early enough for three full runs to step down
+    result = find_peak_qps(capacity(20.0, full_margin=0.85), 1.0, max_runs=12, tolerance=0.01)
+    assert sum(not t.probe for t in result.trials) >= 3
+    assert result.qps is not None and result.qps <= 17.0  # the third full run, at 20 x 0.9 x 0.9
+
+
 def test_search_is_bounded_and_says_when_nothing_was_valid():
     never = find_peak_qps(lambda qps, probe: Outcome(False, False), 10.0, max_runs=4)
     assert never.qps is None and never.runs == 4 and never.best is None
