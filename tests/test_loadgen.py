@@ -19,7 +19,7 @@ from vggbench.bench.qsl import SampleLibrary, load_images
 from vggbench.bench.report import render_run, scenario_rows
 from vggbench.bench.results import BenchRun, read_run
 from vggbench.bench.scenarios import LoadgenSettings
-from vggbench.bench.search import Outcome, find_peak_qps
+from vggbench.bench.search import Outcome, confirm_step, find_peak_qps
 from vggbench.bench.summary import parse_summary, read_summary
 from vggbench.bench.sut import BatchingSut
 from vggbench.cli import main
@@ -50,18 +50,24 @@ def test_search_finds_the_highest_valid_rate_within_the_runs(start):
     assert result.runs == len(calls) <= 10
     assert result.best.qps == result.qps and not result.best.probe and result.best.outcome.valid
     assert calls[0] == (start, True)  # starts from the estimate
-    assert all(probe for _, probe in calls[:-2]) and not calls[-1][1]  # probes first, then full runs
+    first_full = next(i for i, (_, probe) in enumerate(calls) if not probe)
+    assert first_full > 0 and not any(probe for _, probe in calls[first_full:])  # probes first, then full runs
     trials = result.to_dict()["trials"]
     assert [t["qps"] for t in trials] == [c[0] for c in calls]
 
 
-def test_search_steps_down_when_the_full_run_is_invalid():
-    # probes pass up to 20, but full runs only below 15: the full runs step down by 10% until one is VALID
-    result = find_peak_qps(capacity(20.0, full_margin=0.75), 16.0, max_runs=12, tolerance=0.05)
+def test_search_steps_down_when_the_full_run_is_invalid_then_bisects_up():
+    # probes pass up to 20, but full runs only up to 15: the full runs step down by 10% until one is VALID, then
+    # halve the gap to the lowest INVALID rate while runs are left
+    result = find_peak_qps(capacity(20.0, full_margin=0.75), 16.0, max_runs=12, tolerance=0.02)
     full = [t for t in result.trials if not t.probe]
-    assert result.qps is not None and result.qps <= 15.0
-    assert [t.outcome.valid for t in full] == [False] * (len(full) - 1) + [True]
-    assert all(b.qps == pytest.approx(a.qps * 0.9, rel=1e-2) for a, b in zip(full, full[1:], strict=False))
+    down = full[:next(i for i, t in enumerate(full) if t.outcome.valid) + 1]
+    assert [t.outcome.valid for t in down] == [False] * (len(down) - 1) + [True]
+    assert all(b.qps == pytest.approx(a.qps * 0.9, rel=1e-2) for a, b in zip(down, down[1:], strict=False))
+    up = full[len(down):]
+    assert up and all(down[-1].qps < t.qps < down[-2].qps for t in up)  # between the VALID and INVALID rates
+    assert result.qps is not None and down[-1].qps < result.qps <= 15.0  # higher than the first VALID rate
+    assert result.best.qps == result.qps and result.runs <= 12
 
 
 def test_search_keeps_a_quarter_of_its_runs_for_full_runs():
@@ -69,6 +75,22 @@ def test_search_keeps_a_quarter_of_its_runs_for_full_runs():
     result = find_peak_qps(capacity(20.0, full_margin=0.85), 1.0, max_runs=12, tolerance=0.01)
     assert sum(not t.probe for t in result.trials) >= 3
     assert result.qps is not None and result.qps <= 17.0  # the third full run, at 20 x 0.9 x 0.9
+
+
+def test_a_full_run_far_over_the_bound_steps_down_further():
+    # probes hold up to 20 QPS; full runs are VALID up to 12 and report p99 / bound = rate / 12 above it
+    def run(qps: float, probe: bool) -> Outcome:
+        if probe:
+            return Outcome(False, qps <= 20.0)
+        return Outcome(qps <= 12.0, qps <= 12.0, over_bound=qps / 12.0)
+
+    result = find_peak_qps(run, 20.0, max_runs=8, tolerance=0.05)
+    full = [t.qps for t in result.trials if not t.probe]
+    assert full[0] == 20.0 and full[1] == pytest.approx(12.0, rel=1e-2)  # 20 x (1 / 1.67), not 20 x 0.9
+    assert result.qps == 12.0 and all(q > 12.0 for q in full[2:])  # the bisection above found nothing higher
+    assert confirm_step(Outcome(False, False, over_bound=1.05)) == 0.9  # just over: the usual 10%
+    assert confirm_step(Outcome(False, False, over_bound=5.0)) == 0.5  # far over: at most halved
+    assert confirm_step(Outcome(False, False)) == 0.9
 
 
 def test_search_is_bounded_and_says_when_nothing_was_valid():

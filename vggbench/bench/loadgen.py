@@ -368,7 +368,9 @@ class _Scenario:
             summary, folder, _ = self._loadgen("performance", qps, probe=probe)
             if not probe:
                 found[qps] = (summary, folder)
-            return Outcome(bool(summary.valid), bool(summary.latency_ok), folder.name)
+            p99 = summary.percentile("99")
+            over = p99 / s.latency_bound_ms if p99 is not None and s.latency_bound_ms else None
+            return Outcome(bool(summary.valid), bool(summary.latency_ok), folder.name, over)
 
         start = min(self._rate(), self.t.offline_rate or float("inf")) * 0.9
         result = find_peak_qps(run, start, max_runs=s.max_runs, tolerance=s.search_tolerance)

@@ -53,11 +53,11 @@ class LoadgenSettings(Settings):
                                              "from timed batches].", above=0)
     samples_per_query: int = setting(8, "MultiStream: samples per query (MLPerf's 8).", minimum=1)
     latency_bound_ms: float = setting(1000.0, "Server: the p99 latency bound a VALID run keeps.", above=0)
-    # the Server search: probes judged by LoadGen's latency check, then full runs until one is VALID
+    # the Server search: probes judged by LoadGen's latency check, then full runs down to a VALID one and back up
     max_runs: int = setting(8, "Server search: LoadGen runs at most, probes and full runs together.", minimum=1,
                             option="--search-max-runs")
-    search_tolerance: float = setting(0.05, "Server search: stop probing when the bracket is this narrow "
-                                            "(a fraction of its lower end).", above=0, below=1)
+    search_tolerance: float = setting(0.05, "Server search: stop when the VALID and INVALID full runs' rates are "
+                                            "this close (a fraction of the VALID one).", above=0, below=1)
     probe_duration_s: float | None = setting(None, "Server search: seconds of each probe run [default: a "
                                                    "quarter of --min-duration].", minimum=0,
                                              option="--probe-duration")

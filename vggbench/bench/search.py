@@ -1,7 +1,8 @@
 """The Server search: the highest target QPS whose LoadGen run is VALID at the latency bound, as MLPerf submitters
 find it. Short probe runs, judged by LoadGen's own latency check (p99 within the bound), bracket the rate from an
-estimate and then halve the bracket; full runs then confirm the highest rate that passed, stepping down until one
-is VALID. Every run counts against `max_runs`. The run itself is injected, so the logic is tested without LoadGen.
+estimate; full runs then step down from the highest rate that passed until one is VALID (further where a run's p99
+was far over the bound), and bisect between that rate and the lowest INVALID one while runs are left. Every run
+counts against `max_runs`. The run itself is injected, so the logic is tested without LoadGen.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from typing import Any
 from ..core.errors import ConfigError
 
 STEP = 2.0  # the factor between probes while the bracket is open on one side
-CONFIRM_STEP = 0.9  # a full run that is INVALID: the next full run is at this fraction of its rate
+# a full run that is INVALID: the next full run is at this fraction of its rate, or lower where the run's p99 was
+# further over the bound (rate x bound / p99, down to MIN_CONFIRM_STEP): VGG16 eager on 2 cores held 1.27 QPS in a
+# 20 s probe, then read p99 1,423 ms at 1.27 and 1,458 ms at 1.14 QPS in full runs against a 1,000 ms bound
+CONFIRM_STEP = 0.9
+MIN_CONFIRM_STEP = 0.5
 # runs kept for full runs, at least (a quarter of the budget, and at least one): a short probe's p99 reads a rate
 # as safe that a full run, long enough for the queue to build, can find INVALID (2.91 QPS: p99 894 ms in the probe,
 # 2,537 ms in the full run, VGG16 on onnxruntime, 2 CPU cores)
 FULL_SHARE = 4
+# probes read p99 from a few dozen queries, an optimistic reading: a bracket narrower than this is not worth a probe
+PROBE_TOLERANCE = 0.25
 DECIMALS = 3  # rates are rounded to this many significant digits
 
 
@@ -29,6 +36,7 @@ class Outcome:
     valid: bool
     latency_ok: bool
     detail: Any = None
+    over_bound: float | None = None  # the run's constrained percentile over the latency bound (p99 / bound), if known
 
 
 @dataclass
@@ -39,7 +47,7 @@ class Trial:
 
     def to_dict(self) -> dict:
         return {"qps": self.qps, "run": "probe" if self.probe else "full", "valid": self.outcome.valid,
-                "latency_ok": self.outcome.latency_ok}
+                "latency_ok": self.outcome.latency_ok, "over_bound": self.outcome.over_bound}
 
 
 @dataclass
@@ -77,7 +85,8 @@ def find_peak_qps(run: Callable[[float, bool], Outcome], start_qps: float, *, ma
     start_qps: the first probe's rate, e.g. an Offline or batch throughput estimate.
     max_runs: every run counts; a quarter of them (at least one) is kept for full runs (max_runs 1: that run alone,
     at start_qps).
-    tolerance: probing stops when the bracket's width is at most this fraction of its lower end.
+    tolerance: full runs stop bisecting when the VALID and INVALID rates are this close (a fraction of the VALID
+    one); probing stops at PROBE_TOLERANCE or this, whichever is wider.
     min_qps: below this, no rate is tried (the search gives up: result None).
     """
     if not start_qps > 0:
@@ -104,7 +113,7 @@ def find_peak_qps(run: Callable[[float, bool], Outcome], start_qps: float, *, ma
             qps = _round(qps / STEP)
         elif high is None:
             qps = _round(qps * STEP)
-        elif high - low <= tolerance * low:
+        elif high - low <= max(tolerance, PROBE_TOLERANCE) * low:
             break
         else:
             qps = _round((low + high) / 2)
@@ -112,9 +121,31 @@ def find_peak_qps(run: Callable[[float, bool], Outcome], start_qps: float, *, ma
             break
     # full runs: from the highest probe that held (or the start, with no probes), down until one is VALID
     qps = low if low is not None else (result.start_qps if not result.trials else _round(qps))
+    invalid = None  # the lowest rate a full run found INVALID
     while result.runs < max_runs and qps >= min_qps:
-        if attempt(qps, False).valid:
+        outcome = attempt(qps, False)
+        if outcome.valid:
             result.qps = qps
             break
-        qps = _round(qps * CONFIRM_STEP)
+        invalid = qps
+        qps = _round(qps * confirm_step(outcome))
+    # then up again: halve the gap between the VALID rate and the lowest INVALID one while runs are left
+    while result.qps is not None and invalid is not None and result.runs < max_runs \
+            and invalid - result.qps > tolerance * result.qps:
+        qps = _round((result.qps + invalid) / 2)
+        if qps in (result.qps, invalid):
+            break
+        if attempt(qps, False).valid:
+            result.qps = qps
+        else:
+            invalid = qps
     return result
+
+
+def confirm_step(outcome: Outcome) -> float:
+    """The factor from an INVALID full run's rate to the next one's: CONFIRM_STEP, or bound / p99 where the run
+    was further over the bound than that (latency falls faster than the rate near saturation, so this errs low),
+    but not below MIN_CONFIRM_STEP."""
+    if outcome.over_bound is None or outcome.over_bound <= 1:
+        return CONFIRM_STEP
+    return max(MIN_CONFIRM_STEP, min(CONFIRM_STEP, 1 / outcome.over_bound))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends import OrtSettings, RunnerOptions, eager_runner, make_runner, resolve_target
+from ..backends import OrtSettings, RunnerOptions, eager_runner, make_runner
 from ..backends.target import Target
 from ..core.device import Device, require_device
 from ..core.errors import ArtifactError, CheckFailed, UnsupportedError, VggbenchError
@@ -33,7 +33,7 @@ from ..exporters.quantize import QuantConfig
 from ..zoo.stages import Stage, prefix, stages
 from ..zoo.weights import LoadedModel
 from .metrics import Tolerance, tolerance_for
-from .verify import combinations, reference_model, run_in_batches, static_batch, verify_inputs
+from .verify import combinations, reference_model, run_in_batches, runnable, static_batch, verify_inputs
 
 LAYER_IMAGES = 256  # dataset images at most: every stage's activations of all images are held at once
 COLUMNS = ["stage", "layers", "shape", "max_abs", "rel_error", "min_cosine", "growth", "budget"]
@@ -271,18 +271,11 @@ def profile_layers(export_dir: str | os.PathLike, *, backends: Sequence[str] | N
     with tempfile.TemporaryDirectory(prefix="vggbench-prefixes-") as tmp, \
             scoped_numerics(tf32=tf32_flag(device, False)):
         builds = PrefixBuilds(export_dir, manifest, reference, Path(cache_dir or tmp), calibration)
-        for backend, precision, memory_format in combinations(manifest, backends, precisions, memory_formats):
-            combo = f"{backend} {device} {precision} {memory_format}"
-            try:
-                target = resolve_target(backend, device, precision, memory_format)
-                if target.is_reference:
-                    report.skipped.append(f"{combo}: this is the reference itself")
-                    continue
-                # the whole model's runner first: a combination that cannot run is skipped before any prefix
-                whole = _stage_runner(target, cuts[-1], True, reference, export_dir, builds, options)
-            except UnsupportedError as e:
-                report.skipped.append(f"{combo}: {e}")
-                continue
+        combos = combinations(manifest, backends, precisions, memory_formats)
+        # the whole model's runner first: a combination that cannot run is skipped before any prefix
+        for target, whole in runnable(combos, device, report.skipped, lambda target: _stage_runner(
+                target, cuts[-1], True, reference, export_dir, builds, options)):
+            backend, precision, memory_format = target.backend, target.precision, target.memory_format
             tol = tolerance_for(precision, atol, rtol)
             used = [(label, x) for label, x in inputs if tol.min_top1 is None or not label.startswith("random")]
             profile = LayerProfile(backend, str(device), precision, memory_format,

@@ -129,6 +129,24 @@ def verify_inputs(manifest: dict, batch_sizes: Sequence[int], photos: bool, data
     return inputs
 
 
+def runnable(combos, device, skipped: list[str], build):
+    """(target, runner) for each (backend, precision, memory_format) of `combos` that resolves on `device` and
+    that `build(target)` can run; the others are added to `skipped` with the reason (the reference itself, or
+    why the combination cannot run)."""
+    for backend, precision, memory_format in combos:
+        combo = f"{backend} {device} {precision} {memory_format}"
+        try:
+            target = resolve_target(backend, device, precision, memory_format)
+            if target.is_reference:
+                skipped.append(f"{combo}: this is the reference itself")
+                continue
+            runner = build(target)
+        except UnsupportedError as e:
+            skipped.append(f"{combo}: {e}")
+            continue
+        yield target, runner
+
+
 def run_in_batches(runner, x: torch.Tensor, batch: int | None) -> torch.Tensor:
     """Run `x` in chunks: of a static export's batch size (padding the last chunk), else of up to CHUNK."""
     if batch is None and x.shape[0] <= CHUNK or x.shape[0] == batch:
@@ -179,26 +197,19 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
     options = RunnerOptions(ort=settings, openvino=openvino)
     with scoped_numerics(tf32=tf32_flag(device, False)):
-        for backend, precision, memory_format in combos:
-            combo = f"{backend} {device} {precision} {memory_format}"
-            try:
-                target = resolve_target(backend, device, precision, memory_format)
-                if target.is_reference:
-                    report.skipped.append(f"{combo}: this is the reference itself")
-                    continue
-                runner = make_runner(target, subject, export_dir=export_dir,
-                                     options=_calibrated(options, target, manifest))
-            except UnsupportedError as e:
-                report.skipped.append(f"{combo}: {e}")
-                continue
+        def build(target):
+            return make_runner(target, subject, export_dir=export_dir, options=_calibrated(options, target, manifest))
+
+        for target, runner in runnable(combos, device, report.skipped, build):
+            precision, memory_format = target.precision, target.memory_format
             tol = tolerance_for(precision, atol, rtol)
             for label, x in inputs:
                 if tol.min_top1 is not None and label.startswith("random"):
                     # judged by class agreement, which random inputs do not have
-                    report.skipped.append(f"{combo} on {label}: {precision} is judged on real images only")
+                    report.skipped.append(f"{target} on {label}: {precision} is judged on real images only")
                     continue
                 got = run_in_batches(runner, x, static)
-                report.results.append(compare(expected[label], got, tol, backend=backend, device=str(device),
+                report.results.append(compare(expected[label], got, tol, backend=target.backend, device=str(device),
                                               precision=precision, memory_format=memory_format, inputs=label))
     return report
 
