@@ -93,6 +93,39 @@ def test_a_full_run_far_over_the_bound_steps_down_further():
     assert confirm_step(Outcome(False, False)) == 0.9
 
 
+EARLY_STOPPING_WANTS_MORE = """================================================
+MLPerf Results Summary
+================================================
+SUT name : PySUT
+Scenario : Server
+Mode     : PerformanceOnly
+Completed samples per second    : 1.43
+Result is : INVALID
+  Performance constraints satisfied : Yes
+  Min duration satisfied : Yes
+  Min queries satisfied : Yes
+  Early stopping satisfied: NO
+Recommendations:
+Early Stopping Result:
+ * Run unsuccessful.
+ * Processed 500 queries.
+ * Would need to run at least 162 more queries,
+ with the run being successful if every additional
+ query were under latency.
+"""
+
+
+def test_a_run_that_held_the_bound_says_how_many_more_queries_early_stopping_wants(tmp_path):
+    from vggbench.bench.summary import read_summary
+
+    (tmp_path / "mlperf_log_summary.txt").write_text(EARLY_STOPPING_WANTS_MORE)
+    summary = read_summary(tmp_path)
+    assert summary.valid is False and summary.latency_ok and summary.more_queries == 162
+    # an extended full run counts as the two LoadGen runs it took
+    result = find_peak_qps(lambda qps, probe: Outcome(not probe, True, runs=1 if probe else 2), 5.0, max_runs=4)
+    assert result.runs == len(result.trials) + 1 and result.trials[-1].to_dict()["loadgen_runs"] == 2
+
+
 def test_search_is_bounded_and_says_when_nothing_was_valid():
     never = find_peak_qps(lambda qps, probe: Outcome(False, False), 10.0, max_runs=4)
     assert never.qps is None and never.runs == 4 and never.best is None

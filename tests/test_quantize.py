@@ -33,7 +33,7 @@ def test_int8_artifact_is_a_qdq_model_with_its_calibration_recorded(int8_export)
     from vggbench.exporters.manifest import read_manifest
     entry = read_manifest(out)["artifacts"]["onnx-int8"]
     assert entry["quantization"] == {"method": "minmax", "per_channel": True, "activations": "uint8",
-                                     "calibration": "photos", "images": 8, "keep_fp32": []}
+                                     "reduce_range": False, "calibration": "photos", "images": 8, "keep_fp32": []}
     # int8 weights: a quarter of the fp32 file, give or take the graph
     assert entry["files"][0]["bytes"] < 0.4 * read_manifest(out)["artifacts"]["onnx"]["files"][0]["bytes"]
 
@@ -59,6 +59,33 @@ def test_verify_judges_int8_on_real_images_only(int8_export):
     assert [r.inputs for r in int8] == ["photos x4"]
     assert int8[0].atol is None and int8[0].passed
     assert sum("judged on real images only" in s for s in report.skipped) == 2
+
+
+def int8_weights(path) -> list:
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    return [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims]
+
+
+def test_reduce_range_quantizes_weights_to_7_bits_and_is_recorded(tmp_path):
+    from vggbench.exporters.manifest import read_manifest
+    from vggbench.exporters.settings import ExportSettings
+
+    assert ExportSettings(formats=("onnx", "onnx-int8"),
+                          reduce_range=True).arguments()["quant"].reduce_range
+    model = load_model("vgg11", seed=0, width=1 / 16, hidden=32, num_classes=10)
+    full, reduced = tmp_path / "full", tmp_path / "reduced"
+    export(model, full, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], quant=QuantConfig(images=4),
+           verify=False)
+    export(model, reduced, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"],
+           quant=QuantConfig(images=4, reduce_range=True), verify=False)
+    assert max(abs(int(w.min())) for w in int8_weights(full / "model.int8.onnx")) > 64  # 8 bits used
+    weights = int8_weights(reduced / "model.int8.onnx")
+    assert weights and all(int(w.min()) >= -64 and int(w.max()) <= 64 for w in weights)
+    assert read_manifest(reduced)["artifacts"]["onnx-int8"]["quantization"]["reduce_range"] is True
+    with pytest.raises(ConfigError, match="reduce-range"):
+        QuantConfig(method="nncf", reduce_range=True)
 
 
 def test_int8_needs_an_fp32_onnx_export(tmp_path):

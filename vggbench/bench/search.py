@@ -37,6 +37,7 @@ class Outcome:
     latency_ok: bool
     detail: Any = None
     over_bound: float | None = None  # the run's constrained percentile over the latency bound (p99 / bound), if known
+    runs: int = 1  # LoadGen runs it took (a full run extended with the queries early stopping asked for: 2)
 
 
 @dataclass
@@ -47,7 +48,8 @@ class Trial:
 
     def to_dict(self) -> dict:
         return {"qps": self.qps, "run": "probe" if self.probe else "full", "valid": self.outcome.valid,
-                "latency_ok": self.outcome.latency_ok, "over_bound": self.outcome.over_bound}
+                "latency_ok": self.outcome.latency_ok, "over_bound": self.outcome.over_bound,
+                "loadgen_runs": self.outcome.runs}
 
 
 @dataclass
@@ -61,7 +63,7 @@ class SearchResult:
 
     @property
     def runs(self) -> int:
-        return len(self.trials)
+        return sum(t.outcome.runs for t in self.trials)
 
     @property
     def best(self) -> Trial | None:
@@ -83,8 +85,8 @@ def find_peak_qps(run: Callable[[float, bool], Outcome], start_qps: float, *, ma
 
     run(qps, probe): one LoadGen run at `qps`, a short probe (True) or a full run (False).
     start_qps: the first probe's rate, e.g. an Offline or batch throughput estimate.
-    max_runs: every run counts; a quarter of them (at least one) is kept for full runs (max_runs 1: that run alone,
-    at start_qps).
+    max_runs: every LoadGen run counts (an Outcome says how many it took); a quarter of them (at least one) is
+    kept for full runs (max_runs 1: that run alone, at start_qps). A run that took two can end one over.
     tolerance: full runs stop bisecting when the VALID and INVALID rates are this close (a fraction of the VALID
     one); probing stops at PROBE_TOLERANCE or this, whichever is wider.
     min_qps: below this, no rate is tried (the search gives up: result None).

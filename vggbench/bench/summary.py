@@ -17,6 +17,7 @@ _LINE = re.compile(r"^\s*(?P<key>[^:]+?)\s*:\s*(?P<value>.*?)\s*$")
 _PERCENTILE = re.compile(r"^(?P<p>\d+(?:\.\d+)?) percentile latency \(ns\)$")
 _HEADLINE = re.compile(r"^(?P<p>\d+(?:\.\d+)?)th percentile latency \(ns\)$")
 _ESTIMATE = re.compile(r"Early stopping (?P<p>\d+(?:\.\d+)?)th percentile estimate: (?P<ns>\d+)")
+_MORE = re.compile(r"Would need to run at least (?P<n>\d+) more queries")
 # LoadGen's "X satisfied : Yes/NO" lines, as reasons when they say NO
 _CONSTRAINTS = ("Performance constraints satisfied", "Min duration satisfied", "Min queries satisfied",
                 "Early stopping satisfied")
@@ -57,6 +58,14 @@ class Summary:
         unmet = [f"{name.replace(' satisfied', '').lower()} not satisfied" for name, ok in self.constraints.items()
                  if not ok]
         return unmet + self.recommendations
+
+    @property
+    def more_queries(self) -> int | None:
+        """How many more queries LoadGen's early stopping said it needs to accept the run, if it said so."""
+        for line in self.early_stopping:
+            if m := _MORE.search(line):
+                return int(m["n"])
+        return None
 
     def percentile(self, p: str) -> float | None:
         return self.percentiles_ms.get(p)

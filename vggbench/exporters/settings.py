@@ -88,6 +88,8 @@ class ExportSettings(ModelSettings):
                                              "bring top-1 agreement with fp32 on real images to 99% (found from the "
                                              "int8 per-layer error profile; recorded in the manifest).",
                                          parse=_keep_fp32)
+    reduce_range: bool = setting(False, "onnx-int8: 7-bit weights, onnxruntime's advice for x86 CPUs without "
+                                        "VNNI, where uint8 x int8 products can saturate in int16.")
     calibration_data: str = setting("auto", "onnx-int8 calibration images: auto (the training split of the "
                                             "dataset the weights were trained on, when it loads offline, else "
                                             "photos), photos, or a dataset name (digits, cifar10, ...).")
@@ -99,7 +101,8 @@ class ExportSettings(ModelSettings):
         if self.keep_fp32 and "onnx-int8" not in self.formats:
             raise ConfigError("--keep-fp32 is a plan for the int8 model: add onnx-int8 to --format")
         quant = QuantConfig(method=self.calibration_method, images=self.calibration_images,
-                            calibration=self.calibration_data, keep_fp32=self.keep_fp32)
+                            calibration=self.calibration_data, keep_fp32=self.keep_fp32,
+                            reduce_range=self.reduce_range)
         return dict(formats=list(self.formats), image_size=self.image_size, batch_size=self.batch_size,
                     dynamic_batch=self.dynamic_batch, opset=self.opset, precision=self.precision,
                     torchscript_mode=self.torchscript_mode, force=self.force, verify=self.verify, quant=quant,
