@@ -86,6 +86,8 @@ def test_reduce_range_quantizes_weights_to_7_bits_and_is_recorded(tmp_path):
     assert read_manifest(reduced)["artifacts"]["onnx-int8"]["quantization"]["reduce_range"] is True
     with pytest.raises(ConfigError, match="reduce-range"):
         QuantConfig(method="nncf", reduce_range=True)
+    with pytest.raises(ConfigError, match="add onnx-int8"):
+        ExportSettings(formats=("onnx",), reduce_range=True).arguments()
 
 
 def test_int8_needs_an_fp32_onnx_export(tmp_path):

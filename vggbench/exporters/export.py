@@ -262,9 +262,8 @@ def _check_arguments(model, formats, image_size, batch_size, opset, precision, t
 
 def dense_input(module: nn.Module, image_size: int, score_map: bool) -> dict:
     """The manifest's input.dense of a dense export: where it equals the model, its smallest input, its outputs."""
-    side = feature_size(module.features, image_size)
-    return {"train_size": image_size, "min_size": min_dense_size(module.features, image_size),
-            "kernel": side, "stride": min_dense_size(module.features, image_size) // side, "score_map": score_map}
+    side, low = feature_size(module.features, image_size), min_dense_size(module.features, image_size)
+    return {"train_size": image_size, "min_size": low, "kernel": side, "stride": low // side, "score_map": score_map}
 
 
 def build_manifest(model: LoadedModel, artifacts: dict, image_size: int, batch_size: int, dynamic_batch: bool,

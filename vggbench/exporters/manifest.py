@@ -13,7 +13,7 @@ from ..core.fileio import sha256_file, write_json
 MANIFEST = "manifest.json"
 # 2: a digest over the fields that change results (1 had none); 3: input.dense of a fully-convolutional export
 # (height and width dynamic) and model.lrn of an A-LRN model (Krizhevsky's form). 1 and 2 are still read: they
-# are fixed-size exports, and an A-LRN one without model.lrn predates the exact LRN (see `lrn_form_ok`).
+# are fixed-size exports, and an A-LRN one without model.lrn predates the exact LRN (verify.reference_model refuses it).
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 # the fields whose edit would change what a verify or a run computes or how it reads the files; their digest is

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -55,6 +55,13 @@ class QuantConfig:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "keep_fp32": list(self.keep_fp32)}
+
+    @classmethod
+    def from_dict(cls, recorded: dict) -> QuantConfig:
+        """The config a manifest's artifacts.onnx-int8.quantization records (fields it lacks take their defaults;
+        fields this version does not know are left out)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in recorded.items() if k in known})
 
 
 def nodes_reading(model_path: str | os.PathLike, weights: Sequence[str]) -> list[str]:

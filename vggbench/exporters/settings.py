@@ -100,6 +100,8 @@ class ExportSettings(ModelSettings):
 
         if self.keep_fp32 and "onnx-int8" not in self.formats:
             raise ConfigError("--keep-fp32 is a plan for the int8 model: add onnx-int8 to --format")
+        if self.reduce_range and "onnx-int8" not in self.formats:
+            raise ConfigError("--reduce-range is how the int8 model is quantized: add onnx-int8 to --format")
         quant = QuantConfig(method=self.calibration_method, images=self.calibration_images,
                             calibration=self.calibration_data, keep_fp32=self.keep_fp32,
                             reduce_range=self.reduce_range)

@@ -16,7 +16,7 @@ import math
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -180,9 +180,7 @@ class PrefixBuilds:
                        torchscript_mode=arts.get("torchscript", {}).get("mode", "trace"),
                        opset=arts["onnx"].get("opset") if "onnx" in formats and "onnx" in arts else None)
         if INT8_FORMAT in formats:
-            recorded = arts[INT8_FORMAT]["quantization"]
-            known = {f.name for f in fields(QuantConfig)}
-            options["quant"] = QuantConfig(**{k: v for k, v in recorded.items() if k in known})
+            options["quant"] = QuantConfig.from_dict(arts[INT8_FORMAT]["quantization"])
         return options
 
     def calibration(self, quant: QuantConfig) -> torch.Tensor:
@@ -339,6 +337,6 @@ def _with_growth(rows: list[StageError]) -> list[StageError]:
     out, previous = [], None
     for row in rows:
         growth = row.rel_error / previous if previous and row.rel_error is not None else None
-        out.append(StageError(**{**asdict(row), "growth": growth}))
+        out.append(replace(row, growth=growth))
         previous = row.rel_error
     return out

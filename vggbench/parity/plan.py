@@ -143,8 +143,7 @@ def plan_int8(export_dir: str | os.PathLike, *, target: float = 0.99, reference:
     if INT8_FORMAT not in manifest["artifacts"]:
         raise ArtifactError(f"{export_dir} has no {INT8_FORMAT} artifact: export with --format onnx,onnx-int8")
     reference = reference or reference_model(manifest, weights)
-    known = {f.name for f in dataclasses.fields(QuantConfig)}
-    quant = QuantConfig(**{k: v for k, v in manifest["artifacts"][INT8_FORMAT]["quantization"].items() if k in known})
+    quant = QuantConfig.from_dict(manifest["artifacts"][INT8_FORMAT]["quantization"])
     images = calibration if calibration is not None else recorded_calibration(manifest, quant, export_dir)
     skipped: list[str] = []
     real = verify_inputs(manifest, [], photos, data, data_images, skipped)
