@@ -21,7 +21,7 @@ from vggbench.bench.results import BenchRun, read_run
 from vggbench.bench.scenarios import LoadgenSettings
 from vggbench.bench.search import Outcome, confirm_step, find_peak_qps
 from vggbench.bench.summary import parse_summary, read_summary
-from vggbench.bench.sut import BatchingSut
+from vggbench.bench.sut import BatchingSut, batch_within
 from vggbench.cli import main
 from vggbench.core.errors import ConfigError, ResultsError
 from vggbench.core.imagenet import IMAGENET_MEAN, IMAGENET_STD
@@ -168,6 +168,21 @@ class Answers:
                 self.rows[sid] = row.copy()
 
 
+def test_server_batch_is_the_largest_within_the_budget_and_larger_ones_are_not_timed():
+    timed = []
+
+    def seconds(size):  # 0.2 s per image, as VGG16 on 2 cores
+        timed.append(size)
+        return 0.2 * size
+
+    assert batch_within(seconds, 8, 0.25) == 1 and timed == [2]  # a batch of 2 is over: 4 and 8 are not timed
+    timed.clear()
+    assert batch_within(seconds, 8, 0.8) == 4 and timed == [2, 4, 8]
+    timed.clear()
+    assert batch_within(seconds, 6, 10.0) == 6 and timed == [2, 4, 6]  # max_batch itself, not only powers of 2
+    assert batch_within(seconds, 1, 10.0) == 1 and timed == [2, 4, 6]  # nothing to time
+
+
 def test_offline_queue_runs_in_batches_of_at_most_max_batch():
     runner, answers = FakeRunner(), Answers()
     with BatchingSut(runner.infer, answers, max_batch=8, max_wait_s=0.0) as sut:
@@ -175,7 +190,21 @@ def test_offline_queue_runs_in_batches_of_at_most_max_batch():
         sut.flush()
     assert sorted(len(b) for b in runner.batches) == [4, 8, 8]
     assert {sid: int(row[0]) for sid, row in answers.rows.items()} == {100 + i: i % 5 for i in range(20)}
-    assert sut.describe() == {"max_batch": 8, "max_wait_ms": 0.0, "workers": 1, "batches": 3, "mean_batch": 20 / 3}
+    described = sut.describe()
+    assert {k: described[k] for k in ("max_batch", "max_wait_ms", "workers", "batches", "mean_batch")} == \
+        {"max_batch": 8, "max_wait_ms": 0.0, "workers": 1, "batches": 3, "mean_batch": 20 / 3}
+
+
+def test_the_sut_times_each_samples_queue_and_each_batchs_compute():
+    runner, answers = FakeRunner(delay=0.05), Answers()
+    with BatchingSut(runner.infer, answers, max_batch=1, max_wait_s=0.0) as sut:
+        sut.issue([(i, i) for i in range(3)])  # one at a time: the third queues behind two batches
+    described = sut.describe()
+    compute, queued = described["compute_ms"], described["queued_ms"]
+    assert len(sut.compute_s) == 3 and len(sut.queued_s) == 3
+    assert 50 <= compute["p50"] <= compute["p90"] <= compute["p99"] <= compute["max"]
+    assert queued["max"] >= 100 and sorted(sut.queued_s) == sut.queued_s  # later samples queued longer
+    assert BatchingSut(runner.infer, answers, max_batch=1, max_wait_s=0.0).describe()["compute_ms"] is None
 
 
 def test_server_batches_wait_for_more_samples_up_to_max_wait():
@@ -255,7 +284,8 @@ def four_scenarios(tmp_path_factory):
     out = tmp_path_factory.mktemp("loadgen") / "lg.json"
     args = ["loadgen", "--models", "vgg11", "--width", TINY["width"], "--hidden", TINY["hidden"], "--image-size",
             TINY_IMAGE, "--images", "digits", "--count", 32, "--scenario", "singlestream,multistream,server,offline",
-            "--short", "--samples-per-query", 4, "--latency-bound-ms", 100, "--search-max-runs", 3, "--out", out]
+            "--short", "--samples-per-query", 4, "--latency-bound-ms", 100, "--search-max-runs", 3,
+            "--server-batch-budget", 1e-6, "--out", out]  # no batch of 2 runs within 0.1 us: Server's is 1
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return out, result.output
@@ -296,7 +326,14 @@ def test_four_scenarios_run_and_their_summaries_land_in_the_results(four_scenari
     for folder in search["folders"]:
         assert (out.parent / Path(server["logs"]).parent / folder / "mlperf_log_summary.txt").is_file()
     assert "LoadGen scenarios" in output and "singlestream" in output
-    assert json.loads(out.read_text())["settings"]["sut"] == {"max_batch": 8, "max_wait_ms": 5.0, "workers": 1}
+    assert json.loads(out.read_text())["settings"]["sut"] == {"max_batch": 8, "server_batch_budget": 1e-6,
+                                                              "max_wait_ms": 5.0, "workers": 1}
+    # Server's batch capped by the budget, Offline's not; the policy is recorded with the row
+    assert rows["offline"]["batch_size"] == 8 and rows["offline"]["scenario"]["sut"]["max_batch"] == 8
+    assert rows["server"]["batch_size"] == 1
+    assert {k: server["sut"][k] for k in ("max_batch", "max_batch_setting", "batch_budget_ms")} == \
+        {"max_batch": 1, "max_batch_setting": 8, "batch_budget_ms": pytest.approx(1e-4)}
+    assert "Server batches of at most 1, within 1e-06 of the 100 ms bound (a batch of 2 took" in output
 
 
 def _detail(folder: Path) -> dict:
@@ -329,6 +366,10 @@ def test_report_and_compare_read_the_scenario_block(four_scenarios, tmp_path):
     data = read_run(out)
     table = scenario_rows(data["results"])
     assert [r["scenario"] for r in table] == ["singlestream", "multistream", "offline", "server"]
+    for row, result in zip(table, data["results"], strict=True):  # the SUT's own share of the latency
+        sut = result["scenario"]["sut"]
+        assert row["compute_p99_ms"] == sut["compute_ms"]["p99"] and row["queued_p99_ms"] == sut["queued_ms"]["p99"]
+        assert 0 < sut["compute_ms"]["p50"] <= sut["compute_ms"]["max"]
     assert "LoadGen scenarios" in render_run(data, "github")
     slower = copy.deepcopy(data)
     ss = slower["results"][0]["scenario"]

@@ -41,6 +41,7 @@ from .search import Outcome, find_peak_qps
 from .setup import BackendSetup
 from .suite import Suite, resolve_suite
 from .summary import Summary, read_accuracy_log, read_summary
+from .sut import BatchingSut, batch_within
 
 PARITY_IMAGES = 2  # compared with eager fp32 before timing, as `vggbench run` does
 # a Server probe's queries at least: its p99 is then about its slowest query, a cautious reading; an overloaded
@@ -50,8 +51,8 @@ PROBE_MIN_QUERIES = 32
 # the queries it asked for in all (a margin for the late queries the longer run meets)
 EXTEND_MARGIN = 1.2
 SHORT_RERUNS = 3  # runs again, expecting more work, while a run ends before its minimum duration
-ESTIMATE_CALLS = 2
-EXPECTED_LATENCY_FRACTION = 0.1  # of the timed-batch estimate, told to LoadGen as SingleStream's/MultiStream's  # timed calls per batch size (after one untimed) for LoadGen's expected latencies and rates
+ESTIMATE_CALLS = 2  # timed calls per batch size (after one untimed) for LoadGen's expected latencies and rates
+EXPECTED_LATENCY_FRACTION = 0.1  # of the timed-batch estimate, told to LoadGen as SingleStream's/MultiStream's
 # runners that may be called from several threads at once (one session or module, no per-call state)
 CONCURRENT_BACKENDS = ("eager", "torchscript", "pt2", "onnxruntime", "tensorrt")
 _LG_SCENARIOS = {"singlestream": "SingleStream", "multistream": "MultiStream", "server": "Server",
@@ -144,6 +145,7 @@ class _Target:
     load_ms: float
     parity_max_abs: float | None
     estimates: dict[int, float]  # batch size -> seconds per call
+    server_batch: int = 1  # the SUT's largest Server batch: --max-batch, capped by --server-batch-budget
     offline_rate: float | None = None  # samples/s of this target's Offline run, once it ran
 
 
@@ -210,8 +212,14 @@ class _Runs:
                 self._record(BenchResult.failed(case, status, reason, scenario=self._block(scenario)))
             return
         self.echo(f"{model} {backend} {precision} {memory_format}: parity with eager fp32 ok; timing batches")
-        estimates = self._estimate(runner, images)
-        t = _Target(case, runner, images, reference, gmacs, load_ms, parity, estimates)
+        estimates, server_batch = self._estimate(runner, images)
+        t = _Target(case, runner, images, reference, gmacs, load_ms, parity, estimates, server_batch=server_batch)
+        if server_batch < self.sut.max_batch and "server" in self.settings.scenarios:
+            over = min((n for n in estimates if n > server_batch), default=None)
+            took = f" (a batch of {over} took {estimates[over] * 1e3:.4g} ms)" if over else ""
+            self.echo(f"{model} {backend} {precision} {memory_format}: Server batches of at most {server_batch}, "
+                      f"within {self.sut.server_batch_budget:g} of the {self.settings.latency_bound_ms:g} ms "
+                      f"bound{took}")
         sub = self.folder / f"{model}-{backend}-{precision}-{memory_format}"
         # Server last: its search starts from what Offline measured, when Offline ran (the timed batches miss the
         # SUT's own cost per query, which is most of it for a tiny model)
@@ -244,22 +252,33 @@ class _Runs:
             raise CheckFailed(f"output differs from eager fp32: {result.reason}")
         return result.max_abs
 
-    def _estimate(self, runner: Runner, images: ImageSet) -> dict[int, float]:
-        """Seconds per call at the batch sizes the scenarios run: LoadGen's expected latencies and rates."""
-        sizes = {1, self.sut.max_batch}
-        if "multistream" in self.settings.scenarios:
-            sizes.add(min(self.settings.samples_per_query, self.sut.max_batch))
-        found = {}
-        for size in sorted(sizes):
-            x = images.images[torch.arange(size) % len(images.images)]
-            runner(x)
-            times = []
-            for _ in range(ESTIMATE_CALLS):
-                started = time.perf_counter()
+    def _estimate(self, runner: Runner, images: ImageSet) -> tuple[dict[int, float], int]:
+        """Seconds per call at the batch sizes the scenarios run (LoadGen's expected latencies and rates), and the
+        Server's batch: the largest within --server-batch-budget of the latency bound."""
+        found: dict[int, float] = {}
+
+        def seconds(size: int) -> float:
+            if size not in found:
+                x = images.images[torch.arange(size) % len(images.images)]
                 runner(x)
-                times.append(time.perf_counter() - started)
-            found[size] = min(times)
-        return found
+                times = []
+                for _ in range(ESTIMATE_CALLS):
+                    started = time.perf_counter()
+                    runner(x)
+                    times.append(time.perf_counter() - started)
+                found[size] = min(times)
+            return found[size]
+
+        s, sut = self.settings, self.sut
+        seconds(1)
+        if "offline" in s.scenarios:
+            seconds(sut.max_batch)
+        if "multistream" in s.scenarios:
+            seconds(min(s.samples_per_query, sut.max_batch))
+        server = 1
+        if "server" in s.scenarios:
+            server = batch_within(seconds, sut.max_batch, sut.server_batch_budget * s.latency_bound_ms / 1e3)
+        return found, server
 
 
 class _Scenario:
@@ -275,8 +294,8 @@ class _Scenario:
     def batch(self) -> int:
         """The largest batch this scenario runs."""
         max_batch = self.sut_settings.max_batch
-        return {"singlestream": 1, "multistream": min(self.settings.samples_per_query, max_batch)}.get(self.name,
-                                                                                                     max_batch)
+        return {"singlestream": 1, "multistream": min(self.settings.samples_per_query, max_batch),
+                "server": self.t.server_batch}.get(self.name, max_batch)
 
     def run(self) -> BenchResult:
         s = self.settings
@@ -351,7 +370,7 @@ class _Scenario:
             (f"-{label}" if label else "")
         folder = self.folder / label
         folder.mkdir(parents=True)
-        sut = self.stats[folder] = _run_test(lg, self.t, self.sut_settings, self.name, ts, folder)
+        sut = self.stats[folder] = _run_test(lg, self.t, self.sut_settings, self.name, self.batch, ts, folder)
         (folder / "mlperf_log_trace.json").unlink(missing_ok=True)  # empty: tracing is off
         if mode == "performance":
             (folder / "mlperf_log_accuracy.json").unlink(missing_ok=True)  # empty outside accuracy mode
@@ -467,8 +486,12 @@ class _Scenario:
                            scenario=asdict(block))
 
     def _sut_policy(self) -> dict:
-        wait = self.sut_settings.max_wait_ms if self.name == "server" else 0.0
-        return {"max_batch": self.batch, "max_wait_ms": wait, "workers": self.sut_settings.workers}
+        sut = self.sut_settings
+        if self.name != "server":
+            return {"max_batch": self.batch, "max_wait_ms": 0.0, "workers": sut.workers}
+        return {"max_batch": self.batch, "max_wait_ms": sut.max_wait_ms, "workers": sut.workers,
+                "max_batch_setting": sut.max_batch,
+                "batch_budget_ms": sut.server_batch_budget * self.settings.latency_bound_ms}
 
 
 def _width(t: _Target) -> int:
@@ -487,11 +510,10 @@ def _queries(folder: Path | None) -> int | None:
     return None
 
 
-def _run_test(lg, t: _Target, settings: SutSettings, scenario: str, test_settings, folder: Path) -> dict:
+def _run_test(lg, t: _Target, settings: SutSettings, scenario: str, max_batch: int, test_settings,
+              folder: Path) -> dict:
     """One LoadGen test with a fresh SUT and QSL; LoadGen runs in a thread so that Ctrl-C is seen at once (the SUT
     then answers everything without running it, so that LoadGen ends soon)."""
-    from .sut import BatchingSut
-
     library = SampleLibrary(t.images)
     runner = t.runner
 
@@ -501,7 +523,6 @@ def _run_test(lg, t: _Target, settings: SutSettings, scenario: str, test_setting
     def complete(pairs: list[tuple[int, np.ndarray]]) -> None:
         lg.QuerySamplesComplete([lg.QuerySampleResponse(sid, row.ctypes.data, row.nbytes) for sid, row in pairs])
 
-    max_batch = {"singlestream": 1}.get(scenario, settings.max_batch)
     wait = settings.max_wait_ms / 1e3 if scenario == "server" else 0.0
     sut = BatchingSut(infer, complete, max_batch=max_batch, max_wait_s=wait, workers=settings.workers)
     sut_handle = lg.ConstructSUT(lambda samples: sut.issue([(q.id, q.index) for q in samples]), sut.flush)

@@ -181,14 +181,16 @@ def _section(title: str, table: str, fmt: str) -> str:
 # --- LoadGen scenarios -------------------------------------------------------------------------------------
 
 SCENARIO_COLUMNS = ("backend", "precision", "memory_format", "scenario", "result", "samples_per_s", "target_qps",
-                    "p50_ms", "p90_ms", "p95_ms", "p97_ms", "p99_ms", "p99_9_ms", "queries", "search_runs", "max_batch",
-                    "workers", "top1", "agreement_top1", "status")
-_SCENARIO_SIGNIFICANT = ("samples_per_s", "target_qps", "p50_ms", "p90_ms", "p95_ms", "p97_ms", "p99_ms", "p99_9_ms")
+                    "p50_ms", "p90_ms", "p95_ms", "p97_ms", "p99_ms", "p99_9_ms", "queued_p99_ms", "compute_p99_ms",
+                    "queries", "search_runs", "max_batch", "workers", "top1", "agreement_top1", "status")
+_SCENARIO_SIGNIFICANT = ("samples_per_s", "target_qps", "p50_ms", "p90_ms", "p95_ms", "p97_ms", "p99_ms", "p99_9_ms",
+                         "queued_p99_ms", "compute_p99_ms")
 
 
 def scenario_rows(results: list[dict], reason_width: int | None = None) -> list[dict]:
     """One row per LoadGen scenario result: the target, LoadGen's verdict (and why, in status), throughput, latency
-    percentiles, the SUT's batch policy and, in accuracy mode, top-1 and agreement with eager fp32."""
+    percentiles, the SUT's own p99s (a sample's time queued, a batch's compute), its batch policy and, in accuracy
+    mode, top-1 and agreement with eager fp32."""
     rows = []
     for r in results:
         block = r.get("scenario")
@@ -204,6 +206,8 @@ def scenario_rows(results: list[dict], reason_width: int | None = None) -> list[
                      "scenario": block["name"], "mode": block["mode"], "result": block.get("result"),
                      **{k: block.get(k) for k in ("samples_per_s", "target_qps", "p50_ms", "p90_ms", "p95_ms",
                                                   "p97_ms", "p99_ms", "p99_9_ms", "queries", "latency_bound_ms")},
+                     "queued_p99_ms": (sut.get("queued_ms") or {}).get("p99"),
+                     "compute_p99_ms": (sut.get("compute_ms") or {}).get("p99"),
                      "max_batch": sut.get("max_batch"), "workers": sut.get("workers"),
                      "search_runs": (block.get("search") or {}).get("runs"),
                      "top1": accuracy.get("top1"), "agreement_top1": accuracy.get("agreement_top1"),
@@ -220,6 +224,7 @@ def _render_scenarios(data: dict, fmt: str) -> str:
     parts = [_section(f"LoadGen scenarios: {group_title(key, group, data.get('environment', {}))}",
                       render(group, fmt, SCENARIO_COLUMNS), fmt) for key, group in groups.items()]
     notes = ("result: LoadGen's verdict (status says why when INVALID); latencies are LoadGen's percentiles in ms; "
+             "queued/compute: the SUT's own p99 of a sample's wait in its queue and of a batch's compute; "
              "server: target_qps is the highest rate found VALID at the p99 bound; samples_per_s is what completed")
     return "\n\n".join([*parts, notes])
 

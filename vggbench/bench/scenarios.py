@@ -90,8 +90,12 @@ class SutSettings(Settings):
     """The system under test: how it batches what LoadGen issues, and how many workers run the batches."""
 
     max_batch: int = setting(8, "Largest batch the SUT runs (Server and Offline; SingleStream runs 1 and "
-                                "MultiStream a query's samples, up to this). On a CPU, keep one batch well "
-                                "within --latency-bound-ms.", minimum=1)
+                                "MultiStream a query's samples, up to this); Server's is capped further by "
+                                "--server-batch-budget.", minimum=1)
+    server_batch_budget: float = setting(0.25, "Server: run batches only as large as one timed call within this "
+                                               "fraction of --latency-bound-ms (1, 2, 4, ... up to --max-batch; "
+                                               "1 at least), so that a sample queued behind a batch still has "
+                                               "time for its own.", above=0, maximum=1)
     max_wait_ms: float = setting(5.0, "Server: how long a batch waits for more samples after its first one "
                                       "arrived.", minimum=0)
     workers: int = setting(1, "Threads that each take a batch and run it (a stream each); more than 1 for "

@@ -5,6 +5,11 @@ oldest of them arrived, for more (Server's dynamic batching; Offline's queue is 
 SingleStream or MultiStream query is whole when issued, so they wait for nothing). Several workers run batches
 concurrently, which pays where the backend's kernels release the GIL (onnxruntime, torch). LoadGen itself is
 not imported here: `infer` computes a batch and `complete` answers it, so a fake runner can stand in for both.
+
+The SUT times its own part of each sample's latency: how long it queued (from `issue` to its batch's start) and
+how long its batch computed. LoadGen's latency is longer by LoadGen's own share (from the scheduled arrival to
+`issue`, and from `complete` on), so the three together say whether a late tail came from the queue or from
+slow batches.
 """
 
 from __future__ import annotations
@@ -15,6 +20,17 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+
+def batch_within(seconds: Callable[[int], float], max_batch: int, budget_s: float) -> int:
+    """The largest of 1, 2, 4, ... (and max_batch itself) whose call takes at most `budget_s`, by `seconds(size)`;
+    1 at least. Sizes are tried upward and the first one over the budget ends it, so no larger one is timed."""
+    best = 1
+    for size in sorted({min(2 ** k, max_batch) for k in range(1, max_batch.bit_length() + 1)} - {1}):
+        if seconds(size) > budget_s:
+            break
+        best = size
+    return best
 
 
 class BatchingSut:
@@ -35,6 +51,8 @@ class BatchingSut:
         self._stopping = self._flushing = self._aborted = False
         self._threads: list[threading.Thread] = []
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self.queued_s: list[float] = []  # per sample: issue -> its batch's start
+        self.compute_s: list[float] = []  # per batch: infer's time
         self.error: BaseException | None = None
 
     # --- LoadGen's callbacks -----------------------------------------------------------------------------
@@ -85,7 +103,8 @@ class BatchingSut:
         batches = sum(self.batch_sizes.values())
         samples = sum(size * n for size, n in self.batch_sizes.items())
         return {"max_batch": self.max_batch, "max_wait_ms": self.max_wait_s * 1e3, "workers": self.workers,
-                "batches": batches, "mean_batch": samples / batches if batches else None}
+                "batches": batches, "mean_batch": samples / batches if batches else None,
+                "queued_ms": _percentiles(self.queued_s), "compute_ms": _percentiles(self.compute_s)}
 
     # --- the workers ---------------------------------------------------------------------------------------
     def _take(self) -> list[tuple[int, int, float]] | None:
@@ -114,10 +133,23 @@ class BatchingSut:
             ids, indices = [b[0] for b in batch], [b[1] for b in batch]
             rows = None
             if not self._aborted and self.error is None:
+                started = time.perf_counter()
                 try:
                     rows = np.ascontiguousarray(self.infer(indices), dtype=np.float32)
                 except BaseException as e:  # kept, and every sample still answered
                     self.error = self.error or e
+                else:  # list.append is atomic: workers need no lock for these
+                    self.compute_s.append(time.perf_counter() - started)
+                    self.queued_s.extend(started - arrival for _, _, arrival in batch)
             if rows is None:
                 rows = np.zeros((len(batch), 0), dtype=np.float32)
             self.complete(list(zip(ids, rows, strict=True)))
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float] | None:
+    """p50, p90, p99 and max, in ms (None when nothing was timed)."""
+    if not seconds:
+        return None
+    ms = np.asarray(seconds) * 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(ms.max())}
