@@ -19,7 +19,13 @@ from vggbench.bench.qsl import SampleLibrary, load_images
 from vggbench.bench.report import render_run, scenario_rows
 from vggbench.bench.results import BenchRun, read_run
 from vggbench.bench.scenarios import LoadgenSettings
-from vggbench.bench.search import Outcome, confirm_step, find_peak_qps
+from vggbench.bench.search import (
+    Outcome,
+    confirm_step,
+    early_stopping_queries,
+    find_peak_qps,
+    queries_at_late_fraction,
+)
 from vggbench.bench.summary import parse_summary, read_summary
 from vggbench.bench.sut import BatchingSut, batch_within
 from vggbench.cli import main
@@ -124,6 +130,38 @@ def test_a_run_that_held_the_bound_says_how_many_more_queries_early_stopping_wan
     # an extended full run counts as the two LoadGen runs it took
     result = find_peak_qps(lambda qps, probe: Outcome(not probe, True, runs=1 if probe else 2), 5.0, max_runs=4)
     assert result.runs == len(result.trials) + 1 and result.trials[-1].to_dict()["loadgen_runs"] == 2
+
+
+def test_early_stopping_arithmetic_matches_loadgens_and_sizes_the_extension_from_the_late_fraction(tmp_path):
+    from types import SimpleNamespace
+
+    from vggbench.bench.loadgen import _Scenario
+
+    # LoadGen's own figures (its summaries): 459 on-time queries at p99; 500 + 162 with 1 late, 500 + 338 with 2,
+    # 1005 + 591 with 7 (VGG16 on onnxruntime, 1.1 QPS)
+    assert [early_stopping_queries(late) for late in (0, 1, 2, 7)] == [459, 662, 838, 1596]
+    assert queries_at_late_fraction(0.0, most=2000) == 459
+    assert queries_at_late_fraction(0.004, most=2000) == 1157
+    assert queries_at_late_fraction(0.006, most=2000) is None  # 2,798 needed
+    assert queries_at_late_fraction(0.01, most=10**6) is None  # at the percentile itself: never
+
+    lines = []
+    scenario = _Scenario.__new__(_Scenario)
+    scenario.name, scenario.settings = "server", LoadgenSettings()
+    scenario.runs = SimpleNamespace(echo=lines.append)
+    scenario.t = SimpleNamespace(case=SimpleNamespace(model="vgg16", backend="onnxruntime", precision="fp32",
+                                                      memory_format="contiguous"))
+
+    def extension(late, more):
+        (tmp_path / "mlperf_log_detail.txt").write_text("".join(
+            f':::MLLOG {{"key": "{key}", "value": {value}, "time_ms": 1.0}}\n'
+            for key, value in (("result_query_count", 500), ("result_overlatency_query_count", late))))
+        summary = parse_summary(EARLY_STOPPING_WANTS_MORE.replace("162", str(more)))
+        return scenario._extension(summary, tmp_path)
+
+    assert extension(1, 162) == int(662 * 1.2)  # 0.2% late: what LoadGen asked for is enough
+    assert extension(2, 338) == int(1157 * 1.2)  # 0.4% late: more than LoadGen's 838 (its "if all on time")
+    assert extension(3, 509) is None and "3 of 500 queries late" in lines[-1] and "not extended" in lines[-1]
 
 
 def test_search_is_bounded_and_says_when_nothing_was_valid():

@@ -37,7 +37,7 @@ from .qsl import ImageSet, SampleLibrary, load_images
 from .results import BenchRun, Journal
 from .rows import BenchResult, Case, ScenarioResult
 from .scenarios import PERCENTILES, LoadgenSettings, SutSettings
-from .search import Outcome, find_peak_qps
+from .search import Outcome, find_peak_qps, queries_at_late_fraction
 from .setup import BackendSetup
 from .suite import Suite, resolve_suite
 from .summary import Summary, read_accuracy_log, read_summary
@@ -48,8 +48,10 @@ PARITY_IMAGES = 2  # compared with eager fp32 before timing, as `vggbench run` d
 # rate shows in the growing queue within the probe's duration
 PROBE_MIN_QUERIES = 32
 # a Server full run that held the bound but that early stopping would not accept: run again with this many times
-# the queries it asked for in all (a margin for the late queries the longer run meets)
+# the queries early stopping needs at the run's fraction of late queries (a margin for the longer run's own), but
+# not when that is over EXTEND_MAX times the full run's queries: then the rate steps down instead
 EXTEND_MARGIN = 1.2
+EXTEND_MAX = 4
 SHORT_RERUNS = 3  # runs again, expecting more work, while a run ends before its minimum duration
 ESTIMATE_CALLS = 2  # timed calls per batch size (after one untimed) for LoadGen's expected latencies and rates
 EXPECTED_LATENCY_FRACTION = 0.1  # of the timed-batch estimate, told to LoadGen as SingleStream's/MultiStream's
@@ -392,12 +394,12 @@ class _Scenario:
             summary, folder, _ = self._loadgen("performance", qps, probe=probe)
             runs = 1
             if not probe and not summary.valid and summary.latency_ok and summary.more_queries:
-                # the bound held, but early stopping wants more queries to accept the p99 (a late query or two
-                # among the 500): run this rate again with them, as submitters do
-                done = summary.parameter("min_query_count", int) or s.min_queries_for(self.name)
-                queries = int((done + summary.more_queries) * EXTEND_MARGIN)
-                summary, folder, _ = self._loadgen("performance", qps, label=f"{queries}q", min_queries=queries)
-                runs = 2
+                # the bound held, but early stopping wants more queries to accept the p99 (a few late queries
+                # among the 500): run this rate again with what it needs at this run's late fraction
+                queries = self._extension(summary, folder)
+                if queries is not None:
+                    summary, folder, _ = self._loadgen("performance", qps, label=f"{queries}q", min_queries=queries)
+                    runs = 2
             if not probe:
                 found[qps] = (summary, folder)
             p99 = summary.percentile("99")
@@ -417,6 +419,21 @@ class _Scenario:
             return None, None, block, None
         summary, folder = found[last.qps]
         return summary, folder, block, last.qps
+
+    def _extension(self, summary: Summary, folder: Path) -> int | None:
+        """The queries to rerun a full run with that held the bound but that early stopping did not accept: what
+        it needs at this run's fraction of late queries (at least what LoadGen asked for, with every further one on
+        time), plus EXTEND_MARGIN; None, said, where that is over EXTEND_MAX times the run's queries."""
+        done = _detail_int(folder, "result_query_count") or summary.parameter("min_query_count", int) or 1
+        late = _detail_int(folder, "result_overlatency_query_count") or 0
+        most = EXTEND_MAX * self.settings.min_queries_for(self.name)
+        needed = queries_at_late_fraction(late / done, most=most)
+        if needed is None:
+            self.runs.echo(f"{self.t.case.model} {self.t.case.backend} {self.t.case.precision} "
+                           f"{self.t.case.memory_format} {folder.name}: {late} of {done} queries late; early stopping "
+                           f"would need over {most} at that fraction: not extended")
+            return None
+        return min(most, int(max(needed, done + summary.more_queries) * EXTEND_MARGIN))
 
     def _accuracy(self, qps: float | None) -> dict:
         t = self.t
@@ -476,7 +493,8 @@ class _Scenario:
                         target_qps=summary.parameter("target_qps") if name in ("server", "offline") else None,
                         p50_ms=p.get("50"), p90_ms=p.get("90"), p95_ms=p.get("95"), p97_ms=p.get("97"),
                         p99_ms=p.get("99"), p99_9_ms=p.get("99.9"), min_ms=summary.min_ms, max_ms=summary.max_ms,
-                        mean_ms=summary.mean_ms, queries=_queries(folder), errors=summary.errors)
+                        mean_ms=summary.mean_ms, queries=_detail_int(folder, "result_query_count"),
+                        errors=summary.errors)
         case = replace(case, max_iters=max(queries, block.queries or 0))
         gflops = 2 * t.gmacs * rate if rate else None
         return BenchResult(**vars(case), status="ok", timer="loadgen", iterations=block.queries or 0,
@@ -498,14 +516,15 @@ def _width(t: _Target) -> int:
     return int(t.reference(t.images.images[:1]).shape[1])
 
 
-def _queries(folder: Path | None) -> int | None:
-    """The queries LoadGen counted (result_query_count in its detail log)."""
+def _detail_int(folder: Path | None, key: str) -> int | None:
+    """A count from LoadGen's detail log: result_query_count (the queries it counted), result_overlatency_query_count
+    (those over the latency bound)."""
     if folder is None:
         return None
     import json
 
     for line in (folder / "mlperf_log_detail.txt").read_text(encoding="utf-8").splitlines():
-        if '"key": "result_query_count"' in line:
+        if f'"key": "{key}"' in line:
             return int(json.loads(line.split(":::MLLOG", 1)[1])["value"])
     return None
 
