@@ -424,8 +424,9 @@ class _Scenario:
         """The queries to rerun a full run with that held the bound but that early stopping did not accept: what
         it needs at this run's fraction of late queries (at least what LoadGen asked for, with every further one on
         time), plus EXTEND_MARGIN; None, said, where that is over EXTEND_MAX times the run's queries."""
-        done = _detail_int(folder, "result_query_count") or summary.parameter("min_query_count", int) or 1
-        late = _detail_int(folder, "result_overlatency_query_count") or 0
+        counts = _detail_ints(folder, "result_query_count", "result_overlatency_query_count")
+        done = counts["result_query_count"] or summary.parameter("min_query_count", int) or 1
+        late = counts["result_overlatency_query_count"] or 0
         most = EXTEND_MAX * self.settings.min_queries_for(self.name)
         needed = queries_at_late_fraction(late / done, most=most)
         if needed is None:
@@ -493,7 +494,7 @@ class _Scenario:
                         target_qps=summary.parameter("target_qps") if name in ("server", "offline") else None,
                         p50_ms=p.get("50"), p90_ms=p.get("90"), p95_ms=p.get("95"), p97_ms=p.get("97"),
                         p99_ms=p.get("99"), p99_9_ms=p.get("99.9"), min_ms=summary.min_ms, max_ms=summary.max_ms,
-                        mean_ms=summary.mean_ms, queries=_detail_int(folder, "result_query_count"),
+                        mean_ms=summary.mean_ms, queries=_detail_ints(folder, "result_query_count")["result_query_count"],
                         errors=summary.errors)
         case = replace(case, max_iters=max(queries, block.queries or 0))
         gflops = 2 * t.gmacs * rate if rate else None
@@ -516,17 +517,19 @@ def _width(t: _Target) -> int:
     return int(t.reference(t.images.images[:1]).shape[1])
 
 
-def _detail_int(folder: Path | None, key: str) -> int | None:
-    """A count from LoadGen's detail log: result_query_count (the queries it counted), result_overlatency_query_count
-    (those over the latency bound)."""
+def _detail_ints(folder: Path | None, *keys: str) -> dict[str, int | None]:
+    """Counts from LoadGen's detail log, read once: result_query_count (the queries it counted),
+    result_overlatency_query_count (those over the latency bound); None for a key it does not hold."""
+    found: dict[str, int | None] = dict.fromkeys(keys)
     if folder is None:
-        return None
+        return found
     import json
 
     for line in (folder / "mlperf_log_detail.txt").read_text(encoding="utf-8").splitlines():
-        if f'"key": "{key}"' in line:
-            return int(json.loads(line.split(":::MLLOG", 1)[1])["value"])
-    return None
+        for key in keys:
+            if f'"key": "{key}"' in line:
+                found[key] = int(json.loads(line.split(":::MLLOG", 1)[1])["value"])
+    return found
 
 
 def _run_test(lg, t: _Target, settings: SutSettings, scenario: str, max_batch: int, test_settings,

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..core.timing import Stats
+
 
 def batch_within(seconds: Callable[[int], float], max_batch: int, budget_s: float) -> int:
     """The largest of 1, 2, 4, ... (and max_batch itself) whose call takes at most `budget_s`, by `seconds(size)`;
@@ -150,6 +152,5 @@ def _percentiles(seconds: list[float]) -> dict[str, float] | None:
     """p50, p90, p99 and max, in ms (None when nothing was timed)."""
     if not seconds:
         return None
-    ms = np.asarray(seconds) * 1e3
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(ms.max())}
+    stats = Stats(tuple(t * 1e3 for t in seconds))
+    return {"p50": stats.median_ms, "p90": stats.p90_ms, "p99": stats.p99_ms, "max": stats.max_ms}
