@@ -1,5 +1,6 @@
 """Runners from a target: module backends run a model, artifact backends load their file from an export
-folder after every file of it was checked against the manifest's sha256."""
+folder after every file of it was checked against the manifest's sha256 and inspected by safe_load (nothing a
+runtime opens may execute code)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..core.device import Device
 from ..core.errors import UnsupportedError
 from ..exporters.manifest import artifact, read_manifest
 from .runner import Runner, RunnerOptions
+from .safe_load import check_artifact
 from .target import Target, resolve_target
 
 
@@ -40,6 +42,7 @@ def make_runner(target: Target | str, model=None, *, export_dir: str | os.PathLi
                                f"exported in {exported}")
     # which precisions an ONNX export runs in is the backend's to say (onnxruntime: its own; openvino: bf16 too)
     entry = artifact(manifest, target.artifact, export_dir)
+    check_artifact(entry, export_dir)
     return spec.factory(Path(export_dir) / entry["files"][0]["file"], target, options, exported)
 
 

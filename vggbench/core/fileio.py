@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -112,7 +113,14 @@ def remove_stale_temp_dirs(path: str | os.PathLike) -> list[Path]:
         return removed
     for entry in path.parent.iterdir():
         match = _TMP_DIR.fullmatch(entry.name)
-        if match and match["name"] == path.name and entry.is_dir() and not _alive(int(match["pid"])):
+        if not match or match["name"] != path.name or _alive(int(match["pid"])):
+            continue
+        try:
+            st = os.lstat(entry)
+        except FileNotFoundError:
+            continue
+        # only a real folder of our own: a planted symlink (is_dir follows it) or another user's folder is left alone
+        if stat.S_ISDIR(st.st_mode) and (not hasattr(os, "getuid") or st.st_uid == os.getuid()):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
@@ -169,13 +177,36 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _lock_fd(lock: Path) -> tuple[int, bool]:
+    """Open the lock file without following a symlink: (fd, whether this call created it)."""
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    while True:
+        try:
+            return os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            pass
+        try:
+            # a stale lock of someone else's may be read-only to us: locking needs no write access
+            return os.open(lock, (flags & ~os.O_RDWR) | os.O_RDONLY), False
+        except FileNotFoundError:  # its holder removed it in between: create it again
+            continue
+        except OSError as e:  # ELOOP: a symlink; EISDIR, ENXIO...: something else planted at the name
+            raise VggbenchError(f"{lock} is not a lock file vggbench made ({e.strerror}); remove it if it is "
+                                f"not yours") from None
+
+
 @contextlib.contextmanager
 def exclusive(path: str | os.PathLike, wait: bool = False) -> Iterator[None]:
     """Hold an advisory lock on `path` (a run or export folder) for the block: a second vggbench process that asks
     for it gets a VggbenchError at once instead of writing into the same folder. The lock is `.NAME.lock` beside
-    it (flock: released by the kernel when a process dies), removed on release; where flock does not exist (Windows)
-    there is none. wait: wait for the holder instead of raising."""
-    path = Path(path)
+    the folder `path` resolves to (so two paths to one folder, through a symlink, share it; flock: released by the
+    kernel when a process dies), removed on release; where flock does not exist (Windows) there is none. wait: wait
+    for the holder instead of raising.
+
+    The lock file never becomes a weapon: a symlink, fifo or folder at its name is refused, and the pid is written
+    only into a file this call created (O_EXCL), never into one found there, which is locked as found and then
+    replaced once its holder is known to be gone."""
+    path = Path(path).resolve()
     try:
         import fcntl
     except ImportError:
@@ -184,7 +215,11 @@ def exclusive(path: str | os.PathLike, wait: bool = False) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.parent / f".{path.name}.lock"
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd, created = _lock_fd(lock)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise VggbenchError(f"{lock} is not a regular file, so not a lock vggbench made; remove it if it is not "
+                                f"yours")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -194,14 +229,19 @@ def exclusive(path: str | os.PathLike, wait: bool = False) -> Iterator[None]:
                                 f"finish or choose another --out") from None
         # the holder before us removes the file as it lets go: what we locked must still be the file at the name
         try:
-            if os.path.samestat(os.fstat(fd), os.stat(lock)):
-                break
+            same = os.path.samestat(os.fstat(fd), os.lstat(lock))
         except FileNotFoundError:
-            pass
+            same = False
+        if same and not created:
+            # a lock left by a process that died: we hold it, so nobody else does; replace it by one of ours
+            # rather than write into a file we did not make (it may be a hard link to someone's file)
+            lock.unlink(missing_ok=True)
+            same = False
+        if same:
+            break
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)  # into the empty file created above: nothing is truncated
         yield
     finally:
         lock.unlink(missing_ok=True)  # while still held, so no lock file is left beside the folder
