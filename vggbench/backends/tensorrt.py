@@ -255,6 +255,10 @@ class TrtRunner:
         self.static_batch = None if manifest["input"]["dynamic_batch"] else manifest["input"]["shape"][0]
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
+        # an engine can carry host code (lean/plugin engines): the cache folder is writable by whoever shares it,
+        # so such engines are never run, whatever TensorRT's default (vggbench.backends.safe_load)
+        if hasattr(self.runtime, "engine_host_code_allowed"):
+            self.runtime.engine_host_code_allowed = False
         self._current: tuple | None = None  # (profile, engine, context): one engine on the device at a time
         self.log: list[str] = []  # per engine: built or read from the cache
 
