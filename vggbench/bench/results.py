@@ -4,6 +4,7 @@ goes on; and reading either back, with its schema checked."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -209,10 +210,8 @@ class Journal:
 
     def close(self) -> None:
         """Stop writing: the journal stays when it holds a row, and goes when it holds none."""
-        try:
+        with contextlib.suppress(OSError):  # a line a full disk refused is still buffered: left out, as by a kill
             self._file.close()
-        except OSError:  # the line a full disk refused is still buffered: it is left out, as a kill leaves it
-            pass
         if not self.rows:
             self.path.unlink(missing_ok=True)
 

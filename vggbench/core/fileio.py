@@ -7,6 +7,7 @@ import ctypes
 import errno
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -146,6 +147,53 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class _Sink(io.RawIOBase):
+    """A file that keeps the first OSError of its writes and drops the writes after it, so that a serialiser in
+    C++ finishes instead of failing half-way (see atomic_stream)."""
+
+    def __init__(self, file) -> None:
+        super().__init__()
+        self.file, self.error = file, None
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self.file.seekable()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def write(self, data) -> int:
+        if self.error is None:
+            try:
+                return self.file.write(data)
+            except OSError as e:
+                self.error = e
+        return len(memoryview(data))
+
+
+@contextlib.contextmanager
+def atomic_stream(path: str | os.PathLike) -> Iterator[io.RawIOBase]:
+    """A binary file that writes `path` atomically, for torch's serialisers (torch.save, torch.jit.save,
+    torch.export.save). Given a path, their C++ writer reports a full disk as "unexpected pos", or aborts the
+    process from a destructor; through this file it finishes, and the disk's OSError is raised after it (a
+    WriteError naming `path`, as atomic_file's)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        sink = _Sink(f)
+        try:
+            yield sink
+        except Exception:
+            if sink.error is None:
+                raise
+            raise sink.error from None
+        if sink.error is not None:
+            raise sink.error
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
