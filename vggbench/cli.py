@@ -333,9 +333,9 @@ def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) 
         if not result.results:
             journal.close()
             raise
-    except BaseException:
+    except BaseException as e:
         journal.close()  # kept if it holds a finished case
-        if journal.rows:
+        if journal.rows and getattr(e, "path", None) != journal.path:  # a journal's own WriteError says so
             click.echo(f"the {journal.rows} finished case(s) are kept in {journal.path} (`vggbench report "
                        f"{journal.path}` reads it)", err=True)
         raise

@@ -4,6 +4,7 @@ goes on; and reading either back, with its schema checked."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -15,7 +16,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..core.errors import CheckFailed, ResultsError
+from ..core.errors import CheckFailed, ResultsError, WriteError
 from ..core.fileio import write_json, write_text
 from .rows import STATUSES, BenchResult, ScenarioResult
 from .scenarios import SCENARIOS, VERDICTS
@@ -185,24 +186,32 @@ class Journal:
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as e:
-            raise ResultsError(f"cannot append to the journal {self.path}: {e.strerror}; {self._kept()}") from None
+            kept = self._kept() if self.rows else "no case had finished"
+            raise WriteError(self.path, e.strerror or str(e), kept) from None
 
     def finish(self, data: dict) -> tuple[Path, Path]:
         """Write the envelope `data` to the claimed .json and .csv, then remove the journal. Returns both paths."""
+        written = []
         try:
             write_json(self.json_path, data)
+            written.append(self.json_path)
             write_text(self.csv_path, csv_text(data["results"]))
-        except OSError as e:
+        except (WriteError, OSError) as e:
             self.close()
-            where = f"; {self._kept()}" if self.rows else ""
-            raise ResultsError(f"cannot write {e.filename or self.json_path}: {e.strerror}{where}") from None
+            failed = e.path if isinstance(e, WriteError) else self.csv_path if written else self.json_path
+            reason = e.reason if isinstance(e, WriteError) else e.strerror or str(e)
+            kept = [e.kept] if isinstance(e, WriteError) and e.kept else []  # the old file, where there was one
+            kept += [f"the results are in {written[0]}"] if written else []
+            kept += [self._kept()] if self.rows else []
+            raise WriteError(failed, reason, "; ".join(kept)) from None
         self._file.close()
         self.path.unlink(missing_ok=True)  # after the results: a name is never free while neither exists
         return self.json_path, self.csv_path
 
     def close(self) -> None:
         """Stop writing: the journal stays when it holds a row, and goes when it holds none."""
-        self._file.close()
+        with contextlib.suppress(OSError):  # a line a full disk refused is still buffered: left out, as by a kill
+            self._file.close()
         if not self.rows:
             self.path.unlink(missing_ok=True)
 

@@ -51,6 +51,20 @@ class ResultsError(VggbenchError):
     """A benchmark results file that is missing, unreadable or of another schema."""
 
 
+class WriteError(VggbenchError):
+    """A file or folder that could not be written for want of room or rights (disk full, file too large, quota,
+    read-only, permission): it names the file that failed, never a temp name, and what was kept (`kept`); nothing
+    half-written is left."""
+
+    def __init__(self, path, reason: str, kept: str = "") -> None:
+        self.path, self.reason, self.kept = path, reason, kept
+        super().__init__(f"cannot write {path}: {reason}" + (f"; {kept}" if kept else ""))
+
+    def keeping(self, kept: str) -> WriteError:
+        """The same failure, with what the caller knows was kept added to the message."""
+        return WriteError(self.path, self.reason, "; ".join(k for k in (self.kept, kept) if k))
+
+
 class CheckFailed(VggbenchError):
     """A check that ran and failed: a parity mismatch or a benchmark regression."""
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -16,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ConfigError, VggbenchError
+from .errors import ConfigError, VggbenchError, WriteError
 
 
 def _umask() -> int:
@@ -64,9 +66,77 @@ def writable_folder(value):
     return value
 
 
+# the errors of a write that a user can do something about (room, quota, rights), as opposed to a bug
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+
+
+def write_failure(e: BaseException) -> OSError | WriteError | None:
+    """The failed write behind `e`: a WriteError, an OSError of room or rights (ENOSPC, EFBIG, EDQUOT, EROFS,
+    EACCES, ...), or such an OSError that a writer turned into a RuntimeError of its own (torch.save does); None
+    for any other error, which is a bug or bad input and goes on as it is."""
+    if isinstance(e, WriteError):
+        return e
+    if isinstance(e, OSError):
+        return e if e.errno in WRITE_ERRNOS else None
+    inner = e.__cause__ or e.__context__
+    if isinstance(e, RuntimeError) and isinstance(inner, OSError) and inner.errno in WRITE_ERRNOS:
+        return inner
+    return None
+
+
+def _absolute(name) -> Path | None:
+    return Path(os.path.abspath(os.fsdecode(name))) if isinstance(name, (str, bytes, os.PathLike)) else None
+
+
+def _named(e: BaseException, path: Path, tmp: Path | None, existed: bool, kind: str) -> WriteError | None:
+    """`e` as a WriteError that names `path` (or the file under it, for a folder), never the temp name; None when
+    `e` is no failed write of this target (an error of the block's own, or a file it read)."""
+    failure = write_failure(e)
+    if failure is None:
+        return None
+    name = _absolute(failure.path if isinstance(failure, WriteError) else failure.filename)
+    target, scratch = _absolute(path), _absolute(tmp) if tmp is not None else None
+    if scratch is not None and name is not None and (name == scratch or scratch in name.parents):
+        public = path / name.relative_to(scratch) if name != scratch else path
+    elif isinstance(failure, WriteError):
+        public = failure.path
+    elif name is None or name == target or name.parent == target.parent or name in target.parents:
+        public = path  # the write itself, the temp entry beside the target, or a folder on the way to it
+    else:
+        return None  # another file's error, e.g. one the block read
+    reason = failure.reason if isinstance(failure, WriteError) else (failure.strerror or str(failure))
+    kept = [failure.kept] if isinstance(failure, WriteError) and failure.kept else []
+    if existed:
+        kept.append(f"the old {kind} is unchanged")
+    return WriteError(public, reason, "; ".join(kept))
+
+
+def _names_failed_writes(kind: str):
+    """Turn a failed write of the decorated context manager's target, in the block or in its own steps (temp,
+    rename), into one WriteError naming the target; every other exception goes on unchanged."""
+    def decorate(factory):
+        @functools.wraps(factory)
+        @contextlib.contextmanager
+        def managed(path, *args, **kwargs):
+            path, tmp = Path(path), None
+            existed = os.path.exists(path)
+            try:
+                with factory(path, *args, **kwargs) as tmp:
+                    yield tmp
+            except Exception as e:
+                error = _named(e, path, tmp, existed, kind)
+                if error is None:
+                    raise
+                raise error from None
+        return managed
+    return decorate
+
+
+@_names_failed_writes("file")
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success it replaces `path`, on error it is removed."""
+    """Yield a temp path beside `path`; on success it replaces `path`, on error it is removed. A write that fails
+    for want of room or rights (in the block or here) is a WriteError naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -78,6 +148,53 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class _Sink(io.RawIOBase):
+    """A file that keeps the first OSError of its writes and drops the writes after it, so that a serialiser in
+    C++ finishes instead of failing half-way (see atomic_stream)."""
+
+    def __init__(self, file) -> None:
+        super().__init__()
+        self.file, self.error = file, None
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self.file.seekable()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def write(self, data) -> int:
+        if self.error is None:
+            try:
+                return self.file.write(data)
+            except OSError as e:
+                self.error = e
+        return len(memoryview(data))
+
+
+@contextlib.contextmanager
+def atomic_stream(path: str | os.PathLike) -> Iterator[io.RawIOBase]:
+    """A binary file that writes `path` atomically, for torch's serialisers (torch.save, torch.jit.save,
+    torch.export.save). Given a path, their C++ writer reports a full disk as "unexpected pos", or aborts the
+    process from a destructor; through this file it finishes, and the disk's OSError is raised after it (a
+    WriteError naming `path`, as atomic_file's)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        sink = _Sink(f)
+        try:
+            yield sink
+        except Exception:
+            if sink.error is None:
+                raise
+            raise sink.error from None
+        if sink.error is not None:
+            raise sink.error
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -143,6 +260,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(b))
 
 
+@_names_failed_writes("folder")
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield an empty temp folder beside `path`; on success it takes the place of `path`.
@@ -195,6 +313,28 @@ def _lock_fd(lock: Path) -> tuple[int, bool]:
                                 f"not yours") from None
 
 
+def _names_failed_lock(factory):
+    """A lock that cannot be made or written (its pid) is a WriteError naming the lock file; errors of the block
+    it guards go on unchanged."""
+    @functools.wraps(factory)
+    @contextlib.contextmanager
+    def managed(path, *args, **kwargs):
+        path = Path(path)
+        manager = factory(path, *args, **kwargs)
+        try:
+            manager.__enter__()
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            lock = path.parent / f".{path.name}.lock"
+            raise WriteError(e.filename or lock, e.strerror or str(e), "nothing was started") from None
+        with contextlib.ExitStack() as stack:
+            stack.push(manager)
+            yield
+    return managed
+
+
+@_names_failed_lock
 @contextlib.contextmanager
 def exclusive(path: str | os.PathLike, wait: bool = False) -> Iterator[None]:
     """Hold an advisory lock on `path` (a run or export folder) for the block: a second vggbench process that asks

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..core.env import package_version
-from ..core.errors import ConfigError, ExportError, UnsupportedError, VggbenchError, one_line
-from ..core.fileio import atomic_dir, exclusive
+from ..core.errors import ConfigError, ExportError, UnsupportedError, VggbenchError, WriteError, one_line
+from ..core.fileio import atomic_dir, atomic_stream, exclusive, write_failure
 from ..core.numerics import scoped_numerics
 from ..zoo.dense import dense_model, feature_size, min_dense_size
 from ..zoo.profiling import profile
@@ -52,7 +52,8 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, folder: Path, 
     else:
         scripted = torch.jit.script(module)
     path = folder / FORMATS["torchscript"]
-    torch.jit.save(scripted, str(path))
+    with atomic_stream(path) as f:  # given a path, torch's writer aborts the process on a full disk
+        torch.jit.save(scripted, f)
     entry = {"mode": mode, "files": [file_entry(folder, path.name)]}
     if mode == "trace":
         entry["cudnn_flags_in_trace"] = {"allow_tf32": False, "benchmark": False}
@@ -83,7 +84,8 @@ def _export_pt2(module: nn.Module, example: torch.Tensor, folder: Path, *, dynam
     with _tracing_sizes(dense):
         program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
     path = folder / FORMATS["pt2"]
-    torch.export.save(program, str(path))
+    with atomic_stream(path) as f:  # as torch.jit.save: given a path, a full disk aborts the process
+        torch.export.save(program, f)
     return {"files": [file_entry(folder, path.name)]}
 
 
@@ -213,6 +215,11 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
                 except VggbenchError:
                     raise
                 except Exception as e:  # any failure of a third-party exporter becomes one clear error
+                    failure = write_failure(e)
+                    written = Path(failure.filename or folder / FORMATS.get(fmt, "")) if failure else None
+                    if isinstance(failure, OSError) and folder in written.parents:  # a full disk, not the
+                        # exporter: atomic_dir names the file in `out` (not its temp folder), keeps the old folder
+                        raise WriteError(written, failure.strerror or str(failure)) from None
                     raise ExportError(f"{fmt} export of {model.name} failed: {one_line(e)}") from e
             caught += sorted({f"{fmt}: {w.category.__name__}: {str(w.message).splitlines()[0]}" for w in seen})
         manifest = build_manifest(model, artifacts, image_size, batch_size, dynamic_batch, example_batch, precision,

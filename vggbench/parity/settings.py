@@ -81,9 +81,13 @@ class VerifySettings(Settings):
 
             write_json(self.out, {"settings": self.to_dict(), **report.to_dict()})
         if self.plot:
+            from ..core.errors import WriteError
             from .layer_plot import plot_layers
 
-            plot_layers(report, self.plot)
+            try:
+                plot_layers(report, self.plot)
+            except WriteError as e:
+                raise e.keeping(f"the profile is in {self.out}") if self.out else e from None
         return report
 
     def verify(self, export_dir: str | os.PathLike):

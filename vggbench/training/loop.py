@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..core.errors import TrainingError
+from ..core.errors import TrainingError, WriteError
 from ..core.fileio import exclusive, write_json
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import load_data
@@ -208,14 +208,16 @@ class _Run:
         self.epoch, self.step, self.partial, self.rng = epoch + 1, 0, [0.0, 0.0, 0.0], None
         self.busy = False
         if self.dist.is_main:
-            if improved:
-                runs.save_checkpoint(self.run_dir / runs.BEST, self._checkpoint(val_acc=val.top1))
-            if self.epoch % config.save_every == 0 or self.epoch == config.epochs:
-                runs.save_checkpoint(self.run_dir / runs.LAST, self._checkpoint(val_acc=val.top1))
-                self.saved_epoch = self.epoch
-            if config.keep_every and self.epoch % config.keep_every == 0:
-                runs.save_checkpoint(self.run_dir / runs.snapshot_name(self.epoch), self._checkpoint(val_acc=val.top1))
-            self._write_history()
+            with self._saving():
+                if improved:
+                    runs.save_checkpoint(self.run_dir / runs.BEST, self._checkpoint(val_acc=val.top1))
+                if self.epoch % config.save_every == 0 or self.epoch == config.epochs:
+                    runs.save_checkpoint(self.run_dir / runs.LAST, self._checkpoint(val_acc=val.top1))
+                    self.saved_epoch = self.epoch
+                if config.keep_every and self.epoch % config.keep_every == 0:
+                    runs.save_checkpoint(self.run_dir / runs.snapshot_name(self.epoch),
+                                         self._checkpoint(val_acc=val.top1))
+                self._write_history()
             if warning:
                 print(f"warning: {warning}", file=sys.stderr, flush=True)
             if config.progress:
@@ -337,10 +339,24 @@ class _Run:
             return "interrupted"
         if self.busy:
             return f"interrupted while updating the model; {last} was left as it was"
-        runs.save_checkpoint(last, self._checkpoint(val_acc=None))
-        self._write_history(plot=True)
+        with self._saving():
+            runs.save_checkpoint(last, self._checkpoint(val_acc=None))
+            self._write_history(plot=True)
         return (f"saved a resumable checkpoint after epoch {self.epoch}, batch {self.step}: continue with "
                 f"--resume {last}")
+
+    @contextlib.contextmanager
+    def _saving(self):
+        """A checkpoint or history write that fails for want of room or rights stops the run with one WriteError
+        that says which checkpoint is kept and how to go on from it."""
+        try:
+            yield
+        except WriteError as e:
+            last = self.run_dir / runs.LAST
+            kept = (f"{last} of epoch {self.saved_epoch} is kept: continue with --resume {last} once there is room"
+                    if self.saved_epoch is not None else "no checkpoint had been written yet")
+            raise WriteError(e.path, e.reason, "; ".join(k for k in (e.kept if e.path != last else "", kept) if k)) \
+                from None
 
     def _diverged(self, value: float, what: str = "training loss") -> None:
         last = self.run_dir / runs.LAST

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..core.errors import ConfigError, WeightsError
-from ..core.fileio import atomic_file, write_json
+from ..core.fileio import atomic_file, atomic_stream, write_json
 from ..zoo.specs import get_spec
 from ..zoo.weight_files import torch_load
 from ..zoo.weights import check_lrn_form
@@ -35,8 +35,8 @@ TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "step", "partial",
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
     path = Path(path)
-    with atomic_file(path) as tmp:
-        torch.save(checkpoint, tmp)
+    with atomic_stream(path) as f:  # a full disk is then a WriteError, not torch's "unexpected pos"
+        torch.save(checkpoint, f)
     return path
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, UnknownModelError, WeightsError
-from ..core.fileio import atomic_file, sha256_file
+from ..core.fileio import atomic_file, atomic_stream, sha256_file
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .fingerprint import state_sha256
 from .imagenet import check_published_hash, download, hub_cache_path, imagenet_weights
@@ -265,13 +265,15 @@ def save_weights(model: LoadedModel, path: str | os.PathLike, **extra) -> Path:
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
     meta = checkpoint_meta(model, **extra)
-    with atomic_file(path) as tmp:
-        if path.suffix.lower() == SAFETENSORS_SUFFIX:
-            from safetensors.torch import save_file
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        from safetensors.torch import save_file
+
+        with atomic_file(path) as tmp:
             save_file(state, str(tmp), metadata={"vggbench": json.dumps(meta)})
-        elif path.suffix.lower() in CHECKPOINT_SUFFIXES:
-            torch.save({"vggbench": meta, "model_state_dict": state}, tmp)
-        else:
-            raise WeightsError(f"cannot save weights as {path.suffix or 'a file without suffix'}: use "
-                               f"{SAFETENSORS_SUFFIX} or {', '.join(CHECKPOINT_SUFFIXES)}")
+    elif path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        with atomic_stream(path) as f:  # a full disk is then a WriteError, not torch's "unexpected pos"
+            torch.save({"vggbench": meta, "model_state_dict": state}, f)
+    else:
+        raise WeightsError(f"cannot save weights as {path.suffix or 'a file without suffix'}: use "
+                           f"{SAFETENSORS_SUFFIX} or {', '.join(CHECKPOINT_SUFFIXES)}")
     return path
