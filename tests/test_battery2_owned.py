@@ -214,7 +214,7 @@ def test_a_run_whose_cases_errored_exits_1_after_writing_its_rows(tmp_path):
     result = cli("run", *TINY_CLI, *FAST_CLI, "--weights", tmp_path / "nan.pth", "--out", res, "--export-cache",
                  tmp_path / "cache")
     line = _one_error(result, 1)
-    assert line.startswith("error: 1 of 1 cases failed (1 error), first vgg11 eager fp32 contiguous batch 1: error: ")
+    assert line.startswith("error: 1 of 1 cases failed with an error, first vgg11 eager fp32 contiguous batch 1: ")
     assert "features.0.weight holds NaN" in line
     assert [r["status"] for r in json.loads(res.read_text())["results"]] == ["error"]
     assert "1 cases (1 error)" in result.output  # the rows are shown before the error
@@ -234,5 +234,10 @@ def test_a_case_that_failed_fails_the_run_and_one_that_could_not_run_by_design_d
     with pytest.raises(CheckFailed) as caught:
         BenchRun({}, {}, [*by_design, BenchResult.failed(case, status, "why")]).check()
     assert caught.value.exit_code == EXIT_CHECK_FAILED
-    assert str(caught.value) == (f"1 of 3 cases failed (1 {status.replace('_', ' ')}), first vgg11 eager fp32 "
-                                 f"contiguous batch 1: {status}: why")
+    words = {"error": "with an error", "export_failed": "to export", "parity_failed": "parity"}[status]
+    assert str(caught.value) == f"1 of 3 cases failed {words}, first vgg11 eager fp32 contiguous batch 1: why"
+    with pytest.raises(CheckFailed) as caught:
+        BenchRun({}, {}, [*by_design, BenchResult.failed(case, "error", "e"),
+                          BenchResult.failed(case, "export_failed", "x")]).check()
+    assert str(caught.value) == ("2 of 4 cases failed (1 export_failed, 1 error), first vgg11 eager fp32 contiguous "
+                                 "batch 1 (error): e")

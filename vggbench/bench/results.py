@@ -30,6 +30,7 @@ CSV_COLUMNS = [f.name for f in fields(BenchResult) if f.name != "samples_ms"]
 # "unsupported" (a combination that cannot run here) and "oom" (a batch beyond the device's memory: what a batch
 # sweep looks for) are outcomes, not failures.
 FAILED_STATUSES = ("parity_failed", "export_failed", "error")
+FAILED_WORDS = {"parity_failed": "parity", "export_failed": "to export", "error": "with an error"}
 REQUIRED_ROW_KEYS = ("model", "image_size", "batch_size", "backend", "device", "precision", "memory_format",
                      "threads", "status")
 
@@ -75,11 +76,13 @@ class BenchRun:
         failed = [r for r in self.results if r.status in FAILED_STATUSES]
         if failed:
             counts = {s: sum(r.status == s for r in failed) for s in FAILED_STATUSES}
-            what = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n)
+            kinds = [s for s, n in counts.items() if n]
             r = failed[0]
-            raise CheckFailed(f"{len(failed)} of {len(self.results)} cases failed ({what}), first {r.model} "
-                              f"{r.backend} {r.precision} {r.memory_format} batch {r.batch_size}: {r.status}: "
-                              f"{r.reason}")
+            what = (FAILED_WORDS[kinds[0]] if len(kinds) == 1
+                    else f"({', '.join(f'{counts[s]} {s}' for s in kinds)})")
+            first = "" if len(kinds) == 1 else f" ({r.status})"
+            raise CheckFailed(f"{len(failed)} of {len(self.results)} cases failed {what}, first {r.model} "
+                              f"{r.backend} {r.precision} {r.memory_format} batch {r.batch_size}{first}: {r.reason}")
 
     def write(self, out: str | os.PathLike | None = None, force: bool = False) -> tuple[Path, Path]:
         """Write run-<time>.json and .csv into `out` (a folder, default benchmarks/results/; a name another
