@@ -77,7 +77,7 @@ def test_a_killed_export_leaves_the_old_folder_and_its_temp_folder_is_removed_ne
     target.mkdir()
     (target / "model.onnx").write_text("old")
     code = ("import sys, time\nfrom vggbench.core.fileio import atomic_dir\n"
-            "with atomic_dir(sys.argv[1], force=True) as tmp:\n"
+            "with atomic_dir(sys.argv[1], force=True, not_ours=lambda p: None) as tmp:\n"
             "    (tmp / 'model.onnx').write_text('half')\n    print('writing', flush=True)\n    time.sleep(60)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                          os.environ.get("PYTHONPATH", "")])}
@@ -87,7 +87,7 @@ def test_a_killed_export_leaves_the_old_folder_and_its_temp_folder_is_removed_ne
     child.wait(timeout=30)
     stale = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert len(stale) == 1 and (target / "model.onnx").read_text() == "old"
-    with atomic_dir(target, force=True) as tmp:
+    with atomic_dir(target, force=True, not_ours=lambda p: None) as tmp:  # the caller knows it made it
         (tmp / "model.onnx").write_text("new")
     assert (target / "model.onnx").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no stale or swapped-out folder left
@@ -106,7 +106,7 @@ def test_replacing_a_folder_swaps_it_in_one_step(tmp_path, monkeypatch):
     # the replace goes through the swap: the name is never missing
     renames = []
     monkeypatch.setattr(fileio.os, "replace", lambda *args: renames.append(args))
-    with fileio.atomic_dir(b, force=True) as tmp:
+    with fileio.atomic_dir(b, force=True, not_ours=lambda p: None) as tmp:
         (tmp / "f").write_text("c")
     assert renames == [] and (b / "f").read_text() == "c"
 

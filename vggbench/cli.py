@@ -301,17 +301,22 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
               help="Where parity-checked exports are kept between runs.")
 @click.option("--out", type=click.Path(), help="A folder, or a .json file (the .csv goes beside it) "
                                                "[default: benchmarks/results/run-<time>.json].")
+@click.option("--force", is_flag=True, help="Replace the results of an earlier run at a named --out .json (never a "
+                                           "file vggbench did not write).")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @click.option("--baseline", default="eager:fp32:contiguous", show_default=True,
               help="backend:precision:memory_format that speedup is relative to.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: on a terminal].")
 @click.pass_context
-def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) -> None:
+def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, **kwargs) -> None:
     """Time forward passes across models, backends, batch sizes, precisions and memory formats.
 
     Each finished case is appended to run-<time>.jsonl beside the results as it is measured (`vggbench report`
-    reads it if the run never finishes). Exit 1 when a case failed parity (after the results are written and
-    shown), 2 on bad input, 130 on Ctrl-C and 143 on SIGTERM (the finished cases are written first).
+    reads it if the run never finishes). Exit codes: 0 when every case ran, or could not run by design
+    (unsupported) or ran out of memory (oom, what a batch sweep looks for); 1 when a case failed (parity_failed,
+    export_failed, error), after the results are written and shown; 2 on bad input (an --out that exists: another
+    name, or --force for an earlier run's results); 130 on Ctrl-C and 143 on SIGTERM (the finished cases are
+    written first).
     """
     import shlex
 
@@ -324,7 +329,7 @@ def run(ctx, suite, best, export_cache, out, fmt, baseline, progress, **kwargs) 
         suite = f"best-{default_suite(kwargs['device'])}"
     parse_baseline(baseline)  # a bad one fails now, not after the run
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
-    journal = claim_results(out, command=command)  # an --out that cannot be written fails now, not after the run
+    journal = claim_results(out, command=command, force=force)  # an --out that cannot be written fails now, not after the run
     try:
         result = benchmark(suite, export_cache=export_cache, progress=progress,
                            raise_errors=bool(ctx.obj.get("traceback")), journal=journal, **given(kwargs))
@@ -366,28 +371,31 @@ LOADGEN_SUITE_KEYS = ("models", "backends", "precisions", "memory_formats", "dev
               help="Where parity-checked exports are kept between runs (shared with `run`).")
 @click.option("--out", type=click.Path(), help="A folder, or a .json file (the .csv and LoadGen's logs, NAME.logs/, "
                                                "go beside it) [default: benchmarks/results/loadgen-<time>.json].")
+@click.option("--force", is_flag=True, help="Replace the results (and logs) of an earlier run at a named --out .json "
+                                           "(never files vggbench did not write).")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @click.pass_context
-def loadgen(ctx, suite, export_cache, out, fmt, **kwargs) -> None:
+def loadgen(ctx, suite, export_cache, out, force, fmt, **kwargs) -> None:
     """MLPerf's scenarios (SingleStream, MultiStream, Server, Offline) run by MLPerf's LoadGen over any backend.
 
     Server finds the highest rate whose run LoadGen reports VALID at --latency-bound-ms (p99). Each scenario's
     verdict, throughput and latency percentiles go into the results file (`vggbench report` shows it); LoadGen's
-    summary and detail logs go beside it. Exit 1 when a target failed parity, 2 on bad input.
+    summary and detail logs go beside it. Exit 1 when a target failed (parity, its export, or an error; an INVALID
+    verdict is a result, not a failure), after the results are written; 2 on bad input.
     """
     import shlex
 
     from .bench.loadgen import loadgen as run_loadgen
     from .bench.report import render_run
-    from .bench.results import claim_results, read_run
+    from .bench.results import claim_results, logs_folder, read_run
 
     names = {"suite": set(LOADGEN_SUITE_KEYS), "settings": set(LoadgenSettings.setting_names()),
              "sut": set(SutSettings.setting_names())}
     parts = {part: {k: v for k, v in given(kwargs).items() if k in keys} for part, keys in names.items()}
     settings, sut = LoadgenSettings(**parts["settings"]), SutSettings(**parts["sut"])  # bad values fail now
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
-    journal = claim_results(out, command=command, prefix="loadgen")
-    logs = journal.json_path.with_name(journal.json_path.stem + ".logs")
+    journal = claim_results(out, command=command, prefix="loadgen", force=force, logs=True)
+    logs = logs_folder(journal.json_path)
     try:
         result = run_loadgen(suite, settings=settings, sut=sut, export_cache=export_cache, logs=logs,
                              journal=journal, echo=lambda line: click.echo(line, err=True), **parts["suite"])

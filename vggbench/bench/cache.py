@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..backends import Target
-from ..core.errors import VggbenchError, one_line
+from ..core.errors import UnsupportedError, VggbenchError, one_line
 from ..core.fileio import exclusive
 from ..exporters.manifest import INT8_FORMAT, artifact, dense_spec, read_manifest
 from ..exporters.manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
@@ -51,7 +51,7 @@ class ExportCache:
         model.int8.onnx, quantized from the fp32 ONNX export and verified by class agreement on real images,
         which random weights cannot have: for them int8 is refused before anything is made)."""
         if target.precision in ("int8", "fp8") and self.model.weights.source == "random":
-            raise ExportFailed(INT8_NEEDS_TRAINED_WEIGHTS)
+            raise UnsupportedError(INT8_NEEDS_TRAINED_WEIGHTS)  # by design, not a failed export: `run` exits 0
         fmt = target.artifact
         exported = target.export_precision
         key = self.key(fmt, exported)

@@ -34,7 +34,7 @@ from ..zoo.profiling import profile
 from ..zoo.weights import load_model, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE, ExportCache, ExportFailed
 from .qsl import ImageSet, SampleLibrary, load_images
-from .results import BenchRun, Journal
+from .results import BenchRun, Journal, not_loadgen_logs
 from .rows import BenchResult, Case, ScenarioResult
 from .scenarios import PERCENTILES, LoadgenSettings, SutSettings
 from .search import Outcome, find_peak_qps, queries_at_late_fraction
@@ -106,7 +106,7 @@ def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: Loadgen
             journal.start(run_settings, environment, environment["created"])
         rows: list[BenchResult] = []
         try:
-            with atomic_dir(final, force=True) if keep else _scratch(final) as folder:
+            with atomic_dir(final, force=True, not_ours=not_loadgen_logs) if keep else _scratch(final) as folder:
                 runs = _Runs(lg, suite, settings, sut, weights, Path(export_cache), folder, final.name if keep else None,
                              echo or (lambda line: None), rows, journal)
                 runs.all()

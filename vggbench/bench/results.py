@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..core.errors import CheckFailed, ResultsError, WriteError
-from ..core.fileio import write_json, write_text
+from ..core.fileio import check_replaceable, write_json, write_text
 from .rows import STATUSES, BenchResult, ScenarioResult
 from .scenarios import SCENARIOS, VERDICTS
 
@@ -27,6 +27,11 @@ JOURNAL_KIND = "vggbench-run-journal"
 DEFAULT_RESULTS_DIR = Path("benchmarks") / "results"
 # the CSV has every field of a row except the raw samples (they stay in the JSON)
 CSV_COLUMNS = [f.name for f in fields(BenchResult) if f.name != "samples_ms"]
+# statuses of a case that should have run and did not: a run that has one exits 1 (its rows written first).
+# "unsupported" (a combination that cannot run here) and "oom" (a batch beyond the device's memory: what a batch
+# sweep looks for) are outcomes, not failures.
+FAILED_STATUSES = ("parity_failed", "export_failed", "error")
+FAILED_WORDS = {"parity_failed": "parity", "export_failed": "to export", "error": "with an error"}
 REQUIRED_ROW_KEYS = ("model", "image_size", "batch_size", "backend", "device", "precision", "memory_format",
                      "threads", "status")
 
@@ -66,18 +71,25 @@ class BenchRun:
         return f"{len(self.results)} cases ({counts}) in {self.wall_s:.0f} s"
 
     def check(self) -> None:
-        """Raise CheckFailed (exit 1) when a case failed parity: its timing is of a model that computes something
-        else. Rows that could not run (unsupported, oom, error) are no failed check."""
-        failed = [r for r in self.results if r.status == "parity_failed"]
+        """Raise CheckFailed (exit 1) when a case failed: parity (its timing is of a model that computes something
+        else), its export, or with an error (nothing was measured). Rows that could not run by design (unsupported)
+        or ran out of memory (oom: the end of a batch sweep) are no failed check."""
+        failed = [r for r in self.results if r.status in FAILED_STATUSES]
         if failed:
+            counts = {s: sum(r.status == s for r in failed) for s in FAILED_STATUSES}
+            kinds = [s for s, n in counts.items() if n]
             r = failed[0]
-            raise CheckFailed(f"{len(failed)} of {len(self.results)} cases failed parity, first {r.model} "
-                              f"{r.backend} {r.precision} {r.memory_format} batch {r.batch_size}: {r.reason}")
+            what = (FAILED_WORDS[kinds[0]] if len(kinds) == 1
+                    else f"({', '.join(f'{counts[s]} {s}' for s in kinds)})")
+            first = "" if len(kinds) == 1 else f" ({r.status})"
+            raise CheckFailed(f"{len(failed)} of {len(self.results)} cases failed {what}, first {r.model} "
+                              f"{r.backend} {r.precision} {r.memory_format} batch {r.batch_size}{first}: {r.reason}")
 
-    def write(self, out: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    def write(self, out: str | os.PathLike | None = None, force: bool = False) -> tuple[Path, Path]:
         """Write run-<time>.json and .csv into `out` (a folder, default benchmarks/results/; a name another
-        run holds gets a suffix -2, -3, ...) or to `out` itself when it ends in .json. Returns both paths."""
-        return write_run(self.to_dict(), out)
+        run holds gets a suffix -2, -3, ...) or to `out` itself when it ends in .json (an existing one only with
+        `force`, and only the results of an earlier run). Returns both paths."""
+        return write_run(self.to_dict(), out, force=force)
 
 
 def _finite(value):
@@ -100,13 +112,14 @@ def csv_text(rows: list[dict]) -> str:
     return render(flat, "csv", CSV_COLUMNS) + "\n"
 
 
-def write_run(data: dict, out: str | os.PathLike | None = None) -> tuple[Path, Path]:
+def write_run(data: dict, out: str | os.PathLike | None = None, force: bool = False) -> tuple[Path, Path]:
     """Write a run's envelope as JSON and CSV under a name no other run holds (see claim_results)."""
-    return claim_results(out, data["created"]).finish(data)
+    return claim_results(out, data["created"], force=force).finish(data)
 
 
 def claim_results(out: str | os.PathLike | None = None, created: str | None = None, *,
-                  command: str | None = None, prefix: str = "run") -> Journal:
+                  command: str | None = None, prefix: str = "run", force: bool = False,
+                  logs: bool = False) -> Journal:
     """Check that results can be written to `out` and claim their names, before anything is measured.
 
     out: a folder (default benchmarks/results/), where the results are run-<time>.json/.csv, or a .json file
@@ -114,6 +127,9 @@ def claim_results(out: str | os.PathLike | None = None, created: str | None = No
     that start in the same second get run-<time> and run-<time>-2, never the same name. A folder that cannot
     be made or written is a ResultsError now, not after the run. command: recorded in the journal's settings.
     prefix: of the names in a folder (`vggbench loadgen` writes loadgen-<time>.json).
+    A named .json that exists (or its .csv) is never taken silently: a ResultsError, or with `force` it is replaced,
+    and only when it holds the results of an earlier run (never a file vggbench did not write). logs: the NAME.logs/
+    folder beside the results (`vggbench loadgen`'s) is checked the same way.
     """
     out = Path(out) if out is not None else DEFAULT_RESULTS_DIR
     named = out.suffix.lower() == ".json"
@@ -123,12 +139,17 @@ def claim_results(out: str | os.PathLike | None = None, created: str | None = No
         for path in (out, out.with_suffix(".csv")):
             if path.is_dir():
                 raise ResultsError(f"cannot write the results to {path}: it is a folder")
+        hint = "pass another --out, or --force to replace the results of an earlier run"
+        check_replaceable(out, force=force, not_ours=_not_results, what="file", hint=hint)
+        check_replaceable(out.with_suffix(".csv"), force=force, not_ours=_not_results_csv, what="file", hint=hint)
+        if logs:
+            check_replaceable(logs_folder(out), force=force, not_ours=not_loadgen_logs, hint=hint)
     stamp = dt.datetime.fromisoformat(created or _now()).astimezone().strftime("%Y%m%d-%H%M%S")
     for n in itertools.count(1):
         stem = (out.stem if named else f"{prefix}-{stamp}") + (f"-{n}" if n > 1 else "")
         journal = folder / f"{stem}.jsonl"
         json_path = out if named else journal.with_suffix(".json")
-        if not named and _taken(json_path):
+        if not named and _taken(json_path, logs):
             continue
         try:
             fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -137,7 +158,7 @@ def claim_results(out: str | os.PathLike | None = None, created: str | None = No
         except OSError as e:
             raise ResultsError(f"cannot write results into {folder}: {e.strerror}") from None
         # a run that held this name may have finished (results written, then its journal removed) in between
-        if not named and _taken(json_path):
+        if not named and _taken(json_path, logs):
             os.close(fd)
             journal.unlink()
             continue
@@ -145,8 +166,44 @@ def claim_results(out: str | os.PathLike | None = None, created: str | None = No
                        command)
 
 
-def _taken(json_path: Path) -> bool:
-    return json_path.exists() or json_path.with_suffix(".csv").exists()
+def _taken(json_path: Path, logs: bool = False) -> bool:
+    return (json_path.exists() or json_path.with_suffix(".csv").exists()
+            or (logs and os.path.lexists(logs_folder(json_path))))
+
+
+def logs_folder(json_path: Path) -> Path:
+    """NAME.logs beside NAME.json: where `vggbench loadgen` keeps LoadGen's logs."""
+    return json_path.with_name(json_path.stem + ".logs")
+
+
+def _not_results(path: Path) -> str | None:
+    """Why `path` is not a results file of vggbench (None when it is: its envelope, kind and schema_version)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "it is not a vggbench results file (not JSON)"
+    if not (isinstance(data, dict) and data.get("kind") == KIND and data.get("schema_version") == SCHEMA_VERSION
+            and isinstance(data.get("results"), list)):
+        return f"it is not a vggbench results file (no \"kind\": \"{KIND}\", schema_version {SCHEMA_VERSION})"
+    return None
+
+
+def _not_results_csv(path: Path) -> str | None:
+    """Why `path` is not the CSV of a run (None when its header is vggbench's: model,image_size,batch_size,...)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline(4096)
+    except (OSError, ValueError):
+        header = ""
+    return None if header.startswith(",".join(CSV_COLUMNS[:6])) else "it is not the CSV of a vggbench run"
+
+
+def not_loadgen_logs(folder: Path) -> str | None:
+    """Why `folder` is not a folder of LoadGen logs that vggbench kept (None when every file in it is mlperf_log_*)."""
+    if not folder.is_dir():
+        return "it is not a folder"
+    foreign = [p for p in folder.rglob("*") if p.is_symlink() or (not p.is_dir() and not p.name.startswith("mlperf_log_"))]
+    return f"it holds {foreign[0].relative_to(folder)}, which is no LoadGen log" if foreign else None
 
 
 def _make_folder(folder: Path, out: Path) -> None:

@@ -15,7 +15,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ConfigError, VggbenchError, WriteError
@@ -260,27 +260,48 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(b))
 
 
+def check_replaceable(path: str | os.PathLike, *, force: bool, not_ours: Callable[[Path], str | None] | None = None,
+                      what: str = "folder", hint: str = "pass --force to replace it") -> None:
+    """Raise a VggbenchError (exit 2) unless `path` may be replaced: it does not exist, or `force` is given and it is
+    empty or vggbench made it. not_ours: why an existing `path` is not vggbench's (None when it is); without it, only
+    an empty folder counts as vggbench's. `--force` never replaces what vggbench did not make: the user's files."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink():
+        raise VggbenchError(f"{path} is a symbolic link; vggbench replaces only a {what} it made: choose another --out")
+    if not force:
+        raise VggbenchError(f"{path} already exists; {hint}")
+    if what == "folder" and not path.is_dir():
+        raise VggbenchError(f"{path} exists and is not a folder")
+    empty = path.is_dir() and not any(path.iterdir())
+    why = None if empty else (not_ours(path) if not_ours is not None else "vggbench cannot tell that it made it")
+    if why:
+        raise VggbenchError(f"{path} is not replaced, even with --force: {why}; vggbench replaces only a {what} it "
+                            f"made. Choose another --out, or move it away yourself")
+
+
 @_names_failed_writes("folder")
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, force: bool = False,
+               not_ours: Callable[[Path], str | None] | None = None) -> Iterator[Path]:
     """Yield an empty temp folder beside `path`; on success it takes the place of `path`.
 
-    An existing `path` is replaced only with `force`, and only once the new folder is complete, so a failed
-    write leaves the old folder as it was. On Linux the two are swapped in one step (renameat2), so the name
-    is never empty; elsewhere the old folder is renamed away just before the new one is renamed in. Temp
-    folders left beside `path` by killed writers are removed first.
+    An existing `path` is replaced only with `force`, and only when it is empty or `not_ours(path)` says vggbench
+    made it (returns None; see check_replaceable), and only once the new folder is complete, so a failed write
+    leaves the old folder as it was. On Linux the two are swapped in one step (renameat2), so the name is never
+    empty; elsewhere the old folder is renamed away just before the new one is renamed in. Temp folders left beside
+    `path` by killed writers are removed first.
     """
     path = Path(path)
-    if path.exists() and not force:
-        raise VggbenchError(f"{path} already exists; pass --force to replace it")
-    if path.exists() and not path.is_dir():
-        raise VggbenchError(f"{path} exists and is not a folder")
+    check_replaceable(path, force=force, not_ours=not_ours)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_dirs(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _default_mode(tmp, directory=True)
+        check_replaceable(path, force=force, not_ours=not_ours)  # again: files may have been put there meanwhile
         if path.exists() and _exchange(tmp, path):
             shutil.rmtree(tmp, ignore_errors=True)  # it holds the old folder now
         elif path.exists():

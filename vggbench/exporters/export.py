@@ -20,14 +20,14 @@ from torch import nn
 
 from ..core.env import package_version
 from ..core.errors import ConfigError, ExportError, UnsupportedError, VggbenchError, WriteError, one_line
-from ..core.fileio import atomic_dir, atomic_stream, exclusive, write_failure
+from ..core.fileio import atomic_dir, atomic_stream, check_replaceable, exclusive, write_failure
 from ..core.numerics import scoped_numerics
 from ..zoo.dense import dense_model, feature_size, min_dense_size
 from ..zoo.profiling import profile
 from ..zoo.specs import LRN_FORM, LRN_PARAMS, MAX_IMAGE_SIZE, check_image_size
 from ..zoo.stages import Stage, prefix, weight_layers
 from ..zoo.weights import LoadedModel
-from .manifest import FORMATS, SCHEMA_VERSION, file_entry, write_manifest
+from .manifest import FORMATS, MANIFEST, READABLE_VERSIONS, SCHEMA_VERSION, file_entry, write_manifest
 from .quantize import QuantConfig, quantize_onnx
 from .settings import max_opset
 
@@ -161,6 +161,7 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
     which). Returns the manifest.
     """
     _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode)
+    check_replaceable(out, force=force, not_ours=not_an_export)  # now, not after the export
     check_keep_fp32(model.module, (quant or QuantConfig()).keep_fp32)
     if score_map and not dense:
         raise ConfigError("--score-map is an output of a dense export: add --dense")
@@ -202,7 +203,7 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
             output_shape = list(module(example).shape[1:])
         output_name = PREFIX_OUTPUT_NAME
     # one writer per folder: a second process exporting here gets one error line, not a mix of two exports
-    with exclusive(out), atomic_dir(out, force=force) as folder:
+    with exclusive(out), atomic_dir(out, force=force, not_ours=not_an_export) as folder:
         artifacts, caught = {}, []
         for fmt in formats:
             with warnings.catch_warnings(record=True) as seen:
@@ -235,6 +236,37 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
             manifest["parity"] = check(folder)
             write_manifest(folder, manifest)
     return manifest
+
+
+def not_an_export(folder: Path) -> str | None:
+    """Why `folder` is not an export folder that vggbench wrote (None when it is): --force replaces only such a
+    folder, and only when it holds nothing besides what its manifest lists, so the user's own files are never lost.
+    An edited manifest (digest off) is still vggbench's."""
+    import json
+
+    from ..core.errors import ArtifactError
+    from .manifest import _check_schema
+
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        return "it is not a folder"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"it has no {MANIFEST}, so it is no vggbench export"
+    except (OSError, ValueError) as e:
+        return f"its {MANIFEST} cannot be read as JSON ({e.__class__.__name__})"
+    if not isinstance(manifest, dict) or manifest.get("schema_version") not in READABLE_VERSIONS:
+        return f"its {MANIFEST} is not a vggbench manifest"
+    try:
+        _check_schema(manifest, path)
+    except ArtifactError:
+        return f"its {MANIFEST} is not a vggbench manifest"
+    listed = {MANIFEST} | {f["file"] for entry in manifest["artifacts"].values() for f in entry["files"]}
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in listed or not p.is_file() or p.is_symlink())
+    if foreign:
+        return f"it holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which its {MANIFEST} does not list"
+    return None
 
 
 def check_keep_fp32(module: nn.Module, names: Sequence[str]) -> None:

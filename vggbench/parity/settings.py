@@ -21,8 +21,22 @@ def _plot_path(value):
 
 def _json_path(value):
     if isinstance(value, str):
-        check_writable(value, folder=False, label="--out")
+        path = check_writable(value, folder=False, label="--out")
+        if path.is_file() and not _is_profile(path):
+            raise ConfigError(f"--out {path} exists and is no layer profile that vggbench wrote; it is not replaced: "
+                              f"choose another name, or move it away")
     return value
+
+
+def _is_profile(path) -> bool:
+    """A JSON file that `verify --layers --out` wrote (its settings and profiles): one that may be rewritten."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("settings"), dict) and isinstance(data.get("profiles"), list)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -73,6 +73,7 @@ def train(config: TrainConfig) -> TrainResult:
     checkpoint = None
     if config.resume:
         config, checkpoint = runs.resume_config(config)
+    runs.check_out(config)  # before the data is loaded: an --out that holds the user's files costs nothing
     with (distributed.process_group(dist, device), seeding.caller_rng_kept(),
           _cudnn_benchmark(config.cudnn_benchmark), contextlib.ExitStack() as held):
         run = _Run(config, dist, device, checkpoint, held)
@@ -109,7 +110,10 @@ class _Run:
         self.scheduler = recipe.make_scheduler(config, self.optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
         self.autocast = autocast_factory(device, config.amp)
+        made = not (config.out and Path(config.out).exists())
         self.run_dir = Path(distributed.broadcast_object(runs.run_dir(config) if dist.is_main else None))
+        # what a failed run may remove: the files it wrote, and the folder if it made it; nothing that was there
+        self.made_dir, self.found = made, set(runs.run_files(self.run_dir))
         if dist.is_main:  # one process writes a run folder: a second `train --out` on it stops here
             held.enter_context(exclusive(self.run_dir))
         self.history: list[dict] = []
@@ -130,13 +134,16 @@ class _Run:
 
     def discard_if_unsaved(self) -> None:
         """A run that failed before its first checkpoint (a bad image in epoch 1, say) leaves no folder that
-        holds only its config.json: what it wrote goes, and the folder too when nothing else is in it."""
+        holds only its config.json: the files it wrote go, and the folder too when it made it and nothing else is
+        in it. Files that were there before the run stay."""
         if not self.dist.is_main or self.saved_epoch is not None or (self.run_dir / runs.BEST).exists():
             return
         for name in (runs.CONFIG, runs.HISTORY, runs.PLOT):
-            (self.run_dir / name).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # not empty: the user's own files stay
-            self.run_dir.rmdir()
+            if name not in self.found:
+                (self.run_dir / name).unlink(missing_ok=True)
+        if self.made_dir:
+            with contextlib.suppress(OSError):  # not empty: files put there meanwhile stay
+                self.run_dir.rmdir()
 
     @property
     def _memory_format(self):

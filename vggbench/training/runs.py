@@ -6,7 +6,9 @@ file. Checkpoints hold only tensors and plain Python values, so they load with w
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -52,6 +54,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
+SNAPSHOT = re.compile(r"epoch_\d+\.pt")
+
+
 def snapshot_name(epoch: int) -> str:
     """The --keep-every snapshot of an epoch, kept beside last.pt and best.pt."""
     return f"epoch_{epoch}.pt"
@@ -84,15 +89,13 @@ def resume_config(config: TrainConfig) -> tuple[TrainConfig, dict]:
 
 
 def run_dir(config: TrainConfig) -> str:
-    """The run folder: the resumed run's, --out (which must not hold a run), or runs/<model>-<data>[-N]."""
+    """The run folder: the resumed run's, --out (a new or empty folder, or one that holds none of the files a run
+    writes), or runs/<model>-<data>[-N]."""
     if config.resume:
+        _check_history(Path(config.out))
         return config.out
     if config.out:
-        out = Path(config.out)
-        taken = [name for name in (LAST, BEST) if (out / name).exists()]
-        if taken:
-            raise ConfigError(f"{out} already holds a run ({taken[0]}); continue it with --resume "
-                              f"{out / taken[0]}, or choose another --out")
+        out = check_out(config)
         out.mkdir(parents=True, exist_ok=True)
         return str(out)
     stem = f"{get_spec(config.model).name}-{config.data.replace(':', '-').replace('/', '_').strip('-_')}"
@@ -104,6 +107,46 @@ def run_dir(config: TrainConfig) -> str:
         except FileExistsError:
             continue
     raise ConfigError(f"runs/{stem}-N: every name is taken; pass --out")
+
+
+def check_out(config: TrainConfig) -> Path | None:
+    """The --out of a new run, or a ConfigError when it holds a run or any file a run writes (the user's own
+    config.json or history.json is neither overwritten, nor taken for the run's, nor removed when the run fails)."""
+    if config.resume or not config.out:
+        return None
+    out = Path(config.out)
+    taken = [name for name in (LAST, BEST) if (out / name).exists()]
+    if taken:
+        raise ConfigError(f"{out} already holds a run ({taken[0]}); continue it with --resume "
+                          f"{out / taken[0]}, or choose another --out")
+    clash = run_files(out)
+    if clash:
+        raise ConfigError(f"--out {out} already holds {', '.join(clash[:3])}{' ...' if len(clash) > 3 else ''}, "
+                          f"which a run writes; choose a new or empty folder")
+    return out
+
+
+def run_files(folder: Path) -> list[str]:
+    """The names in `folder` that a run writes (config.json, history.json, history.png, the checkpoints)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name in (CONFIG, HISTORY, PLOT, BEST, LAST) or SNAPSHOT.fullmatch(p.name))
+
+
+def _check_history(folder: Path) -> None:
+    """A resumed run rewrites history.json: only one that a run wrote (a dict with its schema_version and epochs)."""
+    path = folder / HISTORY
+    if not path.exists():
+        return
+    try:
+        history = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        history = None
+    if not (isinstance(history, dict) and history.get("schema_version") == HISTORY_SCHEMA_VERSION
+            and isinstance(history.get("epochs"), list)):
+        raise ConfigError(f"{path} is not the history of a vggbench run, and resuming would overwrite it; move it "
+                          f"away first")
 
 
 # --- history and plot ---------------------------------------------------------------------------------
