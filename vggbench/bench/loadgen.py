@@ -554,27 +554,44 @@ def _run_test(lg, t: _Target, settings: SutSettings, scenario: str, max_batch: i
     log.log_output.copy_summary_to_stdout = False
     log.enable_trace = False
     failure: list[BaseException] = []
+    done = threading.Event()
 
     def test() -> None:
         try:  # an audit.config in the working directory would change the run: name one that does not exist
             lg.StartTestWithLogSettings(sut_handle, qsl_handle, test_settings, log, str(folder / "audit.config"))
         except BaseException as e:
             failure.append(e)
+        finally:
+            done.set()
 
+    # Ctrl-C and SIGTERM (the CLI's handler raises Terminated) reach only this, the main thread: LoadGen's C++
+    # threads call the SUT's callbacks, which never raise. Once interrupted, the SUT answers everything at once and
+    # this thread still waits for StartTest to return before the SUT, the QSL or the log folder go away (doing it
+    # sooner crashed LoadGen: a segfault, or "terminate called without an active exception"). It waits on an
+    # Event, not Thread.join: CPython 3.11's join, interrupted, can mark a thread that still runs as stopped, and
+    # then returns at once. SingleStream, MultiStream and Offline then end within moments, Server at the end of
+    # its scheduled queries (the run's duration).
+    interrupt: KeyboardInterrupt | None = None
     thread = threading.Thread(target=test, name="vggbench-loadgen")
+    sut.start()
     try:
-        with sut:
-            thread.start()
+        thread.start()
+    except KeyboardInterrupt as e:
+        interrupt = e
+    try:
+        while thread.ident is not None and not done.is_set():
             try:
-                while thread.is_alive():
-                    thread.join(0.2)
-            except KeyboardInterrupt:
-                sut.abort()
-                thread.join()
-                raise
+                if interrupt is not None:
+                    sut.abort()
+                done.wait(0.2)
+            except KeyboardInterrupt as e:
+                interrupt = interrupt or e
+        sut.stop()
     finally:
         lg.DestroyQSL(qsl_handle)
         lg.DestroySUT(sut_handle)
+    if interrupt is not None:
+        raise interrupt
     if failure:
         raise VggbenchError(f"LoadGen failed: {one_line(failure[0])}")
     if sut.error is not None:
