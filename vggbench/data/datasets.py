@@ -396,7 +396,8 @@ def read_image(path: str):
                     return image.convert("RGB")
         except Exception as e:  # noqa: BLE001 - PIL's plugins raise OSError, ValueError, SyntaxError, struct.error,
             # DecompressionBombError (an Exception), IndexError ...: all of them mean this file is not a usable image
-            raise UnreadableImage(f"cannot read image {path}: {one_line(e)}; remove or replace the file") from None
+            said = one_line(e).replace(repr(f), repr(str(path)))  # PIL names the file object it was given
+            raise UnreadableImage(f"cannot read image {path}: {said}; remove or replace the file") from None
 
 
 def _split(labels: Sequence[int], val_fraction: float, what: str) -> tuple[list[int], list[int]]:
