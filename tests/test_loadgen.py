@@ -443,8 +443,8 @@ def test_accuracy_mode_scores_loadgens_accuracy_log_against_labels_and_eager(tmp
 
 @pytest.mark.parametrize("args, message", [
     (["--scenario", "batch"], "unknown scenarios 'batch'"),
-    (["--max-batch", "0"], "--max-batch must be a positive integer"),
-    (["--latency-bound-ms", "-1"], "--latency-bound-ms must be positive"),
+    (["--max-batch", "0"], "--max-batch must be in [1, 4096], got 0"),
+    (["--latency-bound-ms", "-1"], "--latency-bound-ms must be in (0, 3600000], got -1.0"),
     (["--mode", "fast"], "unknown mode 'fast'"),
 ])
 def test_bad_options_are_one_line_errors_before_any_work(args, message, tmp_path):

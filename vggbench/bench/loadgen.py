@@ -26,17 +26,17 @@ import torch
 from ..backends import Runner, eager_runner, make_runner, resolve_target
 from ..core.device import require_device
 from ..core.env import capture, package_version
-from ..core.errors import CheckFailed, UnsupportedError, VggbenchError, one_line
+from ..core.errors import CheckFailed, ConfigError, UnsupportedError, VggbenchError, one_line
 from ..core.fileio import atomic_dir
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..parity.metrics import compare, tolerance_for
 from ..zoo.profiling import profile
 from ..zoo.weights import load_model, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE, ExportCache, ExportFailed
-from .qsl import ImageSet, SampleLibrary, load_images
+from .qsl import ImageSet, SampleLibrary, check_fits, free_memory_bytes, load_images
 from .results import BenchRun, Journal, not_loadgen_logs
 from .rows import BenchResult, Case, ScenarioResult
-from .scenarios import PERCENTILES, LoadgenSettings, SutSettings
+from .scenarios import MAX_QUERIES, PERCENTILES, LoadgenSettings, SutSettings
 from .search import Outcome, find_peak_qps, queries_at_late_fraction
 from .setup import BackendSetup
 from .suite import Suite, resolve_suite
@@ -55,6 +55,12 @@ EXTEND_MAX = 4
 SHORT_RERUNS = 3  # runs again, expecting more work, while a run ends before its minimum duration
 ESTIMATE_CALLS = 2  # timed calls per batch size (after one untimed) for LoadGen's expected latencies and rates
 EXPECTED_LATENCY_FRACTION = 0.1  # of the timed-batch estimate, told to LoadGen as SingleStream's/MultiStream's
+# bounds on what is attempted at all: a timed call of a batch (extrapolated from the smaller ones timed before it)
+# and a LoadGen run's computation (its queries at the measured speed), past which a target's scenario is a row
+# that says why instead of a run that does not end (`--target-qps 1e9` scheduled billions of queries)
+MAX_CALL_S = 60.0
+MAX_RUN_S = 600.0  # MLPerf's run length; or MAX_RUN_FACTOR times the run's duration, when that is longer
+MAX_RUN_FACTOR = 10  # also: Server's target QPS at most this many times the measured rate (its queue only grows)
 # runners that may be called from several threads at once (one session or module, no per-call state)
 CONCURRENT_BACKENDS = ("eager", "torchscript", "pt2", "onnxruntime", "tensorrt")
 _LG_SCENARIOS = {"singlestream": "SingleStream", "multistream": "MultiStream", "server": "Server",
@@ -214,7 +220,12 @@ class _Runs:
                 self._record(BenchResult.failed(case, status, reason, scenario=self._block(scenario)))
             return
         self.echo(f"{model} {backend} {precision} {memory_format}: parity with eager fp32 ok; timing batches")
-        estimates, server_batch = self._estimate(runner, images)
+        try:
+            estimates, server_batch = self._estimate(runner, images, loaded.options.width)
+        except VggbenchError as e:
+            for scenario in self.settings.scenarios:
+                self._record(BenchResult.failed(case, "error", str(e), scenario=self._block(scenario)))
+            return
         t = _Target(case, runner, images, reference, gmacs, load_ms, parity, estimates, server_batch=server_batch)
         if server_batch < self.sut.max_batch and "server" in self.settings.scenarios:
             over = min((n for n in estimates if n > server_batch), default=None)
@@ -254,13 +265,27 @@ class _Runs:
             raise CheckFailed(f"output differs from eager fp32: {result.reason}")
         return result.max_abs
 
-    def _estimate(self, runner: Runner, images: ImageSet) -> tuple[dict[int, float], int]:
+    def _estimate(self, runner: Runner, images: ImageSet, width: float) -> tuple[dict[int, float], int]:
         """Seconds per call at the batch sizes the scenarios run (LoadGen's expected latencies and rates), and the
-        Server's batch: the largest within --server-batch-budget of the latency bound."""
+        Server's batch: the largest within --server-batch-budget of the latency bound. A batch is timed only when
+        it fits in memory (VGG's largest activations: the first block's two maps) and when its half, timed first,
+        says it takes at most MAX_CALL_S; else ConfigError."""
         found: dict[int, float] = {}
+        side = int(images.images.shape[-1])
+        per_image = (3 + 2 * max(1, round(64 * width))) * side * side * 4  # bytes, fp32
+        free = free_memory_bytes(self.suite.device)
 
         def seconds(size: int) -> float:
             if size not in found:
+                check_fits(f"a batch of {size} at {side}x{side}", size * per_image, free, "lower --max-batch")
+                known = max((n for n in found if n < size), default=None)
+                while known is not None and known * 2 < size:  # doubling: each size extrapolated from its half
+                    known *= 2
+                    seconds(known)
+                if known is not None and found[known] * size / known > MAX_CALL_S:
+                    raise ConfigError(f"a batch of {size} would take about {found[known] * size / known:.3g} s per "
+                                      f"call (a batch of {known} took {found[known]:.3g} s), over {MAX_CALL_S:g} s; "
+                                      f"lower --max-batch")
                 x = images.images[torch.arange(size) % len(images.images)]
                 runner(x)
                 times = []
@@ -367,6 +392,9 @@ class _Scenario:
         ts.server_target_latency_ns = int(s.latency_bound_ms * 1e6)
         ts.server_target_qps = qps if qps is not None else self._rate()
         ts.offline_expected_qps = qps if qps is not None else self._rate() * 1.1
+        if mode == "performance":
+            self._check_run_length(duration, queries, ts.server_target_qps if self.name == "server"
+                                   else ts.offline_expected_qps)
         label = f"{self.name}-{mode}" + (f"-{'probe' if probe else 'full'}-{qps:g}qps" if self.name == "server"
                                          and mode == "performance" and s.target_qps is None else "") + \
             (f"-{label}" if label else "")
@@ -385,6 +413,29 @@ class _Scenario:
             self.runs.echo(f"{self.t.case.model} {self.t.case.backend} {self.t.case.precision} "
                            f"{self.t.case.memory_format} {folder.name}: {verdict}{rate}{at}")
         return summary, folder, sut
+
+    def _check_run_length(self, duration: float, queries: int, qps: float) -> None:
+        """ConfigError when the run's queries would take this target over MAX_RUN_S (or MAX_RUN_FACTOR x the
+        duration) to compute at the measured speed: LoadGen would schedule them all and wait for every answer."""
+        per_sample = self.t.estimates[self.batch] / self.batch
+        samples = {"singlestream": queries, "multistream": queries * self.settings.samples_per_query,
+                   "server": max(queries, qps * duration), "offline": max(queries, qps * duration)}[self.name]
+        if self.name == "singlestream":
+            per_sample = self.t.estimates[1]
+        need = samples * per_sample
+        most = max(MAX_RUN_S, MAX_RUN_FACTOR * duration)
+        if self.name == "server" and qps * per_sample > MAX_RUN_FACTOR:
+            raise ConfigError(f"server: {qps:g} QPS is over {MAX_RUN_FACTOR} times the measured "
+                              f"{1 / per_sample:.4g} samples/s: every run would be INVALID, its queue growing to the "
+                              f"end; lower --target-qps")
+        if need > most or samples > 10 * MAX_QUERIES:
+            what = {"singlestream": f"{queries:,} queries", "multistream": f"{queries:,} queries of "
+                    f"{self.settings.samples_per_query} samples", "server": f"{samples:,.0f} queries at {qps:g} QPS",
+                    "offline": f"{samples:,.0f} samples at {qps:g} QPS"}[self.name]
+            fix = {"singlestream": "--min-queries", "multistream": "--samples-per-query or --min-queries",
+                   "server": "--target-qps or --min-duration", "offline": "--target-qps or --min-duration"}[self.name]
+            raise ConfigError(f"{self.name}: {what} would take about {need:,.0f} s to compute at the measured "
+                              f"{1 / per_sample:.4g} samples/s, over the {most:g} s a run may take; lower {fix}")
 
     def _search(self) -> tuple[Summary | None, Path | None, dict, float | None]:
         s = self.settings
@@ -554,27 +605,44 @@ def _run_test(lg, t: _Target, settings: SutSettings, scenario: str, max_batch: i
     log.log_output.copy_summary_to_stdout = False
     log.enable_trace = False
     failure: list[BaseException] = []
+    done = threading.Event()
 
     def test() -> None:
         try:  # an audit.config in the working directory would change the run: name one that does not exist
             lg.StartTestWithLogSettings(sut_handle, qsl_handle, test_settings, log, str(folder / "audit.config"))
         except BaseException as e:
             failure.append(e)
+        finally:
+            done.set()
 
+    # Ctrl-C and SIGTERM (the CLI's handler raises Terminated) reach only this, the main thread: LoadGen's C++
+    # threads call the SUT's callbacks, which never raise. Once interrupted, the SUT answers everything at once and
+    # this thread still waits for StartTest to return before the SUT, the QSL or the log folder go away (doing it
+    # sooner crashed LoadGen: a segfault, or "terminate called without an active exception"). It waits on an
+    # Event, not Thread.join: CPython 3.11's join, interrupted, can mark a thread that still runs as stopped, and
+    # then returns at once. SingleStream, MultiStream and Offline then end within moments, Server at the end of
+    # its scheduled queries (the run's duration).
+    interrupt: KeyboardInterrupt | None = None
     thread = threading.Thread(target=test, name="vggbench-loadgen")
+    sut.start()
     try:
-        with sut:
-            thread.start()
+        thread.start()
+    except KeyboardInterrupt as e:
+        interrupt = e
+    try:
+        while thread.ident is not None and not done.is_set():
             try:
-                while thread.is_alive():
-                    thread.join(0.2)
-            except KeyboardInterrupt:
-                sut.abort()
-                thread.join()
-                raise
+                if interrupt is not None:
+                    sut.abort()
+                done.wait(0.2)
+            except KeyboardInterrupt as e:
+                interrupt = interrupt or e
+        sut.stop()
     finally:
         lg.DestroyQSL(qsl_handle)
         lg.DestroySUT(sut_handle)
+    if interrupt is not None:
+        raise interrupt
     if failure:
         raise VggbenchError(f"LoadGen failed: {one_line(failure[0])}")
     if sut.error is not None:

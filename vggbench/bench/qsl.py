@@ -29,6 +29,32 @@ class ImageSet:
                 "labels": self.labels is not None}
 
 
+def free_memory_bytes(device: str | None = None) -> int | None:
+    """Memory a batch or a library may still take: the GPU's free memory for a cuda device, else the system's
+    available memory (Linux's MemAvailable); None where it cannot be read."""
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except (RuntimeError, ValueError):
+            return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits(what: str, needed: int, free: int | None, fix: str) -> None:
+    """ConfigError when `needed` bytes are over half of what is free: refused before it is allocated, since the
+    kernel's OOM killer ends the process with no line at all."""
+    if free is not None and needed > free / 2:
+        raise ConfigError(f"{what} would take about {needed / 2**30:.3g} GiB, over half of the {free / 2**30:.3g} "
+                          f"GiB free; {fix}")
+
+
 def load_images(source: str, image_size: int, mean: Sequence[float], std: Sequence[float], *,
                 weights_meta: dict | None = None, split: str = "test", count: int | None = None,
                 data_dir: str = "data") -> ImageSet:
@@ -36,6 +62,9 @@ def load_images(source: str, image_size: int, mean: Sequence[float], std: Sequen
     else photos), "photos", or a dataset name (digits, synthetic, cifar10, stl10, folder:PATH)."""
     if source == "auto":
         source = trained_on(weights_meta or {}) or "photos"
+    wanted = count if count is not None else (PHOTO_SAMPLES if source == "photos" else MAX_SAMPLES)
+    check_fits(f"a sample library of {wanted} images at {image_size}x{image_size}", wanted * 3 * image_size ** 2 * 4,
+               free_memory_bytes(), "lower --count")
     if source == "photos":
         wanted = count or PHOTO_SAMPLES
         photos = sample_photos(image_size, mean, std)  # the two photos and their mirror images

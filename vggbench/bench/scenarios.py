@@ -27,6 +27,18 @@ SHORT_MIN_DURATION_S = 0.25
 SHORT_MIN_QUERIES = {"singlestream": 64, "multistream": 662, "server": 500, "offline": 1}
 # the percentile each scenario is judged at (MLPerf's)
 PERCENTILES = {"singlestream": 0.90, "multistream": 0.99, "server": 0.99, "offline": None}
+# Caps on what a run may ask for, refused up front (one line, exit 2): past them LoadGen generates its schedule for
+# hours, or a batch or the library alone fills the memory; what a run asks within them is checked against the
+# measured speed before it runs (see vggbench.bench.loadgen.check_run_length)
+MAX_DURATION_S = 86_400.0  # a day per run (MLPerf's rules ask 600 s)
+MAX_QUERIES = 1_000_000  # LoadGen holds every query's record; MLPerf's most is Server's 270,336
+MAX_TARGET_QPS = 1e6
+MAX_SAMPLES_PER_QUERY = 1024  # the sample library's size at most (qsl.MAX_SAMPLES); MLPerf's MultiStream: 8
+MAX_SEARCH_RUNS = 100
+MAX_LIBRARY = 50_000  # images preprocessed and held in memory (ImageNet's validation split)
+MAX_LATENCY_BOUND_MS = 3_600_000.0  # an hour
+MAX_BATCH = 4096
+MAX_WORKERS = 256  # threads
 SAMPLE_SOURCES_HELP = ("auto (the test split of the dataset the weights were trained on, when it loads offline, "
                        "else photos), photos (scikit-learn's two photos, their mirror images and random crops), "
                        "digits, synthetic, cifar10, stl10, or folder:PATH")
@@ -43,30 +55,32 @@ class LoadgenSettings(Settings):
     # run lengths (None: the scenario's default; see the module's docstring)
     min_duration_s: float | None = setting(None, "Seconds each LoadGen run lasts at least [default: 60, or "
                                                  "0.25 with --short; MLPerf's rules: 600].", minimum=0,
-                                           option="--min-duration")
+                                           maximum=MAX_DURATION_S, option="--min-duration")
     min_queries: int | None = setting(None, "Queries each run issues at least [default: singlestream 1024, "
                                             "multistream 662, server 500, offline 1; with --short 64, 662, 500, "
-                                            "1].", minimum=1)
+                                            "1].", minimum=1, maximum=MAX_QUERIES)
     short: bool = setting(False, "Short runs for tests and smoke checks (see --min-duration, --min-queries).")
     target_qps: float | None = setting(None, "Server: run at this rate instead of searching for the highest "
                                              "VALID one; offline: LoadGen's expected QPS [default: estimated "
-                                             "from timed batches].", above=0)
-    samples_per_query: int = setting(8, "MultiStream: samples per query (MLPerf's 8).", minimum=1)
-    latency_bound_ms: float = setting(1000.0, "Server: the p99 latency bound a VALID run keeps.", above=0)
+                                             "from timed batches].", above=0, maximum=MAX_TARGET_QPS)
+    samples_per_query: int = setting(8, "MultiStream: samples per query (MLPerf's 8).", minimum=1,
+                                     maximum=MAX_SAMPLES_PER_QUERY)
+    latency_bound_ms: float = setting(1000.0, "Server: the p99 latency bound a VALID run keeps.", above=0,
+                                      maximum=MAX_LATENCY_BOUND_MS)
     # the Server search: probes judged by LoadGen's latency check, then full runs down to a VALID one and back up
     max_runs: int = setting(8, "Server search: LoadGen runs at most, probes and full runs together.", minimum=1,
-                            option="--search-max-runs")
+                            maximum=MAX_SEARCH_RUNS, option="--search-max-runs")
     search_tolerance: float = setting(0.05, "Server search: stop when the VALID and INVALID full runs' rates are "
                                             "this close (a fraction of the VALID one).", above=0, below=1)
     probe_duration_s: float | None = setting(None, "Server search: seconds of each probe run [default: a "
-                                                   "quarter of --min-duration].", minimum=0,
+                                                   "quarter of --min-duration].", minimum=0, maximum=MAX_DURATION_S,
                                              option="--probe-duration")
     # the query sample library
     images: str = setting("auto", f"Query sample library: {SAMPLE_SOURCES_HELP}.")
     split: str = setting("test", "The dataset split (val where a dataset has no test split).",
                          choices=("train", "val", "test"))
     count: int | None = setting(None, "Samples in the library [default: the whole split up to 1024; photos: "
-                                      "64].", minimum=1)
+                                      "64].", minimum=1, maximum=MAX_LIBRARY)
     data_dir: str = setting("data", "Folder holding cifar10/stl10 in torchvision's layout.")
 
     def min_duration_for(self, scenario: str) -> float:
@@ -91,13 +105,13 @@ class SutSettings(Settings):
 
     max_batch: int = setting(8, "Largest batch the SUT runs (Server and Offline; SingleStream runs 1 and "
                                 "MultiStream a query's samples, up to this); Server's is capped further by "
-                                "--server-batch-budget.", minimum=1)
+                                "--server-batch-budget.", minimum=1, maximum=MAX_BATCH)
     server_batch_budget: float = setting(0.25, "Server: run batches only as large as one timed call within this "
                                                "fraction of --latency-bound-ms (1, 2, 4, ... up to --max-batch; "
                                                "1 at least), so that a sample queued behind a batch still has "
                                                "time for its own.", above=0, maximum=1)
     max_wait_ms: float = setting(5.0, "Server: how long a batch waits for more samples after its first one "
-                                      "arrived.", minimum=0)
+                                      "arrived.", minimum=0, maximum=MAX_LATENCY_BOUND_MS)
     workers: int = setting(1, "Threads that each take a batch and run it (a stream each); more than 1 for "
                               "backends whose runners may be called concurrently (eager, torchscript, pt2, "
-                              "onnxruntime).", minimum=1)
+                              "onnxruntime).", minimum=1, maximum=MAX_WORKERS)

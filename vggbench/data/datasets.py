@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ class Data:
     augment: str
     train_transform: Callable
     eval_transform: Callable
+    notes: tuple[str, ...] = ()  # what reading it skipped (hidden folders, folders reached twice)
 
     @property
     def num_classes(self) -> int:
@@ -107,7 +109,7 @@ class SyntheticImages(Dataset):
         return 0.6 * self.patterns[label] + 0.4 * noise, label
 
 
-# --- sources: each returns (splits, classes) ------------------------------------------------------------
+# --- sources: each returns (splits, classes) or (splits, classes, notes) ------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Source:
@@ -160,6 +162,9 @@ def _torchvision(kind: str, data_dir: str | os.PathLike, download: bool, val_fra
     root = Path(data_dir).expanduser()
     folder, files = _LAYOUTS[kind]
     missing = [f for f in files if not (root / folder / f).exists()]
+    for f in set(files) - set(missing):  # torchvision would open a fifo and wait for a writer, forever
+        if not (root / folder / f).is_file():
+            raise DataError(f"{root / folder / f} is not a regular file; put {kind}'s extracted archive there")
     if missing and not download:
         raise DataError(
             f"{kind} is not in {root.resolve()}: expected {root / folder}/ holding {', '.join(files)} "
@@ -190,20 +195,149 @@ SPLIT_FOLDERS = {
 _SPLIT_NAMES = {name for names in SPLIT_FOLDERS.values() for name in names}
 
 
-def _folder(path: str, val_fraction: float, **_):
-    from torchvision.datasets import ImageFolder
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 
+
+class UnreadableImage(DataError):
+    """An image file of a folder dataset that cannot be decoded, raised when the DataLoader first reads it.
+
+    A DataLoader worker's exception comes back to the parent as type(e)(text of "Caught ... in DataLoader worker
+    process N. Original Traceback ...") (torch's ExceptionWrapper): the message is taken back out of the text's last
+    line, so that the error line says what is wrong with which file, without the worker's traceback."""
+
+    def __init__(self, message: str) -> None:
+        if message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            marker = f"{type(self).__module__}.{type(self).__qualname__}: "
+            last = [line for line in message.splitlines() if line.startswith(marker)]
+            message = last[-1][len(marker):] if last else message.rstrip().splitlines()[-1]
+        super().__init__(message)
+
+
+class ImageFiles(Dataset):
+    """(PIL image, class index) pairs of a folder dataset's image files; `notes` says what the scan skipped."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.classes, self.samples, self.notes = _scan(root)
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return read_image(path), label
+
+
+def _scan(root: Path) -> tuple[list[str], list[tuple[str, int]], list[str]]:
+    """The class folders under root and their image files (in sorted order, subfolders included), and notes on what
+    was skipped. Walks are bounded: a folder is entered once, however many symlinks lead to it (its (st_dev, st_ino)
+    is remembered), so a symlink loop ends; symlinked folders are followed otherwise, since a dataset often links its
+    class folders from elsewhere. Hidden entries (.thumbnails/, .DS_Store) are skipped. A fifo, socket or device
+    named like an image is refused here: it is never opened (opening a fifo waits for a writer, forever)."""
+    import stat
+
+    visited: set[tuple[int, int]] = set()
+    hidden: dict[bool, list[str]] = {True: [], False: []}  # is a folder -> paths
+    twice: list[str] = []
+    broken: list[str] = []
+
+    def entries(folder: Path) -> list[tuple[os.DirEntry, os.stat_result | None]]:
+        """The folder's visible entries, each with its stat (symlinks followed; None when that fails)."""
+        found = []
+        try:
+            with os.scandir(folder) as it:
+                listing = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise DataError(f"cannot list {folder}: {e.strerror or one_line(e)}") from None
+        for entry in listing:
+            if entry.name.startswith("."):
+                hidden[entry.is_dir()].append(os.path.relpath(entry.path, root))
+                continue
+            try:
+                found.append((entry, entry.stat()))
+            except OSError:  # a broken symlink, a symlink to itself, no permission
+                broken.append(os.path.relpath(entry.path, root))
+                found.append((entry, None))
+        return found
+
+    def enter(folder: Path, st: os.stat_result) -> bool:
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            twice.append(os.path.relpath(folder, root))
+            return False
+        visited.add(key)
+        return True
+
+    enter(root, os.stat(root))
+    class_folders = [(Path(e.path), st) for e, st in entries(root) if st is not None and stat.S_ISDIR(st.st_mode)]
+    classes, samples = [], []
+    for folder, st in class_folders:
+        if not enter(folder, st):
+            continue
+        label, files, stack = len(classes), [], [folder]
+        while stack:
+            for entry, est in entries(stack.pop()):
+                if est is None:
+                    continue
+                path = Path(entry.path)
+                if stat.S_ISDIR(est.st_mode):
+                    if enter(path, est):
+                        stack.append(path)
+                elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                    if not stat.S_ISREG(est.st_mode):
+                        raise DataError(f"{path} is {_file_kind(est.st_mode)}, not an image file; remove it")
+                    files.append(str(path))
+        classes.append(folder.name)
+        samples += [(f, label) for f in sorted(files)]
+    notes = []
+    for is_dir, kind in ((True, "folder"), (False, "file")):
+        if hidden[is_dir]:
+            notes.append(f"{root}: ignored {_count(hidden[is_dir], f'hidden {kind}', f'hidden {kind}s')}: "
+                         f"{_some(hidden[is_dir])}")
+    if twice:
+        notes.append(f"{root}: skipped {_count(twice, 'folder', 'folders')} reached again through a symlink (each "
+                     f"folder is read once): {_some(twice)}")
+    if broken:
+        notes.append(f"{root}: skipped {_count(broken, 'entry', 'entries')} that cannot be read (broken symlinks?): "
+                     f"{_some(broken)}")
+    return classes, samples, notes
+
+
+def _file_kind(mode: int) -> str:
+    import stat
+
+    for test, kind in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _count(items: list, one: str, many: str) -> str:
+    return f"{len(items)} {one if len(items) == 1 else many}"
+
+
+def _some(items: list[str], shown: int = 3) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _folder(path: str, val_fraction: float, **_):
     root = Path(path).expanduser()
     if not path or not root.is_dir():
         raise DataError(f"image folder {root} does not exist; folder:PATH needs PATH/<class>/<image> files, "
                         f"or PATH/train/<class>/... [+ PATH/val/ and PATH/test/]")
+    notes: list[str] = []
 
-    def open_folder(p: Path) -> ImageFolder:
-        try:
-            found = ImageFolder(str(p), loader=read_image)
-        except (FileNotFoundError, OSError) as e:  # no class folders, or class folders without images
-            raise DataError(f"no images in {p}: expected {p}/<class name>/<image file> "
-                            f"({' '.join(str(e).split())})") from None
+    def open_folder(p: Path) -> ImageFiles:
+        found = ImageFiles(p)
+        notes.extend(found.notes)
+        if not found.classes:
+            raise DataError(f"no images in {p}: expected {p}/<class name>/<image file> (no class folders found)")
+        empty = [c for c in found.classes if c not in {found.classes[label] for label in found.targets}]
+        if empty:
+            raise DataError(f"no images in {p}: expected {p}/<class name>/<image file> ({', '.join(empty)} "
+                            f"{'holds' if len(empty) == 1 else 'hold'} no {'/'.join(IMAGE_EXTENSIONS)} files)")
         splits_as_classes = [c for c in found.classes if c.lower() in _SPLIT_NAMES]
         if splits_as_classes:
             raise DataError(f"{p} has folders named {', '.join(splits_as_classes)}, which would become classes; "
@@ -227,25 +361,43 @@ def _folder(path: str, val_fraction: float, **_):
             train, val = _split(splits["train"].targets, val_fraction, str(present["train"][0]))
             splits = {"train": Subset(splits["train"], train), "val": Subset(splits["train"], val),
                       **({"test": splits["test"]} if "test" in splits else {})}
-        return splits, tuple(classes)
+        return splits, tuple(classes), notes
     others = [folders[0].name + "/" for folders in present.values() if folders]
     if others:
         raise DataError(f"{root} has {', '.join(others)} but no training folder (train/ or train_data/); "
                         f"add one, or its split folders would become classes")
     full = open_folder(root)
     train, val = _split(full.targets, val_fraction, str(root))
-    return {"train": Subset(full, train), "val": Subset(full, val)}, tuple(full.classes)
+    return {"train": Subset(full, train), "val": Subset(full, val)}, tuple(full.classes), notes
 
 
 def read_image(path: str):
-    """One RGB image of a folder dataset; a file that is not one (truncated, not an image) is one DataError line
-    that names it, whenever the DataLoader first reads it."""
-    from torchvision.datasets.folder import default_loader
+    """One RGB image of a folder dataset. A file that is not one (truncated, not an image, a decompression bomb, a
+    fifo put in its place) is one UnreadableImage line that names it, whenever the DataLoader first reads it."""
+    import stat
+    import warnings
+
+    from PIL import Image
 
     try:
-        return default_loader(path)
-    except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for damaged or foreign files
-        raise DataError(f"cannot read image {path}: {one_line(e)}; remove or replace the file") from None
+        # O_NONBLOCK: a fifo swapped in since the scan opens at once instead of waiting for a writer, then is refused
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise UnreadableImage(f"cannot read image {path}: {e.strerror or one_line(e)}") from None
+    with open(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnreadableImage(f"cannot read image {path}: it is {_file_kind(mode)}; remove it")
+        try:
+            with warnings.catch_warnings():
+                # PIL only warns between MAX_IMAGE_PIXELS and twice that, then decodes gigabytes: refuse those too
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as image:
+                    return image.convert("RGB")
+        except Exception as e:  # noqa: BLE001 - PIL's plugins raise OSError, ValueError, SyntaxError, struct.error,
+            # DecompressionBombError (an Exception), IndexError ...: all of them mean this file is not a usable image
+            said = one_line(e).replace(repr(f), repr(str(path)))  # PIL names the file object it was given
+            raise UnreadableImage(f"cannot read image {path}: {said}; remove or replace the file") from None
 
 
 def _split(labels: Sequence[int], val_fraction: float, what: str) -> tuple[list[int], list[int]]:
@@ -354,8 +506,11 @@ def load_data(name: str, *, image_size: int = 32, data_dir: str | os.PathLike = 
         raise DataError(f"unknown augmentation {augment!r}: choose one of {', '.join(AUGMENTATIONS)}")
     if not 0 < val_fraction < 1:
         raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
-    splits, classes = source.load(image_size=image_size, data_dir=data_dir, download=download,
-                                  val_fraction=val_fraction, path=arg)
+    splits, classes, *notes = source.load(image_size=image_size, data_dir=data_dir, download=download,
+                                         val_fraction=val_fraction, path=arg)
+    notes = tuple(dict.fromkeys(notes[0])) if notes else ()  # a folder read twice (train/ and test/) says it once
+    for note in notes:  # said once, as the data is loaded, whichever command loads it
+        print(f"note: {note}", file=sys.stderr)
     if len(classes) < 2:
         raise DataError(f"{name} has {len(classes)} class; a classifier needs at least 2")
     if not len(splits["train"]):
@@ -376,7 +531,7 @@ def load_data(name: str, *, image_size: int = 32, data_dir: str | os.PathLike = 
         mean, std = (tuple(float(v) for v in normalize[0]), tuple(float(v) for v in normalize[1]))
     return Data(
         name=name, splits=splits, classes=tuple(classes), image_size=image_size, mean=tuple(mean),
-        std=tuple(std), augment=augment,
+        std=tuple(std), augment=augment, notes=notes,
         train_transform=build_transform(image_size, mean, std, train=True, augment=augment,
                                         color_jitter=color_jitter, **common),
         eval_transform=build_transform(image_size, mean, std, train=False, **common))
