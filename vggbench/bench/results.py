@@ -15,6 +15,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..core.documents import loads_json
 from ..core.errors import CheckFailed, ResultsError
 from ..core.fileio import write_json, write_text
 from .rows import STATUSES, BenchResult, ScenarioResult
@@ -221,7 +222,7 @@ def read_journal(path: str | os.PathLike) -> dict:
     records = []
     for i, line in enumerate(lines):
         try:
-            records.append(json.loads(line))
+            records.append(loads_json(line, f"{path}: line {i + 1}", ResultsError))
         except json.JSONDecodeError as e:
             if i == len(lines) - 1 and i > 0:  # the row being written when the process died
                 break
@@ -247,7 +248,7 @@ def read_run(path: str | os.PathLike) -> dict:
         data = read_journal(path)
     else:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = loads_json(path.read_text(encoding="utf-8"), str(path), ResultsError)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ResultsError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:

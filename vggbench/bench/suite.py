@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 from ..core.device import device_text
+from ..core.documents import loads_toml
 from ..core.errors import ConfigError
 from ..core.settings import check_keys, coerce, from_mapping, setting
 from ..zoo.settings import ModelSettings
@@ -241,7 +242,7 @@ def _read_text(path) -> str:
 
 def parse_suite(text: str, name: str = "custom", where: str = "suite") -> Suite:
     try:
-        data = tomllib.loads(text)
+        data = loads_toml(text, where)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where} is not valid TOML: {e}") from None
     if isinstance(data.get("matrix"), list) and not all(data["matrix"]):
