@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.settings import Settings, setting
+from ..core.settings import MAX_THREADS, Settings, setting
 
 SCENARIOS = ("singlestream", "multistream", "server", "offline")
 VERDICTS = ("VALID", "INVALID")
@@ -100,4 +100,4 @@ class SutSettings(Settings):
                                       "arrived.", minimum=0)
     workers: int = setting(1, "Threads that each take a batch and run it (a stream each); more than 1 for "
                               "backends whose runners may be called concurrently (eager, torchscript, pt2, "
-                              "onnxruntime).", minimum=1)
+                              "onnxruntime).", minimum=1, maximum=MAX_THREADS)

@@ -19,7 +19,7 @@ from typing import ClassVar, NamedTuple
 from ..core.device import device_text
 from ..core.documents import loads_toml
 from ..core.errors import ConfigError
-from ..core.settings import check_keys, coerce, from_mapping, setting
+from ..core.settings import MAX_THREADS, check_keys, coerce, from_mapping, setting
 from ..zoo.settings import ModelSettings
 from ..zoo.specs import MAX_IMAGE_SIZE
 
@@ -132,7 +132,8 @@ class Suite(ModelSettings):
     # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way), except
     # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.core.numerics.tf32_flag)
     threads: int | None = setting(None, "torch intra-op threads for the run (restored afterwards), also given "
-                                        "to onnxruntime [default: torch's current setting, recorded].", minimum=1)
+                                        "to onnxruntime [default: torch's current setting, recorded].", minimum=1,
+                                  maximum=MAX_THREADS)
     tf32: bool | None = setting(None, "CUDA fp32 with TF32 matmuls and convolutions, in torch and onnxruntime; "
                                       "its parity is then judged with the tf32 tolerance [default: off (the "
                                       "suite's tf32 key may turn it on): fp32 is IEEE fp32].")
@@ -163,7 +164,8 @@ class Suite(ModelSettings):
                                         minimum=1)
     openvino_hint: str = setting("LATENCY", "OpenVINO PERFORMANCE_HINT: LATENCY or THROUGHPUT (the batch split "
                                             "into single images over the plugin's streams).", choices=_openvino_hints)
-    openvino_streams: int | None = setting(None, "OpenVINO NUM_STREAMS [default: what the hint picks].", minimum=1)
+    openvino_streams: int | None = setting(None, "OpenVINO NUM_STREAMS [default: what the hint picks].", minimum=1,
+                                           maximum=MAX_THREADS)
     openvino_defaults: bool = setting(False, "OpenVINO with no configuration at all (its own precision, hint, "
                                              "streams and threads; the case's precision must be the one it picks).")
 
