@@ -15,6 +15,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..core.arguments import expect_path
 from ..core.documents import loads_json
 from ..core.errors import CheckFailed, ResultsError
 from ..core.fileio import write_json, write_text
@@ -240,6 +241,7 @@ def read_journal(path: str | os.PathLike) -> dict:
 def read_run(path: str | os.PathLike) -> dict:
     """A results file written by `vggbench run` (or the .jsonl journal of a run that did not finish), or a
     ResultsError that says what is wrong with it."""
+    expect_path("read_run", "path", path)
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"results file {path} does not exist (`vggbench run` writes them to "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.arguments import expect, expect_path
 from ..core.errors import CheckFailed, ConfigError
 from ..data.inputs import calibration_images
 from ..exporters import export as exporters
@@ -35,6 +36,8 @@ def export(model: LoadedModel, out: str | os.PathLike, *, verify: bool = True, q
     onnx-int8 is calibrated on `calibration` (normalised images), or else on the images `quant.calibration`
     names (see vggbench.data.inputs.calibration_images). Returns the manifest.
     """
+    expect("export", "model", model, LoadedModel, "a LoadedModel (vggbench.load_model(name))")
+    expect_path("export", "out", out)
     quant = quant or QuantConfig()
     formats = options.get("formats", exporters.DEFAULT_FORMATS)
     # the size the weights were trained at (a checkpoint records it), not 224 for a model trained at 64

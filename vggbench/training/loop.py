@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..core.arguments import expect
 from ..core.errors import TrainingError
 from ..core.fileio import exclusive, write_json
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
@@ -67,6 +68,7 @@ class TrainResult:
 
 def train(config: TrainConfig) -> TrainResult:
     """Train a model as `config` says; the run folder holds the checkpoints, config.json and history."""
+    expect("train", "config", config, TrainConfig, "a TrainConfig (vggbench.TrainConfig(model=...))")
     started = time.perf_counter()
     dist = distributed.from_env()
     device = resolve_device(config.device, dist)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from ..core.arguments import expect
 from .specs import (  # noqa: F401  (re-exported: models is the public face of the zoo)
     CONFIGS,
     HEADS,
@@ -113,6 +114,8 @@ _INIT_FUNCTIONS = {"kaiming": init_kaiming, "paper": init_paper, "glorot": init_
 
 def build(spec: ModelSpec | str, options: ModelOptions | None = None) -> VGG:
     """A freshly initialised VGG (uses the global RNG; see `weights.load_model` for seeded builds)."""
+    expect("build", "spec", spec, (str, ModelSpec), "a model name (str) or ModelSpec")
+    expect("build", "options", options, (ModelOptions, type(None)), "a ModelOptions or None")
     spec = get_spec(spec) if isinstance(spec, str) else spec
     options = options or ModelOptions()
     features = make_layers(spec.layers, spec.batch_norm, options.width)

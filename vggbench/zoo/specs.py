@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
+from ..core.arguments import expect
 from ..core.errors import ConfigError, UnknownModelError
 
 # Table 1 of Simonyan & Zisserman (2015). An int is a 3x3 conv (stride 1, pad 1) with that many
@@ -220,6 +221,9 @@ for _name, _config, _tv, _has_bn in _ZOO:
 
 def list_models(include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None) -> list[str]:
     """Registered names in paper order, filtered by fnmatch patterns."""
+    for arg, value in (("include", include), ("exclude", exclude)):
+        expect("list_models", arg, value, (str, list, tuple, set, frozenset, type(None)), "a pattern or a list of them")
+
     def patterns(p):
         return [p] if isinstance(p, str) else list(p or [])
 
