@@ -15,6 +15,7 @@ from .specs import (  # noqa: F401  (re-exported: models is the public face of t
     LRN_PARAMS,
     ModelOptions,
     ModelSpec,
+    check_fits_memory,
     check_image_size,
     get_spec,
     list_models,
@@ -118,6 +119,8 @@ def build(spec: ModelSpec | str, options: ModelOptions | None = None) -> VGG:
     expect("build", "options", options, (ModelOptions, type(None)), "a ModelOptions or None")
     spec = get_spec(spec) if isinstance(spec, str) else spec
     options = options or ModelOptions()
+    if torch.get_default_device().type != "meta":  # profile() builds on the meta device: no memory is taken
+        check_fits_memory(spec, options)
     features = make_layers(spec.layers, spec.batch_norm, options.width)
     last = [m for m in features if isinstance(m, nn.Conv2d)][-1].out_channels
     model = VGG(features, last, options.num_classes, options.hidden_features, options.dropout,

@@ -165,6 +165,38 @@ def scale(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+def parameter_count(spec: ModelSpec, options: ModelOptions | None = None) -> int:
+    """The parameters (and BatchNorm buffers) `build(spec, options)` makes, counted without building it."""
+    options = options or ModelOptions()
+    count, channels = 0, 3
+    for token in spec.layers:
+        if token in ("M", "LRN"):
+            continue
+        out, kernel = token if isinstance(token, tuple) else (token, 3)
+        out = scale(out, options.width)
+        count += channels * out * kernel * kernel + out + (4 * out + 1 if spec.batch_norm else 0)
+        channels = out
+    fan_in = channels * HEADS[options.head]["pool"] ** 2
+    for width in (*options.hidden_features, options.num_classes):
+        count += fan_in * width + width
+        fan_in = width
+    return count
+
+
+def check_fits_memory(spec: ModelSpec, options: ModelOptions | None = None) -> None:
+    """A ConfigError, before any allocation, for a model whose fp32 parameters alone exceed the memory this machine
+    has available now: building it would be killed by the OOM killer or fail deep inside torch. The rule counts
+    parameters only (x 4 bytes); activations and optimizer state come on top, so passing is no promise."""
+    import psutil
+
+    needed = parameter_count(spec, options) * 4
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise ConfigError(f"{spec.name} has {needed // 4:,} parameters: {needed / 1e9:.1f} GB of fp32 weights, "
+                          f"more than the {available / 1e9:.1f} GB of memory available here; use a smaller "
+                          f"--width, --hidden, --num-classes or fewer/narrower layers")
+
+
 def check_image_size(spec: ModelSpec, image_size: int) -> None:
     """Raise a ConfigError for an input the model cannot take."""
     if not isinstance(image_size, int) or image_size < spec.min_image_size:
