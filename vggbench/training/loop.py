@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..core.arguments import expect
-from ..core.errors import TrainingError
+from ..core.errors import TrainingError, WeightsError, one_line
 from ..core.fileio import exclusive, write_json
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import load_data
@@ -288,11 +288,20 @@ class _Run:
                 "config": dataclasses.asdict(config)}
 
     def _restore(self, checkpoint: dict) -> None:
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if self.scheduler is not None and checkpoint["scheduler"] is not None:
-            self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if self.scaler.is_enabled() and checkpoint["scaler"] is not None:
-            self.scaler.load_state_dict(checkpoint["scaler"])
+        # runs.load_checkpoint checked each key's type; what must fit this run's model, optimizer, scheduler and
+        # scaler is checked here, all of it before any of it is restored
+        path = self.config.resume
+        runs.check_optimizer_fits(checkpoint["optimizer"], [g["params"] for g in self.optimizer.param_groups], path)
+        restore = [(self.optimizer, checkpoint["optimizer"], "optimizer")]
+        for key, part in (("scheduler", self.scheduler), ("scaler", self.scaler if self.scaler.is_enabled() else None)):
+            if part is not None and checkpoint[key] is not None:
+                runs.check_state_like(part.state_dict(), checkpoint[key], path, key)
+                restore.append((part, checkpoint[key], key))
+        for part, state, key in restore:
+            try:
+                part.load_state_dict(state)
+            except (ValueError, KeyError, TypeError, RuntimeError) as e:
+                raise WeightsError(f"{path}: its {key} state does not fit this run ({one_line(e)})") from None
         self.epoch, self.step, self.partial = checkpoint["epoch"], checkpoint["step"], checkpoint["partial"]
         self.history = list(checkpoint["history"])
         best = checkpoint.get("best") or {}
