@@ -26,7 +26,7 @@ from ..core.errors import TrainingError, WeightsError, one_line
 from ..core.fileio import exclusive, write_json
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import load_data
-from ..zoo.specs import check_image_size, get_spec
+from ..zoo.specs import check_fits_memory, check_image_size, get_spec
 from ..zoo.weights import checkpoint_meta
 from . import distributed, recipe, runs, seeding
 from .config import TrainConfig  # noqa: F401  (part of this module's public face)
@@ -102,6 +102,8 @@ class _Run:
                               download=config.download, normalize=normalize, augment=config.augment,
                               color_jitter=config.color_jitter, val_fraction=config.val_fraction)
         self.loaded = recipe.make_model(config, self.data.num_classes)
+        # a batch's feature maps are allocated at the first step: refuse one that cannot fit before any of it
+        check_fits_memory(self.loaded.spec, self.loaded.options, config.image_size, config.batch_size_value)
         self.module = self.loaded.module.to(device, memory_format=self._memory_format).train()
         self.model = self.module
         if dist.enabled:

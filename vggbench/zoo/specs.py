@@ -183,18 +183,37 @@ def parameter_count(spec: ModelSpec, options: ModelOptions | None = None) -> int
     return count
 
 
-def check_fits_memory(spec: ModelSpec, options: ModelOptions | None = None) -> None:
-    """A ConfigError, before any allocation, for a model whose fp32 parameters alone exceed the memory this machine
-    has available now: building it would be killed by the OOM killer or fail deep inside torch. The rule counts
-    parameters only (x 4 bytes); activations and optimizer state come on top, so passing is no promise."""
+def activation_count(spec: ModelSpec, options: ModelOptions | None, image_size: int) -> int:
+    """The values the feature layers output for one image (what a forward pass with gradients keeps)."""
+    options = options or ModelOptions()
+    count, side = 0, image_size
+    for token in spec.layers:
+        if token == "M":
+            side //= 2
+        elif token != "LRN":
+            out = scale(token[0] if isinstance(token, tuple) else token, options.width)
+            count += out * side * side * (2 if spec.batch_norm else 1)
+    return count
+
+
+def check_fits_memory(spec: ModelSpec, options: ModelOptions | None = None, image_size: int | None = None,
+                      batch: int = 1) -> None:
+    """A ConfigError, before any allocation, for a model that cannot fit in the memory this machine has available
+    now: building or running it would be killed by the OOM killer or fail deep inside torch. The rule: fp32
+    parameters (x 4 bytes) plus, where the image size is known, the feature maps of `batch` images (x 4 bytes)
+    must not exceed psutil's available memory; gradients and optimizer state come on top, so passing is no promise."""
     import psutil
 
-    needed = parameter_count(spec, options) * 4
+    params = parameter_count(spec, options) * 4
+    maps = activation_count(spec, options, image_size) * batch * 4 if image_size else 0
     available = psutil.virtual_memory().available
-    if needed > available:
-        raise ConfigError(f"{spec.name} has {needed // 4:,} parameters: {needed / 1e9:.1f} GB of fp32 weights, "
-                          f"more than the {available / 1e9:.1f} GB of memory available here; use a smaller "
-                          f"--width, --hidden, --num-classes or fewer/narrower layers")
+    if params + maps > available:
+        what = (f"{params // 4:,} parameters: {params / 1e9:.1f} GB of fp32 weights" if not maps else
+                f"{params / 1e9:.1f} GB of fp32 weights and {maps / 1e9:.1f} GB of feature maps for {batch} "
+                f"image(s) of {image_size}x{image_size}")
+        raise ConfigError(f"{spec.name} has {what}, more than the {available / 1e9:.1f} GB of memory available "
+                          f"here; use a smaller --width, --hidden, --num-classes{', --image-size, --batch-size' if maps else ''} "
+                          f"or fewer/narrower layers")
 
 
 def check_image_size(spec: ModelSpec, image_size: int) -> None:
