@@ -84,7 +84,7 @@ def test_overrides_replace_a_key_everywhere_including_matrices():
     ('min_iters = 10\nmax_iters = 5', ConfigError, "min_iters <= max_iters"),
     ('min_time_s = "long"', ConfigError, "min_time_s must be a number"),
     ('device = "tpu"', ConfigError, "unknown device 'tpu'"),
-    ('threads = 0', ConfigError, "threads must be at least 1"),
+    ('threads = 0', ConfigError, "threads must be in \\[1, 1024\\]"),
     ('width = 0', ConfigError, "width must be in \\(0, 4\\], got 0"),
     ('compile_mode = "fast"', ConfigError, "unknown compile mode 'fast'"),
     ('[[matrix]]\nmodels = ["vgg11"]', ConfigError, "unknown key 'models' in a \\[\\[matrix\\]\\] table"),

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..backends import Runner, eager_runner, make_runner, resolve_target
+from ..core.arguments import expect
 from ..core.device import require_device
 from ..core.env import capture, package_version
 from ..core.errors import CheckFailed, ConfigError, UnsupportedError, VggbenchError, one_line
@@ -93,6 +94,8 @@ def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: Loadgen
     journal: rows are appended to it as they finish (see vggbench.bench.results.claim_results).
     echo: called with a line as each LoadGen run ends.
     """
+    expect("loadgen", "settings", settings, (LoadgenSettings, type(None)), "a LoadgenSettings or None")
+    expect("loadgen", "sut", sut, (SutSettings, type(None)), "a SutSettings or None")
     lg = _mlperf_loadgen()
     settings, sut = settings or LoadgenSettings(), sut or SutSettings()
     suite = resolve_suite(suite if suite is not None else Suite(name="loadgen"), **overrides)

@@ -16,6 +16,8 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..core.arguments import expect_path
+from ..core.documents import loads_json
 from ..core.errors import CheckFailed, ResultsError, WriteError
 from ..core.fileio import check_replaceable, write_json, write_text
 from .rows import STATUSES, BenchResult, ScenarioResult
@@ -287,7 +289,7 @@ def read_journal(path: str | os.PathLike) -> dict:
     records = []
     for i, line in enumerate(lines):
         try:
-            records.append(json.loads(line))
+            records.append(loads_json(line, f"{path}: line {i + 1}", ResultsError))
         except json.JSONDecodeError as e:
             if i == len(lines) - 1 and i > 0:  # the row being written when the process died
                 break
@@ -305,6 +307,7 @@ def read_journal(path: str | os.PathLike) -> dict:
 def read_run(path: str | os.PathLike) -> dict:
     """A results file written by `vggbench run` (or the .jsonl journal of a run that did not finish), or a
     ResultsError that says what is wrong with it."""
+    expect_path("read_run", "path", path)
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"results file {path} does not exist (`vggbench run` writes them to "
@@ -313,7 +316,7 @@ def read_run(path: str | os.PathLike) -> dict:
         data = read_journal(path)
     else:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = loads_json(path.read_text(encoding="utf-8"), str(path), ResultsError)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ResultsError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 from ..core.device import device_text
+from ..core.documents import loads_toml
 from ..core.errors import ConfigError
-from ..core.settings import check_keys, coerce, from_mapping, setting
+from ..core.settings import MAX_THREADS, check_keys, coerce, from_mapping, setting
 from ..zoo.settings import ModelSettings
 from ..zoo.specs import MAX_IMAGE_SIZE
 
@@ -118,7 +119,10 @@ class Suite(ModelSettings):
                                               option="--memory-format")
     batch_sizes: tuple[int, ...] = setting((1,), "Comma-separated, e.g. 1,8,32; A..B is every power of two "
                                                  "from A to B (after an out-of-memory batch, larger ones are not "
-                                                 "tried).", parse=_batch_size_list)
+                                                 "tried).", parse=_batch_size_list,
+                                           # a batch too big to allocate is an "oom" row, not a refusal: only
+                                           # what torch's int64 sizes cannot hold is refused here
+                                           maximum=2**63 - 1)
     # sub-products, each overriding some of the five lists above
     matrix: tuple[dict, ...] = setting((), parse=_matrix, cli=False)
     device: str = setting("cpu", "cpu, cuda or cuda:N (onnxruntime follows it).", parse=device_text)
@@ -131,7 +135,8 @@ class Suite(ModelSettings):
     # threads and numeric flags; None leaves torch's setting as it is (it is recorded either way), except
     # tf32: on CUDA, None is off, so that fp32 is IEEE fp32 (see vggbench.core.numerics.tf32_flag)
     threads: int | None = setting(None, "torch intra-op threads for the run (restored afterwards), also given "
-                                        "to onnxruntime [default: torch's current setting, recorded].", minimum=1)
+                                        "to onnxruntime [default: torch's current setting, recorded].", minimum=1,
+                                  maximum=MAX_THREADS)
     tf32: bool | None = setting(None, "CUDA fp32 with TF32 matmuls and convolutions, in torch and onnxruntime; "
                                       "its parity is then judged with the tf32 tolerance [default: off (the "
                                       "suite's tf32 key may turn it on): fp32 is IEEE fp32].")
@@ -162,7 +167,8 @@ class Suite(ModelSettings):
                                         minimum=1)
     openvino_hint: str = setting("LATENCY", "OpenVINO PERFORMANCE_HINT: LATENCY or THROUGHPUT (the batch split "
                                             "into single images over the plugin's streams).", choices=_openvino_hints)
-    openvino_streams: int | None = setting(None, "OpenVINO NUM_STREAMS [default: what the hint picks].", minimum=1)
+    openvino_streams: int | None = setting(None, "OpenVINO NUM_STREAMS [default: what the hint picks].", minimum=1,
+                                           maximum=MAX_THREADS)
     openvino_defaults: bool = setting(False, "OpenVINO with no configuration at all (its own precision, hint, "
                                              "streams and threads; the case's precision must be the one it picks).")
 
@@ -241,7 +247,7 @@ def _read_text(path) -> str:
 
 def parse_suite(text: str, name: str = "custom", where: str = "suite") -> Suite:
     try:
-        data = tomllib.loads(text)
+        data = loads_toml(text, where)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where} is not valid TOML: {e}") from None
     if isinstance(data.get("matrix"), list) and not all(data["matrix"]):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.documents import loads_json
 from ..core.errors import ResultsError
 
 _LINE = re.compile(r"^\s*(?P<key>[^:]+?)\s*:\s*(?P<value>.*?)\s*$")
@@ -155,7 +156,7 @@ def read_accuracy_log(folder: str | os.PathLike, width: int) -> dict[int, np.nda
     """qsl index -> the float32 vector of `width` values the SUT returned, from mlperf_log_accuracy.json."""
     path = Path(folder) / "mlperf_log_accuracy.json"
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = loads_json(path.read_text(encoding="utf-8"), str(path), ResultsError)
     except (OSError, json.JSONDecodeError) as e:
         raise ResultsError(f"cannot read LoadGen's accuracy log {path}: {e}") from None
     found = {}

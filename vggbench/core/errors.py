@@ -89,3 +89,8 @@ class BenchmarkInterrupted(KeyboardInterrupt):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what CI timeouts and `kill` send), raised by the CLI's handler so that it takes the Ctrl-C path:
     finished cases kept, temp folders removed, last.pt saved."""
+
+
+class ArgumentError(ConfigError, TypeError):
+    """A public function called with an argument of the wrong type: a TypeError for Python callers, one line for the
+    CLI (see vggbench.core.arguments)."""

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,6 +25,18 @@ from .errors import ConfigError
 
 _KEY = "vggbench.setting"
 _MISSING = dataclasses.MISSING
+
+# Bounds every command shares. An int setting without a maximum of its own stops at MAX_INT: ints end up in C
+# (thread counts, batch sizes, opsets, LoadGen's counts), where a larger one is an OverflowError deep inside.
+MAX_INT = 2**31 - 1
+# A float setting without a maximum stops at MAX_FLOAT: durations, rates and latency bounds are multiplied into
+# int64 nanoseconds/milliseconds for LoadGen and the timers, which 1e300 overflows (1e12 s is 31,700 years).
+MAX_FLOAT = 1e12
+# numpy seeds its legacy generator (which the training loop and the data loaders use) with 32-bit seeds only
+MAX_SEED = 2**32 - 1
+# threads, streams and worker processes: more than this only thrashes, and a mistyped 99999999999 would try
+# to start them all
+MAX_THREADS = max(1024, 4 * (os.cpu_count() or 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +203,9 @@ def _check_value(label: str, f: dataclasses.Field, s: Setting, value: Any) -> No
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         low_ok = (s.minimum is None or value >= s.minimum) and (s.above is None or value > s.above)
         high_ok = (s.maximum is None or value <= s.maximum) and (s.below is None or value < s.below)
+        cap = MAX_INT if isinstance(value, int) else MAX_FLOAT
+        if s.maximum is None and s.below is None and value > cap:
+            s, high_ok = dataclasses.replace(s, maximum=cap), False
         if not (low_ok and high_ok):
             raise ConfigError(f"{label} must be {_range_words(s, isinstance(value, int), label)}, got {value!r}")
 

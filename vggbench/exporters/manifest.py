@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from ..core.documents import loads_json
 from ..core.errors import ArtifactError
 from ..core.fileio import sha256_file, write_json
 
@@ -91,7 +92,7 @@ def read_manifest(export_dir: str | os.PathLike) -> dict:
     if not path.exists():
         raise ArtifactError(f"{folder} has no {MANIFEST}: not a vggbench export folder")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = loads_json(path.read_text(encoding="utf-8"), str(path), ArtifactError)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not valid JSON ({e})") from None
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import torch
 
+from ..core.arguments import expect, expect_path
 from ..core.errors import CheckFailed, ConfigError
 from ..data.inputs import calibration_images
 from ..exporters import export as exporters
 from ..exporters.manifest import INT8_FORMAT
 from ..exporters.quantize import QuantConfig
 from ..exporters.settings import ExportSettings
+from ..zoo.specs import check_fits_memory
 from ..zoo.weights import LoadedModel
 from .verify import verify as run_verify
 
@@ -35,10 +37,13 @@ def export(model: LoadedModel, out: str | os.PathLike, *, verify: bool = True, q
     onnx-int8 is calibrated on `calibration` (normalised images), or else on the images `quant.calibration`
     names (see vggbench.data.inputs.calibration_images). Returns the manifest.
     """
+    expect("export", "model", model, LoadedModel, "a LoadedModel (vggbench.load_model(name))")
+    expect_path("export", "out", out)
     quant = quant or QuantConfig()
     formats = options.get("formats", exporters.DEFAULT_FORMATS)
     # the size the weights were trained at (a checkpoint records it), not 224 for a model trained at 64
     options["image_size"] = options.get("image_size") or model.weights.image_size or DEFAULT_IMAGE_SIZE
+    check_fits_memory(model.spec, model.options, options["image_size"], max(2, options.get("batch_size") or 1))
     if quant.keep_fp32 != ("auto",):
         exporters.check_keep_fp32(model.module, quant.keep_fp32)  # before calibration images are made
     if INT8_FORMAT in formats and calibration is None and options.get("precision", "fp32") == "fp32":

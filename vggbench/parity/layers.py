@@ -23,6 +23,7 @@ import torch
 
 from ..backends import OrtSettings, RunnerOptions, eager_runner, make_runner
 from ..backends.target import Target
+from ..core.arguments import expect_path
 from ..core.device import Device, require_device
 from ..core.errors import ArtifactError, CheckFailed, UnsupportedError, VggbenchError
 from ..core.numerics import scoped_numerics, tf32_flag
@@ -243,6 +244,7 @@ def profile_layers(export_dir: str | os.PathLike, *, backends: Sequence[str] | N
     (after every weight layer). Prefix exports go to `cache_dir` (kept and reused), else to a temp folder.
     `calibration`: the images an int8 export was calibrated on, when its caller gave them.
     """
+    expect_path("profile_layers", "export_dir", export_dir)
     device = require_device(device)
     manifest = read_manifest(export_dir)
     if manifest["model"].get("stage"):

@@ -25,6 +25,7 @@ import torch
 
 from ..backends import OrtSettings, eager_runner, resolve_target
 from ..backends.onnxruntime import OrtRunner
+from ..core.arguments import expect_path
 from ..core.errors import ArtifactError, CheckFailed, ConfigError
 from ..core.timing import Timing, measure
 from ..exporters.manifest import FORMATS, INT8_FORMAT, artifact, read_manifest
@@ -136,6 +137,7 @@ def plan_int8(export_dir: str | os.PathLike, *, target: float = 0.99, reference:
     """Find the int8 plan of an export folder holding model.onnx and model.int8.onnx (see the module's
     docstring). Agreement is measured on the real images `verify` uses (the photos, and the test images of
     the dataset the weights were trained on); each plan is timed at `batch_size`."""
+    expect_path("plan_int8", "export_dir", export_dir)
     if not 0 < target <= 1:
         raise ConfigError(f"the agreement target must be in (0, 1], got {target}")
     manifest = read_manifest(export_dir)

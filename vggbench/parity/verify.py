@@ -20,6 +20,7 @@ from ..backends import (
     resolve_target,
 )
 from ..backends.target import check_memory_format, check_precision
+from ..core.arguments import expect_path
 from ..core.device import Device, require_device
 from ..core.errors import ArtifactError, CheckFailed, DataError, UnsupportedError
 from ..core.numerics import scoped_numerics, tf32_flag
@@ -177,6 +178,7 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     settings, openvino: the onnxruntime and openvino backends' settings (None: their defaults).
     backends default to every artifact in the folder; precisions to the precision it was exported in.
     """
+    expect_path("verify", "export_dir", export_dir)
     device = require_device(device)
     manifest = read_manifest(export_dir)
     reference = exported_module(manifest, reference or reference_model(manifest, weights))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..core.device import device_or_auto_text
 from ..core.errors import ConfigError
 from ..core.fileio import writable_folder
-from ..core.settings import setting
+from ..core.settings import MAX_THREADS, setting
 from ..zoo.settings import ModelSettings
 from ..zoo.specs import MAX_IMAGE_SIZE
 
@@ -99,7 +99,7 @@ class CommonSettings(ModelSettings):
     download: bool = setting(False, "Let torchvision download cifar10/stl10 (never by default, so that "
                                     "offline never hangs).")
     batch_size: int = setting(64, "Images per batch (per process under torchrun).", minimum=1)
-    workers: int = setting(0, "DataLoader worker processes.", minimum=0)
+    workers: int = setting(0, "DataLoader worker processes.", minimum=0, maximum=MAX_THREADS)
     # --- hardware
     device: str = setting("auto", "auto (cuda if there is one), cpu, cuda or cuda:N.", parse=device_or_auto_text)
     amp: bool = setting(False, "Mixed precision: fp16 + GradScaler on CUDA, bf16 on CPU.")

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..core import device as core_device
+from ..core.arguments import expect
 from ..core.errors import ConfigError, DataError, UnsupportedError
 from ..data.datasets import Data, load_data
 from ..zoo.specs import check_image_size
@@ -91,6 +92,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     so a run's best.pt scores here exactly as it did at the end of training. The paper's other test-time
     protocols (dense, multi-crop, several scales, flips) are `vggbench.training.protocols.evaluate_protocols`.
     """
+    expect("evaluate", "config", config, EvalConfig, "an EvalConfig (vggbench.EvalConfig(model=...))")
     prep = prepare_evaluation(config)
     loader = eval_loader(prep.data.dataset(prep.split), config.batch_size, config.workers, prep.device, prep.dist)
     return evaluate_loader(prep.module, loader, prep.device, autocast_factory(prep.device, config.amp),

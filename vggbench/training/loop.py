@@ -21,11 +21,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..core.errors import TrainingError, WriteError
+from ..core.arguments import expect
+from ..core.errors import TrainingError, WeightsError, WriteError, one_line
 from ..core.fileio import exclusive, write_json
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import load_data
-from ..zoo.specs import check_image_size, get_spec
+from ..zoo.specs import check_fits_memory, check_image_size, get_spec
 from ..zoo.weights import checkpoint_meta
 from . import distributed, recipe, runs, seeding
 from .config import TrainConfig  # noqa: F401  (part of this module's public face)
@@ -67,6 +68,7 @@ class TrainResult:
 
 def train(config: TrainConfig) -> TrainResult:
     """Train a model as `config` says; the run folder holds the checkpoints, config.json and history."""
+    expect("train", "config", config, TrainConfig, "a TrainConfig (vggbench.TrainConfig(model=...))")
     started = time.perf_counter()
     dist = distributed.from_env()
     device = resolve_device(config.device, dist)
@@ -101,6 +103,8 @@ class _Run:
                               download=config.download, normalize=normalize, augment=config.augment,
                               color_jitter=config.color_jitter, val_fraction=config.val_fraction)
         self.loaded = recipe.make_model(config, self.data.num_classes)
+        # a batch's feature maps are allocated at the first step: refuse one that cannot fit before any of it
+        check_fits_memory(self.loaded.spec, self.loaded.options, config.image_size, config.batch_size_value)
         self.module = self.loaded.module.to(device, memory_format=self._memory_format).train()
         self.model = self.module
         if dist.enabled:
@@ -295,11 +299,20 @@ class _Run:
                 "config": dataclasses.asdict(config)}
 
     def _restore(self, checkpoint: dict) -> None:
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if self.scheduler is not None and checkpoint["scheduler"] is not None:
-            self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if self.scaler.is_enabled() and checkpoint["scaler"] is not None:
-            self.scaler.load_state_dict(checkpoint["scaler"])
+        # runs.load_checkpoint checked each key's type; what must fit this run's model, optimizer, scheduler and
+        # scaler is checked here, all of it before any of it is restored
+        path = self.config.resume
+        runs.check_optimizer_fits(checkpoint["optimizer"], [g["params"] for g in self.optimizer.param_groups], path)
+        restore = [(self.optimizer, checkpoint["optimizer"], "optimizer")]
+        for key, part in (("scheduler", self.scheduler), ("scaler", self.scaler if self.scaler.is_enabled() else None)):
+            if part is not None and checkpoint[key] is not None:
+                runs.check_state_like(part.state_dict(), checkpoint[key], path, key)
+                restore.append((part, checkpoint[key], key))
+        for part, state, key in restore:
+            try:
+                part.load_state_dict(state)
+            except (ValueError, KeyError, TypeError, RuntimeError) as e:
+                raise WeightsError(f"{path}: its {key} state does not fit this run ({one_line(e)})") from None
         self.epoch, self.step, self.partial = checkpoint["epoch"], checkpoint["step"], checkpoint["partial"]
         self.history = list(checkpoint["history"])
         best = checkpoint.get("best") or {}

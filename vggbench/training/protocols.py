@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..core.arguments import expect
 from ..core.errors import ConfigError, DataError
 from ..data.datasets import SOURCES, Transformed, parse_name
 from ..zoo.dense import dense_model, min_dense_size
@@ -160,6 +161,7 @@ def evaluate_protocols(config: EvalConfig) -> ProtocolReport:
 
     Model, weights, data, split and normalisation are chosen as `evaluate` chooses them.
     """
+    expect("evaluate_protocols", "config", config, EvalConfig, "an EvalConfig (vggbench.EvalConfig(model=...))")
     prep = prepare_evaluation(config)
     size = prep.image_size
     protocols = list(dict.fromkeys(config.protocol or ("center",)))

@@ -30,6 +30,8 @@ HISTORY_SCHEMA_VERSION = 1
 RESUME_MAY_CHANGE = ("epochs", "resume", "workers", "progress", "save_every", "keep_every", "data_dir", "download",
                      "device")
 # What a training checkpoint holds besides "model_state_dict" and the "vggbench" metadata.
+# What every record of a run's history holds (plots and the chance warning read them).
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "step", "partial", "rng", "history", "config")
 
 
@@ -43,7 +45,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A training checkpoint written by `save_checkpoint` (weights-only load; WeightsError otherwise)."""
+    """A training checkpoint written by `save_checkpoint` (weights-only load; WeightsError otherwise), its
+    contents checked against CHECKPOINT_SCHEMA."""
     checkpoint = torch_load(path)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path} is not a vggbench training checkpoint (no format {CHECKPOINT_FORMAT!r}); "
@@ -51,7 +54,139 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     missing = [k for k in ("model_state_dict", "vggbench", *TRAINING_KEYS) if k not in checkpoint]
     if missing:
         raise WeightsError(f"{path} is an incomplete training checkpoint: no {', '.join(missing)}")
+    check_checkpoint(checkpoint, path)
     return checkpoint
+
+
+# --- what a checkpoint holds ---------------------------------------------------------------------------
+# A checkpoint may be crafted or mixed up, and the loop restores it piece by piece into torch, numpy and random,
+# each of which fails in its own way (or not at all, until the next step). So every key is checked here, before
+# anything is restored: key -> (check, what it must be). What depends on the model being built (the optimizer's
+# tensors, the scheduler's and scaler's fields) is checked against it by `check_state_like`.
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _optimizer_state(v) -> bool:
+    return (isinstance(v, dict) and isinstance(v.get("state"), dict) and isinstance(v.get("param_groups"), list)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in v["param_groups"])
+            and all(_is_int(k) and isinstance(s, dict) for k, s in v["state"].items()))
+
+
+def _rng(v) -> bool:
+    if not (isinstance(v, dict) and {"python", "numpy", "torch", "cuda"} <= set(v)):
+        return False
+    py, np_state = v["python"], v["numpy"]
+    return (isinstance(py, (tuple, list)) and len(py) == 3 and isinstance(py[1], (tuple, list))
+            and isinstance(np_state, (tuple, list)) and len(np_state) == 5 and isinstance(np_state[0], str)
+            and isinstance(np_state[1], torch.Tensor)
+            and isinstance(v["torch"], torch.Tensor) and v["torch"].dtype == torch.uint8
+            and isinstance(v["cuda"], (list, tuple)) and all(isinstance(t, torch.Tensor) for t in v["cuda"]))
+
+
+def _best(v) -> bool:
+    return v is None or (isinstance(v, dict) and _is_int(v.get("epoch", 0)) and _is_number(v.get("val_acc", 0.0))
+                         and (v.get("score") is None or _is_number(v.get("score"))))
+
+
+CHECKPOINT_SCHEMA = {
+    "model_state_dict": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
+                                                                for k, t in v.items()), "a dict of name -> tensor"),
+    "vggbench": (lambda v: isinstance(v, dict), "a dict of metadata"),
+    "config": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a dict of training settings"),
+    "optimizer": (_optimizer_state, "an optimizer state_dict (state: index -> dict, param_groups: list of dicts "
+                                    "with params)"),
+    "scheduler": (lambda v: v is None or isinstance(v, dict), "a scheduler state_dict or None"),
+    "scaler": (lambda v: v is None or isinstance(v, dict), "a GradScaler state_dict or None"),
+    "epoch": (lambda v: _is_int(v) and v >= 0, "an integer, 0 or more"),
+    "step": (lambda v: _is_int(v) and v >= 0, "an integer, 0 or more"),
+    "partial": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(map(_is_number, v)),
+                "three numbers (loss x images, correct, images)"),
+    "rng": (_rng, "an RNG state with python, numpy, torch (a uint8 tensor) and cuda parts"),
+    "history": (lambda v: isinstance(v, (list, tuple)) and all(
+        isinstance(e, dict) and all(_is_number(e.get(k)) for k in HISTORY_KEYS) for e in v),
+                "a list of per-epoch dicts, each with numbers " + ", ".join(HISTORY_KEYS)),
+    # optional: older checkpoints lack them
+    "warnings": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(w, str) for w in v), "a list of strings"),
+    "best": (_best, "a dict of epoch (int), val_acc and score (numbers)"),
+}
+
+
+def _found(v) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"a {v.dtype} tensor of shape {tuple(v.shape)}"
+    if isinstance(v, dict):
+        return f"a dict with keys {', '.join(map(repr, list(v)[:6]))}{', ...' if len(v) > 6 else ''}" if v \
+            else "an empty dict"
+    shown = repr(v)
+    return f"{type(v).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
+def check_checkpoint(checkpoint: dict, path) -> None:
+    """One WeightsError naming the first key of `checkpoint` that is not what CHECKPOINT_SCHEMA says, the RNG state
+    tried on a copy of the generators (python, numpy and torch each accept only their own state), and the
+    history's depth bounded."""
+    from ..core.documents import check_depth
+    from .seeding import caller_rng_kept, set_rng_state
+
+    for key, (ok, what) in CHECKPOINT_SCHEMA.items():
+        if key in checkpoint and not ok(checkpoint[key]):
+            raise WeightsError(f"{path}: checkpoint key {key!r} must be {what}, found {_found(checkpoint[key])}")
+    for key in ("history", "config", "vggbench", "best"):
+        check_depth(checkpoint.get(key), f"{path}: checkpoint key {key!r}", WeightsError)
+    try:
+        with caller_rng_kept():
+            set_rng_state(checkpoint["rng"])
+    except Exception as e:  # each generator's own complaint (TypeError, ValueError, RuntimeError, ...)
+        raise WeightsError(f"{path}: checkpoint key 'rng' is not an RNG state these generators accept "
+                           f"({' '.join(str(e).split())[:200]})") from None
+
+
+def check_state_like(template, state, path, key: str) -> None:
+    """A WeightsError unless `state` (a scheduler's or scaler's state_dict from a checkpoint) has the fields of
+    `template` (the state_dict of the one built for this run), each of the same kind."""
+    if not isinstance(state, dict) or set(state) != set(template):
+        raise WeightsError(f"{path}: checkpoint key {key!r} must have the fields {sorted(map(str, template))}, "
+                           f"found {_found(state)}")
+    for name, expected in template.items():
+        value = state[name]
+        kinds = [(bool, lambda v: isinstance(v, bool)), ((int, float), _is_number),
+                 (str, lambda v: isinstance(v, str)), ((list, tuple), lambda v: isinstance(v, (list, tuple))),
+                 (dict, lambda v: isinstance(v, dict)), (torch.Tensor, lambda v: isinstance(v, torch.Tensor))]
+        for kind, matches in kinds:
+            if expected is not None and isinstance(expected, kind):
+                if not matches(value) or (isinstance(expected, (list, tuple)) and len(value) != len(expected)):
+                    raise WeightsError(f"{path}: checkpoint key {key!r}: {name} must be like {_found(expected)}, "
+                                       f"found {_found(value)}")
+                break
+
+
+def check_optimizer_fits(state: dict, params: list[list[torch.Tensor]], path) -> None:
+    """A WeightsError unless the optimizer state's groups and tensors fit this run's parameters (a state saved
+    for a wider model loads into torch's optimizer without a word, and fails at the first step)."""
+    groups = state["param_groups"]
+    if len(groups) != len(params) or any(len(g["params"]) != len(p) for g, p in zip(groups, params, strict=False)):
+        raise WeightsError(f"{path}: the optimizer state has {len(groups)} group(s) of "
+                           f"{[len(g['params']) for g in groups]} parameters; this model's optimizer has "
+                           f"{[len(p) for p in params]}")
+    by_index = {i: p for g, ps in zip(groups, params, strict=True) for i, p in zip(g["params"], ps, strict=True)}
+    for index, entries in state["state"].items():
+        param = by_index.get(index)
+        if param is None:
+            raise WeightsError(f"{path}: the optimizer state holds parameter {index}, which this model has not")
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise WeightsError(f"{path}: the optimizer's {name} of parameter {index} has shape "
+                                   f"{tuple(value.shape)}, this model's parameter {tuple(param.shape)}: the state "
+                                   f"of another (wider?) model")
+            if not isinstance(value, (torch.Tensor, int, float)) or isinstance(value, bool):
+                raise WeightsError(f"{path}: the optimizer's {name} of parameter {index} must be a tensor or a "
+                                   f"number, found {_found(value)}")
 
 
 SNAPSHOT = re.compile(r"epoch_\d+\.pt")
@@ -68,7 +203,10 @@ def resume_config(config: TrainConfig) -> tuple[TrainConfig, dict]:
     """The run's saved settings, with those a resume may change taken from `config`."""
     checkpoint = load_checkpoint(config.resume)
     names = {f.name for f in fields(config)}
-    saved = type(config)(**{k: v for k, v in checkpoint["config"].items() if k in names})
+    try:
+        saved = type(config)(**{k: v for k, v in checkpoint["config"].items() if k in names})
+    except ConfigError as e:
+        raise WeightsError(f"{config.resume}: the settings saved in it are not valid ({e})") from None
     if get_spec(saved.model).name != get_spec(config.model).name:
         raise WeightsError(f"{config.resume} is a checkpoint of {get_spec(saved.model).name}; "
                            f"it cannot resume {get_spec(config.model).name}")

@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from ..core.documents import loads_json, loads_toml
 from ..core.errors import ConfigError, UnknownModelError
 from .specs import MAX_HIDDEN, MAX_IMAGE_SIZE, ModelSpec, custom_spec, get_spec, register_model
 
@@ -75,11 +76,9 @@ def read_config(path: str | os.PathLike) -> ModelSpec:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
-            data = json.loads(text)
+            data = loads_json(text, f"model config {path}")
         elif path.suffix.lower() == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
+            data = loads_toml(text, f"model config {path}")
         else:
             raise ConfigError(f"model config {path}: expected a .toml or .json file")
     except (UnicodeDecodeError, OSError) as e:

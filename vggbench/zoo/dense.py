@@ -16,6 +16,7 @@ import copy
 import torch
 from torch import nn
 
+from ..core.arguments import expect
 from ..core.errors import ConfigError, UnsupportedError
 
 # Layers that act on each value (or channel) alone: they work the same on a score map as on a vector.
@@ -77,6 +78,10 @@ def dense_model(module: nn.Module, train_size: int, return_map: bool = False) ->
 
     Built from the classifier's actual Linear layers, whatever their widths; the module itself is not changed.
     """
+    from .models import VGG
+
+    expect("dense_model", "module", module, VGG, "a VGG module (vggbench.build, or LoadedModel.module)")
+    expect("dense_model", "train_size", train_size, int, "an integer")
     features = copy.deepcopy(module.features)
     pool = _pool_size(module)
     side = feature_size(features, train_size)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from ..core.arguments import expect
 from .specs import (  # noqa: F401  (re-exported: models is the public face of the zoo)
     CONFIGS,
     HEADS,
@@ -14,6 +15,7 @@ from .specs import (  # noqa: F401  (re-exported: models is the public face of t
     LRN_PARAMS,
     ModelOptions,
     ModelSpec,
+    check_fits_memory,
     check_image_size,
     get_spec,
     list_models,
@@ -113,8 +115,12 @@ _INIT_FUNCTIONS = {"kaiming": init_kaiming, "paper": init_paper, "glorot": init_
 
 def build(spec: ModelSpec | str, options: ModelOptions | None = None) -> VGG:
     """A freshly initialised VGG (uses the global RNG; see `weights.load_model` for seeded builds)."""
+    expect("build", "spec", spec, (str, ModelSpec), "a model name (str) or ModelSpec")
+    expect("build", "options", options, (ModelOptions, type(None)), "a ModelOptions or None")
     spec = get_spec(spec) if isinstance(spec, str) else spec
     options = options or ModelOptions()
+    if torch.get_default_device().type != "meta":  # profile() builds on the meta device: no memory is taken
+        check_fits_memory(spec, options)
     features = make_layers(spec.layers, spec.batch_norm, options.width)
     last = [m for m in features if isinstance(m, nn.Conv2d)][-1].out_channels
     model = VGG(features, last, options.num_classes, options.hidden_features, options.dropout,

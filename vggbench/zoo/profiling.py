@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..core.arguments import expect
 from .models import build
 from .specs import ModelOptions, ModelSpec, check_image_size, get_spec
 
@@ -96,6 +97,9 @@ def profile_module(model: nn.Module, image_size: int, name: str = "model") -> Mo
 
 def profile(spec: ModelSpec | str, options: ModelOptions | None = None, image_size: int = 224) -> ModelProfile:
     """Shapes, params and MACs of a registered model; builds it on the meta device, so it is instant."""
+    expect("profile", "spec", spec, (str, ModelSpec), "a model name (str) or ModelSpec")
+    expect("profile", "options", options, (ModelOptions, type(None)), "a ModelOptions or None")
+    expect("profile", "image_size", image_size, int, "an integer")
     spec = get_spec(spec) if isinstance(spec, str) else spec
     check_image_size(spec, image_size)
     with torch.device("meta"):

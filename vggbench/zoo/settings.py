@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.settings import Settings, setting
+from ..core.settings import MAX_SEED, Settings, setting
 from .specs import HEADS, INITS, MAX_HIDDEN, MAX_NUM_CLASSES, MAX_WIDTH, given_options
 
 
@@ -41,7 +41,8 @@ class WeightsSettings(Settings):
 
     weights: str = setting("random", "random, imagenet (torchvision's published weights; imagenet:TAG for "
                                      "another tag), or a .pth/.pt/.safetensors file (or a training checkpoint).")
-    seed: int = setting(0, "Seed for --weights random (and, in training, of the data order and augmentation).")
+    seed: int = setting(0, "Seed for --weights random (and, in training, of the data order and augmentation).",
+                        minimum=0, maximum=MAX_SEED)
 
 
 def _config_path(value):

@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
+from ..core.arguments import expect
 from ..core.errors import ConfigError, UnknownModelError
 
 # Table 1 of Simonyan & Zisserman (2015). An int is a 3x3 conv (stride 1, pad 1) with that many
@@ -164,6 +165,57 @@ def scale(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+def parameter_count(spec: ModelSpec, options: ModelOptions | None = None) -> int:
+    """The parameters (and BatchNorm buffers) `build(spec, options)` makes, counted without building it."""
+    options = options or ModelOptions()
+    count, channels = 0, 3
+    for token in spec.layers:
+        if token in ("M", "LRN"):
+            continue
+        out, kernel = token if isinstance(token, tuple) else (token, 3)
+        out = scale(out, options.width)
+        count += channels * out * kernel * kernel + out + (4 * out + 1 if spec.batch_norm else 0)
+        channels = out
+    fan_in = channels * HEADS[options.head]["pool"] ** 2
+    for width in (*options.hidden_features, options.num_classes):
+        count += fan_in * width + width
+        fan_in = width
+    return count
+
+
+def activation_count(spec: ModelSpec, options: ModelOptions | None, image_size: int) -> int:
+    """The values the feature layers output for one image (what a forward pass with gradients keeps)."""
+    options = options or ModelOptions()
+    count, side = 0, image_size
+    for token in spec.layers:
+        if token == "M":
+            side //= 2
+        elif token != "LRN":
+            out = scale(token[0] if isinstance(token, tuple) else token, options.width)
+            count += out * side * side * (2 if spec.batch_norm else 1)
+    return count
+
+
+def check_fits_memory(spec: ModelSpec, options: ModelOptions | None = None, image_size: int | None = None,
+                      batch: int = 1) -> None:
+    """A ConfigError, before any allocation, for a model that cannot fit in the memory this machine has available
+    now: building or running it would be killed by the OOM killer or fail deep inside torch. The rule: fp32
+    parameters (x 4 bytes) plus, where the image size is known, the feature maps of `batch` images (x 4 bytes)
+    must not exceed psutil's available memory; gradients and optimizer state come on top, so passing is no promise."""
+    import psutil
+
+    params = parameter_count(spec, options) * 4
+    maps = activation_count(spec, options, image_size) * batch * 4 if image_size else 0
+    available = psutil.virtual_memory().available
+    if params + maps > available:
+        what = (f"{params // 4:,} parameters: {params / 1e9:.1f} GB of fp32 weights" if not maps else
+                f"{params / 1e9:.1f} GB of fp32 weights and {maps / 1e9:.1f} GB of feature maps for {batch} "
+                f"image(s) of {image_size}x{image_size}")
+        raise ConfigError(f"{spec.name} has {what}, more than the {available / 1e9:.1f} GB of memory available "
+                          f"here; use a smaller --width, --hidden, --num-classes{', --image-size, --batch-size' if maps else ''} "
+                          f"or fewer/narrower layers")
+
+
 def check_image_size(spec: ModelSpec, image_size: int) -> None:
     """Raise a ConfigError for an input the model cannot take."""
     if not isinstance(image_size, int) or image_size < spec.min_image_size:
@@ -220,6 +272,9 @@ for _name, _config, _tv, _has_bn in _ZOO:
 
 def list_models(include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None) -> list[str]:
     """Registered names in paper order, filtered by fnmatch patterns."""
+    for arg, value in (("include", include), ("exclude", exclude)):
+        expect("list_models", arg, value, (str, list, tuple, set, frozenset, type(None)), "a pattern or a list of them")
+
     def patterns(p):
         return [p] if isinstance(p, str) else list(p or [])
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.documents import loads_json
 from ..core.errors import ConfigError, WeightsError, one_line
 from .models import build
 from .specs import HEADS, ModelOptions, ModelSpec, get_spec, list_models, scale
@@ -59,7 +60,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
     try:
-        meta = json.loads(raw) if raw else {}
+        meta = loads_json(raw, f"{path}'s vggbench metadata", WeightsError) if raw else {}
     except json.JSONDecodeError:
         raise WeightsError(f"{path} has unreadable vggbench metadata") from None
     return state, meta

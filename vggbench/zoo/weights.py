@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.arguments import expect, expect_path
 from ..core.errors import ConfigError, UnknownModelError, WeightsError
 from ..core.fileio import atomic_file, atomic_stream, sha256_file
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ..core.settings import MAX_SEED
 from .fingerprint import state_sha256
 from .imagenet import check_published_hash, download, hub_cache_path, imagenet_weights
 from .models import build
@@ -132,6 +134,12 @@ def load_model(name: str | ModelSpec, weights: str | os.PathLike | WeightsSource
     published weights), or a path to a .pth/.pt/.safetensors file. Options left as None come from the file
     when it says them, else from ModelOptions' defaults; options given explicitly must fit the file.
     """
+    expect("load_model", "name", name, (str, ModelSpec), "a model name (str) or ModelSpec")
+    expect("load_model", "weights", weights, (str, os.PathLike, WeightsSource),
+           "random, imagenet[:TAG], a path or a WeightsSource")
+    expect("load_model", "seed", seed, int, "an integer")
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"load_model: seed must be in [0, {MAX_SEED}], got {seed}")
     source = parse_weights(weights, seed)
     spec = _spec(name, source) if isinstance(name, str) else name
     requested = {k: v for k, v in dict(num_classes=num_classes, width=width, hidden=hidden, dropout=dropout,
@@ -262,6 +270,8 @@ def check_lrn_form(spec: ModelSpec, meta: dict, path) -> None:
 
 def save_weights(model: LoadedModel, path: str | os.PathLike, **extra) -> Path:
     """Write the model's state_dict with its metadata to .safetensors or .pt/.pth, atomically."""
+    expect("save_weights", "model", model, LoadedModel, "a LoadedModel (vggbench.load_model)")
+    expect_path("save_weights", "path", path)
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
     meta = checkpoint_meta(model, **extra)

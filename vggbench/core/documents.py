@@ -1,0 +1,60 @@
+"""JSON and TOML documents read from user files, parsed with a bound on nesting.
+
+json and tomllib parse nested arrays/tables recursively: a file of 100,000 '[' raises RecursionError (or
+worse, exhausts the C stack) instead of a parse error, and a document just under the interpreter's limit
+breaks whatever walks it next (repr in an error message, dataclasses.asdict, json.dumps). No file vggbench
+reads needs more than a few levels, so a document deeper than MAX_DEPTH is refused as one error line.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import ConfigError, VggbenchError
+
+MAX_DEPTH = 64
+
+
+def loads_json(text: str, where: str, error: type[VggbenchError] = ConfigError) -> Any:
+    """json.loads, with a document nested deeper than MAX_DEPTH an `error`; a JSONDecodeError passes through."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise _too_deep(where, error) from None
+    check_depth(data, where, error)
+    return data
+
+
+def loads_toml(text: str, where: str, error: type[VggbenchError] = ConfigError) -> Any:
+    """tomllib.loads, with a document nested deeper than MAX_DEPTH an `error`; a TOMLDecodeError passes through."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(text)
+    except RecursionError:
+        raise _too_deep(where, error) from None
+    check_depth(data, where, error)
+    return data
+
+
+def check_depth(data: Any, where: str, error: type[VggbenchError] = ConfigError, limit: int = MAX_DEPTH) -> None:
+    """An `error` when lists/dicts in `data` nest deeper than `limit` (walked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, (list, tuple)):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            raise _too_deep(where, error, limit)
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _too_deep(where: str, error: type[VggbenchError], limit: int = MAX_DEPTH) -> VggbenchError:
+    return error(f"{where} nests lists/tables more than {limit} levels deep; no vggbench file does")
