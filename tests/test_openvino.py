@@ -162,6 +162,8 @@ def test_a_run_records_the_openvino_settings(tmp_path):
 
 
 @pytest.mark.slow  # importing NNCF and quantizing took 2 min on a busy 2-core machine
+@pytest.mark.xfail(AMX_INT8, reason="int8 of the tiny model disagrees with eager on AMX CPUs (open; fails at 10b0ddf)",
+                   strict=False)
 def test_nncf_quantization_writes_a_qdq_model_that_keeps_the_classes(tmp_path):
     import onnx
 

@@ -130,7 +130,9 @@ def test_dense_form_equals_the_fc_model_at_the_training_size(case):
     x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         fc, d = model(x), dense(x)
-    assert (fc - d).abs().max() <= 1e-6 * fc.abs().max()
+    # fp32 sums in another order (a 7x7 conv against a Linear over 1,568 inputs): about sqrt(n) x eps (1.2e-7) of the
+    # largest logit apart, 1.1e-6 measured on an AVX-512/AMX Xeon, under 1e-6 on the EPYCs
+    assert (fc - d).abs().max() <= 1e-5 * fc.abs().max()
     # any larger, non-square input: a score map, averaged
     big = torch.randn(1, 3, size + 32, size + 64)
     dense.return_map = True
