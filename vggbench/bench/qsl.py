@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.device import available_memory_bytes as free_memory_bytes
 from ..core.errors import ConfigError, DataError
 from ..data.inputs import dataset_images, photo_crops, sample_photos, trained_on
 
@@ -27,24 +28,6 @@ class ImageSet:
     def describe(self) -> dict:
         return {"source": self.source, "split": self.split, "count": len(self.images),
                 "labels": self.labels is not None}
-
-
-def free_memory_bytes(device: str | None = None) -> int | None:
-    """Memory a batch or a library may still take: the GPU's free memory for a cuda device, else the system's
-    available memory (Linux's MemAvailable); None where it cannot be read."""
-    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
-        try:
-            return int(torch.cuda.mem_get_info(torch.device(device))[0])
-        except (RuntimeError, ValueError):
-            return None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def check_fits(what: str, needed: int, free: int | None, fix: str) -> None:

@@ -100,3 +100,23 @@ def cpu_bf16_instructions() -> bool:
 
     probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
     return any(probe() for probe in probes if probe is not None)
+
+
+def available_memory_bytes(device: str | None = None) -> int | None:
+    """Memory an allocation may still take: the GPU's free memory for a cuda device, else the system's available
+    memory (psutil; Linux's MemAvailable); None where it cannot be read. The one reader for every fits-in-memory
+    check (a model in zoo, a batch or a sample library in loadgen)."""
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            try:
+                return int(torch.cuda.mem_get_info(torch.device(device))[0])
+            except (RuntimeError, ValueError):
+                return None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except (ImportError, OSError, RuntimeError):
+        return None

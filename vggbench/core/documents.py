@@ -18,12 +18,7 @@ MAX_DEPTH = 64
 
 def loads_json(text: str, where: str, error: type[VggbenchError] = ConfigError) -> Any:
     """json.loads, with a document nested deeper than MAX_DEPTH an `error`; a JSONDecodeError passes through."""
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise _too_deep(where, error) from None
-    check_depth(data, where, error)
-    return data
+    return _bounded(json.loads, text, where, error)
 
 
 def loads_toml(text: str, where: str, error: type[VggbenchError] = ConfigError) -> Any:
@@ -32,8 +27,12 @@ def loads_toml(text: str, where: str, error: type[VggbenchError] = ConfigError) 
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
+    return _bounded(tomllib.loads, text, where, error)
+
+
+def _bounded(parse, text: str, where: str, error: type[VggbenchError]) -> Any:
     try:
-        data = tomllib.loads(text)
+        data = parse(text)
     except RecursionError:
         raise _too_deep(where, error) from None
     check_depth(data, where, error)

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 from ..core.arguments import expect
+from ..core.device import available_memory_bytes
 from ..core.errors import ConfigError, UnknownModelError
 
 # Table 1 of Simonyan & Zisserman (2015). An int is a 3x3 conv (stride 1, pad 1) with that many
@@ -202,12 +203,10 @@ def check_fits_memory(spec: ModelSpec, options: ModelOptions | None = None, imag
     now: building or running it would be killed by the OOM killer or fail deep inside torch. The rule: fp32
     parameters (x 4 bytes) plus, where the image size is known, the feature maps of `batch` images (x 4 bytes)
     must not exceed psutil's available memory; gradients and optimizer state come on top, so passing is no promise."""
-    import psutil
-
     params = parameter_count(spec, options) * 4
     maps = activation_count(spec, options, image_size) * batch * 4 if image_size else 0
-    available = psutil.virtual_memory().available
-    if params + maps > available:
+    available = available_memory_bytes()
+    if available is not None and params + maps > available:
         what = (f"{params // 4:,} parameters: {params / 1e9:.1f} GB of fp32 weights" if not maps else
                 f"{params / 1e9:.1f} GB of fp32 weights and {maps / 1e9:.1f} GB of feature maps for {batch} "
                 f"image(s) of {image_size}x{image_size}")
