@@ -20,4 +20,5 @@ def compile_factory(module: nn.Module, target: Target, options: RunnerOptions | 
 
 
 BACKEND = register(Backend("compile", None, ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
-                           compile_factory, aliases=("torch.compile", "inductor")))
+                           compile_factory, aliases=("torch.compile", "inductor"), min_warmup=3, deployable=False,
+                           close=torch._dynamo.reset))

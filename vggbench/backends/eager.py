@@ -14,4 +14,4 @@ def eager_factory(module: nn.Module, target: Target, options: RunnerOptions | No
 
 
 BACKEND = register(Backend("eager", None, ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
-                           eager_factory))
+                           eager_factory, thread_safe=True, deployable=False))

@@ -146,6 +146,6 @@ def ort_factory(path: Path, target: Target, options: RunnerOptions | None = None
 
 
 BACKEND = register(Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp16", "int8"), ("contiguous",),
-                           ort_factory, aliases=("onnx", "ort")))
+                           ort_factory, aliases=("onnx", "ort"), thread_safe=True))
 ORT_TENSORRT = register(Backend("ort-tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",), ort_factory,
                                 aliases=("ort-trt",)))

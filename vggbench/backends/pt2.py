@@ -19,4 +19,4 @@ def pt2_factory(path: Path, target: Target, options: RunnerOptions | None = None
 
 
 BACKEND = register(Backend("pt2", "pt2", ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
-                           pt2_factory, aliases=("export", "torch.export")))
+                           pt2_factory, aliases=("export", "torch.export"), thread_safe=True))

@@ -33,12 +33,42 @@ class Backend:
     memory_formats: tuple[str, ...]
     factory: Callable
     aliases: tuple[str, ...] = ()
+    # its settings: a vggbench.core.settings.Settings dataclass. Its fields are the backend's command-line
+    # options (--<option_prefix>-<field>), its suite table ([backend.<name>]), the settings its result rows
+    # record and what is validated; None for a backend without settings. Several backends may share one class
+    # (ort-tensorrt runs onnxruntime's settings): `settings_of` names the backend whose table they are read from
+    settings: type | None = None
+    option_prefix: str = ""  # the command-line options' prefix: "ort" makes --ort-optimization
+    settings_of: str | None = None
     # builds every precision itself from the fp32 artifact (TensorRT: fp16, int8 calibrated on images passed
-    # in RunnerOptions, fp8), so int8 and fp16 load the fp32 export rather than onnx-int8 or an fp16 export
+    # in RunnerOptions, fp8), so int8 and fp16 load the fp32 export rather than onnx-int8 or an fp16 export;
+    # it then needs calibration images for int8 and fp8
     builds_precisions: bool = False
     # computes fewer multiplications than a direct convolution (Winograd): its GFLOP/s, counted with the direct
     # convolution's FLOPs, is an effective rate that may pass the hardware's theoretical peak
     fewer_flops: bool = False
+    # its runner may be called from several threads at once (one session or module, no per-call state): LoadGen's
+    # SUT with --workers > 1 runs only these
+    thread_safe: bool = False
+    # warm-up calls a case takes at least, whatever the suite says (torch.compile's CUDA graphs record on the
+    # 2nd-3rd call)
+    min_warmup: int = 0
+    # its artifact runs without vggbench (a plain runtime loads the file as exported); False for backends that
+    # run vggbench's own code (winograd) or the Python module itself (eager, compile)
+    deployable: bool = True
+    # called after each of its runners is dropped (torch.compile: torch._dynamo.reset(), so that later runners
+    # do not hit the recompile limit)
+    close: Callable[[], None] | None = None
+
+    @property
+    def calibrates(self) -> bool:
+        """It calibrates int8 and fp8 itself, on images passed in RunnerOptions (TensorRT)."""
+        return self.builds_precisions and any(p in self.precisions for p in ("int8", "fp8"))
+
+    @property
+    def settings_name(self) -> str:
+        """The backend whose settings table (and options) this backend reads."""
+        return self.settings_of or self.name
 
 
 _BACKENDS: dict[str, Backend] = {}

@@ -380,4 +380,4 @@ def tensorrt_factory(path: Path, target: Target, options: RunnerOptions | None =
 
 
 BACKEND = register(Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16", "int8", "fp8"), ("contiguous",),
-                           tensorrt_factory, aliases=("trt",), builds_precisions=True))
+                           tensorrt_factory, aliases=("trt",), builds_precisions=True, thread_safe=True))

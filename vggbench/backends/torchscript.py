@@ -19,4 +19,4 @@ def torchscript_factory(path: Path, target: Target, options: RunnerOptions | Non
 
 
 BACKEND = register(Backend("torchscript", "torchscript", ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"),
-                           tuple(MEMORY_FORMATS), torchscript_factory, aliases=("ts", "jit")))
+                           tuple(MEMORY_FORMATS), torchscript_factory, aliases=("ts", "jit"), thread_safe=True))

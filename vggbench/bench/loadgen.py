@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backends import Runner, eager_runner, make_runner, resolve_target
+from ..backends import Runner, backend_names, eager_runner, get_backend, make_runner, resolve_target
 from ..core.arguments import expect
 from ..core.device import require_device
 from ..core.env import capture, package_version
@@ -62,8 +62,6 @@ EXPECTED_LATENCY_FRACTION = 0.1  # of the timed-batch estimate, told to LoadGen 
 MAX_CALL_S = 60.0
 MAX_RUN_S = 600.0  # MLPerf's run length; or MAX_RUN_FACTOR times the run's duration, when that is longer
 MAX_RUN_FACTOR = 10  # also: Server's target QPS at most this many times the measured rate (its queue only grows)
-# runners that may be called from several threads at once (one session or module, no per-call state)
-CONCURRENT_BACKENDS = ("eager", "torchscript", "pt2", "onnxruntime", "tensorrt")
 _LG_SCENARIOS = {"singlestream": "SingleStream", "multistream": "MultiStream", "server": "Server",
                  "offline": "Offline"}
 _METRICS = {"singlestream": "p90_ms", "multistream": "p99_ms", "server": "samples_per_s", "offline": "samples_per_s"}
@@ -205,10 +203,10 @@ class _Runs:
         try:
             if isinstance(target, UnsupportedError):
                 raise target
-            if self.sut.workers > 1 and target.backend not in CONCURRENT_BACKENDS:
+            if self.sut.workers > 1 and not target.spec.thread_safe:
+                safe = [name for name in backend_names() if get_backend(name).thread_safe]
                 raise UnsupportedError(f"{target.backend}'s runner is not known to be safe to call from several "
-                                       f"threads; use --workers 1 (backends that allow more: "
-                                       f"{', '.join(CONCURRENT_BACKENDS)})")
+                                       f"threads; use --workers 1 (backends that allow more: {', '.join(safe)})")
             started = time.perf_counter()
             export_dir = cache.folder(target) if target.artifact else None
             options = self.setup.runner_options(case, target, loaded)

@@ -47,7 +47,6 @@ from .suite import Suite, resolve_suite
 
 PARITY_IMAGES = 2  # a case's first output is compared with eager fp32 on the CPU for this many images
 DENSE_DEFAULT_SIZE = 224  # the paper's training crop: where a dense form of random weights equals the model
-COMPILE_MIN_WARMUP = 3  # torch.compile's CUDA graphs (reduce-overhead) record on the 2nd-3rd call
 
 
 class _ParityMismatch(Exception):
@@ -165,7 +164,7 @@ class _Sweep:
         return Case(model=model, image_size=s.image_size, batch_size=batch_size, backend=backend,
                     device=str(self.device), precision=precision, memory_format=memory_format, threads=self.threads,
                     weights=self.weights.label,
-                    warmup=max(s.warmup, COMPILE_MIN_WARMUP) if backend == "compile" else s.warmup,
+                    warmup=max(s.warmup, get_backend(backend).min_warmup),
                     warmup_time_s=s.warmup_time_s, min_time_s=s.min_time_s, min_iters=s.min_iters,
                     max_iters=s.max_iters, **self.setup.case_fields(backend, target, dict(settings)))
 
@@ -222,8 +221,9 @@ class _Sweep:
         if runner is not None:
             self._time_sizes(runner, cases, load_ms)
         del runner
-        if c.backend == "compile":
-            torch._dynamo.reset()  # drop this runner's graphs, so later ones do not hit the recompile limit
+        close = get_backend(c.backend).close
+        if close is not None:
+            close()
         free_memory(str(self.device))
 
     def _time_sizes(self, runner: Runner, cases: list[Case], load_ms: float) -> None:

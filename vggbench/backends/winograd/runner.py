@@ -107,4 +107,4 @@ def winograd_factory(module: nn.Module, target: Target, options: RunnerOptions |
 
 
 BACKEND = register(Backend("winograd", None, ("cpu",), ("fp32",), ("channels_last",), winograd_factory,
-                           fewer_flops=True))
+                           fewer_flops=True, deployable=False))
