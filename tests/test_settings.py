@@ -12,6 +12,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from vggbench.backends import OrtSettings, OvSettings
+from vggbench.backends.tensorrt import TrtSettings
 from vggbench.bench.suite import Suite, parse_suite
 from vggbench.cli import main
 from vggbench.core.errors import ConfigError
@@ -179,11 +181,20 @@ def test_reading_toml_and_json_mappings():
     (Suite, {"min_time_s": math.inf}, "min_time_s must be a finite number"),
     (Suite, {"warmup_time_s": -1}, "warmup_time_s must be 0 or more"),
     (Suite, {"max_iters": 0}, "max_iters must be at least 1"),
-    (Suite, {"ort_optimization": "max"}, "unknown ort optimization 'max'"),
+    (OrtSettings, {"optimization": "max"}, "unknown optimization 'max'"),
+    (TrtSettings, {"workspace_gib": 0}, "workspace_gib must be in (0, 1024]"),
+    (OvSettings, {"streams": 0}, "streams must be in \\[1, "),
 ])
 def test_vggbench_settings_check_their_values(cls, kwargs, message):
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
         cls(**kwargs)
+
+
+def test_a_backend_setting_given_to_a_suite_names_its_backend():
+    with pytest.raises(ConfigError, match="^onnxruntime: unknown optimization 'max'"):
+        Suite().override(ort_optimization="max")
+    with pytest.raises(ConfigError, match="^openvino: streams must be in"):
+        Suite(backend={"ov": {"streams": 0}})
 
 
 def test_devices_are_stored_canonical():

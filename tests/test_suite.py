@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from vggbench.backends import OrtSettings
+from vggbench.backends.compile import CompileSettings
 from vggbench.bench.suite import Suite, available_suites, load_suite, parse_suite, resolve_suite
 from vggbench.core.errors import ConfigError, UnknownModelError, UnsupportedError, VggbenchError
 
@@ -86,7 +88,12 @@ def test_overrides_replace_a_key_everywhere_including_matrices():
     ('device = "tpu"', ConfigError, "unknown device 'tpu'"),
     ('threads = 0', ConfigError, "threads must be in \\[1, 1024\\]"),
     ('width = 0', ConfigError, "width must be in \\(0, 4\\], got 0"),
-    ('compile_mode = "fast"', ConfigError, "unknown compile mode 'fast'"),
+    ('compile_mode = "fast"', ConfigError, "compile: unknown mode 'fast'"),
+    ('[backend.compile]\nmode = "fast"', ConfigError, "compile: unknown mode 'fast'"),
+    ('[backend.onnxruntime]\nthreads = 2', ConfigError, "unknown key 'threads' in backend.onnxruntime"),
+    ('[backend.onnx]\nspeed = 2', ConfigError, "unknown key 'speed' in backend.onnx"),
+    ('[backend.eager]\nmode = "x"', ConfigError, "backend eager has no settings"),
+    ('[backend.nosuch]\nmode = "x"', ConfigError, "unknown backend 'nosuch'"),
     ('[[matrix]]\nmodels = ["vgg11"]', ConfigError, "unknown key 'models' in a \\[\\[matrix\\]\\] table"),
     ('models = [', ConfigError, "suite is not valid TOML"),
 ])
@@ -124,23 +131,29 @@ ort_cuda_graph = true
 ''')
     suite = load_suite(path)
     assert [(g.backend, g.batch_sizes, g.settings) for g in suite.groups()] == [
-        ("eager", (1, 8), ()),
-        ("compile", (1, 8), (("compile_mode", None),)),
-        ("compile", (8,), (("compile_mode", "max-autotune"),)),
-        ("onnxruntime", (1, 8), (("ort_cuda_graph", True),))]
+        ("eager", (1, 8), None),
+        ("compile", (1, 8), CompileSettings()),
+        ("compile", (8,), CompileSettings(mode="max-autotune")),
+        ("onnxruntime", (1, 8), OrtSettings(cuda_graph=True))]
     assert suite.case_count() == 7
-    with pytest.raises(ConfigError, match="unknown compile mode 'fastest'"):
+    with pytest.raises(ConfigError, match="compile: unknown mode 'fastest'"):
         parse_suite('[[matrix]]\nbackends = ["compile"]\ncompile_mode = "fastest"\n')
     # the command line replaces a matrix's setting too
     assert {g.settings for g in suite.override(compile_mode="reduce-overhead").groups() if g.backend == "compile"} \
-        == {(("compile_mode", "reduce-overhead"),)}
+        == {CompileSettings(mode="reduce-overhead")}
+    # a [backend.<name>] table (or a matrix's backend table) says the same as the flat keys
+    tables = parse_suite('[backend.compile]\nmode = "max-autotune"\n[[matrix]]\nbackends = ["onnxruntime"]\n'
+                         '[[matrix]]\nbackends = ["onnxruntime"]\nbackend.ort.cuda_graph = true\n')
+    assert tables.backend["compile"] == CompileSettings(mode="max-autotune")
+    assert [g.settings for g in tables.groups()] == [OrtSettings(), OrtSettings(cuda_graph=True)]
+    assert tables.to_dict()["backend"] == {"compile": {"mode": "max-autotune", "freezing": False}}
 
 
 def test_best_cuda_plans_every_fast_gpu_path():
     groups = load_suite("best-cuda").groups()
-    compile_modes = {dict(g.settings)["compile_mode"] for g in groups if g.backend == "compile"}
+    compile_modes = {g.settings.mode for g in groups if g.backend == "compile"}
     assert compile_modes == {None, "reduce-overhead", "max-autotune"}
-    assert {dict(g.settings)["ort_cuda_graph"] for g in groups if g.backend == "onnxruntime"} == {False, True}
+    assert {g.settings.cuda_graph for g in groups if g.backend == "onnxruntime"} == {False, True}
     assert {g.precision for g in groups if g.backend == "tensorrt"} == {"fp16", "int8", "fp8"}
     from vggbench.backends import resolve_target
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ import vggbench.bench.cache as export_cache
 import vggbench.bench.sweep as sweep
 import vggbench.core.errors
 from tests.conftest import TINY, TINY_IMAGE
+from vggbench.bench.report import render_run
 from vggbench.bench.results import CSV_COLUMNS, read_run
 from vggbench.cli import main
 from vggbench.core.errors import ExportError, UnsupportedError
@@ -60,7 +62,7 @@ def test_rows_carry_numbers_settings_and_parity(cache):
     result = run(cache, backends=["eager", "onnxruntime"], threads=1)
     rows = by_combo(result)
     ort = rows["onnxruntime", "fp32", "contiguous", 2]
-    assert ort.status == "ok" and ort.threads == 1 and ort.ort_settings["threads"] == 1
+    assert ort.status == "ok" and ort.threads == 1 and ort.backend_settings["threads"] == 1
     assert ort.iterations == len(ort.samples_ms) >= 3 and ort.timer == "perf_counter"
     assert ort.images_per_s == pytest.approx(2 / (ort.median_ms / 1e3))
     assert ort.gmacs_per_image == pytest.approx(profile("vgg11", ModelOptions(**TINY), TINY_IMAGE).gmacs)
@@ -69,7 +71,7 @@ def test_rows_carry_numbers_settings_and_parity(cache):
     assert ort.load_ms > 0 and ort.first_call_ms > 0 and ort.rss_delta_mib >= 0
     assert 0 <= ort.parity_max_abs < 1e-4  # the first output was checked against eager fp32
     assert rows["eager", "fp32", "contiguous", 1].parity_max_abs is None  # the reference itself
-    assert rows["eager", "fp32", "contiguous", 1].ort_settings is None
+    assert rows["eager", "fp32", "contiguous", 1].backend_settings is None
     assert rows["eager", "fp32", "contiguous", 1].weights == "random (seed 0)"
     assert torch.get_num_threads() != 1 or result.environment["flags"]["torch_threads"] == 1
     assert result.environment["flags"]["torch_threads"] == 1  # recorded inside the run's scope
@@ -196,12 +198,28 @@ def test_missing_cuda_stops_before_anything_runs(cache):
 
 # --- results files ---------------------------------------------------------------------------------------
 
+def test_results_of_schema_version_1_are_read_as_version_2():
+    """Recorded runs of schema 1 (flat backend keys; compile_mode/ort_settings/... per row) still read, report and
+    compare: their rows' settings become backend_settings and a variant."""
+    recorded = Path(__file__).parent.parent / "benchmarks" / "results"
+    data = read_run(recorded / "h200-vgg16-autotune-20261126.json")
+    assert data["schema_version"] == 2 and data["settings"]["backend"]["compile"]["mode"] == "max-autotune"
+    assert "compile_mode" not in data["settings"]
+    row = data["results"][0]
+    assert row["backend_settings"] == {"mode": "max-autotune", "freezing": False}
+    assert row["variant"] == "max-autotune" and "compile_mode" not in row and "ort_settings" not in row
+    ort = read_run(recorded / "epyc2-vgg16-loadgen-ort-server-20261126.json")["results"][0]
+    assert ort["backend_settings"]["optimization"] == "all" and ort["variant"] == ""
+    assert "compile max-autotune" in render_run(data, "table")
+
+
+
 def test_json_envelope_and_csv_round_trip(cache, tmp_path):
     result = run(cache, backends=["eager", "onnxruntime"], memory_formats=["contiguous", "channels_last"])
     json_path, csv_path = result.write(tmp_path)
     assert json_path.parent == tmp_path and json_path.name.startswith("run-") and csv_path.suffix == ".csv"
     data = read_run(json_path)
-    assert data["schema_version"] == 1 and data["kind"] == "vggbench-run"
+    assert data["schema_version"] == 2 and data["kind"] == "vggbench-run"
     env = data["environment"]
     assert {"versions", "cpu", "cuda", "flags", "git_commit", "gemm_peaks", "onnxruntime"} <= set(env)
     assert env["flags"]["tf32_matmul"] in (True, False) and env["cpu"]["logical_cores"] >= 1
@@ -286,11 +304,11 @@ def test_run_best_times_the_fast_paths_and_names_the_fastest(tmp_path):
                  "--out", tmp_path / "best.json", "--export-cache", cache, "--format", "csv")
     assert result.exit_code == 0, result.output
     data = read_run(tmp_path / "best.json")
-    assert data["settings"]["name"] == "best-cpu" and data["settings"]["compile_freezing"] is True
+    assert data["settings"]["name"] == "best-cpu" and data["settings"]["backend"]["compile"]["freezing"] is True
     rows = {(r["backend"], r["precision"], r["memory_format"]): r for r in data["results"]}
     assert {("winograd", "fp32", "channels_last"), ("compile", "fp32", "channels_last"),
             ("onnxruntime", "int8", "contiguous"), ("eager", "bf16", "channels_last")} <= set(rows)
-    assert rows["compile", "fp32", "channels_last"]["compile_options"] == {"freezing": True}
+    assert rows["compile", "fp32", "channels_last"]["backend_settings"] == {"mode": None, "freezing": True}
     # random weights have no real-image agreement to offer int8 with: refused before any export is made
     int8 = rows["onnxruntime", "int8", "contiguous"]
     assert int8["status"] == "unsupported" and int8["reason"] == export_cache.INT8_NEEDS_TRAINED_WEIGHTS

@@ -208,9 +208,10 @@ def exported(tmp_path_factory):
     return out
 
 
-def runner(exported, precision="fp16", **options):
+def runner(exported, precision="fp16", tensorrt=None, calibration=None):
     target = resolve_target("tensorrt", "cuda", precision)
-    return make_runner(target, export_dir=exported, options=RunnerOptions(**options))
+    settings = () if tensorrt is None else (tensorrt,)
+    return make_runner(target, export_dir=exported, options=RunnerOptions.of(*settings, calibration=calibration))
 
 
 # --- tests ---------------------------------------------------------------------------------------------------

@@ -101,6 +101,43 @@ def main(ctx: click.Context, traceback: bool) -> None:
     ctx.ensure_object(dict)["traceback"] = traceback
 
 
+class RegistryCommand(click.Command):
+    """A command that takes every backend's settings as options (--ort-optimization, --compile-mode, ...: each
+    backend's settings class, vggbench.backends.settings), made from the backend registry when the command is
+    parsed or its help shown, so that a backend registered later has its options too; help texts that name
+    {backends}, {precisions} or {thread_safe_backends} get the registry's lists."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        from .backends.registry import backend_names, get_backend
+
+        names = tuple(backend_names())
+        if getattr(self, "_made_for", None) != names:
+            self._registry_params, words = _registry_params(names, get_backend)
+            for param in self.params:
+                template = getattr(param, "_help_template", None) or getattr(param, "help", None)
+                if template and "{" in template:
+                    param._help_template, param.help = template, template.format(**words)
+            self._made_for = names
+        params = super().get_params(ctx)
+        return [*params[:-1], *self._registry_params, params[-1]]  # --help stays last
+
+    def format_help(self, ctx, formatter) -> None:
+        self.get_params(ctx)
+        super().format_help(ctx, formatter)
+
+
+def _registry_params(names: tuple[str, ...], get_backend) -> tuple[list[click.Parameter], dict[str, str]]:
+    from .backends.registry import settings_tables
+    from .backends.target import PRECISIONS
+    from .core.settings import click_params
+
+    words = {"backends": ", ".join(names), "precisions": ", ".join(PRECISIONS),
+             "thread_safe_backends": ", ".join(n for n in names if get_backend(n).thread_safe)}
+    params = [param for table in settings_tables().values()
+              for param in click_params(table.cls, include=table.cls.user_fields(), prefix=table.prefix)]
+    return params, words
+
+
 def echo_rows(rows, fmt, columns=None) -> None:
     from .bench.report import render
 
@@ -174,7 +211,7 @@ PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", 
                   "top1_agreement", "top5_overlap", "atol", "passed", "reason"]
 
 
-@main.command()
+@main.command(cls=RegistryCommand)
 @click.argument("export_dir", type=click.Path())
 @cli_options(VerifySettings)
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
@@ -291,7 +328,7 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
 
 # --- run / report -------------------------------------------------------------------------------------
 
-@main.command()
+@main.command(cls=RegistryCommand)
 @click.option("--suite", help="A suite name (vggbench/bench/suites/, then ./benchmarks/suites/) or a .toml file "
                               "[default: cpu, or cuda with --device cuda].")
 @click.option("--best", is_flag=True, help="Time every fast path of the device (suite best-cpu or best-cuda, "
@@ -356,12 +393,11 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, **k
 
 
 LOADGEN_SUITE_KEYS = ("models", "backends", "precisions", "memory_formats", "device", "image_size", "threads", "tf32",
-                      "cudnn_benchmark", "compile_mode", "compile_freezing", "ort_optimization",
-                      "cudnn_conv_algo_search", "weights", "seed", "num_classes", "width", "hidden", "dropout", "head",
-                      "init")
+                      "cudnn_benchmark", "weights", "seed", "num_classes", "width", "hidden", "dropout", "head",
+                      "init")  # and every backend's settings (RegistryCommand)
 
 
-@main.command("loadgen")
+@main.command("loadgen", cls=RegistryCommand)
 @click.option("--suite", help="Take models, backends, precisions and memory formats from a suite (as `run` does) "
                               "[default: vgg16, eager fp32 contiguous, 224, cpu].")
 @cli_options(Suite, include=LOADGEN_SUITE_KEYS, show_defaults=False)
@@ -389,7 +425,9 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, **kwargs) -> None:
     from .bench.report import render_run
     from .bench.results import claim_results, logs_folder, read_run
 
-    names = {"suite": set(LOADGEN_SUITE_KEYS), "settings": set(LoadgenSettings.setting_names()),
+    from .backends.registry import flat_keys
+
+    names = {"suite": {*LOADGEN_SUITE_KEYS, *flat_keys()}, "settings": set(LoadgenSettings.setting_names()),
              "sut": set(SutSettings.setting_names())}
     parts = {part: {k: v for k, v in given(kwargs).items() if k in keys} for part, keys in names.items()}
     settings, sut = LoadgenSettings(**parts["settings"]), SutSettings(**parts["sut"])  # bad values fail now

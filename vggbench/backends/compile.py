@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from ..core.settings import setting
 from .registry import Backend, register
 from .runner import RunnerOptions, TorchRunner, place
+from .settings import BackendSettings
 from .target import MEMORY_FORMATS, Target
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+@dataclass(frozen=True, kw_only=True)
+class CompileSettings(BackendSettings):
+    """torch.compile's settings; recorded with every result."""
+
+    mode: str | None = setting(None, "torch.compile mode: default, reduce-overhead, max-autotune, ...",
+                               choices=MODES)
+    freezing: bool = setting(False, "torch.compile with inductor freezing (weights as constants, prepacked).")
+
+    @property
+    def options(self) -> dict | None:
+        """torch.compile(options=...)."""
+        return {"freezing": True} if self.freezing else None
+
+    def variant(self) -> str:
+        return self.mode or ""
+
+
 def compile_factory(module: nn.Module, target: Target, options: RunnerOptions | None = None) -> TorchRunner:
-    options = options or RunnerOptions()
-    compiled = torch.compile(place(module, target), mode=options.compile_mode, options=options.compile_options,
-                             dynamic=False)
+    settings = (options or RunnerOptions()).settings_for(target)
+    compiled = torch.compile(place(module, target), mode=settings.mode, options=settings.options, dynamic=False)
     return TorchRunner(compiled, target)
 
 
 BACKEND = register(Backend("compile", None, ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
                            compile_factory, aliases=("torch.compile", "inductor"), min_warmup=3, deployable=False,
-                           close=torch._dynamo.reset))
+                           close=torch._dynamo.reset, settings=CompileSettings, option_prefix="compile"))

@@ -4,14 +4,16 @@ TensorRT provider, where its libraries load (vggbench's own TensorRT backend is 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..core.errors import UnsupportedError
+from ..core.settings import MAX_THREADS, setting
 from .registry import Backend, register
 from .runner import RunnerOptions
+from .settings import BackendSettings
 from .target import Target
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -20,20 +22,27 @@ OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 
 
-@dataclass(frozen=True)
-class OrtSettings:
-    """onnxruntime session settings; recorded with every result."""
+@dataclass(frozen=True, kw_only=True)
+class OrtSettings(BackendSettings):
+    """onnxruntime session settings (also ort-tensorrt's); recorded with every result."""
 
-    threads: int | None = None  # intra-op threads; None: onnxruntime's default (one per physical core)
-    optimization: str = "all"  # disable | basic | extended | all
-    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # CUDA provider: EXHAUSTIVE | HEURISTIC | DEFAULT
-    tf32: bool = False  # CUDA provider: TF32 matmuls/convolutions (onnxruntime's default is on; fp32 is fp32 here)
+    context = ("threads", "tf32")
+
+    optimization: str = setting("all", "onnxruntime graph optimisation: disable, basic, extended, all.",
+                                choices=OPTIMIZATIONS)
+    cudnn_conv_algo_search: str = setting("EXHAUSTIVE", "onnxruntime CUDA: EXHAUSTIVE, HEURISTIC or DEFAULT.",
+                                          choices=CONV_ALGO_SEARCHES, option="--cudnn-conv-algo-search")
     # CUDA provider: capture the session as a CUDA graph on the first run of a batch size, replay it after; the
     # input and output stay in fixed device buffers (IO binding), as onnxruntime requires
-    cuda_graph: bool = False
+    cuda_graph: bool = setting(False, "onnxruntime CUDA: capture each batch size as a CUDA graph and replay it "
+                                      "(fixed IO-bound buffers).")
+    # the run's: intra-op threads (None: onnxruntime's default, one per physical core) and TF32 on the CUDA
+    # provider (onnxruntime's default is on; fp32 is fp32 here)
+    threads: int | None = setting(None, cli=False, minimum=1, maximum=MAX_THREADS)
+    tf32: bool = setting(False, cli=False)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def variant(self) -> str:
+        return "cuda-graph" if self.cuda_graph else ""
 
 
 class OrtRunner:
@@ -142,10 +151,11 @@ def ort_factory(path: Path, target: Target, options: RunnerOptions | None = None
     if target.precision not in ("int8", artifact_precision):
         raise UnsupportedError(f"this artifact was exported in {artifact_precision}; onnxruntime runs it as "
                                f"{artifact_precision} only")
-    return OrtRunner(path, target, (options or RunnerOptions()).ort)
+    return OrtRunner(path, target, (options or RunnerOptions()).settings_for(target))
 
 
 BACKEND = register(Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp16", "int8"), ("contiguous",),
-                           ort_factory, aliases=("onnx", "ort"), thread_safe=True))
+                           ort_factory, aliases=("onnx", "ort"), thread_safe=True, settings=OrtSettings,
+                           option_prefix="ort"))
 ORT_TENSORRT = register(Backend("ort-tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",), ort_factory,
-                                aliases=("ort-trt",)))
+                                aliases=("ort-trt",), settings=OrtSettings, settings_of="onnxruntime"))

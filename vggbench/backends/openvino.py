@@ -10,15 +10,17 @@ precision the plugin picks (the target's precision must be that one).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..core.errors import UnsupportedError
+from ..core.settings import MAX_THREADS, setting
 from .registry import Backend, register
 from .runner import RunnerOptions
+from .settings import BackendSettings
 from .target import Target
 
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -27,23 +29,27 @@ DEVICE = "CPU"
 INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
 
-@dataclass(frozen=True)
-class OvSettings:
+@dataclass(frozen=True, kw_only=True)
+class OvSettings(BackendSettings):
     """OpenVINO compile settings; recorded with every result."""
 
-    threads: int | None = None  # INFERENCE_NUM_THREADS; None: OpenVINO's default (every core)
-    hint: str = "LATENCY"  # PERFORMANCE_HINT: LATENCY (one stream) or THROUGHPUT (several, see OvRunner)
-    streams: int | None = None  # NUM_STREAMS; None: what the hint picks
-    # the compiled-model cache (CACHE_DIR): None is <vggbench cache>/openvino, "" none
-    cache_dir: str | None = None
+    context = ("threads",)
+
+    hint: str = setting("LATENCY", "OpenVINO PERFORMANCE_HINT: LATENCY or THROUGHPUT (the batch split into single "
+                                   "images over the plugin's streams).", choices=HINTS)
+    streams: int | None = setting(None, "OpenVINO NUM_STREAMS [default: what the hint picks].", minimum=1,
+                                  maximum=MAX_THREADS)
     # compile once per input shape (the batch fixed): the plugin plans memory and kernels for it. Off, the
     # exported model's dynamic batch is compiled once for every batch size
-    static_batch: bool = True
-    # compile with no configuration at all (every setting above is ignored): OpenVINO's defaults
-    defaults: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    static_batch: bool = setting(True, "OpenVINO: compile once per batch size (the batch fixed), not once for the "
+                                       "export's dynamic batch.")
+    defaults: bool = setting(False, "OpenVINO with no configuration at all (its own precision, hint, streams and "
+                                    "threads; the case's precision must be the one it picks).")
+    # the compiled-model cache (CACHE_DIR): None is <vggbench cache>/openvino, "" none
+    cache_dir: str | None = setting(None, "OpenVINO's compiled-model cache (CACHE_DIR) [default: "
+                                          "<vggbench cache>/openvino; \"\" for none].")
+    # the run's: INFERENCE_NUM_THREADS; None: OpenVINO's default (every core)
+    threads: int | None = setting(None, cli=False, minimum=1, maximum=MAX_THREADS)
 
     def cache_path(self) -> str | None:
         if self.cache_dir == "":
@@ -205,8 +211,8 @@ def openvino_factory(path: Path, target: Target, options: RunnerOptions | None =
     if artifact_precision != "fp32":
         raise UnsupportedError(f"openvino runs an fp32 ONNX export (as fp32, bf16 or int8); this one was exported "
                                f"in {artifact_precision}")
-    return OvRunner(path, target, (options or RunnerOptions()).openvino)
+    return OvRunner(path, target, (options or RunnerOptions()).settings_for(target))
 
 
 BACKEND = register(Backend("openvino", "onnx", ("cpu",), ("fp32", "bf16", "int8"), ("contiguous",),
-                           openvino_factory, aliases=("ov",)))
+                           openvino_factory, aliases=("ov",), settings=OvSettings, option_prefix="openvino"))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
-from ..core.errors import UnsupportedError
+from ..core.errors import ConfigError, UnsupportedError
+from .settings import SettingsMap
 
 # the modules that register the backends vggbench ships, imported on first use of the registry
 BUILTIN = ("eager", "compile", "torchscript", "pt2", "winograd.runner", "onnxruntime", "tensorrt", "openvino")
@@ -125,3 +126,87 @@ def resolve_backend(name: str) -> str:
 def artifact_backends(fmt: str) -> list[str]:
     """The backends that run an export format, in registry order."""
     return [name for name in backend_names() if _BACKENDS[name].artifact == fmt]
+
+
+# --- the backends' settings: options, suite tables and result fields all come from these ----------------------
+
+@dataclass(frozen=True)
+class SettingsTable:
+    """One backend's settings as the CLI and suites see them: `[backend.<backend>]` in a suite, options
+    --<prefix>-<field> (or the field's own option name) on the command line."""
+
+    backend: str  # the backend that owns them (ort-tensorrt reads onnxruntime's)
+    cls: type
+    prefix: str
+
+    def keys(self) -> dict[str, str]:
+        """Flat key -> field: `<prefix>_<field>` (what the command-line option sets, and what suites before the
+        [backend.*] tables spelled), and the option's own name where a field has one (--cudnn-conv-algo-search)."""
+        from ..core.settings import option_names
+
+        keys = {}
+        for name in self.cls.user_fields():
+            keys[f"{self.prefix}_{name}" if self.prefix else name] = name
+            own = option_names(self.cls, name)
+            if own is not None:
+                keys[own.split("/")[0].removeprefix("--").replace("-", "_")] = name
+        return keys
+
+
+def settings_tables() -> dict[str, SettingsTable]:
+    """backend -> its settings table, for the backends that own settings, in registry order."""
+    _load()
+    return {name: SettingsTable(name, b.settings, b.option_prefix or name.replace("-", "_"))
+            for name in backend_names() if (b := _BACKENDS[name]).settings is not None and b.settings_of is None}
+
+
+def settings_owner(cls: type) -> str:
+    """The backend that owns a settings class."""
+    for name, table in settings_tables().items():
+        if table.cls is cls:
+            return name
+    raise ValueError(f"no backend owns {cls.__name__}")
+
+
+def flat_keys() -> dict[str, tuple[str, str]]:
+    """Flat key (ort_optimization, compile_mode, ...) -> (backend, field), for every backend's settings."""
+    return {key: (table.backend, field) for table in settings_tables().values() for key, field in table.keys().items()}
+
+
+def backend_settings(tables: Mapping | None = None, flat: Mapping | None = None, base: Mapping | None = None,
+                     where: str = "backend") -> SettingsMap:
+    """Each backend's settings: those of `base`, changed by `tables` ({backend: {field: value}} as a suite's
+    [backend.<name>] tables hold them, or {backend: settings object}), then by `flat` keys (ort_optimization=...,
+    as options give them). Every value is checked; a ConfigError names the table or key."""
+    from ..core.settings import check_keys
+
+    owned = settings_tables()
+    result, changes = dict(base or {}), {}
+    for name, table in (tables or {}).items():
+        try:
+            owner = get_backend(name).settings_name
+        except UnsupportedError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if owner not in owned:
+            raise ConfigError(f"{where}: backend {owner} has no settings (backends with settings: "
+                              f"{', '.join(owned)})")
+        if isinstance(table, owned[owner].cls):
+            result[owner] = table
+            continue
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}.{name} must be a table of settings, got {type(table).__name__}")
+        check_keys(table, owned[owner].cls.user_fields(), f"{where}.{name}")
+        changes.setdefault(owner, {}).update(table)
+    keys = flat_keys()
+    for key, value in (flat or {}).items():
+        if key not in keys:
+            raise ConfigError(f"unknown backend setting {key!r} (known: {', '.join(keys)})")
+        owner, field = keys[key]
+        changes.setdefault(owner, {})[field] = value
+    for owner, fields in changes.items():
+        current = result.get(owner)
+        try:
+            result[owner] = replace(current, **fields) if current is not None else owned[owner].cls(**fields)
+        except ConfigError as e:
+            raise ConfigError(f"{owner}: {e}") from None
+    return SettingsMap(result)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -39,15 +40,30 @@ class Runner(Protocol):
 
 @dataclass(frozen=True)
 class RunnerOptions:
-    """Backend settings that are not part of the target; each backend reads the ones it knows."""
+    """What builds a runner besides its target: each backend's settings, by the name of the backend that owns
+    them (a backend without an entry gets its settings' defaults), and images for backends that calibrate int8
+    and fp8 themselves (TensorRT)."""
 
-    compile_mode: str | None = None  # torch.compile(mode=...)
-    compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
-    ort: Any = None  # vggbench.backends.onnxruntime.OrtSettings
-    tensorrt: Any = None  # vggbench.backends.tensorrt.TrtSettings
+    settings: Mapping[str, Any] = field(default_factory=dict)
     # normalised real images (N, 3, H, W) for backends that calibrate int8 themselves (TensorRT)
     calibration: Any = None
-    openvino: Any = None  # vggbench.backends.openvino.OvSettings
+
+    @classmethod
+    def of(cls, *settings, calibration=None) -> RunnerOptions:
+        """Options from settings objects, each filed under the backend whose settings class it is, e.g.
+        RunnerOptions.of(OvSettings(threads=1))."""
+        from .registry import settings_owner
+
+        return cls({settings_owner(type(s)): s for s in settings}, calibration)
+
+    def settings_for(self, target) -> Any:
+        """The settings `target`'s backend runs with (its class's defaults when none were given); None for a
+        backend without settings."""
+        spec = target.spec
+        if spec.settings is None:
+            return None
+        found = self.settings.get(spec.settings_name)
+        return found if found is not None else spec.settings()
 
 
 class TorchRunner:

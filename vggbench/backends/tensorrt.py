@@ -14,41 +14,51 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ..core.errors import UnsupportedError, VggbenchError
+from ..core.settings import setting
 from ..core.fileio import atomic_file, exclusive, sha256_file, write_json
 from ..exporters.manifest import read_manifest
 from .registry import Backend, register
 from .runner import RunnerOptions
+from .settings import BackendSettings, RunContext
 from .target import Target
 
 INSTALL = "pip install 'vggbench[tensorrt]'"
 FP8_CAPABILITY = (8, 9)  # Ada and Hopper have fp8 tensor cores
 # the builder flags of each precision; int8 and fp8 let the layers without a quantized kernel run in fp16
 FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16"), "fp8": ("FP8", "FP16")}
+DEFAULT_MAX_BATCH = 256  # the profile's largest batch when neither the settings nor the run say
 KEY_VERSION = 1  # bump when what goes into an engine changes without its key saying so
 
 
-@dataclass(frozen=True)
-class TrtSettings:
+@dataclass(frozen=True, kw_only=True)
+class TrtSettings(BackendSettings):
     """How engines are built; recorded with every result (and part of the engine's cache key)."""
 
-    max_batch: int = 256  # the optimisation profile's largest batch (min 1, opt the batch being timed)
-    workspace_gib: float = 4.0  # the builder's workspace memory pool
-    tf32: bool = False  # fp32 layers may use TF32 tensor cores (TensorRT's default is on; fp32 is fp32 here)
-    calibration_batch: int = 8  # images per int8 calibration batch
+    context = ("tf32",)
 
-    def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.calibration_batch < 1 or self.workspace_gib <= 0:
-            raise VggbenchError(f"TensorRT settings need max_batch >= 1, calibration_batch >= 1 and a positive "
-                                f"workspace ({self})")
+    max_batch: int | None = setting(None, "tensorrt: the optimisation profile's largest batch (min 1, opt the batch "
+                                          "being timed) [default: the suite's largest batch size, else "
+                                          f"{DEFAULT_MAX_BATCH}].", minimum=1)
+    workspace_gib: float = setting(4.0, "tensorrt: the builder's workspace memory pool, GiB.", above=0,
+                                   maximum=1024)
+    calibration_batch: int = setting(8, "tensorrt: images per int8 calibration batch.", minimum=1, maximum=4096)
+    # the run's: fp32 layers may use TF32 tensor cores (TensorRT's default is on; fp32 is fp32 here)
+    tf32: bool = setting(False, cli=False)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def with_run(self, run: RunContext) -> TrtSettings:
+        settings = super().with_run(run)
+        return settings if self.max_batch is not None else replace(settings, max_batch=run.max_batch)
+
+    @property
+    def profile_max(self) -> int:
+        """The profile's largest batch."""
+        return self.max_batch or DEFAULT_MAX_BATCH
 
 
 @dataclass(frozen=True)
@@ -236,7 +246,8 @@ class TrtRunner:
         self.trt = import_tensorrt()
         self.path, self.target, self.name, self.device = Path(path), target, target.backend, str(target.device)
         self.precision, self.memory_format = target.precision, target.memory_format
-        self.settings = settings or TrtSettings()
+        settings = settings or TrtSettings()
+        self.settings = replace(settings, max_batch=settings.profile_max)
         self._index = target.device.index or 0
         self.gpu = torch.cuda.get_device_name(self._index)
         self.calibration = None
@@ -275,7 +286,7 @@ class TrtRunner:
             return Profile(batch, batch, batch)
         if batch > self.settings.max_batch:
             raise UnsupportedError(f"batch {batch} is above the TensorRT profile's largest "
-                                   f"({self.settings.max_batch}): raise trt_max_batch")
+                                   f"({self.settings.max_batch}): raise --trt-max-batch")
         return Profile(1, batch, self.settings.max_batch)
 
     def key(self, profile: Profile) -> str:
@@ -376,8 +387,9 @@ class TrtRunner:
 def tensorrt_factory(path: Path, target: Target, options: RunnerOptions | None = None,
                      artifact_precision: str = "fp32") -> TrtRunner:
     options = options or RunnerOptions()
-    return TrtRunner(path, target, options.tensorrt, options.calibration)
+    return TrtRunner(path, target, options.settings_for(target), options.calibration)
 
 
 BACKEND = register(Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16", "int8", "fp8"), ("contiguous",),
-                           tensorrt_factory, aliases=("trt",), builds_precisions=True, thread_safe=True))
+                           tensorrt_factory, aliases=("trt",), builds_precisions=True, thread_safe=True,
+                           settings=TrtSettings, option_prefix="trt"))

@@ -106,11 +106,8 @@ def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width
 
 def variant(row: dict) -> str:
     """What sets a row apart from others of its backend, precision and layout: torch.compile's mode, onnxruntime
-    with CUDA graphs; "" for none."""
-    parts = [row["compile_mode"]] if row.get("compile_mode") else []
-    if (row.get("ort_settings") or {}).get("cuda_graph"):
-        parts.append("cuda-graph")
-    return " ".join(parts)
+    with CUDA graphs (its backend settings' variant, recorded with the row); "" for none."""
+    return row.get("variant") or ""
 
 
 def label(row: dict) -> str:

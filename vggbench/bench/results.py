@@ -23,7 +23,10 @@ from ..core.fileio import check_replaceable, write_json, write_text
 from .rows import STATUSES, BenchResult, ScenarioResult
 from .scenarios import SCENARIOS, VERDICTS
 
-SCHEMA_VERSION = 1
+# 2: a row's backend settings are one `backend_settings` object and a `variant`, the run's settings a `backend`
+# table (1 had compile_mode/compile_options/ort_settings/trt_settings/openvino_settings and flat suite keys)
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 is read as version 2 (see _upgrade)
 KIND = "vggbench-run"
 JOURNAL_KIND = "vggbench-run-journal"
 DEFAULT_RESULTS_DIR = Path("benchmarks") / "results"
@@ -184,7 +187,7 @@ def _not_results(path: Path) -> str | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "it is not a vggbench results file (not JSON)"
-    if not (isinstance(data, dict) and data.get("kind") == KIND and data.get("schema_version") == SCHEMA_VERSION
+    if not (isinstance(data, dict) and data.get("kind") == KIND and data.get("schema_version") in READABLE_VERSIONS
             and isinstance(data.get("results"), list)):
         return f"it is not a vggbench results file (no \"kind\": \"{KIND}\", schema_version {SCHEMA_VERSION})"
     return None
@@ -321,12 +324,14 @@ def read_run(path: str | os.PathLike) -> dict:
             raise ResultsError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise ResultsError(f"{path} is not a vggbench results file (no \"kind\": \"{KIND}\")")
-    if data.get("schema_version") != SCHEMA_VERSION:
+    if data.get("schema_version") not in READABLE_VERSIONS:
         raise ResultsError(f"{path} has schema_version {data.get('schema_version')!r}; this vggbench reads "
-                           f"{SCHEMA_VERSION}")
+                           f"{', '.join(map(str, READABLE_VERSIONS))}")
     rows = data.get("results")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ResultsError(f"{path} has no list of results")
+    if data["schema_version"] == 1:
+        _upgrade(data)
     for i, row in enumerate(rows):
         missing = [k for k in REQUIRED_ROW_KEYS if k not in row]
         if missing:
@@ -336,6 +341,42 @@ def read_run(path: str | os.PathLike) -> dict:
         raise ResultsError(f"{path} has no environment")
     _check_environment(path, data["environment"])
     return data
+
+
+# --- version 1 read as version 2 ------------------------------------------------------------------------------
+
+# version 1's flat suite keys -> (backend, field) of version 2's settings["backend"] tables
+_V1_SUITE_KEYS = {"compile_mode": ("compile", "mode"), "compile_freezing": ("compile", "freezing"),
+                  "ort_optimization": ("onnxruntime", "optimization"),
+                  "cudnn_conv_algo_search": ("onnxruntime", "cudnn_conv_algo_search"),
+                  "ort_cuda_graph": ("onnxruntime", "cuda_graph"), "trt_max_batch": ("tensorrt", "max_batch"),
+                  "openvino_hint": ("openvino", "hint"), "openvino_streams": ("openvino", "streams"),
+                  "openvino_defaults": ("openvino", "defaults")}
+_V1_ROW_KEYS = ("compile_mode", "compile_options", "ort_settings", "trt_settings", "openvino_settings")
+
+
+def _upgrade(data: dict) -> None:
+    """A version 1 results envelope made version 2 in place: each row's backend settings in `backend_settings`
+    with its `variant`, the run's flat backend keys in settings["backend"]."""
+    settings = data.get("settings")
+    if isinstance(settings, dict):
+        tables: dict = {}
+        for key, (backend, name) in _V1_SUITE_KEYS.items():
+            if key in settings:
+                tables.setdefault(backend, {})[name] = settings.pop(key)
+        settings.setdefault("backend", tables)
+    for row in data["results"]:
+        old = {k: row.pop(k, None) for k in _V1_ROW_KEYS}
+        ort = old["ort_settings"] if isinstance(old["ort_settings"], dict) else None
+        if row.get("backend") == "compile":
+            options = old["compile_options"] if isinstance(old["compile_options"], dict) else {}
+            row["backend_settings"] = {"mode": old["compile_mode"], "freezing": bool(options.get("freezing"))}
+        else:
+            row["backend_settings"] = ort or old["trt_settings"] or old["openvino_settings"]
+        parts = [old["compile_mode"] if isinstance(old["compile_mode"], str) else "",
+                 "cuda-graph" if ort and ort.get("cuda_graph") else ""]
+        row["variant"] = " ".join(p for p in parts if p)
+    data["schema_version"] = SCHEMA_VERSION
 
 
 # --- the checks of a file that may have been edited by hand: every field that report, compare and plot read

@@ -30,11 +30,10 @@ class Case:
     min_time_s: float
     min_iters: int
     max_iters: int
-    compile_mode: str | None = None
-    compile_options: dict | None = None  # torch.compile(options=...), e.g. {"freezing": True}
-    ort_settings: dict | None = None  # vggbench.backends.OrtSettings, for onnxruntime backends
-    trt_settings: dict | None = None  # vggbench.backends.tensorrt.TrtSettings, for the tensorrt backend
-    openvino_settings: dict | None = None  # vggbench.backends.OvSettings, for openvino
+    # the backend's settings (its settings class's fields, the run's threads/TF32 filled in); None for a backend
+    # without settings
+    backend_settings: dict | None = None
+    variant: str = ""  # what the settings set apart in tables: torch.compile's mode, onnxruntime's CUDA graphs
 
     @property
     def timing(self) -> Timing:

@@ -113,5 +113,4 @@ class SutSettings(Settings):
     max_wait_ms: float = setting(5.0, "Server: how long a batch waits for more samples after its first one "
                                       "arrived.", minimum=0, maximum=MAX_LATENCY_BOUND_MS)
     workers: int = setting(1, "Threads that each take a batch and run it (a stream each); more than 1 for "
-                              "backends whose runners may be called concurrently (eager, torchscript, pt2, "
-                              "onnxruntime).", minimum=1, maximum=MAX_WORKERS)
+                              "backends whose runners may be called concurrently ({thread_safe_backends}).", minimum=1, maximum=MAX_WORKERS)

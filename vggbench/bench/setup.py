@@ -1,19 +1,17 @@
 """Each backend's settings for a suite, made once and used alike by `benchmark` (the sweep) and `loadgen`:
-the fields a `Case` records and the `RunnerOptions` its runner is built with."""
+the fields a `Case` records and the `RunnerOptions` its runner is built with. Nothing here names a backend:
+what a backend's settings are, and which fields the run fills in, its settings class says."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
-from ..backends import OrtSettings, OvSettings, RunnerOptions, Target
-from ..backends.tensorrt import TrtSettings
+from ..backends import RunnerOptions, Target
+from ..backends.registry import get_backend
+from ..backends.settings import RunContext
 from ..data.inputs import calibration_images
 from ..exporters.quantize import QuantConfig
 from .suite import Suite
-
-ORT_BACKENDS = ("onnxruntime", "ort-tensorrt")
 
 
 class BackendSetup:
@@ -21,35 +19,35 @@ class BackendSetup:
 
     def __init__(self, suite: Suite, threads: int, tf32: bool) -> None:
         self.suite = suite
-        self.ort = OrtSettings(threads=threads, optimization=suite.ort_optimization,
-                               cudnn_conv_algo_search=suite.cudnn_conv_algo_search, tf32=tf32,
-                               cuda_graph=suite.ort_cuda_graph)
         largest = max(b for g in suite.groups() for b in g.batch_sizes)
-        self.trt = TrtSettings(max_batch=suite.trt_max_batch or largest, tf32=tf32)
-        self.openvino = OvSettings(threads=threads, hint=suite.openvino_hint, streams=suite.openvino_streams,
-                                   defaults=suite.openvino_defaults)
+        self.run = RunContext(threads=threads, tf32=tf32, max_batch=largest)
 
-    def case_fields(self, backend: str, target: Target | Exception, settings: dict | None = None) -> dict:
-        """The settings a case of `backend` records (a matrix table's own `settings` win over the suite's)."""
-        s, settings = self.suite, settings or {}
-        builds = isinstance(target, Target) and target.spec.builds_precisions  # TensorRT: its own settings
-        ort = replace(self.ort, cuda_graph=settings.get("ort_cuda_graph", self.ort.cuda_graph))
-        compiled = backend == "compile"
-        return {"compile_mode": settings.get("compile_mode", s.compile_mode) if compiled else None,
-                "compile_options": {"freezing": True} if compiled and s.compile_freezing else None,
-                "ort_settings": ort.to_dict() if backend in ORT_BACKENDS else None,
-                "trt_settings": self.trt.to_dict() if builds else None,
-                "openvino_settings": self.openvino.to_dict() if backend == "openvino" else None}
+    def settings(self, backend: str, settings=None):
+        """The settings `backend`'s cases run with (a group's own, else the suite's), the run's fields filled in;
+        None for a backend without settings."""
+        spec = get_backend(backend)
+        if settings is None:
+            settings = self.suite.backend.get(spec.settings_name) or (spec.settings() if spec.settings else None)
+        return None if settings is None else settings.with_run(self.run)
+
+    def case_fields(self, backend: str, target: Target | Exception, settings=None) -> dict:
+        """The settings a case of `backend` records, and the variant its tables show (a matrix table's own
+        settings win over the suite's)."""
+        settings = self.settings(backend, settings)
+        return {"backend_settings": None if settings is None else settings.to_dict(),
+                "variant": "" if settings is None else settings.variant()}
 
     def runner_options(self, case, target: Target, loaded) -> RunnerOptions:
         """The options that build `case`'s runner; `loaded` gives calibration images to a backend that
         calibrates int8 and fp8 itself (TensorRT), chosen as onnx-int8's are."""
-        ort = OrtSettings(**case.ort_settings) if case.ort_settings else self.ort
-        return RunnerOptions(compile_mode=case.compile_mode, compile_options=case.compile_options, ort=ort,
-                             tensorrt=self.trt, openvino=self.openvino, calibration=self._calibration(target, loaded))
+        spec = target.spec
+        settings = {}
+        if spec.settings is not None and case.backend_settings is not None:
+            settings[spec.settings_name] = spec.settings(**case.backend_settings)
+        return RunnerOptions(settings, calibration=self._calibration(target, loaded))
 
     def _calibration(self, target: Target, loaded) -> torch.Tensor | None:
-        if target.precision not in ("int8", "fp8") or not target.spec.builds_precisions:
+        if target.precision not in ("int8", "fp8") or not target.spec.calibrates:
             return None
         quant, w = QuantConfig(), loaded.weights
         return calibration_images(quant.calibration, quant.images, self.suite.image_size, w.mean, w.std, w.meta)[0]

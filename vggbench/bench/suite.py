@@ -19,6 +19,7 @@ from typing import ClassVar, NamedTuple
 from ..core.device import device_text
 from ..core.documents import loads_toml
 from ..core.errors import ConfigError
+from ..backends.settings import SettingsMap
 from ..core.settings import MAX_THREADS, check_keys, coerce, from_mapping, setting
 from ..zoo.settings import ModelSettings
 from ..zoo.specs import MAX_IMAGE_SIZE
@@ -30,35 +31,9 @@ except ModuleNotFoundError:  # Python 3.10
 
 PROJECT_SUITES = Path("benchmarks") / "suites"  # relative to the working directory
 AXES = ("models", "backends", "precisions", "memory_formats", "batch_sizes")
-# backend settings a [[matrix]] table may set for its own cases (e.g. torch.compile in two modes); each distinct
-# value makes its own group, and the setting lands in the case's row
-MATRIX_SETTINGS = ("compile_mode", "ort_cuda_graph")
-MATRIX_KEYS = (*AXES[1:], *MATRIX_SETTINGS)  # a [[matrix]] table narrows what each model runs
-
-
-# the backends own their settings' choices; asked only when a value is checked (they import torch)
-def _compile_modes() -> tuple[str, ...]:
-    from ..backends.compile import MODES
-
-    return MODES
-
-
-def _ort_optimizations() -> tuple[str, ...]:
-    from ..backends.onnxruntime import OPTIMIZATIONS
-
-    return OPTIMIZATIONS
-
-
-def _conv_algo_searches() -> tuple[str, ...]:
-    from ..backends.onnxruntime import CONV_ALGO_SEARCHES
-
-    return CONV_ALGO_SEARCHES
-
-
-def _openvino_hints() -> tuple[str, ...]:
-    from ..backends.openvino import HINTS
-
-    return HINTS
+# a [[matrix]] table narrows what each model runs: these lists, and any backend setting (a flat key such as
+# compile_mode, or a `backend` table), each distinct value of which makes its own group
+MATRIX_KEYS = (*AXES[1:], "backend")
 
 
 def _batch_size_list(value) -> list[int]:
@@ -76,17 +51,43 @@ _MATRIX_TYPE = "matrix must be a list of tables ([[matrix]]) of lists"
 
 
 def _matrix(value) -> tuple[dict, ...]:
-    """[[matrix]] tables: each narrows some of the lists, checked as the top-level keys are. (A table left
-    empty by an override stands for the whole top-level product.)"""
+    """[[matrix]] tables: each narrows some of the lists, checked as the top-level keys are, and may set backend
+    settings for its own cases. (A table left empty by an override stands for the whole top-level product.)"""
+    from ..backends.registry import backend_settings, flat_keys
+
     if not isinstance(value, (list, tuple)) or not all(isinstance(m, dict) for m in value):
         raise ConfigError(_MATRIX_TYPE)
+    keys = flat_keys()
+    tables = []
     for m in value:
-        check_keys(m, MATRIX_KEYS, "a [[matrix]] table")
-    return tuple({k: coerce(Suite, k, v) for k, v in m.items()} for m in value)
+        check_keys(m, (*MATRIX_KEYS, *keys), "a [[matrix]] table")
+        flat = {k: v for k, v in m.items() if k in keys}
+        backend_settings(m.get("backend"), flat, where="[[matrix]] backend")  # every value checked now
+        tables.append({k: v if k in keys or k == "backend" else coerce(Suite, k, v) for k, v in m.items()})
+    return tuple(tables)
 
 
-# which backend each of MATRIX_SETTINGS concerns (the others ignore it, so it does not split their groups)
-_CONCERNS = {"compile": ("compile_mode",), "onnxruntime": ("ort_cuda_graph",)}
+def _backend_tables(value):
+    """A suite's [backend.<name>] tables (or settings objects) -> SettingsMap."""
+    from ..backends.registry import backend_settings
+    from ..backends.settings import SettingsMap
+
+    return value if isinstance(value, SettingsMap) else backend_settings(value, where="backend")
+
+
+def _settings_of(backend: str, base, table: dict) -> object | None:
+    """The settings a [[matrix]] table (or {} for the top level) gives `backend`'s cases: the suite's, changed by
+    the table's keys that concern this backend; None for a backend without settings."""
+    from ..backends.registry import backend_settings, flat_keys, get_backend
+
+    owner = get_backend(backend).settings_name
+    flat = {k: v for k, v in table.items() if flat_keys().get(k, ("",))[0] == owner}
+    tables = {n: t for n, t in (table.get("backend") or {}).items() if get_backend(n).settings_name == owner}
+    settings = backend_settings(tables, flat, base) if flat or tables else base
+    if owner in settings:
+        return settings[owner]
+    cls = get_backend(backend).settings
+    return cls() if cls is not None else None
 
 
 class Group(NamedTuple):
@@ -97,7 +98,7 @@ class Group(NamedTuple):
     precision: str
     memory_format: str
     batch_sizes: tuple[int, ...]
-    settings: tuple[tuple[str, object], ...] = ()  # of MATRIX_SETTINGS, for this backend
+    settings: object = None  # the backend's settings (vggbench.backends.settings.BackendSettings), None without
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,9 +112,8 @@ class Suite(ModelSettings):
     description: str = setting("", cli=False)
     # what to time: every combination of these lists is a case (see `matrix`)
     models: tuple[str, ...] = setting(("vgg16",), "Comma-separated model names, e.g. vgg11,vgg16.")
-    backends: tuple[str, ...] = setting(("eager",), "Comma-separated: eager, compile, torchscript, pt2, "
-                                                    "onnxruntime, ort-tensorrt, tensorrt, winograd, openvino.")
-    precisions: tuple[str, ...] = setting(("fp32",), "Comma-separated: fp32, amp, bf16, fp16, int8.",
+    backends: tuple[str, ...] = setting(("eager",), "Comma-separated: {backends}.")
+    precisions: tuple[str, ...] = setting(("fp32",), "Comma-separated: {precisions}.",
                                           option="--precision")
     memory_formats: tuple[str, ...] = setting(("contiguous",), "Comma-separated: contiguous, channels_last.",
                                               option="--memory-format")
@@ -151,46 +151,40 @@ class Suite(ModelSettings):
     native_only: bool = setting(False, "Skip bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX), where "
                                        "it runs emulated, several times slower than fp32: a row says so "
                                        "(the best-cpu suite sets it).")
-    # backend settings
-    compile_mode: str | None = setting(None, "torch.compile mode: default, reduce-overhead, max-autotune, ...",
-                                       choices=_compile_modes)
-    compile_freezing: bool = setting(False, "torch.compile with inductor freezing (weights as constants, "
-                                            "prepacked).")
-    ort_optimization: str = setting("all", "onnxruntime graph optimisation: disable, basic, extended, all.",
-                                    choices=_ort_optimizations)
-    cudnn_conv_algo_search: str = setting("EXHAUSTIVE", "onnxruntime CUDA: EXHAUSTIVE, HEURISTIC or DEFAULT.",
-                                          choices=_conv_algo_searches)
-    ort_cuda_graph: bool = setting(False, "onnxruntime CUDA: capture each batch size as a CUDA graph and replay it "
-                                          "(fixed IO-bound buffers).")
-    trt_max_batch: int | None = setting(None, "tensorrt: the optimisation profile's largest batch (min 1, opt the "
-                                              "batch being timed) [default: the suite's largest batch size].",
-                                        minimum=1)
-    openvino_hint: str = setting("LATENCY", "OpenVINO PERFORMANCE_HINT: LATENCY or THROUGHPUT (the batch split "
-                                            "into single images over the plugin's streams).", choices=_openvino_hints)
-    openvino_streams: int | None = setting(None, "OpenVINO NUM_STREAMS [default: what the hint picks].", minimum=1,
-                                           maximum=MAX_THREADS)
-    openvino_defaults: bool = setting(False, "OpenVINO with no configuration at all (its own precision, hint, "
-                                             "streams and threads; the case's precision must be the one it picks).")
+    # each backend's settings: a [backend.<name>] table in a suite file (the options --ort-optimization,
+    # --compile-mode, ... on the command line; the flat keys ort_optimization, compile_mode, ... in a file too)
+    backend: object = setting(SettingsMap(), "", parse=_backend_tables, cli=False)
 
     def override(self, **changes) -> Suite:
-        """A copy with `changes` (None values ignored); a list given here replaces it in every matrix too."""
+        """A copy with `changes` (None values ignored); a list or a backend setting given here replaces it in every
+        matrix too. Backend settings come as flat keys (ort_optimization="basic", as options give them) or as
+        backend={"onnxruntime": {...}}."""
+        from ..backends.registry import backend_settings, flat_keys
+
         changes = {k: v for k, v in changes.items() if v is not None}
+        keys = flat_keys()
+        flat = {k: changes.pop(k) for k in list(changes) if k in keys}
         check_keys(changes, _FIELDS, f"suite {self.name}")
-        matrix = tuple({k: v for k, v in m.items() if k not in changes} for m in self.matrix)
+        tables = changes.pop("backend", None)
+        if flat or tables:
+            changes["backend"] = backend_settings(tables, flat, self.backend)
+        # a backend field set here is dropped from the matrix tables, whichever spelling they used
+        fields_set = {keys[k] for k in flat} | {(get_owner(n), f) for n, t in (tables or {}).items()
+                                                if isinstance(t, dict) for f in t}
+        matrix = tuple(_without(m, changes, fields_set, keys) for m in self.matrix)
         return validate(replace(self, **changes, matrix=matrix))
 
     def groups(self) -> list[Group]:
         """(model, backend, precision, memory_format, batch sizes, backend settings), each combination once, in
-        suite order: a runner is built once per group and times every batch size. The settings are those of
-        MATRIX_SETTINGS that concern the backend (compile_mode for compile, ort_cuda_graph for onnxruntime), as
-        (key, value) pairs."""
+        suite order: a runner is built once per group and times every batch size. The settings are the backend's
+        settings object for those cases: the suite's, changed by the matrix table's keys that concern it."""
         found: dict[tuple, list[int]] = {}
         for model in self.models:
             for m in self.matrix or ({},):
-                axes = {k: m.get(k, getattr(self, k)) for k in MATRIX_KEYS}
+                axes = {k: m.get(k, getattr(self, k)) for k in AXES[1:]}
                 for backend, precision, memory_format in itertools.product(
                         axes["backends"], axes["precisions"], axes["memory_formats"]):
-                    settings = tuple((k, axes[k]) for k in MATRIX_SETTINGS if k in _CONCERNS.get(backend, ()))
+                    settings = _settings_of(backend, self.backend, m)
                     sizes = found.setdefault((model, backend, precision, memory_format, settings), [])
                     sizes += [b for b in axes["batch_sizes"] if b not in sizes]
         return [Group(*key[:4], tuple(sizes), key[4]) for key, sizes in found.items()]
@@ -246,6 +240,8 @@ def _read_text(path) -> str:
 
 
 def parse_suite(text: str, name: str = "custom", where: str = "suite") -> Suite:
+    from ..backends.registry import backend_settings, flat_keys
+
     try:
         data = loads_toml(text, where)
     except tomllib.TOMLDecodeError as e:
@@ -253,6 +249,10 @@ def parse_suite(text: str, name: str = "custom", where: str = "suite") -> Suite:
     if isinstance(data.get("matrix"), list) and not all(data["matrix"]):
         raise ConfigError(_MATRIX_TYPE)  # an empty [[matrix]] table is a mistake in a file
     data.setdefault("name", name)
+    # flat backend keys (ort_optimization = "basic"), as suites spelled them before [backend.<name>] tables
+    flat = {k: data.pop(k) for k in list(data) if k in flat_keys()}
+    if flat:
+        data["backend"] = backend_settings(data.get("backend"), flat, where="backend")
     return validate(from_mapping(Suite, data, where))
 
 
@@ -266,6 +266,22 @@ def resolve_suite(suite: Suite | str | os.PathLike | None = None, **overrides) -
     if not isinstance(suite, Suite):
         suite = load_suite(suite or default_suite(overrides.get("device")))
     return suite.override(**overrides)
+
+
+def get_owner(backend: str) -> str:
+    from ..backends.registry import get_backend
+
+    return get_backend(backend).settings_name
+
+
+def _without(table: dict, changes: dict, fields_set: set, keys: dict) -> dict:
+    """A matrix table without what an override set: its lists, and its keys of the backend fields set."""
+    kept = {k: v for k, v in table.items() if k not in changes or k == "backend"}
+    kept = {k: v for k, v in kept.items() if k not in keys or keys[k] not in fields_set}
+    if isinstance(kept.get("backend"), dict):
+        kept["backend"] = {n: {f: v for f, v in t.items() if (get_owner(n), f) not in fields_set}
+                           for n, t in kept["backend"].items()}
+    return kept
 
 
 # --- validation ----------------------------------------------------------------------------------------

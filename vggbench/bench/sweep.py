@@ -158,7 +158,7 @@ class _Sweep:
         return self.results
 
     def _case(self, model: str, backend: str, precision: str, memory_format: str, batch_size: int,
-              settings: tuple = ()) -> Case:
+              settings=None) -> Case:
         s = self.suite
         target = self.plan[model, backend, precision, memory_format]
         return Case(model=model, image_size=s.image_size, batch_size=batch_size, backend=backend,
@@ -166,7 +166,7 @@ class _Sweep:
                     weights=self.weights.label,
                     warmup=max(s.warmup, get_backend(backend).min_warmup),
                     warmup_time_s=s.warmup_time_s, min_time_s=s.min_time_s, min_iters=s.min_iters,
-                    max_iters=s.max_iters, **self.setup.case_fields(backend, target, dict(settings)))
+                    max_iters=s.max_iters, **self.setup.case_fields(backend, target, settings))
 
     def _model(self, name: str, groups: list) -> None:
         s = self.suite

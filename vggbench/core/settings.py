@@ -95,8 +95,16 @@ def _fields(cls: type) -> tuple[tuple[dataclasses.Field, Setting, _Kind], ...]:
     return tuple((f, f.metadata[_KEY], _kind(hints[f.name])) for f in dataclasses.fields(cls) if _KEY in f.metadata)
 
 
-def _option_names(f: dataclasses.Field, s: Setting) -> str:
-    return s.option or "--" + f.name.replace("_", "-")
+def _option_names(f: dataclasses.Field, s: Setting, prefix: str = "") -> str:
+    return s.option or "--" + (f"{prefix}_{f.name}" if prefix else f.name).replace("_", "-")
+
+
+def option_names(cls: type, name: str) -> str | None:
+    """The option name a setting of `cls` declares itself (e.g. "--min-time"), or None when it has none."""
+    for f, s, _ in _fields(cls):
+        if f.name == name:
+            return s.option
+    raise KeyError(name)
 
 
 class Settings:
@@ -114,9 +122,16 @@ class Settings:
         return tuple(f.name for f, _, _ in _fields(cls))
 
     def to_dict(self) -> dict:
-        """Field -> value, tuples as lists (for JSON)."""
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-                for f in dataclasses.fields(self)}
+        """Field -> value, tuples as lists and values with a to_dict() as what it gives (for JSON)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
 
 
 def _label(cls: type, f: dataclasses.Field, s: Setting) -> str:
@@ -267,14 +282,34 @@ def _shown(value: Any) -> str:
 
 
 def cli_options(cls: type, *, include: Iterable[str] | None = None, exclude: Iterable[str] = (),
-                show_defaults: bool = True):
+                show_defaults: bool = True, prefix: str = ""):
     """A decorator adding one click option per setting of `cls` (those in `include`, not in `exclude`).
 
     Every option defaults to None, so that the dataclass default stays the only default: a command passes
     on the values given (`given(kwargs)`) and the dataclass fills in the rest. Bools are --flag/--no-flag
     pairs; tuples are comma-separated text; the help ends with [default: X] unless `show_defaults` is False
     (for settings whose default comes from elsewhere, such as a suite file) or it says its default itself.
+    prefix: options --<prefix>-<field> that set the keyword <prefix>_<field> (a backend's settings).
     """
+    import click
+
+    params = click_params(cls, include=include, exclude=exclude, show_defaults=show_defaults, prefix=prefix)
+
+    def decorate(command):
+        # what click.option does: options go on the function until @command makes it a Command
+        if isinstance(command, click.Command):
+            command.params.extend(params)
+        else:
+            command.__dict__.setdefault("__click_params__", []).extend(reversed(params))
+        return command
+
+    return decorate
+
+
+def click_params(cls: type, *, include: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                 show_defaults: bool = True, prefix: str = "") -> list:
+    """The click.Option of each setting of `cls`, as cli_options adds them (for commands that add options
+    when they are asked for them, such as those generated from the backend registry)."""
     import click
 
     include = None if include is None else set(include)
@@ -285,7 +320,7 @@ def cli_options(cls: type, *, include: Iterable[str] | None = None, exclude: Ite
         raise ValueError(f"{cls.__name__} has no settings {sorted(unknown)}")
 
     def option(f: dataclasses.Field, s: Setting, kind: _Kind):
-        names = _option_names(f, s)
+        names = _option_names(f, s, prefix)
         if kind.base is bool and "/" not in names:
             names = f"{names}/--no-{names[2:]}"
         help_text = s.help
@@ -296,14 +331,9 @@ def cli_options(cls: type, *, include: Iterable[str] | None = None, exclude: Ite
             kwargs["type"] = click.INT if kind.base is int else click.FLOAT
         if s.choices is not None and not callable(s.choices):
             kwargs["metavar"] = "[" + "|".join(map(str, s.choices)) + "]"
-        return click.option(names, f.name, **kwargs)
+        return click.Option([names, f"{prefix}_{f.name}" if prefix else f.name], **kwargs)
 
-    def decorate(command):
-        for f, s, k in reversed(chosen):
-            command = option(f, s, k)(command)
-        return command
-
-    return decorate
+    return [option(f, s, k) for f, s, k in chosen]
 
 
 def given(kwargs: Mapping[str, Any]) -> dict:

@@ -258,7 +258,7 @@ def profile_layers(export_dir: str | os.PathLike, *, backends: Sequence[str] | N
     report = LayersReport(str(export_dir), manifest["model"]["name"], granularity)
     inputs = verify_inputs(manifest, batch_sizes, photos, data, data_images, report.skipped)
     static = static_batch(manifest)
-    options = options or RunnerOptions(ort=settings)
+    options = options or RunnerOptions.of(*(s for s in (settings,) if s is not None))
     gold = eager_runner(reference.module, "cpu", "fp32")
     expected: dict[str, dict[str, torch.Tensor]] = {}
 

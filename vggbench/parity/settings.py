@@ -47,8 +47,8 @@ class VerifySettings(Settings):
                                                      "eager and compile compare the eager model itself in another "
                                                      "precision or memory format.")
     device: str = setting("cpu", "cpu, cuda or cuda:N.", parse=device_text)
-    precisions: tuple[str, ...] | None = setting(None, "Comma-separated: fp32, fp16, amp, bf16, int8 [default: the "
-                                                       "export's precision].", option="--precision")
+    precisions: tuple[str, ...] | None = setting(None, "Comma-separated: {precisions} [default: the export's "
+                                                       "precision].", option="--precision")
     channels_last: bool = setting(False, "Also compare channels_last input.")
     batch_sizes: tuple[int, ...] = setting((1, 3), "Random batches to compare.", minimum=1)
     photos: bool = setting(True, "Also compare on two real photos.")

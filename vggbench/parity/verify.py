@@ -197,7 +197,7 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     expected = {label: run_in_batches(gold, x, None) for label, x in inputs}
 
     # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
-    options = RunnerOptions(ort=settings, openvino=openvino)
+    options = RunnerOptions.of(*(s for s in (settings, openvino) if s is not None))
     with scoped_numerics(tf32=tf32_flag(device, False)):
         def build(target):
             return make_runner(target, subject, export_dir=export_dir, options=_calibrated(options, target, manifest))

@@ -1,0 +1,78 @@
+"""What a backend's settings are: a `Settings` dataclass of its own, registered with the backend, from which its
+command-line options (--<prefix>-<field>), its suite table ([backend.<name>]), the settings its result rows record
+and the validation of every value all come. No torch import here: the CLI builds options from these classes.
+
+Two kinds of field: the user's (options and suite keys) and the run's (`context`: the thread count and the TF32
+flag of the run, which the run fills in so that a row records what the backend was really given).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..core.settings import Settings
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the run, not the user, decides for every backend: the intra-op threads, TF32 for CUDA fp32, and the
+    largest batch the runner will be given (TensorRT's optimisation profile is built for it)."""
+
+    threads: int | None = None
+    tf32: bool = False
+    max_batch: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendSettings(Settings):
+    """Base of a backend's settings. `context` names the fields that the run fills in (see RunContext); the other
+    fields are the user's."""
+
+    context: ClassVar[tuple[str, ...]] = ()
+    _labels: ClassVar[str] = "key"  # messages name the field; the caller adds the backend
+
+    @classmethod
+    def user_fields(cls) -> tuple[str, ...]:
+        """The fields that are options and suite keys."""
+        return tuple(name for name in cls.setting_names() if name not in cls.context)
+
+    def with_run(self, run: RunContext) -> BackendSettings:
+        """These settings with the run's values in the context fields."""
+        return dataclasses.replace(self, **{name: getattr(run, name) for name in self.context})
+
+    def variant(self) -> str:
+        """What sets cases of these settings apart in a table, when a suite times several settings of one backend
+        ("max-autotune" for torch.compile's mode); "" for the default."""
+        return ""
+
+
+class SettingsMap(Mapping):
+    """backend -> its settings object: immutable and hashable, so that suites (frozen dataclasses) can hold it;
+    to_dict() gives {backend: {field: value}} for JSON."""
+
+    def __init__(self, items: Mapping[str, BackendSettings] | None = None) -> None:
+        self._items = dict(sorted((items or {}).items()))
+
+    def __getitem__(self, key: str) -> BackendSettings:
+        return self._items[key]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Mapping) and dict(self) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"SettingsMap({self._items!r})"
+
+    def to_dict(self) -> dict:
+        return {name: settings.to_dict() for name, settings in self._items.items()}
