@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tests.conftest import TINY, TINY_IMAGE
 from vggbench.backends import eager_runner
 from vggbench.bench.rows import BenchResult, Case
+from vggbench.core.device import CPU, Device
 from vggbench.core.errors import ConfigError
 from vggbench.core.timing import (
     CudaEventTimer,
@@ -40,7 +41,8 @@ class FakeClock:
 class FakeRunner:
     """Each call 'takes' the next duration (seconds) on a fake clock: exact, deterministic samples."""
 
-    device, precision, memory_format, name = "cpu", "fp32", "contiguous", "fake"
+    device, precision, memory_format, name = CPU, "fp32", "contiguous", "fake"
+    torch_stream = False
 
     def __init__(self, clock: FakeClock, durations) -> None:
         self.clock, self.durations, self.calls = clock, durations, 0
@@ -195,7 +197,7 @@ def test_timer_is_chosen_once_per_device_and_runner():
     cpu = eager_runner(load_model("vgg11", **TINY).module)
     assert isinstance(timer_for(cpu), PerfCounterTimer)
     other = FakeRunner(FakeClock(), lambda i: 0)
-    other.device = "cuda"  # a runner that does not say it runs on torch's stream gets a wall clock
+    other.device = Device("cuda")  # a runner outside torch's streams gets a wall clock, even on CUDA
     assert isinstance(timer_for(other), PerfCounterTimer)
 
 
@@ -209,7 +211,7 @@ def test_cuda_events_time_torch_work_on_the_gpu():
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable peak RSS")
 def test_cpu_memory_probe_sees_a_temporary_allocation():
-    probe = MemoryProbe("cpu")
+    probe = MemoryProbe(CPU)
     big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched, then freed
     del big
     cuda_peak, rss_delta = probe.read()

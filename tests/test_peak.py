@@ -10,6 +10,7 @@ import vggbench.bench.sweep as sweep
 from tests.conftest import TINY, TINY_IMAGE
 from vggbench.bench import peak
 from vggbench.bench.results import read_run
+from vggbench.core.device import CPU, Device
 
 ZEN4 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -102,15 +103,15 @@ def test_gpu_theoretical_peak_from_the_datasheet(monkeypatch):
     assert peak.gpu_theoretical("NVIDIA L40S", "fp16") is None  # not an L4
     assert peak.gpu_theoretical("NVIDIA GeForce RTX 4090", "bf16")["gflops_per_s"] == pytest.approx(165_200)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "NVIDIA H100 80GB HBM3")
-    assert peak.theoretical_peak("cuda:0", "bf16", threads=1)["gflops_per_s"] == pytest.approx(989_400)
+    assert peak.theoretical_peak(Device("cuda", 0), "bf16", threads=1)["gflops_per_s"] == pytest.approx(989_400)
 
 
 def test_several_gemm_shapes_are_timed():
-    measured = peak.measure_peak("cpu", "fp32", reps=1, min_call_s=0.0, max_size=256)
+    measured = peak.measure_peak(CPU, "fp32", reps=1, min_call_s=0.0, max_size=256)
     assert [(s["m"], s["k"], s["n"]) for s in measured["shapes"]] == [(256, 256, 256), (128, 128, 128),
                                                                       (2048, 64, 256)]
     assert measured["gflops_per_s"] == max(s["gflops_per_s"] for s in measured["shapes"]) > 0
-    assert peak.measure_peak("cpu", "int8") is None
+    assert peak.measure_peak(CPU, "int8") is None
 
 
 def test_an_effective_rate_has_no_share_of_the_theoretical_peak():

@@ -18,6 +18,7 @@ from tests.conftest import TINY, TINY_IMAGE
 from vggbench.bench.report import render_run
 from vggbench.bench.results import CSV_COLUMNS, read_run
 from vggbench.cli import main
+from vggbench.core.device import CPU, Device
 from vggbench.core.errors import ExportError, UnsupportedError
 from vggbench.zoo.profiling import profile
 from vggbench.zoo.specs import ModelOptions
@@ -125,7 +126,7 @@ class FakeRunner:
 
     def __init__(self, module, target, oom_from=None, wrong=False):
         self.module, self.target, self.oom_from, self.wrong = module, target, oom_from, wrong
-        self.device, self.precision, self.memory_format, self.name = "cpu", "fp32", "contiguous", "fake"
+        self.device, self.precision, self.memory_format, self.name = CPU, "fp32", "contiguous", "fake"
         self.batches: list[int] = []  # the batch size of every call
 
     def prepare(self, batch):
@@ -350,8 +351,8 @@ def test_fp32_on_cuda_is_strict_unless_tf32_is_asked_for():
     from vggbench.core.numerics import scoped_numerics, tf32_flag
     from vggbench.parity.metrics import TOLERANCES, tolerance_for
 
-    assert tf32_flag("cpu", None) is None and tf32_flag("cpu", True) is None and tf32_flag("cuda", None) is False
-    assert tf32_flag("cuda:1", True) is True
+    assert tf32_flag(CPU, None) is None and tf32_flag(CPU, True) is None and tf32_flag(Device("cuda"), None) is False
+    assert tf32_flag(Device("cuda", 1), True) is True
     assert tolerance_for("fp32", tf32=True) == TOLERANCES["tf32"] != TOLERANCES["fp32"]
     assert tolerance_for("amp", tf32=True) == TOLERANCES["amp"]
     assert OrtSettings().to_dict()["tf32"] is False
@@ -397,7 +398,7 @@ def test_oom_back_off_on_a_cuda_device_mocked_at_the_device_queries(cache, monke
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: props)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: props.name)
     monkeypatch.setattr(sweep, "measure_peak", lambda device, precision: {
-        "device": device, "precision": precision, "gflops_per_s": 1e-3, "shape": "8192x8192x8192"})
+        "device": str(device), "precision": precision, "gflops_per_s": 1e-3, "shape": "8192x8192x8192"})
     made = []
 
     def fake(target, model, **kwargs):

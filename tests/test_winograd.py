@@ -12,6 +12,7 @@ from vggbench.backends import make_runner
 from vggbench.backends.winograd import native, onednn
 from vggbench.backends.winograd.model import WinogradConv2d, _fastest, variants, winograd_model
 from vggbench.backends.winograd.runner import WinogradRunner
+from vggbench.core.device import CPU
 from vggbench.core.errors import UnsupportedError
 from vggbench.core.timing import make_timer, sample
 from vggbench.parity.checked import export
@@ -189,7 +190,7 @@ def test_sample_calls_until_the_budget_and_the_minimum_are_met():
     def call():
         now[0] += 0.25
 
-    timer = make_timer("cpu", lambda: None, clock=clock)
+    timer = make_timer(CPU, lambda: None, clock=clock)
     assert sample(call, timer, min_calls=2, clock=clock).samples_ms == (250.0, 250.0)
     assert len(sample(call, timer, 2, min_time_s=1.0, clock=clock).samples_ms) == 4
     assert len(sample(call, timer, 2, min_time_s=10.0, max_calls=6, clock=clock).samples_ms) == 6

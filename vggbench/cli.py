@@ -361,9 +361,11 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, **k
     from .bench.results import claim_results, read_run
     from .bench.suite import default_suite
     from .bench.sweep import benchmark
+    from .core.device import parse_device
 
     if best and suite is None:
-        suite = f"best-{default_suite(kwargs['device'])}"
+        device = kwargs["device"]
+        suite = f"best-{default_suite(None if device is None else parse_device(device))}"
     parse_baseline(baseline)  # a bad one fails now, not after the run
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
     journal = claim_results(out, command=command, force=force)  # an --out that cannot be written fails now, not after the run

@@ -12,7 +12,7 @@ import torch
 from ..core.errors import UnsupportedError
 from ..core.settings import MAX_THREADS, setting
 from .registry import Backend, register
-from .runner import RunnerOptions
+from .runner import Runner, RunnerOptions
 from .settings import BackendSettings
 from .target import Target
 
@@ -45,19 +45,18 @@ class OrtSettings(BackendSettings):
         return "cuda-graph" if self.cuda_graph else ""
 
 
-class OrtRunner:
+class OrtRunner(Runner):
     """onnxruntime InferenceSession. On CUDA the input is bound on the device (IO binding), so the timed run
     does not include host-device copies, as for the torch runners."""
 
-    # onnxruntime runs on its own CUDA stream and returns when the outputs are ready: torch's CUDA events
-    # would not see its work, so the benchmark times it with a wall clock
+    # onnxruntime runs on its own CUDA stream and Session.run returns when the outputs are ready: torch's CUDA
+    # events would not see its work, so the benchmark times it with a wall clock (and there is nothing to wait for)
     torch_stream = False
 
     def __init__(self, path: Path, target: Target, settings: OrtSettings | None = None) -> None:
         import onnxruntime as ort
 
-        self.target, self.name, self.device = target, target.backend, str(target.device)
-        self.precision, self.memory_format = target.precision, target.memory_format
+        super().__init__(target)
         self.settings = settings or OrtSettings()
         kind = "ort-tensorrt" if target.backend == "ort-tensorrt" else target.device.kind
         wanted = PROVIDERS[kind]
@@ -131,19 +130,10 @@ class OrtRunner:
         self.session.run_with_iobinding(binding, run_options)
         return binding
 
-    def synchronize(self) -> None:
-        """Session.run returns once the outputs are ready, so there is nothing to wait for."""
-
     def to_tensor(self, output) -> torch.Tensor:
         if self._on_device:
             output = output.copy_outputs_to_cpu()[0]
         return torch.from_numpy(output).float()
-
-    def notes(self, batch: torch.Tensor) -> str:
-        return ""
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.to_tensor(self.run(self.prepare(batch)))
 
 
 def ort_factory(path: Path, target: Target, options: RunnerOptions | None = None,

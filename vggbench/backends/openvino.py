@@ -19,7 +19,7 @@ import torch
 from ..core.errors import UnsupportedError
 from ..core.settings import MAX_THREADS, setting
 from .registry import Backend, register
-from .runner import RunnerOptions
+from .runner import Runner, RunnerOptions
 from .settings import BackendSettings
 from .target import Target
 
@@ -100,7 +100,7 @@ def default_precision(core=None) -> str:
     return _precision_name(core.get_property(DEVICE, "INFERENCE_PRECISION_HINT"))
 
 
-class OvRunner:
+class OvRunner(Runner):
     """An OpenVINO compiled model on the CPU.
 
     LATENCY: one synchronous infer request per call, the whole batch at once. THROUGHPUT: the batch is split
@@ -108,13 +108,14 @@ class OvRunner:
     plugin's streams; at batch 1 that is one request on one stream, which the hint gave fewer threads, so
     THROUGHPUT pays only with several images a call."""
 
-    torch_stream = False  # OpenVINO returns when the outputs are ready; timed with the wall clock
+    # a synchronous infer (and wait_all) returns when the outputs are ready: timed with the wall clock, and
+    # there is nothing to wait for
+    torch_stream = False
 
     def __init__(self, path: Path, target: Target, settings: OvSettings | None = None) -> None:
         ov, self.core = _core()
         self.version = ov.__version__.split("-")[0]
-        self.target, self.name, self.device = target, target.backend, str(target.device)
-        self.precision, self.memory_format = target.precision, target.memory_format
+        super().__init__(target)
         self.settings = settings or OvSettings()
         self._check_precision()
         self.config = self.settings.config(self.precision)
@@ -177,9 +178,6 @@ class OvRunner:
         runner.wait_all()
         return out
 
-    def synchronize(self) -> None:
-        """A synchronous infer (and wait_all) returns once the outputs are ready."""
-
     def to_tensor(self, output: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.array(output, dtype=np.float32))
 
@@ -201,9 +199,6 @@ class OvRunner:
                   f"threads {get('INFERENCE_NUM_THREADS')}, requests {get('OPTIMAL_NUMBER_OF_INFER_REQUESTS')}")
         shape = "static batch" if self.static else "dynamic batch"
         return f"OpenVINO {self.version}, {asked}, {shape}; compiled: {chosen}"
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.to_tensor(self.run(self.prepare(batch)))
 
 
 def openvino_factory(path: Path, target: Target, options: RunnerOptions | None = None,

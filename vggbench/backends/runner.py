@@ -7,35 +7,60 @@ for the device; `to_tensor` gives fp32 CPU logits for parity; `notes` says what 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..core.device import Device
 from .target import Target
 
 
-@runtime_checkable
-class Runner(Protocol):
-    target: Target
-    name: str  # the backend
-    device: str  # as recorded in results, e.g. "cuda:0"
-    precision: str
-    memory_format: str
-    # True when its CUDA work runs on torch's current stream, so that CUDA events can time it; False for
-    # runtimes with their own streams (onnxruntime), which are timed with a synchronised wall clock
-    torch_stream: bool
+class Runner(abc.ABC):
+    """The base of every backend's runner: its identity comes from the target it was built for; a backend
+    writes `prepare`, `run` and, for outputs that are not torch tensors, `to_tensor`."""
 
-    def prepare(self, batch: torch.Tensor) -> Any: ...
-    def run(self, prepared: Any) -> Any: ...
-    def synchronize(self) -> None: ...
-    def to_tensor(self, output: Any) -> torch.Tensor: ...
-    def notes(self, batch: torch.Tensor) -> str: ...
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+    # True when its CUDA work runs on torch's current stream, so that CUDA events can time it and
+    # `synchronize` waits for it; False for runtimes with their own streams whose calls return once the
+    # outputs are ready (onnxruntime, OpenVINO), which are timed with a synchronised wall clock
+    torch_stream: bool = True
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.name = target.backend
+        self.device: Device = target.device  # results record str(device), e.g. "cuda:0"
+        self.precision, self.memory_format = target.precision, target.memory_format
+
+    @abc.abstractmethod
+    def prepare(self, batch: torch.Tensor) -> Any:
+        """An fp32 NCHW CPU batch as the backend eats it (device, dtype, layout), outside any timed loop."""
+
+    @abc.abstractmethod
+    def run(self, prepared: Any) -> Any:
+        """The forward pass that the benchmark times."""
+
+    def synchronize(self) -> None:
+        """Wait for the device: on torch's stream, torch waits for it; the others returned when done."""
+        if self.torch_stream and self.device.is_cuda:
+            torch.cuda.synchronize(self.device.torch)
+
+    def to_tensor(self, output: Any) -> torch.Tensor:
+        """fp32 CPU logits, for parity."""
+        if isinstance(output, (tuple, list)):  # a dense export with its score map: the scores come first
+            output = output[0]
+        return output.detach().float().cpu()
+
+    def notes(self, batch: torch.Tensor) -> str:
+        """What the backend chose for this batch, where it chooses anything."""
+        return ""
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.to_tensor(self.run(self.prepare(batch)))
 
 
 @dataclass(frozen=True)
@@ -66,43 +91,25 @@ class RunnerOptions:
         return found if found is not None else spec.settings()
 
 
-class TorchRunner:
+class TorchRunner(Runner):
     """Runs a torch callable (module, ScriptModule, exported program or compiled module)."""
 
-    torch_stream = True
-
     def __init__(self, module: nn.Module, target: Target, autocast: bool = True) -> None:
-        self.module, self.target = module, target
-        self.name, self.device = target.backend, str(target.device)
-        self.precision, self.memory_format = target.precision, target.memory_format
+        super().__init__(target)
+        self.module = module
         self._autocast_dtype = target.autocast_dtype if autocast else None
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.to(self.device, self.target.dtype).contiguous(memory_format=self.target.torch_memory_format)
+        return batch.to(self.device.torch, self.target.dtype).contiguous(memory_format=self.target.torch_memory_format)
 
     def _autocast(self):
         if self._autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.target.device.kind, dtype=self._autocast_dtype)
+        return torch.autocast(self.device.kind, dtype=self._autocast_dtype)
 
     def run(self, prepared: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), self._autocast():
             return self.module(prepared)
-
-    def synchronize(self) -> None:
-        if self.target.device.is_cuda:
-            torch.cuda.synchronize(self.device)
-
-    def to_tensor(self, output: torch.Tensor | tuple) -> torch.Tensor:
-        if isinstance(output, (tuple, list)):  # a dense export with its score map: the scores come first
-            output = output[0]
-        return output.detach().float().cpu()
-
-    def notes(self, batch: torch.Tensor) -> str:
-        return ""
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.to_tensor(self.run(self.prepare(batch)))
 
 
 def place(module: nn.Module, target: Target) -> nn.Module:

@@ -24,7 +24,7 @@ from ..core.settings import setting
 from ..core.fileio import atomic_file, exclusive, sha256_file, write_json
 from ..exporters.manifest import read_manifest
 from .registry import Backend, register
-from .runner import RunnerOptions
+from .runner import Runner, RunnerOptions
 from .settings import BackendSettings, RunContext
 from .target import Target
 
@@ -157,7 +157,7 @@ def check_fp8(device_index: int) -> None:
                                f"{capability[0]}.{capability[1]}")
 
 
-def make_calibrator(trt, images: torch.Tensor, batch: int, device: str, cache: Path):
+def make_calibrator(trt, images: torch.Tensor, batch: int, device: torch.device, cache: Path):
     """An IInt8EntropyCalibrator2 that feeds `images` (normalised, N x 3 x H x W) in full batches of `batch`
     through one device buffer, and keeps TensorRT's calibration table in `cache`."""
 
@@ -235,17 +235,15 @@ def _torch_dtype(trt, dtype) -> torch.dtype:
     raise UnsupportedError(f"TensorRT tensor type {dtype} has no torch dtype here")
 
 
-class TrtRunner:
+class TrtRunner(Runner):
     """A TensorRT engine per profile, executed with execute_async_v3 on torch's current stream: torch's CUDA
     events time it like the torch runners, and the bindings are torch tensors fixed in `prepare`."""
-
-    torch_stream = True
 
     def __init__(self, path: Path, target: Target, settings: TrtSettings | None = None,
                  calibration: torch.Tensor | None = None) -> None:
         self.trt = import_tensorrt()
-        self.path, self.target, self.name, self.device = Path(path), target, target.backend, str(target.device)
-        self.precision, self.memory_format = target.precision, target.memory_format
+        super().__init__(target)
+        self.path = Path(path)
         settings = settings or TrtSettings()
         self.settings = replace(settings, max_batch=settings.profile_max)
         self._index = target.device.index or 0
@@ -309,7 +307,7 @@ class TrtRunner:
             elif self.calibration is not None:
                 batch = min(self.settings.calibration_batch, self.calibration.shape[0])
                 table = folder / f"calibration-{_digest([self.onnx_sha256, self.version, images_digest(self.calibration), batch])}.table"
-                calibrator = make_calibrator(self.trt, self.calibration, batch, self.device, table)
+                calibrator = make_calibrator(self.trt, self.calibration, batch, self.device.torch, table)
             timing = folder / f"timing-{_digest([self.version, self.gpu])}.cache"
             data = build_engine(self.trt, source, self.precision, profile, self.settings, self.logger, timing,
                                 calibrator)
@@ -349,10 +347,10 @@ class TrtRunner:
     def _prepare(self, batch: torch.Tensor, tuned: bool):
         engine, context = self._context(batch.shape[0], tuned)
         name, output = self._io(engine)
-        x = batch.to(self.device, _torch_dtype(self.trt, engine.get_tensor_dtype(name))).contiguous()
+        x = batch.to(self.device.torch, _torch_dtype(self.trt, engine.get_tensor_dtype(name))).contiguous()
         context.set_input_shape(name, tuple(x.shape))
         out = torch.empty(tuple(context.get_tensor_shape(output)),
-                          dtype=_torch_dtype(self.trt, engine.get_tensor_dtype(output)), device=self.device)
+                          dtype=_torch_dtype(self.trt, engine.get_tensor_dtype(output)), device=self.device.torch)
         context.set_tensor_address(name, x.data_ptr())
         context.set_tensor_address(output, out.data_ptr())
         return context, x, out  # the tensors live as long as the bindings that point at them
@@ -363,15 +361,9 @@ class TrtRunner:
 
     def run(self, prepared) -> torch.Tensor:
         context, _, out = prepared
-        if not context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
+        if not context.execute_async_v3(torch.cuda.current_stream(self._index).cuda_stream):
             raise VggbenchError("TensorRT could not enqueue the engine")
         return out
-
-    def synchronize(self) -> None:
-        torch.cuda.synchronize(self.device)
-
-    def to_tensor(self, output: torch.Tensor) -> torch.Tensor:
-        return output.detach().float().cpu()
 
     def notes(self, batch: torch.Tensor) -> str:
         return f"TensorRT {self.version}: " + "; ".join(self.log)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.device import parse_device
+from ..core.device import Device
 from ..core.timing import make_timer
 
 # the dtype a precision's matmuls run in; int8 and fp8 (quantised runtimes) have no torch GEMM to compare with
@@ -26,7 +26,7 @@ MAX_SIZE = {"cpu": 4096, "cuda": 8192}
 MIN_CALL_S = 0.08  # grow the matrices until one matmul takes this long (or MAX_SIZE)
 
 
-def _rate(timer, m: int, k: int, n: int, dtype, device: str, generator, reps: int) -> float:
+def _rate(timer, m: int, k: int, n: int, dtype, device: torch.device, generator, reps: int) -> float:
     a = torch.randn(m, k, generator=generator, device=device, dtype=dtype)
     b = torch.randn(k, n, generator=generator, device=device, dtype=dtype)
     matmul = functools.partial(torch.mm, a, b)
@@ -35,7 +35,7 @@ def _rate(timer, m: int, k: int, n: int, dtype, device: str, generator, reps: in
     return 2 * m * k * n / best / 1e9
 
 
-def measure_peak(device: str, precision: str, reps: int = 3, min_call_s: float = MIN_CALL_S,
+def measure_peak(device: Device, precision: str, reps: int = 3, min_call_s: float = MIN_CALL_S,
                  max_size: int | None = None) -> dict | None:
     """GFLOP/s of torch GEMMs on `device` in `precision`'s dtype, best of `reps` calls per shape after a warm-up
     call: the square n x n x n with n doubled from 256 until one call takes `min_call_s` (so a slow dtype stays
@@ -44,13 +44,13 @@ def measure_peak(device: str, precision: str, reps: int = 3, min_call_s: float =
     dtype = PEAK_DTYPES.get(precision)
     if dtype is None:
         return None
-    cuda = parse_device(device).is_cuda
-    max_size = max_size or MAX_SIZE["cuda" if cuda else "cpu"]
-    timer = make_timer(device, lambda: torch.cuda.synchronize(device) if cuda else None)
-    generator = torch.Generator(device).manual_seed(0)  # not the global RNG
+    where = device.torch
+    max_size = max_size or MAX_SIZE[device.kind]
+    timer = make_timer(device, lambda: torch.cuda.synchronize(where) if device.is_cuda else None)
+    generator = torch.Generator(where).manual_seed(0)  # not the global RNG
     n = 256
     while True:
-        a, b = (torch.randn(n, n, generator=generator, device=device, dtype=dtype) for _ in range(2))
+        a, b = (torch.randn(n, n, generator=generator, device=where, dtype=dtype) for _ in range(2))
         matmul = functools.partial(torch.mm, a, b)
         matmul()  # the first call at a size pays for library start-up and kernel selection
         if timer.time_ms(matmul)[1] / 1e3 >= min_call_s or n >= max_size:
@@ -59,10 +59,10 @@ def measure_peak(device: str, precision: str, reps: int = 3, min_call_s: float =
     del a, b
     started = time.perf_counter()
     shapes = [(n, n, n), (max(n // 2, 1),) * 3, (8 * n, max(n // 4, 1), n)]
-    rates = [{"m": m, "k": k, "n": nn, "gflops_per_s": _rate(timer, m, k, nn, dtype, device, generator, reps)}
+    rates = [{"m": m, "k": k, "n": nn, "gflops_per_s": _rate(timer, m, k, nn, dtype, where, generator, reps)}
              for m, k, nn in shapes]
     best = max(rates, key=lambda r: r["gflops_per_s"])
-    return {"device": device, "precision": precision, "dtype": str(dtype).removeprefix("torch."), "n": n,
+    return {"device": str(device), "precision": precision, "dtype": str(dtype).removeprefix("torch."), "n": n,
             "reps": reps, "threads": torch.get_num_threads(), "gflops_per_s": best["gflops_per_s"],
             "shape": f"{best['m']}x{best['k']}x{best['n']}", "shapes": rates,
             "seconds": round(time.perf_counter() - started, 3)}
@@ -179,11 +179,10 @@ def cpu_theoretical(precision: str, threads: int, cpuinfo: dict | None = None, m
                                             f"{dtype} FLOPs/cycle ({what})"}
 
 
-def theoretical_peak(device: str, precision: str, threads: int, tf32: bool = False) -> dict | None:
+def theoretical_peak(device: Device, precision: str, threads: int, tf32: bool = False) -> dict | None:
     """The theoretical ceiling of a device and precision where it is known: {gflops_per_s, source}."""
-    parsed = parse_device(device)
-    if parsed.is_cuda:
-        return gpu_theoretical(torch.cuda.get_device_name(parsed.index or 0), precision, tf32)
+    if device.is_cuda:
+        return gpu_theoretical(torch.cuda.get_device_name(device.index or 0), precision, tf32)
     return cpu_theoretical(precision, threads)
 
 

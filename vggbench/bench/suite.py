@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-from ..core.device import device_text
+from ..core.device import Device, device_text, parse_device
 from ..core.documents import loads_toml
 from ..core.errors import ConfigError
 from ..backends.settings import SettingsMap
@@ -256,15 +256,16 @@ def parse_suite(text: str, name: str = "custom", where: str = "suite") -> Suite:
     return validate(from_mapping(Suite, data, where))
 
 
-def default_suite(device: str | None) -> str:
+def default_suite(device: Device | None) -> str:
     """The suite `vggbench run` uses without --suite: cpu, or cuda for a CUDA device."""
-    return "cuda" if device and str(device).startswith("cuda") else "cpu"
+    return "cuda" if device is not None and device.is_cuda else "cpu"
 
 
 def resolve_suite(suite: Suite | str | os.PathLike | None = None, **overrides) -> Suite:
     """A Suite from an object, a name or a path (None: the default for overrides' device), then overrides."""
     if not isinstance(suite, Suite):
-        suite = load_suite(suite or default_suite(overrides.get("device")))
+        device = overrides.get("device")
+        suite = load_suite(suite or default_suite(None if device is None else parse_device(device)))
     return suite.override(**overrides)
 
 

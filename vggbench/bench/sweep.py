@@ -126,13 +126,13 @@ def _theoretical(plan: dict, device: Device, suite: Suite) -> dict[tuple[str, st
     runnable = dict.fromkeys(t.precision for t in plan.values() if isinstance(t, Target))
     threads = torch.get_num_threads()
     tf32 = bool(tf32_flag(device, suite.tf32))
-    return {(str(device), p): theoretical_peak(str(device), p, threads, tf32) for p in runnable}
+    return {(str(device), p): theoretical_peak(device, p, threads, tf32) for p in runnable}
 
 
 def _peaks(plan: dict, device: Device) -> list[dict]:
     """One GEMM per precision that has a runnable case (amp on a CPU, say, has none)."""
     runnable = list(dict.fromkeys(t.precision for t in plan.values() if isinstance(t, Target)))
-    return [p for p in (measure_peak(str(device), precision) for precision in runnable) if p]
+    return [p for p in (measure_peak(device, precision) for precision in runnable) if p]
 
 
 class _Sweep:
@@ -224,7 +224,7 @@ class _Sweep:
         close = get_backend(c.backend).close
         if close is not None:
             close()
-        free_memory(str(self.device))
+        free_memory(self.device)
 
     def _time_sizes(self, runner: Runner, cases: list[Case], load_ms: float) -> None:
         """Every batch size in turn, backing off after an out-of-memory one: a batch at least as large is
@@ -278,7 +278,7 @@ class _Sweep:
             status, reason = self._failure(e)
             row = BenchResult.failed(case, status, reason, load_ms=load_ms, parity_max_abs=parity.get("max_abs"))
         if row.status == "oom":
-            free_memory(case.device)
+            free_memory(self.device)
         self._record([row])
         return row
 

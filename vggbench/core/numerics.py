@@ -6,14 +6,14 @@ import contextlib
 
 import torch
 
-from .device import Device, parse_device
+from .device import Device
 
 
-def tf32_flag(device: Device | str, tf32: bool | None) -> bool | None:
+def tf32_flag(device: Device, tf32: bool | None) -> bool | None:
     """The TF32 flag a run on `device` applies: on CUDA, fp32 is IEEE fp32 unless TF32 was asked for
     (torch's own default lets cuDNN use TF32, which moves logits ~1e-3 of their range); elsewhere TF32
     does not exist, the flags are left alone and fp32 is judged as fp32 (None)."""
-    return bool(tf32) if parse_device(device).is_cuda else None
+    return bool(tf32) if device.is_cuda else None
 
 
 @contextlib.contextmanager

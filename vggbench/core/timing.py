@@ -1,9 +1,9 @@
 """The timing engine: warm-up, an adaptive iteration count, one timer per device, statistics over the
 raw samples, peak memory and OOM capture.
 
-It times anything with `prepare`, `run`, `synchronize` and `device` (a backend's runner, or one layer of the
-winograd tuner) and knows nothing of models, exports or suites: vggbench.bench decides what to time and turns
-measurements into result rows.
+It times anything with `prepare`, `run`, `synchronize`, `device` (a `Device`) and `torch_stream` (a backend's
+runner), or a bare call with a timer from `make_timer` (one layer of the winograd tuner), and knows nothing of
+models, exports or suites: vggbench.bench decides what to time and turns measurements into result rows.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .device import Device
 from .errors import ConfigError
 
 NOISY_RELATIVE_IQR = 0.10  # a case whose IQR is above 10% of its median is flagged as noisy
@@ -135,8 +136,8 @@ class CudaEventTimer:
 
     name = "cuda_event"
 
-    def __init__(self, device: str) -> None:
-        self._stream = torch.cuda.current_stream(torch.device(device))
+    def __init__(self, device: Device) -> None:
+        self._stream = torch.cuda.current_stream(device.torch)
         self._start = torch.cuda.Event(enable_timing=True)
         self._end = torch.cuda.Event(enable_timing=True)
 
@@ -148,17 +149,16 @@ class CudaEventTimer:
         return out, self._start.elapsed_time(self._end)
 
 
-def make_timer(device: str, synchronize: Callable[[], None], torch_stream: bool = True,
+def make_timer(device: Device, synchronize: Callable[[], None], torch_stream: bool = True,
                clock: Callable[[], float] = time.perf_counter):
     """CUDA events for torch work on a CUDA device; otherwise perf_counter around synchronised calls."""
-    if torch.device(device).type == "cuda" and torch_stream:
+    if device.is_cuda and torch_stream:
         return CudaEventTimer(device)
     return PerfCounterTimer(synchronize, clock)
 
 
 def timer_for(runner, clock: Callable[[], float] = time.perf_counter):
-    # a runner that does not say runs outside torch's streams (the safe assumption: a synchronised wall clock)
-    return make_timer(runner.device, runner.synchronize, getattr(runner, "torch_stream", False), clock)
+    return make_timer(runner.device, runner.synchronize, runner.torch_stream, clock)
 
 
 # --- memory --------------------------------------------------------------------------------------------
@@ -192,12 +192,12 @@ class MemoryProbe:
     """Peak memory of one case. CUDA: torch's max allocated bytes (weights included; onnxruntime allocates
     outside torch, so none for it). CPU: how far the process's peak RSS rose above its RSS at the start."""
 
-    def __init__(self, device: str, torch_stream: bool = True) -> None:
-        self._device = device
-        self._cuda = torch.device(device).type == "cuda"
+    def __init__(self, device: Device, torch_stream: bool = True) -> None:
+        self._device = device.torch
+        self._cuda = device.is_cuda
         self._torch_stream = torch_stream
         if self._cuda:
-            torch.cuda.reset_peak_memory_stats(device)
+            torch.cuda.reset_peak_memory_stats(self._device)
         else:
             self._start = _rss_bytes()
             self._hwm = _reset_peak_rss()
@@ -219,10 +219,10 @@ def is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or bool(_OOM_MESSAGE.search(str(error)))
 
 
-def free_memory(device: str) -> None:
+def free_memory(device: Device) -> None:
     """Give cached memory back after a case (after an OOM, before the next one)."""
     gc.collect()
-    if torch.device(device).type == "cuda" and torch.cuda.is_initialized():
+    if device.is_cuda and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
 
@@ -272,7 +272,7 @@ def measure(runner, batch: torch.Tensor, timing: Timing = Timing(), *,
     """
     prepared = runner.prepare(batch)
     timer = timer_for(runner, clock)
-    probe = MemoryProbe(runner.device, getattr(runner, "torch_stream", False))
+    probe = MemoryProbe(runner.device, runner.torch_stream)
 
     def call():
         return runner.run(prepared)

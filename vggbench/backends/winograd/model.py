@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ...core.device import CPU
 from ...core.timing import Stats, make_timer, sample
 from . import native as _native
 from . import onednn
@@ -195,7 +196,7 @@ def _fastest(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int, fi
     less). Choose by the median, not the minimum: a variant with many small steps has a wide spread on a
     shared machine, and its best call is not what a forward pass gets. Timing every variant repeatedly
     would make tuning slow."""
-    timer = make_timer("cpu", lambda: None)
+    timer = make_timer(CPU, lambda: None)
     calls = {name: (lambda c=c: c(x)) for name, c in candidates.items()}
     stats = {}
     for name, call in calls.items():

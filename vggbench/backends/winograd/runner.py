@@ -14,6 +14,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ...core.device import Device
 from ..registry import Backend, register
 from ..runner import RunnerOptions, TorchRunner
 from ..target import Target, resolve_target
@@ -97,7 +98,7 @@ class WinogradRunner(TorchRunner):
         return f"{plan}; torch fallback: {'; '.join(problems.values())}" if problems else plan
 
 
-def winograd_runner(module: nn.Module, device: str = "cpu", precision: str = "fp32",
+def winograd_runner(module: nn.Module, device: str | Device = "cpu", precision: str = "fp32",
                     memory_format: str = "channels_last") -> WinogradRunner:
     return WinogradRunner(module, resolve_target("winograd", device, precision, memory_format))
 
