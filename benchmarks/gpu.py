@@ -60,7 +60,7 @@ def headline(out: Path, cache: Path) -> dict:
     data = _run(HEADLINE, out, "headline", cache)
     rows = [r for r in data["results"] if r["status"] == "ok"]
     best = max(rows, key=lambda r: r["images_per_s"], default=None)
-    found = {"fp16_bf16_best": best and {k: best[k] for k in ("backend", "precision", "compile_mode", "images_per_s")}}
+    found = {"fp16_bf16_best": best and {k: best[k] for k in ("backend", "precision", "variant", "images_per_s")}}
     # int8 and fp8 speed on the same VGG16 (random weights: speed only; agreement is the int8 stage)
     folder = out / "vgg16-export"
     if not (folder / "manifest.json").exists():
@@ -70,7 +70,7 @@ def headline(out: Path, cache: Path) -> dict:
     for precision in ("int8", "fp8"):
         try:
             runner = make_runner(resolve_target("tensorrt", "cuda", precision), export_dir=folder,
-                                 options=RunnerOptions(calibration=images, tensorrt=TrtSettings(max_batch=256)))
+                                 options=RunnerOptions.of(TrtSettings(max_batch=256), calibration=images))
             m = measure(runner, batch, Timing(warmup=10, warmup_time_s=2.0, min_time_s=3.0, min_iters=20))
             found[f"tensorrt_{precision}"] = {"images_per_s": 256 / (m.stats.median_ms / 1e3),
                                               "median_ms": m.stats.median_ms, "noisy": m.stats.noisy,

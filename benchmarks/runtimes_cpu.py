@@ -63,12 +63,12 @@ def competitors(export_dir: Path, model: str, width: float, loaded) -> dict[str,
         baseline = ("torchvision eager fp32 (vggbench's eager, same network)", eager_runner(loaded.module))
     return dict([
         baseline,
-        ("onnxruntime defaults fp32", load_runner(export_dir, "onnxruntime", options=RunnerOptions(ort=OrtSettings()))),
+        ("onnxruntime defaults fp32", load_runner(export_dir, "onnxruntime", options=RunnerOptions.of(OrtSettings()))),
         (f"OpenVINO defaults ({ov_default})", load_runner(
-            export_dir, "openvino", precision=ov_default, options=RunnerOptions(openvino=OvSettings(defaults=True)))),
+            export_dir, "openvino", precision=ov_default, options=RunnerOptions.of(OvSettings(defaults=True)))),
         ("OpenVINO fp32 (f32 hint)", load_runner(
             export_dir, "openvino", precision="fp32",
-            options=RunnerOptions(openvino=OvSettings(static_batch=False, cache_dir="")))),
+            options=RunnerOptions.of(OvSettings(static_batch=False, cache_dir="")))),
     ])
 
 

@@ -220,11 +220,14 @@ def verify(export_dir, as_json, fmt, **kwargs) -> None:
     """Check that every artifact of EXPORT_DIR computes what the eager model computes (exit 1 if not)."""
     import json
 
+    from .backends.registry import backend_settings, flat_keys
+
+    backend = backend_settings(flat=given({k: kwargs.pop(k) for k in flat_keys() if k in kwargs}))
     settings = VerifySettings(**given(kwargs))
     if settings.layers:
-        _verify_layers(settings, export_dir, as_json, fmt)
+        _verify_layers(settings, export_dir, as_json, fmt, backend)
         return
-    report = settings.verify(export_dir)
+    report = settings.verify(export_dir, backend)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -236,12 +239,12 @@ def verify(export_dir, as_json, fmt, **kwargs) -> None:
         click.echo(report.summary())
 
 
-def _verify_layers(settings: VerifySettings, export_dir: str, as_json: bool, fmt: str) -> None:
+def _verify_layers(settings: VerifySettings, export_dir: str, as_json: bool, fmt: str, backend) -> None:
     import json
 
     from .parity.layers import COLUMNS, table_rows
 
-    report = settings.profile_layers(export_dir)
+    report = settings.profile_layers(export_dir, backend)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

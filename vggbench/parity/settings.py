@@ -77,9 +77,10 @@ class VerifySettings(Settings):
         if self.granularity != "blocks" and not self.layers:
             raise ConfigError("--granularity belongs to the layer profile: add --layers")
 
-    def profile_layers(self, export_dir: str | os.PathLike):
-        """`vggbench.profile_layers` of `export_dir` with these settings: the LayersReport (JSON and plot
-        written when asked for)."""
+    def profile_layers(self, export_dir: str | os.PathLike, backend=None):
+        """`vggbench.profile_layers` of `export_dir` with these settings (and `backend`: each backend's settings,
+        {backend: settings object}): the LayersReport (JSON and plot written when asked for)."""
+        from ..backends import RunnerOptions
         from .layers import profile_layers
 
         report = profile_layers(export_dir, backends=None if self.backends is None else list(self.backends),
@@ -89,7 +90,8 @@ class VerifySettings(Settings):
                                 else ("contiguous",), batch_sizes=list(self.batch_sizes), photos=self.photos,
                                 atol=self.atol, rtol=self.rtol, weights=self.weights,
                                 data=None if self.data.lower() == "none" else self.data,
-                                all_stages=self.all_stages, granularity=self.granularity)
+                                all_stages=self.all_stages, granularity=self.granularity,
+                                options=RunnerOptions(dict(backend or {})))
         if self.out:
             from ..core.fileio import write_json
 
@@ -104,12 +106,14 @@ class VerifySettings(Settings):
                 raise e.keeping(f"the profile is in {self.out}") if self.out else e from None
         return report
 
-    def verify(self, export_dir: str | os.PathLike):
-        """`vggbench.verify` of `export_dir` with these settings: the VerifyReport."""
+    def verify(self, export_dir: str | os.PathLike, backend=None):
+        """`vggbench.verify` of `export_dir` with these settings (and `backend`: each backend's settings,
+        {backend: settings object}): the VerifyReport."""
         from .verify import verify
 
         return verify(export_dir, backends=None if self.backends is None else list(self.backends),
                       device=self.device, precisions=None if self.precisions is None else list(self.precisions),
                       memory_formats=("contiguous", "channels_last") if self.channels_last else ("contiguous",),
                       batch_sizes=list(self.batch_sizes), photos=self.photos, atol=self.atol, rtol=self.rtol,
-                      weights=self.weights, data=None if self.data.lower() == "none" else self.data)
+                      weights=self.weights, data=None if self.data.lower() == "none" else self.data,
+                      backend_settings=backend)

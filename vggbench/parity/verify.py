@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -168,14 +168,16 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
            batch_sizes: Sequence[int] = (1, 3), photos: bool = True, atol: float | None = None,
            rtol: float | None = None, weights: str | os.PathLike | None = None,
            reference: LoadedModel | None = None, settings: OrtSettings | None = None, data: str | None = "auto",
-           data_images: int = DATA_IMAGES, openvino: OvSettings | None = None) -> VerifyReport:
+           data_images: int = DATA_IMAGES, openvino: OvSettings | None = None,
+           backend_settings: Mapping | None = None) -> VerifyReport:
     """Compare each (backend, precision, memory format) against eager fp32 on the CPU.
 
     Inputs: seeded random batches of each size in `batch_sizes` (1 and >1 catch batch specialisation);
     with `photos`, two real photos and their mirror images, normalised as the manifest says; and `data`:
     up to `data_images` test images of a dataset ("auto": the one the weights were trained on, when it
     loads offline; None: none), which is where int8's class agreement is measured.
-    settings, openvino: the onnxruntime and openvino backends' settings (None: their defaults).
+    settings, openvino: the onnxruntime and openvino backends' settings (None: their defaults);
+    backend_settings: any backend's settings, {backend: settings object} (vggbench.backends.settings).
     backends default to every artifact in the folder; precisions to the precision it was exported in.
     """
     expect_path("verify", "export_dir", export_dir)
@@ -197,7 +199,8 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     expected = {label: run_in_batches(gold, x, None) for label, x in inputs}
 
     # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
-    options = RunnerOptions.of(*(s for s in (settings, openvino) if s is not None))
+    options = RunnerOptions({**(backend_settings or {}),
+                             **RunnerOptions.of(*(s for s in (settings, openvino) if s is not None)).settings})
     with scoped_numerics(tf32=tf32_flag(device, False)):
         def build(target):
             return make_runner(target, subject, export_dir=export_dir, options=_calibrated(options, target, manifest))
