@@ -171,7 +171,7 @@ def test_nncf_quantization_writes_a_qdq_model_that_keeps_the_classes(tmp_path):
     model = load_model("vgg11", seed=0, width=1 / 8, hidden=64, num_classes=10)
     manifest = vggbench.export(model, out, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"],
                                quant=QuantConfig(images=8, method="nncf"), verify=False)
-    assert manifest["artifacts"]["onnx-int8"]["quantization"]["method"] == "nncf"
+    assert manifest.artifacts["onnx-int8"].quantization["method"] == "nncf"
     ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     report = verify(out, backends=["openvino", "onnxruntime"], precisions=["int8"], batch_sizes=[1],
