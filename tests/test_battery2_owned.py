@@ -112,16 +112,20 @@ def test_export_force_never_deletes_a_folder_that_holds_no_export(user_folder):
 
 
 def test_an_export_folder_with_the_users_files_in_it_is_not_replaced(tmp_path):
+    from dataclasses import replace
+
     from vggbench.core.errors import VggbenchError
     from vggbench.core.fileio import atomic_dir
-    from vggbench.exporters.export import export
+    from vggbench.exporters.export import write_artifacts
+    from vggbench.exporters.settings import ExportSettings
     from vggbench.zoo.weights import load_model
 
     out = tmp_path / "e"
-    export(load_model("vgg11", **TINY), out, formats=["torchscript"], image_size=TINY_IMAGE)
+    settings = ExportSettings(formats=("torchscript",), image_size=TINY_IMAGE)
+    write_artifacts(load_model("vgg11", **TINY), out, settings)
     (out / "notes.txt").write_text("mine")
     with pytest.raises(VggbenchError, match="it holds notes.txt, which its manifest.json does not list"):
-        export(load_model("vgg11", **TINY), out, formats=["torchscript"], image_size=TINY_IMAGE, force=True)
+        write_artifacts(load_model("vgg11", **TINY), out, replace(settings, force=True))
     assert (out / "notes.txt").read_text() == "mine" and (out / "model.ts").is_file()
     with pytest.raises(VggbenchError, match="cannot tell that it made it"), atomic_dir(out, force=True):
         pass  # a caller that says nothing of what it made replaces only an empty folder

@@ -94,6 +94,48 @@ def test_export_and_verify_errors_are_one_line(args, message):
     assert result.output.strip().startswith(message) and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.fixture(scope="module")
+def ts_export(tmp_path_factory):
+    """A tiny TorchScript export (unchecked: these tests check options, not parity)."""
+    out = tmp_path_factory.mktemp("cli") / "ts"
+    result = run("export", "vgg11", *TINY_ARGS, "--out", out, "--formats", "torchscript", "--no-verify")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_export_formats_and_the_older_format_spelling(ts_export, tmp_path):
+    # --formats (the artifact formats; --format is a table's format in every other command), and --format kept
+    assert sorted(p.name for p in ts_export.iterdir()) == ["manifest.json", "model.ts"]
+    old = run("export", "vgg11", *TINY_ARGS, "--out", tmp_path / "old", "--format", "torchscript", "--no-verify")
+    assert old.exit_code == 0, old.output
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["manifest.json", "model.ts"]
+    assert "--formats, --format" in run("export", "--help").output
+    bad = run("export", "vgg11", *TINY_ARGS, "--formats", "tflite")
+    assert bad.exit_code == 2 and bad.output.startswith("error: unknown export format tflite")
+
+
+@pytest.mark.parametrize("args,formats", [
+    ((), ["contiguous"]),
+    (("--memory-format", "channels_last"), ["channels_last"]),
+    (("--memory-format", "contiguous,channels_last"), ["contiguous", "channels_last"]),
+    (("--channels-last",), ["contiguous", "channels_last"]),  # the older spelling, meaning what it meant
+    (("--no-channels-last",), ["contiguous"]),
+])
+def test_verify_memory_format_and_the_older_channels_last(ts_export, args, formats):
+    result = run("verify", ts_export, "--backends", "torchscript", "--batch-sizes", "1", "--no-photos", "--data",
+                 "none", "--json", *args)
+    assert result.exit_code == 0, result.output
+    assert [r["memory_format"] for r in json.loads(result.output)["results"]] == formats
+
+
+@pytest.mark.parametrize("command", [["verify", "nowhere"], ["train", "vgg11"], ["eval", "vgg11"]])
+def test_memory_format_and_channels_last_together_are_one_error(command):
+    result = run(*command, "--memory-format", "contiguous", "--channels-last")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and "channels-last" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_verify_on_a_device_this_machine_lacks(tmp_path):
     import torch
 

@@ -15,7 +15,7 @@ from vggbench.backends import load_runner
 from vggbench.cli import main
 from vggbench.core.errors import ArtifactError, CheckFailed, ConfigError, ExportError, VggbenchError
 from vggbench.core.fileio import sha256_file
-from vggbench.exporters.manifest import read_manifest, write_manifest
+from vggbench.exporters.manifest import REQUIRED, SCHEMA_VERSION, read_manifest, write_manifest
 from vggbench.parity.checked import export
 from vggbench.parity.verify import verify
 from vggbench.zoo.specs import list_models
@@ -39,8 +39,8 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("name", slow_except(list_models(), "vgg11"))
 def test_every_config_exports_to_every_format_and_matches_eager(tmp_path, name):
     manifest = export(tiny(name), tmp_path / name, image_size=TINY_IMAGE)
-    assert set(manifest["artifacts"]) == set(ALL)
-    rows = manifest["parity"]
+    assert set(manifest.artifacts) == set(ALL)
+    rows = manifest.parity
     # 3 artifacts x (random x1, random x3, photos x4)
     assert len(rows) == 9 and all(r["passed"] for r in rows)
     assert {r["backend"] for r in rows} == {"torchscript", "onnxruntime", "pt2"}
@@ -70,20 +70,23 @@ def test_lrn_exports_as_onnx_lrn_with_the_same_constants(tmp_path):
 @pytest.mark.xdist_group("exported")  # one worker builds the module fixture
 def test_manifest_describes_the_export(exported):
     m = read_manifest(exported)
-    assert m["model"]["name"] == "vgg16_bn" and m["model"]["config"] == "D" and m["model"]["batch_norm"]
-    assert m["model"]["options"]["width"] == TINY["width"]
-    assert m["weights"]["source"] == "random" and m["weights"]["seed"] == 1 and len(m["weights"]["state_sha256"]) == 64
-    assert m["input"] == {"name": "input", "shape": ["batch", 3, 32, 32], "dtype": "float32", "layout": "NCHW",
-                          "image_size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                          "dynamic_batch": True, "example_batch": 2}
-    assert m["output"]["shape"] == ["batch", 1000]
-    assert m["artifacts"]["onnx"]["opset"] >= 18
-    for fmt, entry in m["artifacts"].items():
-        for f in entry["files"]:
-            path = exported / f["file"]
-            assert f["bytes"] == path.stat().st_size and f["sha256"] == sha256_file(path), fmt
-    assert m["versions"]["torch"] == torch.__version__.split("+")[0]
-    assert any("torchscript" in w for w in m["warnings"])  # TorchScript's deprecation, recorded not hidden
+    assert m.schema_version == SCHEMA_VERSION
+    assert m.model.name == "vgg16_bn" and m.model.config == "D" and m.model.batch_norm
+    assert m.model.options["width"] == TINY["width"]
+    assert m.weights.source == "random" and m.weights.seed == 1 and len(m.weights.state_sha256) == 64
+    assert m.input.to_dict() == {"name": "input", "shape": ["batch", 3, 32, 32], "dtype": "float32",
+                                 "layout": "NCHW", "image_size": 32, "mean": [0.485, 0.456, 0.406],
+                                 "std": [0.229, 0.224, 0.225], "dynamic_batch": True, "example_batch": 2}
+    assert m.output.shape == ("batch", 1000) and m.static_batch is None and m.dense is None
+    assert m.artifacts["onnx"].opset >= 18
+    for fmt, entry in m.artifacts.items():
+        for f in entry.files:
+            path = exported / f.file
+            assert f.bytes == path.stat().st_size and f.sha256 == sha256_file(path), fmt
+    assert m.versions["torch"] == torch.__version__.split("+")[0]
+    assert any("torchscript" in w for w in m.warnings)  # TorchScript's deprecation, recorded not hidden
+    # the typed manifest is the file: read and written again, every key and value stays
+    assert m.to_dict() == json.loads((exported / "manifest.json").read_text())
 
 
 @pytest.mark.xdist_group("exported")  # one worker builds the module fixture
@@ -103,11 +106,11 @@ def test_one_dynamic_artifact_serves_every_batch_size(exported, backend):
 def test_static_batch_export_fixes_the_batch(tmp_path):
     out = tmp_path / "static"
     manifest = export(tiny(), out, image_size=TINY_IMAGE, dynamic_batch=False, batch_size=2, formats=["onnx", "pt2"])
-    assert manifest["input"]["shape"] == [2, 3, 32, 32] and manifest["dynamic_axes"] == {}
+    assert manifest.input.shape == (2, 3, 32, 32) and manifest.dynamic_axes == {} and manifest.static_batch == 2
     dims = onnx.load(str(out / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [2, 3, 32, 32]
     # verify splits its inputs into batches of 2 (and passed, or export would have raised)
-    assert all(r["passed"] for r in manifest["parity"])
+    assert all(r["passed"] for r in manifest.parity)
     with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error type
         load_runner(out, "onnxruntime")(torch.randn(3, 3, 32, 32))
 
@@ -116,7 +119,7 @@ def test_static_batch_export_fixes_the_batch(tmp_path):
 def test_image_sizes_keep_the_adaptive_pool_right(tmp_path, size):
     # 32 -> 1x1 feature map pooled up to 7x7; 50 -> 1; 64 -> 2; 100 -> 3; 224 -> 7 (identity)
     manifest = export(tiny("vgg13"), tmp_path / "s", image_size=size)
-    assert all(r["passed"] for r in manifest["parity"])
+    assert all(r["passed"] for r in manifest.parity)
 
 
 @pytest.mark.xdist_group("exported")  # one worker builds the module fixture
@@ -129,8 +132,8 @@ def test_a_different_image_size_is_refused_not_silently_wrong(exported):
 @pytest.mark.slow
 def test_fp16_export_matches_within_the_fp16_preset(tmp_path):
     manifest = export(tiny("vgg11_bn"), tmp_path / "h", image_size=TINY_IMAGE, precision="fp16")
-    assert manifest["precision"] == "fp16" and manifest["input"]["dtype"] == "float16"
-    assert all(r["passed"] and r["precision"] == "fp16" for r in manifest["parity"])
+    assert manifest.precision == "fp16" and manifest.input.dtype == "float16"
+    assert all(r["passed"] and r["precision"] == "fp16" for r in manifest.parity)
     assert load_runner(tmp_path / "h", "onnxruntime")(torch.randn(2, 3, 32, 32)).dtype == torch.float32
 
 
@@ -138,15 +141,15 @@ def test_fp16_export_matches_within_the_fp16_preset(tmp_path):
 def test_script_mode_and_explicit_opset(tmp_path):
     manifest = export(tiny("vgg19"), tmp_path / "s", image_size=TINY_IMAGE, formats=["torchscript", "onnx"],
                       torchscript_mode="script", opset=18)
-    assert manifest["artifacts"]["torchscript"]["mode"] == "script"
-    assert manifest["artifacts"]["onnx"]["opset"] == 18
+    assert manifest.artifacts["torchscript"].mode == "script"
+    assert manifest.artifacts["onnx"].opset == 18
 
 
 def test_large_models_put_onnx_weights_in_external_data(tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "ONNX_EXTERNAL_DATA_BYTES", 1000)
     manifest = export(tiny(), tmp_path / "x", image_size=TINY_IMAGE, formats=["onnx"])
-    files = [f["file"] for f in manifest["artifacts"]["onnx"]["files"]]
-    assert manifest["artifacts"]["onnx"]["external_data"] and files == ["model.onnx", "model.onnx.data"]
+    files = [f.file for f in manifest.artifacts["onnx"].files]
+    assert manifest.artifacts["onnx"].external_data and files == ["model.onnx", "model.onnx.data"]
     assert (tmp_path / "x" / "model.onnx").stat().st_size < 100_000
 
 
@@ -171,7 +174,9 @@ def test_existing_folder_needs_force_and_failures_leave_it_intact(tmp_path, monk
     ({"image_size": 16}, "too small"),
     ({"precision": "bf16"}, "export precision must be one of fp32, fp16"),
     ({"opset": 11}, "opset 11 is too old"),
-    ({"batch_size": 0}, "batch size must be at least 1"),
+    ({"batch_size": 0}, "--batch-size must be a positive integer"),
+    # the model is given, so its settings are no export keyword
+    ({"width": 0.5}, r"unknown key 'width' in export\(\)"),
 ])
 def test_bad_export_arguments(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -185,6 +190,57 @@ def copy_export(src, dst):
     import shutil
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.mark.xdist_group("exported")  # one worker builds the module fixture
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_old_schema_manifest_is_read_into_the_typed_manifest(exported, tmp_path, version):
+    """Schema 1 (no digest) and 2 (before input.dense and model.lrn) are still read: converted into the typed
+    Manifest, keeping the version their file has. The schema 1 manifest here holds only the keys every version
+    has (REQUIRED, each artifact's files, and the seed its random weights are rebuilt from): what a reader relies
+    on is enough."""
+    out = copy_export(exported, tmp_path / "old")
+    data = json.loads((out / "manifest.json").read_text())
+    data["schema_version"] = version
+    if version == 1:
+        data = {"schema_version": 1, "precision": data["precision"], **{
+            part: {k: v for k, v in data[part].items() if f"{part}.{k}" in REQUIRED or k == "seed"}
+            for part in ("model", "weights", "input", "output")},
+            "artifacts": {fmt: {"files": entry["files"]} for fmt, entry in data["artifacts"].items()}}
+        (out / "manifest.json").write_text(json.dumps(data))
+    else:
+        write_manifest(out, data)
+    m = read_manifest(out)
+    assert m.schema_version == version and m.model.name == "vgg16_bn" and m.weights.source == "random"
+    assert m.input.image_size == 32 and m.input.mean == (0.485, 0.456, 0.406) and m.static_batch is None
+    assert m.dense is None and m.model.lrn is None and m.model.stage is None
+    assert m.artifacts["onnx"].main.file == "model.onnx" and len(m.artifacts["onnx"].sha256s) == 1
+    if version == 1:  # what it lacks is None (or empty), not an error
+        assert m.digest is None and m.created is None and m.model.config is None and m.input.dtype is None
+        assert m.artifacts["onnx"].opset is None and m.warnings == () and m.parity is None
+    else:
+        assert m.artifacts["onnx"].opset >= 18 and m.parity
+    report = verify(out, backends=["onnxruntime"], batch_sizes=[1], photos=False, data=None)
+    assert report.passed and len(report.results) == 1
+
+
+def test_a_manifest_part_of_the_wrong_type_is_refused_in_one_line(tmp_path):
+    from vggbench.exporters.manifest import Manifest
+
+    data = {"schema_version": 3, "model": {"name": "vgg11", "options": {}, "params": "many"},
+            "weights": {"source": "random", "state_sha256": "0" * 64}, "precision": "fp32",
+            "input": {"name": "input", "shape": ["batch", 3, 32, 32], "image_size": 32, "mean": [0.5] * 3,
+                      "std": [0.5] * 3, "dynamic_batch": True},
+            "output": {"name": "logits", "shape": ["batch", 10]}, "artifacts": {}}
+    with pytest.raises(ArtifactError, match=r"model.params must be a int, got 'many'"):
+        Manifest.from_dict(data)
+    data["model"]["params"] = 10
+    data["input"]["dense"] = {"train_size": 32}
+    with pytest.raises(ArtifactError, match="lacks input.dense.min_size"):
+        Manifest.from_dict(data)
+    del data["input"]["dense"]
+    data["model"]["future"] = {"kept": True}  # a key this vggbench does not know survives a rewrite
+    assert Manifest.from_dict(data).to_dict()["model"]["future"] == {"kept": True}
 
 
 @pytest.mark.xdist_group("exported")  # one worker builds the module fixture

@@ -6,7 +6,7 @@ the test adds to the package's path, as if it were a file of the package."""
 from __future__ import annotations
 
 import json
-import textwrap
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -69,7 +69,8 @@ def toy(tmp_path, monkeypatch):
     registry._BACKENDS.update(backends)
     registry._ALIASES.clear()
     registry._ALIASES.update(aliases)
-    monkeypatch.delitem(__import__("sys").modules, "vggbench.backends.toy", raising=False)
+    sys.modules.pop("vggbench.backends.toy", None)  # the next test imports (and registers) it afresh
+    vars(vggbench.backends).pop("toy", None)
 
 
 def cli(*args):

@@ -64,7 +64,7 @@ AMX_INT8 = bool({"amx_int8", "avx512_vnni", "avx_vnni"} & _cpu_flags())
 def test_fp32_and_int8_match_eager_within_their_tolerances(exported):
     out, _ = exported
     report = verify(out, backends=["openvino"], precisions=["fp32", "int8"], batch_sizes=[1, 3],
-                    openvino=OvSettings(threads=1))
+                    backend_settings=[OvSettings(threads=1)])
     fp32 = [r for r in report.results if r.precision == "fp32"]
     int8 = [r for r in report.results if r.precision == "int8"]
     assert [r.inputs for r in fp32] == ["random x1", "random x3", "photos x4"]
@@ -79,7 +79,7 @@ def test_bf16_matches_eager_within_the_bf16_tolerance(exported):
     if not _has_bf16():
         pytest.skip("this CPU has no bf16 instructions (OpenVINO's CPU plugin lists no BF16)")
     out, _ = exported
-    report = verify(out, backends=["openvino"], precisions=["bf16"], batch_sizes=[2], openvino=OvSettings(threads=1))
+    report = verify(out, backends=["openvino"], precisions=["bf16"], batch_sizes=[2], backend_settings=[OvSettings(threads=1)])
     assert report.passed and len(report.results) == 2
     assert all(r.max_abs > 0 for r in report.results)  # it really ran in bf16
 
@@ -173,10 +173,10 @@ def test_nncf_quantization_writes_a_qdq_model_that_keeps_the_classes(tmp_path):
     model = load_model("vgg11", seed=0, width=1 / 8, hidden=64, num_classes=10)
     manifest = vggbench.export(model, out, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"],
                                quant=QuantConfig(images=8, method="nncf"), verify=False)
-    assert manifest["artifacts"]["onnx-int8"]["quantization"]["method"] == "nncf"
+    assert manifest.artifacts["onnx-int8"].quantization["method"] == "nncf"
     ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     report = verify(out, backends=["openvino", "onnxruntime"], precisions=["int8"], batch_sizes=[1],
-                    openvino=OvSettings(threads=1))
+                    backend_settings=[OvSettings(threads=1)])
     assert [(r.backend, r.inputs) for r in report.results] == [("openvino", "photos x4"), ("onnxruntime", "photos x4")]
     assert report.passed and all(r.top1_agreement == 1.0 for r in report.results)

@@ -46,14 +46,13 @@ def test_candidates_follow_each_layer_by_the_one_before_it():
 
 
 def test_keep_fp32_names_are_checked_before_any_work(tmp_path):
-    with pytest.raises(ConfigError, match="add onnx-int8 to --format"):
-        ExportSettings(keep_fp32="conv1").arguments()
+    with pytest.raises(ConfigError, match="add onnx-int8 to --formats"):
+        ExportSettings(keep_fp32="conv1")
     with pytest.raises(ConfigError, match="conv0 is not a layer name"):
         ExportSettings(keep_fp32="conv1,conv0", formats=("onnx", "onnx-int8"))
     with pytest.raises(ConfigError, match="give auto alone"):
         ExportSettings(keep_fp32="auto,fc3", formats=("onnx", "onnx-int8"))
-    assert ExportSettings(keep_fp32="conv1, fc3", formats=("onnx", "onnx-int8")).arguments()["quant"].keep_fp32 == \
-        ("conv1", "fc3")
+    assert ExportSettings(keep_fp32="conv1, fc3", formats=("onnx", "onnx-int8")).quant().keep_fp32 == ("conv1", "fc3")
     model = load_model("vgg11", width=1 / 16, hidden=32)
     with pytest.raises(ConfigError, match="conv9 is not a weight layer of this model; its layers are conv1, conv2"):
         export(model, tmp_path / "x", image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"],
@@ -100,8 +99,8 @@ def test_the_plan_keeps_the_planted_layers_in_fp32_and_export_applies_it(tmp_pat
     fixed = tmp_path / "fixed"
     export(model, fixed, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"],
            quant=QuantConfig(images=8, calibration="photos", keep_fp32=("conv3", "conv4")))
-    entry = read_manifest(fixed)["artifacts"]["onnx-int8"]
-    assert entry["quantization"]["keep_fp32"] == ["conv3", "conv4"]
+    entry = read_manifest(fixed).artifacts["onnx-int8"]
+    assert entry.quantization["keep_fp32"] == ["conv3", "conv4"]
     import onnx
 
     convs = [n for n in onnx.load(str(fixed / "model.int8.onnx")).graph.node if n.op_type == "Conv"]

@@ -97,12 +97,14 @@ def test_lrn_export_made_before_the_exact_form_is_refused_by_verify_and_old_sche
     export(load_model("vgg11_lrn", seed=0, **TINY), tmp_path / "lrn", image_size=32, formats=["torchscript"],
            verify=False)
     manifest = read_manifest(tmp_path / "lrn")
-    assert manifest["schema_version"] == 3 and manifest["model"]["lrn"]["form"] == "krizhevsky"
-    assert manifest["model"]["lrn"]["alpha"] == 1e-4
-    del manifest["model"]["lrn"]
-    manifest["schema_version"] = 2  # as vggbench wrote it before
-    write_manifest(tmp_path / "lrn", manifest)
-    assert read_manifest(tmp_path / "lrn")["schema_version"] == 2  # old manifests still read
+    assert manifest.schema_version == 3 and manifest.model.lrn["form"] == "krizhevsky"
+    assert manifest.model.lrn["alpha"] == 1e-4
+    old = manifest.to_dict()
+    del old["model"]["lrn"]
+    old["schema_version"] = 2  # as vggbench wrote it before
+    write_manifest(tmp_path / "lrn", old)
+    again = read_manifest(tmp_path / "lrn")  # old manifests still read
+    assert again.schema_version == 2 and again.model.lrn is None
     with pytest.raises(ArtifactError, match="export it again"):
         verify(tmp_path / "lrn", photos=False, data=None)
 
@@ -243,13 +245,13 @@ def test_eval_cli_combines_dense_and_multicrop_over_scales():
 def test_dense_torchscript_export_takes_any_size_and_verify_checks_several(tmp_path):
     loaded = load_model("vgg11", seed=0, **TINY, head="imagenet", num_classes=10)
     manifest = export(loaded, tmp_path / "d", image_size=64, formats=["torchscript"], dense=True, score_map=True)
-    dense = manifest["input"]["dense"]
-    assert dense == {"train_size": 64, "min_size": 64, "kernel": 2, "stride": 32, "score_map": True}
-    assert manifest["input"]["shape"] == ["batch", 3, "height", "width"]
-    assert manifest["dynamic_axes"]["input"] == {"0": "batch", "2": "height", "3": "width"}
-    inputs = {r["inputs"] for r in manifest["parity"]}
+    dense = manifest.dense
+    assert dense.to_dict() == {"train_size": 64, "min_size": 64, "kernel": 2, "stride": 32, "score_map": True}
+    assert manifest.input.shape == ("batch", 3, "height", "width")
+    assert manifest.dynamic_axes["input"] == {"0": "batch", "2": "height", "3": "width"}
+    inputs = {r["inputs"] for r in manifest.parity}
     assert {"random x2 96x64", "random x2 64x160", "random x2 133x71"} <= inputs
-    assert all(r["passed"] for r in manifest["parity"])
+    assert all(r["passed"] for r in manifest.parity)
     runner = load_runner(tmp_path / "d", "torchscript")
     reference = dense_model(loaded.module, 64).eval()
     x = torch.randn(2, 3, 100, 70)
@@ -274,7 +276,7 @@ def test_dense_export_options_are_checked(tmp_path):
 def test_dense_onnx_and_pt2_exports_have_dynamic_height_and_width(tmp_path):
     loaded = load_model("vgg11_lrn", seed=0, **TINY, num_classes=10)
     manifest = export(loaded, tmp_path / "d", image_size=32, formats=["onnx", "pt2"], dense=True)
-    assert all(r["passed"] for r in manifest["parity"]) and len(manifest["parity"]) >= 8
+    assert all(r["passed"] for r in manifest.parity) and len(manifest.parity) >= 8
     reference = dense_model(loaded.module, 32).eval()
     for backend in ("onnxruntime", "pt2"):
         runner = load_runner(tmp_path / "d", backend)

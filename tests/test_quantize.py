@@ -31,11 +31,11 @@ def test_int8_artifact_is_a_qdq_model_with_its_calibration_recorded(int8_export)
     ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     from vggbench.exporters.manifest import read_manifest
-    entry = read_manifest(out)["artifacts"]["onnx-int8"]
-    assert entry["quantization"] == {"method": "minmax", "per_channel": True, "activations": "uint8",
+    entry = read_manifest(out).artifacts["onnx-int8"]
+    assert entry.quantization == {"method": "minmax", "per_channel": True, "activations": "uint8",
                                      "reduce_range": False, "calibration": "photos", "images": 8, "keep_fp32": []}
     # int8 weights: a quarter of the fp32 file, give or take the graph
-    assert entry["files"][0]["bytes"] < 0.4 * read_manifest(out)["artifacts"]["onnx"]["files"][0]["bytes"]
+    assert entry.main.bytes < 0.4 * read_manifest(out).artifacts["onnx"].main.bytes
 
 
 @pytest.mark.xdist_group("int8_export")  # one worker builds the module fixture
@@ -72,8 +72,7 @@ def test_reduce_range_quantizes_weights_to_7_bits_and_is_recorded(tmp_path):
     from vggbench.exporters.manifest import read_manifest
     from vggbench.exporters.settings import ExportSettings
 
-    assert ExportSettings(formats=("onnx", "onnx-int8"),
-                          reduce_range=True).arguments()["quant"].reduce_range
+    assert ExportSettings(formats=("onnx", "onnx-int8"), reduce_range=True).quant().reduce_range
     model = load_model("vgg11", seed=0, width=1 / 16, hidden=32, num_classes=10)
     full, reduced = tmp_path / "full", tmp_path / "reduced"
     export(model, full, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], quant=QuantConfig(images=4),
@@ -83,11 +82,11 @@ def test_reduce_range_quantizes_weights_to_7_bits_and_is_recorded(tmp_path):
     assert max(abs(int(w.min())) for w in int8_weights(full / "model.int8.onnx")) > 64  # 8 bits used
     weights = int8_weights(reduced / "model.int8.onnx")
     assert weights and all(int(w.min()) >= -64 and int(w.max()) <= 64 for w in weights)
-    assert read_manifest(reduced)["artifacts"]["onnx-int8"]["quantization"]["reduce_range"] is True
+    assert read_manifest(reduced).artifacts["onnx-int8"].quant_config().reduce_range is True
     with pytest.raises(ConfigError, match="reduce-range"):
         QuantConfig(method="nncf", reduce_range=True)
     with pytest.raises(ConfigError, match="add onnx-int8"):
-        ExportSettings(formats=("onnx",), reduce_range=True).arguments()
+        ExportSettings(formats=("onnx",), reduce_range=True)
 
 
 def test_int8_needs_an_fp32_onnx_export(tmp_path):
@@ -126,7 +125,7 @@ def test_weights_trained_on_digits_calibrate_and_verify_on_digits(tmp_path):
     out = tmp_path / "export"
     manifest = export(model, out, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], quant=QuantConfig(images=8),
                       verify=False)
-    assert manifest["artifacts"]["onnx-int8"]["quantization"]["calibration"] == "digits train"
+    assert manifest.artifacts["onnx-int8"].quantization["calibration"] == "digits train"
     report = verify(out, backends=["onnxruntime"], batch_sizes=[1], photos=False)
     assert [r.inputs for r in report.results] == ["random x1", "digits test x270"]
     assert all(r.passed for r in report.results)
@@ -136,7 +135,7 @@ def test_weights_trained_on_digits_calibrate_and_verify_on_digits(tmp_path):
         verify(out, backends=["onnxruntime"], data="digitz")
     photos = export(model, tmp_path / "photos", image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], verify=False,
                     quant=QuantConfig(images=8, calibration="photos"))
-    assert photos["artifacts"]["onnx-int8"]["quantization"]["calibration"] == "photos"
+    assert photos.artifacts["onnx-int8"].quantization["calibration"] == "photos"
 
 
 @pytest.mark.slow
@@ -148,6 +147,6 @@ def test_int8_from_an_onnx_export_with_external_weights(tmp_path, monkeypatch):
     model = load_model("vgg11", seed=0, width=1 / 16, hidden=32)
     manifest = export(model, tmp_path / "e", image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"],
                       quant=QuantConfig(images=4), verify=False)
-    assert [f["file"] for f in manifest["artifacts"]["onnx"]["files"]] == ["model.onnx", "model.onnx.data"]
+    assert [f.file for f in manifest.artifacts["onnx"].files] == ["model.onnx", "model.onnx.data"]
     runner = load_runner(tmp_path / "e", "onnxruntime", precision="int8")
     assert runner(torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE)).shape == (2, 1000)

@@ -331,6 +331,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 
 # --- precision, memory format, workers, distributed ---------------------------------------------------
 
+@pytest.mark.parametrize("args,channels_last", [
+    (("--memory-format", "channels_last"), True),
+    (("--channels-last",), True),  # the older spelling, meaning what it meant
+    (("--memory-format", "contiguous"), False),
+])
+def test_memory_format_option_and_the_older_channels_last(tmp_path, args, channels_last):
+    result = cli("train", "vgg11", *TINY_ARGS, "--data", "synthetic", "--epochs", 1, "--out", tmp_path, *args)
+    assert result.exit_code == 0, result.output
+    # recorded as before: config.json and the checkpoints keep their channels_last key
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["channels_last"] is channels_last
+    assert load_checkpoint(tmp_path / "last.pt")["config"]["channels_last"] is channels_last
+
+
 @pytest.mark.slow
 def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
     result = train(TrainConfig(**TINY, data="synthetic", epochs=1, amp=True, channels_last=True,

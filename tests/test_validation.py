@@ -70,12 +70,14 @@ def test_an_opset_newer_than_onnx_can_write_is_refused_before_work(tmp_path):
 
 
 def test_an_opset_the_exporter_fell_back_from_is_an_error_not_a_silent_18(tmp_path, monkeypatch):
-    from vggbench.exporters import export as exporters
+    from vggbench.exporters import choices
+    from vggbench.exporters.export import write_artifacts
+    from vggbench.exporters.settings import ExportSettings
 
-    monkeypatch.setattr(exporters, "max_opset", lambda: 999)  # let 99 through to torch, which falls back to 18
+    monkeypatch.setattr(choices, "max_opset", lambda: 999)  # let 99 through to torch, which falls back to 18
     model = load_model("vgg11", width=1 / 16, head="compact", num_classes=10)
     with pytest.raises(ExportError, match="--opset 99 was asked for, but the exporter could only write opset 18"):
-        exporters.export(model, tmp_path / "e", formats=["onnx"], image_size=TINY_IMAGE, opset=99)
+        write_artifacts(model, tmp_path / "e", ExportSettings(formats=("onnx",), image_size=TINY_IMAGE, opset=99))
     assert not (tmp_path / "e").exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import sys
 import threading
@@ -11,7 +12,7 @@ import click
 
 from .bench.scenarios import LoadgenSettings, SutSettings
 from .bench.suite import Suite
-from .core.errors import BenchmarkInterrupted, Terminated, VggbenchError
+from .core.errors import BenchmarkInterrupted, ConfigError, Terminated, VggbenchError
 from .core.settings import cli_options, given
 from .exporters.settings import ExportSettings
 from .parity.settings import VerifySettings
@@ -19,6 +20,7 @@ from .training.config import EvalConfig, TrainConfig
 from .zoo.settings import ShapeSettings
 
 FORMAT_CHOICE = click.Choice(["table", "github", "csv", "json"])
+MEMORY_FORMATS = ("contiguous", "channels_last")
 
 
 class Group(click.Group):
@@ -207,6 +209,40 @@ def export(model, **kwargs) -> None:
     click.echo(f"wrote {out}")
 
 
+def channels_last_alias(command):
+    """verify's --channels-last, the older spelling of --memory-format contiguous,channels_last (and
+    --no-channels-last of contiguous alone)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, channels_last=None, **kwargs):
+        if channels_last is not None:
+            if kwargs.get("memory_formats") is not None:
+                raise ConfigError("--channels-last is the older spelling of --memory-format: give one of them")
+            kwargs["memory_formats"] = MEMORY_FORMATS if channels_last else MEMORY_FORMATS[:1]
+        return command(*args, **kwargs)
+
+    return click.option("--channels-last/--no-channels-last", "channels_last", default=None,
+                        help="Same as --memory-format contiguous,channels_last (the older spelling).")(wrapper)
+
+
+def memory_format_option(command):
+    """--memory-format of train and eval (run's and verify's spelling; one value here), whose setting is
+    channels_last: the older spelling --channels-last stays."""
+
+    @functools.wraps(command)
+    def wrapper(*args, memory_format=None, **kwargs):
+        if memory_format is not None:
+            wanted = memory_format == "channels_last"
+            if kwargs.get("channels_last") not in (None, wanted):
+                raise ConfigError(f"--memory-format {memory_format} and --{'' if kwargs['channels_last'] else 'no-'}"
+                                  f"channels-last say different memory formats: give one of them")
+            kwargs["channels_last"] = wanted
+        return command(*args, **kwargs)
+
+    return click.option("--memory-format", type=click.Choice(MEMORY_FORMATS), default=None,
+                        help="contiguous (NCHW) or channels_last (NHWC). [default: contiguous]")(wrapper)
+
+
 PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", "max_rel", "mean_abs", "min_cosine",
                   "top1_agreement", "top5_overlap", "atol", "passed", "reason"]
 
@@ -214,6 +250,7 @@ PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", 
 @main.command(cls=RegistryCommand)
 @click.argument("export_dir", type=click.Path())
 @cli_options(VerifySettings)
+@channels_last_alias
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 def verify(export_dir, as_json, fmt, **kwargs) -> None:
@@ -223,11 +260,13 @@ def verify(export_dir, as_json, fmt, **kwargs) -> None:
     from .backends.registry import backend_settings, flat_keys
 
     backend = backend_settings(flat=given({k: kwargs.pop(k) for k in flat_keys() if k in kwargs}))
+    from .parity.verify import verify_with
+
     settings = VerifySettings(**given(kwargs))
     if settings.layers:
         _verify_layers(settings, export_dir, as_json, fmt, backend)
         return
-    report = settings.verify(export_dir, backend)
+    report = verify_with(export_dir, settings, backend_settings=backend)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -242,9 +281,9 @@ def verify(export_dir, as_json, fmt, **kwargs) -> None:
 def _verify_layers(settings: VerifySettings, export_dir: str, as_json: bool, fmt: str, backend) -> None:
     import json
 
-    from .parity.layers import COLUMNS, table_rows
+    from .parity.layers import COLUMNS, profile_with, table_rows
 
-    report = settings.profile_layers(export_dir, backend)
+    report = profile_with(export_dir, settings, backend_settings=backend)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -269,6 +308,7 @@ def _verify_layers(settings: VerifySettings, export_dir: str, as_json: bool, fmt
 @main.command()
 @click.argument("model")
 @cli_options(TrainConfig)
+@memory_format_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(model, as_json, **kwargs) -> None:
     """Train MODEL (from scratch with --weights random --seed N, or fine-tune given weights).
@@ -301,6 +341,7 @@ def train(model, as_json, **kwargs) -> None:
 @main.command("eval")
 @click.argument("model")
 @cli_options(EvalConfig)
+@memory_format_option
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def evaluate(model, fmt, as_json, **kwargs) -> None:

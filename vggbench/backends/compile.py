@@ -33,6 +33,12 @@ class CompileSettings(BackendSettings):
         return self.mode or ""
 
 
+def reset() -> None:
+    """Drop the compiled graphs, so that later runners do not hit the recompile limit (torch._dynamo is imported
+    here, on the first call, not with this module: it takes seconds)."""
+    torch._dynamo.reset()
+
+
 def compile_factory(module: nn.Module, target: Target, options: RunnerOptions | None = None) -> TorchRunner:
     settings = (options or RunnerOptions()).settings_for(target)
     compiled = torch.compile(place(module, target), mode=settings.mode, options=settings.options, dynamic=False)
@@ -41,4 +47,4 @@ def compile_factory(module: nn.Module, target: Target, options: RunnerOptions | 
 
 BACKEND = register(Backend("compile", None, ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
                            compile_factory, aliases=("torch.compile", "inductor"), min_warmup=3, deployable=False,
-                           close=torch._dynamo.reset, settings=CompileSettings, option_prefix="compile"))
+                           close=reset, settings=CompileSettings, option_prefix="compile"))

@@ -34,7 +34,7 @@ def make_runner(target: Target | str, model=None, *, export_dir: str | os.PathLi
     if export_dir is None:
         raise ValueError(f"backend {spec.name} needs an export folder")
     manifest = read_manifest(export_dir)
-    exported = manifest["precision"]
+    exported = manifest.precision
     if target.precision == "int8" and exported != "fp32":
         raise UnsupportedError(f"int8 is quantized from an fp32 export; {export_dir} was exported in {exported}")
     if spec.builds_precisions and exported not in ("fp32", target.precision):
@@ -42,15 +42,20 @@ def make_runner(target: Target | str, model=None, *, export_dir: str | os.PathLi
                                f"exported in {exported}")
     # which precisions an ONNX export runs in is the backend's to say (onnxruntime: its own; openvino: bf16 too)
     entry = artifact(manifest, target.artifact, export_dir)
-    check_artifact(entry, export_dir)
-    return spec.factory(Path(export_dir) / entry["files"][0]["file"], target, options, exported)
+    check_artifact(entry.to_dict(), export_dir)
+    path = Path(export_dir) / entry.main.file
+    if spec.builds_precisions:
+        # a backend that builds its engine from the artifact (TensorRT) is told which files it is (their sha256
+        # keys its engine cache) and the batch a static export fixes, rather than reading the manifest again
+        return spec.factory(path, target, options, exported, artifact=entry, static_batch=manifest.static_batch)
+    return spec.factory(path, target, options, exported)
 
 
 def load_runner(export_dir: str | os.PathLike, backend: str, device: str | Device = "cpu",
                 precision: str | None = None, memory_format: str = "contiguous",
                 options: RunnerOptions | None = None) -> Runner:
     """A runner for one artifact of an export folder; precision defaults to the one it was exported in."""
-    precision = precision or read_manifest(export_dir)["precision"]
+    precision = precision or read_manifest(export_dir).precision
     return make_runner(resolve_target(backend, device, precision, memory_format), export_dir=export_dir,
                        options=options)
 

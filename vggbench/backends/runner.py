@@ -81,6 +81,16 @@ class RunnerOptions:
 
         return cls({settings_owner(type(s)): s for s in settings}, calibration)
 
+    @classmethod
+    def from_settings(cls, settings=None, calibration=None) -> RunnerOptions:
+        """Options from None, {backend: settings} or a list of settings objects (what the library's
+        `backend_settings=` keywords take)."""
+        if settings is None:
+            return cls(calibration=calibration)
+        if isinstance(settings, Mapping):
+            return cls(dict(settings), calibration)
+        return cls.of(*settings, calibration=calibration)
+
     def settings_for(self, target) -> Any:
         """The settings `target`'s backend runs with (its class's defaults when none were given); None for a
         backend without settings."""

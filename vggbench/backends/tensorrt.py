@@ -22,7 +22,7 @@ import torch
 from ..core.errors import UnsupportedError, VggbenchError
 from ..core.settings import setting
 from ..core.fileio import atomic_file, exclusive, sha256_file, write_json
-from ..exporters.manifest import read_manifest
+from ..exporters.manifest import Artifact
 from .registry import Backend, register
 from .runner import Runner, RunnerOptions
 from .settings import BackendSettings, RunContext
@@ -240,7 +240,8 @@ class TrtRunner(Runner):
     events time it like the torch runners, and the bindings are torch tensors fixed in `prepare`."""
 
     def __init__(self, path: Path, target: Target, settings: TrtSettings | None = None,
-                 calibration: torch.Tensor | None = None) -> None:
+                 calibration: torch.Tensor | None = None, *, artifact: Artifact,
+                 static_batch: int | None = None) -> None:
         self.trt = import_tensorrt()
         super().__init__(target)
         self.path = Path(path)
@@ -258,10 +259,8 @@ class TrtRunner(Runner):
                 raise UnsupportedError(f"TensorRT {self.precision} is calibrated on real images, and none were given "
                                        f"(RunnerOptions.calibration)")
             self.calibration = calibration
-        manifest = read_manifest(self.path.parent)
-        entry = next(a for a in manifest["artifacts"].values() if a["files"][0]["file"] == self.path.name)
-        self.onnx_sha256 = [f["sha256"] for f in entry["files"]]  # the model and its external weights
-        self.static_batch = None if manifest["input"]["dynamic_batch"] else manifest["input"]["shape"][0]
+        self.onnx_sha256 = artifact.sha256s  # the model and its external weights
+        self.static_batch = static_batch
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
         # an engine can carry host code (lean/plugin engines): the cache folder is writable by whoever shares it,
@@ -377,9 +376,13 @@ class TrtRunner(Runner):
 
 
 def tensorrt_factory(path: Path, target: Target, options: RunnerOptions | None = None,
-                     artifact_precision: str = "fp32") -> TrtRunner:
+                     artifact_precision: str = "fp32", *, artifact: Artifact,
+                     static_batch: int | None = None) -> TrtRunner:
+    """`artifact`: the manifest's entry of the ONNX export `path` is the main file of; `static_batch`: the batch
+    a static export takes (None: any)."""
     options = options or RunnerOptions()
-    return TrtRunner(path, target, options.settings_for(target), options.calibration)
+    return TrtRunner(path, target, options.settings_for(target), options.calibration, artifact=artifact,
+                     static_batch=static_batch)
 
 
 BACKEND = register(Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16", "int8", "fp8"), ("contiguous",),

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..backends import Target
 from ..core.errors import UnsupportedError, VggbenchError, one_line
 from ..core.fileio import exclusive
-from ..exporters.manifest import INT8_FORMAT, artifact, dense_spec, read_manifest
+from ..exporters.manifest import INT8_FORMAT, artifact, read_manifest
 from ..exporters.manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
 from ..parity.checked import export
 from ..zoo.weights import LoadedModel
@@ -77,8 +77,8 @@ class ExportCache:
             artifact(m, fmt, folder)  # every file against its sha256
         except VggbenchError:
             return False
-        parity = m.get("parity") or []
-        return (m["model"]["name"] == self.model.name and m["weights"]["state_sha256"] == self.model.fingerprint
-                and m["input"]["image_size"] == self.image_size and m["precision"] == precision
-                and (dense_spec(m) is not None) == bool(self.dense_size)
+        parity = m.parity or ()
+        return (m.model.name == self.model.name and m.weights.state_sha256 == self.model.fingerprint
+                and m.input.image_size == self.image_size and m.precision == precision
+                and (m.dense is not None) == bool(self.dense_size)
                 and bool(parity) and all(p["passed"] for p in parity))

@@ -52,20 +52,22 @@ class Setting:
     parse: Callable[[Any], Any] | None = None  # applied first: raw value -> value of the field's type
     option: str | None = None  # the option's name(s), e.g. "--min-time"; default: --field-name
     cli: bool = True  # False: never an option (positional arguments, file-only keys)
+    aliases: tuple[str, ...] = ()  # other names of the same option (an older spelling kept working)
 
 
 def setting(default: Any = _MISSING, help: str = "", *, choices: Sequence | Callable[[], Sequence] | None = None,
             minimum: float | None = None, maximum: float | None = None, above: float | None = None,
             below: float | None = None, parse: Callable[[Any], Any] | None = None, option: str | None = None,
-            cli: bool = True) -> Any:
+            cli: bool = True, aliases: Sequence[str] = ()) -> Any:
     """A dataclass field that is a setting: its default, help text and checks.
 
     choices: allowed values (of each element, for a tuple); a callable for ones known only later.
     minimum/maximum: inclusive bounds; above/below: exclusive ones (numbers, or each element of a tuple).
     parse: turns a raw value (as typed, or as read from a file) into the field's type; may raise ConfigError.
     option: the command-line name(s) when not --field-name, e.g. "--dynamic-batch/--static-batch".
+    aliases: more names of the option, e.g. an older spelling ("--format" of "--formats").
     """
-    meta = Setting(help, choices, minimum, maximum, above, below, parse, option, cli)
+    meta = Setting(help, choices, minimum, maximum, above, below, parse, option, cli, tuple(aliases))
     return dataclasses.field(default=default, metadata={_KEY: meta})
 
 
@@ -331,7 +333,7 @@ def click_params(cls: type, *, include: Iterable[str] | None = None, exclude: It
             kwargs["type"] = click.INT if kind.base is int else click.FLOAT
         if s.choices is not None and not callable(s.choices):
             kwargs["metavar"] = "[" + "|".join(map(str, s.choices)) + "]"
-        return click.Option([names, f"{prefix}_{f.name}" if prefix else f.name], **kwargs)
+        return click.Option([names, *s.aliases, f"{prefix}_{f.name}" if prefix else f.name], **kwargs)
 
     return [option(f, s, k) for f, s, k in chosen]
 

@@ -1,7 +1,7 @@
 """Export a model to TorchScript, ONNX and torch.export, into a folder that appears whole or not at all.
 
-Exporters only write. The parity check that decides whether the folder is put in place is passed in as
-`check` (vggbench.parity.checked wires `verify` in, and `vggbench.export` is that checked export), and
+Exporters only write (`write_artifacts`). The parity check that decides whether the folder is put in place is
+passed in as `check` (vggbench.parity.checked wires `verify` in, and `vggbench.export` is that checked export), and
 int8 calibration images are passed in (vggbench.data.inputs.calibration_images makes them): this package
 knows neither datasets nor runtimes."""
 
@@ -14,6 +14,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -27,22 +28,37 @@ from ..zoo.profiling import profile
 from ..zoo.specs import LRN_FORM, LRN_PARAMS, MAX_IMAGE_SIZE, check_image_size
 from ..zoo.stages import Stage, prefix, weight_layers
 from ..zoo.weights import LoadedModel
-from .manifest import FORMATS, MANIFEST, READABLE_VERSIONS, SCHEMA_VERSION, file_entry, write_manifest
+from .manifest import (
+    FORMATS,
+    INT8_FORMAT,
+    MANIFEST,
+    SCHEMA_VERSION,
+    Artifact,
+    DenseSpec,
+    InputSpec,
+    Manifest,
+    MapSpec,
+    ModelRecord,
+    OutputSpec,
+    WeightsRecord,
+    file_entry,
+    write_manifest,
+)
 from .quantize import QuantConfig, quantize_onnx
-from .settings import max_opset
+
+if TYPE_CHECKING:
+    from .settings import ExportSettings
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 MAP_NAME = "score_map"  # a dense export's second output, with score_map=True
 PREFIX_OUTPUT_NAME = "output"  # a prefix sub-model's output: a stage's activations, not logits
-EXPORT_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
-TORCHSCRIPT_MODES = ("trace", "script")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}  # of each of choices.EXPORT_PRECISIONS
 # Weights above this go to model.onnx.data beside model.onnx (protobuf caps one file at 2 GiB, and a
 # small graph file is quicker to inspect and diff).
 ONNX_EXTERNAL_DATA_BYTES = 100 * 2**20
-MIN_OPSET = 18  # the dynamo exporter's lowest
 
 
-def _export_torchscript(module: nn.Module, example: torch.Tensor, folder: Path, *, mode: str, **_) -> dict:
+def _export_torchscript(module: nn.Module, example: torch.Tensor, folder: Path, *, mode: str, **_) -> Artifact:
     if mode == "trace":
         # a trace bakes cuDNN's flags into every aten::_convolution as constants: traced with TF32 on
         # (torch's default), the artifact would run fp32 convolutions in TF32 on any GPU, whatever the
@@ -54,10 +70,8 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, folder: Path, 
     path = folder / FORMATS["torchscript"]
     with atomic_stream(path) as f:  # given a path, torch's writer aborts the process on a full disk
         torch.jit.save(scripted, f)
-    entry = {"mode": mode, "files": [file_entry(folder, path.name)]}
-    if mode == "trace":
-        entry["cudnn_flags_in_trace"] = {"allow_tf32": False, "benchmark": False}
-    return entry
+    flags = {"allow_tf32": False, "benchmark": False} if mode == "trace" else None
+    return Artifact(mode=mode, files=(file_entry(folder, path.name),), cudnn_flags_in_trace=flags)
 
 
 def _dynamic_shapes(dynamic_batch: bool, dense_min: int | None = None):
@@ -80,17 +94,17 @@ def _tracing_sizes(dense: bool):
 
 
 def _export_pt2(module: nn.Module, example: torch.Tensor, folder: Path, *, dynamic_shapes, dense: bool,
-                **_) -> dict:
+                **_) -> Artifact:
     with _tracing_sizes(dense):
         program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
     path = folder / FORMATS["pt2"]
     with atomic_stream(path) as f:  # as torch.jit.save: given a path, a full disk aborts the process
         torch.export.save(program, f)
-    return {"files": [file_entry(folder, path.name)]}
+    return Artifact(files=(file_entry(folder, path.name),))
 
 
 def _export_onnx(module: nn.Module, example: torch.Tensor, folder: Path, *, dynamic_shapes, dense: bool,
-                 opset: int | None, output_name: str = OUTPUT_NAME, **_) -> dict:
+                 opset: int | None, output_name: str = OUTPUT_NAME, **_) -> Artifact:
     import onnx
 
     from .onnx_ops import with_onnx_lrn
@@ -112,40 +126,38 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, folder: Path, *, dyna
         raise ExportError(f"onnx export: --opset {opset} was asked for, but the exporter could only write opset "
                           f"{written}; pass --opset {written} (or leave --opset out)")
     names = [path.name] + sorted(p.name for p in folder.iterdir() if p.name.startswith(path.name + "."))
-    return {"opset": written, "external_data": external, "files": [file_entry(folder, n) for n in names]}
+    return Artifact(opset=written, external_data=external, files=tuple(file_entry(folder, n) for n in names))
 
 
 def _export_onnx_int8(module: nn.Module, example: torch.Tensor, folder: Path, *, quant: QuantConfig,
-                      calibration: torch.Tensor, int8_plan: dict | None = None, **_) -> dict:
+                      calibration: torch.Tensor, int8_plan: dict | None = None, **_) -> Artifact:
     fp32 = folder / FORMATS["onnx"]
     if not fp32.exists():
-        raise ConfigError("onnx-int8 is quantized from the ONNX export: add onnx to --format")
+        raise ConfigError("onnx-int8 is quantized from the ONNX export: add onnx to --formats")
     path = folder / FORMATS["onnx-int8"]
     layers = weight_layers(module)  # a prefix has only some of the layers the plan names
     keep = [f"{layers[name]}.weight" for name in quant.keep_fp32 if name in layers]
     quantize_onnx(fp32, path, calibration, quant, INPUT_NAME, keep_weights=keep)
-    entry = {"quantization": quant.to_dict(), "files": [file_entry(folder, path.name)]}
-    if int8_plan is not None:
-        entry["plan"] = int8_plan
-    return entry
+    return Artifact(quantization=quant.to_dict(), files=(file_entry(folder, path.name),), plan=int8_plan)
 
 
-EXPORTERS: dict[str, Callable[..., dict]] = {
+EXPORTERS: dict[str, Callable[..., Artifact]] = {
     "torchscript": _export_torchscript,
     "onnx": _export_onnx,
     "pt2": _export_pt2,
     "onnx-int8": _export_onnx_int8,
 }
-DEFAULT_FORMATS = ("torchscript", "onnx", "pt2")
 
 
-def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str] = DEFAULT_FORMATS,
-           image_size: int = 224, batch_size: int = 1, dynamic_batch: bool = True, opset: int | None = None,
-           precision: str = "fp32", torchscript_mode: str = "trace", force: bool = False,
-           quant: QuantConfig | None = None, calibration: torch.Tensor | None = None,
-           check: Callable[[Path], list[dict]] | None = None, dense: bool = False, score_map: bool = False,
-           stage: Stage | None = None, int8_plan: dict | None = None) -> dict:
-    """Write `out`/model.ts, model.onnx, model.pt2 and manifest.json.
+def write_artifacts(model: LoadedModel, out: str | os.PathLike, settings: ExportSettings, *,
+                    quant: QuantConfig | None = None, calibration: torch.Tensor | None = None,
+                    check: Callable[[Path], list[dict]] | None = None, stage: Stage | None = None,
+                    int8_plan: dict | None = None) -> Manifest:
+    """Write `out`/model.ts, model.onnx, model.pt2 (the formats `settings` name) and manifest.json.
+
+    `settings` (exporters.settings.ExportSettings) say which formats and how: image_size (None: the size the
+    weights were trained at, else 224), batch_size, dynamic_batch, opset, precision, torchscript_mode, force, dense,
+    score_map, and how onnx-int8 is quantized unless `quant` is given; the model's own settings in it are not read.
 
     The folder is built beside `out` and renamed into place only when every format exported and `check`
     (called with the finished temp folder; it returns parity rows for the manifest, or raises) passed, so a
@@ -160,20 +172,23 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
     whole model, with the same settings (its output: that stage's activations; the manifest's model.stage says
     which). Returns the manifest.
     """
-    _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode)
-    check_replaceable(out, force=force, not_ours=not_an_export)  # now, not after the export
-    check_keep_fp32(model.module, (quant or QuantConfig()).keep_fp32)
+    s = settings.for_model(model)
+    formats, image_size, batch_size, dynamic_batch = s.formats, s.image_size, s.batch_size, s.dynamic_batch
+    precision, opset, dense, score_map = s.precision, s.opset, s.dense, s.score_map
+    check_image_size(model.spec, image_size)
+    check_replaceable(out, force=s.force, not_ours=not_an_export)  # now, not after the export
+    quant = quant or s.quant()
+    check_keep_fp32(model.module, quant.keep_fp32)
     if score_map and not dense:
         raise ConfigError("--score-map is an output of a dense export: add --dense")
-    if dense and "onnx-int8" in formats:
+    if dense and INT8_FORMAT in formats:
         raise UnsupportedError("onnx-int8 of a dense export is not offered: its calibration and int8 parity are "
                                "measured at one input size, and a dense export takes any")
     if dense and stage is not None:
         raise UnsupportedError("a stage's prefix is cut from the model, not from its dense form: export one or "
                                "the other")
     formats = [f for f in EXPORTERS if f in formats]  # onnx before onnx-int8
-    quant = quant or QuantConfig()
-    if "onnx-int8" in formats:
+    if INT8_FORMAT in formats:
         if precision != "fp32":
             raise ConfigError("onnx-int8 is quantized from an fp32 model: export it with --precision fp32")
         if calibration is None:
@@ -184,7 +199,7 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
     out = Path(out)
     # A dynamic batch exported from a batch of 1 gets specialised to 1 by torch.export: use >= 2.
     example_batch = max(2, batch_size) if dynamic_batch else batch_size
-    dtype = EXPORT_PRECISIONS[precision]
+    dtype = DTYPES[precision]
     module = copy.deepcopy(model.module).eval().to(dtype)
     height = width = image_size
     dense_min = None
@@ -203,13 +218,13 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
             output_shape = list(module(example).shape[1:])
         output_name = PREFIX_OUTPUT_NAME
     # one writer per folder: a second process exporting here gets one error line, not a mix of two exports
-    with exclusive(out), atomic_dir(out, force=force, not_ours=not_an_export) as folder:
+    with exclusive(out), atomic_dir(out, force=s.force, not_ours=not_an_export) as folder:
         artifacts, caught = {}, []
         for fmt in formats:
             with warnings.catch_warnings(record=True) as seen:
                 warnings.simplefilter("always")
                 try:
-                    artifacts[fmt] = EXPORTERS[fmt](module, example, folder, mode=torchscript_mode,
+                    artifacts[fmt] = EXPORTERS[fmt](module, example, folder, mode=s.torchscript_mode,
                                                     dynamic_shapes=dynamic_shapes, dense=dense, opset=opset,
                                                     quant=quant, calibration=calibration, output_name=output_name,
                                                     int8_plan=int8_plan)
@@ -226,14 +241,17 @@ def export(model: LoadedModel, out: str | os.PathLike, *, formats: Sequence[str]
         manifest = build_manifest(model, artifacts, image_size, batch_size, dynamic_batch, example_batch, precision,
                                   caught, dense_input(module, image_size, score_map) if dense else None)
         if stage is not None:  # a prefix: what it ends at, and its output
-            manifest["model"]["stage"] = dataclasses.asdict(stage)
-            manifest["output"]["name"] = output_name
-            manifest["output"]["shape"] = [manifest["output"]["shape"][0], *output_shape]
-            manifest["dynamic_axes"] = {k if k != OUTPUT_NAME else output_name: v
-                                        for k, v in manifest["dynamic_axes"].items()}
+            r = dataclasses.replace
+            recorded = {**dataclasses.asdict(stage), "layers": list(stage.layers)}  # as the JSON reads back
+            manifest = r(manifest, model=r(manifest.model, stage=recorded),
+                         output=r(manifest.output, name=output_name,
+                                  shape=(manifest.output.shape[0], *output_shape)),
+                         dynamic_axes={k if k != OUTPUT_NAME else output_name: v
+                                       for k, v in manifest.dynamic_axes.items()})
+        manifest = manifest.signed()
         write_manifest(folder, manifest)
         if check is not None:
-            manifest["parity"] = check(folder)
+            manifest = dataclasses.replace(manifest, parity=tuple(check(folder))).signed()
             write_manifest(folder, manifest)
     return manifest
 
@@ -245,24 +263,21 @@ def not_an_export(folder: Path) -> str | None:
     import json
 
     from ..core.errors import ArtifactError
-    from .manifest import _check_schema
 
     path = folder / MANIFEST
     if not folder.is_dir():
         return "it is not a folder"
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return f"it has no {MANIFEST}, so it is no vggbench export"
     except (OSError, ValueError) as e:
         return f"its {MANIFEST} cannot be read as JSON ({e.__class__.__name__})"
-    if not isinstance(manifest, dict) or manifest.get("schema_version") not in READABLE_VERSIONS:
-        return f"its {MANIFEST} is not a vggbench manifest"
     try:
-        _check_schema(manifest, path)
+        manifest = Manifest.from_dict(data, path=path)  # the digest is not asked for
     except ArtifactError:
         return f"its {MANIFEST} is not a vggbench manifest"
-    listed = {MANIFEST} | {f["file"] for entry in manifest["artifacts"].values() for f in entry["files"]}
+    listed = {MANIFEST} | {f.file for entry in manifest.artifacts.values() for f in entry.files}
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in listed or not p.is_file() or p.is_symlink())
     if foreign:
         return f"it holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which its {MANIFEST} does not list"
@@ -281,69 +296,47 @@ def check_keep_fp32(module: nn.Module, names: Sequence[str]) -> None:
                           f"layer of this model; its layers are {', '.join(layers)}")
 
 
-def _check_arguments(model, formats, image_size, batch_size, opset, precision, torchscript_mode) -> None:
-    unknown = [f for f in formats if f not in EXPORTERS]
-    if unknown or not formats:
-        raise ConfigError(f"unknown export format {', '.join(unknown) or '(none)'}: choose from {', '.join(EXPORTERS)}")
-    check_image_size(model.spec, image_size)
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    if precision not in EXPORT_PRECISIONS:
-        raise ConfigError(f"export precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {precision!r} "
-                          f"(amp and bf16 are run-time choices: export fp32 and run it with --precision)")
-    if torchscript_mode not in TORCHSCRIPT_MODES:
-        raise ConfigError(f"torchscript mode must be trace or script, got {torchscript_mode!r}")
-    if opset is not None and opset < MIN_OPSET:
-        raise ConfigError(f"opset {opset} is too old for the dynamo ONNX exporter: use {MIN_OPSET} or newer")
-    if opset is not None and {"onnx", "onnx-int8"} & set(formats) and opset > (newest := max_opset()):
-        raise ConfigError(f"--opset {opset} is newer than the installed onnx can write: use {MIN_OPSET} to {newest}")
-
-
-def dense_input(module: nn.Module, image_size: int, score_map: bool) -> dict:
+def dense_input(module: nn.Module, image_size: int, score_map: bool) -> DenseSpec:
     """The manifest's input.dense of a dense export: where it equals the model, its smallest input, its outputs."""
     side, low = feature_size(module.features, image_size), min_dense_size(module.features, image_size)
-    return {"train_size": image_size, "min_size": low, "kernel": side, "stride": low // side, "score_map": score_map}
+    return DenseSpec(train_size=image_size, min_size=low, kernel=side, stride=low // side, score_map=score_map)
 
 
-def build_manifest(model: LoadedModel, artifacts: dict, image_size: int, batch_size: int, dynamic_batch: bool,
-                   example_batch: int, precision: str, warnings_seen: list[str], dense: dict | None = None) -> dict:
+def build_manifest(model: LoadedModel, artifacts: dict[str, Artifact], image_size: int, batch_size: int,
+                   dynamic_batch: bool, example_batch: int, precision: str, warnings_seen: list[str],
+                   dense: DenseSpec | None = None) -> Manifest:
     prof = profile(model.spec, model.options, image_size)
     batch = "batch" if dynamic_batch else batch_size
-    dtype = str(EXPORT_PRECISIONS[precision]).removeprefix("torch.")
+    dtype = str(DTYPES[precision]).removeprefix("torch.")
     import datetime as dt
 
     spatial = ["height", "width"] if dense else [image_size, image_size]
     dynamic_axes = {INPUT_NAME: {"0": "batch"}, OUTPUT_NAME: {"0": "batch"}} if dynamic_batch else {}
     if dense:
         dynamic_axes.setdefault(INPUT_NAME, {}).update({"2": "height", "3": "width"})
-    model_entry = {"name": model.name, "config": model.spec.config, "batch_norm": model.spec.batch_norm,
-                   "options": model.options.to_dict(), "params": prof.params, "gmacs": round(prof.gmacs, 4)}
-    if model.spec.lrn:
-        model_entry["lrn"] = {**LRN_PARAMS, "form": LRN_FORM}
-    if model.spec.custom:  # a custom layer list (--config): the manifest rebuilds it
-        model_entry["spec"] = model.spec.record()
-    input_entry = {"name": INPUT_NAME, "shape": [batch, 3, *spatial], "dtype": dtype, "layout": "NCHW",
-                   "image_size": image_size, "mean": list(model.weights.mean), "std": list(model.weights.std),
-                   "dynamic_batch": dynamic_batch, "example_batch": example_batch}
-    output_entry = {"name": OUTPUT_NAME, "shape": [batch, model.options.num_classes], "dtype": dtype}
-    if dense:
-        input_entry["dense"] = dense
-        if dense["score_map"]:
-            output_entry["score_map"] = {"name": MAP_NAME, "shape": [batch, model.options.num_classes, "map_height",
-                                                                     "map_width"]}
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": model_entry,
-        "weights": {**model.weights.to_dict(), "state_sha256": model.fingerprint},
-        "precision": precision,
-        "input": input_entry,
-        "output": output_entry,
-        "dynamic_axes": dynamic_axes,
-        "artifacts": artifacts,
-        "versions": {name: package_version(name) for name in
-                     ("vggbench", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime-gpu", "onnxruntime")
-                     if package_version(name)},
-        "warnings": warnings_seen,
-        "parity": None,
-    }
+    weights = model.weights.to_dict()
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        model=ModelRecord(name=model.name, config=model.spec.config, batch_norm=model.spec.batch_norm,
+                          options=model.options.to_dict(), params=prof.params, gmacs=round(prof.gmacs, 4),
+                          lrn={**LRN_PARAMS, "form": LRN_FORM} if model.spec.lrn else None,
+                          # a custom layer list (--config): the manifest rebuilds it
+                          spec=model.spec.record() if model.spec.custom else None),
+        weights=WeightsRecord.from_dict({**weights, "state_sha256": model.fingerprint}, "weights"),
+        precision=precision,
+        input=InputSpec(name=INPUT_NAME, shape=(batch, 3, *spatial), dtype=dtype, layout="NCHW",
+                        image_size=image_size, mean=tuple(model.weights.mean), std=tuple(model.weights.std),
+                        dynamic_batch=dynamic_batch, example_batch=example_batch, dense=dense),
+        output=OutputSpec(name=OUTPUT_NAME, shape=(batch, model.options.num_classes), dtype=dtype,
+                          score_map=MapSpec(name=MAP_NAME, shape=(batch, model.options.num_classes, "map_height",
+                                                                  "map_width"))
+                          if dense and dense.score_map else None),
+        dynamic_axes=dynamic_axes,
+        artifacts=artifacts,
+        versions={name: package_version(name) for name in
+                  ("vggbench", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime-gpu", "onnxruntime")
+                  if package_version(name)},
+        warnings=tuple(warnings_seen),
+        parity=None,
+    )

@@ -1,27 +1,20 @@
-"""The settings of an export (`vggbench export`), declared once; no torch import here."""
+"""The settings of an export (`vggbench export`, `vggbench.export`), declared once; no torch import here."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..core.errors import ConfigError
 from ..core.fileio import writable_folder
-from ..core.settings import setting
+from ..core.settings import check_keys, setting
 from ..zoo.settings import ModelSettings
 from ..zoo.specs import MAX_IMAGE_SIZE
-
-
-def _precisions() -> tuple[str, ...]:
-    from .export import EXPORT_PRECISIONS
-
-    return tuple(EXPORT_PRECISIONS)
-
-
-def _torchscript_modes() -> tuple[str, ...]:
-    from .export import TORCHSCRIPT_MODES
-
-    return TORCHSCRIPT_MODES
+from . import choices
+from .choices import DEFAULT_IMAGE_SIZE, EXPORT_PRECISIONS, MIN_OPSET, TORCHSCRIPT_MODES
+from .manifest import FORMATS, INT8_FORMAT
 
 
 def _calibration_methods() -> tuple[str, ...]:
@@ -30,17 +23,33 @@ def _calibration_methods() -> tuple[str, ...]:
     return METHODS
 
 
-def max_opset() -> int:
-    """The newest ONNX opset the installed onnx package knows (and so can convert an export to)."""
-    import onnx
+def _formats(value):
+    """Export formats, each one vggbench writes; checked here so that a typo costs no model loading."""
+    names = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    if isinstance(names, (list, tuple)):
+        unknown = [str(f) for f in names if f not in FORMATS]
+        if unknown or not names:
+            raise ConfigError(f"unknown export format {', '.join(unknown) or '(none)'}: choose from "
+                              f"{', '.join(FORMATS)}")
+    return names
 
-    return onnx.defs.onnx_opset_version()
+
+def _precision(value):
+    if isinstance(value, str) and value not in EXPORT_PRECISIONS:
+        raise ConfigError(f"export precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {value!r} "
+                          f"(amp and bf16 are run-time choices: export fp32 and run it with --precision)")
+    return value
 
 
 def _opset(value):
-    """An opset the installed onnx can write; checked here so that a typo costs no model loading."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > (newest := max_opset()):
-        raise ConfigError(f"--opset {value} is newer than the installed onnx can write: use 18 to {newest}")
+    """An opset the dynamo exporter and the installed onnx can write; checked here so that a typo costs no model
+    loading."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < MIN_OPSET:
+            raise ConfigError(f"opset {value} is too old for the dynamo ONNX exporter: use {MIN_OPSET} or newer")
+        if value > (newest := choices.max_opset()):
+            raise ConfigError(f"--opset {value} is newer than the installed onnx can write: use {MIN_OPSET} to "
+                              f"{newest}")
     return value
 
 
@@ -61,16 +70,17 @@ class ExportSettings(ModelSettings):
     """Which model (see ModelSettings), which formats, where, and how each is made and checked."""
 
     formats: tuple[str, ...] = setting(("torchscript", "onnx", "pt2"), "Comma-separated: torchscript, onnx, pt2, "
-                                       "onnx-int8 (int8 quantized from onnx).", option="--format")
+                                       "onnx-int8 (int8 quantized from onnx); --format is the older spelling.",
+                                       option="--formats", aliases=("--format",), parse=_formats)
     out: str | None = setting(None, "Export folder [default: exports/MODEL].", parse=writable_folder)
     image_size: int | None = setting(None, "Input size [default: the size the weights were trained at, as their "
                                            "checkpoint records it, else 224].", minimum=1, maximum=MAX_IMAGE_SIZE)
     batch_size: int = setting(1, "Batch of a --static-batch export (dynamic exports take any batch).", minimum=1)
     dynamic_batch: bool = setting(True, "A batch dimension of any size, or the --batch-size only.",
                                   option="--dynamic-batch/--static-batch")
-    opset: int | None = setting(None, "ONNX opset [default: the exporter's].", minimum=1, parse=_opset)
-    precision: str = setting("fp32", "fp32 or fp16.", choices=_precisions)
-    torchscript_mode: str = setting("trace", "trace or script.", choices=_torchscript_modes)
+    opset: int | None = setting(None, "ONNX opset [default: the exporter's].", parse=_opset)
+    precision: str = setting("fp32", "fp32 or fp16.", choices=EXPORT_PRECISIONS, parse=_precision)
+    torchscript_mode: str = setting("trace", "trace or script.", choices=TORCHSCRIPT_MODES)
     force: bool = setting(False, "Replace an existing export folder.")
     verify: bool = setting(True, "Check every artifact against the eager model before the folder is put in place.")
     dense: bool = setting(False, "The paper's fully-convolutional form (FC layers as convolutions, equal to the "
@@ -94,18 +104,35 @@ class ExportSettings(ModelSettings):
                                             "dataset the weights were trained on, when it loads offline, else "
                                             "photos), photos, or a dataset name (digits, cifar10, ...).")
 
-    def arguments(self) -> dict:
-        """The keyword arguments of vggbench.export that these settings give (all but the model and `out`)."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.keep_fp32 and INT8_FORMAT not in self.formats:
+            raise ConfigError("--keep-fp32 is a plan for the int8 model: add onnx-int8 to --formats")
+        if self.reduce_range and INT8_FORMAT not in self.formats:
+            raise ConfigError("--reduce-range is how the int8 model is quantized: add onnx-int8 to --formats")
+
+    @classmethod
+    def of(cls, options: Mapping, where: str = "export()") -> ExportSettings:
+        """The settings a library call's keywords give: those of the export (the model is given, not chosen by
+        name, and the folder is an argument of its own)."""
+        check_keys(options, LIBRARY_KEYS, where)
+        return cls(**options)
+
+    def for_model(self, model) -> ExportSettings:
+        """These settings with the input size filled in for `model` (a LoadedModel): the size its weights were
+        trained at (vggbench checkpoints record it; 224 for ImageNet weights), else 224."""
+        if self.image_size is not None:
+            return self
+        return dataclasses.replace(self, image_size=model.weights.image_size or DEFAULT_IMAGE_SIZE)
+
+    def quant(self):
+        """How onnx-int8 is made (exporters.quantize.QuantConfig), as these settings say."""
         from .quantize import QuantConfig
 
-        if self.keep_fp32 and "onnx-int8" not in self.formats:
-            raise ConfigError("--keep-fp32 is a plan for the int8 model: add onnx-int8 to --format")
-        if self.reduce_range and "onnx-int8" not in self.formats:
-            raise ConfigError("--reduce-range is how the int8 model is quantized: add onnx-int8 to --format")
-        quant = QuantConfig(method=self.calibration_method, images=self.calibration_images,
-                            calibration=self.calibration_data, keep_fp32=self.keep_fp32,
-                            reduce_range=self.reduce_range)
-        return dict(formats=list(self.formats), image_size=self.image_size, batch_size=self.batch_size,
-                    dynamic_batch=self.dynamic_batch, opset=self.opset, precision=self.precision,
-                    torchscript_mode=self.torchscript_mode, force=self.force, verify=self.verify, quant=quant,
-                    dense=self.dense, score_map=self.score_map)
+        return QuantConfig(method=self.calibration_method, images=self.calibration_images,
+                           calibration=self.calibration_data, keep_fp32=self.keep_fp32,
+                           reduce_range=self.reduce_range)
+
+
+# the keywords of vggbench.export: the export's settings, not the model's (ModelSettings) nor the folder
+LIBRARY_KEYS = tuple(n for n in ExportSettings.setting_names() if n not in (*ModelSettings.setting_names(), "out"))

@@ -15,26 +15,29 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
-from ..backends import OrtSettings, RunnerOptions, eager_runner, make_runner
+from ..backends import RunnerOptions, eager_runner, make_runner
 from ..backends.target import Target
 from ..core.arguments import expect_path
-from ..core.device import Device, require_device
-from ..core.errors import ArtifactError, CheckFailed, UnsupportedError, VggbenchError
+from ..core.device import require_device
+from ..core.errors import ArtifactError, CheckFailed, UnsupportedError, VggbenchError, WriteError
+from ..core.fileio import write_json
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..data.inputs import calibration_images
-from ..exporters import export as exporters
-from ..exporters.manifest import INT8_FORMAT, artifact, dense_spec, read_manifest
+from ..exporters.export import write_artifacts
+from ..exporters.manifest import INT8_FORMAT, Manifest, artifact, read_manifest
 from ..exporters.quantize import QuantConfig
+from ..exporters.settings import ExportSettings
 from ..zoo.stages import Stage, prefix, stages
 from ..zoo.weights import LoadedModel
+from .layer_plot import plot_layers
 from .metrics import Tolerance, tolerance_for
-from .verify import combinations, reference_model, run_in_batches, runnable, static_batch, verify_inputs
+from .settings import VerifySettings
+from .verify import combinations, reference_model, run_in_batches, runnable, verify_inputs
 
 LAYER_IMAGES = 256  # dataset images at most: every stage's activations of all images are held at once
 COLUMNS = ["stage", "layers", "shape", "max_abs", "rel_error", "min_cosine", "growth", "budget"]
@@ -166,23 +169,22 @@ class PrefixBuilds:
     """Prefix exports of one export folder, made with its recorded settings and kept under `root` (reused
     while their manifest and checksums say they are what is asked for)."""
 
-    def __init__(self, export_dir: str | os.PathLike, manifest: dict, reference: LoadedModel, root: Path,
+    def __init__(self, export_dir: str | os.PathLike, manifest: Manifest, reference: LoadedModel, root: Path,
                  calibration: torch.Tensor | None = None) -> None:
         self.export_dir, self.manifest, self.reference, self.root = Path(export_dir), manifest, reference, root
         self._calibration = calibration
         self.built = 0
 
-    def settings(self, formats: list[str]) -> dict:
-        """The keyword arguments of exporters.export that reproduce the export's own settings for `formats`."""
-        m, spec = self.manifest, self.manifest["input"]
-        arts = m["artifacts"]
-        options = dict(formats=formats, image_size=spec["image_size"], dynamic_batch=spec["dynamic_batch"],
-                       batch_size=1 if spec["dynamic_batch"] else spec["shape"][0], precision=m["precision"],
-                       torchscript_mode=arts.get("torchscript", {}).get("mode", "trace"),
-                       opset=arts["onnx"].get("opset") if "onnx" in formats and "onnx" in arts else None)
-        if INT8_FORMAT in formats:
-            options["quant"] = QuantConfig.from_dict(arts[INT8_FORMAT]["quantization"])
-        return options
+    def export_settings(self, formats: list[str]) -> tuple[ExportSettings, QuantConfig | None]:
+        """The export settings that reproduce the export's own for `formats`, and its int8 quantization when
+        `formats` hold onnx-int8."""
+        m, spec, arts = self.manifest, self.manifest.input, self.manifest.artifacts
+        torchscript = arts.get("torchscript")
+        settings = ExportSettings(formats=tuple(formats), image_size=spec.image_size, dynamic_batch=spec.dynamic_batch,
+                                  batch_size=m.static_batch or 1, precision=m.precision, force=True,
+                                  torchscript_mode=(torchscript and torchscript.mode) or "trace",
+                                  opset=arts["onnx"].opset if "onnx" in formats and "onnx" in arts else None)
+        return settings, arts[INT8_FORMAT].quant_config() if INT8_FORMAT in formats else None
 
     def calibration(self, quant: QuantConfig) -> torch.Tensor:
         if self._calibration is None:
@@ -191,14 +193,17 @@ class PrefixBuilds:
 
     def folder(self, stage: Stage, fmt: str) -> Path:
         formats = ["onnx", fmt] if fmt == INT8_FORMAT else [fmt]
-        options = self.settings(formats)
-        ident = {"state_sha256": self.manifest["weights"]["state_sha256"], "stage": asdict(stage),
-                 **{k: v.to_dict() if isinstance(v, QuantConfig) else v for k, v in options.items()}}
+        settings, quant = self.export_settings(formats)
+        recorded = settings.to_dict()
+        ident = {"state_sha256": self.manifest.weights.state_sha256, "stage": asdict(stage),
+                 **{k: recorded[k] for k in ("formats", "image_size", "dynamic_batch", "batch_size", "precision",
+                                             "torchscript_mode", "opset")},
+                 "quant": quant.to_dict() if quant else None}
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=list).encode()).hexdigest()[:12]
         folder = self.root / f"{stage.name}-{fmt}-{digest}"
         if not self._usable(folder, fmt):
-            calibration = self.calibration(options["quant"]) if "quant" in options else None
-            exporters.export(self.reference, folder, stage=stage, force=True, calibration=calibration, **options)
+            calibration = self.calibration(quant) if quant else None
+            write_artifacts(self.reference, folder, settings, quant=quant, calibration=calibration, stage=stage)
             self.built += 1
         return folder
 
@@ -208,57 +213,78 @@ class PrefixBuilds:
             artifact(m, fmt, folder)
         except VggbenchError:
             return False
-        return m["weights"]["state_sha256"] == self.manifest["weights"]["state_sha256"]
+        return m.weights.state_sha256 == self.manifest.weights.state_sha256
 
 
-def recorded_calibration(manifest: dict, quant: QuantConfig, export_dir) -> torch.Tensor:
+def recorded_calibration(manifest: Manifest, quant: QuantConfig, export_dir) -> torch.Tensor:
     """An int8 export's calibration images again: the recorded source and count, drawn with the same seed as
     vggbench.export drew them."""
     if quant.calibration in ("given", "auto"):
         raise ArtifactError(f"{export_dir}'s int8 model was calibrated on images its caller gave; pass the same "
                             f"images (calibration=) to rebuild it")
-    spec = manifest["input"]
+    spec = manifest.input
     source = quant.calibration.rsplit(" ", 1)[0] if quant.calibration != "photos" else "photos"  # "digits train"
-    images, _ = calibration_images(source, quant.images, spec["image_size"], spec["mean"], spec["std"],
-                                   manifest["weights"].get("meta") or {})
+    images, _ = calibration_images(source, quant.images, spec.image_size, spec.mean, spec.std,
+                                   manifest.weights.meta or {})
     return images
 
 
 # --- the profile -----------------------------------------------------------------------------------------
 
-def profile_layers(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = None,
-                   device: str | Device = "cpu", precisions: Sequence[str] | None = None,
-                   memory_formats: Sequence[str] = ("contiguous",), batch_sizes: Sequence[int] = (1, 3),
-                   photos: bool = True, data: str | None = "auto", data_images: int = LAYER_IMAGES,
-                   all_stages: bool = False, granularity: str = "blocks", atol: float | None = None,
-                   rtol: float | None = None, weights: str | os.PathLike | None = None,
-                   reference: LoadedModel | None = None, settings: OrtSettings | None = None,
-                   options: RunnerOptions | None = None, cache_dir: str | os.PathLike | None = None,
-                   calibration: torch.Tensor | None = None) -> LayersReport:
+def profile_layers(export_dir: str | os.PathLike, *, reference: LoadedModel | None = None, backend_settings=None,
+                   options: RunnerOptions | None = None, calibration: torch.Tensor | None = None,
+                   **keywords) -> LayersReport:
     """The error after each stage for every (backend, precision, memory format) that `verify` would compare
-    (same arguments, same inputs: random batches, photos, dataset images; int8 on real images only).
+    (same settings, same inputs: random batches, photos, dataset images; int8 on real images only).
 
-    By default the stages are bisected for the first one whose error exceeds the budget (the whole model
-    first; about log2(stages) prefixes more when it fails); `all_stages` measures every stage.
-    granularity: "blocks" (each conv block after its pool, flatten, each classifier layer) or "layers"
-    (after every weight layer). Prefix exports go to `cache_dir` (kept and reused), else to a temp folder.
-    `calibration`: the images an int8 export was calibrated on, when its caller gave them.
+    `keywords` are the profile's settings (vggbench.parity.settings.VerifySettings): verify's (backends, device,
+    precisions, memory_formats, batch_sizes, photos, data, data_images (default 256), atol, rtol, weights) and
+    all_stages, granularity, cache_dir, out and plot (the profile also written as JSON, and drawn). By default
+    the stages are bisected for the first one whose error exceeds the budget (the whole model first; about
+    log2(stages) prefixes more when it fails); `all_stages` measures every stage. granularity: "blocks" (each conv
+    block after its pool, flatten, each classifier layer) or "layers" (after every weight layer). Prefix exports
+    go to `cache_dir` (kept and reused), else to a temp folder. `calibration`: the images an int8 export was
+    calibrated on, when its caller gave them.
     """
+    return profile_with(export_dir, VerifySettings.of(keywords, "profile_layers()", layers=True),
+                        reference=reference, backend_settings=backend_settings, options=options,
+                        calibration=calibration)
+
+
+def profile_with(export_dir: str | os.PathLike, config: VerifySettings, *, reference: LoadedModel | None = None,
+                 backend_settings=None, options: RunnerOptions | None = None,
+                 calibration: torch.Tensor | None = None) -> LayersReport:
+    """`profile_layers` with its settings as one object (`vggbench verify --layers`); the report is written to
+    `config.out` (with the settings) and drawn into `config.plot` where they are given."""
+    options = options or RunnerOptions.from_settings(backend_settings)
+    report = _profile(export_dir, config, reference, options, calibration)
+    if config.out:
+        write_json(config.out, {"settings": config.to_dict(), **report.to_dict()})
+    if config.plot:
+        try:
+            plot_layers(report, config.plot)
+        except WriteError as e:
+            raise e.keeping(f"the profile is in {config.out}") if config.out else e from None
+    return report
+
+
+def _profile(export_dir, config: VerifySettings, reference: LoadedModel | None, options: RunnerOptions,
+             calibration: torch.Tensor | None) -> LayersReport:
     expect_path("profile_layers", "export_dir", export_dir)
-    device = require_device(device)
+    device = require_device(config.device)
     manifest = read_manifest(export_dir)
-    if manifest["model"].get("stage"):
-        raise ArtifactError(f"{export_dir} holds a prefix sub-model (stage {manifest['model']['stage']['name']}); "
+    if manifest.model.stage:
+        raise ArtifactError(f"{export_dir} holds a prefix sub-model (stage {manifest.model.stage['name']}); "
                             f"profile the whole model's export")
-    if dense_spec(manifest) is not None:
+    if manifest.dense is not None:
         raise UnsupportedError(f"{export_dir} is a dense export (any input size); profile a fixed-size export of "
                                f"the model, whose stages are cut at one size")
-    reference = reference or reference_model(manifest, weights)
-    cuts = stages(reference.module, granularity)
-    report = LayersReport(str(export_dir), manifest["model"]["name"], granularity)
-    inputs = verify_inputs(manifest, batch_sizes, photos, data, data_images, report.skipped)
-    static = static_batch(manifest)
-    options = options or RunnerOptions.of(*(s for s in (settings,) if s is not None))
+    reference = reference or reference_model(manifest, config.weights)
+    cuts = stages(reference.module, config.granularity)
+    report = LayersReport(str(export_dir), manifest.model.name, config.granularity)
+    inputs = verify_inputs(manifest, config.batch_sizes, config.photos, config.dataset,
+                           config.data_images or LAYER_IMAGES, report.skipped)
+    static = manifest.static_batch
     gold = eager_runner(reference.module, "cpu", "fp32")
     expected: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -270,16 +296,16 @@ def profile_layers(export_dir: str | os.PathLike, *, backends: Sequence[str] | N
 
     with tempfile.TemporaryDirectory(prefix="vggbench-prefixes-") as tmp, \
             scoped_numerics(tf32=tf32_flag(device, False)):
-        builds = PrefixBuilds(export_dir, manifest, reference, Path(cache_dir or tmp), calibration)
-        combos = combinations(manifest, backends, precisions, memory_formats)
+        builds = PrefixBuilds(export_dir, manifest, reference, Path(config.cache_dir or tmp), calibration)
+        combos = combinations(manifest, config.backends, config.precisions, config.memory_formats)
         # the whole model's runner first: a combination that cannot run is skipped before any prefix
         for target, whole in runnable(combos, device, report.skipped, lambda target: _stage_runner(
                 target, cuts[-1], True, reference, export_dir, builds, options)):
             backend, precision, memory_format = target.backend, target.precision, target.memory_format
-            tol = tolerance_for(precision, atol, rtol)
+            tol = tolerance_for(precision, config.atol, config.rtol)
             used = [(label, x) for label, x in inputs if tol.min_top1 is None or not label.startswith("random")]
             profile = LayerProfile(backend, str(device), precision, memory_format,
-                                   "all-stages" if all_stages else "bisect", [label for label, _ in used],
+                                   "all-stages" if config.all_stages else "bisect", [label for label, _ in used],
                                    sum(x.shape[0] for _, x in used), len(cuts), asdict(tol))
             before = builds.built
 
@@ -295,7 +321,7 @@ def profile_layers(export_dir: str | os.PathLike, *, backends: Sequence[str] | N
                 return stage_error(stage, want.view(-1, *shape[1:]), got.view(-1, *shape[1:]), tol,
                                    last=stage is cuts[-1])
 
-            measured = _search(measure, len(cuts), all_stages)
+            measured = _search(measure, len(cuts), config.all_stages)
             profile.rows = _with_growth(measured)
             profile.builds = builds.built - before
             report.profiles.append(profile)

@@ -23,13 +23,20 @@ from pathlib import Path
 
 import torch
 
-from ..backends import OrtSettings, eager_runner, resolve_target
-from ..backends.onnxruntime import OrtRunner
+from ..backends import RunnerOptions, eager_runner, make_runner, resolve_target
 from ..core.arguments import expect_path
 from ..core.errors import ArtifactError, CheckFailed, ConfigError
 from ..core.timing import Timing, measure
-from ..exporters.manifest import FORMATS, INT8_FORMAT, artifact, read_manifest
-from ..exporters.quantize import QuantConfig, quantize_onnx
+from ..exporters.manifest import (
+    FORMATS,
+    INT8_FORMAT,
+    Artifact,
+    artifact,
+    file_entry,
+    read_manifest,
+    write_manifest,
+)
+from ..exporters.quantize import quantize_onnx
 from ..zoo.stages import weight_layers
 from ..zoo.weights import LoadedModel
 from .layers import LAYER_IMAGES, profile_layers, recorded_calibration
@@ -132,7 +139,7 @@ def search(ranked: Sequence[str], reaches: Callable[[list[str]], bool]) -> list[
 def plan_int8(export_dir: str | os.PathLike, *, target: float = 0.99, reference: LoadedModel | None = None,
               weights: str | os.PathLike | None = None, photos: bool = True, data: str | None = "auto",
               data_images: int = LAYER_IMAGES, calibration: torch.Tensor | None = None, batch_size: int = 1,
-              timing: Timing = PLAN_TIMING, settings: OrtSettings | None = None,
+              timing: Timing = PLAN_TIMING, backend_settings=None,
               cache_dir: str | os.PathLike | None = None) -> Int8Plan:
     """Find the int8 plan of an export folder holding model.onnx and model.int8.onnx (see the module's
     docstring). Agreement is measured on the real images `verify` uses (the photos, and the test images of
@@ -142,10 +149,10 @@ def plan_int8(export_dir: str | os.PathLike, *, target: float = 0.99, reference:
         raise ConfigError(f"the agreement target must be in (0, 1], got {target}")
     manifest = read_manifest(export_dir)
     artifact(manifest, "onnx", export_dir)
-    if INT8_FORMAT not in manifest["artifacts"]:
-        raise ArtifactError(f"{export_dir} has no {INT8_FORMAT} artifact: export with --format onnx,onnx-int8")
+    if INT8_FORMAT not in manifest.artifacts:
+        raise ArtifactError(f"{export_dir} has no {INT8_FORMAT} artifact: export with --formats onnx,onnx-int8")
     reference = reference or reference_model(manifest, weights)
-    quant = QuantConfig.from_dict(manifest["artifacts"][INT8_FORMAT]["quantization"])
+    quant = manifest.artifacts[INT8_FORMAT].quant_config()
     images = calibration if calibration is not None else recorded_calibration(manifest, quant, export_dir)
     skipped: list[str] = []
     real = verify_inputs(manifest, [], photos, data, data_images, skipped)
@@ -154,15 +161,17 @@ def plan_int8(export_dir: str | os.PathLike, *, target: float = 0.99, reference:
     x = torch.cat([t for _, t in real])
     expected = run_in_batches(eager_runner(reference.module, "cpu", "fp32"), x, None)
     layers = weight_layers(reference.module)
-    result = Int8Plan(manifest["model"]["name"], target, [label for label, _ in real], x.shape[0],
+    result = Int8Plan(manifest.model.name, target, [label for label, _ in real], x.shape[0],
                       timing=asdict(timing), batch_size=batch_size)
     profile = profile_layers(export_dir, backends=["onnxruntime"], precisions=["int8"], reference=reference,
                              photos=photos, data=data, data_images=data_images, all_stages=True, granularity="layers",
-                             settings=settings, cache_dir=cache_dir, calibration=images)
+                             backend_settings=backend_settings, cache_dir=cache_dir, calibration=images)
     result.ranking = rank_layers(profile.profiles[0].rows, list(layers))
     target_int8 = resolve_target("onnxruntime", "cpu", "int8")
     batch = x[:batch_size].expand(batch_size, *x.shape[1:]) if x.shape[0] < batch_size else x[:batch_size]
-    fp32 = OrtRunner(Path(export_dir) / FORMATS["onnx"], resolve_target("onnxruntime", "cpu", "fp32"), settings)
+    # through make_runner, as every run: each file is checked against its sha256 and inspected before it is opened
+    options = RunnerOptions.from_settings(backend_settings)
+    fp32 = make_runner(resolve_target("onnxruntime", "cpu", "fp32"), export_dir=export_dir, options=options)
     timed = measure(fp32, batch, timing)
     result.fp32 = {"median_ms": timed.stats.median_ms, "images_per_s": batch_size * 1000 / timed.stats.median_ms}
     tried: dict[tuple[str, ...], bool] = {}
@@ -172,11 +181,16 @@ def plan_int8(export_dir: str | os.PathLike, *, target: float = 0.99, reference:
         def reaches(keep: list[str]) -> bool:
             key = tuple(sorted(keep, key=list(layers).index))
             if key not in tried:
-                path = Path(tmp) / f"plan{len(tried)}.onnx"
+                # each plan is an export folder of its own (the export's manifest, with this int8 model as its
+                # one artifact), so that it is loaded as any export is
+                folder = Path(tmp) / f"plan{len(tried)}"
+                folder.mkdir()
                 plan = dataclasses.replace(quant, keep_fp32=key)
-                quantize_onnx(Path(export_dir) / FORMATS["onnx"], path, images, plan, manifest["input"]["name"],
-                              keep_weights=[f"{layers[name]}.weight" for name in key])
-                runner = OrtRunner(path, target_int8, settings)
+                quantize_onnx(Path(export_dir) / FORMATS["onnx"], folder / FORMATS[INT8_FORMAT], images, plan,
+                              manifest.input.name, keep_weights=[f"{layers[name]}.weight" for name in key])
+                entry = Artifact(quantization=plan.to_dict(), files=(file_entry(folder, FORMATS[INT8_FORMAT]),))
+                write_manifest(folder, dataclasses.replace(manifest, artifacts={INT8_FORMAT: entry}, parity=None))
+                runner = make_runner(target_int8, export_dir=folder, options=options)
                 got = run_in_batches(runner, x, None)
                 agreement = (got.argmax(1) == expected.argmax(1)).double().mean().item()
                 cosine = torch.nn.functional.cosine_similarity(got.double(), expected.double(), dim=1).min().item()

@@ -1,14 +1,16 @@
-"""The settings of `vggbench verify`, declared once; no torch import here."""
+"""The settings of `vggbench verify` (and of `vggbench.verify` and `vggbench.profile_layers`), declared once; no
+torch import here."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..core.device import device_text
 from ..core.errors import ConfigError
 from ..core.fileio import check_writable
-from ..core.settings import Settings, setting
+from ..core.settings import Settings, check_keys, setting
 
 
 def _plot_path(value):
@@ -26,6 +28,11 @@ def _json_path(value):
             raise ConfigError(f"--out {path} exists and is no layer profile that vggbench wrote; it is not replaced: "
                               f"choose another name, or move it away")
     return value
+
+
+def _path_text(value):
+    """A path given as a str or an os.PathLike (a library caller's Path), stored as text."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _is_profile(path) -> bool:
@@ -49,15 +56,20 @@ class VerifySettings(Settings):
     device: str = setting("cpu", "cpu, cuda or cuda:N.", parse=device_text)
     precisions: tuple[str, ...] | None = setting(None, "Comma-separated: {precisions} [default: the export's "
                                                        "precision].", option="--precision")
-    channels_last: bool = setting(False, "Also compare channels_last input.")
+    memory_formats: tuple[str, ...] = setting(("contiguous",), "Comma-separated: contiguous, channels_last.",
+                                              option="--memory-format")
     batch_sizes: tuple[int, ...] = setting((1, 3), "Random batches to compare.", minimum=1)
     photos: bool = setting(True, "Also compare on two real photos.")
-    data: str = setting("auto", "Also compare on up to 1,000 test images of a dataset: auto (the one the weights "
-                                "were trained on, when it loads offline), none, or a name (digits, cifar10, stl10, "
-                                "folder:PATH).")
+    data: str | None = setting("auto", "Also compare on up to 1,000 test images of a dataset: auto (the one the "
+                                       "weights were trained on, when it loads offline), none, or a name (digits, "
+                                       "cifar10, stl10, folder:PATH).")
+    data_images: int | None = setting(None, "Dataset images compared at most [default: 1,000; 256 with --layers, "
+                                            "which holds every stage's activations of all images at once].",
+                                      minimum=1, cli=False)
     atol: float | None = setting(None, "Absolute tolerance (replaces the preset's range-relative one).", minimum=0)
     rtol: float | None = setting(None, "Relative tolerance.", minimum=0)
-    weights: str | None = setting(None, "Reference weights, if the file the export was made from has moved.")
+    weights: str | None = setting(None, "Reference weights, if the file the export was made from has moved.",
+                                  parse=_path_text)
     # the per-stage error profile (parity/layers.py)
     layers: bool = setting(False, "Profile the error after each stage (conv block, flatten, classifier layer) on "
                                   "prefix sub-models, and name the first stage over the precision's budget.")
@@ -65,55 +77,29 @@ class VerifySettings(Settings):
                                       "budget.")
     granularity: str = setting("blocks", "--layers: blocks (each conv block, flatten, each classifier layer) or "
                                          "layers (after every weight layer).", choices=("blocks", "layers"))
+    cache_dir: str | None = setting(None, "--layers: keep the prefix exports in this folder and reuse them "
+                                          "[default: a temporary folder].", parse=_path_text, cli=False)
     plot: str | None = setting(None, "--layers: draw relative error against depth into this file (.png, .svg, "
                                      "...).", parse=_plot_path)
     out: str | None = setting(None, "--layers: also write the profile as JSON to this file.", parse=_json_path)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        wanted = [name for name in ("all_stages", "plot", "out") if getattr(self, name) not in (None, False)]
+        wanted = [name for name in ("all_stages", "cache_dir", "plot", "out")
+                  if getattr(self, name) not in (None, False)]
         if wanted and not self.layers:
             raise ConfigError(f"--{wanted[0].replace('_', '-')} belongs to the layer profile: add --layers")
         if self.granularity != "blocks" and not self.layers:
             raise ConfigError("--granularity belongs to the layer profile: add --layers")
 
-    def profile_layers(self, export_dir: str | os.PathLike, backend=None):
-        """`vggbench.profile_layers` of `export_dir` with these settings (and `backend`: each backend's settings,
-        {backend: settings object}): the LayersReport (JSON and plot written when asked for)."""
-        from ..backends import RunnerOptions
-        from .layers import profile_layers
+    @classmethod
+    def of(cls, options: Mapping, where: str, *, layers: bool = False) -> VerifySettings:
+        """The settings a library call's keywords give (`where` names it in errors): `vggbench.verify`'s, or with
+        `layers` `vggbench.profile_layers`'s."""
+        check_keys(options, [n for n in cls.setting_names() if n != "layers"], where)
+        return cls(**options, layers=layers)
 
-        report = profile_layers(export_dir, backends=None if self.backends is None else list(self.backends),
-                                device=self.device,
-                                precisions=None if self.precisions is None else list(self.precisions),
-                                memory_formats=("contiguous", "channels_last") if self.channels_last
-                                else ("contiguous",), batch_sizes=list(self.batch_sizes), photos=self.photos,
-                                atol=self.atol, rtol=self.rtol, weights=self.weights,
-                                data=None if self.data.lower() == "none" else self.data,
-                                all_stages=self.all_stages, granularity=self.granularity,
-                                options=RunnerOptions(dict(backend or {})))
-        if self.out:
-            from ..core.fileio import write_json
-
-            write_json(self.out, {"settings": self.to_dict(), **report.to_dict()})
-        if self.plot:
-            from ..core.errors import WriteError
-            from .layer_plot import plot_layers
-
-            try:
-                plot_layers(report, self.plot)
-            except WriteError as e:
-                raise e.keeping(f"the profile is in {self.out}") if self.out else e from None
-        return report
-
-    def verify(self, export_dir: str | os.PathLike, backend=None):
-        """`vggbench.verify` of `export_dir` with these settings (and `backend`: each backend's settings,
-        {backend: settings object}): the VerifyReport."""
-        from .verify import verify
-
-        return verify(export_dir, backends=None if self.backends is None else list(self.backends),
-                      device=self.device, precisions=None if self.precisions is None else list(self.precisions),
-                      memory_formats=("contiguous", "channels_last") if self.channels_last else ("contiguous",),
-                      batch_sizes=list(self.batch_sizes), photos=self.photos, atol=self.atol, rtol=self.rtol,
-                      weights=self.weights, data=None if self.data.lower() == "none" else self.data,
-                      backend_settings=backend)
+    @property
+    def dataset(self) -> str | None:
+        """The dataset to compare on: auto, a name, or None for none."""
+        return None if self.data is None or self.data.lower() == "none" else self.data

@@ -10,8 +10,6 @@ from pathlib import Path
 import torch
 
 from ..backends import (
-    OrtSettings,
-    OvSettings,
     RunnerOptions,
     artifact_backends,
     eager_runner,
@@ -21,17 +19,18 @@ from ..backends import (
 )
 from ..backends.target import check_memory_format, check_precision
 from ..core.arguments import expect_path
-from ..core.device import Device, require_device
+from ..core.device import require_device
 from ..core.errors import ArtifactError, CheckFailed, DataError, UnsupportedError
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..data.inputs import calibration_images, dataset_images, random_batch, sample_photos, trained_on
-from ..exporters.manifest import INT8_FORMAT, dense_spec, read_manifest
+from ..exporters.manifest import INT8_FORMAT, DenseSpec, Manifest, read_manifest
 from ..exporters.quantize import QuantConfig
 from ..zoo.dense import dense_model
 from ..zoo.specs import LRN_FORM, get_spec
 from ..zoo.stages import Stage, prefix
 from ..zoo.weights import LoadedModel, WeightsSource, load_model
 from .metrics import ParityResult, compare, tolerance_for
+from .settings import VerifySettings
 
 CHUNK = 32  # images per call when comparing many (bounds memory at 224x224)
 DATA_IMAGES = 1000  # dataset images compared at most (seeded sample of the test split)
@@ -72,56 +71,50 @@ class VerifyReport:
                 "results": [r.to_dict() for r in self.results], "skipped": self.skipped}
 
 
-def reference_model(manifest: dict, weights: str | os.PathLike | None = None) -> LoadedModel:
+def reference_model(manifest: Manifest, weights: str | os.PathLike | None = None) -> LoadedModel:
     """Rebuild the exported model in eager mode, and prove that its weights are the exported ones."""
-    info, model = manifest["weights"], manifest["model"]
+    info, model = manifest.weights, manifest.model
     if weights is None:
-        weights = WeightsSource(info["source"], seed=info.get("seed") or 0, tag=info.get("tag"),
-                                path=Path(info["path"]) if info.get("path") else None)
-    if isinstance(model.get("spec"), dict):  # a custom layer list (--config): registered as the export recorded it
+        weights = WeightsSource(info.source, seed=info.seed or 0, tag=info.tag,
+                                path=Path(info.path) if info.path else None)
+    if model.spec is not None:  # a custom layer list (--config): registered as the export recorded it
         from ..zoo.custom import register_custom
 
-        register_custom(**{k: model["spec"].get(k) for k in ("name", "layers", "batch_norm")}, where="manifest.json")
-    spec = get_spec(model["name"])
-    if spec.lrn and not (isinstance(model.get("lrn"), dict) and model["lrn"].get("form") == LRN_FORM):
-        raise ArtifactError(f"{model['name']} was exported before vggbench's LRN was Krizhevsky's (its LRN is 5x "
+        register_custom(**{k: model.spec.get(k) for k in ("name", "layers", "batch_norm")}, where="manifest.json")
+    spec = get_spec(model.name)
+    if spec.lrn and not (model.lrn is not None and model.lrn.get("form") == LRN_FORM):
+        raise ArtifactError(f"{model.name} was exported before vggbench's LRN was Krizhevsky's (its LRN is 5x "
                             f"weaker than the eager model's now): export it again to verify it")
-    loaded = load_model(model["name"], weights, seed=info.get("seed") or 0, **model["options"])
-    if loaded.fingerprint != info["state_sha256"]:
+    loaded = load_model(model.name, weights, seed=info.seed or 0, **model.options)
+    if loaded.fingerprint != info.state_sha256:
         raise ArtifactError(f"the weights rebuilt from {weights} are not the ones exported (state_sha256 differs); "
                             f"pass --weights with the file the export was made from")
     return loaded
 
 
-def static_batch(manifest: dict) -> int | None:
-    """The batch size a static export takes (None: any)."""
-    spec = manifest["input"]
-    return None if spec["dynamic_batch"] else spec["shape"][0]
-
-
-def exported_module(manifest: dict, reference: LoadedModel) -> LoadedModel:
+def exported_module(manifest: Manifest, reference: LoadedModel) -> LoadedModel:
     """The reference for what the folder holds: the model, or the prefix sub-model of a stage export."""
-    stage = manifest["model"].get("stage")
+    stage = manifest.model.stage
     if not stage:
         return reference
     cut = Stage(**{**stage, "layers": tuple(stage["layers"])})
     return replace(reference, module=prefix(reference.module, cut))
 
 
-def verify_inputs(manifest: dict, batch_sizes: Sequence[int], photos: bool, data: str | None, data_images: int,
+def verify_inputs(manifest: Manifest, batch_sizes: Sequence[int], photos: bool, data: str | None, data_images: int,
                   skipped: list[str]) -> list[tuple[str, torch.Tensor]]:
     """(label, images) to compare on: seeded random batches, the photos, and a dataset's test images (see
     `verify`); a dataset that "auto" could not load is noted in `skipped`."""
-    spec = manifest["input"]
-    size = spec["image_size"]
+    spec = manifest.input
+    size = spec.image_size
     inputs = [(f"random x{b}", random_batch(b, size, seed=b)) for b in batch_sizes]
     if photos:
-        real = sample_photos(size, spec["mean"], spec["std"])
+        real = sample_photos(size, spec.mean, spec.std)
         inputs.append((f"photos x{real.shape[0]}", real))
-    name = trained_on(manifest["weights"].get("meta") or {}) if data == "auto" else data
+    name = trained_on(manifest.weights.meta or {}) if data == "auto" else data
     if name:
         try:
-            images, _, split = dataset_images(name, size, spec["mean"], spec["std"], count=data_images)
+            images, _, split = dataset_images(name, size, spec.mean, spec.std, count=data_images)
             inputs.append((f"{name} {split} x{images.shape[0]}", images))
         except DataError as e:
             if data != "auto":
@@ -163,35 +156,40 @@ def run_in_batches(runner, x: torch.Tensor, batch: int | None) -> torch.Tensor:
     return torch.cat(outs)
 
 
-def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = None, device: str | Device = "cpu",
-           precisions: Sequence[str] | None = None, memory_formats: Sequence[str] = ("contiguous",),
-           batch_sizes: Sequence[int] = (1, 3), photos: bool = True, atol: float | None = None,
-           rtol: float | None = None, weights: str | os.PathLike | None = None,
-           reference: LoadedModel | None = None, settings: OrtSettings | None = None, data: str | None = "auto",
-           data_images: int = DATA_IMAGES, openvino: OvSettings | None = None,
-           backend_settings: Mapping | None = None) -> VerifyReport:
-    """Compare each (backend, precision, memory format) against eager fp32 on the CPU.
+def verify(export_dir: str | os.PathLike, *, reference: LoadedModel | None = None, backend_settings=None,
+           **options) -> VerifyReport:
+    """Compare each (backend, precision, memory format) of an export folder against eager fp32 on the CPU.
 
-    Inputs: seeded random batches of each size in `batch_sizes` (1 and >1 catch batch specialisation);
-    with `photos`, two real photos and their mirror images, normalised as the manifest says; and `data`:
-    up to `data_images` test images of a dataset ("auto": the one the weights were trained on, when it
-    loads offline; None: none), which is where int8's class agreement is measured.
-    settings, openvino: the onnxruntime and openvino backends' settings (None: their defaults);
-    backend_settings: any backend's settings, {backend: settings object} (vggbench.backends.settings).
-    backends default to every artifact in the folder; precisions to the precision it was exported in.
+    `options` are the comparison's settings (vggbench.parity.settings.VerifySettings): backends (default: every
+    artifact in the folder), device, precisions (default: the one it was exported in), memory_formats,
+    batch_sizes, photos, data (None: none), data_images, atol, rtol, weights. Inputs: seeded random batches of each
+    size in `batch_sizes` (1 and >1 catch batch specialisation); with `photos`, two real photos and their mirror
+    images, normalised as the manifest says; and `data`: up to `data_images` test images of a dataset ("auto": the
+    one the weights were trained on, when it loads offline; None: none), which is where int8's class agreement is
+    measured. `reference`: the eager model, when the caller has it (else rebuilt from the manifest).
+    backend_settings: the backends' settings (vggbench.backends.settings), a list of settings objects such as
+    [OvSettings(threads=1)] or {backend: settings}; a backend without any runs with its settings' defaults.
     """
+    return verify_with(export_dir, VerifySettings.of(options, "verify()"), reference=reference,
+                       backend_settings=backend_settings)
+
+
+def verify_with(export_dir: str | os.PathLike, config: VerifySettings, *, reference: LoadedModel | None = None,
+                backend_settings=None) -> VerifyReport:
+    """`verify` with its comparison settings as one object."""
     expect_path("verify", "export_dir", export_dir)
-    device = require_device(device)
+    device = require_device(config.device)
     manifest = read_manifest(export_dir)
-    reference = exported_module(manifest, reference or reference_model(manifest, weights))
-    combos = combinations(manifest, backends, precisions, memory_formats)
-    static = static_batch(manifest)
-    report = VerifyReport(str(export_dir), manifest["model"]["name"])
-    inputs = verify_inputs(manifest, batch_sizes, photos, data, data_images, report.skipped)
+    reference = exported_module(manifest, reference or reference_model(manifest, config.weights))
+    combos = combinations(manifest, config.backends, config.precisions, config.memory_formats)
+    static = manifest.static_batch
+    report = VerifyReport(str(export_dir), manifest.model.name)
+    inputs = verify_inputs(manifest, config.batch_sizes, config.photos, config.dataset,
+                           config.data_images or DATA_IMAGES, report.skipped)
     subject = reference  # what module backends run, and what the artifacts are compared with
-    dense = dense_spec(manifest)
+    dense = manifest.dense
     if dense is not None:
-        subject = dense_model(reference.module, dense["train_size"], return_map=dense["score_map"]).eval()
+        subject = dense_model(reference.module, dense.train_size, return_map=dense.score_map).eval()
         for i, (h, w) in enumerate(dense_sizes(dense)):
             g = torch.Generator().manual_seed(100 + i)
             inputs.append((f"random x2 {h}x{w}", torch.randn(2, 3, h, w, generator=g)))
@@ -199,15 +197,14 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     expected = {label: run_in_batches(gold, x, None) for label, x in inputs}
 
     # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
-    options = RunnerOptions({**(backend_settings or {}),
-                             **RunnerOptions.of(*(s for s in (settings, openvino) if s is not None)).settings})
+    options = RunnerOptions.from_settings(backend_settings)
     with scoped_numerics(tf32=tf32_flag(device, False)):
         def build(target):
             return make_runner(target, subject, export_dir=export_dir, options=_calibrated(options, target, manifest))
 
         for target, runner in runnable(combos, device, report.skipped, build):
             precision, memory_format = target.precision, target.memory_format
-            tol = tolerance_for(precision, atol, rtol)
+            tol = tolerance_for(precision, config.atol, config.rtol)
             for label, x in inputs:
                 if tol.min_top1 is not None and label.startswith("random"):
                     # judged by class agreement, which random inputs do not have
@@ -219,35 +216,35 @@ def verify(export_dir: str | os.PathLike, *, backends: Sequence[str] | None = No
     return report
 
 
-def _calibrated(options: RunnerOptions, target, manifest: dict) -> RunnerOptions:
+def _calibrated(options: RunnerOptions, target, manifest: Manifest) -> RunnerOptions:
     """`options` with int8/fp8 calibration images for a backend that calibrates itself (TensorRT), chosen as
     onnx-int8's are: the training split of the weights' dataset, else crops of real photos."""
     if target.precision not in ("int8", "fp8") or not target.spec.builds_precisions:
         return options
-    spec, quant = manifest["input"], QuantConfig()
-    images, _ = calibration_images(quant.calibration, quant.images, spec["image_size"], spec["mean"], spec["std"],
-                                   manifest["weights"].get("meta") or {})
+    spec, quant = manifest.input, QuantConfig()
+    images, _ = calibration_images(quant.calibration, quant.images, spec.image_size, spec.mean, spec.std,
+                                   manifest.weights.meta or {})
     return replace(options, calibration=images)
 
 
-def dense_sizes(dense: dict) -> list[tuple[int, int]]:
+def dense_sizes(dense: DenseSpec) -> list[tuple[int, int]]:
     """The sizes a dense export is compared at besides its training size: the smallest, non-square ones, and sizes
     that are no multiple of the net's stride (the max-pools floor)."""
-    size, low, stride = dense["train_size"], dense["min_size"], dense["stride"]
+    size, low, stride = dense.train_size, dense.min_size, dense.stride
     sizes = [(low, low), (size + stride, size), (size, size + 3 * stride), (size + 2 * stride + 5, size + 7)]
     return list(dict.fromkeys(s for s in sizes if s != (size, size)))
 
 
-def combinations(manifest: dict, backends, precisions, memory_formats) -> list[tuple[str, str, str]]:
+def combinations(manifest: Manifest, backends, precisions, memory_formats) -> list[tuple[str, str, str]]:
     """What to compare: by default each artifact at its own precision (onnx-int8 as onnxruntime int8);
     backends/precisions given explicitly are crossed with each other."""
     if backends is None and precisions is None:
-        pairs = [("onnxruntime", "int8") if fmt == INT8_FORMAT else (artifact_backends(fmt)[0], manifest["precision"])
-                 for fmt in manifest["artifacts"] if artifact_backends(fmt) or fmt == INT8_FORMAT]
+        pairs = [("onnxruntime", "int8") if fmt == INT8_FORMAT else (artifact_backends(fmt)[0], manifest.precision)
+                 for fmt in manifest.artifacts if artifact_backends(fmt) or fmt == INT8_FORMAT]
     else:
         if backends is None:
-            backends = list(dict.fromkeys(artifact_backends(f)[0] for f in manifest["artifacts"] if artifact_backends(f)))
-        precisions = [check_precision(p) for p in precisions or [manifest["precision"]]]  # a typo is an error,
+            backends = list(dict.fromkeys(artifact_backends(f)[0] for f in manifest.artifacts if artifact_backends(f)))
+        precisions = [check_precision(p) for p in precisions or [manifest.precision]]  # a typo is an error,
         pairs = [(resolve_backend(b), p) for b in backends for p in precisions]  # not a skipped combination
     for memory_format in memory_formats:
         check_memory_format(memory_format)

@@ -103,7 +103,7 @@ class CommonSettings(ModelSettings):
     # --- hardware
     device: str = setting("auto", "auto (cuda if there is one), cpu, cuda or cuda:N.", parse=device_or_auto_text)
     amp: bool = setting(False, "Mixed precision: fp16 + GradScaler on CUDA, bf16 on CPU.")
-    channels_last: bool = setting(False, "NHWC memory format.")
+    channels_last: bool = setting(False, "NHWC memory format: the older spelling of --memory-format channels_last.")
 
 
 @dataclass(frozen=True, kw_only=True)
