@@ -23,6 +23,41 @@ def slow_except(values, *fast):
     return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]
 
 
+class FakeRunner:
+    """Stands in for a backend's runner: runs the real model, its logits plus one when `wrong`, and runs out of
+    memory from `oom_from` images on; records the batch size of every call."""
+
+    torch_stream = False
+
+    def __init__(self, module, target, oom_from=None, wrong=False):
+        self.module, self.target, self.oom_from, self.wrong = module, target, oom_from, wrong
+        self.device, self.precision, self.memory_format, self.name = "cpu", "fp32", "contiguous", "fake"
+        self.batches: list[int] = []
+
+    def prepare(self, batch):
+        return batch
+
+    def run(self, x):
+        self.batches.append(x.shape[0])
+        if self.oom_from is not None and x.shape[0] >= self.oom_from:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        with torch.inference_mode():
+            out = self.module(x)
+        return out + 1 if self.wrong else out
+
+    def synchronize(self):
+        pass
+
+    def to_tensor(self, out):
+        return out.float()
+
+    def notes(self, batch):
+        return ""
+
+    def __call__(self, batch):
+        return self.to_tensor(self.run(self.prepare(batch)))
+
+
 REPO = Path(__file__).resolve().parent.parent
 USER_CACHE = Path.home() / ".cache" / "vggbench"  # native.cache_dir()'s default root
 # Caches that outlive one test, in one temp folder per session: pytest's controller makes it before any test
