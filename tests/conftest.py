@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vggbench.core.device import CPU
 from vggbench.zoo import specs
 
 # 1/16 of the paper's channels (4..32) and a small classifier: fast, yet every layer is there.
@@ -21,6 +22,41 @@ TINY_IMAGE = 32
 def slow_except(values, *fast):
     """Parametrize values with all but `fast` marked slow: the fast tier keeps one case, the slow tier the rest."""
     return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
+class FakeRunner:
+    """Stands in for a backend's runner: runs the real model, its logits plus one when `wrong`, and runs out of
+    memory from `oom_from` images on; records the batch size of every call."""
+
+    torch_stream = False
+
+    def __init__(self, module, target, oom_from=None, wrong=False):
+        self.module, self.target, self.oom_from, self.wrong = module, target, oom_from, wrong
+        self.device, self.precision, self.memory_format, self.name = CPU, "fp32", "contiguous", "fake"
+        self.batches: list[int] = []
+
+    def prepare(self, batch):
+        return batch
+
+    def run(self, x):
+        self.batches.append(x.shape[0])
+        if self.oom_from is not None and x.shape[0] >= self.oom_from:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        with torch.inference_mode():
+            out = self.module(x)
+        return out + 1 if self.wrong else out
+
+    def synchronize(self):
+        pass
+
+    def to_tensor(self, out):
+        return out.float()
+
+    def notes(self, batch):
+        return ""
+
+    def __call__(self, batch):
+        return self.to_tensor(self.run(self.prepare(batch)))
 
 
 REPO = Path(__file__).resolve().parent.parent

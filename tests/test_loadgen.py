@@ -133,9 +133,7 @@ def test_a_run_that_held_the_bound_says_how_many_more_queries_early_stopping_wan
 
 
 def test_early_stopping_arithmetic_matches_loadgens_and_sizes_the_extension_from_the_late_fraction(tmp_path):
-    from types import SimpleNamespace
-
-    from vggbench.bench.loadgen import _Scenario
+    from vggbench.bench.mlperf import SCENARIO_TABLE
 
     # LoadGen's own figures (its summaries): 459 on-time queries at p99; 500 + 162 with 1 late, 500 + 338 with 2,
     # 1005 + 591 with 7 (VGG16 on onnxruntime, 1.1 QPS)
@@ -146,18 +144,13 @@ def test_early_stopping_arithmetic_matches_loadgens_and_sizes_the_extension_from
     assert queries_at_late_fraction(0.01, most=10**6) is None  # at the percentile itself: never
 
     lines = []
-    scenario = _Scenario.__new__(_Scenario)
-    scenario.name, scenario.settings = "server", LoadgenSettings()
-    scenario.runs = SimpleNamespace(echo=lines.append)
-    scenario.t = SimpleNamespace(case=SimpleNamespace(model="vgg16", backend="onnxruntime", precision="fp32",
-                                                      memory_format="contiguous"))
 
     def extension(late, more):
         (tmp_path / "mlperf_log_detail.txt").write_text("".join(
             f':::MLLOG {{"key": "{key}", "value": {value}, "time_ms": 1.0}}\n'
             for key, value in (("result_query_count", 500), ("result_overlatency_query_count", late))))
         summary = parse_summary(EARLY_STOPPING_WANTS_MORE.replace("162", str(more)))
-        return scenario._extension(summary, tmp_path)
+        return SCENARIO_TABLE["server"].extension(summary, tmp_path, LoadgenSettings(), lines.append)
 
     assert extension(1, 162) == int(662 * 1.2)  # 0.2% late: what LoadGen asked for is enough
     assert extension(2, 338) == int(1157 * 1.2)  # 0.4% late: more than LoadGen's 838 (its "if all on time")

@@ -12,9 +12,10 @@ import torch
 from click.testing import CliRunner
 
 import vggbench.bench.cache as export_cache
+import vggbench.bench.prepare as prepare
 import vggbench.bench.sweep as sweep
 import vggbench.core.errors
-from tests.conftest import TINY, TINY_IMAGE
+from tests.conftest import TINY, TINY_IMAGE, FakeRunner
 from vggbench.bench.report import render_run
 from vggbench.bench.results import CSV_COLUMNS, read_run
 from vggbench.cli import main
@@ -119,39 +120,8 @@ def test_export_failure_is_a_row_and_is_tried_once(cache, monkeypatch, tmp_path)
     assert calls == [["pt2"]]  # fp32 and bf16 run the same fp32 export: one attempt
 
 
-class FakeRunner:
-    """Stands in for a backend: runs the real model, but runs out of memory from `oom_from` images on."""
-
-    torch_stream = False
-
-    def __init__(self, module, target, oom_from=None, wrong=False):
-        self.module, self.target, self.oom_from, self.wrong = module, target, oom_from, wrong
-        self.device, self.precision, self.memory_format, self.name = CPU, "fp32", "contiguous", "fake"
-        self.batches: list[int] = []  # the batch size of every call
-
-    def prepare(self, batch):
-        return batch
-
-    def run(self, x):
-        self.batches.append(x.shape[0])
-        if self.oom_from is not None and x.shape[0] >= self.oom_from:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        with torch.inference_mode():
-            out = self.module(x)
-        return out + 1 if self.wrong else out
-
-    def synchronize(self):
-        pass
-
-    def to_tensor(self, out):
-        return out.float()
-
-    def notes(self, batch):
-        return ""
-
-
 def test_oom_is_a_row_and_the_run_goes_on(cache, monkeypatch):
-    real = sweep.make_runner
+    real = prepare.make_runner
 
     made = []
 
@@ -160,8 +130,8 @@ def test_oom_is_a_row_and_the_run_goes_on(cache, monkeypatch):
             made.append(FakeRunner(model.module, target, oom_from=2))
             return made[-1]
         return real(target, model, **kwargs)
-    monkeypatch.setattr(sweep, "make_runner", fake)
-    monkeypatch.setattr(sweep.ExportCache, "folder", lambda self, target: None)
+    monkeypatch.setattr(prepare, "make_runner", fake)
+    monkeypatch.setattr(prepare.ExportCache, "folder", lambda self, target: None)
     result = run(cache, backends=["torchscript", "eager"], batch_sizes=[1, 2, 4])
     statuses = [(r.backend, r.batch_size, r.status) for r in result.results]
     assert statuses == [("torchscript", 1, "ok"), ("torchscript", 2, "oom"), ("torchscript", 4, "oom"),
@@ -179,7 +149,7 @@ def test_wrong_outputs_are_parity_failures_and_errors_are_rows(cache, monkeypatc
         if target.backend == "compile":
             return FakeRunner(model.module, target, wrong=True)
         raise RuntimeError("backend exploded\nwith a long traceback")
-    monkeypatch.setattr(sweep, "make_runner", fake)
+    monkeypatch.setattr(prepare, "make_runner", fake)
     result = run(cache, backends=["compile", "eager"], batch_sizes=[2])
     wrong, broken = result.results
     assert wrong.status == "parity_failed" and wrong.reason.startswith("output differs from eager fp32: max abs diff")
@@ -365,11 +335,11 @@ def test_fp32_on_cuda_is_strict_unless_tf32_is_asked_for():
 def test_ctrl_c_keeps_the_cases_that_finished(tmp_path, cache, monkeypatch):
     real, calls = sweep._Sweep._time, []
 
-    def interrupted_on_the_third(self, runner, case, load_ms):
+    def interrupted_on_the_third(self, prepared, case):
         calls.append(case.batch_size)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(self, runner, case, load_ms)
+        return real(self, prepared, case)
     monkeypatch.setattr(sweep._Sweep, "_time", interrupted_on_the_third)
     with pytest.raises(KeyboardInterrupt) as caught:  # the Python API still sees an interrupt...
         run(cache, backends=["eager"], batch_sizes=[1, 2, 4])
@@ -404,7 +374,7 @@ def test_oom_back_off_on_a_cuda_device_mocked_at_the_device_queries(cache, monke
     def fake(target, model, **kwargs):
         made.append(FakeRunner(model.module, target, oom_from=8))
         return made[-1]
-    monkeypatch.setattr(sweep, "make_runner", fake)
+    monkeypatch.setattr(prepare, "make_runner", fake)
     result = run(cache, device="cuda", backends=["eager"], precisions=["amp"], batch_sizes="1..32")
     assert [(r.batch_size, r.status) for r in result.results] == [(1, "ok"), (2, "ok"), (4, "ok"), (8, "oom"),
                                                                  (16, "oom"), (32, "oom")]

@@ -60,6 +60,9 @@ class Backend:
     # called after each of its runners is dropped (torch.compile: torch._dynamo.reset(), so that later runners
     # do not hit the recompile limit)
     close: Callable[[], None] | None = None
+    # what a run's environment record says of it, {key: value} (winograd: how its C++ kernels are built); it
+    # builds and runs nothing
+    environment: Callable[[], dict] | None = None
 
     @property
     def calibrates(self) -> bool:
@@ -166,6 +169,15 @@ def settings_owner(cls: type) -> str:
         if table.cls is cls:
             return name
     raise ValueError(f"no backend owns {cls.__name__}")
+
+
+def environment() -> dict:
+    """What the backends add to a run's environment record (see Backend.environment)."""
+    found = {}
+    for name in backend_names():
+        if _BACKENDS[name].environment is not None:
+            found.update(_BACKENDS[name].environment())
+    return found
 
 
 def flat_keys() -> dict[str, tuple[str, str]]:

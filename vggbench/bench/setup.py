@@ -15,11 +15,12 @@ from .suite import Suite
 
 
 class BackendSetup:
-    """The suite's backend settings, for the run's thread count and TF32 flag."""
+    """The suite's backend settings, for the run's thread count and TF32 flag; max_batch: the largest batch a
+    runner is given (TensorRT's profile), when not the suite's largest batch size."""
 
-    def __init__(self, suite: Suite, threads: int, tf32: bool) -> None:
+    def __init__(self, suite: Suite, threads: int, tf32: bool, max_batch: int | None = None) -> None:
         self.suite = suite
-        largest = max(b for g in suite.groups() for b in g.batch_sizes)
+        largest = max_batch or max(b for g in suite.groups() for b in g.batch_sizes)
         self.run = RunContext(threads=threads, tf32=tf32, max_batch=largest)
 
     def settings(self, backend: str, settings=None):

@@ -1,5 +1,6 @@
 """Reading what LoadGen writes: mlperf_log_summary.txt (the verdict, its reasons, throughput, latency percentiles,
-the parameters used) and mlperf_log_accuracy.json (each sample's response bytes)."""
+the parameters used), counts from mlperf_log_detail.txt and mlperf_log_accuracy.json (each sample's response
+bytes)."""
 
 from __future__ import annotations
 
@@ -150,6 +151,20 @@ def read_summary(folder: str | os.PathLike) -> Summary:
         return parse_summary(path.read_text(encoding="utf-8"))
     except ResultsError as e:
         raise ResultsError(f"{path}: {e}") from None
+
+
+def read_detail_ints(folder: str | os.PathLike | None, *keys: str) -> dict[str, int | None]:
+    """Counts from LoadGen's detail log, read once: result_query_count (the queries it counted),
+    result_overlatency_query_count (those over the latency bound); None for a key it does not hold, and for
+    every key without a folder."""
+    found: dict[str, int | None] = dict.fromkeys(keys)
+    if folder is None:
+        return found
+    for line in (Path(folder) / "mlperf_log_detail.txt").read_text(encoding="utf-8").splitlines():
+        for key in keys:
+            if f'"key": "{key}"' in line:
+                found[key] = int(json.loads(line.split(":::MLLOG", 1)[1])["value"])
+    return found
 
 
 def read_accuracy_log(folder: str | os.PathLike, width: int) -> dict[int, np.ndarray]:

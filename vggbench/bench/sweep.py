@@ -1,7 +1,7 @@
-"""`vggbench.benchmark`: run a suite. Each model is built once; artifact backends get an export made
-once per (model, weights, image size, precision, format) into a cache and checked for parity; one
-runner per (backend, precision, memory format) times every batch size through vggbench.bench; every
-case that cannot run becomes a row with a status and a reason."""
+"""`vggbench.benchmark`: run a suite. Each model and each runner per (backend, precision, memory format) is
+prepared once (vggbench.bench.prepare: the export cache, the runner, parity with eager fp32, failures as rows);
+this module times every batch size of a runner, backing off after an out-of-memory one, against the run's
+ceilings."""
 
 from __future__ import annotations
 
@@ -12,45 +12,22 @@ from pathlib import Path
 
 import torch
 
-from ..backends import (
-    Runner,
-    Target,
-    eager_runner,
-    make_runner,
-    resolve_target,
-)
+from ..backends import Target, resolve_target
+from ..backends.registry import environment as backend_environment
 from ..backends.registry import get_backend
-from ..backends.winograd import native
 from ..core.device import Device, cpu_bf16_instructions, require_device
 from ..core.env import capture
-from ..core.errors import (
-    BenchmarkInterrupted,
-    CheckFailed,
-    Terminated,
-    UnsupportedError,
-    VggbenchError,
-    one_line,
-)
+from ..core.errors import BenchmarkInterrupted, Terminated, UnsupportedError
 from ..core.numerics import scoped_numerics, tf32_flag
-from ..core.timing import free_memory, is_oom, measure
+from ..core.timing import free_memory, measure
 from ..data.inputs import random_batch
-from ..parity.metrics import compare, tolerance_for
-from ..zoo.dense import dense_gmacs, dense_model, min_dense_size
-from ..zoo.profiling import profile
-from ..zoo.weights import WeightsSource, load_model, parse_weights
-from .cache import DEFAULT_EXPORT_CACHE, ExportCache, ExportFailed
+from ..zoo.weights import WeightsSource, parse_weights
+from .cache import DEFAULT_EXPORT_CACHE
 from .peak import Ceilings, measure_peak, theoretical_peak
+from .prepare import Failure, Preparation, PreparedModel, PreparedRunner
 from .results import BenchRun, Journal
 from .rows import BenchResult, Case
-from .setup import BackendSetup
 from .suite import Suite, resolve_suite
-
-PARITY_IMAGES = 2  # a case's first output is compared with eager fp32 on the CPU for this many images
-DENSE_DEFAULT_SIZE = 224  # the paper's training crop: where a dense form of random weights equals the model
-
-
-class _ParityMismatch(Exception):
-    pass
 
 
 def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: str | os.PathLike = DEFAULT_EXPORT_CACHE,
@@ -73,7 +50,7 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
     started = time.perf_counter()
     with scoped_numerics(suite.threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
         environment = capture()
-        environment["native_kernels"] = native.describe()  # the winograd backend's C++ transforms
+        environment.update(backend_environment())  # e.g. native_kernels: the winograd backend's C++ transforms
         environment["gemm_peaks"] = _peaks(plan, device)
         ceilings = Ceilings(environment["gemm_peaks"], _theoretical(plan, device, suite))
         settings = {**suite.to_dict(), "export_cache": str(export_cache)}
@@ -138,12 +115,9 @@ def _peaks(plan: dict, device: Device) -> list[dict]:
 class _Sweep:
     def __init__(self, suite: Suite, device: Device, weights: WeightsSource, plan: dict, export_cache: Path,
                  ceilings: Ceilings, progress, raise_errors: bool, journal: Journal | None) -> None:
-        self.suite, self.device, self.weights, self.plan = suite, device, weights, plan
-        self.export_cache, self.raise_errors = export_cache, raise_errors
+        self.suite, self.device, self.plan = suite, device, plan
+        self.prep = Preparation(suite, device, weights, export_cache, raise_errors=raise_errors)
         self.ceilings = ceilings
-        self.threads = torch.get_num_threads()
-        self.tf32 = bool(tf32_flag(device, suite.tf32))  # fp32 on CUDA with TF32 math: judged as such
-        self.setup = BackendSetup(suite, self.threads, self.tf32)
         self.progress, self.journal = progress, journal
         self.results: list[BenchResult] = []
 
@@ -157,147 +131,70 @@ class _Sweep:
                 self._model(name, [g[1:] for g in groups if g[0] == name])
         return self.results
 
-    def _case(self, model: str, backend: str, precision: str, memory_format: str, batch_size: int,
-              settings=None) -> Case:
-        s = self.suite
-        target = self.plan[model, backend, precision, memory_format]
-        return Case(model=model, image_size=s.image_size, batch_size=batch_size, backend=backend,
-                    device=str(self.device), precision=precision, memory_format=memory_format, threads=self.threads,
-                    weights=self.weights.label,
-                    warmup=max(s.warmup, get_backend(backend).min_warmup),
-                    warmup_time_s=s.warmup_time_s, min_time_s=s.min_time_s, min_iters=s.min_iters,
-                    max_iters=s.max_iters, **self.setup.case_fields(backend, target, settings))
-
     def _model(self, name: str, groups: list) -> None:
-        s = self.suite
-        self.bar.set_postfix_str(f"loading {name}")
-        try:
-            loaded = load_model(name, self.weights, **s.model_options())
-        except Exception as e:  # weights that do not fit this model: its cases are rows, the other models run
-            status, reason = self._failure(e)
-            self._record([BenchResult.failed(self._case(name, *g[:3], b, g[4]), status, f"model not loaded: {reason}")
-                          for g in groups for b in g[3]])
-            return
-        subject, self.dense_note = loaded, ""  # what module backends run and what parity compares with
-        dense_size = None
-        if s.dense:
-            dense_size = s.dense_size or loaded.weights.image_size or DENSE_DEFAULT_SIZE
-            subject = dense_model(loaded.module, dense_size).eval()
-            lowest = min_dense_size(subject.features, dense_size)
-            if s.image_size < lowest:
-                reason = (f"the dense form of {name} made at {dense_size} takes inputs of at least {lowest}, not "
-                          f"{s.image_size}")
-                self._record([BenchResult.failed(self._case(name, *g[:3], b, g[4]), "unsupported", reason)
-                              for g in groups for b in g[3]])
-                return
-            self.gmacs = dense_gmacs(subject, s.image_size, s.image_size)
-            self.dense_note = f"dense form, equal to the model at {dense_size}"
-        else:
-            self.gmacs = profile(loaded.spec, loaded.options, s.image_size).gmacs
-        self.cache = ExportCache(self.export_cache, loaded, s.image_size, dense_size=dense_size)
-        self.loaded, self.reference, self.batches, self.expected = subject, eager_runner(
-            getattr(subject, "module", subject)), {}, {}
+        planned = []  # (target, its cases)
         for backend, precision, memory_format, sizes, settings in groups:
-            cases = [self._case(name, backend, precision, memory_format, b, settings) for b in sizes]
-            self._group(self.plan[name, backend, precision, memory_format], cases)
-        del self.loaded, self.reference, self.batches, self.expected, self.cache
+            target = self.plan[name, backend, precision, memory_format]
+            planned.append((target, [self.prep.case(name, backend, precision, memory_format, b, target, settings)
+                                     for b in sizes]))
+        self.bar.set_postfix_str(f"loading {name}")
+        model = self.prep.model(name)
+        if isinstance(model, Failure):
+            self._record([row for _, cases in planned for row in model.rows(cases)])
+            return
+        self.batches: dict[int, torch.Tensor] = {}
+        for target, cases in planned:
+            self._group(model, target, cases)
+        del self.batches
 
-    def _group(self, target: Target | UnsupportedError, cases: list[Case]) -> None:
+    def _group(self, model: PreparedModel, target: Target | UnsupportedError, cases: list[Case]) -> None:
         """Build one runner and time it at every batch size."""
         c = cases[0]
         self.bar.set_postfix_str(f"{c.model} {c.backend} {c.precision} {c.memory_format}: preparing")
-        runner, load_ms = None, None
-        try:
-            if isinstance(target, UnsupportedError):
-                raise target
-            export_dir = self.cache.folder(target) if target.artifact else None
-            started = time.perf_counter()
-            options = self.setup.runner_options(c, target, self.loaded)
-            runner = make_runner(target, self.loaded, export_dir=export_dir, options=options)
-            load_ms = (time.perf_counter() - started) * 1e3
-        except Exception as e:  # recorded as rows; re-raised on request
-            status, reason = self._failure(e, building=True)
-            self._record([BenchResult.failed(case, status, reason) for case in cases])
-        if runner is not None:
-            self._time_sizes(runner, cases, load_ms)
-        del runner
-        close = get_backend(c.backend).close
-        if close is not None:
-            close()
-        free_memory(self.device)
+        prepared = self.prep.runner(model, target, cases)
+        if isinstance(prepared, Failure):
+            self._record(prepared.rows(cases))
+            return
+        self._time_sizes(prepared)
+        prepared.close()
 
-    def _time_sizes(self, runner: Runner, cases: list[Case], load_ms: float) -> None:
+    def _time_sizes(self, prepared: PreparedRunner) -> None:
         """Every batch size in turn, backing off after an out-of-memory one: a batch at least as large is
         recorded as oom without being tried (each try would fill the device again, for nothing)."""
         fitted, failed_at = 0, None
-        for case in cases:
+        for case in prepared.cases:
             if failed_at is not None and case.batch_size >= failed_at:
                 largest = f"; the largest that fitted was {fitted}" if fitted else ""
                 self._record([BenchResult.failed(case, "oom", f"not tried: batch {failed_at} ran out of memory"
-                                                              f"{largest}", load_ms=load_ms)])
+                                                              f"{largest}", load_ms=prepared.load_ms)])
                 continue
-            row = self._time(runner, case, load_ms)
+            row = self._time(prepared, case)
             if row.status == "oom":
                 failed_at = min(failed_at or case.batch_size, case.batch_size)
             elif row.status == "ok":
                 fitted = max(fitted, case.batch_size)
 
-    def _time(self, runner: Runner, case: Case, load_ms: float) -> BenchResult:
+    def _time(self, prepared: PreparedRunner, case: Case) -> BenchResult:
         self.bar.set_postfix_str(f"{case.model} {case.backend} {case.precision} {case.memory_format} "
                                  f"batch {case.batch_size}")
-        parity: dict = {}
-        reference = runner.target.is_reference
-
-        def check(out) -> None:
-            k = min(PARITY_IMAGES, case.batch_size)
-            if reference:  # the reference is compared with nothing, but NaN/Inf logits are no result
-                if not torch.isfinite(runner.to_tensor(out)[:k]).all():
-                    raise _ParityMismatch("the reference (eager fp32) output has NaN/Inf: check the weights")
-                return
-            got = runner.to_tensor(out)[:k]
-            result = compare(self._expected(case.batch_size), got, tolerance_for(case.precision, tf32=self.tf32),
-                             backend=case.backend, device=case.device, precision=case.precision,
-                             memory_format=case.memory_format, inputs=f"benchmark batch, first {k}")
-            parity["max_abs"] = result.max_abs
-            # int8 is judged by class agreement on real images (done when its export was verified); on
-            # random noise its top-1 says nothing, so here it is only recorded
-            if not result.passed and case.precision not in ("int8", "fp8"):
-                raise _ParityMismatch(f"output differs from eager fp32: {result.reason}")
-
+        prepared.parity_max_abs = None  # this batch's own, once its first output is judged
         try:
             batch = self._batch(case.batch_size)  # allocating it can fail too (a batch beyond memory): a row
-            m = measure(runner, batch, case.timing, on_first_output=check)
-            notes = "; ".join(n for n in (self.dense_note, runner.notes(batch)) if n)
-            row = BenchResult.measured(case, m, gmacs_per_image=self.gmacs, peak_gflops_per_s=None, load_ms=load_ms,
-                                       parity_max_abs=parity.get("max_abs"), notes=notes)
+            m = measure(prepared.runner, batch, case.timing,
+                        on_first_output=lambda out: prepared.judge(out, batch, case, source="benchmark batch"))
+            row = BenchResult.measured(case, m, gmacs_per_image=prepared.gmacs, peak_gflops_per_s=None,
+                                       load_ms=prepared.load_ms, parity_max_abs=prepared.parity_max_abs,
+                                       notes=prepared.notes(batch))
             self.ceilings.see(case.device, case.precision, row.gflops_per_s,
                               f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}")
             row = replace(row, **self.ceilings.row_fields(case.device, case.precision, row.gflops_per_s,
                                                           _hardware_rate(case.backend)))
         except Exception as e:  # recorded as a row; re-raised on request
-            status, reason = self._failure(e)
-            row = BenchResult.failed(case, status, reason, load_ms=load_ms, parity_max_abs=parity.get("max_abs"))
+            row = self.prep.failure(e).row(case, load_ms=prepared.load_ms, parity_max_abs=prepared.parity_max_abs)
         if row.status == "oom":
             free_memory(self.device)
         self._record([row])
         return row
-
-    def _failure(self, error: Exception, building: bool = False) -> tuple[str, str]:
-        if isinstance(error, ExportFailed):
-            return "export_failed", str(error)
-        if isinstance(error, _ParityMismatch):
-            return "parity_failed", str(error)
-        if is_oom(error):
-            return "oom", one_line(error)
-        if isinstance(error, UnsupportedError):
-            return "unsupported", str(error)
-        if isinstance(error, (CheckFailed, VggbenchError)) and building:
-            return "export_failed", str(error)  # e.g. an export folder whose files were changed
-        if isinstance(error, VggbenchError):  # e.g. weights that do not fit one of the models
-            return "error", str(error)
-        if self.raise_errors:
-            raise error
-        return "error", one_line(error)
 
     def _record(self, rows: list[BenchResult]) -> None:
         for row in rows:
@@ -310,13 +207,6 @@ class _Sweep:
         if batch_size not in self.batches:
             self.batches[batch_size] = random_batch(batch_size, self.suite.image_size, seed=0)
         return self.batches[batch_size]
-
-    def _expected(self, batch_size: int) -> torch.Tensor:
-        """Eager fp32 CPU logits of the first images of the batch: the parity reference."""
-        if batch_size not in self.expected:
-            k = min(PARITY_IMAGES, batch_size)
-            self.expected[batch_size] = self.reference(self._batch(batch_size)[:k])
-        return self.expected[batch_size]
 
 
 def _disabled(progress: bool | None) -> bool | None:

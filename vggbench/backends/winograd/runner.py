@@ -18,7 +18,7 @@ from ...core.device import Device
 from ..registry import Backend, register
 from ..runner import RunnerOptions, TorchRunner
 from ..target import Target, resolve_target
-from . import onednn
+from . import native, onednn
 from .layers import held_bytes
 from .model import winograd_model
 
@@ -107,5 +107,9 @@ def winograd_factory(module: nn.Module, target: Target, options: RunnerOptions |
     return WinogradRunner(module, target)
 
 
+def _environment() -> dict:
+    return {"native_kernels": native.describe()}  # its C++ transforms, as built (or as they would be)
+
+
 BACKEND = register(Backend("winograd", None, ("cpu",), ("fp32",), ("channels_last",), winograd_factory,
-                           fewer_flops=True, deployable=False))
+                           fewer_flops=True, deployable=False, environment=_environment))
