@@ -119,12 +119,60 @@ def test_no_import_cycles_at_import_time():
     assert not cycles, "\n".join(cycles)
 
 
+def _planted(tmp_path: Path, monkeypatch, layer: str, text: str) -> Path:
+    """A module `layer`/bad.py holding `text`, in a package the checkers read instead of vggbench's."""
+    folder = tmp_path / "vggbench" / layer
+    folder.mkdir(parents=True)
+    bad = folder / "bad.py"
+    bad.write_text(text)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "vggbench")
+    return bad
+
+
 def test_the_rules_catch_an_uphill_import(tmp_path, monkeypatch):
     """The checker itself: a core module importing the bench layer is reported."""
-    core = tmp_path / "vggbench" / "core"
-    core.mkdir(parents=True)
-    bad = core / "bad.py"
-    bad.write_text("from ..bench import sweep\n")
-    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "vggbench")
+    bad = _planted(tmp_path, monkeypatch, "core", "from ..bench import sweep\n")
     with pytest.raises(AssertionError, match="core.bad \\(core\\) imports vggbench.bench "):
         test_imports_run_down_the_layers(bad)
+
+
+# the backends' generic face: the registry, targets, runners, settings and loading. bench, parity and the CLI reach
+# a concrete backend only through these (issue 26): a backend is one module plus its line in registry.BUILTIN
+GENERIC_BACKEND_MODULES = {"vggbench.backends", "vggbench.backends.registry", "vggbench.backends.target",
+                           "vggbench.backends.runner", "vggbench.backends.settings", "vggbench.backends.load"}
+# what the package vggbench.backends hands on from a concrete backend (a convenience for users and tests)
+CONCRETE_BACKEND_NAMES = {"OrtSettings", "OvSettings"}
+
+
+def _backend_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    module, is_package = _module_name(path), path.name == "__init__.py"
+    wrong = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for target in _resolve(module, node, is_package):
+                if not target.startswith("vggbench.backends"):
+                    continue
+                if target not in GENERIC_BACKEND_MODULES:
+                    wrong.append(f"line {node.lineno}: {module} imports {target}")
+                names = {a.name for a in node.names} & CONCRETE_BACKEND_NAMES
+                if target == "vggbench.backends" and names:
+                    wrong.append(f"line {node.lineno}: {module} imports {', '.join(sorted(names))} of a backend")
+        elif isinstance(node, ast.Import):
+            wrong += [f"line {node.lineno}: {module} imports {a.name}" for a in node.names
+                      if a.name.startswith("vggbench.backends") and a.name not in GENERIC_BACKEND_MODULES]
+    return wrong
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if _layer(_module_name(p)) in ("bench", "parity", "cli")],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_bench_and_parity_reach_backends_only_through_the_registry(path):
+    wrong = _backend_imports(path)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_registry_rule_catches_a_concrete_backend(tmp_path, monkeypatch):
+    bad = _planted(tmp_path, monkeypatch, "bench",
+                   "from ..backends.onnxruntime import OrtRunner\nfrom ..backends import OrtSettings, make_runner\n")
+    assert _backend_imports(bad) == ["line 1: vggbench.bench.bad imports vggbench.backends.onnxruntime",
+                                     "line 2: vggbench.bench.bad imports OrtSettings of a backend"]
