@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -106,13 +107,69 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """`@pytest.mark.cuda` tests are skipped, with the reason, where torch sees no CUDA device."""
+    """`@pytest.mark.cuda` tests are skipped, with the reason, where torch sees no CUDA device. A worker notes
+    each test's xdist_group for the controller's scheduler (see pytest_xdist_make_scheduler)."""
+    if _is_worker() and getattr(config.option, "loadgroup", False):  # xdist sets it on a worker for loadgroup
+        path = Path(os.environ[SESSION_ENV]) / f"xdist-groups-{os.environ['PYTEST_XDIST_WORKER']}.json"
+        path.write_text(json.dumps(_groups(items)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (marked cuda)")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def _groups(items) -> dict[str, str]:
+    """Each test's xdist group: tests that share a module-scoped fixture (which a worker builds once and keeps
+    while it runs that module's tests) or an xdist_group mark are one group, so that one worker builds it. A
+    test that shares nothing is its own unit (not in the result)."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    keys_of = {}
+    for item in items:
+        keys = [f"group {m.args[0] if m.args else m.kwargs.get('name', 'default')}"
+                for m in item.iter_markers("xdist_group")]
+        info = getattr(item, "_fixtureinfo", None)
+        for name in item.fixturenames if info else ():
+            defs = info.name2fixturedefs.get(name)
+            if defs and defs[-1].scope == "module":
+                keys.append(f"fixture {defs[-1].baseid}::{name}")
+        if keys:
+            keys_of[item.nodeid] = keys
+            for key in keys[1:]:
+                parent[root(key)] = root(keys[0])
+    return {nodeid: root(keys[0]) for nodeid, keys in keys_of.items()}
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup that groups: xdist 3.8 tags a grouped test by appending "@NAME" to its node id, which
+    pytest 9.2's node ids ignore (pytest-dev/pytest-xdist#1386), so every test was its own unit and a module
+    fixture meant for one worker was built on each. The groups come from the workers' notes instead; a node id
+    that does carry "@NAME" (an xdist that works again) keeps xdist's own grouping."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class NotedGroups(LoadGroupScheduling):
+        groups: dict | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]"):
+                return super()._split_scope(nodeid)
+            if self.groups is None:  # read once every worker has collected (schedule() runs only then)
+                self.groups = {}
+                for note in Path(os.environ[SESSION_ENV]).glob("xdist-groups-*.json"):
+                    self.groups.update(json.loads(note.read_text()))
+            return self.groups.get(nodeid, nodeid)
+
+    return NotedGroups(config, log)
 
 
 def pytest_collection_finish(session):
@@ -184,3 +241,26 @@ def _isolated(monkeypatch, tmp_path_factory):
 @pytest.fixture
 def tiny():
     return dict(TINY)
+
+
+_PEAKS: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _gemm_peak_once_per_worker(monkeypatch):
+    """A run measures torch's GEMM rate before its cases (seconds: it grows the matrices until one call takes
+    80 ms); every in-process run of a worker shares that measurement, at the same device, precision and thread
+    count. The peak tests, and tests that patch `sweep.measure_peak` themselves, still call or replace it."""
+    import copy
+
+    import vggbench.bench.sweep as sweep
+
+    real = sweep.measure_peak
+
+    def measured_once(device, precision, *args, **kwargs):
+        key = (device, precision, torch.get_num_threads(), args, tuple(sorted(kwargs.items())))
+        if key not in _PEAKS:
+            _PEAKS[key] = real(device, precision, *args, **kwargs)
+        return copy.deepcopy(_PEAKS[key])
+
+    monkeypatch.setattr(sweep, "measure_peak", measured_once)

@@ -14,6 +14,9 @@ from torch import nn
 from vggbench.backends.winograd import matrices, native
 from vggbench.backends.winograd.model import WinogradConv2d, variants, winograd_model
 
+# one worker builds the C++ kernels (about 11 s of compiler), the other runs other tests meanwhile
+pytestmark = pytest.mark.xdist_group("native_kernels")
+
 
 @contextlib.contextmanager
 def kernels_in_a_temp_cache(tmp_path_factory):

@@ -19,6 +19,9 @@ from vggbench.parity.checked import export
 from vggbench.parity.verify import verify
 from vggbench.zoo.weights import load_model
 
+# one worker builds the C++ kernels (about 11 s of compiler), the other runs other tests meanwhile
+pytestmark = pytest.mark.xdist_group("native_kernels")
+
 # both implementations: transforms in torch ops, and in C++ (naming them builds nothing)
 ALL_VARIANTS = {**variants(native=False), **variants(native=True)}
 
