@@ -107,7 +107,7 @@ def test_each_finished_case_is_in_the_journal_and_the_journal_reads_back_as_the_
     assert len(lines) == 1 + len(run.results) == 3
     assert json.loads(lines[0])["kind"] == "vggbench-run-journal"
     data = read_run(journal.path)  # what `vggbench report run-X.jsonl` reads
-    assert data["schema_version"] == 1 and data["kind"] == "vggbench-run"
+    assert data["schema_version"] == 2 and data["kind"] == "vggbench-run"
     assert data["results"] == json.loads(json.dumps(run.to_dict()["results"]))  # tuples are lists in JSON
     # the ceilings are known when the run ends (its best rows raise them): the journal's header has all but them
     assert data["environment"] == {k: v for k, v in run.environment.items() if k != "ceilings"}
