@@ -349,7 +349,8 @@ def test_four_scenarios_run_and_their_summaries_land_in_the_results(four_scenari
     assert rows["singlestream"]["images_per_s"] == rows["singlestream"]["scenario"]["samples_per_s"]
     server = rows["server"]["scenario"]
     search = server["search"]
-    assert 1 <= search["runs"] <= 3 and search["latency_bound_ms"] == 100.0
+    # --search-max-runs 3; a full run that early stopping made run again counts two, and may end the search one over
+    assert 1 <= search["runs"] <= 3 + 1 and search["latency_bound_ms"] == 100.0
     assert search["start_qps"] <= rows["offline"]["scenario"]["samples_per_s"]  # started from Offline's rate
     if search["qps"] is not None:  # the rate reported is that of the full run LoadGen found VALID
         assert server["result"] == "VALID" and server["target_qps"] == search["qps"]
