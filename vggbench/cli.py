@@ -467,11 +467,10 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, **kwargs) -> None:
     """
     import shlex
 
+    from .backends.registry import flat_keys
     from .bench.loadgen import loadgen as run_loadgen
     from .bench.report import render_run
     from .bench.results import claim_results, logs_folder, read_run
-
-    from .backends.registry import flat_keys
 
     names = {"suite": {*LOADGEN_SUITE_KEYS, *flat_keys()}, "settings": set(LoadgenSettings.setting_names()),
              "sut": set(SutSettings.setting_names())}

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from ..core.errors import UnsupportedError, VggbenchError
-from ..core.settings import setting
 from ..core.fileio import atomic_file, exclusive, sha256_file, write_json
+from ..core.settings import setting
 from ..exporters.manifest import Artifact
 from .registry import Backend, register
 from .runner import Runner, RunnerOptions

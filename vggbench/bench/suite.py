@@ -16,10 +16,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
+from ..backends.settings import SettingsMap
 from ..core.device import Device, device_text, parse_device
 from ..core.documents import loads_toml
 from ..core.errors import ConfigError
-from ..backends.settings import SettingsMap
 from ..core.settings import MAX_THREADS, check_keys, coerce, from_mapping, setting
 from ..zoo.settings import ModelSettings
 from ..zoo.specs import MAX_IMAGE_SIZE
