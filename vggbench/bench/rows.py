@@ -78,7 +78,21 @@ class BenchResult(Case):
     # Its latencies are also in median_ms/p90_ms/p99_ms/..., its throughput in images_per_s; batch_size is the
     # SUT's largest batch, min_time_s/min_iters LoadGen's minimum duration and query count
     scenario: dict | None = None
+    # how sure (issue 27): the 95% confidence interval of median_ms (distribution-free, from the order statistics
+    # of samples_ms), and of images_per_s from it; noisy is judged from its width and the load
+    median_ci_low_ms: float | None = None
+    median_ci_high_ms: float | None = None
+    # the load it ran under (vggbench.core.load): CPU pressure, load average and the busiest other processes,
+    # sampled as it started and as it ended; under_load when they say the machine was busy meanwhile
+    load: dict | None = None
+    under_load: bool | None = None
+    rounds: int = 1  # its timed calls were split into this many rounds, run in turn with the other cases'
+    isolation: str = "none"  # "process": built and measured in a fresh worker process
+    # the same artifact timed by the runtime's own tool in a fresh process (benchmark_app, a bare onnxruntime
+    # session, torch.utils.benchmark, trtexec): tool, command, images_per_s, ratio (this row's / the tool's)
+    cross_check: dict | None = None
     samples_ms: tuple[float, ...] = ()
+    sample_rounds: tuple[int, ...] = ()  # the round of each of samples_ms (empty: one round)
 
     @classmethod
     def failed(cls, case: Case, status: str, reason: str, **extra) -> BenchResult:
