@@ -59,7 +59,9 @@ class BenchResult(Case):
     min_ms: float | None = None
     max_ms: float | None = None
     std_ms: float | None = None
-    noisy: bool | None = None  # iqr_ms > 10% of median_ms
+    # the median's 95% interval reaches more than 5% from it, or the row ran under load (before issue 27: iqr_ms
+    # > 10% of median_ms, still the rule for a row without samples)
+    noisy: bool | None = None
     images_per_s: float | None = None  # batch_size / median
     gmacs_per_image: float | None = None
     gflops_per_s: float | None = None  # 2 x MACs x images_per_s
@@ -106,8 +108,10 @@ class BenchResult(Case):
         images_per_s = case.batch_size / (m.stats.median_ms / 1e3) if m.stats.median_ms > 0 else None
         gflops = 2 * gmacs_per_image * images_per_s if gmacs_per_image is not None and images_per_s else None
         pct = gflops / peak_gflops_per_s * 100 if gflops is not None and peak_gflops_per_s else None
+        stats = m.stats.to_dict()
+        stats["noisy"] = stats["noisy"] or extra.get("under_load") is True
         return cls(**_fields(case), status=status, reason=reason, timer=m.timer, iterations=len(m.stats.samples_ms),
-                   warmup_calls=m.warmup_calls, first_call_ms=m.first_call_ms, **m.stats.to_dict(),
+                   warmup_calls=m.warmup_calls, first_call_ms=m.first_call_ms, **stats,
                    images_per_s=images_per_s, gmacs_per_image=gmacs_per_image, gflops_per_s=gflops,
                    peak_gflops_per_s=peak_gflops_per_s, peak_pct=pct, peak_memory_mib=m.peak_memory_mib,
                    rss_delta_mib=m.rss_delta_mib, samples_ms=m.stats.samples_ms, **extra)

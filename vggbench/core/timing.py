@@ -24,7 +24,11 @@ import torch
 from .device import Device
 from .errors import ConfigError
 
-NOISY_RELATIVE_IQR = 0.10  # a case whose IQR is above 10% of its median is flagged as noisy
+CONFIDENCE = 0.95  # of the interval around each median
+# a case is noisy when its median's 95% interval reaches more than 5% from the median on either side: its number
+# cannot tell a 5% difference (report --compare's default threshold) from noise
+NOISY_RELATIVE_CI = 0.05
+NOISY_RELATIVE_IQR = 0.10  # the rule before the interval, still used for rows read back without their samples
 _OOM_MESSAGE = re.compile(r"out of memory|failed to allocate memory|can't allocate memory", re.IGNORECASE)
 
 
@@ -52,6 +56,46 @@ def _percentile(ordered: tuple[float, ...], q: float) -> float:
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def median_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int, float]:
+    """(low, high, coverage): the 1-based ranks of the order statistics that bound a distribution-free interval of
+    the median of `n` independent samples, and the interval's exact coverage.
+
+    The population median lies between the k-th smallest and the k-th largest sample unless at least n - k + 1
+    samples fall on one side of it, so the coverage is 1 - 2 P(B <= k - 1) for B ~ Binomial(n, 1/2), whatever
+    the distribution: k is the largest rank with a coverage of at least `confidence`. Below 6 samples no such k
+    exists at 95% (5 samples: min..max covers 93.75%): then the widest there is, min..max, with its coverage."""
+    if n < 1:
+        raise ValueError("need at least one sample")
+    alpha = (1 - confidence) / 2
+    # the lower tail beyond 6 standard deviations is below 1e-9: start there, so that long runs cost O(sqrt n)
+    k = max(0, math.floor(n / 2 - 3 * math.sqrt(n)))
+    tail = 0.0
+    log_half = n * math.log(2)
+    while k < n:
+        mass = math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - log_half)
+        if tail + mass > alpha:
+            break
+        tail += mass
+        k += 1
+    if k == 0:  # even min..max falls short of `confidence`
+        return 1, n, 1 - 2 * 0.5 ** n if n > 1 else 0.0
+    return k, n + 1 - k, 1 - 2 * tail
+
+
+@dataclass(frozen=True)
+class MedianInterval:
+    """A confidence interval of a median from its samples' order statistics (see median_ranks)."""
+
+    low_ms: float
+    high_ms: float
+    coverage: float  # exact, distribution-free: at least CONFIDENCE, below it for fewer than 6 samples
+
+    @property
+    def reached(self) -> bool:
+        """Whether the interval has the confidence asked for (False: too few samples, min..max instead)."""
+        return self.coverage >= CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -103,14 +147,30 @@ class Stats:
     def std_ms(self) -> float:
         return statistics.stdev(self.samples_ms) if len(self.samples_ms) > 1 else 0.0
 
+    @cached_property
+    def median_interval(self) -> MedianInterval:
+        """The 95% confidence interval of the median: distribution-free, so that the skewed, multi-modal times of a
+        shared machine need no assumed shape. It treats the samples as independent; calls that slow down together
+        (a neighbour busy for a while) make it narrower than it should be, which is what the load record and the
+        interleaved rounds are for."""
+        low, high, coverage = median_ranks(len(self._sorted))
+        return MedianInterval(self._sorted[low - 1], self._sorted[high - 1], coverage)
+
     @property
     def noisy(self) -> bool:
-        return self.iqr_ms > NOISY_RELATIVE_IQR * self.median_ms
+        """The median's interval reaches more than NOISY_RELATIVE_CI from it on either side."""
+        return is_wide(self.median_ms, self.median_interval.low_ms, self.median_interval.high_ms)
 
     def to_dict(self) -> dict:
         return {"median_ms": self.median_ms, "mean_ms": self.mean_ms, "p90_ms": self.p90_ms, "p99_ms": self.p99_ms,
                 "iqr_ms": self.iqr_ms, "min_ms": self.min_ms, "max_ms": self.max_ms, "std_ms": self.std_ms,
-                "noisy": self.noisy}
+                "noisy": self.noisy, "median_ci_low_ms": self.median_interval.low_ms,
+                "median_ci_high_ms": self.median_interval.high_ms}
+
+
+def is_wide(median: float, low: float, high: float) -> bool:
+    """Whether an interval [low, high] around `median` reaches more than NOISY_RELATIVE_CI from it on either side."""
+    return max(median - low, high - median) > NOISY_RELATIVE_CI * abs(median)
 
 
 # --- timers: chosen once per case -----------------------------------------------------------------------
