@@ -8,6 +8,9 @@ import json
 import math
 from collections.abc import Sequence
 
+from ..core.timing import NOISY_RELATIVE_CI
+from .confidence import MIN_SAMPLES, images_interval, median_interval, noisy, plus_minus, ratio_interval
+
 FORMATS = ("table", "github", "csv", "json")
 
 
@@ -46,6 +49,10 @@ def render(rows: Sequence[dict], fmt: str = "table", columns: Sequence[str] | No
 GROUP_KEYS = ("model", "image_size", "device")
 RUN_COLUMNS = ("backend", "precision", "memory_format", "batch_size", "median_ms", "p90_ms", "images_per_s",
                "gflops_per_s", "peak_pct", "theoretical_pct", "speedup", "noisy", "status")
+# csv and json also give the intervals' ends (tables print them as value ± the larger side) and the load flag
+INTERVAL_COLUMNS = ("median_ci_low_ms", "median_ci_high_ms", "images_per_s_low", "images_per_s_high", "speedup_low",
+                    "speedup_high", "under_load")
+LOAD_MARK = "*"  # after the backend in tables: the row ran under load
 _PCT = ("peak_pct", "theoretical_pct")
 DEFAULT_BASELINE = "eager:fp32:contiguous"
 REASON_WIDTH = 90  # table and github formats shorten long reasons; csv and json keep them whole
@@ -58,6 +65,11 @@ def _significant(x: float | None, digits: int = 4) -> float | None:
     if not x or not math.isfinite(x):
         return x
     return round(x, digits - 1 - math.floor(math.log10(abs(x))))
+
+
+def _rounded(row: dict, columns: Sequence[str]) -> dict:
+    """The numbers of `columns` to 4 significant digits (those already written as 'value ± half' stay)."""
+    return {k: _significant(v) if k in columns and isinstance(v, (int, float)) else v for k, v in row.items()}
 
 
 def parse_baseline(text: str) -> tuple[str, str, str]:
@@ -87,21 +99,47 @@ def _status(row: dict, width: int | None) -> str:
 
 
 def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width: int | None = None) -> list[dict]:
-    """One row per result: group keys, threads, RUN_COLUMNS. speedup is images_per_s over the baseline's
-    at the same model, image size, device, threads and batch size."""
+    """One row per result: group keys, threads, RUN_COLUMNS and INTERVAL_COLUMNS. speedup is images_per_s over the
+    baseline's at the same model, image size, device, threads and batch size, with an interval from both rows'
+    (confidence.ratio_interval). noisy: from the median's interval and the load (confidence.noisy)."""
     backend, precision, memory_format = parse_baseline(baseline)
     results = [r for r in results if not r.get("scenario")]  # LoadGen's rows have their own table
-    base = {(r["model"], r["image_size"], r["device"], r["threads"], r["batch_size"]): r["images_per_s"]
+    base = {(r["model"], r["image_size"], r["device"], r["threads"], r["batch_size"]): r
             for r in results if (r["backend"], r["precision"], r["memory_format"]) == (backend, precision, memory_format)
-            and r["status"] == "ok"}
+            and r["status"] == "ok" and r.get("images_per_s")}
     rows = []
     for r in results:
         reference = base.get((r["model"], r["image_size"], r["device"], r["threads"], r["batch_size"]))
-        speedup = r["images_per_s"] / reference if reference and r.get("images_per_s") else None
+        speedup = r["images_per_s"] / reference["images_per_s"] if reference and r.get("images_per_s") else None
+        ips, ips_ref = images_interval(r), reference and images_interval(reference)
+        speed = ((1.0, 1.0) if reference is r else ratio_interval(ips, ips_ref)) if speedup and ips and ips_ref \
+            else (None, None)
+        ci = median_interval(r) or (None, None)
         rows.append({**{k: r[k] for k in (*GROUP_KEYS, "threads")},
                      **{k: r.get(k) for k in RUN_COLUMNS}, "backend": label(r), "speedup": speedup,
-                     "status": _status(r, reason_width)})
+                     "noisy": noisy(r) if r["status"] == "ok" else r.get("noisy"), "status": _status(r, reason_width),
+                     "median_ci_low_ms": ci[0], "median_ci_high_ms": ci[1],
+                     "images_per_s_low": ips[0] if ips else None, "images_per_s_high": ips[1] if ips else None,
+                     "speedup_low": speed[0], "speedup_high": speed[1], "under_load": r.get("under_load"),
+                     "samples": len(r.get("samples_ms") or ())})
     return rows
+
+
+def _with_intervals(row: dict, pairs: Sequence[tuple[str, int | None]] = (("images_per_s", None), ("speedup", 2))) \
+        -> dict:
+    """A table row with its numbers as 'value ± half-width' (the larger side of the interval) where it has one,
+    from the unrounded values. pairs: (column, decimals for a value with a zero-width interval; None: 4 significant
+    digits)."""
+    out = dict(row)
+    for column, places in pairs:
+        value, low, high = row.get(column), row.get(f"{column}_low"), row.get(f"{column}_high")
+        if value is None or low is None or high is None:
+            continue
+        text = plus_minus(value, low, high)
+        if places is not None and low == high:
+            text = f"{value:.{places}f} ± 0"
+        out[column] = text
+    return out
 
 
 def variant(row: dict) -> str:
@@ -142,32 +180,64 @@ def _gflops(value) -> str:
 
 FASTEST_COLUMNS = ("model", "image_size", "device", "threads", "batch_size", "fastest", "images_per_s", "speedup",
                    "fastest_fp32", "fp32_images_per_s", "fp32_speedup")
+_FASTEST_INTERVALS = ("images_per_s_low", "images_per_s_high", "speedup_low", "speedup_high")
+NO_CLEAR_WINNER = "no clear winner"
 
 
 def fastest_rows(results: list[dict], baseline: str = DEFAULT_BASELINE) -> list[dict]:
     """Per model / image size / device / threads / batch size: the fastest case that ran and passed its
-    parity check (status ok), over every precision, and the fastest in fp32 alone."""
-    best: dict[tuple, dict] = {}
+    parity check (status ok), over every precision, and the fastest in fp32 alone; or "no clear winner: ..." where
+    the numbers cannot tell (see _winner)."""
+    groups: dict[tuple, list[dict]] = {}
     for row in run_rows(results, baseline):
-        if row["status"] != "ok" or not row.get("images_per_s"):
-            continue
-        key = (*(row[k] for k in GROUP_KEYS), row["threads"], row["batch_size"])
-        entry = best.setdefault(key, {})
-        what = f"{row['backend']} {row['precision']} {row['memory_format']}"
-        if row["images_per_s"] > entry.get("images_per_s", 0):
-            entry.update(fastest=what, images_per_s=row["images_per_s"], speedup=row["speedup"])
-        if row["precision"] == "fp32" and row["images_per_s"] > entry.get("fp32_images_per_s", 0):
-            entry.update(fastest_fp32=what, fp32_images_per_s=row["images_per_s"], fp32_speedup=row["speedup"])
-    return [{**dict(zip((*GROUP_KEYS, "threads", "batch_size"), key, strict=True)), **entry} for key, entry in best.items()]
+        if row["status"] == "ok" and row.get("images_per_s"):
+            groups.setdefault((*(row[k] for k in GROUP_KEYS), row["threads"], row["batch_size"]), []).append(row)
+    return [{**dict(zip((*GROUP_KEYS, "threads", "batch_size"), key, strict=True)), **_winner(rows, ""),
+             **_winner([r for r in rows if r["precision"] == "fp32"], "fp32_")} for key, rows in groups.items()]
+
+
+def _what(row: dict) -> str:
+    return f"{row['backend']} {row['precision']} {row['memory_format']}"
+
+
+def _names(rows: list[dict]) -> str:
+    names = [_what(r) for r in rows]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _winner(rows: list[dict], prefix: str) -> dict:
+    """The fastest of `rows` with its images/s and speedup (and their intervals), under keys `prefix`...; no winner
+    is named when another row's images/s interval overlaps the fastest's (the order is not known at 95%), or when
+    any of them ran under load: a busy machine slows runtimes unequally (onnxruntime's spinning threads lose most
+    on oversubscribed cores), so even rows that all ran under load can come out in the wrong order. A load not
+    recorded (None) counts as none."""
+    if not rows:
+        return {}
+    column = "fastest" if not prefix else f"fastest_{prefix.rstrip('_')}"
+    best = max(rows, key=lambda r: r["images_per_s"])
+    low = best["images_per_s_low"] if best["images_per_s_low"] is not None else best["images_per_s"]
+    overlap = [r for r in rows if r is not best
+               and (r["images_per_s_high"] if r["images_per_s_high"] is not None else r["images_per_s"]) >= low]
+    loaded = [r for r in rows if r.get("under_load") is True] if len(rows) > 1 else []
+    if overlap or loaded:
+        why = ([f"{_names([best, *overlap])} overlap"] if overlap else []) + \
+              ([f"{_names(loaded)} ran under load"] if loaded else [])
+        return {column: f"{NO_CLEAR_WINNER}: {'; '.join(why)}"}
+    return {column: _what(best), **{f"{prefix}{k}": best[k] for k in ("images_per_s", "speedup", *_FASTEST_INTERVALS)}}
 
 
 def render_fastest(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE) -> str:
+    """fastest_rows as a table: images/s and speedup as value ± half-width; csv and json with the intervals' ends."""
     rows = fastest_rows(data["results"], baseline)
+    columns = FASTEST_COLUMNS
     if fmt in ("table", "github"):
-        rows = [{k: _significant(v) if k in ("images_per_s", "fp32_images_per_s") else v for k, v in r.items()}
-                for r in rows]
-    floatfmt = [".2f" if c.endswith("speedup") else "g" for c in FASTEST_COLUMNS]
-    return render(rows, fmt, FASTEST_COLUMNS, floatfmt)
+        rows = [_rounded(_with_intervals(r, [(f"{p}{c}", places) for p in ("", "fp32_") for c, places in
+                                             (("images_per_s", None), ("speedup", 2))]),
+                         ("images_per_s", "fp32_images_per_s")) for r in rows]
+    else:
+        columns = (*FASTEST_COLUMNS, *(f"{p}{c}" for p in ("", "fp32_") for c in _FASTEST_INTERVALS))
+    floatfmt = [".2f" if c.endswith("speedup") else "g" for c in columns]
+    return render(rows, fmt, columns, floatfmt)
 
 
 def _section(title: str, table: str, fmt: str) -> str:
@@ -235,13 +305,16 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
         flat = render(scenario_rows(data["results"]), fmt, [*GROUP_KEYS, "threads", *SCENARIO_COLUMNS[:3], "mode",
                                                             *SCENARIO_COLUMNS[3:], "latency_bound_ms"])
         return flat if not has_runs else render(run_rows(data["results"], baseline), fmt,
-                                                [*GROUP_KEYS, "threads", *RUN_COLUMNS]) + "\n" + flat
+                                                [*GROUP_KEYS, "threads", *RUN_COLUMNS, *INTERVAL_COLUMNS]) + "\n" + flat
     if has_scenarios and not has_runs:
         return _render_scenarios(data, fmt)
     if fmt in ("csv", "json"):
-        return render(run_rows(data["results"], baseline), fmt, [*GROUP_KEYS, "threads", *RUN_COLUMNS])
-    rows = [{k: _significant(v) if k in _SIGNIFICANT else v for k, v in row.items()}
-            for row in run_rows(data["results"], baseline, REASON_WIDTH)]
+        return render(run_rows(data["results"], baseline), fmt, [*GROUP_KEYS, "threads", *RUN_COLUMNS,
+                                                                 *INTERVAL_COLUMNS])
+    raw = run_rows(data["results"], baseline, REASON_WIDTH)
+    mark = "\\" + LOAD_MARK if fmt == "github" else LOAD_MARK  # markdown would read a bare * as emphasis
+    rows = [_rounded(_with_intervals(row), _SIGNIFICANT)
+            | ({"backend": row["backend"] + mark} if row["under_load"] is True else {}) for row in raw]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
@@ -250,13 +323,27 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
         title = group_title(key, group, data.get("environment", {}))
         parts.append(_section(title, render(group, fmt, RUN_COLUMNS, _RUN_FLOATFMT), fmt))
     backend, precision, memory_format = parse_baseline(baseline)
-    noisy = sum(1 for r in rows if r["noisy"])
+    noisy_rows = sum(1 for r in raw if r["noisy"])
+    loaded = sum(1 for r in raw if r["under_load"] is True)
+    few = sum(1 for r in raw if r["status"] == "ok" and 0 < r["samples"] < MIN_SAMPLES)
     notes = [f"speedup: images/s over {backend} {precision} {memory_format} at the same batch size; "
              f"gflops_per_s = 2 x MACs x images/s; peak_pct: share of the measured ceiling of the same device and "
              f"precision (the best of the run's GEMM shapes and rows; files from before 2026-11-26: the one GEMM); "
              f"theoretical_pct: share of the datasheet or cores x clock x FLOPs/cycle ceiling, where known"]
-    if noisy:
-        notes.append(f"noisy: {noisy} case(s) with an IQR above 10% of the median; rerun on a quiet machine")
+    if any(r["images_per_s_low"] is not None for r in raw):
+        notes.append("±: the larger side of the 95% confidence interval of the median time (distribution-free, from "
+                     "the order statistics of the samples), as images/s; speedup's from both rows' intervals")
+    if few:
+        notes.append(f"{few} case(s) timed fewer than {MIN_SAMPLES} calls: no 95% interval of a median exists, their "
+                     f"± is min..max (5 calls: 93.75% sure); raise --min-iters or --min-time")
+    if noisy_rows:
+        notes.append(f"noisy: {noisy_rows} case(s) whose median's 95% interval reaches beyond "
+                     f"±{NOISY_RELATIVE_CI * 100:g}% of it or that ran under load (without samples: an IQR above 10% "
+                     f"of the median); rerun on a quiet machine")
+    if loaded:
+        notes.append(f"{LOAD_MARK} ran under load ({loaded} case(s)): the machine was busy meanwhile (CPU pressure, "
+                     f"load average; the row's load field says what ran); its numbers are slower by an unknown amount "
+                     f"and no fastest is named against it")
     fastest = render_fastest(data, fmt, baseline)
     if fastest.strip():
         parts.append(_section("fastest that ran and passed parity, per batch size (and the fastest fp32)",

@@ -20,6 +20,7 @@ from ..core.arguments import expect_path
 from ..core.documents import loads_json
 from ..core.errors import CheckFailed, ResultsError, WriteError
 from ..core.fileio import check_replaceable, write_json, write_text
+from .confidence import fill_interval
 from .rows import STATUSES, BenchResult, ScenarioResult
 from .scenarios import SCENARIOS, VERDICTS
 
@@ -309,7 +310,8 @@ def read_journal(path: str | os.PathLike) -> dict:
 
 def read_run(path: str | os.PathLike) -> dict:
     """A results file written by `vggbench run` (or the .jsonl journal of a run that did not finish), or a
-    ResultsError that says what is wrong with it."""
+    ResultsError that says what is wrong with it. A row that ran and lacks the 95% interval of its median gets it
+    from its samples."""
     expect_path("read_run", "path", path)
     path = Path(path)
     if not path.is_file():
@@ -337,6 +339,7 @@ def read_run(path: str | os.PathLike) -> dict:
         if missing:
             raise ResultsError(f"{path}: result {i} lacks {', '.join(missing)}")
         _check_row(path, i, row)
+        fill_interval(row)  # files and journals from before the intervals: from the samples they kept
     if not isinstance(data.get("environment"), dict):
         raise ResultsError(f"{path} has no environment")
     _check_environment(path, data["environment"])

@@ -1,0 +1,134 @@
+"""How sure a row's numbers are: the 95% interval of its median (recorded, or computed from its samples when a file
+from before the intervals is read back), of its images/s and of a ratio between two rows; whether it is noisy;
+and how sure a change between two runs is (a bootstrap interval of the ratio of medians, Mann-Whitney U). Works on
+rows as read back from a results file (dicts). Never measures anything."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ..core.timing import CONFIDENCE, Stats, is_wide, median_ranks
+
+# the fewest samples with a distribution-free 95% interval of their median (6: the 1st and 6th cover 96.9%); a row
+# with fewer has min..max instead, which covers less (5 samples: 93.75%), and a comparison of it is inconclusive
+MIN_SAMPLES = next(n for n in range(1, 100) if median_ranks(n)[2] >= CONFIDENCE)
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # the same two files always get the same interval and verdict
+_BOOTSTRAP_CELLS = 2_000_000  # resampled values held at once (16 MB)
+
+
+def samples(row: dict) -> tuple[float, ...]:
+    return tuple(row.get("samples_ms") or ())
+
+
+def median_interval(row: dict) -> tuple[float, float] | None:
+    """(low, high) of the row's median in ms: as recorded, else from its samples; None for a row without either
+    (a case that did not run, a LoadGen scenario)."""
+    low, high = row.get("median_ci_low_ms"), row.get("median_ci_high_ms")
+    if low is not None and high is not None:
+        return low, high
+    if row.get("status", "ok") != "ok" or not samples(row):
+        return None
+    interval = Stats(samples(row)).median_interval
+    return interval.low_ms, interval.high_ms
+
+
+def fill_interval(row: dict) -> None:
+    """Give a row read back without its interval (files and journals from before issue 27) the one its samples
+    say, in place. LoadGen scenario rows keep none: their samples are LoadGen's, not in the file."""
+    if row.get("median_ci_low_ms") is None and not row.get("scenario"):
+        interval = median_interval(row)
+        if interval is not None:
+            row["median_ci_low_ms"], row["median_ci_high_ms"] = interval
+
+
+def images_interval(row: dict) -> tuple[float, float] | None:
+    """(low, high) of the row's images/s: batch size over the high and the low end of its median's interval."""
+    interval = median_interval(row)
+    if interval is None or not row.get("images_per_s") or interval[0] <= 0:
+        return None
+    return row["batch_size"] / (interval[1] / 1e3), row["batch_size"] / (interval[0] / 1e3)
+
+
+def ratio_interval(numerator: tuple[float, float], denominator: tuple[float, float]) -> tuple[float, float]:
+    """An interval of a ratio of two independent positive quantities from an interval of each: the extreme
+    ratios. When both intervals cover (90.25% at 95% each, for independent rows) so does this one; in practice it
+    covers more than 95%, since both ends are rarely off at once (for normal medians its half-width, the sum of the
+    two, is wider than the root of the sum of squares that 95% needs). It needs nothing but the recorded intervals,
+    so every row that has one gets it, at no cost."""
+    return numerator[0] / denominator[1], numerator[1] / denominator[0]
+
+
+def noisy(row: dict) -> bool:
+    """Ran under load, or its median's 95% interval reaches more than NOISY_RELATIVE_CI from the median. A row
+    without samples or interval keeps the flag it was written with (then: IQR above 10% of the median). An unknown
+    load (None: not recorded) counts as none."""
+    if row.get("under_load") is True:
+        return True
+    interval, median = median_interval(row), row.get("median_ms")
+    if interval is not None and median:
+        return is_wide(median, *interval)
+    return bool(row.get("noisy"))
+
+
+def half_width(value: float, low: float, high: float) -> float:
+    """The larger side of an interval that need not be symmetric: what `±` shows."""
+    return max(value - low, high - value, 0.0)
+
+
+def plus_minus(value: float | None, low: float | None = None, high: float | None = None) -> str | None:
+    """'4.98 ± 0.06': the half-width (the larger side) rounded up to one significant digit, the value to the
+    same decimal place but to no more than 4 significant digits; '4.98' without an interval."""
+    if value is None or not math.isfinite(value):
+        return None
+    digits = max(0, 3 - math.floor(math.log10(abs(value)))) if value else 0  # 4 significant digits
+    if low is None or high is None:
+        return f"{round(value, digits):g}"
+    half = half_width(value, low, high)
+    if half <= abs(value) * 1e-9:  # equal samples, up to the rounding of the divisions that made the interval
+        return f"{round(value, digits):g} ± 0"
+    exponent = math.floor(math.log10(half))
+    # rounded up: never print an interval narrower than the one computed (round() first: 0.06 / 0.01 is 6.0000001)
+    mantissa = math.ceil(round(half / 10 ** exponent, 9))
+    if mantissa == 10:
+        mantissa, exponent = 1, exponent + 1
+    half = mantissa * 10 ** exponent
+    places = max(0, -exponent)
+    return f"{value:.{min(digits, places)}f} ± {half:.{places}f}"
+
+
+# --- two runs ------------------------------------------------------------------------------------------------
+
+def bootstrap_ratio(old: Sequence[float], new: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = BOOTSTRAP_SEED, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The percentile bootstrap interval of median(new) / median(old): each run's samples resampled with
+    replacement on their own (the runs are independent), `resamples` times, seeded. It makes no assumption on the
+    times' distribution and gives the ratio itself, which is what --threshold is about."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def medians(values: Sequence[float]):
+        x = np.asarray(values, dtype=float)
+        out = np.empty(resamples)
+        step = max(1, _BOOTSTRAP_CELLS // len(x))
+        for start in range(0, resamples, step):
+            count = min(step, resamples - start)
+            out[start:start + count] = np.median(x[rng.integers(0, len(x), size=(count, len(x)))], axis=1)
+        return out
+
+    ratios = medians(new) / medians(old)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def mann_whitney_p(old: Sequence[float], new: Sequence[float]) -> float | None:
+    """Two-sided Mann-Whitney U p-value that the two runs' times come from the same distribution; None where it
+    is undefined (every sample the same)."""
+    from scipy.stats import mannwhitneyu
+
+    p = float(mannwhitneyu(new, old, alternative="two-sided").pvalue)
+    return p if math.isfinite(p) else None
+
