@@ -24,16 +24,19 @@ ENV = {**capture(), "gemm_peaks": [{"device": "cpu", "precision": "fp32", "dtype
 
 
 def row(backend, batch, median_ms, memory_format="contiguous", precision="fp32", status="ok", reason="",
-        noisy=False, model="vgg16"):
+        noisy=False, model="vgg16", spread=0.0, n=5, **extra):
+    """A row whose `n` samples lie evenly within ±`spread` of `median_ms` (so the median is exactly it)."""
     case = Case(model=model, image_size=224, batch_size=batch, backend=backend, device="cpu", precision=precision,
                 memory_format=memory_format, threads=2, weights="random (seed 0)", warmup=1, warmup_time_s=1.0,
                 min_time_s=3.0, min_iters=5, max_iters=200)
     if status != "ok":
         return BenchResult.failed(case, status, reason)
     ips = batch / (median_ms / 1e3)
-    return BenchResult(**vars(case), median_ms=median_ms, p90_ms=median_ms * 1.05, images_per_s=ips,
-                       gmacs_per_image=15.47, gflops_per_s=2 * 15.47 * ips, peak_gflops_per_s=100.0,
-                       peak_pct=2 * 15.47 * ips, noisy=noisy, iterations=5, samples_ms=(median_ms,) * 5)
+    half = n // 2
+    samples = tuple(median_ms * (1 + spread * (k - half) / max(half, 1)) for k in range(n))
+    return BenchResult(**{**dict(vars(case), median_ms=median_ms, p90_ms=median_ms * 1.05, images_per_s=ips,
+                                 gmacs_per_image=15.47, gflops_per_s=2 * 15.47 * ips, peak_gflops_per_s=100.0,
+                                 peak_pct=2 * 15.47 * ips, noisy=noisy, iterations=n, samples_ms=samples), **extra})
 
 
 def results_file(tmp_path, rows, name="new", env=ENV):
@@ -46,7 +49,7 @@ ROWS = [row("eager", 1, 500.0), row("eager", 8, 3200.0), row("eager", 1, 400.0, 
         row("eager", 8, 1600.0, "channels_last"), row("onnxruntime", 1, 180.0), row("onnxruntime", 8, 1280.0),
         row("onnxruntime", 1, None, "channels_last", status="unsupported",
             reason="onnxruntime takes contiguous input only, not channels_last"),
-        row("eager", 1, 120.0, model="vgg11", noisy=True)]
+        row("eager", 1, 120.0, model="vgg11", noisy=True, spread=0.2)]
 
 
 def cli(*args):
@@ -74,11 +77,14 @@ def test_table_is_grouped_per_model_and_machine_with_readable_numbers(tmp_path):
     assert "\nvgg11 at 224x224 on cpu" in text
     line = next(x for x in text.splitlines() if x.startswith("onnxruntime") and x.split()[3] == "8")
     # median 1280 ms, p90 1344, 6.25 img/s, 2 x 15.47 x 6.25 = 193.4 GFLOP/s, 193.4% of 100 (a file from before the
-    # measured ceilings: read as it was written), no theoretical ceiling, 2.5x eager
-    assert line.split() == ["onnxruntime", "fp32", "contiguous", "8", "1280", "1344", "6.25", "193.4", "193.4",
-                            "-", "2.50", "no", "ok"]
+    # measured ceilings: read as it was written), no theoretical ceiling, 2.5x eager; five equal samples: an interval
+    # of no width
+    assert line.split() == ["onnxruntime", "fp32", "contiguous", "8", "1280", "1344", "6.25", "±", "0", "193.4",
+                            "193.4", "-", "2.50", "±", "0", "no", "ok"]
     assert "unsupported: onnxruntime takes contiguous input only, not channels_last" in text
-    assert "noisy: 1 case(s) with an IQR above 10% of the median" in text
+    # vgg11's five samples within ±20%: with five calls, the median's interval is min..max
+    assert "noisy: 1 case(s) whose median's 95% interval reaches beyond ±5% of it" in text
+    assert "timed fewer than 6 calls: no 95% interval of a median exists" in text
 
 
 def test_github_csv_and_json_formats(tmp_path):
@@ -108,22 +114,29 @@ def test_bad_results_files_are_one_line_errors(tmp_path):
 
 # --- compare -------------------------------------------------------------------------------------------
 
+STEADY = {"spread": 0.01, "n": 21}  # 21 samples within ±1%: the median known to about ±0.5%
+
+
 def test_compare_passes_within_the_threshold_and_fails_beyond_it(tmp_path):
-    old = results_file(tmp_path, ROWS, "old")
-    same = results_file(tmp_path, [row("eager", 1, 510.0), row("onnxruntime", 8, 1200.0)], "same")
+    old = results_file(tmp_path, [row("eager", 1, 500.0, **STEADY), row("onnxruntime", 8, 1280.0, **STEADY),
+                                  *ROWS[1:4]], "old")
+    same = results_file(tmp_path, [row("eager", 1, 510.0, **STEADY), row("onnxruntime", 8, 1200.0, **STEADY)], "same")
     result = cli("report", same, "--compare", old)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split()[-5:] == ["old_median_ms", "new_median_ms", "change_pct", "noisy", "verdict"]
-    assert lines[2].split()[-5:] == ["500", "510", "2", "no", "same"]
-    assert lines[3].split()[-3:] == ["-6.25", "no", "faster"]
-    assert lines[-1] == "2 cases compared; 6 only in the old run, 0 only in the new one"
+    assert lines[0].split()[-8:] == ["old_median_ms", "new_median_ms", "change_pct", "change_low_pct",
+                                     "change_high_pct", "p_value", "verdict", "why"]
+    # +2%, its interval well within ±5%; -6.25%, its interval below -5%
+    assert lines[2].split()[-7:-4] == ["500", "510", "2"] and lines[2].split()[-1] == "unchanged"
+    assert lines[3].split()[-5] == "-6.25" and lines[3].split()[-1] == "improved"
+    assert lines[-1] == "2 cases compared (1 unchanged, 1 improved); 3 only in the old run, 0 only in the new one"
 
-    slower = results_file(tmp_path, [row("eager", 1, 540.0), row("onnxruntime", 8, 1200.0)], "slower")
+    slower = results_file(tmp_path, [row("eager", 1, 540.0, **STEADY), row("onnxruntime", 8, 1200.0, **STEADY)],
+                          "slower")
     result = cli("report", slower, "--compare", old)
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1] == ("error: 1 of 2 cases regressed beyond 5% (worst: vgg16 eager "
-                                                      "fp32 contiguous batch 1: +8.0%)")
+    assert result.output.strip().splitlines()[-1].startswith("error: 1 of 2 cases regressed beyond 5% (worst: vgg16 "
+                                                             "eager fp32 contiguous batch 1: +8.0% [+")
     assert cli("report", slower, "--compare", old, "--threshold", "10%").exit_code == 0
 
 

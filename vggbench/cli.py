@@ -506,14 +506,20 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, **kwargs) -> None:
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @click.option("--baseline", default="eager:fp32:contiguous", show_default=True,
               help="backend[:precision[:memory_format]] that speedup is relative to.")
-@click.option("--compare", "old", type=click.Path(), help="An older results file: per-case ratios, and exit 1 on "
-                                                          "a regression beyond --threshold.")
-@click.option("--threshold", default="5%", show_default=True, help="Slow-down that counts as a regression.")
+@click.option("--compare", "old", type=click.Path(),
+              help="An older results file: each case judged from both runs' samples (regressed, improved, unchanged "
+                   "or inconclusive, with the change's 95% interval), and exit 1 on a regression.")
+@click.option("--threshold", default="5%", show_default=True,
+              help="The smallest change that matters: regressed when the change's whole interval lies beyond it, "
+                   "unchanged when within it.")
+@click.option("--fail-on", type=click.Choice(["regressed", "inconclusive"]), default="regressed", show_default=True,
+              help="With --compare: exit 1 on a regression only, or also on an inconclusive case (noisy, under load, "
+                   "too few samples, or an interval across the threshold).")
 @click.option("--allow-different-machines", is_flag=True,
               help="Compare runs from different hardware anyway (the ratios then mean little).")
 @click.option("--plot", type=click.Path(), help="Also draw images/s against batch size into this .png file.")
 @click.option("--best", is_flag=True, help="Only the fastest case that passed parity per batch size.")
-def report(results, fmt, baseline, old, threshold, allow_different_machines, plot, best) -> None:
+def report(results, fmt, baseline, old, threshold, fail_on, allow_different_machines, plot, best) -> None:
     """Show a results file as tables with speed-ups, compare it with an older one, or plot it."""
     from .bench.report import parse_baseline, render_fastest, render_run
     from .bench.results import read_run
@@ -529,14 +535,15 @@ def report(results, fmt, baseline, old, threshold, allow_different_machines, plo
     elif old is None:
         click.echo(render_run(data, fmt, baseline))
     else:
-        _compare(data, read_run(old), threshold, allow_different_machines, fmt)
+        _compare(data, read_run(old), threshold, allow_different_machines, fmt, fail_on)
     if plot:
         from .bench.plot import plot_run
 
         click.echo(f"wrote {plot_run(data, plot)}", err=fmt in ("csv", "json"))
 
 
-def _compare(new: dict, old: dict, threshold: str, allow_different_machines: bool, fmt: str) -> None:
+def _compare(new: dict, old: dict, threshold: str, allow_different_machines: bool, fmt: str,
+             fail_on: str = "regressed") -> None:
     from .bench.compare import COMPARE_COLUMNS, compare_runs, parse_threshold
 
     comparison = compare_runs(new, old, parse_threshold(threshold), allow_different_machines)
@@ -551,7 +558,7 @@ def _compare(new: dict, old: dict, threshold: str, allow_different_machines: boo
             click.echo()
         echo_rows(comparison.scenario_rows, fmt, SCENARIO_COMPARE_COLUMNS)
     click.echo(comparison.summary(), err=fmt in ("csv", "json"))
-    comparison.check()
+    comparison.check(fail_on)
 
 
 if __name__ == "__main__":
