@@ -52,6 +52,8 @@ REASON_WIDTH = 90  # table and github formats shorten long reasons; csv and json
 # table and github: 4 significant digits without exponents (numbers are rounded first), 1 decimal for %
 _RUN_FLOATFMT = [".1f" if c in _PCT else ".2f" if c == "speedup" else "g" for c in RUN_COLUMNS]
 _SIGNIFICANT = ("median_ms", "p90_ms", "images_per_s", "gflops_per_s")
+# shown when a row has it (`run --cross-check`): the row's images/s over its runtime's own tool's
+CROSS_CHECK = "cross_check"
 
 
 def _significant(x: float | None, digits: int = 4) -> float | None:
@@ -100,7 +102,7 @@ def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width
         speedup = r["images_per_s"] / reference if reference and r.get("images_per_s") else None
         rows.append({**{k: r[k] for k in (*GROUP_KEYS, "threads")},
                      **{k: r.get(k) for k in RUN_COLUMNS}, "backend": label(r), "speedup": speedup,
-                     "status": _status(r, reason_width)})
+                     CROSS_CHECK: (r.get(CROSS_CHECK) or {}).get("ratio"), "status": _status(r, reason_width)})
     return rows
 
 
@@ -246,15 +248,23 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
     for row in rows:
         groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
     parts = []
+    columns, floatfmt = RUN_COLUMNS, _RUN_FLOATFMT
+    checked = [r for r in data["results"] if r.get(CROSS_CHECK)]
+    if checked:
+        columns, floatfmt = (*RUN_COLUMNS[:-1], CROSS_CHECK, "status"), [*_RUN_FLOATFMT[:-1], ".2f", "g"]
     for key, group in groups.items():
         title = group_title(key, group, data.get("environment", {}))
-        parts.append(_section(title, render(group, fmt, RUN_COLUMNS, _RUN_FLOATFMT), fmt))
+        parts.append(_section(title, render(group, fmt, columns, floatfmt), fmt))
     backend, precision, memory_format = parse_baseline(baseline)
     noisy = sum(1 for r in rows if r["noisy"])
     notes = [f"speedup: images/s over {backend} {precision} {memory_format} at the same batch size; "
              f"gflops_per_s = 2 x MACs x images/s; peak_pct: share of the measured ceiling of the same device and "
              f"precision (the best of the run's GEMM shapes and rows; files from before 2026-11-26: the one GEMM); "
              f"theoretical_pct: share of the datasheet or cores x clock x FLOPs/cycle ceiling, where known"]
+    if checked:
+        failed = sum(1 for r in checked if "error" in r[CROSS_CHECK])
+        notes.append("cross_check: images/s over the runtime's own tool's, timed in a fresh process (the tool and "
+                     "its command are in the results file)" + (f"; {failed} check(s) failed (-)" if failed else ""))
     if noisy:
         notes.append(f"noisy: {noisy} case(s) with an IQR above 10% of the median; rerun on a quiet machine")
     fastest = render_fastest(data, fmt, baseline)
