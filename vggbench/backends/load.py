@@ -64,3 +64,12 @@ def eager_runner(module: nn.Module, device: str | Device = "cpu", precision: str
                  memory_format: str = "contiguous") -> Runner:
     """The eager runner of a module: the parity reference when left at its defaults."""
     return make_runner(resolve_target("eager", device, precision, memory_format), module)
+
+
+def checked_artifact(target: Target, export_dir: str | os.PathLike) -> Path:
+    """The main file of `target`'s artifact in an export folder, once every file of it was checked against the
+    manifest's sha256 and inspected by safe_load, as make_runner checks them: what another process (a runtime's
+    own tool, `run --cross-check`) may then open."""
+    entry = artifact(read_manifest(export_dir), target.artifact, export_dir)
+    check_artifact(entry.to_dict(), export_dir)
+    return Path(export_dir) / entry.main.file

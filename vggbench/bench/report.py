@@ -59,6 +59,8 @@ REASON_WIDTH = 90  # table and github formats shorten long reasons; csv and json
 # table and github: 4 significant digits without exponents (numbers are rounded first), 1 decimal for %
 _RUN_FLOATFMT = [".1f" if c in _PCT else ".2f" if c == "speedup" else "g" for c in RUN_COLUMNS]
 _SIGNIFICANT = ("median_ms", "p90_ms", "images_per_s", "gflops_per_s")
+# shown when a row has it (`run --cross-check`): the row's images/s over its runtime's own tool's
+CROSS_CHECK = "cross_check"
 
 
 def _significant(x: float | None, digits: int = 4) -> float | None:
@@ -117,7 +119,8 @@ def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width
         ci = median_interval(r) or (None, None)
         rows.append({**{k: r[k] for k in (*GROUP_KEYS, "threads")},
                      **{k: r.get(k) for k in RUN_COLUMNS}, "backend": label(r), "speedup": speedup,
-                     "noisy": noisy(r) if r["status"] == "ok" else r.get("noisy"), "status": _status(r, reason_width),
+                     "noisy": noisy(r) if r["status"] == "ok" else r.get("noisy"),
+                     CROSS_CHECK: (r.get(CROSS_CHECK) or {}).get("ratio"), "status": _status(r, reason_width),
                      "median_ci_low_ms": ci[0], "median_ci_high_ms": ci[1],
                      "images_per_s_low": ips[0] if ips else None, "images_per_s_high": ips[1] if ips else None,
                      "speedup_low": speed[0], "speedup_high": speed[1], "under_load": r.get("under_load"),
@@ -319,9 +322,13 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
     for row in rows:
         groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
     parts = []
+    columns, floatfmt = RUN_COLUMNS, _RUN_FLOATFMT
+    checked = [r for r in data["results"] if r.get(CROSS_CHECK)]
+    if checked:
+        columns, floatfmt = (*RUN_COLUMNS[:-1], CROSS_CHECK, "status"), [*_RUN_FLOATFMT[:-1], ".2f", "g"]
     for key, group in groups.items():
         title = group_title(key, group, data.get("environment", {}))
-        parts.append(_section(title, render(group, fmt, RUN_COLUMNS, _RUN_FLOATFMT), fmt))
+        parts.append(_section(title, render(group, fmt, columns, floatfmt), fmt))
     backend, precision, memory_format = parse_baseline(baseline)
     noisy_rows = sum(1 for r in raw if r["noisy"])
     loaded = sum(1 for r in raw if r["under_load"] is True)
@@ -344,6 +351,10 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
         notes.append(f"{LOAD_MARK} ran under load ({loaded} case(s)): the machine was busy meanwhile (CPU pressure, "
                      f"load average; the row's load field says what ran); its numbers are slower by an unknown amount "
                      f"and no fastest is named against it")
+    if checked:
+        failed = sum(1 for r in checked if "error" in r[CROSS_CHECK])
+        notes.append("cross_check: images/s over the runtime's own tool's, timed in a fresh process (the tool and "
+                     "its command are in the results file)" + (f"; {failed} check(s) failed (-)" if failed else ""))
     fastest = render_fastest(data, fmt, baseline)
     if fastest.strip():
         parts.append(_section("fastest that ran and passed parity, per batch size (and the fastest fp32)",

@@ -151,6 +151,10 @@ class Suite(ModelSettings):
     native_only: bool = setting(False, "Skip bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX), where "
                                        "it runs emulated, several times slower than fp32: a row says so "
                                        "(the best-cpu suite sets it).")
+    cross_check: bool = setting(False, "Time each row that ran again with its runtime's own tool in a fresh process "
+                                       "(benchmark_app, a bare onnxruntime session, torch.utils.benchmark, "
+                                       "trtexec) with the row's settings; the row records the tool's images/s "
+                                       "and the ratio.")
     # each backend's settings: a [backend.<name>] table in a suite file (the options --ort-optimization,
     # --compile-mode, ... on the command line; the flat keys ort_optimization, compile_mode, ... in a file too)
     backend: object = setting(SettingsMap(), "", parse=_backend_tables, cli=False)

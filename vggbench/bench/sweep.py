@@ -23,6 +23,7 @@ from ..core.timing import free_memory, measure
 from ..data.inputs import random_batch
 from ..zoo.weights import WeightsSource, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE
+from .crosscheck import cross_check
 from .peak import Ceilings, measure_peak, theoretical_peak
 from .prepare import Failure, Preparation, PreparedModel, PreparedRunner
 from .results import BenchRun, Journal
@@ -193,6 +194,8 @@ class _Sweep:
             row = self.prep.failure(e).row(case, load_ms=prepared.load_ms, parity_max_abs=prepared.parity_max_abs)
         if row.status == "oom":
             free_memory(self.device)
+        if self.suite.cross_check:  # the runtime's own tool, in a fresh process; it never fails the row
+            row = cross_check(row, prepared, self.suite)
         self._record([row])
         return row
 

@@ -1,0 +1,104 @@
+"""Does vggbench time what each runtime's own tool times? VGG16 at 224, batch 1 and 8, fp32: eager, compile,
+onnxruntime, openvino and winograd, each row timed again in a fresh process by its runtime's own tool with the
+row's settings (`vggbench run --cross-check`, suite benchmarks/suites/cross-check.toml).
+
+    python benchmarks/cross_check.py [--min-time 8] [--tolerance 0.05] [--out benchmarks/results]
+    python benchmarks/cross_check.py --tiny --out /tmp/x   # the script itself: a 1/16-width VGG11 at 32x32
+
+Prints a markdown table, one line per row: vggbench's images/s (with the 95% interval of its median where the row
+has one), the tool's images/s, their ratio (vggbench's over the tool's) and whether it is within the tolerance
+(and whether its whole interval is); writes the run (JSON and CSV) and the table (cross-check-<time>.md) under
+--out. Exits 1 when a row is outside the tolerance, or did not run, or could not be checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import vggbench
+from vggbench.core.fileio import write_text
+
+SUITE = Path(__file__).resolve().parent / "suites" / "cross-check.toml"
+TINY = dict(models=["vgg11"], width=0.0625, hidden=[32], image_size=32, warmup=1, warmup_time_s=0.1,
+            min_time_s=0.3, min_iters=5, max_iters=400)
+
+
+def interval(row) -> tuple[float, float] | None:
+    """The 95% interval of the row's images/s, from that of its median (None where the row has none)."""
+    low, high = row.median_ci_low_ms, row.median_ci_high_ms
+    if not low or not high:
+        return None
+    return row.batch_size / (high / 1e3), row.batch_size / (low / 1e3)
+
+
+def verdicts(run, tolerance: float) -> tuple[list[str], int]:
+    """The table's lines and how many rows fail: outside the tolerance, not ok, or not checked."""
+    lines = ["| backend | memory format | batch | vggbench images/s | tool | tool images/s | ratio | "
+             f"within ±{tolerance:.0%} | interval within |", "|---|---|---|---|---|---|---|---|---|"]
+    failed = 0
+    for r in run.results:
+        check = r.cross_check or {}
+        head = f"| {r.backend} | {r.memory_format} | {r.batch_size} |"
+        if r.status != "ok":
+            failed += 1
+            lines.append(f"{head} {r.status}: {r.reason[:80]} | | | | no | |")
+            continue
+        ci = interval(r)
+        ours = f"{r.images_per_s:.4g}" + (f" ({ci[0]:.4g}-{ci[1]:.4g})" if ci else "")
+        tool = check.get("tool") or "-"
+        if "error" in check or not check.get("images_per_s"):
+            failed += 1
+            lines.append(f"{head} {ours} | {tool} | {check.get('error', 'no cross-check')[:80]} | | no | |")
+            continue
+        ratio = check["ratio"]
+        within = abs(ratio - 1) <= tolerance
+        sure = "-" if ci is None else \
+            "yes" if all(abs(v / check["images_per_s"] - 1) <= tolerance for v in ci) else "no"
+        failed += not within
+        lines.append(f"{head} {ours} | {tool.split(' (')[0]} | {check['images_per_s']:.4g} | {ratio:.3f} | "
+                     f"{'yes' if within else 'no'} | {sure} |")
+    return lines, failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="a 1/16-width VGG11 at 32x32 for a fraction of a second "
+                                                            "per row: a check of the script, not of vggbench")
+    parser.add_argument("--min-time", type=float, help="seconds of timed calls per row [default: the suite's, 8]")
+    parser.add_argument("--batch-sizes", help="e.g. 1,8 [default: the suite's]")
+    parser.add_argument("--threads", type=int, help="[default: torch's]")
+    parser.add_argument("--tolerance", type=float, default=0.05, help="how far a ratio may be from 1")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for the run and the table")
+    parser.add_argument("--export-cache", default="exports/.cache")
+    args = parser.parse_args()
+    overrides = dict(TINY) if args.tiny else {}
+    if args.min_time is not None:
+        overrides["min_time_s"] = args.min_time
+    if args.batch_sizes:
+        overrides["batch_sizes"] = [int(b) for b in args.batch_sizes.split(",")]
+    if args.threads:
+        overrides["threads"] = args.threads
+    started = time.perf_counter()
+    run = vggbench.benchmark(str(SUITE), export_cache=args.export_cache, progress=True, cross_check=True,
+                             **overrides)
+    lines, failed = verdicts(run, args.tolerance)
+    threads = sorted({r.threads for r in run.results})
+    cpu = run.environment.get("cpu", {}).get("model", "?")
+    model = f"{run.settings['models'][0]} at {run.settings['image_size']}"
+    markdown = (f"{model}, {'/'.join(map(str, threads))} threads, {cpu}; vggbench images/s (95% interval of the "
+                f"median where the row has one) against the runtime's own tool in a fresh process; ratio = "
+                f"vggbench / tool\n\n" + "\n".join(lines) + "\n")
+    print("\n" + markdown)
+    json_path, _ = run.write(args.out)
+    table = json_path.with_name(json_path.stem.replace("run-", "cross-check-", 1) + ".md")
+    write_text(table, markdown)
+    print(f"{len(run.results) - failed} of {len(run.results)} rows within ±{args.tolerance:.0%} of their tool; "
+          f"wrote {json_path} and {table} ({time.perf_counter() - started:.0f} s)")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

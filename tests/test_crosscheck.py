@@ -1,0 +1,332 @@
+"""`vggbench run --cross-check` (vggbench.bench.crosscheck): each tool's command line made from a row, what the
+tools print read back, a failed check kept as data, and a tiny run whose every ok row carries a cross-check."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+import vggbench.bench.crosscheck as crosscheck
+from tests.conftest import TINY, TINY_IMAGE
+from vggbench.backends.compile import CompileSettings
+from vggbench.backends.onnxruntime import OrtSettings
+from vggbench.backends.openvino import OvSettings
+from vggbench.backends.tensorrt import TrtSettings
+from vggbench.bench.crosscheck import Plan, Subject, ToolMissing
+from vggbench.bench.results import read_run
+from vggbench.bench.rows import BenchResult
+from vggbench.bench.suite import Suite, parse_suite
+from vggbench.cli import main
+
+ONNX = Path("/exports/vgg11/model.onnx")
+
+
+def row(backend="onnxruntime", settings=None, **fields) -> BenchResult:
+    base = dict(model="vgg11", image_size=32, batch_size=8, backend=backend, device="cpu", precision="fp32",
+                memory_format="contiguous", threads=2, weights="random (seed 0)", warmup=2, warmup_time_s=0.5,
+                min_time_s=2.5, min_iters=5, max_iters=100, backend_settings=settings.to_dict() if settings else None,
+                images_per_s=100.0, median_ms=80.0)
+    return BenchResult(**{**base, **fields})
+
+
+def after(command, flag):
+    return command[command.index(flag) + 1]
+
+
+# --- command lines -------------------------------------------------------------------------------------------
+
+def test_benchmark_app_gets_the_rows_compile_configuration_from_a_file(tmp_path):
+    r = row("openvino", OvSettings(threads=2, cache_dir=""))
+    plan = crosscheck.openvino_plan(r, Subject(artifact=ONNX), tmp_path, app=["benchmark_app"])
+    c = list(plan.command)
+    assert c[:5] == ["benchmark_app", "-m", str(ONNX), "-d", "CPU"]
+    config = json.loads(Path(after(c, "-load_config")).read_text())
+    assert config == {"CPU": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                              "INFERENCE_NUM_THREADS": "2"}}
+    assert plan.config == config["CPU"]  # recorded in the block: the file is temporary
+    # one synchronous request per batch of the row's size, fed f32 (not benchmark_app's u8 images), for the
+    # row's budget rounded up to whole seconds (benchmark_app takes no fractions)
+    assert after(c, "-api") == "sync" and after(c, "-ip") == "f32"
+    assert after(c, "-shape") == "[8,3,32,32]" and after(c, "-t") == "3"
+    assert "-hint" not in c and "-nthreads" not in c  # benchmark_app refuses -nthreads beside a hint
+    assert plan.tool == "benchmark_app" and plan.parse is crosscheck.parse_benchmark_app
+
+
+def test_benchmark_app_throughput_streams_precision_dynamic_batch_and_defaults(tmp_path):
+    tput = crosscheck.openvino_plan(row("openvino", OvSettings(hint="THROUGHPUT", streams=2, threads=2, cache_dir="")),
+                                    Subject(artifact=ONNX), tmp_path, app=["benchmark_app"])
+    assert tput.config["NUM_STREAMS"] == "2" and tput.config["PERFORMANCE_HINT"] == "THROUGHPUT"
+    # vggbench's THROUGHPUT runner sends single images over the plugin's requests
+    assert after(tput.command, "-api") == "async" and after(tput.command, "-shape") == "[1,3,32,32]"
+    bf16 = crosscheck.openvino_plan(row("openvino", OvSettings(static_batch=False, cache_dir=""), precision="bf16"),
+                                    Subject(artifact=ONNX), tmp_path, app=["benchmark_app"])
+    assert bf16.config["INFERENCE_PRECISION_HINT"] == "bf16" and "INFERENCE_NUM_THREADS" not in bf16.config
+    assert after(bf16.command, "-data_shape") == "[8,3,32,32]" and "-shape" not in bf16.command
+    int8 = crosscheck.openvino_plan(row("openvino", OvSettings(cache_dir="/c"), precision="int8"),
+                                    Subject(artifact=Path("/e/model.int8.onnx")), tmp_path, app=["benchmark_app"])
+    assert "INFERENCE_PRECISION_HINT" not in int8.config and int8.config["CACHE_DIR"] == "/c"
+    assert after(int8.command, "-m") == "/e/model.int8.onnx"
+    defaults = crosscheck.openvino_plan(row("openvino", OvSettings(defaults=True)), Subject(artifact=ONNX),
+                                        tmp_path, app=["benchmark_app"])
+    assert after(defaults.command, "-hint") == "none" and "-load_config" not in defaults.command
+    assert defaults.config is None and after(defaults.command, "-data_shape") == "[8,3,32,32]"
+
+
+def test_benchmark_app_is_found_beside_this_python():
+    app = crosscheck.benchmark_app()
+    assert Path(app[0]).name == "benchmark_app" or app[:2] == [sys.executable, "-c"]
+
+
+def test_onnxruntime_runs_bare_in_an_isolated_python():
+    r = row("onnxruntime", OrtSettings(optimization="basic", threads=2))
+    c = list(crosscheck.onnxruntime_plan(r, Subject(artifact=ONNX)).command)
+    # -I: neither the script's folder nor PYTHONPATH on the path, so that no vggbench can be imported there
+    assert c[:3] == [sys.executable, "-I", str(crosscheck.TIMERS / "ort_timer.py")] and c[3] == str(ONNX)
+    imports = [line for line in (crosscheck.TIMERS / "ort_timer.py").read_text().splitlines()
+               if line.lstrip().startswith(("import ", "from "))]
+    assert imports and not any("vggbench" in line for line in imports)
+    assert after(c, "--optimization") == "basic" and after(c, "--threads") == "2"
+    assert after(c, "--provider") == "cpu" and after(c, "--batch") == "8" and after(c, "--image-size") == "32"
+    assert after(c, "--time") == "2.5" and after(c, "--warmup-time") == "0.5" and after(c, "--max-iters") == "100"
+    assert "--tf32" not in c and "--cuda-graph" not in c
+    cuda = crosscheck.onnxruntime_plan(row("onnxruntime", OrtSettings(cuda_graph=True, tf32=True), device="cuda:1"),
+                                       Subject(artifact=ONNX)).command
+    assert after(cuda, "--provider") == "cuda" and after(cuda, "--device") == "cuda:1"
+    assert {"--tf32", "--cuda-graph"} <= set(cuda) and "--threads" not in cuda
+    trt = crosscheck.onnxruntime_plan(row("ort-tensorrt", OrtSettings(), device="cuda", precision="fp16"),
+                                      Subject(artifact=ONNX)).command
+    assert after(trt, "--provider") == "tensorrt" and "--fp16" in trt
+
+
+@pytest.mark.parametrize("backend", ["torchscript", "pt2"])
+def test_torch_artifacts_are_loaded_by_torch_alone(backend):
+    path = Path(f"/exports/model.{backend}")
+    plan = crosscheck.torch_artifact_plan(row(backend, memory_format="channels_last", precision="bf16"),
+                                          Subject(artifact=path))
+    c = list(plan.command)
+    assert c[:3] == [sys.executable, "-I", str(crosscheck.TIMERS / "torch_timer.py")]
+    assert after(c, "--artifact") == backend and after(c, "--path") == str(path) and after(c, "--threads") == "2"
+    assert after(c, "--memory-format") == "channels_last" and after(c, "--precision") == "bf16"
+    assert ("torch.jit.load" if backend == "torchscript" else "torch.export.load") in plan.tool
+
+
+def test_module_backends_rebuild_the_model_with_vggbench_in_a_fresh_process():
+    subject = Subject(model_settings={"width": 0.0625, "hidden": [32], "weights": "random", "seed": 3}, dense_size=64)
+    plan = crosscheck.torch_build_plan(row("compile", CompileSettings(mode="max-autotune", freezing=True)), subject)
+    c = list(plan.command)
+    assert c[:5] == [sys.executable, "-m", "vggbench.bench.timers.torch_timer", "--build", "compile"]
+    assert plan.cwd == str(crosscheck.PACKAGE_ROOT)  # the same vggbench as this one
+    assert json.loads(after(c, "--model-settings")) == subject.model_settings and after(c, "--model") == "vgg11"
+    assert after(c, "--compile-mode") == "max-autotune" and "--compile-freezing" in c
+    assert after(c, "--dense-size") == "64"
+    assert "vggbench's load_model" in plan.tool and "torch.compile" in plan.tool
+    eager = crosscheck.torch_build_plan(row("eager"), Subject(model_settings={})).command
+    assert "--compile-mode" not in eager and "--dense-size" not in eager
+    winograd = crosscheck.torch_build_plan(row("winograd", memory_format="channels_last"), Subject(model_settings={}))
+    assert "winograd runner" in winograd.tool
+
+
+def test_cuda_flags_reach_the_torch_timer_only_on_cuda():
+    cuda = crosscheck.torch_build_plan(row("eager", device="cuda:0"),
+                                       Subject(model_settings={}, tf32=True, cudnn_benchmark=False)).command
+    assert "--tf32" in cuda and after(cuda, "--cudnn-benchmark") == "off"
+    cpu = crosscheck.torch_build_plan(row("eager"), Subject(model_settings={}, tf32=True, cudnn_benchmark=True)).command
+    assert "--tf32" not in cpu and "--cudnn-benchmark" not in cpu
+
+
+def test_model_settings_are_the_suites_with_absolute_paths(tmp_path, monkeypatch):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    suite = Suite(models=("vgg11",), weights="w.pth", seed=4, width=0.0625, hidden=(32,))
+    assert crosscheck.model_settings(suite) == {"weights": str(weights), "seed": 4, "width": 0.0625, "hidden": [32]}
+
+
+def test_tensorrt_uses_trtexec_then_polygraphy_else_says_not_installed(monkeypatch):
+    r = row("tensorrt", TrtSettings(max_batch=16, workspace_gib=2.0), device="cuda:1", precision="fp16")
+    c = crosscheck.tensorrt_plan(r, Subject(artifact=ONNX), trtexec="trtexec").command
+    assert c[:3] == ("trtexec", f"--onnx={ONNX}", "--fp16") and "--noTF32" in c and "--noDataTransfers" in c
+    assert "--minShapes=input:1x3x32x32" in c and "--optShapes=input:8x3x32x32" in c
+    assert "--maxShapes=input:16x3x32x32" in c and "--shapes=input:8x3x32x32" in c
+    assert "--memPoolSize=workspace:2048M" in c and "--device=1" in c and "--duration=3" in c
+    static = crosscheck.tensorrt_plan(row("tensorrt", TrtSettings(tf32=True), device="cuda"),
+                                      Subject(artifact=ONNX, static_batch=8), trtexec="trtexec").command
+    assert not any(a.startswith("--shapes") for a in static) and "--noTF32" not in static
+    poly = crosscheck.tensorrt_plan(r, Subject(artifact=ONNX), polygraphy="polygraphy")
+    assert poly.tool == "polygraphy run" and poly.command[:4] == ("polygraphy", "run", str(ONNX), "--trt")
+    # as many calls as the row's median says fill its budget: 2.5 s / 80 ms
+    assert after(poly.command, "--iterations") == "32" and after(poly.command, "--input-shapes") == "input:[8,3,32,32]"
+    monkeypatch.setattr(crosscheck, "_tool", lambda name: None)
+    with pytest.raises(ToolMissing, match="not installed"):
+        crosscheck.tensorrt_plan(r, Subject(artifact=ONNX))
+
+
+# --- what the tools print --------------------------------------------------------------------------------------
+
+BENCHMARK_APP = """\
+[Step 10/11] Measuring performance (Start inference synchronously, limits: 1000 ms duration)
+[ INFO ] Benchmarking in inference only mode (inputs filling are not included in measurement loop).
+[ INFO ] First inference took 2.44 ms
+[Step 11/11] Dumping statistics report
+[ INFO ] Execution Devices:['CPU']
+[ INFO ] Count:            1244 iterations
+[ INFO ] Duration:         1002.63 ms
+[ INFO ] Latency:
+[ INFO ]    Median:        565.09 us
+[ INFO ]    Average:       788.80 us
+[ INFO ]    Min:           344.22 us
+[ INFO ]    Max:           16960.03 us
+[ INFO ] Throughput:   9925.85 FPS
+"""
+
+TRTEXEC = """\
+[12/06/2026-10:00:00] [I] === Performance summary ===
+[12/06/2026-10:00:00] [I] Throughput: 412.5 qps
+[12/06/2026-10:00:00] [I] Latency: min = 2.31 ms, max = 3.02 ms, mean = 2.44 ms, median = 2.42 ms, percentile(90%) = 2.5 ms
+[12/06/2026-10:00:00] [I] Enqueue Time: min = 0.01 ms, max = 0.05 ms, mean = 0.02 ms, median = 0.02 ms
+[12/06/2026-10:00:00] [I] GPU Compute Time: min = 2.30 ms, max = 3.00 ms, mean = 2.41 ms, median = 2.40 ms, percentile(90%) = 2.48 ms
+[12/06/2026-10:00:00] [I] Total Host Walltime: 3.00421 s
+[12/06/2026-10:00:00] [I] Total GPU Compute Time: 2.98 s
+"""
+
+POLYGRAPHY = ("[I] trt-runner-N0-12/06/26-10:00:00    | Completed 32 iteration(s) in 80.64 ms | "
+              "Average inference time: 2.52 ms.\n[I] PASSED | Runtime: 9.1s\n")
+
+
+def test_benchmark_app_output_reads_as_images_per_second():
+    # sync at batch 8: its FPS is 8 x 1244 iterations / 1.00263 s, images not requests
+    assert crosscheck.parse_benchmark_app(BENCHMARK_APP) == {
+        "images_per_s": 9925.85, "median_ms": pytest.approx(0.56509), "iterations": 1244,
+        "timed_s": pytest.approx(1.00263)}
+    ms = crosscheck.parse_benchmark_app(BENCHMARK_APP.replace("565.09 us", "12.5 ms"))
+    assert ms["median_ms"] == 12.5
+    with pytest.raises(ValueError, match="Throughput"):
+        crosscheck.parse_benchmark_app("[ ERROR ] Input shape mismatch\n")
+
+
+def test_trtexec_qps_counts_batches_and_polygraphy_gives_a_mean():
+    assert crosscheck.parse_trtexec(TRTEXEC, 8) == {"images_per_s": 3300.0, "median_ms": 2.40, "iterations": None,
+                                                    "timed_s": 3.00421}
+    no_gpu_line = crosscheck.parse_trtexec(TRTEXEC.replace("GPU Compute Time: min", "Compute: min"), 8)
+    assert no_gpu_line["median_ms"] == 2.42
+    assert crosscheck.parse_polygraphy(POLYGRAPHY, 8) == {"images_per_s": pytest.approx(8 / 2.52e-3),
+                                                          "median_ms": None, "iterations": 32,
+                                                          "timed_s": pytest.approx(0.08064)}
+    with pytest.raises(ValueError):
+        crosscheck.parse_trtexec("[E] Engine could not be created\n", 8)
+
+
+def test_timer_output_is_its_last_json_line():
+    text = 'W1206 a warning\n{"images_per_s": 250.0, "median_ms": 4.0, "iterations": 40, "timed_s": 0.16}\n'
+    assert crosscheck.parse_json_line(text) == {"images_per_s": 250.0, "median_ms": 4.0, "iterations": 40,
+                                                "timed_s": 0.16}
+    with pytest.raises(ValueError):
+        crosscheck.parse_json_line('{"images_per_s": 0}\n')
+    with pytest.raises(ValueError):
+        crosscheck.parse_json_line("Traceback (most recent call last):\n")
+
+
+# --- running a tool: a failure is data ------------------------------------------------------------------------
+
+def python(code: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", code)
+
+
+def test_execute_makes_the_block_with_the_ratio():
+    line = json.dumps({"images_per_s": 200.0, "median_ms": 5.0, "iterations": 10, "timed_s": 0.05})
+    block = crosscheck.execute(Plan("a tool", python(f"print({line!r})"), crosscheck.parse_json_line), 150.0, 60)
+    assert block["tool"] == "a tool" and block["command"] == list(python(f"print({line!r})"))
+    assert block["images_per_s"] == 200.0 and block["median_ms"] == 5.0 and block["ratio"] == 0.75
+    assert block["seconds"] > 0 and block["iterations"] == 10 and "error" not in block
+
+
+def test_a_failing_slow_or_unreadable_tool_is_an_error_in_the_block():
+    failed = crosscheck.execute(Plan("t", python("import sys; print('loading'); sys.exit('error: no such model')"),
+                                     crosscheck.parse_json_line), 1.0, 60)
+    assert failed["error"] == "exit status 1: error: no such model" and "images_per_s" not in failed
+    slow = crosscheck.execute(Plan("t", python("import time; time.sleep(30)"), crosscheck.parse_json_line), 1.0, 0.5)
+    assert slow["error"] == "timed out after 0 s" or slow["error"].startswith("timed out after")
+    garbled = crosscheck.execute(Plan("t", python("print('hello')"), crosscheck.parse_json_line), 1.0, 60)
+    assert garbled["error"] == "its output could not be read: no JSON line in its output"
+    missing = crosscheck.execute(Plan("t", ("/no/such/tool",), crosscheck.parse_json_line), 1.0, 60)
+    assert missing["error"].startswith("could not start it: FileNotFoundError")
+
+
+def test_a_check_that_cannot_start_never_fails_the_row(monkeypatch):
+    r = row("onnxruntime", OrtSettings())
+
+    def broken(*args):
+        raise RuntimeError("the export folder is gone")
+
+    monkeypatch.setattr(crosscheck, "subject_of", broken)
+    checked = crosscheck.cross_check(r, None, None)
+    assert checked.status == "ok" and checked.images_per_s == r.images_per_s
+    assert checked.cross_check == {"tool": "onnxruntime InferenceSession",
+                                   "error": "RuntimeError: the export folder is gone"}
+    monkeypatch.setattr(crosscheck, "subject_of", lambda *a: Subject(artifact=ONNX))
+    monkeypatch.setattr(crosscheck, "_tool", lambda name: None)
+    trt = crosscheck.cross_check(row("tensorrt", TrtSettings(), device="cuda"), None, None)
+    assert trt.cross_check["tool"] == "trtexec" and trt.cross_check["error"].startswith("not installed")
+    failed = replace(r, status="error", images_per_s=None)
+    assert crosscheck.cross_check(failed, None, None) is failed  # only rows that ran are checked
+
+
+def test_suites_turn_it_on_by_key():
+    assert parse_suite("cross_check = true").cross_check is True
+    assert Suite().cross_check is False
+
+
+# --- end to end ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backends", ["eager,onnxruntime", pytest.param("openvino", marks=pytest.mark.slow)])
+def test_run_cross_check_gives_every_ok_row_its_tools_numbers(tmp_path, backends):
+    result = CliRunner().invoke(main, [
+        "run", "--models", "vgg11", "--width", str(TINY["width"]), "--hidden", str(TINY["hidden"]),
+        "--image-size", str(TINY_IMAGE), "--batch-sizes", "1,2", "--backends", backends,
+        "--memory-format", "contiguous", "--threads", "1", "--warmup-time", "0", "--min-time", "0.1",
+        "--cross-check", "--out", str(tmp_path), "--export-cache", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    data = read_run(next(tmp_path.glob("run-*.json")))
+    assert data["settings"]["cross_check"] is True
+    ok = [r for r in data["results"] if r["status"] == "ok"]
+    assert len(ok) == 2 * len(backends.split(","))
+    for r in ok:
+        block = r["cross_check"]
+        assert "error" not in block, block
+        assert block["images_per_s"] > 0 and block["median_ms"] > 0 and block["seconds"] > 0
+        assert block["ratio"] == pytest.approx(r["images_per_s"] / block["images_per_s"])
+        assert block["command"][0] and str(r["batch_size"]) in " ".join(block["command"])
+    by = {r["backend"]: r["cross_check"] for r in ok}
+    if "onnxruntime" in by:
+        assert by["onnxruntime"]["command"][1] == "-I" and by["onnxruntime"]["command"][3].endswith("model.onnx")
+        assert "load_model" in by["eager"]["tool"]
+    else:
+        assert by["openvino"]["tool"] == "benchmark_app" and by["openvino"]["config"]["INFERENCE_NUM_THREADS"] == "1"
+    header = result.output.splitlines()[2].split()
+    assert header[-2:] == ["cross_check", "status"]
+
+
+def test_an_artifact_changed_after_the_row_is_refused_before_the_tool_opens_it(tmp_path):
+    import vggbench
+    from vggbench.backends import resolve_target
+    from vggbench.bench.cache import ExportCache
+
+    loaded = vggbench.load_model("vgg11", "random", **TINY)
+    cache = ExportCache(tmp_path, loaded, TINY_IMAGE)
+    folder = cache.folder(resolve_target("onnxruntime", "cpu", "fp32"))
+    prepared = SimpleNamespace(model=SimpleNamespace(cache=cache), tf32=False)
+    suite = Suite(models=("vgg11",), image_size=TINY_IMAGE, **TINY)
+    r = row("onnxruntime", OrtSettings())
+    subject = crosscheck.subject_of(r, prepared, suite)
+    assert subject.artifact == (folder / "model.onnx").resolve() and subject.input_name == "input"
+    with open(folder / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    checked = crosscheck.cross_check(r, prepared, suite)
+    assert checked.status == "ok" and "does not match its sha256" in checked.cross_check["error"]
+    assert "command" not in checked.cross_check  # nothing was started

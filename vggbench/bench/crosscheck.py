@@ -1,0 +1,382 @@
+"""`vggbench run --cross-check`: each row that ran is timed again by its runtime's own tool, in a fresh process,
+with the row's settings and for about the row's time budget, and the row gets a `cross_check` block:
+
+    {"tool", "command" (the exact argv), "images_per_s", "median_ms", "ratio" (the row's images/s over the
+     tool's), "seconds" (the tool's process, start to exit), "iterations", "timed_s", "config" (openvino)}
+
+or {"tool", "command", "error"} when the tool is missing or fails; a failed cross-check never fails the row.
+
+- openvino: OpenVINO's `benchmark_app` (in the openvino wheel) on the row's model.onnx or model.int8.onnx with the
+  row's compile configuration read from a file (-load_config: the hint, streams, threads, precision and cache; on
+  its command line benchmark_app refuses threads and streams beside a hint), f32 input (-ip f32: it would feed
+  u8 images otherwise), the row's batch as a static shape (-shape) or a dynamic one (-data_shape). LATENCY: one
+  synchronous request per batch; THROUGHPUT: single images, asynchronously, on as many requests as the plugin
+  finds optimal (benchmark_app keeps them all busy, where vggbench's row waits for its batch at every call).
+  Its Throughput (FPS) counts images, whatever the batch.
+- onnxruntime, ort-tensorrt: a bare InferenceSession with the row's options (vggbench.bench.timers.ort_timer,
+  run with `python -I`: no vggbench in that process).
+- torchscript, pt2: torch.jit.load / torch.export.load of the file vggbench checked (vggbench.backends.safe_load,
+  again just before the process starts), timed by torch.utils.benchmark.Timer (timers.torch_timer, `python -I`).
+- eager, compile, winograd: the model rebuilt by vggbench's load_model from the run's model settings in a fresh
+  process (the same code, not an independent one; the tool's name says so), then run by torch itself
+  (torch.compile with the row's mode and freezing) or, for winograd, by vggbench's runner; timed by
+  torch.utils.benchmark.Timer.
+- tensorrt: `trtexec` (images/s = its qps x batch, no host-device copies), else `polygraphy run` (its average
+  inference time), where installed; else "not installed".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..backends import resolve_target
+from ..backends.load import checked_artifact
+from ..backends.registry import get_backend
+from ..core.errors import one_line
+from ..exporters.manifest import read_manifest
+from ..zoo.settings import ModelSettings
+from .rows import BenchResult
+
+TIMERS = Path(__file__).resolve().parent / "timers"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # where `python -m vggbench...` finds this vggbench
+# the tool's process may take this long beyond its budget: starting, loading or compiling (torch.compile and
+# Winograd's tuning of VGG16 take minutes on two cores)
+STARTUP_ALLOWANCE_S = 600
+
+
+class ToolMissing(Exception):
+    """The runtime's tool is not installed here."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a row's cross-check runs: its artifact's main file (artifact backends) or how to rebuild its model
+    (module backends: the run's model settings and dense size), with the run's CUDA flags."""
+
+    artifact: Path | None = None
+    input_name: str = "input"
+    static_batch: int | None = None  # the batch a static export fixes
+    model_settings: dict | None = None  # ModelSettings fields, for load_model in the tool's process
+    dense_size: int | None = None
+    tf32: bool = False
+    cudnn_benchmark: bool | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One tool's run: its command, the folder it runs in, how its output reads, and a config file it reads."""
+
+    tool: str
+    command: tuple[str, ...]
+    parse: Callable[[str], dict]
+    cwd: str | None = None
+    config: dict | None = None  # recorded in the block: the file itself is temporary
+
+
+# --- the command of each tool ----------------------------------------------------------------------------------
+
+def _budget(row) -> list[str]:
+    """The row's warm-up and time budget, as the timers take them."""
+    return ["--warmup", str(row.warmup), "--warmup-time", f"{row.warmup_time_s:g}", "--time", f"{row.min_time_s:g}"]
+
+
+def _shape(batch: int, image_size: int) -> str:
+    return f"[{batch},3,{image_size},{image_size}]"
+
+
+def benchmark_app() -> list[str]:
+    """How to start benchmark_app: beside this Python (a virtual environment's bin), on the PATH, or from the
+    openvino package; ToolMissing when none is there."""
+    beside = Path(sys.executable).parent / "benchmark_app"
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("benchmark_app")
+    if found:
+        return [found]
+    try:
+        import openvino.tools.benchmark.main  # noqa: F401
+    except ImportError as e:
+        raise ToolMissing(f"not installed: benchmark_app ({one_line(e)}); pip install openvino") from None
+    # its module has no __main__ guard, so -m would only import it
+    return [sys.executable, "-c", "import sys; from openvino.tools.benchmark.main import main; sys.exit(main())"]
+
+
+def openvino_plan(row, subject: Subject, workdir: Path, app: list[str] | None = None) -> Plan:
+    """benchmark_app with the row's OpenVINO settings (see the module's docstring)."""
+    settings = get_backend(row.backend).settings(**(row.backend_settings or {}))
+    config = settings.config(row.precision)
+    throughput = not settings.defaults and settings.hint == "THROUGHPUT"
+    static = settings.static_batch and not settings.defaults
+    command = [*(app or benchmark_app()), "-m", str(subject.artifact), "-d", "CPU"]
+    if config:
+        path = workdir / "openvino-config.json"
+        path.write_text(json.dumps({"CPU": config}, indent=2), encoding="utf-8")
+        command += ["-load_config", str(path)]
+    else:  # OpenVINO's defaults: no hint either
+        command += ["-hint", "none"]
+    command += ["-api", "async" if throughput else "sync", "-ip", "f32",
+                "-shape" if static else "-data_shape", _shape(1 if throughput else row.batch_size, row.image_size),
+                "-t", str(max(1, math.ceil(row.min_time_s)))]
+    return Plan("benchmark_app", tuple(command), parse_benchmark_app, config=config or None)
+
+
+def onnxruntime_plan(row, subject: Subject, workdir: Path | None = None) -> Plan:
+    """A bare onnxruntime session with the row's session options, in `python -I` (no vggbench there)."""
+    s = row.backend_settings or {}
+    if row.backend == "ort-tensorrt":
+        provider = "tensorrt"
+    else:
+        provider = "cuda" if row.device.startswith("cuda") else "cpu"
+    command = [sys.executable, "-I", str(TIMERS / "ort_timer.py"), str(subject.artifact),
+               "--batch", str(row.batch_size), "--image-size", str(row.image_size),
+               "--optimization", s.get("optimization", "all"), "--device", row.device, "--provider", provider]
+    if s.get("threads"):
+        command += ["--threads", str(s["threads"])]
+    if provider != "cpu":
+        command += ["--cudnn-conv-algo-search", s.get("cudnn_conv_algo_search", "EXHAUSTIVE")]
+        command += ["--tf32"] * bool(s.get("tf32")) + ["--cuda-graph"] * bool(s.get("cuda_graph"))
+        command += ["--fp16"] * (provider == "tensorrt" and row.precision == "fp16")
+    command += [*_budget(row), "--min-iters", str(row.min_iters), "--max-iters", str(row.max_iters)]
+    return Plan("onnxruntime InferenceSession (bare, python -I)", tuple(command), parse_json_line)
+
+
+def _torch_common(row, subject: Subject) -> list[str]:
+    common = ["--batch", str(row.batch_size), "--image-size", str(row.image_size), "--device", row.device,
+              "--precision", row.precision, "--memory-format", row.memory_format, "--threads", str(row.threads)]
+    if row.device.startswith("cuda"):
+        common += ["--tf32"] * subject.tf32
+        if subject.cudnn_benchmark is not None:
+            common += ["--cudnn-benchmark", "on" if subject.cudnn_benchmark else "off"]
+    return common + _budget(row)
+
+
+def torch_artifact_plan(row, subject: Subject, workdir: Path | None = None) -> Plan:
+    """The exported file as torch loads it, timed by torch.utils.benchmark.Timer in `python -I` (torch only)."""
+    command = [sys.executable, "-I", str(TIMERS / "torch_timer.py"), "--artifact", row.backend,
+               "--path", str(subject.artifact), *_torch_common(row, subject)]
+    loader = "torch.jit.load" if row.backend == "torchscript" else "torch.export.load"
+    return Plan(f"torch.utils.benchmark.Timer ({loader}, python -I)", tuple(command), parse_json_line)
+
+
+def torch_build_plan(row, subject: Subject, workdir: Path | None = None) -> Plan:
+    """The model rebuilt by vggbench's load_model in a fresh process, run by torch (torch.compile with the row's
+    settings) or by vggbench's winograd runner, timed by torch.utils.benchmark.Timer."""
+    command = [sys.executable, "-m", "vggbench.bench.timers.torch_timer", "--build", row.backend,
+               "--model", row.model, "--model-settings", json.dumps(subject.model_settings or {}, sort_keys=True)]
+    if subject.dense_size:
+        command += ["--dense-size", str(subject.dense_size)]
+    if row.backend == "compile":
+        s = row.backend_settings or {}
+        command += ["--compile-mode", s["mode"]] * bool(s.get("mode"))
+        command += ["--compile-freezing"] * bool(s.get("freezing"))
+    command += _torch_common(row, subject)
+    runs = "vggbench's winograd runner" if row.backend == "winograd" else \
+        "torch.compile" if row.backend == "compile" else "torch eager"
+    return Plan(f"torch.utils.benchmark.Timer ({runs}; model rebuilt by vggbench's load_model in a fresh process)",
+                tuple(command), parse_json_line, cwd=str(PACKAGE_ROOT))
+
+
+def _tool(name: str) -> str | None:
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
+def tensorrt_plan(row, subject: Subject, workdir: Path | None = None, *, trtexec: str | None = None,
+                  polygraphy: str | None = None) -> Plan:
+    """trtexec (else polygraphy run) on the row's model.onnx with its precision and optimisation profile."""
+    trtexec = trtexec or _tool("trtexec")
+    polygraphy = polygraphy or (None if trtexec else _tool("polygraphy"))
+    if not trtexec and not polygraphy:
+        raise ToolMissing("not installed: neither trtexec (TensorRT's samples) nor polygraphy (pip install "
+                          "polygraphy) is on this machine")
+    s = row.backend_settings or {}
+    name, b, n = subject.input_name, row.batch_size, row.image_size
+    profile = (1, b, s.get("max_batch") or max(b, 1))
+    flags = {"fp32": [], "fp16": ["fp16"], "int8": ["int8", "fp16"], "fp8": ["fp8", "fp16"]}[row.precision]
+    index = row.device.partition(":")[2] or "0"
+    if trtexec:
+        command = [trtexec, f"--onnx={subject.artifact}", *(f"--{f}" for f in flags)]
+        if subject.static_batch is None:
+            command += [f"--minShapes={name}:{profile[0]}x3x{n}x{n}", f"--optShapes={name}:{b}x3x{n}x{n}",
+                        f"--maxShapes={name}:{profile[2]}x3x{n}x{n}", f"--shapes={name}:{b}x3x{n}x{n}"]
+        command += ["--noTF32"] * (not s.get("tf32")) + [
+            f"--memPoolSize=workspace:{round(s.get('workspace_gib', 4.0) * 1024)}M", f"--device={index}",
+            "--noDataTransfers", f"--warmUp={round(row.warmup_time_s * 1000)}",
+            f"--duration={max(1, math.ceil(row.min_time_s))}"]
+        return Plan("trtexec", tuple(command), lambda text: parse_trtexec(text, b))
+    calls = max(row.min_iters, math.ceil(row.min_time_s / (row.median_ms / 1e3))) if row.median_ms else row.min_iters
+    command = [polygraphy, "run", str(subject.artifact), "--trt", *(f"--{f}" for f in flags)]
+    if subject.static_batch is None:
+        command += ["--trt-min-shapes", f"{name}:{_shape(profile[0], n)}", "--trt-opt-shapes", f"{name}:{_shape(b, n)}",
+                    "--trt-max-shapes", f"{name}:{_shape(profile[2], n)}", "--input-shapes", f"{name}:{_shape(b, n)}"]
+    command += ["--warm-up", str(max(1, row.warmup)), "--iterations", str(calls)]
+    return Plan("polygraphy run", tuple(command), lambda text: parse_polygraphy(text, b))
+
+
+# backend -> (its tool's name for a block that failed before the command was made, the plan's builder)
+PLANS: dict[str, tuple[str, Callable]] = {
+    "openvino": ("benchmark_app", openvino_plan),
+    "onnxruntime": ("onnxruntime InferenceSession", onnxruntime_plan),
+    "ort-tensorrt": ("onnxruntime InferenceSession", onnxruntime_plan),
+    "torchscript": ("torch.utils.benchmark.Timer", torch_artifact_plan),
+    "pt2": ("torch.utils.benchmark.Timer", torch_artifact_plan),
+    "eager": ("torch.utils.benchmark.Timer", torch_build_plan),
+    "compile": ("torch.utils.benchmark.Timer", torch_build_plan),
+    "winograd": ("torch.utils.benchmark.Timer", torch_build_plan),
+    "tensorrt": ("trtexec", tensorrt_plan),
+}
+
+
+# --- reading what the tools print ------------------------------------------------------------------------------
+
+def _positive(value: float | None, what: str) -> float:
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"no positive {what} in its output")
+    return value
+
+
+def parse_json_line(text: str) -> dict:
+    """The last JSON line the timers print: images_per_s, median_ms, iterations, timed_s."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            data = json.loads(line)
+            _positive(data.get("images_per_s"), "images_per_s")
+            return {k: data.get(k) for k in ("images_per_s", "median_ms", "iterations", "timed_s")}
+    raise ValueError("no JSON line in its output")
+
+
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def parse_benchmark_app(text: str) -> dict:
+    """benchmark_app's report: Throughput (FPS, images per second whatever the batch), the median latency of a
+    request (ms or us), the iteration count and the duration."""
+    def find(pattern: str):
+        m = re.search(pattern, text)
+        return m.groups() if m else None
+
+    fps = find(rf"Throughput:\s*{_NUMBER}\s*FPS")
+    median = find(rf"Median:\s*{_NUMBER}\s*(ms|us)")  # the first: the run's, before any per-shape group's
+    count, duration = find(r"Count:\s*(\d+) iterations"), find(rf"Duration:\s*{_NUMBER}\s*ms")
+    return {"images_per_s": _positive(float(fps[0]) if fps else None, "Throughput (FPS)"),
+            "median_ms": float(median[0]) / (1000 if median[1] == "us" else 1) if median else None,
+            "iterations": int(count[0]) if count else None,
+            "timed_s": float(duration[0]) / 1000 if duration else None}
+
+
+def parse_trtexec(text: str, batch: int) -> dict:
+    """trtexec's performance summary: Throughput in qps (batches per second: x batch for images), the median of
+    GPU Compute Time (its Latency line's without one)."""
+    qps = re.search(rf"Throughput:\s*{_NUMBER}\s*qps", text)
+    median = re.search(rf"GPU Compute Time:.*?median = {_NUMBER} ms", text) or \
+        re.search(rf"Latency:.*?median = {_NUMBER} ms", text)
+    duration = re.search(rf"Total Host Walltime:\s*{_NUMBER}\s*s", text)
+    count = re.search(r"Timing trace has (\d+) queries", text)
+    return {"images_per_s": _positive(float(qps.group(1)) * batch if qps else None, "Throughput (qps)"),
+            "median_ms": float(median.group(1)) if median else None,
+            "iterations": int(count.group(1)) if count else None,
+            "timed_s": float(duration.group(1)) if duration else None}
+
+
+def parse_polygraphy(text: str, batch: int) -> dict:
+    """`polygraphy run`'s runner line: N iterations in X ms, an average inference time (a mean: no median)."""
+    m = re.search(rf"Completed (\d+) iteration\(s\) in {_NUMBER} ms \| Average inference time: {_NUMBER} ms", text)
+    mean_ms = float(m.group(3)) if m else None
+    return {"images_per_s": _positive(batch / (mean_ms / 1e3) if mean_ms else None, "average inference time"),
+            "median_ms": None, "iterations": int(m.group(1)) if m else None,
+            "timed_s": float(m.group(2)) / 1e3 if m else None}
+
+
+# --- running it ------------------------------------------------------------------------------------------------
+
+def _why(done: subprocess.CompletedProcess) -> str:
+    """The line that says why a tool failed: its last error line, else its last line."""
+    lines = [line.strip() for line in (done.stderr + "\n" + done.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"error|exception", line, re.IGNORECASE)]
+    text = (errors or lines or ["no output"])[-1]
+    return f"exit status {done.returncode}: {text[:300]}"
+
+
+def execute(plan: Plan, row_images_per_s: float, timeout_s: float) -> dict:
+    """Run a plan's command and make the row's block from what it prints."""
+    block: dict = {"tool": plan.tool, "command": list(plan.command)}
+    if plan.config is not None:
+        block["config"] = plan.config
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(plan.command, cwd=plan.cwd, capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        return {**block, "error": f"timed out after {timeout_s:.0f} s", "seconds": round(timeout_s, 3)}
+    except OSError as e:
+        return {**block, "error": f"could not start it: {one_line(e)}"}
+    seconds = round(time.perf_counter() - started, 3)
+    if done.returncode != 0:
+        return {**block, "error": _why(done), "seconds": seconds}
+    try:
+        measured = plan.parse(done.stdout)
+    except (ValueError, KeyError, TypeError) as e:
+        return {**block, "error": f"its output could not be read: {e}", "seconds": seconds}
+    return {**block, "images_per_s": measured["images_per_s"], "median_ms": measured["median_ms"],
+            "ratio": row_images_per_s / measured["images_per_s"], "seconds": seconds,
+            **{k: measured[k] for k in ("iterations", "timed_s") if measured.get(k) is not None}}
+
+
+def timeout_for(row) -> float:
+    return STARTUP_ALLOWANCE_S + 4 * (row.warmup_time_s + row.min_time_s)
+
+
+def subject_of(row: BenchResult, prepared, suite) -> Subject:
+    """What a row of the sweep runs: its artifact, checked again (its sha256 against the manifest, then
+    vggbench.backends.safe_load) right before another process opens it, or its model's settings."""
+    model = prepared.model
+    common = {"tf32": bool(prepared.tf32), "cudnn_benchmark": suite.cudnn_benchmark}
+    target = resolve_target(row.backend, row.device, row.precision, row.memory_format)
+    if target.artifact is None:
+        return Subject(model_settings=model_settings(suite), dense_size=model.cache.dense_size, **common)
+    folder = model.cache.root / model.cache.key(target.artifact, target.export_precision)
+    path = checked_artifact(target, folder).resolve()
+    manifest = read_manifest(folder)
+    return Subject(artifact=path, input_name=manifest.input.name, static_batch=manifest.static_batch, **common)
+
+
+def model_settings(suite) -> dict:
+    """The suite's model settings that are set, paths made absolute (the tool's process runs elsewhere)."""
+    found = {}
+    for name in ModelSettings.setting_names():
+        value = getattr(suite, name)
+        if value is None:
+            continue
+        if name in ("weights", "model_config") and os.path.exists(value):
+            value = str(Path(value).resolve())
+        found[name] = list(value) if isinstance(value, tuple) else value
+    return found
+
+
+def cross_check(row: BenchResult, prepared, suite) -> BenchResult:
+    """`row` (status ok) with its cross_check block: the same thing timed by its runtime's own tool in a fresh
+    process. prepared: the row's vggbench.bench.prepare.PreparedRunner; suite: the run's Suite."""
+    if row.status != "ok" or not row.images_per_s:
+        return row
+    tool, make = PLANS.get(get_backend(row.backend).name, (None, None))
+    if make is None:
+        return replace(row, cross_check={"tool": None, "error": f"no cross-check tool for {row.backend}"})
+    with tempfile.TemporaryDirectory(prefix="vggbench-cross-check-") as workdir:
+        try:
+            plan = make(row, subject_of(row, prepared, suite), Path(workdir))
+        except ToolMissing as e:
+            return replace(row, cross_check={"tool": tool, "error": str(e)})
+        except Exception as e:  # whatever stops the check, the row stands
+            return replace(row, cross_check={"tool": tool, "error": one_line(e)})
+        return replace(row, cross_check=execute(plan, row.images_per_s, timeout_for(row)))
