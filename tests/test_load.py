@@ -368,3 +368,37 @@ def test_loadgen_rows_carry_their_load_and_require_quiet_refuses_before_any_work
     assert row.under_load is True and row.load["other_cores"] == 1.5
     assert (row.load["start"]["time"], row.load["end"]["time"]) == (2.0, 4.0)
     assert (run.environment["load"]["rows_judged"], run.environment["load"]["rows_under_load"]) == (1, 1)
+
+
+# --- benchmarks/planted_load.py's check -------------------------------------------------------------------------
+
+def _planted_load_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "planted_load.py"
+    spec = importlib.util.spec_from_file_location("planted_load", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _results(*rows) -> dict:
+    return {"results": [{"backend": b, "batch_size": 1, "status": "ok", "images_per_s": ips, "median_ms": 1e3 / ips,
+                         "median_ci_low_ms": ci[0] if ci else None, "median_ci_high_ms": ci[1] if ci else None,
+                         "under_load": under, "load": {"reason": "other processes used 2.00 cores" if under else ""}}
+                        for b, ips, under, ci in rows]}
+
+
+@pytest.mark.parametrize("loaded, wrong_and_sure", [
+    ([("eager", 3.0, False, None), ("onnxruntime", 1.0, False, None)], True),  # flipped, nothing marked: wrong
+    ([("eager", 3.0, False, None), ("onnxruntime", 1.0, True, None)], False),  # flipped, the loser marked
+    ([("eager", 3.0, False, (320, 350)), ("onnxruntime", 1.0, False, (340, 1100))], False),  # intervals overlap
+    ([("eager", 3.0, False, (320, 350)), ("onnxruntime", 1.0, False, (900, 1100))], True),  # disjoint: sure
+    ([("eager", 3.0, True, None), ("onnxruntime", 5.0, True, None)], False),  # the quiet winner held
+])
+def test_planted_load_check(loaded, wrong_and_sure):
+    script = _planted_load_script()
+    quiet = _results(("eager", 3.0, False, None), ("onnxruntime", 5.0, False, None))
+    (check,) = script._checks(quiet, _results(*loaded))
+    assert check["quiet_winner"] == "onnxruntime"
+    assert check["wrong_and_sure"] is wrong_and_sure

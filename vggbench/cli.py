@@ -406,7 +406,7 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, req
     reads it if the run never finishes). Exit codes: 0 when every case ran, or could not run by design
     (unsupported) or ran out of memory (oom, what a batch sweep looks for); 1 when a case failed (parity_failed,
     export_failed, error), after the results are written and shown; 2 on bad input (an --out that exists: another
-    name, or --force for an earlier run's results); 130 on Ctrl-C and 143 on SIGTERM (the finished cases are
+    name, or --force for an earlier run's results) and when --require-quiet's wait ends on a busy machine; 130 on Ctrl-C and 143 on SIGTERM (the finished cases are
     written first).
     """
     import shlex

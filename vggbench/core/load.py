@@ -20,20 +20,27 @@ PROC = Path("/proc")  # where LoadSampler reads pressure/cpu, loadavg, stat and 
 
 BUSIEST = 3  # other processes named per sample: enough to say who; the rest is in other_cores
 
-# Thresholds, from readings on the 2-core VM this was written on (kernel 6.18; benchmarks/README.md, "The load
-# each row ran under", has the table). Quiet, a tiny benchmark alone at 2 threads: stall 0-4% of the interval
-# (the kernel's own threads, the sampler, a neighbour's shell), other processes 0.00-0.05 cores. With one
-# `python -c "while 1: pass"` beside it: stall 45-60%, other processes 0.9-1.0 cores; with two: stall 85-99%,
-# 1.9-2.0 cores. Between them lies an order of magnitude on both scales; the thresholds sit where a neighbour
-# costs a 2-thread benchmark about a tenth of its CPU.
+# Thresholds, from 3-second windows on the 2-core VM this was written on (kernel 6.18, 7 clean windows each; the
+# table is in benchmarks/README.md, "The load each row ran under"), this process either sleeping or running a tiny
+# VGG16 at 2 threads, beside 0, 1 or 2 detached `python -c "while 1: pass"`:
+#   quiet:                  stall 0.1-0.3% (sleeping), 0.7-1.0% (working); others 0.00-0.01 cores
+#   1 spinner:              stall 0.1-1.3% (sleeping), 50.3-50.8% (working); others 1.00 / 0.72-0.77 cores
+#   2 spinners:             stall 0.9-1.4% (sleeping), 91-98% (working);     others 2.00 / 0.99-1.05 cores
+# and the tiny VGG16 made 1241-2022 calls quiet, 242-490 beside one spinner, 59-366 beside two: a neighbour on one
+# core of two costs a 2-thread benchmark far more than half (its threads wait for each other at every layer).
+# The stall shows only while this process works: a spinner beside a sleeping process has a core of its own, so
+# --require-quiet (which sleeps) rests on the others' CPU time. The thresholds sit well clear of both sides: others
+# 0.25 cores (quiet 0.01, one spinner 0.72), stall 10% (quiet 1%, one spinner 50%). They are absolute, not shares of
+# the idle cores: on a machine with cores to spare a neighbour of a quarter core is flagged all the same, which
+# errs on the side of a mark that is not needed rather than a winner that is not sure.
 STALL_PCT = 10.0  # % of the interval in which some runnable task waited for a CPU (PSI "some")
 # CPU used by processes other than this one and its children, in cores (a spinning process is 1.0); counted
 # from the system's CPU time (/proc/stat), so that short-lived processes (a compiler, a test worker) count too
 OTHER_CORES = 0.25
-# the stall counts only when others ran at least this much: below it, what waited was this process's own threads
-# (quiet, the others' use read 0.00-0.02 cores)
+# the stall counts only when others ran at least this much (quiet: 0.01): below it, what waited was this process's
+# own threads, which outnumber the cores in some backends' settings, and that is part of what is measured
 STALL_OTHER_CORES = 0.05
-STEAL_PCT = 10.0  # % of the CPUs' time that the hypervisor gave to other guests (a VM's neighbours)
+STEAL_PCT = 10.0  # % of the CPUs' time that the hypervisor gave to other guests (a VM's neighbours; 0-0.5% here)
 # --require-quiet judges windows this long: the CPU times tick at 10 ms, so 2 s reads a process's use to 0.005
 # cores, and a neighbour that comes and goes in bursts of a second shows in most windows
 QUIET_WINDOW_S = 2.0
