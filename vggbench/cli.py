@@ -372,6 +372,15 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
 
 # --- run / report -------------------------------------------------------------------------------------
 
+def require_quiet_option(command):
+    """--require-quiet [SECONDS] of run and loadgen (bare: 60 s)."""
+    return click.option("--require-quiet", type=click.FloatRange(min=0), is_flag=False, flag_value=60.0,
+                        default=None, metavar="[SECONDS]",
+                        help="Before the first case, wait up to SECONDS (bare: 60) for a quiet machine (no CPU "
+                             "pressure, no other busy process), then refuse (exit 2) naming what kept it busy. "
+                             "Each row records the load it ran under either way.")(command)
+
+
 @main.command(cls=RegistryCommand)
 @click.option("--suite", help="A suite name (vggbench/bench/suites/, then ./benchmarks/suites/) or a .toml file "
                               "[default: cpu, or cuda with --device cuda].")
@@ -388,15 +397,16 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
 @click.option("--baseline", default="eager:fp32:contiguous", show_default=True,
               help="backend:precision:memory_format that speedup is relative to.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: on a terminal].")
+@require_quiet_option
 @click.pass_context
-def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, **kwargs) -> None:
+def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, require_quiet, **kwargs) -> None:
     """Time forward passes across models, backends, batch sizes, precisions and memory formats.
 
     Each finished case is appended to run-<time>.jsonl beside the results as it is measured (`vggbench report`
     reads it if the run never finishes). Exit codes: 0 when every case ran, or could not run by design
     (unsupported) or ran out of memory (oom, what a batch sweep looks for); 1 when a case failed (parity_failed,
     export_failed, error), after the results are written and shown; 2 on bad input (an --out that exists: another
-    name, or --force for an earlier run's results); 130 on Ctrl-C and 143 on SIGTERM (the finished cases are
+    name, or --force for an earlier run's results) and when --require-quiet's wait ends on a busy machine; 130 on Ctrl-C and 143 on SIGTERM (the finished cases are
     written first).
     """
     import shlex
@@ -415,7 +425,8 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, **k
     journal = claim_results(out, command=command, force=force)  # an --out that cannot be written fails now, not after the run
     try:
         result = benchmark(suite, export_cache=export_cache, progress=progress,
-                           raise_errors=bool(ctx.obj.get("traceback")), journal=journal, **given(kwargs))
+                           raise_errors=bool(ctx.obj.get("traceback")), journal=journal,
+                           require_quiet=require_quiet, **given(kwargs))
     except BenchmarkInterrupted as e:  # keep what was measured, then exit as an interrupt does
         result = e.run
         if not result.results:
@@ -456,8 +467,9 @@ LOADGEN_SUITE_KEYS = ("models", "backends", "precisions", "memory_formats", "dev
 @click.option("--force", is_flag=True, help="Replace the results (and logs) of an earlier run at a named --out .json "
                                            "(never files vggbench did not write).")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
+@require_quiet_option
 @click.pass_context
-def loadgen(ctx, suite, export_cache, out, force, fmt, **kwargs) -> None:
+def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, **kwargs) -> None:
     """MLPerf's scenarios (SingleStream, MultiStream, Server, Offline) run by MLPerf's LoadGen over any backend.
 
     Server finds the highest rate whose run LoadGen reports VALID at --latency-bound-ms (p99). Each scenario's
@@ -481,7 +493,8 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, **kwargs) -> None:
     logs = logs_folder(journal.json_path)
     try:
         result = run_loadgen(suite, settings=settings, sut=sut, export_cache=export_cache, logs=logs,
-                             journal=journal, echo=lambda line: click.echo(line, err=True), **parts["suite"])
+                             journal=journal, echo=lambda line: click.echo(line, err=True),
+                             require_quiet=require_quiet, **parts["suite"])
     except BenchmarkInterrupted as e:
         result = e.run
         if not result.results:

@@ -30,6 +30,7 @@ from ..core.device import require_device
 from ..core.env import capture, package_version
 from ..core.errors import ConfigError, UnsupportedError, VggbenchError, one_line
 from ..core.fileio import atomic_dir
+from ..core.load import LoadSampler, load_block, run_load, wait_for_quiet
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..zoo.weights import parse_weights
 from .cache import DEFAULT_EXPORT_CACHE
@@ -66,7 +67,8 @@ def _mlperf_loadgen():
 def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: LoadgenSettings | None = None,
             sut: SutSettings | None = None, export_cache: str | os.PathLike = DEFAULT_EXPORT_CACHE,
             logs: str | os.PathLike | None = None, journal: Journal | None = None,
-            echo: Callable[[str], None] | None = None, **overrides) -> BenchRun:
+            echo: Callable[[str], None] | None = None, require_quiet: float | None = None,
+            **overrides) -> BenchRun:
     """Run LoadGen's scenarios over every (model, backend, precision, memory format) of a suite; one row per scenario.
 
     suite: a Suite, a suite name or TOML path, or None for Suite's defaults (vgg16, eager fp32, 224, cpu);
@@ -78,6 +80,8 @@ def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: Loadgen
     rows name their logs relative to its parent folder.
     journal: rows are appended to it as they finish (see vggbench.bench.results.claim_results).
     echo: called with a line as each LoadGen run ends.
+    require_quiet: wait up to this many seconds for a quiet machine first (vggbench.core.load), then raise
+    MachineBusy; None does not wait. Either way each scenario's row records the load it ran under.
     """
     expect("loadgen", "settings", settings, (LoadgenSettings, type(None)), "a LoadgenSettings or None")
     expect("loadgen", "sut", sut, (SutSettings, type(None)), "a SutSettings or None")
@@ -86,12 +90,16 @@ def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: Loadgen
     suite = resolve_suite(suite if suite is not None else Suite(name="loadgen"), **overrides)
     device = require_device(suite.device)
     weights = parse_weights(suite.weights, suite.seed).require()
+    sampler = LoadSampler()
+    if require_quiet is not None:
+        wait_for_quiet(require_quiet, sampler=sampler)
     started = time.perf_counter()
     keep = logs is not None
     final = Path(logs) if keep else Path(tempfile.mkdtemp(prefix="vggbench-loadgen-"))
     with scoped_numerics(suite.threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
         environment = capture()
         environment["loadgen"] = package_version("mlcommons-loadgen")
+        environment["load"] = {"start": sampler.sample()}
         unused = ("batch_sizes", "warmup", "warmup_time_s", "min_time_s", "min_iters", "max_iters")  # `run`'s timing
         run_settings = {**{k: v for k, v in suite.to_dict().items() if k not in unused},
                         "export_cache": str(export_cache), "loadgen": settings.to_dict(),
@@ -104,9 +112,11 @@ def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: Loadgen
                 # in the scope: its thread count; the SUT's batches, not the suite's, are what the runners get
                 prep = Preparation(suite, device, weights, export_cache, max_batch=sut.max_batch)
                 runs = _Runs(lg, suite, prep, settings, sut, folder, final.name if keep else None,
-                             echo or (lambda line: None), rows, journal)
+                             echo or (lambda line: None), rows, journal, sampler)
                 runs.all()
         except KeyboardInterrupt:
+            environment["load"] = run_load(environment["load"]["start"], sampler.sample(),
+                                           [r.under_load for r in rows])
             run_settings["interrupted"] = f"interrupted after {len(rows)} scenario(s); their LoadGen logs are lost"
             from ..core.errors import BenchmarkInterrupted
 
@@ -115,6 +125,7 @@ def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: Loadgen
         finally:
             if not keep:
                 shutil.rmtree(final, ignore_errors=True)
+    environment["load"] = run_load(environment["load"]["start"], sampler.sample(), [r.under_load for r in rows])
     return BenchRun(run_settings, environment, rows, time.perf_counter() - started, environment["created"])
 
 
@@ -145,10 +156,11 @@ class _Target:
 class _Runs:
     def __init__(self, lg, suite: Suite, prep: Preparation, settings: LoadgenSettings, sut: SutSettings,
                  folder: Path, logs_name: str | None, echo: Callable[[str], None], rows: list[BenchResult],
-                 journal: Journal | None) -> None:
+                 journal: Journal | None, sampler: LoadSampler) -> None:
         self.lg, self.suite, self.prep, self.settings, self.sut = lg, suite, prep, settings, sut
         self.folder, self.logs_name, self.echo = folder, logs_name, echo
         self.rows, self.journal = rows, journal
+        self.load = sampler  # sampled as each scenario starts and ends: the load it ran under
 
     # --- plan ----------------------------------------------------------------------------------------------
     def all(self) -> None:
@@ -209,11 +221,13 @@ class _Runs:
         variant = "-".join(c.variant.split()) if c.variant else ""
         sub = self.folder / "-".join(filter(None, (c.model, c.backend, variant, c.precision, c.memory_format)))
         for name in sorted(self.settings.scenarios, key=lambda name: SCENARIO_TABLE[name].runs_last):
+            start = self.load.sample()
             try:
                 row = _ScenarioRun(self, t, SCENARIO_TABLE[name], sub).run()
             except VggbenchError as e:
                 row = BenchResult.failed(case, "error", str(e), scenario=self._block(name))
-            self._record(row)
+            block, under_load = load_block(start, self.load.sample())
+            self._record(replace(row, load=block, under_load=under_load))
         prepared.close()
 
     def _failed(self, failure: Failure, case: Case) -> None:

@@ -72,9 +72,12 @@ class BenchRun:
         return counts
 
     def summary(self) -> str:
-        """'16 cases (14 ok, 2 unsupported) in 12 s'."""
+        """'16 cases (14 ok, 2 unsupported) in 12 s', then '; 3 of 14 rows ran under load' where the load was
+        judged."""
         counts = ", ".join(f"{n} {status}" for status, n in self.status_counts().items())
-        return f"{len(self.results)} cases ({counts}) in {self.wall_s:.0f} s"
+        judged = [r.under_load for r in self.results if r.under_load is not None]
+        load = f"; {sum(judged)} of {len(judged)} rows ran under load" if judged else ""
+        return f"{len(self.results)} cases ({counts}) in {self.wall_s:.0f} s{load}"
 
     def check(self) -> None:
         """Raise CheckFailed (exit 1) when a case failed: parity (its timing is of a model that computes something

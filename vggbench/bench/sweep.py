@@ -18,6 +18,7 @@ from ..backends.registry import get_backend
 from ..core.device import Device, cpu_bf16_instructions, require_device
 from ..core.env import capture
 from ..core.errors import BenchmarkInterrupted, Terminated, UnsupportedError
+from ..core.load import LoadSampler, load_block, run_load, wait_for_quiet
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..core.timing import free_memory, measure
 from ..data.inputs import random_batch
@@ -33,7 +34,7 @@ from .suite import Suite, resolve_suite
 
 def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: str | os.PathLike = DEFAULT_EXPORT_CACHE,
               progress: bool | None = None, raise_errors: bool = False, journal: Journal | None = None,
-              **overrides) -> BenchRun:
+              require_quiet: float | None = None, **overrides) -> BenchRun:
     """Time every case of a suite and return the run (settings, environment, one row per case).
 
     suite: a Suite, a suite name (vggbench/bench/suites/, then ./benchmarks/suites/) or a TOML path; None is
@@ -43,27 +44,35 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
     raise_errors: re-raise unexpected errors instead of recording them as "error" rows (for debugging).
     journal: where each finished case is appended as it is measured (vggbench.bench.results.claim_results
     makes one), so that a crash or a kill keeps it.
+    require_quiet: wait up to this many seconds for a quiet machine before the first case (vggbench.core.load),
+    then raise MachineBusy; None does not wait. Either way the load is sampled as each case starts and ends.
     """
     suite = resolve_suite(suite, **overrides)
     device = require_device(suite.device)
     weights = parse_weights(suite.weights, suite.seed).require()  # a missing file fails before any work
     plan = _plan(suite, device)
+    sampler = LoadSampler()
+    if require_quiet is not None:
+        wait_for_quiet(require_quiet, sampler=sampler)
     started = time.perf_counter()
     with scoped_numerics(suite.threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
         environment = capture()
         environment.update(backend_environment())  # e.g. native_kernels: the winograd backend's C++ transforms
+        environment["load"] = {"start": sampler.sample()}
         environment["gemm_peaks"] = _peaks(plan, device)
         ceilings = Ceilings(environment["gemm_peaks"], _theoretical(plan, device, suite))
         settings = {**suite.to_dict(), "export_cache": str(export_cache)}
         if journal is not None:
             journal.start(settings, environment, environment["created"])
         sweep = _Sweep(suite, device, weights, plan, Path(export_cache), ceilings, progress, raise_errors,
-                       journal)
+                       journal, sampler)
         interrupted = None
         try:
             sweep.run()
         except KeyboardInterrupt as e:
             interrupted = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
+        environment["load"] = run_load(environment["load"]["start"], sampler.sample(),
+                                       [r.under_load for r in sweep.results])
     if interrupted:
         settings["interrupted"] = f"{interrupted} after {len(sweep.results)} of {suite.case_count()} cases"
     # every row against the final ceilings: the best rate of the whole run (rows were recorded against the best so
@@ -115,11 +124,13 @@ def _peaks(plan: dict, device: Device) -> list[dict]:
 
 class _Sweep:
     def __init__(self, suite: Suite, device: Device, weights: WeightsSource, plan: dict, export_cache: Path,
-                 ceilings: Ceilings, progress, raise_errors: bool, journal: Journal | None) -> None:
+                 ceilings: Ceilings, progress, raise_errors: bool, journal: Journal | None,
+                 sampler: LoadSampler) -> None:
         self.suite, self.device, self.plan = suite, device, plan
         self.prep = Preparation(suite, device, weights, export_cache, raise_errors=raise_errors)
         self.ceilings = ceilings
         self.progress, self.journal = progress, journal
+        self.load = sampler  # sampled as each case starts and ends: the load it ran under
         self.results: list[BenchResult] = []
 
     def run(self) -> list[BenchResult]:
@@ -179,6 +190,7 @@ class _Sweep:
         self.bar.set_postfix_str(f"{case.model} {case.backend} {case.precision} {case.memory_format} "
                                  f"batch {case.batch_size}")
         prepared.parity_max_abs = None  # this batch's own, once its first output is judged
+        start = self.load.sample()
         try:
             batch = self._batch(case.batch_size)  # allocating it can fail too (a batch beyond memory): a row
             m = measure(prepared.runner, batch, case.timing,
@@ -192,6 +204,8 @@ class _Sweep:
                                                           _hardware_rate(case.backend)))
         except Exception as e:  # recorded as a row; re-raised on request
             row = self.prep.failure(e).row(case, load_ms=prepared.load_ms, parity_max_abs=prepared.parity_max_abs)
+        block, under_load = load_block(start, self.load.sample())
+        row = replace(row, load=block, under_load=under_load)
         if row.status == "oom":
             free_memory(self.device)
         if self.suite.cross_check:  # the runtime's own tool, in a fresh process; it never fails the row

@@ -65,6 +65,11 @@ class WriteError(VggbenchError):
         return WriteError(self.path, self.reason, "; ".join(k for k in (self.kept, kept) if k))
 
 
+class MachineBusy(VggbenchError):
+    """`--require-quiet`: the machine stayed busy (CPU pressure, other processes) for as long as it was asked to
+    wait, or its load cannot be read here."""
+
+
 class CheckFailed(VggbenchError):
     """A check that ran and failed: a parity mismatch or a benchmark regression."""
 
