@@ -109,8 +109,11 @@ def test_each_finished_case_is_in_the_journal_and_the_journal_reads_back_as_the_
     data = read_run(journal.path)  # what `vggbench report run-X.jsonl` reads
     assert data["schema_version"] == 2 and data["kind"] == "vggbench-run"
     assert data["results"] == json.loads(json.dumps(run.to_dict()["results"]))  # tuples are lists in JSON
-    # the ceilings are known when the run ends (its best rows raise them): the journal's header has all but them
-    assert data["environment"] == {k: v for k, v in run.environment.items() if k != "ceilings"}
+    # the ceilings are known when the run ends (its best rows raise them), and so is the load at its end: the
+    # journal's header has all but them
+    assert {k: v for k, v in data["environment"].items() if k != "load"} == \
+        {k: v for k, v in run.environment.items() if k not in ("ceilings", "load")}
+    assert data["environment"]["load"]["start"] == run.environment["load"]["start"]
     assert run.environment["ceilings"] and data["settings"]["command"] == "vggbench run"
     assert data["settings"]["interrupted"] == "the run did not finish; 2 case(s) read from its journal"
     json_path, csv_path = journal.finish(run.to_dict())
