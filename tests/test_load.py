@@ -297,7 +297,7 @@ def test_a_runs_rows_carry_their_load(cache, monkeypatch):
     # samples: 0 the run's start, 1 and 2 the first case's start and end, 3 and 4 the second's, 5 the run's end
     made = []
     monkeypatch.setattr(sweep, "LoadSampler", lambda: made.append(RunSampler(loaded=4)) or made[-1])
-    run = vggbench.benchmark(export_cache=cache, progress=False, **TINY_SUITE)
+    run = vggbench.benchmark(export_cache=cache, progress=False, rounds=1, **TINY_SUITE)
     first, second = run.results
     assert (first.batch_size, first.under_load, second.batch_size, second.under_load) == (1, False, 2, True)
     assert second.load["other_cores"] == 1.5 and second.load["busy"] == SPINNER
@@ -308,6 +308,19 @@ def test_a_runs_rows_carry_their_load(cache, monkeypatch):
     assert (env["rows_judged"], env["rows_under_load"]) == (2, 1)
     assert env["start"]["time"] == 0.0 and env["end"]["time"] == 10.0
     assert run.summary().endswith("; 1 of 2 rows ran under load")
+
+
+def test_in_rounds_a_case_that_met_the_load_in_one_round_ran_under_load(cache, monkeypatch):
+    # two rounds of two cases: samples 0 the run's start; 1-2 case 1 round 1, 3-4 case 2 round 1, 5-6 case 1
+    # round 2, 7-8 case 2 round 2; the neighbour spins in the window that ends at sample 6 (case 1's second round)
+    made = []
+    monkeypatch.setattr(sweep, "LoadSampler", lambda: made.append(RunSampler(loaded=6)) or made[-1])
+    run = vggbench.benchmark(export_cache=cache, progress=False, rounds=2, **TINY_SUITE)
+    first, second = sorted(run.results, key=lambda r: r.batch_size)
+    assert (first.under_load, second.under_load) == (True, False)
+    assert [r["under_load"] for r in first.load["rounds"]] == [False, True]
+    assert first.load["other_cores"] == 1.5 and first.load["reason"].startswith("other processes used 1.50 cores")
+    assert [r["under_load"] for r in second.load["rounds"]] == [False, False]
 
 
 def test_run_require_quiet_refuses_with_one_line(cache, tmp_path, monkeypatch):

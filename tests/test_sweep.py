@@ -335,6 +335,7 @@ def test_fp32_on_cuda_is_strict_unless_tf32_is_asked_for():
 
 
 def test_ctrl_c_keeps_the_cases_that_finished(tmp_path, cache, monkeypatch):
+    """Each case in one go (rounds 1, where _time times a case; tests/test_rounds.py interrupts rounds)."""
     real, calls = sweep._Sweep._time, []
 
     def interrupted_on_the_third(self, prepared, case):
@@ -344,13 +345,13 @@ def test_ctrl_c_keeps_the_cases_that_finished(tmp_path, cache, monkeypatch):
         return real(self, prepared, case)
     monkeypatch.setattr(sweep._Sweep, "_time", interrupted_on_the_third)
     with pytest.raises(KeyboardInterrupt) as caught:  # the Python API still sees an interrupt...
-        run(cache, backends=["eager"], batch_sizes=[1, 2, 4])
+        run(cache, backends=["eager"], batch_sizes=[1, 2, 4], rounds=1)
     assert isinstance(caught.value, vggbench.core.errors.BenchmarkInterrupted)
     assert len(caught.value.run.results) == 2  # ...carrying what finished
     calls.clear()
     result = cli("run", "--models", "vgg11", "--width", "0.0625", "--hidden", "32", "--image-size", "32",
                  "--backends", "eager", "--memory-format", "contiguous", "--batch-sizes", "1,2,4", "--min-time", "0.02",
-                 "--warmup-time", "0", "--out", tmp_path / "r.json", "--export-cache", cache)
+                 "--warmup-time", "0", "--rounds", "1", "--out", tmp_path / "r.json", "--export-cache", cache)
     assert result.exit_code == 130, result.output
     assert "interrupted: Ctrl-C after 2 of 3 cases; the results so far are written" in result.output
     data = read_run(tmp_path / "r.json")

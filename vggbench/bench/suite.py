@@ -34,6 +34,7 @@ AXES = ("models", "backends", "precisions", "memory_formats", "batch_sizes")
 # a [[matrix]] table narrows what each model runs: these lists, and any backend setting (a flat key such as
 # compile_mode, or a `backend` table), each distinct value of which makes its own group
 MATRIX_KEYS = (*AXES[1:], "backend")
+ISOLATIONS = ("none", "process")
 
 
 def _batch_size_list(value) -> list[int]:
@@ -148,6 +149,21 @@ class Suite(ModelSettings):
                                 option="--min-time")
     min_iters: int = setting(5, "Timed calls per case, at least.", minimum=1)
     max_iters: int = setting(1000, "Timed calls per case, at most.", minimum=1)
+    # 5 by measurement (benchmarks/README.md, "Interleaved rounds and process isolation"): with a busy neighbour for
+    # 3 s of a 9 s run, onnxruntime's speed-up over eager moved by a mean 6-17% in one round, 8-17% in 3 and 2.5-7.7%
+    # in 5 (at most 1.67x, 1.91x and 1.18x), while on a quiet machine the medians stayed within their run-to-run
+    # spread and the run took no longer; a long call pays one untimed call per later round (sweep.REWARM_CALLS)
+    rounds: int = setting(5, "Split each case's timed calls (and its budget) into N rounds, run in turn with the "
+                             "model's other cases (A B C, A B C, ...), so that a busy neighbour slows every case "
+                             "alike; warm-up in the first round (at most max_iters rounds; 1: each case in one go) "
+                             "[default: 5].",
+                          minimum=1)
+    isolation: str = setting("none", "none, or process: each group (a runner and its batch sizes) is built and "
+                                     "timed in a fresh worker process; a crash or a --worker-timeout becomes an "
+                                     "error row and the run goes on.", choices=ISOLATIONS)
+    worker_timeout_s: float | None = setting(None, "--isolation process: a worker still running after this many "
+                                                   "seconds is killed, its unfinished cases error rows [default: "
+                                                   "no limit].", above=0, option="--worker-timeout")
     native_only: bool = setting(False, "Skip bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX), where "
                                        "it runs emulated, several times slower than fp32: a row says so "
                                        "(the best-cpu suite sets it).")

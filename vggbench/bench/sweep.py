@@ -1,13 +1,14 @@
 """`vggbench.benchmark`: run a suite. Each model and each runner per (backend, precision, memory format) is
 prepared once (vggbench.bench.prepare: the export cache, the runner, parity with eager fp32, failures as rows);
 this module times every batch size of a runner, backing off after an out-of-memory one, against the run's
-ceilings."""
+ceilings: in one go per case, or in interleaved rounds (suite.rounds), in this process or in a worker process per
+group (suite.isolation, vggbench.bench.isolation)."""
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from ..core.env import capture
 from ..core.errors import BenchmarkInterrupted, Terminated, UnsupportedError
 from ..core.load import LoadSampler, load_block, run_load, wait_for_quiet
 from ..core.numerics import scoped_numerics, tf32_flag
-from ..core.timing import free_memory, measure
+from ..core.timing import Session, free_memory, measure, round_timing
 from ..data.inputs import random_batch
 from ..zoo.weights import WeightsSource, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE
@@ -122,6 +123,15 @@ def _peaks(plan: dict, device: Device) -> list[dict]:
     return [p for p in (measure_peak(device, precision) for precision in runnable) if p]
 
 
+# What opens each later round of a case, untimed: at least this many calls, for at least this long. Such a round
+# follows the other runners' rounds, which took the caches (and let onnxruntime's threads sleep): on a tiny VGG11
+# (benchmarks/README.md, "Interleaved rounds and process isolation") the first call after a switch took 3-5x the
+# case's median at batch 1 and 1.1-1.3x at batch 8, and the calls after it stayed slow for 0.6-2 ms of calls (one
+# untimed call was not enough). A VGG16 call lasts far longer than that, so it costs one call a round there.
+REWARM_CALLS = 1
+REWARM_S = 0.01
+
+
 class _Sweep:
     def __init__(self, suite: Suite, device: Device, weights: WeightsSource, plan: dict, export_cache: Path,
                  ceilings: Ceilings, progress, raise_errors: bool, journal: Journal | None,
@@ -132,59 +142,88 @@ class _Sweep:
         self.progress, self.journal = progress, journal
         self.load = sampler  # sampled as each case starts and ends: the load it ran under
         self.results: list[BenchResult] = []
+        # a round times one call at least, so there are at most max_iters of them
+        self.rounds = min(suite.rounds, suite.max_iters)
 
     def run(self) -> list[BenchResult]:
         from tqdm import tqdm
 
         groups = self.suite.groups()
+        model = self._isolated if self.suite.isolation == "process" else self._model
         with tqdm(total=self.suite.case_count(), unit="case", desc="vggbench run", disable=_disabled(self.progress),
                   dynamic_ncols=True) as self.bar:
             for name in dict.fromkeys(g[0] for g in groups):
-                self._model(name, [g[1:] for g in groups if g[0] == name])
+                model(name, [g[1:] for g in groups if g[0] == name])
         return self.results
 
-    def _model(self, name: str, groups: list) -> None:
-        planned = []  # (target, its cases)
+    def _planned(self, name: str, groups: list) -> list[tuple[Target | UnsupportedError, list[Case]]]:
+        """Each group's target and cases."""
+        planned = []
         for backend, precision, memory_format, sizes, settings in groups:
             target = self.plan[name, backend, precision, memory_format]
             planned.append((target, [self.prep.case(name, backend, precision, memory_format, b, target, settings)
                                      for b in sizes]))
+        return planned
+
+    def _model(self, name: str, groups: list) -> None:
+        planned = self._planned(name, groups)
         self.bar.set_postfix_str(f"loading {name}")
         model = self.prep.model(name)
         if isinstance(model, Failure):
             self._record([row for _, cases in planned for row in model.rows(cases)])
             return
         self.batches: dict[int, torch.Tensor] = {}
-        for target, cases in planned:
-            self._group(model, target, cases)
+        if self.rounds == 1:
+            for target, cases in planned:
+                self._group(model, target, cases)
+        else:
+            start = len(self.results)
+            self._interleaved(model, planned)
+            # rows come as cases end (a failed group's first, the rest in the last round): the run lists them in
+            # the suite's order, as one round does
+            order = [case for _, cases in planned for case in cases]
+            self.results[start:] = sorted(self.results[start:], key=lambda row: _position(row, order))
         del self.batches
+
+    def _isolated(self, name: str, groups: list) -> None:
+        """Each group built and timed in a fresh worker process (vggbench.bench.isolation); a group that cannot
+        run here needs none."""
+        from .isolation import run_group
+
+        for group, (target, cases) in zip(groups, self._planned(name, groups), strict=True):
+            if isinstance(target, UnsupportedError):
+                self._record(self.prep.failure(target).rows(cases))
+                continue
+            self.bar.set_postfix_str(f"{name} {' '.join(group[:3])}: starting a worker")
+            run_group(self, name, group, cases)
 
     def _group(self, model: PreparedModel, target: Target | UnsupportedError, cases: list[Case]) -> None:
         """Build one runner and time it at every batch size."""
+        prepared = self._prepare(model, target, cases)
+        if prepared is not None:
+            self._time_sizes(prepared)
+            prepared.close()
+
+    def _prepare(self, model: PreparedModel, target: Target | UnsupportedError,
+                 cases: list[Case]) -> PreparedRunner | None:
+        """The group's runner, or None once its failure's rows are recorded."""
         c = cases[0]
         self.bar.set_postfix_str(f"{c.model} {c.backend} {c.precision} {c.memory_format}: preparing")
         prepared = self.prep.runner(model, target, cases)
         if isinstance(prepared, Failure):
             self._record(prepared.rows(cases))
-            return
-        self._time_sizes(prepared)
-        prepared.close()
+            return None
+        return prepared
 
     def _time_sizes(self, prepared: PreparedRunner) -> None:
-        """Every batch size in turn, backing off after an out-of-memory one: a batch at least as large is
-        recorded as oom without being tried (each try would fill the device again, for nothing)."""
-        fitted, failed_at = 0, None
+        """Every batch size in turn, backing off after an out-of-memory one."""
+        back_off = _BackOff()
         for case in prepared.cases:
-            if failed_at is not None and case.batch_size >= failed_at:
-                largest = f"; the largest that fitted was {fitted}" if fitted else ""
-                self._record([BenchResult.failed(case, "oom", f"not tried: batch {failed_at} ran out of memory"
-                                                              f"{largest}", load_ms=prepared.load_ms)])
+            skipped = back_off.skip(case, prepared.load_ms)
+            if skipped is not None:
+                self._record([skipped])
                 continue
-            row = self._time(prepared, case)
-            if row.status == "oom":
-                failed_at = min(failed_at or case.batch_size, case.batch_size)
-            elif row.status == "ok":
-                fitted = max(fitted, case.batch_size)
+            back_off.see(case, self._time(prepared, case).status)
 
     def _time(self, prepared: PreparedRunner, case: Case) -> BenchResult:
         self.bar.set_postfix_str(f"{case.model} {case.backend} {case.precision} {case.memory_format} "
@@ -195,13 +234,7 @@ class _Sweep:
             batch = self._batch(case.batch_size)  # allocating it can fail too (a batch beyond memory): a row
             m = measure(prepared.runner, batch, case.timing,
                         on_first_output=lambda out: prepared.judge(out, batch, case, source="benchmark batch"))
-            row = BenchResult.measured(case, m, gmacs_per_image=prepared.gmacs, peak_gflops_per_s=None,
-                                       load_ms=prepared.load_ms, parity_max_abs=prepared.parity_max_abs,
-                                       notes=prepared.notes(batch))
-            self.ceilings.see(case.device, case.precision, row.gflops_per_s,
-                              f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}")
-            row = replace(row, **self.ceilings.row_fields(case.device, case.precision, row.gflops_per_s,
-                                                          _hardware_rate(case.backend)))
+            row = self._measured(prepared, case, m, batch, prepared.parity_max_abs)
         except Exception as e:  # recorded as a row; re-raised on request
             row = self.prep.failure(e).row(case, load_ms=prepared.load_ms, parity_max_abs=prepared.parity_max_abs)
         block, under_load = load_block(start, self.load.sample())
@@ -213,8 +246,89 @@ class _Sweep:
         self._record([row])
         return row
 
+    def _measured(self, prepared: PreparedRunner, case: Case, m, batch: torch.Tensor, parity_max_abs: float | None,
+                  **extra) -> BenchResult:
+        """A measured case's row, against the run's ceilings (which it may raise)."""
+        row = BenchResult.measured(case, m, gmacs_per_image=prepared.gmacs, peak_gflops_per_s=None,
+                                   load_ms=prepared.load_ms, parity_max_abs=parity_max_abs,
+                                   notes=prepared.notes(batch), **extra)
+        self.ceilings.see(case.device, case.precision, row.gflops_per_s,
+                          f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}")
+        return replace(row, **self.ceilings.row_fields(case.device, case.precision, row.gflops_per_s,
+                                                       _hardware_rate(case.backend)))
+
+    # --- interleaved rounds -----------------------------------------------------------------------------------
+
+    def _interleaved(self, model: PreparedModel, planned: list) -> None:
+        """Every group's runner first, then round k of every case in turn (A B C, A B C, ...), so that a
+        neighbour busy for a while slows every case alike rather than the one or two it happens to meet. Round 1
+        of a case is its first call (parity judged on it), its warm-up and its first share of the timed calls;
+        the batch sizes of a group keep their order, so the out-of-memory back-off works as in one go. A group's
+        runner is given back once its last case is done."""
+        groups = []
+        for target, cases in planned:
+            prepared = self._prepare(model, target, cases)
+            if prepared is not None:
+                groups.append((prepared, [_InRounds(case) for case in cases], _BackOff()))
+        for round in range(1, self.rounds + 1):
+            for prepared, states, back_off in groups:
+                if prepared.runner is None:  # closed: every case done
+                    continue
+                for state in states:
+                    if state.done:
+                        continue
+                    skipped = back_off.skip(state.case, prepared.load_ms) if round == 1 else None
+                    if skipped is not None:
+                        state.done = True
+                        self._record([skipped])
+                    else:
+                        self._round(prepared, state, round, back_off)
+                if all(state.done for state in states):
+                    prepared.close()
+
+    def _round(self, prepared: PreparedRunner, state: _InRounds, round: int, back_off: _BackOff) -> None:
+        """One round of one case; its row once the last round (or a failure) ends it."""
+        case, rounds = state.case, self.rounds
+        self.bar.set_postfix_str(f"{case.model} {case.backend} {case.precision} {case.memory_format} "
+                                 f"batch {case.batch_size} round {round}/{rounds}")
+        start = self.load.sample()
+        try:
+            if state.session is None:
+                prepared.parity_max_abs = None
+                state.batch = batch = self._batch(case.batch_size)
+                state.session = Session(prepared.runner, batch, on_first_output=lambda out: prepared.judge(
+                    out, batch, case, source="benchmark batch"))
+                state.parity_max_abs = prepared.parity_max_abs
+                state.session.warm_up(case.warmup, case.warmup_time_s)
+            else:
+                state.session.warm_up(REWARM_CALLS, REWARM_S)
+            state.session.sample(*round_timing(case.timing, rounds), round=round)
+            state.loads.append(load_block(start, self.load.sample()))
+            if round == 1:
+                back_off.see(case, "ok")
+            if round < rounds:
+                return
+            row = self._measured(prepared, case, state.session.measurement(), state.batch, state.parity_max_abs,
+                                 sample_rounds=tuple(state.session.sample_rounds))
+        except Exception as e:  # recorded as a row; re-raised on request
+            parity = prepared.parity_max_abs if state.session is None else state.parity_max_abs
+            row = self.prep.failure(e).row(case, load_ms=prepared.load_ms, parity_max_abs=parity)
+            if round == 1:
+                back_off.see(case, row.status)
+            state.loads.append(load_block(start, self.load.sample()))
+        row = replace(row, **_rounds_load(state.loads))
+        state.done, state.session, state.batch = True, None, None
+        if row.status == "oom":
+            free_memory(self.device)
+        if self.suite.cross_check and row.status == "ok":  # the runtime's own tool, in a fresh process
+            row = cross_check(row, prepared, self.suite)
+        self._record([row])
+
     def _record(self, rows: list[BenchResult]) -> None:
         for row in rows:
+            if (row.rounds, row.isolation) != (self.rounds, self.suite.isolation):
+                # how the run measured, on each of its rows (a row that never ran included)
+                row = replace(row, rounds=self.rounds, isolation=self.suite.isolation)
             self.results.append(row)
             if self.journal is not None:
                 self.journal.append(row)
@@ -224,6 +338,59 @@ class _Sweep:
         if batch_size not in self.batches:
             self.batches[batch_size] = random_batch(batch_size, self.suite.image_size, seed=0)
         return self.batches[batch_size]
+
+
+@dataclass
+class _InRounds:
+    """A case timed in rounds: its session from its first round on, until it is done."""
+
+    case: Case
+    session: Session | None = None
+    batch: torch.Tensor | None = None
+    parity_max_abs: float | None = None
+    done: bool = False
+    loads: list = field(default_factory=list)  # each round's (load block, under_load)
+
+
+def _rounds_load(loads: list) -> dict:
+    """A case's load over its rounds: under load when any of its rounds was (a neighbour met in one round slowed
+    that round's share of the samples); the block of the first round with the verdicts of each."""
+    if not loads:
+        return {}
+    verdicts = [under for _, under in loads]
+    judged = [v for v in verdicts if v is not None]
+    worst = next((block for block, under in loads if under), loads[0][0])
+    return {"load": {**worst, "rounds": [{k: block.get(k) for k in ("stall_pct", "other_cores", "reason")} | {
+                "under_load": under} for block, under in loads]},
+            "under_load": any(judged) if judged else None}
+
+
+class _BackOff:
+    """A group's batch sizes after an out-of-memory one: a batch at least as large is recorded as oom without
+    being tried (each try would fill the device again, for nothing)."""
+
+    def __init__(self) -> None:
+        self.fitted, self.failed_at = 0, None
+
+    def skip(self, case: Case, load_ms: float | None) -> BenchResult | None:
+        """The row of a case not to try, or None to try it."""
+        if self.failed_at is None or case.batch_size < self.failed_at:
+            return None
+        largest = f"; the largest that fitted was {self.fitted}" if self.fitted else ""
+        return BenchResult.failed(case, "oom", f"not tried: batch {self.failed_at} ran out of memory{largest}",
+                                  load_ms=load_ms)
+
+    def see(self, case: Case, status: str) -> None:
+        if status == "oom":
+            self.failed_at = min(self.failed_at or case.batch_size, case.batch_size)
+        elif status == "ok":
+            self.fitted = max(self.fitted, case.batch_size)
+
+
+def _position(row: BenchResult, cases: list[Case]) -> int:
+    """Where a row's case is in `cases` (their end when it is none of them)."""
+    case = Case(**{name: getattr(row, name) for name in Case.__dataclass_fields__})
+    return next((i for i, c in enumerate(cases) if c == case), len(cases))
 
 
 def _disabled(progress: bool | None) -> bool | None:

@@ -317,6 +317,62 @@ class Measurement:
     rss_delta_mib: float | None = None
 
 
+class Session:
+    """One runner at one batch, past its first call: timed calls are taken from it in one or more rounds, so that
+    rounds of several runners can run in turn (interleaved rounds), each round a `sample` of the same timer.
+    `measure` is a session of one warm-up and one round.
+
+    on_first_output: called with the first call's output (e.g. a parity check); it may raise to stop.
+    clock: the wall clock (tests pass a fake one).
+    """
+
+    def __init__(self, runner, batch: torch.Tensor, *, on_first_output: Callable[[Any], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self._runner, self._clock = runner, clock
+        self._prepared = runner.prepare(batch)
+        self._timer = timer_for(runner, clock)
+        self._probe = MemoryProbe(runner.device, runner.torch_stream)
+        self._memory: tuple[float | None, float | None] | None = None
+        self.warmup_calls = 0
+        self.samples_ms: list[float] = []
+        self.sample_rounds: list[int] = []
+        out, self.first_call_ms = self._timer.time_ms(self._call)
+        if on_first_output is not None:
+            on_first_output(out)
+        del out
+
+    def _call(self):
+        return self._runner.run(self._prepared)
+
+    def warm_up(self, calls: int, time_s: float) -> int:
+        """Untimed calls: at least `calls` of them and for at least `time_s`. Returns how many ran."""
+        count, start = 0, self._clock()
+        while count < calls or self._clock() - start < time_s:
+            self._timer.time_ms(self._call)
+            count += 1
+        self.warmup_calls += count
+        return count
+
+    def sample(self, min_calls: int = 1, min_time_s: float = 0.0, max_calls: int | None = None,
+               round: int = 1) -> Stats:
+        """One round of timed calls (see `sample`), kept with the round's number."""
+        stats = sample(self._call, self._timer, min_calls, min_time_s, max_calls, self._clock)
+        self.samples_ms += stats.samples_ms
+        self.sample_rounds += [round] * len(stats.samples_ms)
+        if self._memory is None:
+            # the peak is read once, after the first call, the warm-up and the first round, where a runner
+            # allocates; a later round reuses that memory, and another session started meanwhile restarts the
+            # process's peak RSS
+            self._memory = self._probe.read()
+        return stats
+
+    def measurement(self) -> Measurement:
+        """Every sample so far (at least one round must have run)."""
+        peak, rss = self._memory or (None, None)
+        return Measurement(Stats(tuple(self.samples_ms)), self.first_call_ms, self.warmup_calls, self._timer.name,
+                           peak, rss)
+
+
 def measure(runner, batch: torch.Tensor, timing: Timing = Timing(), *,
             on_first_output: Callable[[Any], None] | None = None,
             clock: Callable[[], float] = time.perf_counter) -> Measurement:
@@ -330,21 +386,14 @@ def measure(runner, batch: torch.Tensor, timing: Timing = Timing(), *,
     on_first_output: called with the first call's output (e.g. a parity check); it may raise to stop.
     clock: the wall clock (tests pass a fake one).
     """
-    prepared = runner.prepare(batch)
-    timer = timer_for(runner, clock)
-    probe = MemoryProbe(runner.device, runner.torch_stream)
+    session = Session(runner, batch, on_first_output=on_first_output, clock=clock)
+    session.warm_up(timing.warmup, timing.warmup_time_s)
+    session.sample(timing.min_iters, timing.min_time_s, timing.max_iters)
+    return session.measurement()
 
-    def call():
-        return runner.run(prepared)
 
-    out, first_ms = timer.time_ms(call)
-    if on_first_output is not None:
-        on_first_output(out)
-    del out
-    warm: list[float] = []
-    start = clock()
-    while len(warm) < timing.warmup or clock() - start < timing.warmup_time_s:
-        warm.append(timer.time_ms(call)[1])
-    stats = sample(call, timer, timing.min_iters, timing.min_time_s, timing.max_iters, clock)
-    peak, rss = probe.read()
-    return Measurement(stats, first_ms, len(warm), timer.name, peak, rss)
+def round_timing(timing: Timing, rounds: int) -> tuple[int, float, int]:
+    """One round's share of a case's budget split in `rounds`: (min_calls, min_time_s, max_calls). The rounds
+    together make at least min_iters calls and at most max_iters (but one call a round at least)."""
+    min_calls = math.ceil(timing.min_iters / rounds)
+    return min_calls, timing.min_time_s / rounds, max(min_calls, timing.max_iters // rounds)

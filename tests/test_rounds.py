@@ -1,0 +1,271 @@
+"""Interleaved rounds (suite.rounds) and process isolation (suite.isolation) in vggbench.bench.sweep: the order
+cases run in, the samples and rounds rows keep, the out-of-memory back-off across rounds, rows from worker
+processes, and workers that die."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from dataclasses import fields
+
+import pytest
+
+import vggbench
+import vggbench.backends
+import vggbench.bench.prepare as prepare
+import vggbench.bench.sweep as sweep
+import vggbench.core.errors
+from tests.conftest import TINY, TINY_IMAGE, FakeRunner
+from vggbench.bench.rows import BenchResult
+from vggbench.core.errors import ConfigError
+from vggbench.core.timing import Timing, round_timing
+
+# one timed call a round (min_iters = max_iters = rounds), no warm-up calls: the order of calls is exact
+EXACT = dict(warmup=0, warmup_time_s=0.0, min_time_s=0.0)
+TINY_SUITE = dict(models=["vgg11"], image_size=TINY_IMAGE, memory_formats=["contiguous"], **TINY, **EXACT)
+
+
+@pytest.fixture(autouse=True)
+def no_gemm_peak(monkeypatch):
+    """The run's GEMM ceilings are not what these tests are about: seconds saved per run."""
+    monkeypatch.setattr(sweep, "measure_peak", lambda device, precision: None)
+
+
+class Log(list):
+    """The calls in order; oom_from: backend -> the batch size its runner runs out of memory from."""
+
+    oom_from: dict
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every runner is a FakeRunner that logs (backend, batch size) of each call in one list, with ("make",
+    backend) when a runner is built and ("close", backend) when it is given back."""
+    log = Log()
+
+    class Logged(FakeRunner):
+        def run(self, x):
+            log.append((self.target.backend, x.shape[0]))
+            return super().run(x)
+
+    def make(target, model, **kwargs):
+        log.append(("make", target.backend))
+        return Logged(model.module, target, oom_from=oom_from.get(target.backend))
+
+    real_close = prepare.PreparedRunner.close
+
+    def close(self):
+        log.append(("close", self.case.backend))
+        real_close(self)
+
+    log.oom_from = oom_from = {}
+    monkeypatch.setattr(sweep, "REWARM_S", 0.0)  # a later round opens with exactly one untimed call
+    monkeypatch.setattr(prepare, "make_runner", make)
+    monkeypatch.setattr(prepare.ExportCache, "folder", lambda self, target: None)
+    monkeypatch.setattr(prepare.PreparedRunner, "close", close)
+    return log
+
+
+def run(tmp_path, **kwargs):
+    return vggbench.benchmark(export_cache=tmp_path, progress=False, **{**TINY_SUITE, **kwargs})
+
+
+def test_rounds_run_round_robin_and_rows_keep_each_samples_round(tmp_path, calls):
+    result = run(tmp_path, backends=["eager", "torchscript"], batch_sizes=[1, 2], rounds=3, min_iters=3, max_iters=3)
+    cases = [(b, n) for b in ("eager", "torchscript") for n in (1, 2)]
+    # round 1: the first call and one timed; a later round: one untimed call and one timed
+    one_round = [c for case in cases for c in [case] * 2]
+    # every runner built first; each given back as soon as its last round is done
+    assert calls == [("make", "eager"), ("make", "torchscript"), *one_round, *one_round, *one_round[:4],
+                     ("close", "eager"), *one_round[4:], ("close", "torchscript")]
+    assert [(r.backend, r.batch_size, r.status) for r in result.results] == [(*c, "ok") for c in cases]
+    for row in result.results:
+        assert row.rounds == 3 and row.sample_rounds == (1, 2, 3) and row.iterations == len(row.samples_ms) == 3
+        assert row.isolation == "none" and row.warmup_calls == 2
+    assert result.results[2].parity_max_abs is not None  # parity judged on the first output, kept to the end
+    # a round times one call at least: no more rounds than max_iters
+    (row,) = run(tmp_path, backends=["eager"], batch_sizes=[1], rounds=5, min_iters=1, max_iters=2).results
+    assert (row.rounds, row.sample_rounds) == (2, (1, 2))
+
+
+def test_one_round_is_the_sweep_as_before(tmp_path, calls):
+    result = run(tmp_path, backends=["eager", "torchscript"], batch_sizes=[1, 2], rounds=1, min_iters=2, max_iters=2)
+    assert calls == [("make", "eager"), *[("eager", 1)] * 3, *[("eager", 2)] * 3, ("close", "eager"),
+                     ("make", "torchscript"), *[("torchscript", 1)] * 3, *[("torchscript", 2)] * 3,
+                     ("close", "torchscript")]
+    for row in result.results:
+        assert (row.rounds, row.sample_rounds, row.isolation, row.iterations) == (1, (), "none", 2)
+
+
+def test_an_oom_in_round_1_is_not_tried_again_nor_larger_batches(tmp_path, calls):
+    calls.oom_from["torchscript"] = 2
+    result = run(tmp_path, backends=["torchscript", "eager"], batch_sizes=[1, 2, 4], rounds=3, min_iters=3,
+                 max_iters=3)
+    rows = {(r.backend, r.batch_size): r for r in result.results}
+    assert rows["torchscript", 2].status == "oom" and "out of memory" in rows["torchscript", 2].reason
+    assert rows["torchscript", 4].reason == "not tried: batch 2 ran out of memory; the largest that fitted was 1"
+    assert calls.count(("torchscript", 2)) == 1 and ("torchscript", 4) not in calls
+    assert rows["torchscript", 1].sample_rounds == (1, 2, 3)
+    assert all(rows["eager", b].status == "ok" for b in (1, 2, 4))
+
+
+def test_a_group_whose_cases_all_failed_in_round_1_is_given_back_then_and_rows_keep_the_suites_order(tmp_path,
+                                                                                                    calls):
+    calls.oom_from["torchscript"] = 1
+    result = run(tmp_path, backends=["eager", "torchscript"], batch_sizes=[1, 2], rounds=2, min_iters=2, max_iters=2)
+    assert calls[calls.index(("torchscript", 1)) + 1] == ("close", "torchscript")  # batch 2 not tried
+    assert calls[-3:] == [("eager", 2), ("eager", 2), ("close", "eager")]  # eager's round 2 came after
+    # torchscript's rows were made first, yet the run lists them in the suite's order
+    assert [(r.backend, r.status) for r in result.results] == [("eager", "ok")] * 2 + [("torchscript", "oom")] * 2
+
+
+def test_round_budgets_add_up_and_rounds_are_checked():
+    assert round_timing(Timing(min_time_s=3.0, min_iters=5, max_iters=1000), 3) == (2, 1.0, 333)
+    assert round_timing(Timing(min_time_s=0, min_iters=1, max_iters=2), 2) == (1, 0.0, 1)
+    with pytest.raises(ConfigError, match="rounds must be at least 1"):
+        vggbench.Suite().override(rounds=0)
+    with pytest.raises(ConfigError, match="isolation"):
+        vggbench.Suite().override(isolation="thread")
+
+
+def test_ctrl_c_between_rounds_keeps_the_finished_rows(tmp_path, calls, monkeypatch):
+    real = sweep._Sweep._round
+
+    def interrupted_in_round_2(self, prepared, state, round, back_off):
+        if round == 2 and state.case.batch_size == 2:
+            raise KeyboardInterrupt
+        return real(self, prepared, state, round, back_off)
+    monkeypatch.setattr(sweep._Sweep, "_round", interrupted_in_round_2)
+    with pytest.raises(vggbench.core.errors.BenchmarkInterrupted) as caught:
+        run(tmp_path, backends=["eager"], batch_sizes=[1, 2], rounds=2, min_iters=2, max_iters=2)
+    assert [(r.batch_size, r.sample_rounds) for r in caught.value.run.results] == [(1, (1, 2))]
+
+
+# --- isolation -----------------------------------------------------------------------------------------------
+
+DIES = '''
+"""exits, killed and hangs: eager, until a batch of 2 or more ends its process (os._exit(3), SIGKILL) or never
+returns; its notes say the process's torch threads."""
+
+import os
+import signal
+import time
+
+import torch
+
+from .registry import Backend, register
+from .runner import TorchRunner, place
+
+
+class DyingRunner(TorchRunner):
+    how = ""
+
+    def run(self, prepared):
+        if prepared.shape[0] >= 2:
+            if self.how == "exits":
+                os._exit(3)
+            if self.how == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(3600)
+        return super().run(prepared)
+
+    def notes(self, batch):
+        return f"threads {torch.get_num_threads()}"
+
+
+def factory(how):
+    def make(module, target, options=None):
+        runner = DyingRunner(place(module, target), target)
+        runner.how = how
+        return runner
+    return make
+
+
+for how in ("exits", "killed", "hangs"):
+    register(Backend(how, None, ("cpu",), ("fp32",), ("contiguous",), factory(how)))
+'''
+
+
+@pytest.fixture
+def dying(tmp_path, monkeypatch):
+    """Backends registered at run time by a module of the package's path (as a plugin would be), so that only the
+    path and the module's name tell a worker process of them."""
+    import vggbench.backends.registry as registry
+
+    folder = tmp_path / "package"
+    folder.mkdir()
+    (folder / "dies.py").write_text(DIES)
+    monkeypatch.setattr(vggbench.backends, "__path__", [*vggbench.backends.__path__, str(folder)])
+    registry._load()
+    backends, aliases = dict(registry._BACKENDS), dict(registry._ALIASES)
+    __import__("vggbench.backends.dies")
+    yield
+    registry._BACKENDS.clear()
+    registry._BACKENDS.update(backends)
+    registry._ALIASES.clear()
+    registry._ALIASES.update(aliases)
+    sys.modules.pop("vggbench.backends.dies", None)
+    vars(vggbench.backends).pop("dies", None)
+
+
+TIMINGS = {"timer", "warmup_calls", "first_call_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "iqr_ms", "min_ms", "max_ms",
+           "std_ms", "noisy", "images_per_s", "gflops_per_s", "peak_gflops_per_s", "peak_pct", "gemm_gflops_per_s",
+           "theoretical_gflops_per_s", "theoretical_pct", "peak_memory_mib", "rss_delta_mib", "load_ms",
+           "samples_ms", "median_ci_low_ms", "median_ci_high_ms", "load", "under_load", "cross_check",
+           "parity_max_abs"}
+
+
+def test_rows_from_worker_processes_match_the_rows_made_here(tmp_path):
+    settings = dict(backends=["eager"], memory_formats=["contiguous", "channels_last"], batch_sizes=[1, 2],
+                    min_iters=2, max_iters=2, threads=1)
+    here = run(tmp_path, **settings).results
+    there = run(tmp_path, isolation="process", **settings).results
+    assert multiprocessing.active_children() == []
+    assert len(here) == len(there) == 4
+    for a, b in zip(here, there, strict=True):
+        assert a.status == b.status == "ok"
+        assert (a.isolation, b.isolation) == ("none", "process") and a.rounds == b.rounds == 2  # max_iters 2
+        differ = {f.name for f in fields(BenchResult) if getattr(a, f.name) != getattr(b, f.name)}
+        assert differ <= TIMINGS | {"isolation"}, differ
+        assert b.parity_max_abs == pytest.approx(a.parity_max_abs, abs=1e-6) if a.parity_max_abs else \
+            b.parity_max_abs is None
+
+
+def test_a_worker_that_dies_is_an_error_row_and_the_next_group_runs(tmp_path, dying):
+    result = run(tmp_path, backends=["exits", "killed", "eager"], batch_sizes=[1, 2, 4], min_iters=1, max_iters=1,
+                 threads=1, isolation="process")
+    rows = {(r.backend, r.batch_size): r for r in result.results}
+    assert len(rows) == 9 and {r.isolation for r in result.results} == {"process"}
+    assert rows["exits", 1].status == rows["killed", 1].status == "ok"  # sent before the worker died
+    assert rows["exits", 1].notes == "threads 1"  # the worker took the suite's threads
+    for size in (2, 4):
+        assert rows["exits", size].status == rows["killed", size].status == "error"
+        assert rows["exits", size].reason == ("the worker process exited with code 3 before its cases were done "
+                                              "during: vgg11 exits fp32 contiguous batch 2")
+        assert rows["killed", size].reason.startswith("the worker process was killed by signal 9 (SIGKILL) during")
+    assert all(rows["eager", b].status == "ok" for b in (1, 2, 4))
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow
+def test_a_worker_past_its_timeout_is_killed_and_its_cases_are_rows(tmp_path, dying):
+    result = run(tmp_path, backends=["hangs"], batch_sizes=[1, 2], min_iters=1, max_iters=1, isolation="process",
+                 worker_timeout_s=20)
+    ok, hung = result.results
+    assert ok.status == "ok" and hung.status == "error"
+    assert hung.reason == ("the worker process was still running after 20 s (worker_timeout_s) and was killed "
+                           "during: vgg11 hangs fp32 contiguous batch 2")
+
+
+def test_ctrl_c_stops_the_worker_and_keeps_its_rows(tmp_path, dying, monkeypatch):
+    real = sweep._Sweep._record
+
+    def interrupt_after_the_first_row(self, rows):
+        real(self, rows)
+        if self.results:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(sweep._Sweep, "_record", interrupt_after_the_first_row)
+    with pytest.raises(vggbench.core.errors.BenchmarkInterrupted) as caught:
+        run(tmp_path, backends=["hangs"], batch_sizes=[1, 2], min_iters=1, max_iters=1, isolation="process")
+    assert [(r.backend, r.batch_size, r.status) for r in caught.value.run.results] == [("hangs", 1, "ok")]
+    assert multiprocessing.active_children() == []  # the worker, stuck at batch 2, is gone
