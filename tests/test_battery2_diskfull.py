@@ -121,7 +121,9 @@ def test_run_whose_csv_fails_names_the_csv_and_keeps_the_json_and_the_journal(tm
 @pytest.mark.slow  # a run of three cases: seconds
 def test_run_whose_journal_fills_the_disk_is_one_line_and_keeps_the_rows_before(tmp_path, no_peaks):
     out = tmp_path / "out"
-    with file_size_limit(5000):  # the header and a row fit, the second row does not
+    # the header and a row fit, the second row does not: a header is 3.6-4.5 kB, a row 2.4-3.5 kB (each carries
+    # the load samples, whose busiest processes' command lines are at most 120 characters)
+    with file_size_limit(8000):
         result = cli("run", *TINY_CLI, *FAST_CLI, "--batch-sizes", "1,2,4", "--out", out,
                      "--export-cache", tmp_path / "c")
     assert result.exit_code == 2, result.output
