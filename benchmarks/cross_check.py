@@ -73,6 +73,10 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.05, help="how far a ratio may be from 1")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the run and the table")
     parser.add_argument("--export-cache", default="exports/.cache")
+    parser.add_argument("--rounds", type=int, help="[default: the suite's]")
+    parser.add_argument("--isolation", choices=("none", "process"),
+                        help="process: each group in a fresh worker (nothing another backend did to the process "
+                             "reaches its rows) [default: the suite's]")
     args = parser.parse_args()
     overrides = dict(TINY) if args.tiny else {}
     if args.min_time is not None:
@@ -81,6 +85,9 @@ def main() -> None:
         overrides["batch_sizes"] = [int(b) for b in args.batch_sizes.split(",")]
     if args.threads:
         overrides["threads"] = args.threads
+    for key in ("rounds", "isolation"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     started = time.perf_counter()
     run = vggbench.benchmark(str(SUITE), export_cache=args.export_cache, progress=True, cross_check=True,
                              **overrides)
