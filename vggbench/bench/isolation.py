@@ -23,10 +23,12 @@ POLL_S = 0.2  # how often the parent looks at a silent worker: still alive, past
 STOP_S = 5.0  # after SIGTERM, how long a worker has to go before SIGKILL
 
 
-def run_group(sweep, name: str, group: tuple, cases: list) -> None:
+def run_group(sweep, name: str, group: tuple, cases: list, body) -> None:
     """Build and time one group of model `name` in a worker: group is (backend, precision, memory_format, batch
     sizes, backend settings), `cases` its cases as this process made them. Every case gets a row, recorded
-    through `sweep` (its journal and progress bar) as it arrives."""
+    through `sweep` (its journal and progress bar) as it arrives. body: what the worker runs,
+    body(conn, **job), a module-level function of the caller's (the sweep's own code: this module imports none of
+    it), which sends {"row": ...} and {"status": ...} messages through conn."""
     import multiprocessing
 
     import torch
@@ -39,8 +41,8 @@ def run_group(sweep, name: str, group: tuple, cases: list) -> None:
                         "raise_errors": sweep.prep.raise_errors, "name": name, "group": group, "target": target})
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    worker = context.Process(target=_worker, args=(send, _registered(), job), name=f"vggbench {name} {group[0]}",
-                             daemon=True)
+    worker = context.Process(target=_worker, args=(send, _registered(), job, body),
+                             name=f"vggbench {name} {group[0]}", daemon=True)
     worker.start()
     send.close()  # the worker holds the only write end: its exit is the pipe's end
     by_size = {case.batch_size: case for case in cases}
@@ -131,7 +133,7 @@ def _registered() -> tuple[list[str], list[str]]:
 
 # --- in the worker -------------------------------------------------------------------------------------------
 
-def _worker(conn, registered: tuple[list[str], list[str]], job: bytes) -> None:
+def _worker(conn, registered: tuple[list[str], list[str]], job: bytes, body) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     try:
         path, modules = registered
@@ -140,7 +142,7 @@ def _worker(conn, registered: tuple[list[str], list[str]], job: bytes) -> None:
         backends.__path__[:] = [*backends.__path__, *(p for p in path if p not in backends.__path__)]
         for module in modules:
             importlib.import_module(module)
-        _run(conn, **pickle.loads(job))
+        body(conn, **pickle.loads(job))
     except BaseException as e:
         import traceback
 
@@ -151,35 +153,3 @@ def _worker(conn, registered: tuple[list[str], list[str]], job: bytes) -> None:
         sys.exit(1)
     conn.send({"done": True})
     conn.close()
-
-
-def _run(conn, suite, export_cache: str, ceilings, threads: int, raise_errors: bool, name: str, group: tuple,
-         target) -> None:
-    from dataclasses import asdict
-    from pathlib import Path
-
-    from ..core.device import require_device
-    from ..core.load import LoadSampler
-    from ..core.numerics import scoped_numerics, tf32_flag
-    from ..zoo.weights import parse_weights
-    from .sweep import _Sweep
-
-    class Rows:  # the sweep's journal: each finished row to the parent
-        def append(self, row) -> None:
-            conn.send({"row": asdict(row)})
-
-    class Status:  # the sweep's progress bar: what it is doing, for the parent's bar and a crash's reason
-        def set_postfix_str(self, text: str) -> None:
-            conn.send({"status": text})
-
-        def update(self, n: int) -> None:
-            pass
-
-    device = require_device(suite.device)
-    weights = parse_weights(suite.weights, suite.seed).require()
-    with scoped_numerics(threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
-        # the load each case meets, as in the parent's process (the parent waits meanwhile: it uses no CPU)
-        sweep = _Sweep(suite, device, weights, {(name, *group[:3]): target}, Path(export_cache), ceilings, False,
-                       raise_errors, Rows(), LoadSampler())
-        sweep.bar = Status()
-        sweep._model(name, [group])

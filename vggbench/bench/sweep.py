@@ -195,7 +195,7 @@ class _Sweep:
                 self._record(self.prep.failure(target).rows(cases))
                 continue
             self.bar.set_postfix_str(f"{name} {' '.join(group[:3])}: starting a worker")
-            run_group(self, name, group, cases)
+            run_group(self, name, group, cases, _group_in_worker)
 
     def _group(self, model: PreparedModel, target: Target | UnsupportedError, cases: list[Case]) -> None:
         """Build one runner and time it at every batch size."""
@@ -395,3 +395,30 @@ def _position(row: BenchResult, cases: list[Case]) -> int:
 
 def _disabled(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
+
+
+def _group_in_worker(conn, suite, export_cache: str, ceilings, threads: int, raise_errors: bool, name: str,
+                     group: tuple, target) -> None:
+    """In a worker process of vggbench.bench.isolation: the sweep of one group, each row and status sent through
+    `conn` as it comes."""
+    from dataclasses import asdict
+
+    class Rows:  # the sweep's journal: each finished row to the parent
+        def append(self, row) -> None:
+            conn.send({"row": asdict(row)})
+
+    class Status:  # the sweep's progress bar: what it is doing, for the parent's bar and a crash's reason
+        def set_postfix_str(self, text: str) -> None:
+            conn.send({"status": text})
+
+        def update(self, n: int) -> None:
+            pass
+
+    device = require_device(suite.device)
+    weights = parse_weights(suite.weights, suite.seed).require()
+    with scoped_numerics(threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
+        # the load each case meets, as in the parent's process (the parent waits meanwhile: it uses no CPU)
+        sweep = _Sweep(suite, device, weights, {(name, *group[:3]): target}, Path(export_cache), ceilings, False,
+                       raise_errors, Rows(), LoadSampler())
+        sweep.bar = Status()
+        sweep._model(name, [group])
