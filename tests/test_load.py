@@ -415,3 +415,15 @@ def test_planted_load_check(loaded, wrong_and_sure):
     (check,) = script._checks(quiet, _results(*loaded))
     assert check["quiet_winner"] == "onnxruntime"
     assert check["wrong_and_sure"] is wrong_and_sure
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, 1e9])
+def test_require_quiet_takes_a_finite_wait_only(seconds, cache, tmp_path):
+    """nan never ends a wait on a busy machine (a hang), inf is one: both are refused before anything runs."""
+    result = CliRunner().invoke(main, [
+        "run", "--models", "vgg11", "--width", "0.0625", "--hidden", "32", "--image-size", str(TINY_IMAGE),
+        "--batch-sizes", "1", "--backends", "eager", "--require-quiet", str(seconds), "--out", str(tmp_path / "r"),
+        "--export-cache", str(cache)])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: ")
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())

@@ -41,6 +41,7 @@ OTHER_CORES = 0.25
 # own threads, which outnumber the cores in some backends' settings, and that is part of what is measured
 STALL_OTHER_CORES = 0.05
 STEAL_PCT = 10.0  # % of the CPUs' time that the hypervisor gave to other guests (a VM's neighbours; 0-0.5% here)
+MAX_QUIET_WAIT_S = 86400  # --require-quiet waits a day at most: longer is a typo, not a plan
 # --require-quiet judges windows this long: the CPU times tick at 10 ms, so 2 s reads a process's use to 0.005
 # cores, and a neighbour that comes and goes in bursts of a second shows in most windows
 QUIET_WINDOW_S = 2.0
@@ -180,8 +181,11 @@ def wait_for_quiet(seconds: float, *, window_s: float | None = None, sampler: Lo
     says not under load) and return that window's verdict. Raises MachineBusy when it is still busy then, naming
     what kept it busy, and where nothing can be measured (a quiet machine was asked for and cannot be shown).
     sleep, clock: time.sleep and time.monotonic, unless given."""
-    from .errors import MachineBusy
+    from .errors import ConfigError, MachineBusy
 
+    # nan would never be reached (a wait without end), inf is one by name, a negative one says nothing
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_QUIET_WAIT_S:
+        raise ConfigError(f"--require-quiet must be a number of seconds in [0, {MAX_QUIET_WAIT_S}], got {seconds!r}")
     sampler = sampler or LoadSampler()
     sleep, clock = sleep or time.sleep, clock or time.monotonic
     window_s = QUIET_WINDOW_S if window_s is None else window_s
