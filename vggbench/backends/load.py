@@ -41,9 +41,7 @@ def make_runner(target: Target | str, model=None, *, export_dir: str | os.PathLi
         raise UnsupportedError(f"{spec.name} builds {target.precision} from an fp32 export; {export_dir} was "
                                f"exported in {exported}")
     # which precisions an ONNX export runs in is the backend's to say (onnxruntime: its own; openvino: bf16 too)
-    entry = artifact(manifest, target.artifact, export_dir)
-    check_artifact(entry.to_dict(), export_dir)
-    path = Path(export_dir) / entry.main.file
+    entry, path = _checked(manifest, target, export_dir)
     if spec.builds_precisions:
         # a backend that builds its engine from the artifact (TensorRT) is told which files it is (their sha256
         # keys its engine cache) and the batch a static export fixes, rather than reading the manifest again
@@ -70,6 +68,12 @@ def checked_artifact(target: Target, export_dir: str | os.PathLike) -> Path:
     """The main file of `target`'s artifact in an export folder, once every file of it was checked against the
     manifest's sha256 and inspected by safe_load, as make_runner checks them: what another process (a runtime's
     own tool, `run --cross-check`) may then open."""
-    entry = artifact(read_manifest(export_dir), target.artifact, export_dir)
+    return _checked(read_manifest(export_dir), target, export_dir)[1]
+
+
+def _checked(manifest, target: Target, export_dir: str | os.PathLike):
+    """`target`'s artifact entry in the manifest and its main file, every file of it checked against its sha256
+    and inspected by safe_load (nothing a runtime opens may execute code)."""
+    entry = artifact(manifest, target.artifact, export_dir)
     check_artifact(entry.to_dict(), export_dir)
-    return Path(export_dir) / entry.main.file
+    return entry, Path(export_dir) / entry.main.file

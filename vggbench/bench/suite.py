@@ -81,9 +81,9 @@ def _settings_of(backend: str, base, table: dict) -> object | None:
     the table's keys that concern this backend; None for a backend without settings."""
     from ..backends.registry import backend_settings, flat_keys, get_backend
 
-    owner = get_backend(backend).settings_name
-    flat = {k: v for k, v in table.items() if flat_keys().get(k, ("",))[0] == owner}
-    tables = {n: t for n, t in (table.get("backend") or {}).items() if get_backend(n).settings_name == owner}
+    owner, keys = _owner(backend), flat_keys()
+    flat = {k: v for k, v in table.items() if keys.get(k, ("",))[0] == owner}
+    tables = {n: t for n, t in (table.get("backend") or {}).items() if _owner(n) == owner}
     settings = backend_settings(tables, flat, base) if flat or tables else base
     if owner in settings:
         return settings[owner]
@@ -189,7 +189,7 @@ class Suite(ModelSettings):
         if flat or tables:
             changes["backend"] = backend_settings(tables, flat, self.backend)
         # a backend field set here is dropped from the matrix tables, whichever spelling they used
-        fields_set = {keys[k] for k in flat} | {(get_owner(n), f) for n, t in (tables or {}).items()
+        fields_set = {keys[k] for k in flat} | {(_owner(n), f) for n, t in (tables or {}).items()
                                                 if isinstance(t, dict) for f in t}
         matrix = tuple(_without(m, changes, fields_set, keys) for m in self.matrix)
         return validate(replace(self, **changes, matrix=matrix))
@@ -289,7 +289,8 @@ def resolve_suite(suite: Suite | str | os.PathLike | None = None, **overrides) -
     return suite.override(**overrides)
 
 
-def get_owner(backend: str) -> str:
+def _owner(backend: str) -> str:
+    """The backend whose settings `backend` reads (ort-tensorrt: onnxruntime)."""
     from ..backends.registry import get_backend
 
     return get_backend(backend).settings_name
@@ -300,7 +301,7 @@ def _without(table: dict, changes: dict, fields_set: set, keys: dict) -> dict:
     kept = {k: v for k, v in table.items() if k not in changes or k == "backend"}
     kept = {k: v for k, v in kept.items() if k not in keys or keys[k] not in fields_set}
     if isinstance(kept.get("backend"), dict):
-        kept["backend"] = {n: {f: v for f, v in t.items() if (get_owner(n), f) not in fields_set}
+        kept["backend"] = {n: {f: v for f, v in t.items() if (_owner(n), f) not in fields_set}
                            for n, t in kept["backend"].items()}
     return kept
 
