@@ -56,13 +56,13 @@ FAST = ["--batch-sizes", "1", "--min-time", "0", "--min-iters", "1", "--warmup",
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
     """The toy module in the package's path and its one line in BUILTIN; the registry as it was afterwards."""
+    registry._load()  # the built-in backends first, as they are, and the registry kept as it was without toy
+    backends, aliases = dict(registry._BACKENDS), dict(registry._ALIASES)
     folder = tmp_path / "package"
     folder.mkdir()
     (folder / "toy.py").write_text(TOY)
     monkeypatch.setattr(vggbench.backends, "__path__", [*vggbench.backends.__path__, str(folder)])
     monkeypatch.setattr(registry, "BUILTIN", (*registry.BUILTIN, "toy"))
-    registry._load()  # the built-in backends first, as they are
-    backends, aliases = dict(registry._BACKENDS), dict(registry._ALIASES)
     monkeypatch.setattr(registry, "_loaded", False)
     yield
     registry._BACKENDS.clear()

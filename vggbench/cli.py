@@ -123,10 +123,6 @@ class RegistryCommand(click.Command):
         params = super().get_params(ctx)
         return [*params[:-1], *self._registry_params, params[-1]]  # --help stays last
 
-    def format_help(self, ctx, formatter) -> None:
-        self.get_params(ctx)
-        super().format_help(ctx, formatter)
-
 
 def _registry_params(names: tuple[str, ...], get_backend) -> tuple[list[click.Parameter], dict[str, str]]:
     from .backends.registry import settings_tables
