@@ -447,7 +447,7 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, req
 
 LOADGEN_SUITE_KEYS = ("models", "backends", "precisions", "memory_formats", "device", "image_size", "threads", "tf32",
                       "cudnn_benchmark", "weights", "seed", "num_classes", "width", "hidden", "dropout", "head",
-                      "init")  # and every backend's settings (RegistryCommand)
+                      "init", "allocator")  # and every backend's settings (RegistryCommand)
 
 
 @main.command("loadgen", cls=RegistryCommand)
