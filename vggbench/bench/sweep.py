@@ -255,7 +255,8 @@ class _Sweep:
                                    load_ms=prepared.load_ms, parity_max_abs=parity_max_abs,
                                    notes=prepared.notes(batch), **extra)
         self.ceilings.see(case.device, case.precision, row.gflops_per_s,
-                          f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}")
+                          f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}",
+                          _hardware_rate(case.backend))
         return replace(row, **self.ceilings.row_fields(case.device, case.precision, row.gflops_per_s,
                                                        _hardware_rate(case.backend)))
 
