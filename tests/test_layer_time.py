@@ -139,3 +139,43 @@ def test_run_profile_refuses_to_replace_a_file_it_did_not_write(tmp_path):
     result = CliRunner().invoke(main, ["run", "--profile", "--out", str(theirs), "--force", "--models", "vgg11"])
     assert result.exit_code == 2 and "not replaced" in result.output
     assert theirs.read_text() == "{}"
+
+
+def test_tensorrts_layer_profiler_reads_each_calls_layer_times():
+    """TensorRT is not installed here: a stand-in runner whose engine reports its layers as TensorRT's
+    IExecutionContext does to the IProfiler set on it."""
+    import types
+
+    from vggbench.backends.tensorrt import trt_profiler
+
+    class IProfiler:
+        def __init__(self):
+            pass
+
+    layers = [("Reformatting CopyNode for Input Tensor 0 to node_Conv_0 + node_relu", 0.5),
+              ("node_Conv_0 + node_relu", 2.0), ("node_max_pool2d", 1.0), ("node_Gemm_9 + node_relu_8", 3.0)]
+
+    class Runner:
+        trt, version = types.SimpleNamespace(IProfiler=IProfiler), "10.99"
+
+        def __init__(self):
+            self.context = types.SimpleNamespace(profiler=None)
+            self.calls = 0
+
+        def prepare(self, batch):
+            return self.context, batch, None
+
+        def run(self, prepared):
+            self.calls += 1
+            for name, ms in layers:
+                prepared[0].profiler.report_layer_time(name, ms * self.calls)
+
+        def synchronize(self):
+            pass
+
+    result = trt_profiler(Runner(), None, 2)
+    assert [(op.name, op.kind) for op in result.ops] == [
+        (layers[0][0], "other"), ("node_Conv_0 + node_relu", "conv"), ("node_max_pool2d", "pool"),
+        ("node_Gemm_9 + node_relu_8", "linear")]
+    assert [op.ms for op in result.ops] == [0.75, 3.0, 1.5, 4.5]  # each layer's mean over the two calls
+    assert len(result.wall_ms) == 2 and result.trace["traceEvents"]

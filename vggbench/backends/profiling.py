@@ -175,6 +175,9 @@ def torch_profile(runner, batch: torch.Tensor, calls: int, module: nn.Module | N
             _ops_of(child, found)
         per_call.append(found)
     ops, notes = mean_ops(per_call)
+    if any("CompiledFxGraph" in op.name for op in ops):
+        notes.append("torch.compile's generated kernels (the ReLUs and pools it fuses) run within its graph call, "
+                     "which the profiler sees as one op: their time is in other")
     with tempfile.TemporaryDirectory(prefix="vggbench-trace-") as tmp:
         path = Path(tmp) / "trace.json"
         prof.export_chrome_trace(str(path))
