@@ -7,8 +7,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import TINY, TINY_IMAGE
+
 from vggbench.backends.profiling import Op, classify
 from vggbench.backends.registry import get_backend
 from vggbench.bench.layer_time import KIND, layer_rows, layer_slots, map_ops, profile_run, read_layer_times

@@ -592,7 +592,7 @@ def _report_layer_times(path, fmt: str, plot: str | None, best: bool, old: str |
     data = read_layer_times(path)
     click.echo(render_layer_times(data, fmt))
     if plot:
-        from .bench.plot import plot_layer_times
+        from .bench.layer_time import plot_layer_times
 
         click.echo(f"wrote {plot_layer_times(data, plot)}", err=fmt in ("csv", "json"))
 

@@ -32,9 +32,10 @@ from ..core.device import Device, require_device
 from ..core.documents import loads_json
 from ..core.env import capture, package_version
 from ..core.errors import ConfigError, ResultsError, UnsupportedError
-from ..core.fileio import atomic_dir, check_replaceable, write_json
+from ..core.fileio import atomic_dir, atomic_file, check_replaceable, write_json
 from ..core.load import LoadSampler, wait_for_quiet
 from ..core.numerics import scoped_numerics, tf32_flag
+from ..core.plots import check_plot_path
 from ..data.inputs import random_batch
 from ..zoo.profiling import ModelProfile, profile
 from ..zoo.weights import parse_weights
@@ -306,8 +307,6 @@ def claim(out: str | os.PathLike | None, force: bool) -> Path:
         hint = "pass another --out, or --force to replace an earlier profile"
         check_replaceable(out, force=force, not_ours=_not_profile, what="file", hint=hint)
         check_replaceable(traces_folder(out), force=force, not_ours=_not_traces, hint=hint)
-        from ..core.plots import check_plot_path
-
         if force:
             check_plot_path(plot_path(out))
         else:
@@ -325,8 +324,6 @@ def claim(out: str | os.PathLike | None, force: bool) -> Path:
 
 
 def _write(json_path: Path, data: dict, traces: dict[str, dict], force: bool) -> None:
-    from .plot import plot_layer_times
-
     json_path.parent.mkdir(parents=True, exist_ok=True)
     if traces:
         with atomic_dir(traces_folder(json_path), force=force, not_ours=_not_traces) as tmp:
@@ -362,6 +359,41 @@ def is_layer_times(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     return f'"kind": "{KIND}"' in head
+
+
+
+# --- the plot ----------------------------------------------------------------------------------------------
+
+def plot_layer_times(data: dict, path: str | os.PathLike) -> Path:
+    """Each layer's share of the measured call against depth, one line per profiled backend, one panel per
+    model / image size / batch / device of a `run --profile` file: where the time goes, beside `verify --layers`'
+    error against depth."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = check_plot_path(path)
+    found = groups(data)
+    if not found:
+        raise ResultsError("nothing to plot: no case of this profile ran")
+    fig = Figure(figsize=(10, 4.8 * len(found)), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, ((model, size, batch, device), entries) in zip(fig.subplots(len(found), 1, squeeze=False)[:, 0],
+                                                           found.items(), strict=True):
+        names = [row["layer"] for row in entries[0]["layers"]]
+        for entry in entries:
+            shares = [(row["share"] or 0) * 100 for row in entry["layers"]]
+            ax.plot(range(len(names)), shares, marker="o",
+                    label=f"{label(entry, entries)} ({entry['wall_ms']:.3g} ms/call, other "
+                          f"{entry['other_ms'] / entry['wall_ms'] * 100:.1f}%)")
+        ax.set_xticks(range(len(names)), names, rotation=45, fontsize=8)
+        ax.set_xlabel("layer (depth)")
+        ax.set_ylabel("share of the measured call (%)")
+        ax.set_title(f"{model} {size}x{size}, batch {batch}, {device}: time per layer (profiled)", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=120)
+    return path
 
 
 # --- the table ---------------------------------------------------------------------------------------------

@@ -49,36 +49,3 @@ def plot_run(data: dict, path: str | os.PathLike) -> Path:
         fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=120)
     return path
 
-
-def plot_layer_times(data: dict, path: str | os.PathLike) -> Path:
-    """Each layer's share of the measured call against depth, one line per profiled backend, one panel per
-    model / image size / batch / device of a `run --profile` file: where the time goes, beside `verify --layers`'
-    error against depth."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from .layer_time import groups, label
-
-    path = check_plot_path(path)
-    found = groups(data)
-    if not found:
-        raise ResultsError("nothing to plot: no case of this profile ran")
-    fig = Figure(figsize=(10, 4.8 * len(found)), layout="constrained")
-    FigureCanvasAgg(fig)
-    for ax, ((model, size, batch, device), entries) in zip(fig.subplots(len(found), 1, squeeze=False)[:, 0],
-                                                           found.items(), strict=True):
-        names = [row["layer"] for row in entries[0]["layers"]]
-        for entry in entries:
-            shares = [(row["share"] or 0) * 100 for row in entry["layers"]]
-            ax.plot(range(len(names)), shares, marker="o",
-                    label=f"{label(entry, entries)} ({entry['wall_ms']:.3g} ms/call, other "
-                          f"{entry['other_ms'] / entry['wall_ms'] * 100:.1f}%)")
-        ax.set_xticks(range(len(names)), names, rotation=45, fontsize=8)
-        ax.set_xlabel("layer (depth)")
-        ax.set_ylabel("share of the measured call (%)")
-        ax.set_title(f"{model} {size}x{size}, batch {batch}, {device}: time per layer (profiled)", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=120)
-    return path
