@@ -1,5 +1,6 @@
 """Where VGG16's time goes on this CPU: the per-layer time of eager, onnxruntime, OpenVINO and winograd side by side,
-each from its runtime's own profiler (`vggbench run --profile`), with each layer's share of the measured call.
+each from its runtime's own profiler (`vggbench run --profile --suite benchmarks/suites/layer-time.toml`), with each
+layer's share of the measured call.
 
     python benchmarks/layer_time.py [--out benchmarks/results/layer-time-vgg16.json] [--calls 5]
     python benchmarks/layer_time.py --model vgg11 --width 0.0625 --hidden 32 --image-size 32   # a quick check
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from vggbench.bench.layer_time import profile_run, render_layer_times
 
+SUITE = Path(__file__).parent / "suites" / "layer-time.toml"  # the backends, each in its memory format
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -58,13 +60,9 @@ def main() -> int:
     print(f"/proc/pressure/cpu before: {pressure()}")
     started = time.perf_counter()
     data, path = profile_run(
-        models=[args.model], image_size=args.image_size, batch_sizes=[args.batch_size], threads=args.threads,
-        min_iters=args.calls, warmup=1, warmup_time_s=2.0, export_cache=args.export_cache, out=args.out,
-        force=args.force, command=" ".join(["python", *sys.argv]),
-        # each backend in the memory format it runs fastest in (winograd runs channels_last only)
-        matrix=[{"backends": ["eager", "onnxruntime", "openvino"], "memory_formats": ["contiguous"]},
-                {"backends": ["winograd"], "memory_formats": ["channels_last"]}],
-        echo=lambda line: print(line, file=sys.stderr), **model)
+        SUITE, models=[args.model], image_size=args.image_size, batch_sizes=[args.batch_size], threads=args.threads,
+        min_iters=args.calls, export_cache=args.export_cache, out=args.out, force=args.force,
+        command=" ".join(["python", *sys.argv]), echo=lambda line: print(line, file=sys.stderr), **model)
     print(f"/proc/pressure/cpu after: {pressure()}")
     print(render_layer_times(data, "github"))
     within = True

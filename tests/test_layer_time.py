@@ -179,3 +179,18 @@ def test_tensorrts_layer_profiler_reads_each_calls_layer_times():
         ("node_Gemm_9 + node_relu_8", "linear")]
     assert [op.ms for op in result.ops] == [0.75, 3.0, 1.5, 4.5]  # each layer's mean over the two calls
     assert len(result.wall_ms) == 2 and result.trace["traceEvents"]
+
+
+def test_run_profile_prints_the_table_and_writes_the_files(tmp_path):
+    out = tmp_path / "eager.json"
+    result = CliRunner().invoke(main, [
+        "run", "--profile", "--models", "vgg11", "--width", str(TINY["width"]), "--hidden", str(TINY["hidden"]),
+        "--image-size", str(TINY_IMAGE), "--backends", "eager", "--memory-format", "contiguous", "--batch-sizes",
+        "1", "--threads", "1", "--warmup-time", "0", "--min-iters", "2", "--export-cache", str(tmp_path / "cache"),
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "eager ms" in result.output and "conv5_2" in result.output and "measured call" in result.output
+    assert (tmp_path / "eager.traces" / "vgg11-eager-fp32-contiguous-b1.json").is_file()
+    assert out.with_suffix(".png").is_file() and read_layer_times(out)["profiles"][0]["calls"] == 2
+    again = CliRunner().invoke(main, ["run", "--profile", "--out", str(out), "--models", "vgg11"])
+    assert again.exit_code == 2 and "already exists" in again.output  # an earlier profile: only with --force

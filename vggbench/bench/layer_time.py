@@ -149,7 +149,8 @@ def profile_run(suite: Suite | str | os.PathLike | None = None, *, export_cache:
     """Profile every case of a suite (see the module's docstring) and write the results: NAME.json, the traces
     in NAME.traces/ and the plot NAME.png. `out`: a folder (default benchmarks/results/, NAME profile-<time>)
     or a .json file (replaced only with `force`, and only a profile vggbench wrote). The suite's `min_iters`
-    is the number of profiled calls per case, after its warm-up. Returns the data written and its path."""
+    is the number of profiled calls per case, after its warm-up; its rounds, isolation and cross-check do not
+    apply (each case is profiled once, in this process). Returns the data written and its path."""
     suite = resolve_suite(suite, **overrides)
     device = require_device(suite.device)
     weights = parse_weights(suite.weights, suite.seed).require()
