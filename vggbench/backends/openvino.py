@@ -217,7 +217,9 @@ def ov_profiler(runner: OvRunner, batch: torch.Tensor, calls: int) -> OpProfile:
     prepared = runner.prepare(batch)
     model = runner.model.clone()
     model.reshape({0: list(prepared.shape)})
-    compiled = runner.core.compile_model(model, DEVICE, {**runner.config, "PERF_COUNT": "YES"})
+    # not through the compiled-model cache: a blob compiled without PERF_COUNT has no counters to report
+    config = {key: value for key, value in runner.config.items() if key != "CACHE_DIR"}
+    compiled = runner.core.compile_model(model, DEVICE, {**config, "PERF_COUNT": "YES"})
     request = compiled.create_infer_request()
 
     def means() -> list[tuple[str, str, float]]:
