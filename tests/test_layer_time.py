@@ -81,8 +81,9 @@ def test_the_shares_are_of_the_mean_measured_call():
     assert first["ceiling_pct"] == pytest.approx(first["gflops_per_s"])
 
 
-def test_tensorrt_and_every_cpu_backend_say_whether_they_profile():
-    for name in ("eager", "compile", "torchscript", "pt2", "winograd", "onnxruntime", "openvino"):
+def test_every_backend_of_a_runtime_with_a_profiler_has_the_hook():
+    for name in ("eager", "compile", "torchscript", "pt2", "winograd", "onnxruntime", "ort-tensorrt", "openvino",
+                 "tensorrt"):
         assert get_backend(name).profiler is not None, name
 
 

@@ -126,30 +126,34 @@ def _scope_hooks(module: nn.Module) -> list:
     return handles
 
 
-def _ops_of(event, found: list) -> None:
+def _ops_of(event, found: list, device: bool) -> None:
     """The ops under a call's scope: a classified event is one op (its children are its own work); an
-    unclassified one is opened up, its time outside its children an "other" op."""
+    unclassified one is opened up, its time outside its children an "other" op. device: the time of the CUDA
+    kernels an op launched (its CPU time is only the launch), else its CPU time."""
+    def us(e) -> float:
+        return e.device_time_total if device else e.cpu_time_total
+
     name = event.name
     if name.startswith(_SCOPE + ":"):
         _, kind, module = name.split(":", 2)
-        found.append((module, kind, event.cpu_time_total / 1e3))
+        found.append((module, kind, us(event) / 1e3))
         return
     kind = classify(name)
     children = list(event.cpu_children)
     if kind != "other" or not children:
-        found.append((name, kind, event.cpu_time_total / 1e3))
+        found.append((name, kind, us(event) / 1e3))
         return
     for child in children:
-        _ops_of(child, found)
-    rest = event.cpu_time_total - sum(c.cpu_time_total for c in children)
+        _ops_of(child, found, device)
+    rest = us(event) - sum(us(c) for c in children)
     if rest > 0:
         found.append((f"{name} (self)", "other", rest / 1e3))
 
 
 def torch_profile(runner, batch: torch.Tensor, calls: int, module: nn.Module | None = None) -> OpProfile:
-    """`calls` calls of a torch runner under torch.profiler (CPU ops; on CUDA the device's kernels too, in the
-    trace). With `module` (see layer_module), each layer's call is one scope, named after the module; else the
-    ops are the call's outermost aten ops (or compiled kernels), classified by name."""
+    """`calls` calls of a torch runner under torch.profiler (on CUDA each op's time is its kernels' device time).
+    With `module` (see layer_module), each layer's call is one scope, named after the module; else the ops are the
+    call's outermost aten ops (or compiled kernels), classified by name."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     prepared = runner.prepare(batch)
@@ -172,7 +176,7 @@ def torch_profile(runner, batch: torch.Tensor, calls: int, module: nn.Module | N
                         key=lambda e: e.time_range.start):
         found: list = []
         for child in sorted(event.cpu_children, key=lambda e: e.time_range.start):
-            _ops_of(child, found)
+            _ops_of(child, found, runner.device.is_cuda)
         per_call.append(found)
     ops, notes = mean_ops(per_call)
     if any("CompiledFxGraph" in op.name for op in ops):

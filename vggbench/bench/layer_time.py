@@ -78,7 +78,7 @@ def layer_slots(prof: ModelProfile) -> list[Slot]:
 
 
 @dataclass
-class Mapping:
+class LayerMapping:
     """Ops charged to layers: ms per slot, the rest as other, and what did not fit."""
 
     ms: list[float]
@@ -87,7 +87,7 @@ class Mapping:
     notes: list[str]
 
 
-def map_ops(ops: list[Op], slots: list[Slot]) -> Mapping:
+def map_ops(ops: list[Op], slots: list[Slot]) -> LayerMapping:
     """Charge each op to a layer by kind and order (see the module's docstring)."""
     queues = {kind: [i for i, s in enumerate(slots) if s.kind == kind] for kind in MAPPED}
     seen = dict.fromkeys(MAPPED, 0)
@@ -119,7 +119,7 @@ def map_ops(ops: list[Op], slots: list[Slot]) -> Mapping:
     if surplus:
         notes.append(f"{len(surplus)} op(s) beyond the model's layers of their kind counted as other: "
                      f"{', '.join(surplus[:5])}{' ...' if len(surplus) > 5 else ''}")
-    return Mapping(ms, other, charged, notes)
+    return LayerMapping(ms, other, charged, notes)
 
 
 def layer_rows(op_profile: OpProfile, slots: list[Slot], batch_size: int, ceiling: float | None) -> dict:
