@@ -14,7 +14,7 @@ from vggbench.backends.registry import get_backend
 from vggbench.bench.layer_time import KIND, layer_rows, layer_slots, map_ops, profile_run, read_layer_times
 from vggbench.bench.results import read_run
 from vggbench.cli import main
-from vggbench.core.errors import ResultsError
+from vggbench.core.errors import ConfigError, ResultsError
 from vggbench.zoo.profiling import profile
 
 TINY_SUITE = dict(models=["vgg11"], width=TINY["width"], hidden=TINY["hidden"], image_size=TINY_IMAGE,
@@ -195,3 +195,34 @@ def test_run_profile_prints_the_table_and_writes_the_files(tmp_path):
     assert out.with_suffix(".png").is_file() and read_layer_times(out)["profiles"][0]["calls"] == 2
     again = CliRunner().invoke(main, ["run", "--profile", "--out", str(out), "--models", "vgg11"])
     assert again.exit_code == 2 and "already exists" in again.output  # an earlier profile: only with --force
+
+
+def test_an_interrupted_profile_keeps_the_finished_cases(tmp_path, monkeypatch):
+    import dataclasses
+
+    from vggbench.bench import layer_time
+
+    def interrupted_on_nhwc(name):
+        backend = get_backend(name)
+
+        def profiler(runner, batch, calls):
+            if runner.memory_format == "channels_last":
+                raise KeyboardInterrupt
+            return backend.profiler(runner, batch, calls)
+
+        return dataclasses.replace(backend, profiler=profiler)
+
+    monkeypatch.setattr(layer_time, "get_backend", interrupted_on_nhwc)
+    out = tmp_path / "cut.json"
+    with pytest.raises(KeyboardInterrupt):
+        profile_run(backends=["eager"], export_cache=tmp_path / "cache", out=out,
+                    **{**TINY_SUITE, "memory_formats": ["contiguous", "channels_last"], "min_iters": 1})
+    data = read_layer_times(out)
+    assert [e["memory_format"] for e in data["profiles"]] == ["contiguous"]
+    assert data["settings"]["interrupted"] == "Ctrl-C after 1 of 2 cases"
+
+
+def test_the_dense_form_is_not_profiled(tmp_path):
+    with pytest.raises(ConfigError, match="without --dense"):
+        profile_run(backends=["eager"], dense=True, out=tmp_path / "d.json", **TINY_SUITE)
+    assert not (tmp_path / "d.json").exists()

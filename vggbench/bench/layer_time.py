@@ -31,7 +31,7 @@ from ..backends.registry import get_backend
 from ..core.device import Device, require_device
 from ..core.documents import loads_json
 from ..core.env import capture, package_version
-from ..core.errors import ConfigError, ResultsError, UnsupportedError
+from ..core.errors import ConfigError, ResultsError, Terminated, UnsupportedError
 from ..core.fileio import atomic_dir, atomic_file, check_replaceable, write_json
 from ..core.load import LoadSampler, wait_for_quiet
 from ..core.numerics import scoped_numerics, tf32_flag
@@ -152,6 +152,9 @@ def profile_run(suite: Suite | str | os.PathLike | None = None, *, export_cache:
     is the number of profiled calls per case, after its warm-up; its rounds, isolation and cross-check do not
     apply (each case is profiled once, in this process). Returns the data written and its path."""
     suite = resolve_suite(suite, **overrides)
+    if suite.dense:
+        raise ConfigError("--profile maps the runtime's ops to the model's layers, and the dense form has other "
+                          "layers (its fully connected layers are convolutions): profile without --dense")
     device = require_device(suite.device)
     weights = parse_weights(suite.weights, suite.seed).require()
     json_path = claim(out, force)
@@ -166,49 +169,67 @@ def profile_run(suite: Suite | str | os.PathLike | None = None, *, export_cache:
         environment["load"] = {"start": sampler.sample()}
         prep = Preparation(suite, device, weights, export_cache, raise_errors=raise_errors)
         ceilings: dict[str, dict] = {}
-        models: dict[str, PreparedModel | Failure] = {}
-        for model, backend, precision, memory_format, sizes, settings in suite.groups():
-            if model not in models:
-                models[model] = prep.model(model)
-            prepared_model = models[model]
-            try:
-                target = resolve_target(backend, device, precision, memory_format)
-                if get_backend(backend).profiler is None:
-                    raise UnsupportedError(f"backend {backend} has no profiler")
-            except UnsupportedError as e:
-                target = e
-            cases = [prep.case(model, backend, precision, memory_format, b, target, settings) for b in sizes]
-            if echo:
-                echo(f"profiling {model} {backend} {precision} {memory_format} batch {','.join(map(str, sizes))}")
-            if isinstance(prepared_model, Failure):
-                entries += [_failed(c, prepared_model) for c in cases]
-                continue
-            prepared = prep.runner(prepared_model, target, cases)
-            if isinstance(prepared, Failure):
-                entries += [_failed(c, prepared) for c in cases]
-                continue
-            try:
-                slots = layer_slots(profile(prepared_model.loaded.spec, prepared_model.loaded.options,
-                                            suite.image_size))
-                if precision not in ceilings:
-                    ceilings[precision] = _ceiling(device, precision)
-                for case in cases:
-                    entry = _profile_case(prepared, case, slots, ceilings[precision], suite, prep)
-                    if "trace" in entry:
-                        name = _trace_name(entry, traces)
-                        traces[name] = entry.pop("trace")
-                        entry["trace"] = f"{json_path.stem}.traces/{name}"
-                    entries.append(entry)
-            finally:
-                prepared.close()
+        interrupted = None
+        try:
+            _profile_groups(suite, device, prep, json_path, entries, traces, ceilings, echo)
+        except KeyboardInterrupt as e:  # what was profiled is written, then the interrupt goes on
+            interrupted = e
         environment["load"]["end"] = sampler.sample()
     environment["ceilings"] = ceilings
+    settings = {**suite.to_dict(), "export_cache": str(export_cache), "command": command}
+    if interrupted is not None:
+        how = "SIGTERM" if isinstance(interrupted, Terminated) else "Ctrl-C"
+        settings["interrupted"] = f"{how} after {len(entries)} of {suite.case_count()} cases"
     data = {"schema_version": SCHEMA_VERSION, "kind": KIND, "vggbench": package_version("vggbench"),
-            "created": environment["created"], "profiled": True,
-            "settings": {**suite.to_dict(), "export_cache": str(export_cache), "command": command},
+            "created": environment["created"], "profiled": True, "settings": settings,
             "environment": environment, "profiles": entries}
-    _write(json_path, data, traces, force)
+    if interrupted is None or entries:
+        _write(json_path, data, traces, force)
+    if interrupted is not None:
+        if entries and echo:
+            echo(f"{settings['interrupted']}: the finished ones are written to {json_path}")
+        raise interrupted
     return data, json_path
+
+
+def _profile_groups(suite: Suite, device: Device, prep: Preparation, json_path: Path, entries: list,
+                    traces: dict, ceilings: dict, echo) -> None:
+    """Every group's runner built once and each of its cases profiled; an entry per case, in suite order."""
+    models: dict[str, PreparedModel | Failure] = {}
+    for model, backend, precision, memory_format, sizes, settings in suite.groups():
+        if model not in models:
+            models[model] = prep.model(model)
+        prepared_model = models[model]
+        try:
+            target = resolve_target(backend, device, precision, memory_format)
+            if get_backend(backend).profiler is None:
+                raise UnsupportedError(f"backend {backend} has no profiler")
+        except UnsupportedError as e:
+            target = e
+        cases = [prep.case(model, backend, precision, memory_format, b, target, settings) for b in sizes]
+        if echo:
+            echo(f"profiling {model} {backend} {precision} {memory_format} batch {','.join(map(str, sizes))}")
+        if isinstance(prepared_model, Failure):
+            entries += [_failed(c, prepared_model) for c in cases]
+            continue
+        prepared = prep.runner(prepared_model, target, cases)
+        if isinstance(prepared, Failure):
+            entries += [_failed(c, prepared) for c in cases]
+            continue
+        try:
+            slots = layer_slots(profile(prepared_model.loaded.spec, prepared_model.loaded.options,
+                                        suite.image_size))
+            if precision not in ceilings:
+                ceilings[precision] = _ceiling(device, precision)
+            for case in cases:
+                entry = _profile_case(prepared, case, slots, ceilings[precision], suite, prep)
+                if "trace" in entry:
+                    name = _trace_name(entry, traces)
+                    traces[name] = entry.pop("trace")
+                    entry["trace"] = f"{json_path.stem}.traces/{name}"
+                entries.append(entry)
+        finally:
+            prepared.close()
 
 
 def _profile_case(prepared, case, slots: list[Slot], ceiling: dict | None, suite: Suite, prep: Preparation) -> dict:
