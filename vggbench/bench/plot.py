@@ -48,4 +48,3 @@ def plot_run(data: dict, path: str | os.PathLike) -> Path:
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=120)
     return path
-
