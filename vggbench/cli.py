@@ -393,9 +393,15 @@ def require_quiet_option(command):
 @click.option("--baseline", default="eager:fp32:contiguous", show_default=True,
               help="backend:precision:memory_format that speedup is relative to.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: on a terminal].")
+@click.option("--profile", is_flag=True,
+              help="Profile instead of timing: each case under its runtime's own profiler (onnxruntime, OpenVINO "
+                   "PERF_COUNT, torch.profiler), its time per layer (conv1_1 ... fc8) side by side per backend, "
+                   "--min-iters profiled calls after the warm-up. Writes profile-<time>.json (no timed rows; "
+                   "`vggbench report` shows it), a Chrome trace per case in profile-<time>.traces/ and a plot.")
 @require_quiet_option
 @click.pass_context
-def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, require_quiet, **kwargs) -> None:
+def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, profile, require_quiet,
+        **kwargs) -> None:
     """Time forward passes across models, backends, batch sizes, precisions and memory formats.
 
     Each finished case is appended to run-<time>.jsonl beside the results as it is measured (`vggbench report`
@@ -418,6 +424,9 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, req
         suite = f"best-{default_suite(None if device is None else parse_device(device))}"
     parse_baseline(baseline)  # a bad one fails now, not after the run
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
+    if profile:
+        _profile_run(ctx, suite, export_cache, out, force, fmt, command, require_quiet, kwargs)
+        return
     journal = claim_results(out, command=command, force=force)  # an --out that cannot be written fails now, not after the run
     try:
         result = benchmark(suite, export_cache=export_cache, progress=progress,
@@ -443,6 +452,19 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, req
         click.echo(f"interrupted: {result.settings['interrupted']}; the results so far are written", err=True)
         ctx.exit(interrupt_exit_code(ctx))
     result.check()
+
+
+def _profile_run(ctx, suite, export_cache, out, force, fmt, command, require_quiet, kwargs) -> None:
+    from .bench.layer_time import plot_path, profile_run, render_layer_times, traces_folder
+
+    data, path = profile_run(suite, export_cache=export_cache, out=out, force=force, command=command,
+                             raise_errors=bool(ctx.obj.get("traceback")), require_quiet=require_quiet,
+                             echo=lambda line: click.echo(line, err=True), **given(kwargs))
+    click.echo(render_layer_times(data, fmt))
+    written = [str(p) for p in (path, traces_folder(path), plot_path(path)) if p.exists()]
+    click.echo(f"\nwrote {', '.join(written)}", err=fmt in ("csv", "json"))
+    if any(e["status"] in ("parity_failed", "export_failed", "error") for e in data["profiles"]):
+        ctx.exit(1)
 
 
 LOADGEN_SUITE_KEYS = ("models", "backends", "precisions", "memory_formats", "device", "image_size", "threads", "tf32",
@@ -529,9 +551,15 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, **kwargs) 
 @click.option("--plot", type=click.Path(), help="Also draw images/s against batch size into this .png file.")
 @click.option("--best", is_flag=True, help="Only the fastest case that passed parity per batch size.")
 def report(results, fmt, baseline, old, threshold, fail_on, allow_different_machines, plot, best) -> None:
-    """Show a results file as tables with speed-ups, compare it with an older one, or plot it."""
+    """Show a results file as tables with speed-ups, compare it with an older one, or plot it; a profile that `run
+    --profile` wrote, as its per-layer table (and --plot: each layer's share against depth)."""
+    from .bench.layer_time import is_layer_times
     from .bench.report import parse_baseline, render_fastest, render_run
     from .bench.results import read_run
+
+    if is_layer_times(results):
+        _report_layer_times(results, fmt, plot, best, old)
+        return
 
     if plot:
         from .core.plots import check_plot_path
@@ -549,6 +577,24 @@ def report(results, fmt, baseline, old, threshold, fail_on, allow_different_mach
         from .bench.plot import plot_run
 
         click.echo(f"wrote {plot_run(data, plot)}", err=fmt in ("csv", "json"))
+
+
+def _report_layer_times(path, fmt: str, plot: str | None, best: bool, old: str | None) -> None:
+    from .bench.layer_time import read_layer_times, render_layer_times
+
+    if best or old:
+        raise ConfigError(f"{path} is a profiled run (per-layer time, with the profilers' cost): it has no timed rows "
+                          f"for --{'best' if best else 'compare'}; report a run without --profile")
+    if plot:
+        from .core.plots import check_plot_path
+
+        check_plot_path(plot)
+    data = read_layer_times(path)
+    click.echo(render_layer_times(data, fmt))
+    if plot:
+        from .bench.layer_time import plot_layer_times
+
+        click.echo(f"wrote {plot_layer_times(data, plot)}", err=fmt in ("csv", "json"))
 
 
 def _compare(new: dict, old: dict, threshold: str, allow_different_machines: bool, fmt: str,

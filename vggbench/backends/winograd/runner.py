@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ...core.device import Device
+from ..profiling import torch_profile
 from ..registry import Backend, register
 from ..runner import RunnerOptions, TorchRunner
 from ..target import Target, resolve_target
@@ -107,9 +108,18 @@ def winograd_factory(module: nn.Module, target: Target, options: RunnerOptions |
     return WinogradRunner(module, target)
 
 
+def _profiler(runner: WinogradRunner, batch: torch.Tensor, calls: int):
+    """torch.profiler over the tuned model of the batch's shape, one scope per layer (its direct, Winograd and
+    oneDNN layers run vggbench's own ops, which no op name tells apart)."""
+    prepared = runner.prepare(batch)
+    runner.run(prepared)  # the shape's model tuned (or rebuilt) before anything is profiled
+    return torch_profile(runner, batch, calls, runner._tuned[tuple(prepared.shape)][0])
+
+
 def _environment() -> dict:
     return {"native_kernels": native.describe()}  # its C++ transforms, as built (or as they would be)
 
 
 BACKEND = register(Backend("winograd", None, ("cpu",), ("fp32",), ("channels_last",), winograd_factory,
-                           fewer_flops=True, deployable=False, environment=_environment))
+                           fewer_flops=True, deployable=False, environment=_environment,
+                           profiler=_profiler))
