@@ -223,6 +223,8 @@ def _isolated(monkeypatch, tmp_path_factory):
     found it."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.setenv("VGGBENCH_OFFLINE", "1")
+    # run, loadgen and verify also record into the results database: each test its own, never the user's
+    monkeypatch.setenv("VGGBENCH_DB", str(tmp_path_factory.mktemp("db") / "results.db"))
     # The default output folders (exports/, exports/.cache, benchmarks/results/, runs/, data/) are relative
     # to the working directory: a test that leaves one out writes into a temp folder, not into the checkout.
     # Its own folder, not tmp_path, which some tests expect to find empty.
