@@ -630,15 +630,16 @@ def import_files(paths: Sequence[str | os.PathLike], db: str | os.PathLike | Non
     (`verify --layers --out`, or a benchmarks/ script's file holding one under "profile") as a verify-layers run,
     each in its own transaction. Returns (path, what happened) per file: a file that is neither is skipped, with
     why; a ResultsError when no file could be read, before anything is written."""
-    read, done = [], []
+    read, skipped = [], {}
     for path in map(Path, paths):
         try:
             read.append((path, *_importable(path)))
         except ResultsError as e:
-            done.append((path, f"skipped: {e}"))
+            skipped[path] = f"skipped: {e}"
     if not read:
-        raise ResultsError("nothing to import: " + "; ".join(why for _, why in done) if done else
+        raise ResultsError("nothing to import: " + "; ".join(skipped.values()) if skipped else
                            "nothing to import: give results files, journals or layer profiles")
+    done = {}
     with Database(db) as database:
         for path, kind, data in read:
             try:
@@ -651,9 +652,8 @@ def import_files(paths: Sequence[str | os.PathLike], db: str | os.PathLike | Non
             except database.sa.exc.SQLAlchemyError as e:
                 raise DatabaseError(f"results database {_shown(database.url)}: importing {path}: {_reason(e)}") \
                     from None
-            done.append((path, f"run {run_id} ({kind}, {count} cases)" if run_id is not None
-                         else "recorded already"))
-    return done
+            done[path] = f"run {run_id} ({kind}, {count} cases)" if run_id is not None else "recorded already"
+    return [(path, done.get(path) or skipped[path]) for path in map(Path, paths)]
 
 
 def _importable(path: Path) -> tuple[str, dict]:
