@@ -228,7 +228,7 @@ def _layers_plot(profiles: list[dict]) -> str | None:
 def _history_svg(points: list[dict], title: str) -> str:
     """A line of images/s per recorded run (oldest first), each point's 95% interval as a bar; a point judged
     regressed (or improved) against the one before it is red (green), its verdict in its tooltip."""
-    w, h, left, right, top, bottom = HISTORY_WIDTH, HISTORY_HEIGHT, 60, 15, 20, 45
+    w, h, left, right, top, bottom = HISTORY_WIDTH, HISTORY_HEIGHT, 60, 40, 20, 45
     values = [p["images_per_s"] for p in points]
     lows = [p["interval"][0] if p["interval"] else p["images_per_s"] for p in points]
     highs = [p["interval"][1] if p["interval"] else p["images_per_s"] for p in points]
