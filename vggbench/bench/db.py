@@ -697,10 +697,8 @@ def export_rows(rows: list[dict], fmt: str, out: str | os.PathLike | None) -> st
         with atomic_file(out) as tmp:
             pd.DataFrame(rows).to_parquet(tmp, index=False)
         return None
-    if fmt == "json":
-        text = json.dumps(rows, indent=2, default=str)
-    else:
-        text = render(rows, fmt) if rows else ""
+    # json keeps each value's type (render would make a table's text of them); an empty table is no text
+    text = json.dumps(rows, indent=2, default=str) if fmt == "json" else render(rows, fmt) if rows else ""
     if out is not None:
         write_text(out, text + "\n")
         return None
