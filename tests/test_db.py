@@ -32,9 +32,10 @@ TINY_RUN = ["--models", "vgg11", "--width", "0.0625", "--hidden", "32", "--head"
             "--no-progress"]
 
 
-def writer(db: str, tag: str, count: int, cases: int, samples: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.db_writer", db, tag, str(count), str(cases), str(samples)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def writer(db: str, tag: str, count: int, cases: int, samples: int, pause_at: int = 0) -> subprocess.Popen:
+    """tests/db_writer.py in a process of its own (see there)."""
+    return subprocess.Popen([sys.executable, "-m", "tests.db_writer", db, tag, str(count), str(cases), str(samples),
+                             str(pause_at)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_a_run_is_recorded_in_a_real_sqlite_file_and_history_lists_it(tmp_path):
@@ -162,23 +163,29 @@ def test_record_is_the_one_call_for_any_run_and_refuses_unknown_kinds(tmp_path):
 
 def test_a_writer_killed_mid_run_leaves_the_database_whole(tmp_path):
     db = str(tmp_path / "kill.db")
-    Database(db).close()  # the schema, so that the kill lands in a run's transaction, not in creating tables
-    proc = writer(db, "killed", 10_000, 40, 400)
-    done = 0
+    proc = writer(db, "killed", 10, 40, 400, pause_at=4)  # 3 runs committed, the 4th killed with 20 cases written
     try:
-        while done < 3:  # a few runs committed; the next one is under way (each is a transaction of ~16,000 rows)
+        lines = []
+        while not lines or not lines[-1].startswith("inside"):
             line = proc.stdout.readline()
             assert line, proc.stderr.read()
-            done = int(line.split()[1])
-        time.sleep(0.05)
+            lines.append(line.strip())
+        assert lines == ["recorded 1", "recorded 2", "recorded 3", "inside 4"]
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait()
+    assert Path(db + "-wal").is_file()  # the killed transaction's pages may be in the log: reading must ignore them
     with Database(db) as database:
         assert database.check() == []  # SQLite's integrity check, every run with all its cases and samples
         runs = database.runs()
-    assert done <= len(runs) <= done + 1 and all(r["cases"] == 40 for r in runs)
+        cases = database.cases()
+    assert [r["cases"] for r in runs] == [40, 40, 40] and len(cases) == 120
+    # and the file takes the next writer as if nothing happened
+    again = writer(db, "after", 1, 5, 5)
+    assert again.communicate(timeout=120)[0].splitlines() == ["recorded 1"]
+    with Database(db) as database:
+        assert len(database.runs()) == 4 and database.check() == []
 
 
 def test_two_writers_at_once_lose_nothing(tmp_path):

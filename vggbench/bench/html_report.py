@@ -36,7 +36,7 @@ table{border-collapse:collapse;margin:.5em 0 1em;font-size:.85em}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;cursor:pointer;user-select:none}td.text{text-align:left;white-space:normal;max-width:32em}
 tr.bad td{background:#fff0f0}tr.noisy td{color:#777}
-img.plot{max-width:100%;height:auto;display:block;margin:.5em 0}
+div.scroll{overflow-x:auto}img.plot{max-width:100%;height:auto;display:block;margin:.5em 0}
 svg.history{background:#fcfcfc;border:1px solid #eee;display:block;margin:.25em 0 1em}
 svg.history .point{fill:#1f77b4}svg.history .point.regressed{fill:#d62728}
 svg.history .point.improved{fill:#2ca02c}svg.history .line{fill:none;stroke:#1f77b4;stroke-width:1.5}
@@ -131,7 +131,8 @@ def _table(rows: list[dict], columns: list[str], cls: str = "sortable", row_clas
             sort = f' data-v="{v}"' if numeric else ""
             cells.append(f"<td{sort}{'' if numeric else ' class=text'}>{_e(_fmt(v))}</td>")
         lines.append(f"<tr{f' class={klass!r}' if klass else ''}>{''.join(cells)}</tr>")
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody></table>'
+    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(lines)}</tbody></table></div>')
 
 
 def _png(fig) -> str:
