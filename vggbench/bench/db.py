@@ -276,13 +276,12 @@ class Database:
                     environment_id=env_id, source=str(Path(source).absolute()) if source else None,
                     cases=len(cases), interrupted=run["interrupted"], settings=_json(run["settings"]),
                 )).inserted_primary_key[0]
+                timed = []  # every case's samples, inserted at once: one statement instead of one per case
                 for ordinal, (case, samples, scenario, layers) in enumerate(cases):
                     case_id = conn.execute(t["cases"].insert().values(
                         run_id=run_id, ordinal=ordinal, samples=len(samples), **_case_columns(case),
                     )).inserted_primary_key[0]
-                    if samples:
-                        conn.execute(t["samples"].insert(), [{"case_id": case_id, "idx": i, "ms": ms, "round": rnd}
-                                                             for i, (ms, rnd) in enumerate(samples)])
+                    timed += [(case_id, i, ms, rnd) for i, (ms, rnd) in enumerate(samples)]
                     if scenario:
                         conn.execute(t["scenarios"].insert().values(
                             case_id=case_id, name=scenario.get("name"), mode=scenario.get("mode"),
@@ -291,6 +290,8 @@ class Database:
                     if layers:
                         conn.execute(t["layers"].insert(), [_layer_columns(case_id, i, row)
                                                             for i, row in enumerate(layers)])
+                if timed:
+                    self._insert_samples(conn, timed)
                 return run_id
         except sa.exc.IntegrityError:
             # another writer recorded the same run (or environment) between our check and our insert: try once more
@@ -302,6 +303,17 @@ class Database:
                 return self._record(run, environment, cases, source, uid)
             finally:
                 self._retrying = False
+
+    def _insert_samples(self, conn, rows: list[tuple]) -> None:
+        """(case_id, idx, ms, round) rows in one executemany of the driver: a run holds up to hundreds of thousands
+        of samples, and SQLAlchemy's insert builds a dict and binds each (20x slower on SQLite)."""
+        marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(self.engine.dialect.paramstyle)
+        if marker is None:  # a driver with named or numbered parameters: SQLAlchemy's own insert
+            conn.execute(self.tables["samples"].insert(),
+                         [dict(zip(("case_id", "idx", "ms", "round"), r, strict=True)) for r in rows])
+            return
+        conn.exec_driver_sql(f'INSERT INTO samples (case_id, idx, ms, "round") VALUES ({", ".join([marker] * 4)})',
+                             rows)
 
     def _environment(self, conn, env: dict) -> int:
         sa = self.sa
