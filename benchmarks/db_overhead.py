@@ -32,10 +32,15 @@ def envelope(cases: int, samples: int, n: int, env: dict) -> dict:
             "settings": {"n": n}, "environment": env, "results": rows}
 
 
-def timed(fn) -> float:
+def timed(fn, *args) -> float:
     start = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - start
+
+
+def record_new(db: Path, data: dict) -> None:
+    with Database(db) as database:
+        database.record_results(data)
 
 
 def main() -> None:
@@ -51,9 +56,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 db = Path(tmp) / "results.db"
                 # the first run into a new file also creates the schema; later runs find it
-                first.append(timed(lambda: Database(db).record_results(envelope(cases, samples, 0, env))))
+                first.append(timed(record_new, db, envelope(cases, samples, 0, env)))
                 with Database(db) as database:
-                    later.append(timed(lambda: database.record_results(envelope(cases, samples, 1, env))))
+                    later.append(timed(database.record_results, envelope(cases, samples, 1, env)))
                 sizes.append(sum(p.stat().st_size for p in Path(tmp).iterdir()) / 2)  # per run, WAL included
         rows.append({"what": f"record a run of {cases} cases x {samples} samples", "first_s": statistics.median(first),
                      "into_existing_s": statistics.median(later), "bytes_per_run": statistics.median(sizes)})
@@ -62,11 +67,11 @@ def main() -> None:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             db = Path(tmp) / "results.db"
-            imports.append(timed(lambda: import_files(files, db)))
+            imports.append(timed(import_files, files, db))
             with Database(db) as database:
-                lists.append(timed(lambda: database.cases(HistoryFilter(model=("vgg16",)))))
+                lists.append(timed(database.cases, HistoryFilter(model=("vgg16",))))
                 case = database.cases(HistoryFilter(backend=("eager",)))[0]
-                histories.append(timed(lambda: database.case_history(case, case["machine"])))
+                histories.append(timed(database.case_history, case, case["machine"]))
     rows.append({"what": f"db import of benchmarks/results/ ({len(files)} files)", "first_s": statistics.median(imports)})
     rows.append({"what": "history --cases --model vgg16 (query)", "first_s": statistics.median(lists)})
     rows.append({"what": "one case's history with samples (query)", "first_s": statistics.median(histories)})

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +66,9 @@ def test_a_database_that_cannot_be_written_costs_one_warning_not_the_run(tmp_pat
     assert (tmp_path / "r.json").is_file() and (tmp_path / "r.csv").is_file()
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "results database" in warnings[0] and "files are kept" in warnings[0]
+    # a --db that is no path or URL fails before the run, in one line
+    typo = cli("run", *TINY_RUN, "--out", tmp_path / "t.json", "--db", "postgresql://host:port/db")
+    assert typo.exit_code == 2 and typo.stderr.startswith("error: --db") and not (tmp_path / "t.json").exists()
     # a read that fails is an error line, exit 2
     listed = cli("history", "--db", blocker / "results.db")
     assert listed.exit_code == 2 and listed.stderr.startswith("error: results database")

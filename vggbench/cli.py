@@ -261,6 +261,7 @@ def verify(export_dir, as_json, fmt, db, record_db, **kwargs) -> None:
     from .parity.verify import verify_with
 
     settings = VerifySettings(**given(kwargs))
+    _check_db(db, record_db)
     if settings.layers:
         _verify_layers(settings, export_dir, as_json, fmt, backend, (db, record_db))
         return
@@ -301,6 +302,14 @@ def _verify_layers(settings: VerifySettings, export_dir: str, as_json: bool, fmt
     report.check()
     if not as_json:
         click.echo(report.summary())
+
+
+def _check_db(db: str | None, record_db: bool | None) -> None:
+    """A --db that is no path or URL fails before the work starts."""
+    if record_db is not False and db is not None:
+        from .bench.db import check_url
+
+        check_url(db)
 
 
 def _record(obj, kind: str, db: str | None, record_db: bool | None, source=None) -> None:
@@ -432,6 +441,7 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, req
         device = kwargs["device"]
         suite = f"best-{default_suite(None if device is None else parse_device(device))}"
     parse_baseline(baseline)  # a bad one fails now, not after the run
+    _check_db(db, record_db)
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
     journal = claim_results(out, command=command, force=force)  # an --out that cannot be written fails now, not after the run
     try:
@@ -502,6 +512,7 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, db, record
              "sut": set(SutSettings.setting_names())}
     parts = {part: {k: v for k, v in given(kwargs).items() if k in keys} for part, keys in names.items()}
     settings, sut = LoadgenSettings(**parts["settings"]), SutSettings(**parts["sut"])  # bad values fail now
+    _check_db(db, record_db)
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
     journal = claim_results(out, command=command, prefix="loadgen", force=force, logs=True)
     logs = logs_folder(journal.json_path)

@@ -69,6 +69,22 @@ def database_url(db: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{Path(value).expanduser().absolute()}"
 
 
+def check_url(db: str | os.PathLike | None) -> str:
+    """The URL of `db` once it is known to be a path or a URL SQLAlchemy reads (a ConfigError otherwise): checked
+    before a run starts, so that a typo does not wait for the end of it. Whether the database can be reached is
+    known only when the run is recorded (a warning then, never a lost run)."""
+    url = database_url(db)
+    try:
+        from sqlalchemy.engine import make_url
+    except ImportError:
+        return url  # record() says what is missing, once
+    try:
+        make_url(url)
+    except Exception as e:  # noqa: BLE001  (ArgumentError, or ValueError for a bad port)
+        raise ConfigError(f"--db {db if db is not None else url}: not a path or an SQLAlchemy URL ({e})") from None
+    return url
+
+
 def _shown(url: str) -> str:
     """The URL without its password, for messages."""
     try:
