@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UnsupportedError
+from ..core.extras import require
 from ..core.settings import MAX_THREADS, setting
 from .registry import Backend, register
 from .runner import Runner, RunnerOptions
@@ -76,10 +77,7 @@ class OvSettings(BackendSettings):
 
 
 def _core():
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise UnsupportedError(f"openvino is not installed here ({e}); pip install openvino") from None
+    ov = require("openvino", "the openvino backend")
     return ov, ov.Core()
 
 
@@ -210,4 +208,5 @@ def openvino_factory(path: Path, target: Target, options: RunnerOptions | None =
 
 
 BACKEND = register(Backend("openvino", "onnx", ("cpu",), ("fp32", "bf16", "int8"), ("contiguous",),
-                           openvino_factory, aliases=("ov",), settings=OvSettings, option_prefix="openvino"))
+                           openvino_factory, aliases=("ov",), settings=OvSettings, option_prefix="openvino",
+                           package="openvino"))
