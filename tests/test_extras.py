@@ -140,7 +140,8 @@ def test_onnxruntime_without_the_cuda_provider_names_the_gpu_extra(tmp_path, mon
     target = SimpleNamespace(backend="onnxruntime", device=SimpleNamespace(kind="cuda", index=0),
                              precision="fp32", memory_format="contiguous")
     with pytest.raises(UnsupportedError, match=r'has no CUDAExecutionProvider here \(available: CPUExecutionProvider\); '
-                                               r'pip install "vggbench\[gpu\]"$'):
+                                               r'pip install "vggbench\[gpu\]" && pip install '
+                                               r'--force-reinstall --no-deps onnxruntime-gpu$'):
         OrtRunner(tmp_path / "model.onnx", target)
 
 

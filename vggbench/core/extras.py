@@ -35,6 +35,9 @@ class MissingExtra(UnsupportedError):
 
 def install_hint(extra: str) -> str:
     """The command that adds an extra to an installed vggbench."""
+    if extra == "gpu":
+        # onnxruntime-gpu and the default install's onnxruntime write the same package: the GPU wheel must win
+        return 'pip install "vggbench[gpu]" && pip install --force-reinstall --no-deps onnxruntime-gpu'
     return f'pip install "vggbench[{extra}]"'
 
 
