@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.errors import ResultsError
 from ..core.fileio import atomic_file
 from ..core.plots import check_plot_path
 from .confidence import images_interval
 from .report import GROUP_KEYS, group_title, label
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def quartile_rates(row: dict) -> tuple[float, float] | None:
@@ -52,7 +56,7 @@ def plot_run(data: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def draw_run(data: dict):
+def draw_run(data: dict) -> Figure:
     """One panel per model / image size / device; x: batch size (log2), y: images/s (log), each line with its
     spread. Only cases that ran."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -15,6 +15,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.arguments import expect_path
 from ..core.documents import loads_json
@@ -23,6 +24,9 @@ from ..core.fileio import check_replaceable, write_json, write_text
 from .confidence import fill_interval
 from .rows import STATUSES, BenchResult, ScenarioResult
 from .scenarios import SCENARIOS, VERDICTS
+
+if TYPE_CHECKING:  # the [pandas] extra: imported where a DataFrame is made
+    import pandas
 
 # 2: a row's backend settings are one `backend_settings` object and a `variant`, the run's settings a `backend`
 # table (1 had compile_mode/compile_options/ort_settings/trt_settings/openvino_settings and flat suite keys)
@@ -100,7 +104,7 @@ class BenchRun:
             raise CheckFailed(f"{len(failed)} of {len(self.results)} cases failed {what}, first {r.model} "
                               f"{r.backend} {r.precision} {r.memory_format} batch {r.batch_size}{first}: {r.reason}")
 
-    def to_dataframe(self, samples: bool = False):
+    def to_dataframe(self, samples: bool = False) -> pandas.DataFrame:
         """The rows as a pandas DataFrame (the [pandas] extra): one row per result, its fields as columns (objects
         such as backend_settings as JSON text, as in the CSV), then ENV_COLUMNS; with `samples`, the raw times as
         a list column, samples_ms. See also vggbench.results_frame, which reads a results file."""
@@ -169,16 +173,16 @@ def csv_text(data: dict) -> str:
     return render(_flat_rows(data), "csv", CSV_COLUMNS + ENV_COLUMNS) + "\n"
 
 
-def frame(data: dict, samples: bool = False):
+def frame(data: dict, samples: bool = False) -> pandas.DataFrame:
     """A run envelope (as read_run returns it) as a pandas DataFrame: see BenchRun.to_dataframe."""
     from ..core.extras import require
 
-    pandas = require("pandas", "DataFrames of results")
+    pd = require("pandas", "DataFrames of results")
     columns = CSV_COLUMNS + (["samples_ms"] if samples else []) + ENV_COLUMNS
-    return pandas.DataFrame(_flat_rows(data, samples=samples), columns=columns)
+    return pd.DataFrame(_flat_rows(data, samples=samples), columns=columns)
 
 
-def results_frame(path: str | os.PathLike, samples: bool = False):
+def results_frame(path: str | os.PathLike, samples: bool = False) -> pandas.DataFrame:
     """A results file (or the .jsonl journal of a run that did not finish) as a pandas DataFrame, one row per
     result with the run's machine and versions as env_* columns (see BenchRun.to_dataframe). pandas.read_json
     cannot read the file as it is (the rows sit in the envelope's "results"): this is the reader for it."""
