@@ -221,3 +221,22 @@ def test_the_main_job_runs_without_any_optional_package(tmp_path):
     assert result["exit"] == 0 and result["imported"] == [], result
     data = json.loads((tmp_path / "out.json").read_text())
     assert [r["status"] for r in data["results"]] == ["ok", "ok"]
+
+
+def test_an_export_that_needs_a_missing_extra_is_an_unsupported_case_not_a_failed_one(tmp_path, monkeypatch):
+    from vggbench.backends import resolve_target
+    from vggbench.bench import cache as cache_module
+    from vggbench.bench.prepare import classify
+    from vggbench.zoo.weights import load_model
+
+    def export(*args, **kwargs):  # what int8's calibration on the digits raises without the [data] extra
+        require("sklearn.datasets", "the digits dataset")
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setattr(cache_module, "export", export)
+    loaded = load_model("vgg11", weights="random", width=0.0625, hidden=32, head="compact", num_classes=10)
+    cache = cache_module.ExportCache(tmp_path, loaded, 32)
+    with pytest.raises(MissingExtra) as caught:
+        cache.folder(resolve_target("onnxruntime", "cpu", "fp32"))
+    assert classify(caught.value, building=True) == (
+        "unsupported", 'the digits dataset: scikit-learn is not installed; pip install "vggbench[data]"')
