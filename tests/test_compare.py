@@ -20,6 +20,7 @@ from vggbench.bench.confidence import (
     bootstrap_ratio,
     fill_interval,
     images_interval,
+    mann_whitney_p,
     noisy,
     plus_minus,
 )
@@ -280,3 +281,22 @@ def test_a_tiny_run_records_ordered_intervals(tmp_path):
     assert row_["noisy"] == stats.noisy
     line = next(x for x in result.output.splitlines() if x.split()[:1] in (["eager"], ["eager*"]))
     assert "±" in line
+
+
+def test_the_mann_whitney_p_value_is_scipys_without_scipy():
+    """vggbench computes it itself (scipy is not in the default install): the exact distribution where a run has
+    at most 8 samples and no value repeats, the normal approximation with tie and continuity corrections else."""
+    rng = np.random.default_rng(7)
+    cases = [([1.0] * 5, [1.0] * 5), ([1.0, 2.0, 3.0], [4.0, 5.0]), ([1.0], [2.0])]
+    for _ in range(400):
+        n1, n2 = (int(n) for n in rng.integers(1, 14, size=2))
+        if rng.random() < 0.2:
+            n2 = int(rng.integers(20, 200))  # one small run against a long one: still exact
+        if rng.random() < 0.4:  # ties: timer resolution
+            cases.append((rng.integers(0, 6, n1) * 0.5, rng.integers(0, 6, n2) * 0.5))
+        else:
+            cases.append((rng.random(n1), rng.random(n2) + rng.random() * 0.6))
+    for old, new in cases:
+        expected = float(scipy.stats.mannwhitneyu(new, old, alternative="two-sided").pvalue)
+        assert mann_whitney_p(old, new) == pytest.approx(expected, rel=1e-9, abs=1e-12), (old, new)
+    assert mann_whitney_p([1.0, float("nan")], [2.0, 3.0]) is None

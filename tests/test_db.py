@@ -153,7 +153,7 @@ def test_parquet_without_pyarrow_is_one_error_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
     result = cli("history", "--format", "parquet", "--out", tmp_path / "h.parquet")
     assert result.exit_code == 2 and result.stderr.strip().count("\n") == 0
-    assert "pip install pandas pyarrow" in result.stderr
+    assert 'pip install "vggbench[pandas]"' in result.stderr
 
 
 def test_record_is_the_one_call_for_any_run_and_refuses_unknown_kinds(tmp_path):

@@ -106,8 +106,9 @@ def test_a_profiled_runs_layer_shares_sum_to_its_total(profiled):
         assert shares == pytest.approx(entry["coverage"])
         assert sum(row["ms"] for row in entry["layers"]) + entry["other_ms"] == pytest.approx(entry["ops_ms"])
         # the ops lie within the calls (a little slack: the profiler's clock is not the wall clock); what they
-        # leave out is the framework's time between ops
-        assert 0.2 < entry["coverage"] <= 1.05, entry["backend"]
+        # leave out is the framework's time between ops, which on a tiny model and a busy machine can be most of
+        # it (OpenVINO: 9% covered under a load average of 14), so no lower bound but that some ops were seen
+        assert 0 < entry["coverage"] <= 1.05, entry["backend"]
         weights = [row for row in entry["layers"] if row["kind"] in ("conv", "linear")]
         assert all(row["ms"] > 0 and row["gflops_per_s"] > 0 for row in weights), entry["backend"]
 

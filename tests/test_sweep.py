@@ -17,7 +17,7 @@ import vggbench.bench.sweep as sweep
 import vggbench.core.errors
 from tests.conftest import TINY, TINY_IMAGE, FakeRunner
 from vggbench.bench.report import LOAD_MARK, render_run
-from vggbench.bench.results import CSV_COLUMNS, read_run
+from vggbench.bench.results import CSV_COLUMNS, ENV_COLUMNS, read_run
 from vggbench.cli import main
 from vggbench.core.device import CPU, Device
 from vggbench.core.errors import ExportError, UnsupportedError
@@ -198,13 +198,16 @@ def test_json_envelope_and_csv_round_trip(cache, tmp_path):
     assert len(data["results"]) == 8 and data["results"][0]["samples_ms"]
     with open(csv_path, newline="") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == CSV_COLUMNS and "samples_ms" not in table[0]
+    assert list(table[0]) == CSV_COLUMNS + ENV_COLUMNS and "samples_ms" not in table[0]
     for row, original in zip(table, data["results"], strict=True):
         for key in CSV_COLUMNS:
             value = original[key]
             expected = "" if value is None else json.dumps(value, sort_keys=True) if isinstance(value, dict) \
                 else str(value)
             assert row[key] == expected, key
+        # the machine and versions, in every row: a CSV read alone still says where its numbers came from
+        assert row["env_torch"] == env["versions"]["torch"] and row["env_git_commit"] == (env["git_commit"] or "")
+        assert row["env_cpu"] == env["cpu"]["model"] and row["env_onnxruntime"] == env["onnxruntime"]["version"]
     # a .json path is written as is, the CSV beside it
     again = result.write(tmp_path / "named.json")
     assert again == (tmp_path / "named.json", tmp_path / "named.csv")

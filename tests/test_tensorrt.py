@@ -219,7 +219,7 @@ def runner(exported, precision="fp16", tensorrt=None, calibration=None):
 def test_without_tensorrt_the_message_says_how_to_install_it(exported, monkeypatch):
     gpu(monkeypatch, H100, (9, 0))
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt raises ImportError
-    with pytest.raises(UnsupportedError, match=r"pip install 'vggbench\[tensorrt\]'"):
+    with pytest.raises(UnsupportedError, match=r'pip install "vggbench\[tensorrt\]"'):
         runner(exported)
 
 

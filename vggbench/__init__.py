@@ -24,6 +24,7 @@ _EXPORTS = {
     "verify": "parity.verify", "VerifyReport": "parity.verify",
     "profile_layers": "parity.layers", "LayersReport": "parity.layers", "plan_int8": "parity.plan",
     "benchmark": "bench.sweep", "BenchRun": "bench.results", "read_run": "bench.results",
+    "results_frame": "bench.results",
     "BenchResult": "bench.rows", "Suite": "bench.suite", "load_suite": "bench.suite",
     "loadgen": "bench.loadgen", "LoadgenSettings": "bench.scenarios", "SutSettings": "bench.scenarios",
     "VggbenchError": "core.errors",

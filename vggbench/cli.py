@@ -85,6 +85,17 @@ def interrupt_exit_code(ctx: click.Context) -> int:
     return 128 + (ctx.find_root().obj or {}).get("signal", signal.SIGINT)
 
 
+def _require_named_backends(value) -> None:
+    """The backends named on the command line (--backends) have their optional packages, or the command stops with
+    the extra to install (a suite's backends without theirs become rows that say why)."""
+    if not value:
+        return
+    from .backends.registry import require_packages
+
+    names = value.split(",") if isinstance(value, str) else value
+    require_packages(name.strip() for name in names if name.strip())
+
+
 def _usage_error(e: click.UsageError):
     """click's usage errors as one `error:` line (exit 2), as vggbench's own; a bare `vggbench` still shows the
     help."""
@@ -262,6 +273,7 @@ def verify(export_dir, as_json, fmt, db, record_db, **kwargs) -> None:
 
     settings = VerifySettings(**given(kwargs))
     _check_db(db, record_db)
+    _require_named_backends(settings.backends)
     if settings.layers:
         _verify_layers(settings, export_dir, as_json, fmt, backend, (db, record_db))
         return
@@ -442,6 +454,7 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, pro
     from .bench.sweep import benchmark
     from .core.device import parse_device
 
+    _require_named_backends(kwargs.get("backends"))
     if best and suite is None:
         device = kwargs["device"]
         suite = f"best-{default_suite(None if device is None else parse_device(device))}"
@@ -526,8 +539,12 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, db, record
 
     from .backends.registry import flat_keys
     from .bench.loadgen import loadgen as run_loadgen
+    from .bench.loadgen import mlperf_loadgen_module
     from .bench.report import render_run
     from .bench.results import claim_results, logs_folder, read_run
+
+    mlperf_loadgen_module()  # a missing [loadgen] extra fails before the results file is claimed
+    _require_named_backends(kwargs.get("backends"))
 
     names = {"suite": {*LOADGEN_SUITE_KEYS, *flat_keys()}, "settings": set(LoadgenSettings.setting_names()),
              "sut": set(SutSettings.setting_names())}

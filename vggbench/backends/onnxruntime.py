@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..core.errors import UnsupportedError
+from ..core.extras import install_hint
 from ..core.settings import MAX_THREADS, setting
 from .profiling import OpProfile, chrome_trace, classify, mean_ops
 from .registry import Backend, register
@@ -67,8 +68,10 @@ class OrtRunner(Runner):
         kind = "ort-tensorrt" if target.backend == "ort-tensorrt" else target.device.kind
         wanted = PROVIDERS[kind]
         if wanted not in ort.get_available_providers():
+            # the CPU wheel (the default install) has only the CPU provider; onnxruntime-gpu brings the others
+            hint = f"; {install_hint('gpu')}" if kind != "cpu" else ""
             raise UnsupportedError(f"onnxruntime {ort.__version__} has no {wanted} here "
-                                   f"(available: {', '.join(ort.get_available_providers())})")
+                                   f"(available: {', '.join(ort.get_available_providers())}){hint}")
         self.session = ort.InferenceSession(str(path), self._session_options(ort),
                                             providers=self._providers(kind, wanted))
         if self.session.get_providers()[0] != wanted:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UnsupportedError
+from ..core.extras import require
 from ..core.settings import MAX_THREADS, setting
 from .profiling import Op, OpProfile, classify, sequential_trace
 from .registry import Backend, register
@@ -78,10 +79,7 @@ class OvSettings(BackendSettings):
 
 
 def _core():
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise UnsupportedError(f"openvino is not installed here ({e}); pip install openvino") from None
+    ov = require("openvino", "the openvino backend")
     return ov, ov.Core()
 
 
@@ -252,4 +250,4 @@ def openvino_factory(path: Path, target: Target, options: RunnerOptions | None =
 
 BACKEND = register(Backend("openvino", "onnx", ("cpu",), ("fp32", "bf16", "int8"), ("contiguous",),
                            openvino_factory, aliases=("ov",), settings=OvSettings, option_prefix="openvino",
-                           profiler=ov_profiler))
+                           profiler=ov_profiler, package="openvino"))

@@ -67,6 +67,9 @@ class Backend:
     # calls of one of its runners (warmed up) under its profiler and returns a
     # vggbench.backends.profiling.OpProfile; None for a backend without one (its cases are skipped)
     profiler: Callable | None = None
+    # the optional package (an extra of the install, vggbench.core.extras) its runner imports: a run that names
+    # the backend checks it first; None for the backends of the default install
+    package: str | None = None
 
     @property
     def calibrates(self) -> bool:
@@ -123,6 +126,18 @@ def get_backend(name: str) -> Backend:
     close = difflib.get_close_matches(key, [*_BACKENDS, *_ALIASES], n=1)
     hint = f"; did you mean {_ALIASES.get(close[0], close[0])}?" if close else ""
     raise UnsupportedError(f"unknown backend {name!r}{hint} (choose from {', '.join(backend_names())})")
+
+
+def require_packages(names) -> None:
+    """Raise MissingExtra (one line that names the extra to install) for the first backend of `names` whose
+    optional package is not installed: for backends named on the command line, which should stop the run before
+    it starts rather than become rows that say why (those of a suite do)."""
+    from ..core.extras import require
+
+    for name in names:
+        backend = get_backend(name)
+        if backend.package is not None:
+            require(backend.package, f"the {backend.name} backend")
 
 
 def resolve_backend(name: str) -> str:

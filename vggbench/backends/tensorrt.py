@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..core.errors import UnsupportedError, VggbenchError
+from ..core.extras import require
 from ..core.fileio import atomic_file, exclusive, sha256_file, write_json
 from ..core.settings import setting
 from ..exporters.manifest import Artifact
@@ -30,7 +31,6 @@ from .runner import Runner, RunnerOptions
 from .settings import BackendSettings, RunContext
 from .target import Target
 
-INSTALL = "pip install 'vggbench[tensorrt]'"
 FP8_CAPABILITY = (8, 9)  # Ada and Hopper have fp8 tensor cores
 # the builder flags of each precision; int8 and fp8 let the layers without a quantized kernel run in fp16
 FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16"), "fp8": ("FP8", "FP16")}
@@ -83,11 +83,7 @@ class Profile:
 
 def import_tensorrt():
     """The tensorrt module, or an UnsupportedError that says how to install it."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise UnsupportedError(f"the tensorrt backend needs TensorRT's Python package ({e}): {INSTALL}") from None
-    return tensorrt
+    return require("tensorrt", "the tensorrt backend")
 
 
 def cache_dir() -> Path:
@@ -422,4 +418,4 @@ def tensorrt_factory(path: Path, target: Target, options: RunnerOptions | None =
 
 BACKEND = register(Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16", "int8", "fp8"), ("contiguous",),
                            tensorrt_factory, aliases=("trt",), builds_precisions=True, thread_safe=True,
-                           settings=TrtSettings, option_prefix="trt", profiler=trt_profiler))
+                           settings=TrtSettings, option_prefix="trt", profiler=trt_profiler, package="tensorrt"))

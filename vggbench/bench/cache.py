@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..backends import Target
 from ..core.errors import UnsupportedError, VggbenchError, one_line
+from ..core.extras import MissingExtra
 from ..core.fileio import exclusive
 from ..exporters.manifest import INT8_FORMAT, artifact, read_manifest
 from ..exporters.manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
@@ -66,6 +67,8 @@ class ExportCache:
                     export(self.model, folder, formats=["onnx", fmt] if fmt == INT8_FORMAT else [fmt],
                            image_size=self.image_size, precision=exported, force=True, verify=True,
                            dense=bool(self.dense_size))
+                except MissingExtra:  # a package this install left out (int8 calibration images): unsupported here
+                    raise
                 except Exception as e:  # any exporter failure is this case's status, not a crash
                     self._failed[key] = str(e) if isinstance(e, VggbenchError) else one_line(e)
                     raise ExportFailed(self._failed[key]) from e

@@ -45,6 +45,7 @@ from ..backends.load import checked_artifact
 from ..backends.registry import get_backend
 from ..core.allocator import DEFAULT_POLICY, child_environment
 from ..core.errors import one_line
+from ..core.extras import install_hint
 from ..exporters.manifest import read_manifest
 from ..zoo.settings import ModelSettings
 from .rows import BenchResult
@@ -108,7 +109,7 @@ def benchmark_app() -> list[str]:
     try:
         import openvino.tools.benchmark.main  # noqa: F401
     except ImportError as e:
-        raise ToolMissing(f"not installed: benchmark_app ({one_line(e)}); pip install openvino") from None
+        raise ToolMissing(f"not installed: benchmark_app ({one_line(e)}); {install_hint('openvino')}") from None
     # its module has no __main__ guard, so -m would only import it
     return [sys.executable, "-c", "import sys; from openvino.tools.benchmark.main import main; sys.exit(main())"]
 
@@ -199,8 +200,8 @@ def tensorrt_plan(row, subject: Subject, workdir: Path | None = None, *, trtexec
     trtexec = trtexec or _tool("trtexec")
     polygraphy = polygraphy or (None if trtexec else _tool("polygraphy"))
     if not trtexec and not polygraphy:
-        raise ToolMissing("not installed: neither trtexec (TensorRT's samples) nor polygraphy (pip install "
-                          "polygraphy) is on this machine")
+        raise ToolMissing(f"not installed: neither trtexec (TensorRT's samples) nor polygraphy "
+                          f"({install_hint('tensorrt')}) is on this machine")
     s = row.backend_settings or {}
     name, b, n = subject.input_name, row.batch_size, row.image_size
     profile = (1, b, s.get("max_batch") or max(b, 1))

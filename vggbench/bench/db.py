@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ConfigError, ResultsError, VggbenchError
+from ..core.extras import install_hint, require
 from ..core.settings import Settings, setting
 
 SCHEMA_VERSION = 1
@@ -204,7 +205,7 @@ class Database:
                 self.engine = sa.create_engine(url, pool_pre_ping=True)
         except ImportError as e:  # the URL's driver
             raise DatabaseError(f"results database {_shown(self.url)}: its driver is not installed ({e}); for "
-                                f"PostgreSQL: pip install 'vggbench[postgres]'") from None
+                                f"PostgreSQL: {install_hint('postgres')}") from None
         except OSError as e:
             raise DatabaseError(f"results database {_shown(self.url)}: {e.strerror or e}") from None
         self.tables = metadata().tables
@@ -717,11 +718,8 @@ def export_rows(rows: list[dict], fmt: str, out: str | os.PathLike | None) -> st
     if fmt == "parquet":
         if out is None:
             raise ConfigError("--format parquet writes a file: give --out FILE.parquet")
-        try:
-            import pandas as pd
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise ConfigError("--format parquet needs pandas and pyarrow: pip install pandas pyarrow") from None
+        pd = require("pandas", "history --format parquet")
+        require("pyarrow", "history --format parquet")
         with atomic_file(out) as tmp:
             pd.DataFrame(rows).to_parquet(tmp, index=False)
         return None

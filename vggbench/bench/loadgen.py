@@ -29,6 +29,7 @@ from ..core.arguments import expect
 from ..core.device import require_device
 from ..core.env import capture, package_version
 from ..core.errors import ConfigError, UnsupportedError, VggbenchError, one_line
+from ..core.extras import require
 from ..core.fileio import atomic_dir
 from ..core.load import LoadSampler, load_block, run_load, wait_for_quiet
 from ..core import allocator
@@ -56,13 +57,9 @@ MAX_CALL_S = 60.0
 _UNTIMED = dict(warmup=0, warmup_time_s=0.0, min_time_s=0.0, min_iters=1, max_iters=1)
 
 
-def _mlperf_loadgen():
-    try:
-        import mlperf_loadgen
-    except ImportError:
-        raise UnsupportedError("LoadGen is not installed: pip install mlcommons-loadgen (wheels for CPython on "
-                               "Linux x86_64)") from None
-    return mlperf_loadgen
+def mlperf_loadgen_module():
+    # its wheels are built for CPython on Linux x86_64 only
+    return require("mlperf_loadgen", "`vggbench loadgen` (MLPerf's LoadGen)")
 
 
 def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: LoadgenSettings | None = None,
@@ -86,7 +83,7 @@ def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: Loadgen
     """
     expect("loadgen", "settings", settings, (LoadgenSettings, type(None)), "a LoadgenSettings or None")
     expect("loadgen", "sut", sut, (SutSettings, type(None)), "a SutSettings or None")
-    lg = _mlperf_loadgen()
+    lg = mlperf_loadgen_module()
     settings, sut = settings or LoadgenSettings(), sut or SutSettings()
     suite = resolve_suite(suite if suite is not None else Suite(name="loadgen"), **overrides)
     device = require_device(suite.device)

@@ -15,6 +15,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.arguments import expect_path
 from ..core.documents import loads_json
@@ -24,6 +25,9 @@ from .confidence import fill_interval
 from .rows import STATUSES, BenchResult, ScenarioResult
 from .scenarios import SCENARIOS, VERDICTS
 
+if TYPE_CHECKING:  # the [pandas] extra: imported where a DataFrame is made
+    import pandas
+
 # 2: a row's backend settings are one `backend_settings` object and a `variant`, the run's settings a `backend`
 # table (1 had compile_mode/compile_options/ort_settings/trt_settings/openvino_settings and flat suite keys)
 SCHEMA_VERSION = 2
@@ -31,8 +35,14 @@ READABLE_VERSIONS = (1, 2)  # version 1 is read as version 2 (see _upgrade)
 KIND = "vggbench-run"
 JOURNAL_KIND = "vggbench-run-journal"
 DEFAULT_RESULTS_DIR = Path("benchmarks") / "results"
-# the CSV has every field of a row except the raw samples (they stay in the JSON)
+# the CSV has every field of a row except the raw samples (they stay in the JSON), then ENV_COLUMNS
 CSV_COLUMNS = [f.name for f in fields(BenchResult) if f.name != "samples_ms"]
+# the machine and versions a row was measured with, from the run's environment record, in every CSV row and
+# DataFrame row: a reader of the CSV (or of many runs' rows in one table) keeps where each number came from
+ENV_COLUMNS = ["env_created", "env_vggbench", "env_git_commit", "env_python", "env_platform", "env_cpu",
+               "env_cpu_capability", "env_cpu_cores", "env_gpu", "env_cuda", "env_cuda_driver", "env_torch",
+               "env_torchvision", "env_numpy", "env_onnx", "env_onnxscript", "env_onnxruntime", "env_openvino",
+               "env_nncf"]
 # statuses of a case that should have run and did not: a run that has one exits 1 (its rows written first).
 # "unsupported" (a combination that cannot run here) and "oom" (a batch beyond the device's memory: what a batch
 # sweep looks for) are outcomes, not failures.
@@ -94,6 +104,12 @@ class BenchRun:
             raise CheckFailed(f"{len(failed)} of {len(self.results)} cases failed {what}, first {r.model} "
                               f"{r.backend} {r.precision} {r.memory_format} batch {r.batch_size}{first}: {r.reason}")
 
+    def to_dataframe(self, samples: bool = False) -> pandas.DataFrame:
+        """The rows as a pandas DataFrame (the [pandas] extra): one row per result, its fields as columns (objects
+        such as backend_settings as JSON text, as in the CSV), then ENV_COLUMNS; with `samples`, the raw times as
+        a list column, samples_ms. See also vggbench.results_frame, which reads a results file."""
+        return frame(self.to_dict(), samples=samples)
+
     def write(self, out: str | os.PathLike | None = None, force: bool = False) -> tuple[Path, Path]:
         """Write run-<time>.json and .csv into `out` (a folder, default benchmarks/results/; a name another
         run holds gets a suffix -2, -3, ...) or to `out` itself when it ends in .json (an existing one only with
@@ -113,12 +129,64 @@ def _finite(value):
     return value
 
 
-def csv_text(rows: list[dict]) -> str:
-    """The rows as CSV; dict values (onnxruntime settings) as JSON text."""
+def env_columns(environment: dict | None, device: str | None = None) -> dict:
+    """ENV_COLUMNS of a row measured on `device` ("cuda:1": env_gpu names that GPU) in a run whose environment
+    record is `environment`; None for what the record lacks (an older file, or a package not installed)."""
+    env = environment if isinstance(environment, dict) else {}
+
+    def part(key: str) -> dict:
+        value = env.get(key)
+        return value if isinstance(value, dict) else {}
+
+    versions, cpu, cuda, ort = part("versions"), part("cpu"), part("cuda"), part("onnxruntime")
+    gpu = None
+    if device and str(device).startswith("cuda"):
+        index = int(str(device).partition(":")[2] or 0)
+        names = {d.get("index"): d.get("name") for d in cuda.get("devices") or [] if isinstance(d, dict)}
+        gpu = names.get(index)
+    return {"env_created": env.get("created"), "env_vggbench": env.get("vggbench"),
+            "env_git_commit": env.get("git_commit"), "env_python": env.get("python"),
+            "env_platform": env.get("platform"), "env_cpu": cpu.get("model"),
+            "env_cpu_capability": cpu.get("capability"), "env_cpu_cores": cpu.get("logical_cores"),
+            "env_gpu": gpu, "env_cuda": cuda.get("runtime"), "env_cuda_driver": cuda.get("driver"),
+            **{f"env_{name}": versions.get(name) for name in ("torch", "torchvision", "numpy", "onnx", "onnxscript")},
+            "env_onnxruntime": ort.get("version"),
+            **{f"env_{name}": versions.get(name) for name in ("openvino", "nncf")}}
+
+
+def _flat_rows(data: dict, samples: bool = False) -> list[dict]:
+    """A run envelope's rows with ENV_COLUMNS added and objects as JSON text (as the CSV and DataFrames have
+    them); the raw samples dropped unless `samples`."""
+    out = []
+    for row in data["results"]:
+        flat = {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for k, v in row.items()
+                if k in CSV_COLUMNS or (samples and k == "samples_ms")}
+        out.append({**flat, **env_columns(data.get("environment"), row.get("device"))})
+    return out
+
+
+def csv_text(data: dict) -> str:
+    """A run envelope's rows as CSV: CSV_COLUMNS (dict values such as backend settings as JSON text), then
+    ENV_COLUMNS."""
     from .report import render
 
-    flat = [{k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for k, v in row.items()} for row in rows]
-    return render(flat, "csv", CSV_COLUMNS) + "\n"
+    return render(_flat_rows(data), "csv", CSV_COLUMNS + ENV_COLUMNS) + "\n"
+
+
+def frame(data: dict, samples: bool = False) -> pandas.DataFrame:
+    """A run envelope (as read_run returns it) as a pandas DataFrame: see BenchRun.to_dataframe."""
+    from ..core.extras import require
+
+    pd = require("pandas", "DataFrames of results")
+    columns = CSV_COLUMNS + (["samples_ms"] if samples else []) + ENV_COLUMNS
+    return pd.DataFrame(_flat_rows(data, samples=samples), columns=columns)
+
+
+def results_frame(path: str | os.PathLike, samples: bool = False) -> pandas.DataFrame:
+    """A results file (or the .jsonl journal of a run that did not finish) as a pandas DataFrame, one row per
+    result with the run's machine and versions as env_* columns (see BenchRun.to_dataframe). pandas.read_json
+    cannot read the file as it is (the rows sit in the envelope's "results"): this is the reader for it."""
+    return frame(read_run(path), samples=samples)
 
 
 def write_run(data: dict, out: str | os.PathLike | None = None, force: bool = False) -> tuple[Path, Path]:
@@ -261,7 +329,7 @@ class Journal:
         try:
             write_json(self.json_path, data)
             written.append(self.json_path)
-            write_text(self.csv_path, csv_text(data["results"]))
+            write_text(self.csv_path, csv_text(data))
         except (WriteError, OSError) as e:
             self.close()
             failed = e.path if isinstance(e, WriteError) else self.csv_path if written else self.json_path

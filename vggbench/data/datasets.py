@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..core.errors import DataError, one_line
+from ..core.extras import require
 from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 # The splits mean the same images in every run, whatever the training seed, so that `eval` can find them.
@@ -121,8 +122,8 @@ class Source:
 
 
 def _digits(image_size: int, **_) -> tuple[dict[str, Dataset], tuple[str, ...]]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    load_digits = require("sklearn.datasets", "the digits dataset").load_digits
+    train_test_split = require("sklearn.model_selection", "the digits dataset").train_test_split
 
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0  # 0..16 grey levels
@@ -402,7 +403,7 @@ def read_image(path: str):
 
 def _split(labels: Sequence[int], val_fraction: float, what: str) -> tuple[list[int], list[int]]:
     """Seeded train/val indices, stratified where every class can give the val split an image."""
-    from sklearn.model_selection import train_test_split
+    train_test_split = require("sklearn.model_selection", "splitting off validation images").train_test_split
 
     n = len(labels)
     n_val = max(1, round(val_fraction * n))

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..core.extras import require
+
 
 def random_batch(batch_size: int, image_size: int, seed: int = 0) -> torch.Tensor:
     """A seeded standard-normal NCHW batch (what normalised images look like, statistically)."""
@@ -18,7 +20,7 @@ def sample_photos(image_size: int, mean: Sequence[float], std: Sequence[float], 
     """scikit-learn's two sample photos (a temple, a flower), resized and centre-cropped the way
     torchvision evaluates ImageNet (shorter side to size x 256/224), normalised; with their mirror
     images when `flips`. Returns an (N, 3, size, size) float32 batch."""
-    from sklearn.datasets import load_sample_images
+    load_sample_images = require("sklearn.datasets", "the sample photos").load_sample_images
     from torchvision.transforms import v2
 
     transform = v2.Compose([
@@ -69,7 +71,7 @@ def dataset_images(name: str, image_size: int, mean: Sequence[float], std: Seque
 
 def photo_crops(count: int, image_size: int, mean, std, seed: int = 0) -> torch.Tensor:
     """`count` normalised random-resized crops and flips of scikit-learn's two sample photos."""
-    from sklearn.datasets import load_sample_images
+    load_sample_images = require("sklearn.datasets", "the sample photos").load_sample_images
     from torchvision.transforms import v2
 
     transform = v2.Compose([

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..core.errors import ConfigError, ExportError
+from ..core.extras import require
 
 METHODS = ("minmax", "percentile", "entropy", "nncf")
 
@@ -127,9 +128,9 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ima
 def _quantize_nncf(fp32_path: str | os.PathLike, out_path: str | os.PathLike, images: torch.Tensor,
                    input_name: str) -> None:
     """NNCF's post-training quantization of the ONNX model (its ONNX backend), written as a QDQ model."""
-    import nncf
     import onnx
 
+    nncf = require("nncf", "NNCF's int8 quantization")
     model = onnx.load(str(fp32_path))  # the external weights of a full VGG16 are read from beside it
     dataset = nncf.Dataset([{input_name: images[i:i + 1].numpy()} for i in range(images.shape[0])])
     quantized = nncf.quantize(model, dataset, subset_size=images.shape[0])

@@ -157,7 +157,8 @@ def plan_int8(export_dir: str | os.PathLike, *, target: float = 0.99, reference:
     skipped: list[str] = []
     real = verify_inputs(manifest, [], photos, data, data_images, skipped)
     if not real:
-        raise ConfigError("the int8 plan is judged on real images: allow the photos or a dataset")
+        why = f" ({'; '.join(skipped)})" if skipped else ""
+        raise ConfigError(f"the int8 plan is judged on real images: allow the photos or a dataset{why}")
     x = torch.cat([t for _, t in real])
     expected = run_in_batches(eager_runner(reference.module, "cpu", "fp32"), x, None)
     layers = weight_layers(reference.module)

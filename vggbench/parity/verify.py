@@ -21,6 +21,7 @@ from ..backends.target import check_memory_format, check_precision
 from ..core.arguments import expect_path
 from ..core.device import require_device
 from ..core.errors import ArtifactError, CheckFailed, DataError, UnsupportedError
+from ..core.extras import MissingExtra
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..data.inputs import calibration_images, dataset_images, random_batch, sample_photos, trained_on
 from ..exporters.manifest import INT8_FORMAT, DenseSpec, Manifest, read_manifest
@@ -109,14 +110,19 @@ def verify_inputs(manifest: Manifest, batch_sizes: Sequence[int], photos: bool, 
     size = spec.image_size
     inputs = [(f"random x{b}", random_batch(b, size, seed=b)) for b in batch_sizes]
     if photos:
-        real = sample_photos(size, spec.mean, spec.std)
-        inputs.append((f"photos x{real.shape[0]}", real))
+        try:
+            real = sample_photos(size, spec.mean, spec.std)
+        except MissingExtra as e:
+            # the photos are on by default: without the [data] extra the check goes on with the other inputs
+            skipped.append(str(e))
+        else:
+            inputs.append((f"photos x{real.shape[0]}", real))
     name = trained_on(manifest.weights.meta or {}) if data == "auto" else data
     if name:
         try:
             images, _, split = dataset_images(name, size, spec.mean, spec.std, count=data_images)
             inputs.append((f"{name} {split} x{images.shape[0]}", images))
-        except DataError as e:
+        except (DataError, MissingExtra) as e:
             if data != "auto":
                 raise
             skipped.append(f"{name} images, which the weights were trained on: {e}")
