@@ -270,7 +270,8 @@ def loadgen_on_cluster(suite: Suite | str | os.PathLike | None = None, *, cluste
     """vggbench.bench.loadgen.loadgen across a Ray cluster (`vggbench loadgen --cluster`): each (model, backend,
     precision, memory format) of the suite on each machine kind, its scenarios run by LoadGen in a fresh Ray worker
     on a node that it holds alone. LoadGen's logs stay on the nodes (rows name none)."""
-    from .scenarios import SCENARIO_TABLE, LoadgenSettings, SutSettings
+    from .mlperf import SCENARIO_TABLE
+    from .scenarios import LoadgenSettings, SutSettings
 
     settings, sut = settings or LoadgenSettings(), sut or SutSettings()
     suite = resolve_suite(suite if suite is not None else Suite(name="loadgen"), **overrides)
@@ -414,7 +415,7 @@ def _lost_scenario_rows(suite: Suite, job: Job, reason: str) -> list[BenchResult
 
     from .loadgen import _UNTIMED
     from .rows import ScenarioResult
-    from .scenarios import SCENARIO_TABLE
+    from .mlperf import SCENARIO_TABLE
 
     settings, sut = job.payload["settings"], job.payload["sut"]
     case = _failure_case(suite, job.order[2], sut.max_batch, **_UNTIMED)

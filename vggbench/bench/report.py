@@ -366,7 +366,7 @@ def scenario_rows(results: list[dict], reason_width: int | None = None) -> list[
                      "max_batch": sut.get("max_batch"), "workers": sut.get("workers"),
                      "search_runs": (block.get("search") or {}).get("runs"),
                      "top1": accuracy.get("top1"), "agreement_top1": accuracy.get("agreement_top1"),
-                     "status": status})
+                     "status": status, "machine": r.get("machine")})
     return rows
 
 
@@ -375,9 +375,10 @@ def _render_scenarios(data: dict, fmt: str) -> str:
             for row in scenario_rows(data["results"], REASON_WIDTH)]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
-    parts = [_section(f"LoadGen scenarios: {group_title(key, group, data.get('environment', {}))}",
-                      render(group, fmt, SCENARIO_COLUMNS), fmt) for key, group in groups.items()]
+        groups.setdefault((row["machine"], *(row[k] for k in GROUP_KEYS)), []).append(row)
+    parts = [_section(f"LoadGen scenarios: {f'machine {machine}: ' if machine else ''}"
+                      f"{group_title(tuple(key), group, _environment_of(data, machine))}",
+                      render(group, fmt, SCENARIO_COLUMNS), fmt) for (machine, *key), group in groups.items()]
     notes = ("result: LoadGen's verdict (status says why when INVALID); latencies are LoadGen's percentiles in ms; "
              "queued/compute: the SUT's own p99 of a sample's wait in its queue and of a batch's compute; "
              "server: target_qps is the highest rate found VALID at the p99 bound; samples_per_s is what completed")
