@@ -248,3 +248,15 @@ def test_the_machine_view_compares_kinds_and_prices(tmp_path):
     prices.write_text('cpu-avx2 = "cheap"\n')
     with pytest.raises(ConfigError, match="cpu-avx2 must be a price per hour"):
         read_prices(prices)
+
+
+def test_require_quiet_is_refused_with_a_cluster():
+    pytest.importorskip("ray")
+    from click.testing import CliRunner
+
+    from vggbench.cli import main
+
+    result = CliRunner().invoke(main, ["run", "--cluster", "auto", "--require-quiet", "--models", "vgg11"])
+    assert result.exit_code == 2 and "--require-quiet waits on this machine" in result.output
+    result = CliRunner().invoke(main, ["loadgen", "--cluster", "head", "--models", "vgg11"])
+    assert result.exit_code == 2 and "--cluster must be ray://HOST:PORT" in result.output
