@@ -70,6 +70,20 @@ def _journal_rows(path: Path) -> list[dict]:
     return rows
 
 
+def _power_off(cluster, node) -> None:
+    """A node's machine gone at once: its Ray workers and what they started (the group's worker process) killed
+    with its raylet. (Removing the raylet alone leaves its workers running for a while, and a worker streams its
+    rows to the driver directly: the case would finish.)"""
+    import psutil
+
+    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+    below = raylet.children(recursive=True)
+    for process in below:
+        process.kill()
+    psutil.wait_procs(below, timeout=10)
+    cluster.remove_node(node, allow_graceful=False)
+
+
 def _after_first_row(journal: Path, action) -> threading.Thread:
     """Call action(first row) once the journal holds a row (a case of the group finished, the next one running)."""
     def watch():
@@ -150,7 +164,7 @@ def test_a_node_killed_mid_case_has_its_case_retried_on_another_node_of_its_kind
         node = next(n for n in nodes if n.node_id == row["node"]["id"])
         killed.append(node.node_id)
         nodes.remove(node)
-        cluster.remove_node(node, allow_graceful=False)
+        _power_off(cluster, node)
 
     journal = claim_results(tmp_path / "results")
     watcher = _after_first_row(journal.path, kill)
@@ -184,6 +198,57 @@ def test_an_interrupted_driver_keeps_the_finished_rows_and_cancels_the_rest(clus
     assert "cancelled on the cluster" in run.settings["interrupted"]
     assert [r["batch_size"] for r in _journal_rows(journal.path)] == [r.batch_size for r in run.results]
     journal.close()
+
+
+# a cluster of its own (its head is killed), with `vggbench run --cluster` in a process of its own: Ray ends a driver
+# that lost its head, so the run is watched from outside
+LOST_HEAD = r"""
+import glob, json, subprocess, sys, time
+from ray.cluster_utils import Cluster
+
+out = sys.argv[1]
+c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, include_dashboard=False,
+                                                     object_store_memory=80 * 2**20))
+try:
+    c.add_node(num_cpus=1, resources={"kind-a": 1}, object_store_memory=80 * 2**20)
+    c.wait_for_nodes()
+    cli = subprocess.Popen([sys.executable, "-m", "vggbench.cli", "run", "--cluster", c.address, "--machines", "kind-a",
+                            "--models", "vgg11", "--width", "0.0625", "--hidden", "32", "--image-size", "32",
+                            "--backends", "eager", "--memory-format", "contiguous", "--batch-sizes", "1,2",
+                            "--min-time", "3", "--warmup-time", "0", "--rounds", "1", "--threads", "1",
+                            "--out", out, "--export-cache", out + "/exports", "--node-cache", out + "/node"],
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and cli.poll() is None:
+        journals = glob.glob(out + "/*.jsonl")
+        if journals and len(open(journals[0]).read().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    c.head_node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+    _, err = cli.communicate(timeout=120)
+    print(json.dumps({"rc": cli.returncode, "stderr": err}))
+finally:
+    c.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_a_lost_head_is_one_error_line_and_keeps_the_finished_rows(tmp_path):
+    import subprocess
+
+    pytest.importorskip("ray")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    done = subprocess.run([sys.executable, "-c", LOST_HEAD, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    errors = [line for line in result["stderr"].splitlines() if line.startswith("error:")]
+    assert result["rc"] == 2 and len(errors) == 1, result["stderr"][-3000:]
+    assert "lost the connection to the Ray cluster" in errors[0]
+    # the head went after the first row; the second may have come before the driver saw it go
+    journal = next(tmp_path.glob("*.jsonl"))
+    rows = [row["batch_size"] for row in read_run(journal)["results"]]
+    assert rows in ([1], [1, 2]) and f"the {len(rows)} finished case(s) are kept in {journal}" in errors[0]
 
 
 # --- without a cluster ------------------------------------------------------------------------------------------

@@ -95,9 +95,18 @@ class Fleet:
                           configure_logging=False, ignore_reinit_error=True)
         except Exception as e:  # Ray raises ConnectionError, RuntimeError, grpc's errors, ...
             raise ClusterError(f"cannot reach the Ray cluster at {self.address}: {one_line(e)}") from None
+        self.watch = None if self.address.startswith("ray://") else _Watch(self.ray)
+
+    @property
+    def lost(self) -> str | None:
+        """Why the connection is gone, once the watch saw it go."""
+        return self.watch and self.watch.lost
 
     def close(self) -> None:
-        self.ray.shutdown()
+        if self.watch is not None:
+            self.watch.stop.set()
+        if not self.lost:  # a shutdown would wait on the head that is gone
+            self.ray.shutdown()
 
     def nodes(self) -> list[Node]:
         try:
@@ -125,6 +134,51 @@ class Fleet:
                                f"advertises its kind as a custom resource: ray start --resources "
                                f"'{{\"{missing[0]}\": 1}}'; its custom resources: {', '.join(have) or 'none'})")
         return found
+
+
+class _Watch(threading.Thread):
+    """A driver connected to the head itself (not through Ray Client) is ended by Ray a minute after the head's
+    GCS stops answering, with a log line and no exception, while its calls to Ray block until then. This watch
+    knocks on the GCS's port every second; refused for LOST_S on end, it interrupts the main thread (run_jobs
+    turns that into a ClusterError), and where the main thread is stuck in Ray's call, ends the process itself
+    as Ray would, but at once and with one `error:` line (exit 2); the journal keeps the rows that came."""
+
+    LOST_S = 5.0
+    GRACE_S = 3.0  # for the main thread to take the interrupt
+
+    def __init__(self, ray) -> None:
+        super().__init__(name="vggbench cluster watch", daemon=True)
+        host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+        self.gcs, self.lost, self.stop = (host, int(port)), None, threading.Event()
+        self.taken = threading.Event()  # the main thread took the interrupt
+        self.journal: Journal | None = None
+        self.start()
+
+    def run(self) -> None:
+        import _thread
+
+        refused_since = None
+        while not self.stop.wait(1.0):
+            try:
+                socket.create_connection(self.gcs, timeout=2).close()
+                refused_since = None
+            except OSError as e:
+                refused_since = refused_since or time.monotonic()
+                if time.monotonic() - refused_since >= self.LOST_S:
+                    self.lost = f"its head ({self.gcs[0]}:{self.gcs[1]}) has not answered for {self.LOST_S:g} s " \
+                                f"({e.strerror or e})"
+                    _thread.interrupt_main()
+                    if not self.taken.wait(self.GRACE_S):
+                        self._end()
+                    return
+
+    def _end(self) -> None:
+        import sys
+
+        j = self.journal
+        kept = f"; the {j.rows} finished case(s) are kept in {j.path}" if j is not None and j.rows else ""
+        print(f"error: lost the connection to the Ray cluster: {self.lost}{kept}", file=sys.stderr, flush=True)
+        os._exit(2)
 
 
 @dataclass
@@ -194,10 +248,15 @@ def run_jobs(fleet: Fleet, jobs: list[Job], body, on_message, on_lost, *, retrie
                 if "key" in message and message["key"] in job.keys:
                     job.keys.remove(message["key"])
                 on_message(job, message, node.id)
-    except BaseException:
+    except BaseException as e:
+        if fleet.lost:
+            fleet.watch.taken.set()
+            raise ClusterError(f"lost the connection to the Ray cluster at {fleet.address}: {fleet.lost}") from None
         for stream in running:
             with contextlib.suppress(Exception):  # already ended, or the cluster is gone: nothing to cancel
                 ray.cancel(stream, force=True)
+        if isinstance(e, SystemExit):  # what Ray raises in the driver when its connection ends under it
+            raise ClusterError(f"lost the connection to the Ray cluster at {fleet.address}") from None
         raise
 
 
@@ -334,6 +393,8 @@ class _Drive:
 
         started = time.perf_counter()
         fleet = Fleet(self.cluster)
+        if fleet.watch is not None:
+            fleet.watch.journal = self.journal
         try:
             machines = fleet.require(self.kinds)
             shipped = ship_exports(fleet.ray, self.suite, self.weights, self.export_cache)
