@@ -325,3 +325,24 @@ def test_require_quiet_is_refused_with_a_cluster():
     assert result.exit_code == 2 and "--require-quiet waits on this machine" in result.output
     result = CliRunner().invoke(main, ["loadgen", "--cluster", "head", "--models", "vgg11"])
     assert result.exit_code == 2 and "--cluster must be ray://HOST:PORT" in result.output
+
+
+def test_a_shipped_export_is_checked_on_arrival(tmp_path):
+    from vggbench.bench.fleet import pack, receive
+    from vggbench.core.errors import ArtifactError
+
+    folder = tmp_path / "vgg11-32-fp32-onnx-0123456789ab"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"weights")
+    package = pack(folder)
+    assert package["key"] == folder.name and set(package["files"]) == {"model.onnx"}
+    tampered = {**package, "files": {"model.onnx": (b"other", package["files"]["model.onnx"][1])}}
+    with pytest.raises(ArtifactError, match="does not match the driver's sha256 on arrival"):
+        receive(tampered, tmp_path / "node")
+    for name in ("../escape.onnx", "/etc/escape.onnx"):
+        with pytest.raises(ArtifactError, match="a shipped export file is named"):
+            receive({**package, "files": {name: package["files"]["model.onnx"]}}, tmp_path / "node")
+    with pytest.raises(ArtifactError, match="a shipped export folder is named"):
+        receive({**package, "key": "../up"}, tmp_path / "node")
+    assert not (tmp_path / "escape.onnx").exists()
+    assert not any(p.is_dir() for p in (tmp_path / "node").iterdir())  # nothing half-received is left
