@@ -411,6 +411,30 @@ def require_quiet_option(command):
                              "Each row records the load it ran under either way.")(command)
 
 
+def cluster_options(command):
+    """--cluster and --node-cache of run and loadgen (vggbench.bench.fleet)."""
+    command = click.option("--node-cache", type=click.Path(),
+                           help="--cluster: the export cache on each node, where the driver's exports are put "
+                                "[default: <tmp>/vggbench-fleet/exports there].")(command)
+    return click.option("--cluster", metavar="ray://HOST:PORT|HOST:PORT|auto",
+                        help="Run the cases across a Ray cluster (the fleet extra): each on a node of each machine "
+                             "kind (--machines), one case per node at a time, in a fresh worker process; exports "
+                             "made here once and shipped.")(command)
+
+
+def check_cluster(cluster: str | None, require_quiet: float | None) -> None:
+    """A --cluster that cannot work fails before anything is claimed: Ray missing, a bad address."""
+    if cluster is None:
+        return
+    from .bench.fleet import check_address, require_ray
+
+    require_ray()
+    check_address(cluster)
+    if require_quiet is not None:
+        raise ConfigError("--require-quiet waits on this machine; with --cluster the cases run elsewhere (each "
+                          "row records the load it ran under there)")
+
+
 @main.command(cls=RegistryCommand)
 @click.option("--suite", help="A suite name (vggbench/bench/suites/, then ./benchmarks/suites/) or a .toml file "
                               "[default: cpu, or cuda with --device cuda].")
@@ -434,9 +458,10 @@ def require_quiet_option(command):
                    "`vggbench report` shows it), a Chrome trace per case in profile-<time>.traces/ and a plot.")
 @require_quiet_option
 @cli_options(DbSettings)
+@cluster_options
 @click.pass_context
 def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, profile, require_quiet, db, record_db,
-        **kwargs) -> None:
+        cluster, node_cache, **kwargs) -> None:
     """Time forward passes across models, backends, batch sizes, precisions and memory formats.
 
     Each finished case is appended to run-<time>.jsonl beside the results as it is measured (`vggbench report`
@@ -460,15 +485,25 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, pro
         suite = f"best-{default_suite(None if device is None else parse_device(device))}"
     parse_baseline(baseline)  # a bad one fails now, not after the run
     _check_db(db, record_db)
+    check_cluster(cluster, require_quiet)
+    if cluster and profile:
+        raise ConfigError("--profile runs here; it does not take --cluster")
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
     if profile:
         _profile_run(ctx, suite, export_cache, out, force, fmt, command, require_quiet, kwargs)
         return
     journal = claim_results(out, command=command, force=force)  # an --out that cannot be written fails now, not after the run
     try:
-        result = benchmark(suite, export_cache=export_cache, progress=progress,
-                           raise_errors=bool(ctx.obj.get("traceback")), journal=journal,
-                           require_quiet=require_quiet, **given(kwargs))
+        if cluster:
+            from .bench.fleet import benchmark_on_cluster
+
+            result = benchmark_on_cluster(suite, cluster=cluster, export_cache=export_cache, node_cache=node_cache,
+                                          progress=progress, raise_errors=bool(ctx.obj.get("traceback")),
+                                          journal=journal, **given(kwargs))
+        else:
+            result = benchmark(suite, export_cache=export_cache, progress=progress,
+                               raise_errors=bool(ctx.obj.get("traceback")), journal=journal,
+                               require_quiet=require_quiet, **given(kwargs))
     except BenchmarkInterrupted as e:  # keep what was measured, then exit as an interrupt does
         result = e.run
         if not result.results:
@@ -508,7 +543,7 @@ def _profile_run(ctx, suite, export_cache, out, force, fmt, command, require_qui
 
 LOADGEN_SUITE_KEYS = ("models", "backends", "precisions", "memory_formats", "device", "image_size", "threads", "tf32",
                       "cudnn_benchmark", "weights", "seed", "num_classes", "width", "hidden", "dropout", "head",
-                      "init", "allocator")  # and every backend's settings (RegistryCommand)
+                      "init", "allocator", "machines")  # and every backend's settings (RegistryCommand)
 
 
 @main.command("loadgen", cls=RegistryCommand)
@@ -526,8 +561,10 @@ LOADGEN_SUITE_KEYS = ("models", "backends", "precisions", "memory_formats", "dev
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @require_quiet_option
 @cli_options(DbSettings)
+@cluster_options
 @click.pass_context
-def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, db, record_db, **kwargs) -> None:
+def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, db, record_db, cluster, node_cache,
+            **kwargs) -> None:
     """MLPerf's scenarios (SingleStream, MultiStream, Server, Offline) run by MLPerf's LoadGen over any backend.
 
     Server finds the highest rate whose run LoadGen reports VALID at --latency-bound-ms (p99). Each scenario's
@@ -551,13 +588,21 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, db, record
     parts = {part: {k: v for k, v in given(kwargs).items() if k in keys} for part, keys in names.items()}
     settings, sut = LoadgenSettings(**parts["settings"]), SutSettings(**parts["sut"])  # bad values fail now
     _check_db(db, record_db)
+    check_cluster(cluster, require_quiet)
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
     journal = claim_results(out, command=command, prefix="loadgen", force=force, logs=True)
     logs = logs_folder(journal.json_path)
     try:
-        result = run_loadgen(suite, settings=settings, sut=sut, export_cache=export_cache, logs=logs,
-                             journal=journal, echo=lambda line: click.echo(line, err=True),
-                             require_quiet=require_quiet, **parts["suite"])
+        if cluster:
+            from .bench.fleet import loadgen_on_cluster
+
+            result = loadgen_on_cluster(suite, cluster=cluster, settings=settings, sut=sut, export_cache=export_cache,
+                                        node_cache=node_cache, journal=journal,
+                                        echo=lambda line: click.echo(line, err=True), **parts["suite"])
+        else:
+            result = run_loadgen(suite, settings=settings, sut=sut, export_cache=export_cache, logs=logs,
+                                 journal=journal, echo=lambda line: click.echo(line, err=True),
+                                 require_quiet=require_quiet, **parts["suite"])
     except BenchmarkInterrupted as e:
         result = e.run
         if not result.results:
@@ -602,13 +647,18 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, db, record
                    "intervals, plots, LoadGen scenarios, per-layer error, and each case's history from the results "
                    "database with regressions marked (at --threshold).")
 @click.option("--force", is_flag=True, help="Replace an --html folder that an earlier report wrote (never another).")
+@click.option("--machines", is_flag=True, help="A cluster's run (`run --cluster`): each case's images/s on every "
+                                              "machine kind side by side.")
+@click.option("--prices", type=click.Path(), help="With --machines (implied): a TOML price table, machine kind = price "
+                                                  "per hour, for the cost of a million images on each kind.")
 @cli_options(DbSettings)
 def report(results, fmt, baseline, old, threshold, fail_on, allow_different_machines, plot, best, html_dir,
-           force, db, record_db) -> None:
-    """Show a results file as tables with speed-ups, compare it with an older one, or plot it; a profile that `run
-    --profile` wrote, as its per-layer table (and --plot: each layer's share against depth)."""
+           force, db, record_db, machines, prices) -> None:
+    """Show a results file as tables with speed-ups (per machine kind for a cluster's run), compare it with an
+    older one, or plot it; a profile that `run --profile` wrote, as its per-layer table (and --plot: each layer's
+    share against depth)."""
     from .bench.layer_time import is_layer_times
-    from .bench.report import parse_baseline, render_fastest, render_run
+    from .bench.report import parse_baseline, read_prices, render_fastest, render_machines, render_run
     from .bench.results import read_run
 
     if is_layer_times(results):
@@ -625,8 +675,11 @@ def report(results, fmt, baseline, old, threshold, fail_on, allow_different_mach
 
         check_plot_path(plot)  # before any table is printed
     parse_baseline(baseline)
+    price_table = read_prices(prices) if prices else None
     data = read_run(results)
-    if best:
+    if machines or prices:
+        click.echo(render_machines(data, fmt, price_table))
+    elif best:
         click.echo(render_fastest(data, fmt, baseline))
     elif old is None:
         click.echo(render_run(data, fmt, baseline))

@@ -195,14 +195,18 @@ def compare_runs(new: dict, old: dict, threshold: float = 0.05, allow_different_
                           f"--allow-different-machines to compare anyway")
     # a backend's variants (torch.compile modes, onnxruntime with CUDA graphs) are cases of their own; LoadGen's
     # scenario rows are compared by their own metric below
-    old_rows = {(*(r[k] for k in MATCH_KEYS), variant(r)): r for r in old["results"] if not r.get("scenario")}
-    new_rows = {(*(r[k] for k in MATCH_KEYS), variant(r)): r for r in new["results"] if not r.get("scenario")}
+    # a cluster's rows (`run --cluster`) are matched within their machine kind
+    old_rows = {(*(r[k] for k in MATCH_KEYS), variant(r), r.get("machine")): r for r in old["results"]
+                if not r.get("scenario")}
+    new_rows = {(*(r[k] for k in MATCH_KEYS), variant(r), r.get("machine")): r for r in new["results"]
+                if not r.get("scenario")}
     rows = []
     for key, n in new_rows.items():
         o = old_rows.get(key)
         if o is None:
             continue
-        rows.append({**dict(zip(MATCH_KEYS, key[:-1], strict=True)), "backend": label(n),
+        machine = f" on {n['machine']}" if n.get("machine") else ""
+        rows.append({**dict(zip(MATCH_KEYS, key[:len(MATCH_KEYS)], strict=True)), "backend": label(n) + machine,
                      "old_median_ms": o.get("median_ms"), "new_median_ms": n.get("median_ms"),
                      "noisy": noisy(o) or noisy(n), **judge(o, n, threshold)})
     old_scenarios, new_scenarios = _scenario_index(old), _scenario_index(new)

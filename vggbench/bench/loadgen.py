@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..backends import Runner, Target, backend_names, get_backend, resolve_target
+from ..core import allocator
 from ..core.arguments import expect
 from ..core.device import require_device
 from ..core.env import capture, package_version
@@ -32,7 +33,6 @@ from ..core.errors import ConfigError, UnsupportedError, VggbenchError, one_line
 from ..core.extras import require
 from ..core.fileio import atomic_dir
 from ..core.load import LoadSampler, load_block, run_load, wait_for_quiet
-from ..core import allocator
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..zoo.weights import parse_weights
 from .cache import DEFAULT_EXPORT_CACHE

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections.abc import Sequence
 
 from ..core.timing import NOISY_RELATIVE_CI
@@ -106,12 +107,14 @@ def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width
     (confidence.ratio_interval). noisy: from the median's interval and the load (confidence.noisy)."""
     backend, precision, memory_format = parse_baseline(baseline)
     results = [r for r in results if not r.get("scenario")]  # LoadGen's rows have their own table
-    base = {(r["model"], r["image_size"], r["device"], r["threads"], r["batch_size"]): r
+    # a cluster's rows are compared within their machine kind
+    base = {(r.get("machine"), r["model"], r["image_size"], r["device"], r["threads"], r["batch_size"]): r
             for r in results if (r["backend"], r["precision"], r["memory_format"]) == (backend, precision, memory_format)
             and r["status"] == "ok" and r.get("images_per_s")}
     rows = []
     for r in results:
-        reference = base.get((r["model"], r["image_size"], r["device"], r["threads"], r["batch_size"]))
+        reference = base.get((r.get("machine"), r["model"], r["image_size"], r["device"], r["threads"],
+                              r["batch_size"]))
         speedup = r["images_per_s"] / reference["images_per_s"] if reference and r.get("images_per_s") else None
         ips, ips_ref = images_interval(r), reference and images_interval(reference)
         speed = ((1.0, 1.0) if reference is r else ratio_interval(ips, ips_ref)) if speedup and ips and ips_ref \
@@ -124,7 +127,7 @@ def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width
                      "median_ci_low_ms": ci[0], "median_ci_high_ms": ci[1],
                      "images_per_s_low": ips[0] if ips else None, "images_per_s_high": ips[1] if ips else None,
                      "speedup_low": speed[0], "speedup_high": speed[1], "under_load": r.get("under_load"),
-                     "samples": len(r.get("samples_ms") or ())})
+                     "samples": len(r.get("samples_ms") or ()), "machine": r.get("machine")})
     return rows
 
 
@@ -177,6 +180,84 @@ def group_title(key: tuple, rows: list[dict], environment: dict) -> str:
     return title + (f"; GEMM peak GFLOP/s: {peaks}" if peaks else "")
 
 
+def _environment_of(data: dict, machine: str | None) -> dict:
+    """The environment that a table's title describes: the run's, or for a cluster's rows that of the first node
+    that ran one of them (the node's own CPU and ceilings; from a journal, which has no node environments, the CPU
+    its rows name)."""
+    environment = data.get("environment") or {}
+    nodes = [r["node"] for r in data["results"] if r.get("machine") == machine and isinstance(r.get("node"), dict)]
+    if not nodes:
+        return environment
+    found = (environment.get("nodes") or {}).get(nodes[0].get("id"))
+    return found if isinstance(found, dict) else {"cpu": {"model": nodes[0].get("cpu")}}
+
+
+# --- machine kinds side by side (a cluster's run) --------------------------------------------------------------
+
+MACHINE_COLUMNS = ("model", "image_size", "backend", "precision", "memory_format", "batch_size", "machine",
+                   "images_per_s", "vs_fastest", "usd_per_hour", "usd_per_million_images")
+
+
+def machine_rows(results: list[dict], prices: dict[str, float] | None = None) -> list[dict]:
+    """Each case that ran on more than one machine kind (or on any, with prices), one row per kind: its images/s,
+    that over the fastest kind's for the case, and with a price per hour of the kind, the cost of a million
+    images at that rate. Only rows that ran and passed parity (status ok) count."""
+    prices = prices or {}
+    cases: dict[tuple, list[dict]] = {}
+    for r in results:
+        if r.get("machine") and r["status"] == "ok" and r.get("images_per_s") and not r.get("scenario"):
+            key = (r["model"], r["image_size"], label(r), r["precision"], r["memory_format"], r["batch_size"])
+            cases.setdefault(key, []).append(r)
+    rows = []
+    for key, found in cases.items():
+        fastest = max(r["images_per_s"] for r in found)
+        for r in found:
+            price = prices.get(r["machine"])
+            cost = price / 3600 / r["images_per_s"] * 1e6 if price is not None else None
+            rows.append({**dict(zip(MACHINE_COLUMNS[:6], key, strict=True)), "machine": r["machine"],
+                         "images_per_s": r["images_per_s"], "vs_fastest": r["images_per_s"] / fastest,
+                         "usd_per_hour": price, "usd_per_million_images": cost})
+    return rows
+
+
+def render_machines(data: dict, fmt: str = "table", prices: dict[str, float] | None = None) -> str:
+    """`report --machines`: the machine kinds of a cluster's run side by side, with their cost given prices."""
+    rows = machine_rows(data["results"], prices)
+    if not rows:
+        return "no rows of a cluster's run (`run --cluster` with machines) that ran: nothing to compare across kinds"
+    table = render([_rounded(r, ("images_per_s", "vs_fastest", "usd_per_million_images")) for r in rows]
+                   if fmt in ("table", "github") else rows, fmt, MACHINE_COLUMNS)
+    if fmt in ("csv", "json"):
+        return table
+    note = ("vs_fastest: images/s over the fastest kind's for the same case; usd_per_million_images: the kind's price "
+            "per hour (--prices) / 3600 / images/s x 1e6")
+    return _section("machine kinds side by side", table, fmt) + "\n\n" + note
+
+
+def read_prices(path: str | os.PathLike) -> dict[str, float]:
+    """A price table: TOML, machine kind = price per hour (in any one currency; the view says usd), at the top
+    level or in a [prices] table."""
+    from pathlib import Path
+
+    from ..core.documents import loads_toml
+    from ..core.errors import ConfigError
+
+    try:
+        data = loads_toml(Path(path).read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"price table {path} cannot be read: {getattr(e, 'strerror', None) or e}") from None
+    except ValueError as e:  # tomllib's TOMLDecodeError
+        raise ConfigError(f"price table {path} is not valid TOML: {e}") from None
+    table = data.get("prices", data) if isinstance(data.get("prices"), dict) else data
+    prices = {}
+    for kind, price in table.items():
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
+            raise ConfigError(f"price table {path}: {kind} must be a price per hour (a number at least 0), "
+                              f"got {price!r}")
+        prices[kind] = float(price)
+    return prices
+
+
 def _gflops(value) -> str:
     return "-" if value is None else f"{value:.1f}" if value < 1e4 else f"{value:.4g}"
 
@@ -194,9 +275,13 @@ def fastest_rows(results: list[dict], baseline: str = DEFAULT_BASELINE) -> list[
     groups: dict[tuple, list[dict]] = {}
     for row in run_rows(results, baseline):
         if row["status"] == "ok" and row.get("images_per_s"):
-            groups.setdefault((*(row[k] for k in GROUP_KEYS), row["threads"], row["batch_size"]), []).append(row)
-    return [{**dict(zip((*GROUP_KEYS, "threads", "batch_size"), key, strict=True)), **_winner(rows, ""),
-             **_winner([r for r in rows if r["precision"] == "fp32"], "fp32_")} for key, rows in groups.items()]
+            groups.setdefault((*(row[k] for k in GROUP_KEYS), row["threads"], row["batch_size"], row["machine"]),
+                              []).append(row)
+    # a cluster's rows: the fastest per machine kind (a column only where there are kinds)
+    keys = (*GROUP_KEYS, "threads", "batch_size", "machine")
+    return [{**{k: v for k, v in zip(keys, key, strict=True) if k != "machine" or v is not None},
+             **_winner(rows, ""), **_winner([r for r in rows if r["precision"] == "fp32"], "fp32_")}
+            for key, rows in groups.items()]
 
 
 def _what(row: dict) -> str:
@@ -232,13 +317,13 @@ def _winner(rows: list[dict], prefix: str) -> dict:
 def render_fastest(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE) -> str:
     """fastest_rows as a table: images/s and speedup as value ± half-width; csv and json with the intervals' ends."""
     rows = fastest_rows(data["results"], baseline)
-    columns = FASTEST_COLUMNS
+    columns = ("machine", *FASTEST_COLUMNS) if any("machine" in r for r in rows) else FASTEST_COLUMNS
     if fmt in ("table", "github"):
         rows = [_rounded(_with_intervals(r, [(f"{p}{c}", places) for p in ("", "fp32_") for c, places in
                                              (("images_per_s", None), ("speedup", 2))]),
                          ("images_per_s", "fp32_images_per_s")) for r in rows]
     else:
-        columns = (*FASTEST_COLUMNS, *(f"{p}{c}" for p in ("", "fp32_") for c in _FASTEST_INTERVALS))
+        columns = (*columns, *(f"{p}{c}" for p in ("", "fp32_") for c in _FASTEST_INTERVALS))
     floatfmt = [".2f" if c.endswith("speedup") else "g" for c in columns]
     return render(rows, fmt, columns, floatfmt)
 
@@ -281,7 +366,7 @@ def scenario_rows(results: list[dict], reason_width: int | None = None) -> list[
                      "max_batch": sut.get("max_batch"), "workers": sut.get("workers"),
                      "search_runs": (block.get("search") or {}).get("runs"),
                      "top1": accuracy.get("top1"), "agreement_top1": accuracy.get("agreement_top1"),
-                     "status": status})
+                     "status": status, "machine": r.get("machine")})
     return rows
 
 
@@ -290,9 +375,10 @@ def _render_scenarios(data: dict, fmt: str) -> str:
             for row in scenario_rows(data["results"], REASON_WIDTH)]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
-    parts = [_section(f"LoadGen scenarios: {group_title(key, group, data.get('environment', {}))}",
-                      render(group, fmt, SCENARIO_COLUMNS), fmt) for key, group in groups.items()]
+        groups.setdefault((row["machine"], *(row[k] for k in GROUP_KEYS)), []).append(row)
+    parts = [_section(f"LoadGen scenarios: {f'machine {machine}: ' if machine else ''}"
+                      f"{group_title(tuple(key), group, _environment_of(data, machine))}",
+                      render(group, fmt, SCENARIO_COLUMNS), fmt) for (machine, *key), group in groups.items()]
     notes = ("result: LoadGen's verdict (status says why when INVALID); latencies are LoadGen's percentiles in ms; "
              "queued/compute: the SUT's own p99 of a sample's wait in its queue and of a batch's compute; "
              "server: target_qps is the highest rate found VALID at the p99 bound; samples_per_s is what completed")
@@ -320,14 +406,15 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
             | ({"backend": row["backend"] + mark} if row["under_load"] is True else {}) for row in raw]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
+        groups.setdefault((row["machine"], *(row[k] for k in GROUP_KEYS)), []).append(row)
     parts = []
     columns, floatfmt = RUN_COLUMNS, _RUN_FLOATFMT
     checked = [r for r in data["results"] if r.get(CROSS_CHECK)]
     if checked:
         columns, floatfmt = (*RUN_COLUMNS[:-1], CROSS_CHECK, "status"), [*_RUN_FLOATFMT[:-1], ".2f", "g"]
-    for key, group in groups.items():
-        title = group_title(key, group, data.get("environment", {}))
+    for (machine, *key), group in groups.items():
+        title = group_title(tuple(key), group, _environment_of(data, machine))
+        title = f"machine {machine}: {title}" if machine else title
         parts.append(_section(title, render(group, fmt, columns, floatfmt), fmt))
     backend, precision, memory_format = parse_baseline(baseline)
     noisy_rows = sum(1 for r in raw if r["noisy"])

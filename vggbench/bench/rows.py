@@ -99,6 +99,10 @@ class BenchResult(Case):
     cross_check: dict | None = None
     samples_ms: tuple[float, ...] = ()
     sample_rounds: tuple[int, ...] = ()  # the round of each of samples_ms (empty: one round)
+    # `--cluster` (vggbench.bench.fleet): the machine kind whose node ran the case, and that node (its Ray id, host,
+    # CPU, versions, the attempt and the case's start and end as Unix times there); None for a run on this machine
+    machine: str | None = None
+    node: dict | None = None
 
     @classmethod
     def failed(cls, case: Case, status: str, reason: str, **extra) -> BenchResult:

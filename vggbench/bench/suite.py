@@ -177,6 +177,12 @@ class Suite(ModelSettings):
                                        "(benchmark_app, a bare onnxruntime session, torch.utils.benchmark, "
                                        "trtexec) with the row's settings; the row records the tool's images/s "
                                        "and the ratio.")
+    # `--cluster` (vggbench.bench.fleet): every case runs once on each kind, on a node that advertises the kind as
+    # a Ray custom resource; a run on this machine ignores it
+    machines: tuple[str, ...] = setting((), "Comma-separated machine kinds for --cluster, e.g. cpu-avx2,cpu-avx512: "
+                                            "every case runs on a node of each kind (a node advertises its kind as "
+                                            "a Ray custom resource, `ray start --resources '{{\"cpu-avx2\": 1}}'`) "
+                                            "[default: every node, as one kind].")
     # each backend's settings: a [backend.<name>] table in a suite file (the options --ort-optimization,
     # --compile-mode, ... on the command line; the flat keys ort_optimization, compile_mode, ... in a file too)
     backend: object = setting(SettingsMap(), "", parse=_backend_tables, cli=False)

@@ -16,10 +16,10 @@ import torch
 from ..backends import Target, resolve_target
 from ..backends.registry import environment as backend_environment
 from ..backends.registry import get_backend
+from ..core import allocator
 from ..core.device import Device, cpu_bf16_instructions, require_device
 from ..core.env import capture
 from ..core.errors import BenchmarkInterrupted, Terminated, UnsupportedError
-from ..core import allocator
 from ..core.load import LoadSampler, load_block, run_load, wait_for_quiet
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..core.timing import Session, free_memory, measure, round_timing

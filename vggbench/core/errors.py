@@ -70,6 +70,11 @@ class MachineBusy(VggbenchError):
     wait, or its load cannot be read here."""
 
 
+class ClusterError(VggbenchError):
+    """`--cluster`: a Ray cluster that cannot be reached, or whose connection was lost during the run, or that has
+    no node of a machine kind the suite names."""
+
+
 class CheckFailed(VggbenchError):
     """A check that ran and failed: a parity mismatch or a benchmark regression."""
 

@@ -386,7 +386,7 @@ def _usage(marks: list[Usage], calls: int) -> dict:
     if not marks:
         return {}
     total = Usage(0.0, 0.0, 0, 0)
-    for start, end in zip(marks[::2], marks[1::2]):
+    for start, end in zip(marks[::2], marks[1::2], strict=True):
         total = Usage(total.user_s + end.user_s - start.user_s, total.system_s + end.system_s - start.system_s,
                       total.minor_faults + end.minor_faults - start.minor_faults,
                       total.major_faults + end.major_faults - start.major_faults)
