@@ -42,8 +42,9 @@ def check_devices(config: TrainConfig) -> None:
                                f"--device cpu --nproc-per-node N")
 
 
-def launch(config: TrainConfig):
-    """Run `train(config)` in world_size(config) processes on this machine; rank 0's TrainResult."""
+def launch(config: TrainConfig, train):
+    """Run `train(config)` (a module-level function: each process imports it) in world_size(config) processes on
+    this machine; rank 0's result."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -58,7 +59,7 @@ def launch(config: TrainConfig):
                                  monitor_interval=0.1, start_method="spawn")
     with tempfile.TemporaryDirectory(prefix="vggbench-ddp-") as box, _agent_quiet():
         try:
-            results = elastic_launch(launch_config, _worker)(config, box, n)
+            results = elastic_launch(launch_config, _worker)(train, config, box, n)
         except ChildFailedError as e:
             raise _worker_error(Path(box), e) from None
     return results[0]
@@ -81,12 +82,10 @@ def _agent_quiet():
             lg.setLevel(level)
 
 
-def _worker(config: TrainConfig, box: str, n: int):
+def _worker(train, config: TrainConfig, box: str, n: int):
     """One rank: a VggbenchError is left in `box` for the launcher to raise as one line, and the rank fails
     (so that the agent stops the others instead of leaving them waiting in a collective)."""
     import torch
-
-    from .loop import train
 
     if "OMP_NUM_THREADS" not in os.environ:  # n processes sharing the cores, as torchrun would set it
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))

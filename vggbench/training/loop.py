@@ -72,7 +72,7 @@ def train(config: TrainConfig) -> TrainResult:
     started = time.perf_counter()
     dist = distributed.from_env()
     if not dist.enabled and launch.world_size(config) > 1:
-        return launch.launch(config)
+        return launch.launch(config, train)
     gpus = device_list(config.device)  # cuda:I,J,...: this rank's GPU is the list's local_rank-th
     device = resolve_device(f"cuda:{gpus[dist.local_rank]}" if gpus else config.device, dist,
                             pinned=bool(gpus))
