@@ -70,13 +70,19 @@ def _normalizations() -> tuple[str, ...]:
     return NORMALIZE
 
 
+def _numbers(value, what: str):
+    """'0.5,0.5' -> [0.5, 0.5] (anything else as it is); `what` names the setting and an example in the error."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{what}, got {value!r}") from None
+
+
 def _three(value):
     """--mean/--std: three per-channel numbers; one number stands for all three."""
-    if isinstance(value, str):
-        try:
-            value = [float(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(f"mean/std must be numbers such as 0.5,0.5,0.5, got {value!r}") from None
+    value = _numbers(value, "mean/std must be numbers such as 0.5,0.5,0.5")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     if isinstance(value, (list, tuple)) and len(value) == 1:
@@ -88,11 +94,7 @@ def _three(value):
 
 def _crop_scale(value):
     """--crop-scale MIN,MAX: RandomResizedCrop's range of crop areas, as fractions of the image's area."""
-    if isinstance(value, str):
-        try:
-            value = [float(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(f"--crop-scale must be two numbers such as 0.08,1, got {value!r}") from None
+    value = _numbers(value, "--crop-scale must be two numbers such as 0.08,1")
     if (not isinstance(value, (list, tuple)) or len(value) != 2
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
             or not 0 < value[0] <= value[1] <= 1):

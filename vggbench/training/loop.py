@@ -402,7 +402,7 @@ class _Run:
 def _dataset_stats(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The training split's mean/std (--normalize dataset), for the channels --mean/--std leave out."""
     data = load_data(config.data, image_size=config.image_size, data_dir=config.data_dir, download=config.download,
-                     normalize="dataset", val_fraction=config.val_fraction)
+                     normalize="dataset", val_fraction=config.val_fraction, verify_md5=config.verify_md5)
     return data.mean, data.std
 
 
