@@ -33,7 +33,7 @@ POST_001_TORCHRUN = ("torchrun --standalone --nproc_per_node 2 -m vggbench.cli -
                      "--image-size 224 --augment light --crop-scale 0.08,1 --optimizer sgd --lr 1e-3 "
                      "--weight-decay 5e-3 --batch-size 12 --schedule plateau --patience 3 --monitor train_loss "
                      "--keep-every 10 --epochs 100")
-POST_002 = "vggbench train vgg11_bn --weights imagenet --data folder:photos --image-size 224 --lr 1e-4 --epochs 10"
+POST_002 = "vggbench train vgg11_bn --weights imagenet --data folder:photos --image-size 224 --lr 1e-4 --warmup 0 --epochs 10"
 POST_003 = "vggbench train vgg16_bn --data folder:project --image-size 224 --epochs 30"
 POST_004 = ("vggbench train vgg16_bn --recipe paper --data folder:photos --image-size 224 --train-crops five "
             "--normalize dataset --monitor val_loss --epochs 74")
@@ -157,32 +157,35 @@ def test_post_002_fine_tuning_pretrained_vgg11_bn_for_two_classes(tmp_path, monk
     torch.save(build("vgg11_bn").state_dict(), dest)
     digest = sha256_file(dest)
     monkeypatch.setattr(imagenet, "_published_prefix", lambda filename: digest[:8])
-    result = run(POST_002, "--epochs", "2", "--out", str(tmp_path / "run"))
+    # last.pt only at the end: each one of the full model with Adam's state is 1.5 GB
+    result = run(POST_002, "--epochs", "4", "--save-every", "4", "--out", str(tmp_path / "run"))
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert best["vggbench"]["options"]["num_classes"] == 2 and best["vggbench"]["classes"] == ["digit0", "digit1"]
     assert best["model_state_dict"]["classifier.6.weight"].shape == (2, 4096)
-    assert result["best_val_acc"] > 0.75  # chance: 0.5, 8 validation images
+    # It learns its 72 training images (83% by epoch 4, from 46%); the 8 validation images stay at 50-62%: the
+    # stand-in's "pretrained" weights are random, so there are no features to transfer.
+    assert result["history"][-1]["train_acc"] > 0.75 and result["best_val_acc"] >= 0.5  # chance: 0.5
 
 
 @pytest.mark.slow
 def test_post_003_your_own_photos_in_train_data_and_test_data(tmp_path):
-    photos(Path("project") / "train_data", classes=3, per_class=40)
-    photos(Path("project") / "test_data", classes=3, per_class=15, start=40)
+    photos(Path("project") / "train_data", classes=2, per_class=80)
+    photos(Path("project") / "test_data", classes=2, per_class=20, start=80)
     (Path("project") / "original_data").mkdir()
     (Path("project") / "model").mkdir()
-    result = run(POST_003, *TINY, "--epochs", "3", "--out", str(tmp_path / "run"))
-    assert result["test"]["images"] == 45 and result["test"]["top1"] > 0.5  # chance: 1/3
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["classes"] == [
-        "digit0", "digit1", "digit2"]
+    result = run(POST_003, *TINY, "--epochs", "4", "--out", str(tmp_path / "run"))
+    assert result["test"]["images"] == 40 and result["test"]["top1"] > 0.75  # chance: 0.5
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["classes"] == ["digit0", "digit1"]
 
 
 @pytest.mark.slow
 def test_post_004_the_papers_recipe_with_five_crop_views_on_a_few_hundred_images(tmp_path):
-    photos(Path("photos"), classes=5, per_class=40)
-    result = run(POST_004, *TINY, "--epochs", "4", "--out", str(tmp_path / "run"))
-    # 180 training images x 5 views: the paper's batch 256 would be 4 steps an epoch
-    assert "--recipe paper's batch 256 gives 4 steps an epoch on 900 training samples" in result["stderr"]
+    photos(Path("photos"), classes=5, per_class=60)
+    # the paper's init leaves the batch-norm statistics (and validation) at chance for 3 epochs, then it learns
+    result = run(POST_004, *TINY, "--epochs", "6", "--out", str(tmp_path / "run"))
+    # 270 training images x 5 views: the paper's batch 256 would be 6 steps an epoch
+    assert "--recipe paper's batch 256 gives 6 steps an epoch on 1350 training samples" in result["stderr"]
     config = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
     assert (config["optimizer"], config["lr"], config["weight_decay"], config["batch_size"], config["init"],
-            config["warmup"]) == ("sgd", 0.01, 5e-4, 64, "paper", 0)
-    assert result["best_val_acc"] > 0.3  # chance: 0.2, 20 validation images
+            config["warmup"]) == ("sgd", 0.01, 5e-4, 128, "paper", 0)
+    assert result["best_val_acc"] > 0.4  # chance: 0.2, 30 validation images

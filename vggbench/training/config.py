@@ -22,7 +22,7 @@ SPLITS = ("train", "val", "test")
 # train_loss: post 001 steps its plateau on the training loss
 MONITORS = ("val_acc", "val_loss", "train_loss")
 # FiveCrop/TenCrop training views (post 004): every training image gives 5 (10) samples, its corners and centre
-# (and their mirror images) of the image resized to image_size / crop fraction
+# (and their mirror images) of the image resized to 256/224 of the image size
 TRAIN_CROPS = ("none", "five", "ten")
 # A recipe's batch (not one given with --batch-size) is halved until an epoch has at least this many steps per
 # process, down to MIN_AUTO_BATCH: the paper's 256 on a few hundred images is two steps an epoch, and stayed at
@@ -207,8 +207,9 @@ class TrainConfig(CommonSettings):
                                                          "(RandomResizedCrop's scale; torchvision's default "
                                                          "0.08,1) [default: the preset's].", parse=_crop_scale)
     train_crops: str = setting("none", "five or ten: FiveCrop/TenCrop training views of the image resized to "
-                                       "image size / crop fraction, each a sample (the training set x5 or x10; "
-                                       "they replace --augment's crop and flip).", choices=TRAIN_CROPS)
+                                       "256/224 of the image size (post 004's Resize(256) + FiveCrop(224)), each "
+                                       "a sample (the training set x5 or x10; they replace --augment's crop and "
+                                       "flip).", choices=TRAIN_CROPS)
     normalize: str = setting("imagenet", "Mean/std: imagenet's, or computed on the training split (dataset); "
                                          "--mean/--std override it.", choices=_normalizations)
     mean: tuple[float, ...] | None = setting(None, "Per-channel mean, e.g. 0.5,0.5,0.5 (or one value for all "
