@@ -207,3 +207,16 @@ def test_data_preview_writes_a_labelled_grid(tmp_path):
     assert labels.min() < 128  # a label is drawn under the first tile
     bad = CliRunner().invoke(main, ["data", "preview", "--out", str(tmp_path / "grid.jpg")])
     assert bad.exit_code == 2 and "name a .png file" in bad.output
+
+
+@pytest.mark.slow  # two processes, each importing torch
+def test_a_ddp_workers_error_is_one_line_and_its_exit_code(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "vggbench.cli", "train", "vgg11", "--data", "cifar10", "--data-dir",
+                           str(tmp_path), "--nproc-per-node", "2", "--device", "cpu", "--epochs", "1"],
+                          capture_output=True, text=True, timeout=600)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: cifar10 is not in {tmp_path}"), done.stderr

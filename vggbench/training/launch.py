@@ -67,19 +67,17 @@ def launch(config: TrainConfig, train):
 
 @contextlib.contextmanager
 def _agent_quiet():
-    """The elastic agent logs a failed worker's traceback at ERROR: the worker's one error line says it."""
+    """The elastic agent logs a failed worker's traceback at ERROR, from loggers it makes as it goes (each with
+    its own level): logging is off up to ERROR in this process while it waits, and the worker's one error line
+    says what failed."""
     import logging
 
-    names = [n for n in list(logging.root.manager.loggerDict) if n.startswith("torch.distributed.elastic")]
-    loggers = [logging.getLogger(n) for n in ["torch.distributed.elastic", *names]]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
+    before = logging.root.manager.disable
+    logging.disable(logging.ERROR)
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+        logging.disable(before)
 
 
 def _worker(train, config: TrainConfig, box: str, n: int):
