@@ -112,7 +112,7 @@ def test_post_000_vgg16_on_cifar10_files_made_from_digits(tmp_path):
 
 
 @pytest.mark.slow  # two processes, each importing torch
-def test_post_001_starts_as_printed_on_two_processes_and_learns(tmp_path):
+def test_post_001_starts_as_printed_on_two_processes_and_keeps_its_snapshots(tmp_path):
     stl10(tmp_path / "data")
     result = run(POST_001, *TINY, "--epochs", "4", "--data-dir", str(tmp_path / "data"), "--keep-every", "2",
                  "--out", str(tmp_path / "run"))
