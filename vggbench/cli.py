@@ -15,6 +15,7 @@ from .bench.scenarios import LoadgenSettings, SutSettings
 from .bench.suite import Suite
 from .core.errors import BenchmarkInterrupted, ConfigError, Terminated, VggbenchError
 from .core.settings import cli_options, given
+from .data.preview import PreviewSettings
 from .exporters.settings import ExportSettings
 from .parity.settings import VerifySettings
 from .training.config import EvalConfig, TrainConfig
@@ -343,7 +344,8 @@ def _record(obj, kind: str, db: str | None, record_db: bool | None, source=None)
 def train(model, as_json, **kwargs) -> None:
     """Train MODEL (from scratch with --weights random --seed N, or fine-tune given weights).
 
-    Works under torchrun for distributed data parallel (gloo on CPU, nccl on CUDA).
+    DDP: --nproc-per-node N (or --device cuda:0,1) starts the processes itself; under torchrun, put -- before
+    train (torchrun --standalone --nproc_per_node 2 -m vggbench.cli -- train ...). gloo on CPU, nccl on CUDA.
     """
     import json
 
@@ -366,6 +368,20 @@ def train(model, as_json, **kwargs) -> None:
                f"{result.epochs} epochs in {result.seconds:.1f} s"
                f"{f' on {result.world_size} processes' if result.world_size > 1 else ''}")
     click.echo(f"run folder: {result.run_dir}")
+
+
+@main.group()
+def data() -> None:
+    """Look at a dataset before training on it."""
+
+
+@data.command("preview")
+@cli_options(PreviewSettings)
+def data_preview(**kwargs) -> None:
+    """Write a grid of sample images, each labelled with its class, as the model gets them (post 000's plot)."""
+    from .data.preview import preview
+
+    click.echo(f"wrote {preview(PreviewSettings(**given(kwargs)))}")
 
 
 @main.command("eval")

@@ -34,6 +34,12 @@ AUGMENTATIONS = {
     # (crop area (224/512)^2 .. (224/256)^2 of the image, aspect kept), flip horizontally
     "paper": {"crop": (((224 / 512) ** 2, (224 / 256) ** 2), (1.0, 1.0)), "flip": True},
 }
+# RandomResizedCrop's aspect ratios where --crop-scale asks for a crop that the preset does not make
+CROP_RATIO = (3 / 4, 4 / 3)
+# --train-crops five/ten: post 004's Resize(256) + FiveCrop(224): the crops' side is this fraction of the
+# resized image's shorter side, whatever the source's evaluation crop
+TRAIN_CROP_FRACTION = 224 / 256
+TRAIN_VIEWS = {"none": 1, "five": 5, "ten": 10}
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Data:
     train_transform: Callable
     eval_transform: Callable
     notes: tuple[str, ...] = ()  # what reading it skipped (hidden folders, folders reached twice)
+    view_transforms: tuple[Callable, ...] = ()  # --train-crops: one transform per view of a training image
 
     @property
     def num_classes(self) -> int:
@@ -59,6 +66,8 @@ class Data:
         """A split with the training (augmenting) or the evaluation transform."""
         if split not in self.splits:
             raise DataError(f"{self.name} has no {split!r} split; it has {', '.join(self.splits)}")
+        if train and self.view_transforms:
+            return Views(self.splits[split], self.view_transforms)
         return Transformed(self.splits[split], self.train_transform if train else self.eval_transform)
 
     def sizes(self) -> dict[str, int]:
@@ -77,6 +86,35 @@ class Transformed(Dataset):
     def __getitem__(self, index: int):
         image, label = self.base[index]
         return self.transform(image), label
+
+
+class Views(Dataset):
+    """Every image of `base` once per transform (FiveCrop/TenCrop training views): sample i is view i % n of
+    image i // n."""
+
+    def __init__(self, base: Dataset, transforms: Sequence[Callable]) -> None:
+        self.base, self.transforms = base, tuple(transforms)
+
+    def __len__(self) -> int:
+        return len(self.base) * len(self.transforms)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index // len(self.transforms)]
+        return self.transforms[index % len(self.transforms)](image), label
+
+
+class _OneCrop:
+    """The k-th of torchvision's FiveCrop (k < 5) or TenCrop (k >= 5: the mirrored image's) crops."""
+
+    def __init__(self, size: int, k: int) -> None:
+        self.size, self.k = size, k
+
+    def __call__(self, image):
+        from torchvision.transforms.v2 import functional as F
+
+        if self.k >= 5:
+            return F.ten_crop(image, self.size)[self.k]
+        return F.five_crop(image, self.size)[self.k]
 
 
 class TensorImages(Dataset):
@@ -157,33 +195,159 @@ _LAYOUTS = {
 }
 
 
-def _torchvision(kind: str, data_dir: str | os.PathLike, download: bool, val_fraction: float, **_):
-    import torchvision.datasets as tvd
+# The published archives' md5 sums of the files read (torchvision's lists): a file that differs is read by its
+# format with a note (a converted or re-encoded copy), or refused with --verify-md5.
+_MD5 = {
+    "cifar10": {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+                "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+                "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+                "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"},
+    "stl10": {"train_X.bin": "918c2871b30a85fa023e0c44e0bee87f", "train_y.bin": "5a34089d4802c674881badbb80307741",
+              "test_X.bin": "7f263ba9f9e0b06b93213547f721ac82", "test_y.bin": "36f9794fa4beb8a2c72628de14fa638e"},
+}
+CIFAR_SIDE, STL_SIDE = 32, 96
 
+
+def _torchvision(kind: str, data_dir: str | os.PathLike, download: bool, val_fraction: float,
+                 verify_md5: bool = False, **_):
+    """CIFAR-10 or STL-10 read from their own file formats (not through torchvision's classes, which refuse any
+    file whose md5 is not the published one with "Dataset not found or corrupted")."""
     root = Path(data_dir).expanduser()
     folder, files = _LAYOUTS[kind]
+    if download:
+        _download(kind, root)
     missing = [f for f in files if not (root / folder / f).exists()]
-    for f in set(files) - set(missing):  # torchvision would open a fifo and wait for a writer, forever
+    for f in set(files) - set(missing):  # a fifo would be opened and waited on for a writer, forever
         if not (root / folder / f).is_file():
             raise DataError(f"{root / folder / f} is not a regular file; put {kind}'s extracted archive there")
-    if missing and not download:
+    if missing:
         raise DataError(
             f"{kind} is not in {root.resolve()}: expected {root / folder}/ holding {', '.join(files)} "
             f"(missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); put the extracted "
             f"archive there, or pass --download to fetch it")
+    notes = _check_md5(kind, root / folder, verify_md5)
+    reader = _read_cifar10 if kind == "cifar10" else _read_stl10
+    (train_images, train_labels), (test_images, test_labels), classes = reader(root / folder)
+    full = TensorImages(train_images, train_labels)
+    train, val = _split(train_labels.tolist(), val_fraction, kind)
+    return ({"train": Subset(full, train), "val": Subset(full, val), "test": TensorImages(test_images, test_labels)},
+            tuple(classes), notes)
+
+
+def _download(kind: str, root: Path) -> None:
+    import torchvision.datasets as tvd
+
     try:
         if kind == "cifar10":
-            full = tvd.CIFAR10(str(root), train=True, download=download)
-            test = tvd.CIFAR10(str(root), train=False, download=False)
-            labels = list(full.targets)
+            tvd.CIFAR10(str(root), train=True, download=True)
         else:
-            full = tvd.STL10(str(root), split="train", download=download)
-            test = tvd.STL10(str(root), split="test", download=False)
-            labels = [int(v) for v in full.labels]
-    except (RuntimeError, OSError, ValueError) as e:  # torchvision's "not found or corrupted", URL errors
-        raise DataError(f"cannot read {kind} from {root / folder}: {' '.join(str(e).split())}") from None
-    train, val = _split(labels, val_fraction, kind)
-    return {"train": Subset(full, train), "val": Subset(full, val), "test": test}, tuple(full.classes)
+            tvd.STL10(str(root), split="train", download=True)
+    except (RuntimeError, OSError, ValueError) as e:  # URL errors, a bad archive
+        raise DataError(f"cannot download {kind} to {root}: {' '.join(str(e).split())}") from None
+
+
+def _check_md5(kind: str, folder: Path, verify: bool) -> list[str]:
+    import hashlib
+
+    differ = []
+    for name, md5 in _MD5[kind].items():
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(folder / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != md5:
+            differ.append(name)
+    if not differ:
+        return []
+    where = f"{folder}/{differ[0]}" + (f" and {len(differ) - 1} more" if len(differ) > 1 else "")
+    if verify:
+        raise DataError(f"{where}: md5 differs from the published {kind} archive's (--verify-md5); put the "
+                        f"extracted archive there, or pass --download to fetch it")
+    return [f"{where}: md5 differs from the published {kind} archive's (a converted copy?); read by its format "
+            f"(--verify-md5 refuses it)"]
+
+
+class _PlainUnpickler:
+    """CIFAR-10's batches are pickles: read with an unpickler that builds dicts, lists, strings and numpy arrays
+    only (any other global is refused), so a planted file cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    @classmethod
+    def load(cls, path: Path):
+        import pickle
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) in cls.ALLOWED:
+                    return super().find_class(module, name)
+                raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 file never does")
+
+        with open(path, "rb") as f:
+            return Restricted(f, encoding="latin1").load()
+
+
+def _cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    import numpy as np
+
+    expected = ("a pickled dict of 'data' (N rows of 3072 uint8: 1024 red, 1024 green, 1024 blue values of a 32x32 "
+                "image) and 'labels' (N integers 0-9)")
+    try:
+        batch = _PlainUnpickler.load(path)
+    except Exception as e:  # noqa: BLE001 - pickle raises UnpicklingError, EOFError, ValueError, ...: not the format
+        raise DataError(f"{path} is not a CIFAR-10 batch ({one_line(e)}); expected {expected}; put the extracted "
+                        f"archive there, or pass --download to fetch it") from None
+    data = batch.get("data") if isinstance(batch, dict) else None
+    labels = batch.get("labels") if isinstance(batch, dict) else None
+    if (not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * CIFAR_SIDE ** 2
+            or not isinstance(labels, list) or len(labels) != data.shape[0]
+            or not all(isinstance(v, int) and 0 <= v < 10 for v in labels)):
+        raise DataError(f"{path} is not a CIFAR-10 batch: expected {expected}; put the extracted archive there, or "
+                        f"pass --download to fetch it")
+    images = torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8)).view(-1, 3, CIFAR_SIDE, CIFAR_SIDE)
+    return images, torch.tensor(labels, dtype=torch.int64)
+
+
+def _read_cifar10(folder: Path):
+    parts = [_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    train = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    meta = folder / "batches.meta"
+    try:
+        names = _PlainUnpickler.load(meta).get("label_names")
+    except Exception as e:  # noqa: BLE001 - as above
+        raise DataError(f"{meta} is not CIFAR-10's batches.meta ({one_line(e)}); put the extracted archive there, "
+                        f"or pass --download to fetch it") from None
+    if not isinstance(names, list) or len(names) != 10 or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{meta} is not CIFAR-10's batches.meta: expected a pickled dict whose 'label_names' are 10 "
+                        f"class names; put the extracted archive there, or pass --download to fetch it")
+    return train, _cifar_batch(folder / "test_batch"), names
+
+
+def _stl10_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    import numpy as np
+
+    x, y = folder / f"{split}_X.bin", folder / f"{split}_y.bin"
+    image_bytes = 3 * STL_SIDE ** 2
+    labels = np.fromfile(y, dtype=np.uint8)
+    size = x.stat().st_size
+    if size % image_bytes or size // image_bytes != len(labels) or not len(labels):
+        raise DataError(f"{x} and {y} are not an STL-10 split: expected {image_bytes} bytes per image (3 x 96 x 96, "
+                        f"column-major) and one label byte each, got {size} bytes for {len(labels)} labels; put the "
+                        f"extracted archive there, or pass --download to fetch it")
+    if labels.min() < 1 or labels.max() > 10:
+        raise DataError(f"{y} is not STL-10's labels: expected bytes 1-10, found {int(labels.min())}-"
+                        f"{int(labels.max())}; put the extracted archive there, or pass --download to fetch it")
+    images = np.fromfile(x, dtype=np.uint8).reshape(-1, 3, STL_SIDE, STL_SIDE).transpose(0, 1, 3, 2)
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64) - 1)
+
+
+def _read_stl10(folder: Path):
+    names = [n.strip() for n in (folder / "class_names.txt").read_text(errors="replace").splitlines() if n.strip()]
+    if len(names) != 10:
+        raise DataError(f"{folder / 'class_names.txt'} names {len(names)} classes, STL-10 has 10; put the extracted "
+                        f"archive there, or pass --download to fetch it")
+    return _stl10_split(folder, "train"), _stl10_split(folder, "test"), names
 
 
 # Folder names taken as splits (not classes) in folder:PATH: PATH/train/ + PATH/val/ (torchvision's ImageFolder
@@ -449,15 +613,21 @@ def parse_name(name: str) -> tuple[str, str]:
 
 def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float], *, train: bool,
                     augment: str = "none", mirror_safe: bool = True, color_jitter: float = 0.0,
-                    crop_fraction: float = 1.0, normalize: bool = True):
-    """PIL image or [0, 1] tensor -> normalised float tensor (3, image_size, image_size)."""
+                    crop_fraction: float = 1.0, normalize: bool = True,
+                    crop_scale: tuple[float, float] | None = None, view: int | None = None):
+    """PIL image or [0, 1] tensor -> normalised float tensor (3, image_size, image_size).
+    crop_scale: the random crop's area range (RandomResizedCrop's scale) instead of the preset's.
+    view: the k-th FiveCrop/TenCrop view of the image resized to image_size / TRAIN_CROP_FRACTION (in place of
+    the preset's crop and flip)."""
     from torchvision.transforms import v2
 
-    preset = AUGMENTATIONS[augment] if train else AUGMENTATIONS["none"]
+    preset = AUGMENTATIONS[augment] if train and view is None else AUGMENTATIONS["none"]
     steps = [v2.ToImage()]
-    if preset["crop"]:
-        scale, ratio = preset["crop"]
-        steps.append(v2.RandomResizedCrop(image_size, scale=scale, ratio=ratio, antialias=True))
+    if view is not None:
+        steps += [v2.Resize(round(image_size / TRAIN_CROP_FRACTION), antialias=True), _OneCrop(image_size, view)]
+    elif preset["crop"] or (train and crop_scale):
+        scale, ratio = preset["crop"] or (None, CROP_RATIO)
+        steps.append(v2.RandomResizedCrop(image_size, scale=crop_scale or scale, ratio=ratio, antialias=True))
     else:
         steps += [v2.Resize(round(image_size / crop_fraction), antialias=True), v2.CenterCrop(image_size)]
     if preset["flip"] and mirror_safe:
@@ -492,13 +662,17 @@ def mean_std(dataset: Dataset, batch_size: int = 256) -> tuple[tuple[float, ...]
 
 def load_data(name: str, *, image_size: int = 32, data_dir: str | os.PathLike = "data", download: bool = False,
               normalize: str | tuple[Sequence[float], Sequence[float]] = "imagenet", augment: str | None = None,
-              color_jitter: float = 0.0, val_fraction: float = 0.1) -> Data:
+              color_jitter: float = 0.0, val_fraction: float = 0.1, crop_scale: tuple[float, float] | None = None,
+              train_crops: str = "none", verify_md5: bool = False) -> Data:
     """A dataset by name: digits, cifar10, stl10, synthetic or folder:PATH.
 
     normalize: "imagenet", "dataset" (mean/std of the training split at evaluation transform), or an
     explicit (mean, std) pair, e.g. the one a checkpoint was trained with.
     augment: a key of AUGMENTATIONS; None takes the dataset's default.
     val_fraction: of the training images held out for validation, where the dataset has no val split.
+    crop_scale: the training crop's area range (RandomResizedCrop's scale) instead of the preset's.
+    train_crops: none, five or ten: FiveCrop/TenCrop views, each a training sample (the split x5 or x10).
+    verify_md5: refuse cifar10/stl10 files that are not the published ones (else a note).
     """
     kind, arg = parse_name(name)
     source = SOURCES[kind]
@@ -507,8 +681,13 @@ def load_data(name: str, *, image_size: int = 32, data_dir: str | os.PathLike = 
         raise DataError(f"unknown augmentation {augment!r}: choose one of {', '.join(AUGMENTATIONS)}")
     if not 0 < val_fraction < 1:
         raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    if train_crops not in TRAIN_VIEWS:
+        raise DataError(f"unknown --train-crops {train_crops!r}: choose {', '.join(TRAIN_VIEWS)}")
+    if train_crops == "ten" and not source.mirror_safe:
+        raise DataError(f"{name}'s images change class when mirrored: TenCrop's mirrored views would teach wrong "
+                        f"labels; use --train-crops five")
     splits, classes, *notes = source.load(image_size=image_size, data_dir=data_dir, download=download,
-                                         val_fraction=val_fraction, path=arg)
+                                         val_fraction=val_fraction, path=arg, verify_md5=verify_md5)
     notes = tuple(dict.fromkeys(notes[0])) if notes else ()  # a folder read twice (train/ and test/) says it once
     for note in notes:  # said once, as the data is loaded, whichever command loads it
         print(f"note: {note}", file=sys.stderr)
@@ -534,5 +713,8 @@ def load_data(name: str, *, image_size: int = 32, data_dir: str | os.PathLike = 
         name=name, splits=splits, classes=tuple(classes), image_size=image_size, mean=tuple(mean),
         std=tuple(std), augment=augment, notes=notes,
         train_transform=build_transform(image_size, mean, std, train=True, augment=augment,
-                                        color_jitter=color_jitter, **common),
+                                        color_jitter=color_jitter, crop_scale=crop_scale, **common),
+        view_transforms=tuple(build_transform(image_size, mean, std, train=True, color_jitter=color_jitter, view=k,
+                                              **common) for k in range(TRAIN_VIEWS[train_crops]))
+        if train_crops != "none" else (),
         eval_transform=build_transform(image_size, mean, std, train=False, **common))

@@ -19,7 +19,16 @@ OPTIMIZERS = {
 }
 SCHEDULES = ("plateau", "cosine", "step", "constant")
 SPLITS = ("train", "val", "test")
-MONITORS = ("val_acc", "val_loss")
+# train_loss: post 001 steps its plateau on the training loss
+MONITORS = ("val_acc", "val_loss", "train_loss")
+# FiveCrop/TenCrop training views (post 004): every training image gives 5 (10) samples, its corners and centre
+# (and their mirror images) of the image resized to 256/224 of the image size
+TRAIN_CROPS = ("none", "five", "ten")
+# A recipe's batch (not one given with --batch-size) is halved until an epoch has at least this many steps per
+# process, down to MIN_AUTO_BATCH: the paper's 256 on a few hundred images is two steps an epoch, and stayed at
+# chance for 8 epochs where batches of 32 learned.
+MIN_STEPS_PER_EPOCH = 8
+MIN_AUTO_BATCH = 16
 # What --recipe sets where the option is not given. paper: the paper's random-init recipe exactly (SGD lr 1e-2,
 # momentum 0.9, weight decay 5e-4, batch 256, N(0, 0.01) init; dropout 0.5 and plateau / 10 on validation
 # accuracy are everyone's defaults); at small widths its init leaves the deeper nets at chance. default: Glorot's
@@ -61,13 +70,19 @@ def _normalizations() -> tuple[str, ...]:
     return NORMALIZE
 
 
+def _numbers(value, what: str):
+    """'0.5,0.5' -> [0.5, 0.5] (anything else as it is); `what` names the setting and an example in the error."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{what}, got {value!r}") from None
+
+
 def _three(value):
     """--mean/--std: three per-channel numbers; one number stands for all three."""
-    if isinstance(value, str):
-        try:
-            value = [float(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(f"mean/std must be numbers such as 0.5,0.5,0.5, got {value!r}") from None
+    value = _numbers(value, "mean/std must be numbers such as 0.5,0.5,0.5")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     if isinstance(value, (list, tuple)) and len(value) == 1:
@@ -75,6 +90,41 @@ def _three(value):
     if not isinstance(value, (list, tuple)) or len(value) != 3:
         raise ConfigError(f"mean/std must be one number or three (one per colour channel), got {value!r}")
     return tuple(value)
+
+
+def _crop_scale(value):
+    """--crop-scale MIN,MAX: RandomResizedCrop's range of crop areas, as fractions of the image's area."""
+    value = _numbers(value, "--crop-scale must be two numbers such as 0.08,1")
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            or not 0 < value[0] <= value[1] <= 1):
+        raise ConfigError(f"--crop-scale must be two area fractions 0 < MIN <= MAX <= 1 (torchvision's "
+                          f"RandomResizedCrop default is 0.08,1), got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _train_device(value):
+    """--device of train: as everywhere, or cuda:I,J,... (DDP over those GPUs, one process each)."""
+    from ..core.device import parse_device
+
+    text = str(value).strip().lower()
+    if "," not in text:
+        return device_or_auto_text(value)
+    head, _, rest = text.partition(":")
+    ids = [v.strip() for v in rest.split(",")]
+    if head != "cuda" or not all(v.isdigit() for v in ids) or len(set(ids)) != len(ids):
+        raise ConfigError(f"unknown device {value!r}: use auto, cpu, cuda, cuda:N or cuda:N,M,... (DDP over those "
+                          f"GPUs, each once)")
+    for v in ids:
+        parse_device(f"cuda:{v}")
+    return "cuda:" + ",".join(str(int(v)) for v in ids)
+
+
+def device_list(device: str) -> tuple[int, ...]:
+    """The GPUs of --device cuda:I,J,... (empty for a single device)."""
+    if "," not in device:
+        return ()
+    return tuple(int(v) for v in device.partition(":")[2].split(","))
 
 
 def _existing_file(value):
@@ -98,6 +148,9 @@ class CommonSettings(ModelSettings):
     data_dir: str = setting("data", "Folder holding cifar10/stl10 in torchvision's layout.")
     download: bool = setting(False, "Let torchvision download cifar10/stl10 (never by default, so that "
                                     "offline never hangs).")
+    verify_md5: bool = setting(False, "Refuse cifar10/stl10 files whose md5 differs from the published archive's "
+                                      "(by default such a file, converted or re-encoded, is read by its format "
+                                      "with a note).")
     batch_size: int = setting(64, "Images per batch (per process under torchrun).", minimum=1)
     workers: int = setting(0, "DataLoader worker processes.", minimum=0, maximum=MAX_THREADS)
     # --- hardware
@@ -150,6 +203,13 @@ class TrainConfig(CommonSettings):
                                         "jittering as in the paper + flips) [default: the dataset's: paper for "
                                         "folder:, none for synthetic, light otherwise].", choices=_augmentations)
     color_jitter: float = setting(0.0, "Brightness/contrast/saturation jitter strength; 0: off.", minimum=0)
+    crop_scale: tuple[float, ...] | None = setting(None, "MIN,MAX area fractions of --augment's random crop "
+                                                         "(RandomResizedCrop's scale; torchvision's default "
+                                                         "0.08,1) [default: the preset's].", parse=_crop_scale)
+    train_crops: str = setting("none", "five or ten: FiveCrop/TenCrop training views of the image resized to "
+                                       "256/224 of the image size (post 004's Resize(256) + FiveCrop(224)), each "
+                                       "a sample (the training set x5 or x10; they replace --augment's crop and "
+                                       "flip).", choices=TRAIN_CROPS)
     normalize: str = setting("imagenet", "Mean/std: imagenet's, or computed on the training split (dataset); "
                                          "--mean/--std override it.", choices=_normalizations)
     mean: tuple[float, ...] | None = setting(None, "Per-channel mean, e.g. 0.5,0.5,0.5 (or one value for all "
@@ -178,12 +238,18 @@ class TrainConfig(CommonSettings):
     schedule: str = setting("plateau", "plateau: lr / 10 when val accuracy stalls (the paper); cosine; step; "
                                        "constant.", choices=SCHEDULES)
     monitor: str = setting("val_acc", "What the plateau schedule and best.pt follow: validation accuracy (the "
-                                      "paper) or validation loss.", choices=MONITORS)
+                                      "paper), validation loss, or the training loss (post 001's plateau).",
+                           choices=MONITORS)
     patience: int = setting(2, "plateau: epochs without improvement before lr / 10.", minimum=1)
     step_size: int = setting(10, "step: epochs between lr / 10.", minimum=1)
     label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy.", minimum=0, below=1)
     epochs: int = setting(10, "Epochs in total, counting those before --resume.", minimum=1)
     # --- hardware
+    device: str = setting("auto", "auto (cuda if there is one), cpu, cuda, cuda:N, or cuda:N,M,... (DDP over those "
+                                  "GPUs, one process each).", parse=_train_device)
+    nproc_per_node: int = setting(1, "Train with DDP in this many processes on this machine (started through "
+                                     "torch.distributed.run's API; gloo on CPU, one GPU each on CUDA).", minimum=1,
+                                  maximum=MAX_THREADS)
     cudnn_benchmark: bool = setting(False, "cudnn.benchmark for this run only (restored afterwards).")
     # --- run folder
     out: str | None = setting(None, "Run folder [default: runs/MODEL-DATA, numbered if taken].",

@@ -66,6 +66,7 @@ def prepare_evaluation(config: EvalConfig) -> Prepared:
     image_size = config.image_size or info.image_size or DEFAULT_IMAGE_SIZE
     check_image_size(loaded.spec, image_size)
     data = load_data(config.data, image_size=image_size, data_dir=config.data_dir, download=config.download,
+                     verify_md5=config.verify_md5,
                      normalize=config.normalize or (info.mean, info.std),
                      val_fraction=config.val_fraction or info.meta.get("val_fraction") or 0.1)
     if info.source == "random" and config.num_classes is None and loaded.options.num_classes != data.num_classes:
@@ -131,12 +132,13 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.d
                       num_workers=workers, worker_init_fn=seed_worker, pin_memory=device.type == "cuda")
 
 
-def resolve_device(name: str, dist: distributed.Dist) -> torch.device:
-    """auto -> cuda if available, else cpu; under torchrun on CUDA, the process's own GPU."""
+def resolve_device(name: str, dist: distributed.Dist, pinned: bool = False) -> torch.device:
+    """auto -> cuda if available, else cpu; under torchrun on CUDA, the process's own GPU (`pinned`: the one
+    `name` says, as --device cuda:I,J,... gives each rank its own)."""
     device = core_device.resolve_device(name)
     if not device.is_cuda:
         return device.torch
-    index = dist.local_rank if dist.enabled else (device.index or 0)
+    index = dist.local_rank if dist.enabled and not pinned else (device.index or 0)
     if index >= core_device.cuda_count():
         raise UnsupportedError(f"--device {name}: this machine has {core_device.cuda_count()} CUDA devices")
     cuda = torch.device("cuda", index)

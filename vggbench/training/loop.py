@@ -28,8 +28,8 @@ from ..core.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ..data.datasets import load_data
 from ..zoo.specs import check_fits_memory, check_image_size, get_spec
 from ..zoo.weights import checkpoint_meta
-from . import distributed, recipe, runs, seeding
-from .config import TrainConfig  # noqa: F401  (part of this module's public face)
+from . import distributed, launch, recipe, runs, seeding
+from .config import TrainConfig, device_list  # noqa: F401  (TrainConfig: part of this module's public face)
 from .evaluation import (  # noqa: F401  (evaluate is part of this module's public face)
     EvalConfig,
     EvalResult,
@@ -71,7 +71,11 @@ def train(config: TrainConfig) -> TrainResult:
     expect("train", "config", config, TrainConfig, "a TrainConfig (vggbench.TrainConfig(model=...))")
     started = time.perf_counter()
     dist = distributed.from_env()
-    device = resolve_device(config.device, dist)
+    if not dist.enabled and launch.world_size(config) > 1:
+        return launch.launch(config, train)
+    gpus = device_list(config.device)  # cuda:I,J,...: this rank's GPU is the list's local_rank-th
+    device = resolve_device(f"cuda:{gpus[dist.local_rank]}" if gpus else config.device, dist,
+                            pinned=bool(gpus))
     checkpoint = None
     if config.resume:
         config, checkpoint = runs.resume_config(config)
@@ -101,10 +105,16 @@ class _Run:
             normalize = (config.mean or mean, config.std or std)
         self.data = load_data(config.data, image_size=config.image_size, data_dir=config.data_dir,
                               download=config.download, normalize=normalize, augment=config.augment,
-                              color_jitter=config.color_jitter, val_fraction=config.val_fraction)
+                              color_jitter=config.color_jitter, val_fraction=config.val_fraction,
+                              crop_scale=config.crop_scale, train_crops=config.train_crops,
+                              verify_md5=config.verify_md5)
+        self.batch_size, note = recipe.batch_for_data(config, len(self.data.dataset("train", train=True)),
+                                                      dist.world_size)
+        if note and dist.is_main:
+            print(f"note: {note}", file=sys.stderr, flush=True)
         self.loaded = recipe.make_model(config, self.data.num_classes)
         # a batch's feature maps are allocated at the first step: refuse one that cannot fit before any of it
-        check_fits_memory(self.loaded.spec, self.loaded.options, config.image_size, config.batch_size_value)
+        check_fits_memory(self.loaded.spec, self.loaded.options, config.image_size, self.batch_size)
         self.module = self.loaded.module.to(device, memory_format=self._memory_format).train()
         self.model = self.module
         if dist.enabled:
@@ -201,7 +211,7 @@ class _Run:
             self._diverged(val.loss, "validation loss")
         lr = self.optimizer.param_groups[0]["lr"]
         self.busy = True
-        score = val.top1 if config.monitor == "val_acc" else val.loss
+        score = {"val_acc": val.top1, "val_loss": val.loss, "train_loss": train_loss}[config.monitor]
         if epoch + 1 > config.warmup_value:  # the schedule starts after the warm-up
             recipe.step_scheduler(self.scheduler, score)
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
@@ -267,15 +277,15 @@ class _Run:
         sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
                                      shuffle=True, seed=config.seed)
         sampler.set_epoch(epoch)
-        self.steps_per_epoch = math.ceil(len(sampler) / config.batch_size_value)
-        indices = list(sampler)[skip_batches * config.batch_size_value:]
+        self.steps_per_epoch = math.ceil(len(sampler) / self.batch_size)
+        indices = list(sampler)[skip_batches * self.batch_size:]
         generator = torch.Generator().manual_seed(seeding.epoch_seed(config.seed, epoch, self.dist.rank))
-        return DataLoader(dataset, batch_size=config.batch_size_value, sampler=indices, num_workers=config.workers,
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=indices, num_workers=config.workers,
                           worker_init_fn=seed_worker, generator=generator,
                           pin_memory=self.device.type == "cuda")
 
     def _evaluate(self, split: str) -> EvalResult:
-        loader = eval_loader(self.data.dataset(split), self.config.batch_size_value, self.config.workers, self.device,
+        loader = eval_loader(self.data.dataset(split), self.batch_size, self.config.workers, self.device,
                              self.dist)
         return evaluate_loader(self.module, loader, self.device, self.autocast, self._memory_format,
                                self.data.num_classes, dataset=self.config.data, split=split)
@@ -335,7 +345,7 @@ class _Run:
                              "classes": list(data.classes), "split_sizes": data.sizes(), "mean": list(data.mean),
                              "std": list(data.std), "augment": data.augment, "lr": self.config.lr_value,
                              "optimizer": self.config.optimizer_value,
-                             "batch_size": self.config.batch_size_value, "init": self.loaded.options.init,
+                             "batch_size": self.batch_size, "init": self.loaded.options.init,
                              "warmup": self.config.warmup_value,
                              "weight_decay": self.config.weight_decay_value, "device": str(self.device),
                              "world_size": self.dist.world_size,
@@ -392,7 +402,7 @@ class _Run:
 def _dataset_stats(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The training split's mean/std (--normalize dataset), for the channels --mean/--std leave out."""
     data = load_data(config.data, image_size=config.image_size, data_dir=config.data_dir, download=config.download,
-                     normalize="dataset", val_fraction=config.val_fraction)
+                     normalize="dataset", val_fraction=config.val_fraction, verify_md5=config.verify_md5)
     return data.mean, data.std
 
 

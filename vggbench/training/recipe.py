@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
 
 from ..core.errors import ConfigError
 from ..zoo.weights import LoadedModel, load_model, parse_weights
-from .config import TrainConfig
+from .config import MIN_AUTO_BATCH, MIN_STEPS_PER_EPOCH, TrainConfig
 
 LR_FACTOR = 0.1  # the paper divides the learning rate by 10; plateau and step do the same
 
@@ -123,6 +124,26 @@ def init_from_net_a(config: TrainConfig, num_classes: int, shape: dict) -> Loade
     info = dataclasses.replace(model.weights, meta={**model.weights.meta, "init_from": str(path),
                                                    "init_from_layers": [p[2] for p in pairs]})
     return LoadedModel(model.module, model.spec, model.options, info)
+
+
+def batch_for_data(config: TrainConfig, train_samples: int, world_size: int = 1) -> tuple[int, str | None]:
+    """The batch per process, and a note when the recipe's batch was scaled down to the data: a batch given with
+    --batch-size is kept; the recipe's is halved until an epoch has MIN_STEPS_PER_EPOCH steps per process (not
+    below MIN_AUTO_BATCH)."""
+    wanted = config.batch_size_value
+    if config.batch_size is not None:
+        return wanted, None
+    per_process = max(1, math.ceil(train_samples / world_size))
+    batch = wanted
+    while batch > MIN_AUTO_BATCH and per_process / batch < MIN_STEPS_PER_EPOCH:
+        batch = max(MIN_AUTO_BATCH, batch // 2)
+    if batch == wanted:
+        return wanted, None
+    steps = lambda b: math.ceil(per_process / b)  # noqa: E731
+    return batch, (f"--recipe {config.recipe}'s batch {wanted} gives {steps(wanted)} step"
+                   f"{'' if steps(wanted) == 1 else 's'} an epoch on {per_process} training samples"
+                   f"{' per process' if world_size > 1 else ''}; training in batches of {batch} ({steps(batch)} "
+                   f"steps an epoch): give --batch-size to choose")
 
 
 def make_optimizer(config: TrainConfig, module: nn.Module) -> torch.optim.Optimizer:

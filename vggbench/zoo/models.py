@@ -13,6 +13,7 @@ from .specs import (  # noqa: F401  (re-exported: models is the public face of t
     HEADS,
     INITS,
     LRN_PARAMS,
+    NORMAL_INIT,
     ModelOptions,
     ModelSpec,
     check_fits_memory,
@@ -48,9 +49,15 @@ class VGG(nn.Module):
     """Features, an adaptive average pool and a classifier, as torchvision lays them out: Linear, ReLU, Dropout
     per hidden layer (two of 4096 in the paper), then the last Linear."""
 
+    # return_features: forward returns (logits, h), h the flattened pooled features the classifier takes, as
+    # post 002's forward does; a constant so that TorchScript compiles only the branch taken
+    __constants__ = ["return_features"]
+
     def __init__(self, features: nn.Sequential, feature_channels: int, num_classes: int = 1000,
-                 hidden: int | Sequence[int] = 4096, dropout: float = 0.5, pool: int = 7) -> None:
+                 hidden: int | Sequence[int] = 4096, dropout: float = 0.5, pool: int = 7,
+                 return_features: bool = False) -> None:
         super().__init__()
+        self.return_features = return_features
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
         widths = (hidden, hidden) if isinstance(hidden, int) else tuple(hidden)
@@ -61,11 +68,13 @@ class VGG(nn.Module):
             fan_in = width
         self.classifier = nn.Sequential(*layers, nn.Linear(fan_in, num_classes))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
         x = self.features(x)
         x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
+        h = torch.flatten(x, 1)
+        if self.return_features:
+            return self.classifier(h), h
+        return self.classifier(h)
 
 
 def init_kaiming(model: nn.Module) -> None:
@@ -109,12 +118,42 @@ def init_glorot(model: nn.Module, relu_gain: bool = False) -> None:
             nn.init.zeros_(m.bias)
 
 
+def init_normal(model: nn.Module, std: float) -> None:
+    """N(0, std^2) weights and zero biases in every conv and linear layer (post 004's code: std 1e-4)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0, std)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def init_torch(model: nn.Module) -> None:
+    """PyTorch's own defaults, as a model built with plain nn layers gets them (post 000): every layer's
+    reset_parameters() (Kaiming-uniform with a = sqrt(5) and fan-in-scaled uniform biases), drawn again so that
+    the seed decides them as it does the other inits."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+            m.reset_parameters()
+
+
 _INIT_FUNCTIONS = {"kaiming": init_kaiming, "paper": init_paper, "glorot": init_glorot,
-                   "glorot_relu": lambda model: init_glorot(model, relu_gain=True)}
+                   "glorot_relu": lambda model: init_glorot(model, relu_gain=True), "torch": init_torch}
 
 
-def build(spec: ModelSpec | str, options: ModelOptions | None = None) -> VGG:
-    """A freshly initialised VGG (uses the global RNG; see `weights.load_model` for seeded builds)."""
+def initialise(model: nn.Module, init: str) -> None:
+    """Apply the init named `init` (one of INITS, or normal:STD)."""
+    kind, _, std = init.partition(":")
+    if kind == NORMAL_INIT:
+        init_normal(model, float(std))
+    else:
+        _INIT_FUNCTIONS[init](model)
+
+
+def build(spec: ModelSpec | str, options: ModelOptions | None = None, *, return_features: bool = False) -> VGG:
+    """A freshly initialised VGG (uses the global RNG; see `weights.load_model` for seeded builds).
+    return_features: forward returns (logits, h), h the flattened features the classifier takes (post 002)."""
     expect("build", "spec", spec, (str, ModelSpec), "a model name (str) or ModelSpec")
     expect("build", "options", options, (ModelOptions, type(None)), "a ModelOptions or None")
     spec = get_spec(spec) if isinstance(spec, str) else spec
@@ -124,8 +163,8 @@ def build(spec: ModelSpec | str, options: ModelOptions | None = None) -> VGG:
     features = make_layers(spec.layers, spec.batch_norm, options.width)
     last = [m for m in features if isinstance(m, nn.Conv2d)][-1].out_channels
     model = VGG(features, last, options.num_classes, options.hidden_features, options.dropout,
-                HEADS[options.head]["pool"])
-    _INIT_FUNCTIONS[options.init](model)
+                HEADS[options.head]["pool"], return_features=return_features)
+    initialise(model, options.init)
     return model
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.settings import MAX_SEED, Settings, setting
-from .specs import HEADS, INITS, MAX_HIDDEN, MAX_NUM_CLASSES, MAX_WIDTH, given_options
+from .specs import HEADS, MAX_HIDDEN, MAX_NUM_CLASSES, MAX_WIDTH, check_init, given_options
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,10 +25,11 @@ class ShapeSettings(Settings):
                                               "0.5 with --recipe paper].", minimum=0, below=1)
     head: str | None = setting(None, "imagenet (pool to 7x7, torchvision layout) or compact (1x1, for 32x32 "
                                      "inputs) [default: imagenet].", choices=tuple(HEADS))
-    init: str | None = setting(None, "kaiming (torchvision), paper (N(0, 0.01)), glorot (Glorot & Bengio) or "
-                                     "glorot_relu (Glorot's with the ReLU gain) [default: kaiming; train: "
+    init: str | None = setting(None, "kaiming (torchvision), paper (N(0, 0.01)), glorot (Glorot & Bengio), "
+                                     "glorot_relu (Glorot's with the ReLU gain), torch (PyTorch's layer defaults) "
+                                     "or normal:STD (N(0, STD^2), e.g. normal:1e-4) [default: kaiming; train: "
                                      "glorot_relu, glorot with batch norm, paper with --recipe paper].",
-                               choices=INITS)
+                               parse=check_init)
 
     def model_options(self) -> dict:
         """The shape options set (not None), for `load_model(..., **options)`."""

@@ -48,7 +48,24 @@ HEADS = {
 # which the paper names as what lets its deeper nets train without pre-training from net A; glorot_relu: the same
 # with the ReLU gain sqrt(2) on the layers a ReLU follows (Glorot's plain init halves the signal's variance at each
 # ReLU: after VGG19's 16 convs at width 1/16 it is ~2000x smaller, and the net often never leaves chance)
-INITS = ("kaiming", "paper", "glorot", "glorot_relu")
+INITS = ("kaiming", "paper", "glorot", "glorot_relu", "torch")
+NORMAL_INIT = "normal"  # normal:STD, N(0, STD^2) weights and zero biases (post 004's code uses normal:1e-4)
+
+
+def check_init(value) -> str:
+    """An init's canonical name: one of INITS, or normal:STD with 0 < STD <= 10 (written as float() reads it)."""
+    text = str(value).strip().lower()
+    if text in INITS:
+        return text
+    kind, _, std = text.partition(":")
+    if kind == NORMAL_INIT:
+        try:
+            number = float(std)
+        except ValueError:
+            number = math.nan
+        if 0 < number <= 10:
+            return f"{NORMAL_INIT}:{number!r}"
+    raise ConfigError(f"unknown init {value!r}: choose one of {', '.join(INITS)} or normal:STD (e.g. normal:1e-4)")
 
 # Upper bounds of the shape options and the input size, so that a typo is one line instead of an allocation
 # that fails (or swaps) minutes later:
@@ -135,8 +152,9 @@ class ModelOptions:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.head not in HEADS:
             raise ConfigError(f"unknown head {self.head!r}: choose one of {', '.join(HEADS)}")
-        if self.init not in INITS:
-            raise ConfigError(f"unknown init {self.init!r}: choose one of {', '.join(INITS)}")
+        if not isinstance(self.init, str):
+            raise ConfigError(f"init must be a name such as kaiming, got {self.init!r}")
+        object.__setattr__(self, "init", check_init(self.init))
 
     @property
     def hidden_features(self) -> tuple[int, ...]:
