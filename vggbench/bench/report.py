@@ -124,7 +124,7 @@ def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width
                      "median_ci_low_ms": ci[0], "median_ci_high_ms": ci[1],
                      "images_per_s_low": ips[0] if ips else None, "images_per_s_high": ips[1] if ips else None,
                      "speedup_low": speed[0], "speedup_high": speed[1], "under_load": r.get("under_load"),
-                     "samples": len(r.get("samples_ms") or ())})
+                     "samples": len(r.get("samples_ms") or ()), "deployable": deployable(r["backend"])})
     return rows
 
 
@@ -182,21 +182,38 @@ def _gflops(value) -> str:
 
 
 FASTEST_COLUMNS = ("model", "image_size", "device", "threads", "batch_size", "fastest", "images_per_s", "speedup",
+                   "fastest_deployable", "deployable_images_per_s", "deployable_speedup",
                    "fastest_fp32", "fp32_images_per_s", "fp32_speedup")
+# the winners of fastest_rows besides the fastest overall: (key prefix, which rows compete)
+_WINNER_PREFIXES = ("", "deployable_", "fp32_")
 _FASTEST_INTERVALS = ("images_per_s_low", "images_per_s_high", "speedup_low", "speedup_high")
 NO_CLEAR_WINNER = "no clear winner"
 
 
 def fastest_rows(results: list[dict], baseline: str = DEFAULT_BASELINE) -> list[dict]:
     """Per model / image size / device / threads / batch size: the fastest case that ran and passed its
-    parity check (status ok), over every precision, and the fastest in fp32 alone; or "no clear winner: ..." where
-    the numbers cannot tell (see _winner)."""
+    parity check (status ok), over every precision; the fastest deployable one (its backend's artifact runs without
+    vggbench: what `vggbench deploy` can ship); and the fastest in fp32 alone; or "no clear winner: ..." where the
+    numbers cannot tell (see _winner)."""
     groups: dict[tuple, list[dict]] = {}
     for row in run_rows(results, baseline):
         if row["status"] == "ok" and row.get("images_per_s"):
             groups.setdefault((*(row[k] for k in GROUP_KEYS), row["threads"], row["batch_size"]), []).append(row)
     return [{**dict(zip((*GROUP_KEYS, "threads", "batch_size"), key, strict=True)), **_winner(rows, ""),
+             **_winner([r for r in rows if r["deployable"]], "deployable_"),
              **_winner([r for r in rows if r["precision"] == "fp32"], "fp32_")} for key, rows in groups.items()]
+
+
+def deployable(backend: str) -> bool:
+    """Whether a backend's artifact runs without vggbench (its registry record says); a backend this vggbench does
+    not know (a row of a newer version, a plugin not installed) is not offered as deployable."""
+    from ..backends.registry import get_backend
+    from ..core.errors import UnsupportedError
+
+    try:
+        return get_backend(backend).deployable
+    except UnsupportedError:
+        return False
 
 
 def _what(row: dict) -> str:
@@ -234,11 +251,11 @@ def render_fastest(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASEL
     rows = fastest_rows(data["results"], baseline)
     columns = FASTEST_COLUMNS
     if fmt in ("table", "github"):
-        rows = [_rounded(_with_intervals(r, [(f"{p}{c}", places) for p in ("", "fp32_") for c, places in
+        rows = [_rounded(_with_intervals(r, [(f"{p}{c}", places) for p in _WINNER_PREFIXES for c, places in
                                              (("images_per_s", None), ("speedup", 2))]),
-                         ("images_per_s", "fp32_images_per_s")) for r in rows]
+                         tuple(f"{p}images_per_s" for p in _WINNER_PREFIXES)) for r in rows]
     else:
-        columns = (*FASTEST_COLUMNS, *(f"{p}{c}" for p in ("", "fp32_") for c in _FASTEST_INTERVALS))
+        columns = (*FASTEST_COLUMNS, *(f"{p}{c}" for p in _WINNER_PREFIXES for c in _FASTEST_INTERVALS))
     floatfmt = [".2f" if c.endswith("speedup") else "g" for c in columns]
     return render(rows, fmt, columns, floatfmt)
 
@@ -357,7 +374,8 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
                      "its command are in the results file)" + (f"; {failed} check(s) failed (-)" if failed else ""))
     fastest = render_fastest(data, fmt, baseline)
     if fastest.strip():
-        parts.append(_section("fastest that ran and passed parity, per batch size (and the fastest fp32)",
+        parts.append(_section("fastest that ran and passed parity, per batch size (and the fastest deployable: "
+                              "runs without vggbench; and the fastest fp32)",
                               fastest, fmt))
     scenarios = [_render_scenarios(data, fmt)] if has_scenarios else []
     return "\n\n".join(parts + ["\n".join(notes)] + scenarios)
