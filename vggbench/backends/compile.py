@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..core.settings import setting
-from .registry import Backend, register
+from .registry import Backend, Knob, register
 from .runner import RunnerOptions, TorchRunner, place
 from .settings import BackendSettings
 from .target import MEMORY_FORMATS, Target
@@ -47,4 +47,5 @@ def compile_factory(module: nn.Module, target: Target, options: RunnerOptions | 
 
 BACKEND = register(Backend("compile", None, ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
                            compile_factory, aliases=("torch.compile", "inductor"), min_warmup=3, deployable=False,
-                           close=reset, settings=CompileSettings, option_prefix="compile"))
+                           close=reset, settings=CompileSettings, option_prefix="compile",
+                           knobs=(Knob("mode", (None, "max-autotune-no-cudagraphs")), Knob("freezing"))))

@@ -18,7 +18,7 @@ import torch
 
 from ..core.errors import UnsupportedError
 from ..core.settings import MAX_THREADS, setting
-from .registry import Backend, register
+from .registry import Backend, Knob, register
 from .runner import Runner, RunnerOptions
 from .settings import BackendSettings
 from .target import Target
@@ -39,6 +39,10 @@ class OvSettings(BackendSettings):
                                    "images over the plugin's streams).", choices=HINTS)
     streams: int | None = setting(None, "OpenVINO NUM_STREAMS [default: what the hint picks].", minimum=1,
                                   maximum=MAX_THREADS)
+    # THROUGHPUT: the infer requests in flight at once (the AsyncInferQueue's jobs, and the hint's
+    # PERFORMANCE_HINT_NUM_REQUESTS, which caps the streams it picks); None: OPTIMAL_NUMBER_OF_INFER_REQUESTS
+    requests: int | None = setting(None, "OpenVINO THROUGHPUT: infer requests in flight [default: the plugin's "
+                                         "OPTIMAL_NUMBER_OF_INFER_REQUESTS].", minimum=1, maximum=MAX_THREADS)
     # compile once per input shape (the batch fixed): the plugin plans memory and kernels for it. Off, the
     # exported model's dynamic batch is compiled once for every batch size
     static_batch: bool = setting(True, "OpenVINO: compile once per batch size (the batch fixed), not once for the "
@@ -70,6 +74,8 @@ class OvSettings(BackendSettings):
             config["INFERENCE_NUM_THREADS"] = str(self.threads)
         if self.streams:
             config["NUM_STREAMS"] = str(self.streams)
+        if self.requests and self.hint == "THROUGHPUT":
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = str(self.requests)
         if self.cache_path():
             config["CACHE_DIR"] = self.cache_path()
         return config
@@ -147,7 +153,7 @@ class OvRunner(Runner):
         if self.throughput:
             from openvino import AsyncInferQueue
 
-            jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            jobs = self.settings.requests or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             runner = AsyncInferQueue(compiled, jobs)
         else:
             runner = compiled.create_infer_request()
@@ -210,4 +216,6 @@ def openvino_factory(path: Path, target: Target, options: RunnerOptions | None =
 
 
 BACKEND = register(Backend("openvino", "onnx", ("cpu",), ("fp32", "bf16", "int8"), ("contiguous",),
-                           openvino_factory, aliases=("ov",), settings=OvSettings, option_prefix="openvino"))
+                           openvino_factory, aliases=("ov",), settings=OvSettings, option_prefix="openvino",
+                           knobs=(Knob("hint"), Knob("streams", (None, 1, 2, 4)), Knob("requests", (None, 1, 2, 4, 8)),
+                                  Knob("static_batch"))))

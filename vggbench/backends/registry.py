@@ -19,6 +19,35 @@ BUILTIN = ("eager", "compile", "torchscript", "pt2", "winograd.runner", "onnxrun
 
 
 @dataclass(frozen=True)
+class Knob:
+    """A setting of a backend that a tuner may turn (`vggbench tune`): a field of its settings class, the values to
+    try (None: the field's declared choices; (False, True) for a flag) and the devices where it means anything
+    (None: all of the backend's). The run's own knobs (threads, memory format) every backend has; see
+    vggbench.bench.tune."""
+
+    field: str
+    choices: tuple | None = None
+    devices: tuple[str, ...] | None = None
+
+    def values(self, settings: type) -> tuple:
+        """The values to try, checked against the settings class (a knob of a field it lacks is a bug)."""
+        from ..core.settings import Setting, _fields
+
+        for f, meta, kind in _fields(settings):
+            if f.name == self.field:
+                break
+        else:
+            raise ValueError(f"{settings.__name__} has no setting {self.field!r} to tune")
+        if self.choices is not None:
+            return tuple(self.choices)
+        if isinstance(meta, Setting) and meta.choices is not None and not callable(meta.choices):
+            return tuple(meta.choices)
+        if kind.base is bool:
+            return (False, True)
+        raise ValueError(f"knob {self.field} of {settings.__name__} needs its values (the setting declares none)")
+
+
+@dataclass(frozen=True)
 class Backend:
     """What a backend can do, checked once per target before anything is built, and how to build its runner.
 
@@ -63,6 +92,14 @@ class Backend:
     # what a run's environment record says of it, {key: value} (winograd: how its C++ kernels are built); it
     # builds and runs nothing
     environment: Callable[[], dict] | None = None
+    # what `vggbench tune` may turn: knobs over fields of `settings` (see Knob)
+    knobs: tuple[Knob, ...] = ()
+
+    def knob_space(self, device_kind: str) -> dict[str, tuple]:
+        """field -> the values to try, for the knobs that mean something on this kind of device (cpu, cuda)."""
+        if self.settings is None:
+            return {}
+        return {k.field: k.values(self.settings) for k in self.knobs if k.devices is None or device_kind in k.devices}
 
     @property
     def calibrates(self) -> bool:

@@ -32,6 +32,9 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, required=True)
     parser.add_argument("--threads", type=int, help="intra-op threads [default: onnxruntime's]")
     parser.add_argument("--optimization", choices=list(LEVELS), default="all")
+    parser.add_argument("--execution-mode", choices=["sequential", "parallel"], default="sequential")
+    parser.add_argument("--no-spinning", action="store_true", help="intra-op threads do not spin between calls")
+    parser.add_argument("--no-memory-arena", action="store_true", help="no CPU memory arena")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--provider", choices=list(PROVIDERS), default="cpu")
     parser.add_argument("--cudnn-conv-algo-search", default="EXHAUSTIVE")
@@ -62,6 +65,9 @@ def providers(args) -> list:
 def session(args) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[args.optimization])
+    options.execution_mode = getattr(ort.ExecutionMode, f"ORT_{args.execution_mode.upper()}")
+    options.enable_cpu_mem_arena = not args.no_memory_arena
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0" if args.no_spinning else "1")
     if args.threads:
         options.intra_op_num_threads = args.threads
     made = ort.InferenceSession(args.model, options, providers=providers(args))
