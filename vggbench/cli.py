@@ -12,7 +12,7 @@ import click
 
 from .bench.scenarios import LoadgenSettings, SutSettings
 from .bench.suite import Suite
-from .core.errors import BenchmarkInterrupted, ConfigError, Terminated, VggbenchError
+from .core.errors import BenchmarkInterrupted, CheckFailed, ConfigError, Terminated, VggbenchError
 from .core.settings import cli_options, given
 from .exporters.settings import ExportSettings
 from .parity.settings import VerifySettings
@@ -508,6 +508,64 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, **kwargs) 
         click.echo(f"interrupted: {result.settings['interrupted']}", err=True)
         ctx.exit(interrupt_exit_code(ctx))
     result.check()
+
+
+TUNE_SUITE_KEYS = ("device", "image_size", "weights", "seed", "num_classes", "width", "hidden", "dropout", "head",
+                   "init", "tf32", "cudnn_benchmark", "warmup", "warmup_time_s", "min_time_s", "min_iters", "max_iters",
+                   "rounds", "isolation", "worker_timeout_s")
+
+
+def _tune_settings():
+    from .bench.tune import TuneSettings
+
+    return TuneSettings
+
+
+@main.command()
+@click.argument("model")
+@cli_options(_tune_settings())
+@cli_options(Suite, include=TUNE_SUITE_KEYS, show_defaults=False)
+@click.option("--export-cache", default="exports/.cache", show_default=True, type=click.Path(),
+              help="Where parity-checked exports are kept between runs (shared with `run`).")
+@click.option("--out", type=click.Path(), help="A folder, or a .json file [default: benchmarks/results/"
+                                               "tune-<time>.json].")
+@click.option("--force", is_flag=True, help="Replace the results of an earlier run at a named --out .json.")
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
+@click.pass_context
+def tune(ctx, model, export_cache, out, force, fmt, **kwargs) -> None:
+    """Search the runtimes' own knobs for MODEL with Optuna: the least latency at batch 1 (--goal latency), the
+    most images/s at --batch-size (throughput), or the most images/s within a p99 bound (p99 --bound-ms).
+
+    Every trial not pruned is an ordinary timed case (parity judged; --isolation process available); the search is
+    a results file `report` reads, with each trial's settings and the winner, which `vggbench deploy` ships.
+    Exit 2 on bad input; 1 when no trial ran.
+    """
+    import shlex
+
+    from .bench.report import render_run
+    from .bench.results import claim_results, read_run
+    from .bench.tune import TuneSettings
+    from .bench.tune import tune as run_tune
+
+    settings = TuneSettings(**given({k: kwargs.pop(k) for k in TuneSettings.setting_names() if k in kwargs}))
+    suite = given({k: kwargs[k] for k in TUNE_SUITE_KEYS if k in kwargs})
+    command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
+    journal = claim_results(out, command=command, prefix="tune", force=force)
+    try:
+        result = run_tune(model, settings, export_cache=export_cache, journal=journal,
+                          echo=lambda line: click.echo(line, err=True),
+                          raise_errors=bool(ctx.obj.get("traceback")), **suite)
+    except BaseException:
+        journal.close()
+        raise
+    result.settings["command"] = command
+    if not result.results:
+        journal.close()
+        raise CheckFailed("no trial was timed: " + "; ".join(
+            f"trial {t['number']}: {t.get('reason') or t['state']}" for t in result.settings["tune"]["trials"]))
+    json_path, csv_path = journal.finish(result.to_dict())
+    click.echo(render_run(read_run(json_path), fmt))
+    click.echo(f"\n{result.summary()}; wrote {json_path} and {csv_path}", err=fmt in ("csv", "json"))
 
 
 @main.command()

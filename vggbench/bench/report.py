@@ -260,6 +260,45 @@ def render_fastest(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASEL
     return render(rows, fmt, columns, floatfmt)
 
 
+# --- a tune's search ---------------------------------------------------------------------------------------
+
+TUNE_COLUMNS = ("trial", "state", "backend", "precision", "memory_format", "batch_size", "threads", "settings", "value",
+                "winner", "reason")
+
+
+def tune_rows(data: dict) -> list[dict]:
+    """One row per trial of a `vggbench tune` results file (settings["tune"]): what it tried, how it ended (COMPLETE,
+    PRUNED after its probe, FAIL) and its objective; the winner marked."""
+    block = (data.get("settings") or {}).get("tune") or {}
+    winner = (block.get("winner") or {}).get("trial")
+    return [{"trial": t["number"], "state": t["state"], "backend": t["backend"], "precision": t["precision"],
+             "memory_format": t["memory_format"], "batch_size": t["batch_size"], "threads": t["threads"],
+             "settings": " ".join(f"{k}={json.dumps(v)}" for k, v in (t.get("settings") or {}).items()),
+             "value": _significant(t.get("value")), "winner": t["number"] == winner, "reason": t.get("reason", "")}
+            for t in block.get("trials", [])]
+
+
+def render_tune(data: dict, fmt: str = "table") -> str:
+    """The search of a tune results file: its goal, every trial and the winner; "" for other results files."""
+    block = (data.get("settings") or {}).get("tune")
+    if not block:
+        return ""
+    rows = tune_rows(data)
+    if fmt in ("csv", "json"):
+        return render(rows, fmt, TUNE_COLUMNS)
+    unit = "median ms" if block["goal"] == "latency" else "images/s"
+    bound = f" with p99 within {block['bound_ms']:g} ms" if block.get("bound_ms") else ""
+    winner = block.get("winner")
+    won = (f"winner: trial {winner['trial']} (row {winner['row']}), {_significant(winner['value'])} {unit}"
+           if winner else "no trial completed")
+    title = (f"tune: goal {block['goal']}{bound} (value: {unit}, {block['direction']}d), {len(rows)} trial(s) by "
+             f"Optuna {block.get('optuna', '')} {block.get('sampler', '')} with {block.get('pruner', '')}; {won}")
+    notes = [f"left out: {line}" for line in block.get("skipped", [])]
+    if block.get("stopped"):
+        notes.append(f"stopped: {block['stopped']}")
+    return _section(title, render(rows, fmt, TUNE_COLUMNS), fmt) + "".join(f"\n{n}" for n in notes)
+
+
 def _section(title: str, table: str, fmt: str) -> str:
     """A titled table: the title in bold for github (markdown), plain otherwise."""
     return (f"**{title}**" if fmt == "github" else title) + "\n\n" + table
@@ -378,4 +417,5 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
                               "runs without vggbench; and the fastest fp32)",
                               fastest, fmt))
     scenarios = [_render_scenarios(data, fmt)] if has_scenarios else []
-    return "\n\n".join(parts + ["\n".join(notes)] + scenarios)
+    tuned = render_tune(data, fmt)
+    return "\n\n".join(parts + ["\n".join(notes)] + scenarios + ([tuned] if tuned else []))
