@@ -570,6 +570,28 @@ def tune(ctx, model, export_cache, out, force, fmt, **kwargs) -> None:
 
 @main.command()
 @click.argument("results", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option("--row", type=click.IntRange(min=0), help="The row to deploy (0-based, as in the results file) "
+                                                        "[default: a tune's winner].")
+@click.option("--where", help="The one row that ran with these fields, e.g. backend=onnxruntime,batch_size=8.")
+@click.option("--export-cache", type=click.Path(), help="Where the run's exports are [default: the one the results "
+                                                        "file names].")
+@click.option("--force", is_flag=True, help="Replace a deploy folder vggbench wrote at OUT (never another folder).")
+def deploy(results, out, row, where, export_cache, force) -> None:
+    """Write OUT: a folder that runs one measured row without vggbench (the artifact, the runtime's configuration,
+    reference inputs and outputs, requirements.txt and run.py, which checks the artifact's sha256 and the outputs
+    and times it). The row is a tune's winner, or --row / --where of any results file."""
+    from .bench.deploy import deploy as write_deploy
+
+    folder, config = write_deploy(results, out, row=row, where=where, force=force, export_cache=export_cache)
+    measured = config["measured"]["images_per_s"]
+    click.echo(f"wrote {folder}: {config['backend']} {config['precision']} batch {config['batch_size']} "
+               f"({config['artifact']['file']}, measured {measured:.4g} images/s); run it with "
+               f"`python {folder}/run.py` after `pip install -r {folder}/requirements.txt`")
+
+
+@main.command()
+@click.argument("results", type=click.Path())
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @click.option("--baseline", default="eager:fp32:contiguous", show_default=True,
               help="backend[:precision[:memory_format]] that speedup is relative to.")
