@@ -118,8 +118,12 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
     if isinstance(prepared, Failure):
         raise CheckFailed(f"{label} cannot be built again: {prepared.status}: {prepared.reason}")
     from ..backends.load import checked_artifact
+    from ..exporters.manifest import artifact as manifest_entry
+    from ..exporters.manifest import read_manifest
 
-    artifact = checked_artifact(target, model.cache.folder(target))
+    export_dir = model.cache.folder(target)
+    artifact = checked_artifact(target, export_dir)  # every file of it checked against the manifest
+    files = [export_dir / f.file for f in manifest_entry(read_manifest(export_dir), target.artifact, export_dir).files]
     batch = random_batch(r["batch_size"], suite.image_size, seed=0)
     try:
         runner = prepared.runner
@@ -136,7 +140,8 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
               "image_size": r["image_size"], "threads": r["threads"], "weights": r["weights"],
               "backend_settings": r.get("backend_settings"),
               "runtime_config": runtime_config(r, prepared_settings(spec, r)),
-              "artifact": {"file": artifact.name, "sha256": sha256_file(artifact)},
+              # the main file first; an ONNX export over 2 GB keeps its weights beside it (model.onnx.data)
+              "artifact": {"file": artifact.name, "files": [{"file": f.name, "sha256": sha256_file(f)} for f in files]},
               "tolerance": {"rtol": tolerance.rtol, "range_atol": tolerance.range_atol,
                             "min_cosine": tolerance.min_cosine, "min_top1": tolerance.min_top1},
               "parity_at_deploy": {"max_abs": parity.max_abs, "min_cosine": parity.min_cosine,
@@ -146,7 +151,8 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
               "source": {"results": str(Path(results).resolve()), "row": index, "created": data.get("created"),
                          "cpu": (data.get("environment") or {}).get("cpu", {}).get("model")}}
     with atomic_dir(out, force=force, not_ours=_not_ours) as tmp:
-        shutil.copyfile(artifact, tmp / artifact.name)
+        for f in files:
+            shutil.copyfile(f, tmp / f.name)
         np.save(tmp / "input.npy", batch.numpy(), allow_pickle=False)
         np.save(tmp / "expected.npy", expected.numpy(), allow_pickle=False)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

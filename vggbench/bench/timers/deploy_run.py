@@ -158,11 +158,12 @@ def main(argv=None) -> int:
     args = arguments(argv)
     config = json.loads((HERE / "config.json").read_text(encoding="utf-8"))
     path = HERE / config["artifact"]["file"]
-    found = sha256(path)
-    if found != config["artifact"]["sha256"]:
-        print(json.dumps({"passed": False, "reason": f"{path.name} has sha256 {found}, not the deployed "
-                                                     f"{config['artifact']['sha256']}"}))
-        return 1
+    for entry in config["artifact"]["files"]:  # the main file and its external data, if any
+        found = sha256(HERE / entry["file"])
+        if found != entry["sha256"]:
+            print(json.dumps({"passed": False, "reason": f"{entry['file']} has sha256 {found}, not the deployed "
+                                                         f"{entry['sha256']}"}))
+            return 1
     x = np.load(HERE / "input.npy", allow_pickle=False)
     expected = np.load(HERE / "expected.npy", allow_pickle=False)
     call, version = CALLS[config["runtime"]](config, path, x)
