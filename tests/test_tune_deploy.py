@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from vggbench.bench.deploy import KIND, requirements, select
 from vggbench.bench.results import read_run
-from vggbench.bench.tune import TuneSettings, candidates, default_threads
 from vggbench.bench.suite import Suite
+from vggbench.bench.tune import TuneSettings, candidates, default_threads
 from vggbench.cli import main
 from vggbench.core.errors import ConfigError
 
@@ -141,7 +141,7 @@ def test_a_deployed_row_runs_with_its_runtime_alone(measured, tmp_path, backend,
 @pytest.mark.slow
 def test_deploy_refuses_what_it_cannot_ship_and_folders_it_did_not_make(measured, tmp_path):
     source, _ = measured
-    eager = cli("deploy", source / "run.json", tmp_path / "eager", "--where", "backend=eager")
+    eager = cli("deploy", source / "run.json", tmp_path / "eager", "--where", "backend=eager,memory_format=contiguous")
     assert eager.exit_code == 2 and "runs vggbench's own code" in eager.output
     assert not (tmp_path / "eager").exists()
     mine = tmp_path / "mine"
@@ -151,8 +151,9 @@ def test_deploy_refuses_what_it_cannot_ship_and_folders_it_did_not_make(measured
         result = cli("deploy", source / "run.json", mine, "--where", "backend=onnxruntime", *extra)
         assert result.exit_code == 2 and result.output.startswith("error:"), result.output
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
-    first = cli("deploy", source / "run.json", tmp_path / "again", "--where", "backend=pt2,memory_format=contiguous")
-    again = cli("deploy", source / "run.json", tmp_path / "again", "--where", "backend=pt2,memory_format=contiguous", "--force")
+    pt2 = ("--where", "backend=pt2,memory_format=contiguous")
+    first = cli("deploy", source / "run.json", tmp_path / "again", *pt2)
+    again = cli("deploy", source / "run.json", tmp_path / "again", *pt2, "--force")
     assert first.exit_code == 0 and again.exit_code == 0, again.output  # its own folder, replaced whole
 
 

@@ -31,20 +31,16 @@ class Knob:
 
     def values(self, settings: type) -> tuple:
         """The values to try, checked against the settings class (a knob of a field it lacks is a bug)."""
-        from ..core.settings import Setting, _fields
+        from ..core.settings import declared_values
 
-        for f, meta, kind in _fields(settings):
-            if f.name == self.field:
-                break
-        else:
-            raise ValueError(f"{settings.__name__} has no setting {self.field!r} to tune")
-        if self.choices is not None:
-            return tuple(self.choices)
-        if isinstance(meta, Setting) and meta.choices is not None and not callable(meta.choices):
-            return tuple(meta.choices)
-        if kind.base is bool:
-            return (False, True)
-        raise ValueError(f"knob {self.field} of {settings.__name__} needs its values (the setting declares none)")
+        try:
+            declared = declared_values(settings, self.field)
+        except KeyError:
+            raise ValueError(f"{settings.__name__} has no setting {self.field!r} to tune") from None
+        values = self.choices if self.choices is not None else declared
+        if values is None:
+            raise ValueError(f"knob {self.field} of {settings.__name__} needs its values (the setting declares none)")
+        return tuple(values)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
 from typing import TYPE_CHECKING
 
 from ..backends.registry import backend_names, get_backend, resolve_backend

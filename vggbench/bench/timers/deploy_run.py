@@ -96,11 +96,10 @@ def torch_call(config: dict, path: Path, x: np.ndarray):
     runtime = config["runtime_config"]
     if runtime.get("threads"):
         torch.set_num_threads(runtime["threads"])
-    if path.suffix == ".pt2":
+    if path.suffix == ".pt2":  # exported in eval mode: the graph has no train/eval switch
         module = torch.export.load(str(path)).module()
     else:  # TorchScript: code and tensors of its own format, no pickled Python objects
-        module = torch.jit.load(str(path), map_location="cpu")
-    module.eval()
+        module = torch.jit.load(str(path), map_location="cpu").eval()
     tensor = torch.from_numpy(x)
     if runtime["memory_format"] == "channels_last":
         tensor = tensor.contiguous(memory_format=torch.channels_last)
