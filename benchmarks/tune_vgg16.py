@@ -39,6 +39,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--backends", default="onnxruntime,openvino")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of timed calls per trial")
     parser.add_argument("--compare-time", type=float, default=4.0, help="seconds per case of the comparison")
+    parser.add_argument("--min-iters", type=int, default=5, help="timed calls per case, at least")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of a trial's timed calls (the comparison: 5)")
     parser.add_argument("--export-cache", default="exports/.cache")
     parser.add_argument("--out", default="benchmarks/results")
     return parser.parse_args()
@@ -47,8 +49,8 @@ def arguments() -> argparse.Namespace:
 def main() -> None:
     args = arguments()
     cores = len(os.sched_getaffinity(0))
-    common = {"image_size": args.image_size, "min_time_s": args.min_time, "warmup_time_s": 0.5, "rounds": 2,
-              "max_iters": 200}
+    common = {"image_size": args.image_size, "min_time_s": args.min_time, "warmup_time_s": 0.5,
+              "rounds": args.rounds, "min_iters": args.min_iters, "max_iters": 200}
     winners = {}
     for goal, batch in (("latency", 1), ("throughput", 8)):
         settings = TuneSettings(goal=goal, batch_size=None if goal == "latency" else batch, trials=args.trials,
@@ -75,7 +77,8 @@ def main() -> None:
         matrix.append({"backends": [trial["backend"]], "precisions": [trial["precision"]],
                        "memory_formats": [trial["memory_format"]], "backend": {trial["backend"]: trial["settings"]}})
     suite = Suite(name="tuned-vs-defaults", models=(args.model,), batch_sizes=(1, 8), image_size=args.image_size,
-                  threads=cores, min_time_s=args.compare_time, warmup_time_s=1.0, max_iters=200, matrix=tuple(matrix))
+                  threads=cores, min_time_s=args.compare_time, warmup_time_s=1.0, min_iters=args.min_iters, max_iters=200,
+                  matrix=tuple(matrix))
     journal = claim_results(args.out, prefix="tuned-vs-defaults")
     run = benchmark(suite, export_cache=args.export_cache, journal=journal)
     path, _ = journal.finish(run.to_dict())

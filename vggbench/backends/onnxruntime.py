@@ -76,6 +76,11 @@ def session_config(settings: OrtSettings) -> dict[str, str]:
     return {"session.intra_op.allow_spinning": "1" if settings.spinning else "0"}
 
 
+def deploy_config(settings: OrtSettings, row: dict) -> dict:
+    """What a deploy folder's run.py gives onnxruntime (on the CPU provider)."""
+    return {"session_options": session_options(settings), "session_config": session_config(settings)}
+
+
 class OrtRunner(Runner):
     """onnxruntime InferenceSession. On CUDA the input is bound on the device (IO binding), so the timed run
     does not include host-device copies, as for the torch runners."""
@@ -174,7 +179,8 @@ def ort_factory(path: Path, target: Target, options: RunnerOptions | None = None
 
 BACKEND = register(Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp16", "int8"), ("contiguous",),
                            ort_factory, aliases=("onnx", "ort"), thread_safe=True, settings=OrtSettings,
-                           option_prefix="ort",
+                           option_prefix="ort", runtime="onnxruntime", deploy_precisions=("fp32", "int8"),
+                           deploy_config=deploy_config,
                            knobs=(Knob("optimization"), Knob("execution_mode", devices=("cpu",)),
                                   Knob("spinning", devices=("cpu",)), Knob("memory_arena", devices=("cpu",)),
                                   Knob("cudnn_conv_algo_search", devices=("cuda",)),

@@ -10,7 +10,7 @@ precision the plugin picks (the target's precision must be that one).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +207,14 @@ class OvRunner(Runner):
         return f"OpenVINO {self.version}, {asked}, {shape}; compiled: {chosen}"
 
 
+def deploy_config(settings: OvSettings, row: dict) -> dict:
+    """What a deploy folder's run.py gives OpenVINO: the compile configuration (without vggbench's compiled-model
+    cache), and how it makes requests (THROUGHPUT: one image each, `requests` of them in flight)."""
+    return {"compile_config": replace(settings, cache_dir="").config(row["precision"]),
+            "throughput": not settings.defaults and settings.hint == "THROUGHPUT",
+            "static_batch": settings.static_batch and not settings.defaults, "requests": settings.requests}
+
+
 def openvino_factory(path: Path, target: Target, options: RunnerOptions | None = None,
                      artifact_precision: str = "fp32") -> OvRunner:
     if artifact_precision != "fp32":
@@ -217,5 +225,6 @@ def openvino_factory(path: Path, target: Target, options: RunnerOptions | None =
 
 BACKEND = register(Backend("openvino", "onnx", ("cpu",), ("fp32", "bf16", "int8"), ("contiguous",),
                            openvino_factory, aliases=("ov",), settings=OvSettings, option_prefix="openvino",
+                           runtime="openvino", deploy_precisions=("fp32", "bf16", "int8"), deploy_config=deploy_config,
                            knobs=(Knob("hint"), Knob("streams", (None, 1, 2, 4)), Knob("requests", (None, 1, 2, 4, 8)),
                                   Knob("static_batch"))))

@@ -90,6 +90,12 @@ class Backend:
     environment: Callable[[], dict] | None = None
     # what `vggbench tune` may turn: knobs over fields of `settings` (see Knob)
     knobs: tuple[Knob, ...] = ()
+    # `vggbench deploy`: the package whose runtime loads the artifact alone (what the deploy folder's run.py imports
+    # and its requirements.txt names), the precisions run.py reproduces, and deploy_config(settings, row) -> the
+    # runtime's configuration as JSON (settings: the row's settings object, None without; row: the result row)
+    runtime: str | None = None
+    deploy_precisions: tuple[str, ...] = ()
+    deploy_config: Callable[[object, dict], dict] | None = None
 
     def knob_space(self, device_kind: str) -> dict[str, tuple]:
         """field -> the values to try, for the knobs that mean something on this kind of device (cpu, cuda)."""

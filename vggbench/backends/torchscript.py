@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .artifact import place_artifact
+from .artifact import place_artifact, torch_deploy_config
 from .registry import Backend, register
 from .runner import RunnerOptions, TorchRunner
 from .target import MEMORY_FORMATS, Target
@@ -19,4 +19,5 @@ def torchscript_factory(path: Path, target: Target, options: RunnerOptions | Non
 
 
 BACKEND = register(Backend("torchscript", "torchscript", ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"),
-                           tuple(MEMORY_FORMATS), torchscript_factory, aliases=("ts", "jit"), thread_safe=True))
+                           tuple(MEMORY_FORMATS), torchscript_factory, aliases=("ts", "jit"), thread_safe=True,
+                           runtime="torch", deploy_precisions=("fp32",), deploy_config=torch_deploy_config))

@@ -21,11 +21,6 @@ from ..core.fileio import atomic_dir, sha256_file
 
 KIND = "vggbench-deploy"
 SCRIPT = Path(__file__).parent / "timers" / "deploy_run.py"
-# backend -> the runtime its artifact needs: what run.py imports and requirements.txt names
-RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "pt2": "torch", "torchscript": "torch"}
-# the precisions run.py reproduces (torch's autocast and half precisions would need vggbench's placing of the model)
-PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8"), "pt2": ("fp32",),
-              "torchscript": ("fp32",)}
 _MODEL_KEYS = ("image_size", "dense", "dense_size", "device", "tf32")
 
 
@@ -73,7 +68,7 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
     import numpy as np
 
     from ..backends import resolve_target
-    from ..backends.registry import get_backend
+    from ..backends.registry import backend_names, get_backend
     from ..core.device import require_device
     from ..data.inputs import random_batch
     from ..parity.metrics import compare, tolerance_for
@@ -90,12 +85,12 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
     if r["status"] != "ok":
         raise ConfigError(f"{label} did not run ({r['status']}): there is nothing measured to deploy")
     spec = get_backend(r["backend"])
-    if not spec.deployable or r["backend"] not in RUNTIMES:
+    if not spec.deployable:
         raise ConfigError(f"{label}: {r['backend']} runs vggbench's own code, not an artifact a runtime loads alone; "
-                          f"deploy one of {', '.join(RUNTIMES)}")
-    if r["precision"] not in PRECISIONS[r["backend"]]:
-        raise ConfigError(f"{label}: the deploy script runs {r['backend']} in "
-                          f"{', '.join(PRECISIONS[r['backend']])} only")
+                          f"deploy one of {', '.join(n for n in backend_names() if get_backend(n).runtime)}")
+    if spec.runtime is None or r["precision"] not in spec.deploy_precisions:
+        can = f"in {', '.join(spec.deploy_precisions)} only" if spec.runtime else "none of its rows yet"
+        raise ConfigError(f"{label}: the deploy script runs {r['backend']} {can}")
     settings = data["settings"]
     keys = (*ModelSettings.setting_names(), *_MODEL_KEYS)
     user = {k: v for k, v in (r.get("backend_settings") or {}).items()
@@ -135,11 +130,12 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
     parity = compare(expected, got, tolerance, backend=r["backend"], precision=r["precision"])
     if not parity.passed:
         raise CheckFailed(f"{label}: its outputs differ from eager fp32 now: {parity.reason}")
-    config = {"kind": KIND, "runtime": RUNTIMES[r["backend"]], "backend": r["backend"], "model": r["model"],
+    settings_object = spec.settings(**(r.get("backend_settings") or {})) if spec.settings is not None else None
+    config = {"kind": KIND, "runtime": spec.runtime, "backend": r["backend"], "model": r["model"],
               "precision": r["precision"], "memory_format": r["memory_format"], "batch_size": r["batch_size"],
               "image_size": r["image_size"], "threads": r["threads"], "weights": r["weights"],
               "backend_settings": r.get("backend_settings"),
-              "runtime_config": runtime_config(r, prepared_settings(spec, r)),
+              "runtime_config": spec.deploy_config(settings_object, r),
               # the main file first; an ONNX export over 2 GB keeps its weights beside it (model.onnx.data)
               "artifact": {"file": artifact.name, "files": [{"file": f.name, "sha256": sha256_file(f)} for f in files]},
               "tolerance": {"rtol": tolerance.rtol, "range_atol": tolerance.range_atol,
@@ -160,29 +156,6 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
                                               encoding="utf-8")
         shutil.copyfile(SCRIPT, tmp / "run.py")
     return Path(out), config
-
-
-def prepared_settings(spec, r: dict):
-    """The row's backend settings as its settings object (None for a backend without settings)."""
-    if spec.settings is None:
-        return None
-    return spec.settings(**(r.get("backend_settings") or {}))
-
-
-def runtime_config(r: dict, settings) -> dict:
-    """What run.py gives the runtime: onnxruntime's session options and config entries, OpenVINO's compile
-    configuration (without vggbench's compiled-model cache) and how requests are made, torch's threads and layout."""
-    if r["backend"] == "onnxruntime":
-        from ..backends.onnxruntime import session_config, session_options
-
-        return {"session_options": session_options(settings), "session_config": session_config(settings)}
-    if r["backend"] == "openvino":
-        from dataclasses import replace
-
-        config = replace(settings, cache_dir="").config(r["precision"])
-        return {"compile_config": config, "throughput": not settings.defaults and settings.hint == "THROUGHPUT",
-                "static_batch": settings.static_batch and not settings.defaults, "requests": settings.requests}
-    return {"threads": r["threads"], "memory_format": r["memory_format"]}
 
 
 def requirements(runtime: str, environment: dict) -> str:
