@@ -173,7 +173,9 @@ class OvRunner(Runner):
         compiled, runner = self._entry(prepared.shape)
         if not self.throughput:
             return runner.infer({0: prepared}, share_inputs=True)[0]
-        out = np.empty((prepared.shape[0], *compiled.outputs[0].get_partial_shape().to_shape()[1:]), np.float32)
+        # the dims after the batch: a dynamic-batch compile (static_batch off) has no static shape to ask for
+        classes = [d.get_length() for d in list(compiled.outputs[0].get_partial_shape())[1:]]
+        out = np.empty((prepared.shape[0], *classes), np.float32)
 
         def done(request, index: int) -> None:
             out[index] = request.get_output_tensor(0).data[0]

@@ -74,7 +74,8 @@ def openvino_call(config: dict, path: Path, x: np.ndarray):
         return (lambda: np.array(request.infer({0: x}, share_inputs=True)[0])), version
     queue = ov.AsyncInferQueue(compiled, runtime["requests"] or int(compiled.get_property(
         "OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-    out = np.empty((x.shape[0], *compiled.outputs[0].get_partial_shape().to_shape()[1:]), np.float32)
+    classes = [d.get_length() for d in list(compiled.outputs[0].get_partial_shape())[1:]]  # the batch may be dynamic
+    out = np.empty((x.shape[0], *classes), np.float32)
 
     def done(request, index: int) -> None:
         out[index] = request.get_output_tensor(0).data[0]
