@@ -538,7 +538,7 @@ def tune(ctx, model, export_cache, out, force, fmt, **kwargs) -> None:
 
     Every trial not pruned is an ordinary timed case (parity judged; --isolation process available); the search is
     a results file `report` reads, with each trial's settings and the winner, which `vggbench deploy` ships.
-    Exit 2 on bad input; 1 when no trial ran.
+    Exit 2 on bad input; 1 when no trial met the goal (the trials that ran are written first).
     """
     import shlex
 
@@ -566,6 +566,8 @@ def tune(ctx, model, export_cache, out, force, fmt, **kwargs) -> None:
     json_path, csv_path = journal.finish(result.to_dict())
     click.echo(render_run(read_run(json_path), fmt))
     click.echo(f"\n{result.summary()}; wrote {json_path} and {csv_path}", err=fmt in ("csv", "json"))
+    if result.settings["tune"]["winner"] is None:
+        raise CheckFailed(f"no trial met the goal ({settings.goal}): the trials and their rows are written")
 
 
 @main.command()
