@@ -184,3 +184,28 @@ def test_a_tiny_tune_is_a_results_file_with_its_trials_and_a_deployable_winner(t
     assert config["source"]["row"] == winner["row"] and config["runtime"] == "onnxruntime"
     assert config["runtime_config"]["session_options"]["execution_mode"] == \
         "ORT_" + data["results"][winner["row"]]["backend_settings"]["execution_mode"].upper()
+
+
+def test_each_goal_values_a_row_as_it_says():
+    from types import SimpleNamespace
+
+    row = SimpleNamespace(status="ok", median_ms=20.0, p99_ms=30.0, images_per_s=400.0)
+    assert TuneSettings(goal="latency").value(row) == 20.0
+    assert TuneSettings(goal="throughput", batch_size=8).value(row) == 400.0
+    assert TuneSettings(goal="p99", bound_ms=30.0).value(row) == 400.0  # the bound is inclusive
+    assert TuneSettings(goal="p99", bound_ms=29.9).value(row) is None  # over it: the trial fails
+    assert TuneSettings().value(SimpleNamespace(status="parity_failed", median_ms=None)) is None
+    assert TuneSettings(goal="p99", bound_ms=5.0).sizes() == (1, 2, 4, 8) and TuneSettings().sizes() == (1,)
+    assert TuneSettings(goal="throughput").sizes() == (8,)
+
+
+def test_a_knob_names_a_setting_and_its_values():
+    from vggbench.backends.onnxruntime import OrtSettings
+    from vggbench.backends.registry import Knob
+
+    assert Knob("optimization").values(OrtSettings) == ("disable", "basic", "extended", "all")
+    assert Knob("spinning").values(OrtSettings) == (False, True)
+    with pytest.raises(ValueError, match="has no setting 'colour'"):
+        Knob("colour").values(OrtSettings)
+    with pytest.raises(ValueError, match="needs its values"):
+        Knob("threads").values(OrtSettings)  # a number in a range: the record must list what to try
