@@ -139,8 +139,10 @@ def compare(expected: np.ndarray, got: np.ndarray, tolerance: dict) -> dict:
 
 
 def time_calls(step, args) -> list[float]:
-    """Warm-up (at least --warmup calls and --warmup-time seconds), then calls timed one by one until --time seconds
-    and --min-iters calls are done, at most --max-iters."""
+    """A first call, warm-up (at least --warmup calls and --warmup-time seconds), then calls timed one by one until
+    --time seconds and --min-iters calls are done, at most --max-iters. (The cross-check's bare onnxruntime timer
+    times with this too.)"""
+    step()
     start, warm = time.perf_counter(), 0
     while warm < args.warmup or time.perf_counter() - start < args.warmup_time:
         step()

@@ -11,10 +11,11 @@ the session's providers.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -102,20 +103,12 @@ def call(made: ort.InferenceSession, args):
 
 
 def time_calls(step, args) -> list[float]:
-    """A first call, warm-up (at least --warmup calls and --warmup-time seconds), then calls timed one by one
-    until --time seconds and --min-iters calls are done, at most --max-iters."""
-    step()
-    start, warm = time.perf_counter(), 0
-    while warm < args.warmup or time.perf_counter() - start < args.warmup_time:
-        step()
-        warm += 1
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < args.max_iters and (len(samples) < args.min_iters or time.perf_counter() - start < args.time):
-        t0 = time.perf_counter()
-        step()
-        samples.append(time.perf_counter() - t0)
-    return samples
+    """The deploy script's timing loop (a first call, warm-up, then calls timed one by one), loaded by path: both
+    scripts run alone under `python -I`, where a sibling cannot be imported by name."""
+    spec = importlib.util.spec_from_file_location("deploy_run", Path(__file__).with_name("deploy_run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.time_calls(step, args)
 
 
 def main(argv=None) -> None:
