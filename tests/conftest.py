@@ -62,6 +62,7 @@ class FakeRunner:
 
 REPO = Path(__file__).resolve().parent.parent
 USER_CACHE = Path.home() / ".cache" / "vggbench"  # native.cache_dir()'s default root
+USER_DATA = Path.home() / ".local" / "share" / "vggbench"  # the results database's default folder
 # Caches that outlive one test, in one temp folder per session: pytest's controller makes it before any test
 # module is imported and pytest-xdist's workers inherit the variables, so the C++ kernels are built once a
 # session and shared by the workers (inductor reuses what another worker compiled).
@@ -96,7 +97,7 @@ def pytest_configure(config):
         session_dir = Path(tempfile.mkdtemp(prefix="vggbench-tests-"))
         saved = {k: os.environ.get(k) for k in [SESSION_ENV, *CACHES]}
         config._vggbench_session = {"dir": session_dir, "saved": saved, "repo": _files(REPO),
-                                    "user_cache": _files(USER_CACHE)}
+                                    "user_cache": _files(USER_CACHE), "user_data": _files(USER_DATA)}
         os.environ[SESSION_ENV] = str(session_dir)
         for variable, name in CACHES.items():
             os.environ[variable] = str(session_dir / name)
@@ -193,6 +194,7 @@ def pytest_sessionfinish(session, exitstatus):
                        for f in n.read_text().split()})
     problems += [f"new file in the repository: {f}" for f in sorted(_files(REPO) - state["repo"])]
     problems += [f"new file in {USER_CACHE}: {f}" for f in sorted(_files(USER_CACHE) - state["user_cache"])]
+    problems += [f"new file in {USER_DATA}: {f}" for f in sorted(_files(USER_DATA) - state["user_data"])]
     if problems:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         reporter.write("\n")  # after the progress line, which has none
@@ -223,6 +225,8 @@ def _isolated(monkeypatch, tmp_path_factory):
     found it."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.setenv("VGGBENCH_OFFLINE", "1")
+    # run, loadgen and verify also record into the results database: each test its own, never the user's
+    monkeypatch.setenv("VGGBENCH_DB", str(tmp_path_factory.mktemp("db") / "results.db"))
     # The default output folders (exports/, exports/.cache, benchmarks/results/, runs/, data/) are relative
     # to the working directory: a test that leaves one out writes into a temp folder, not into the checkout.
     # Its own folder, not tmp_path, which some tests expect to find empty.

@@ -77,6 +77,9 @@ def test_export_then_verify_as_a_user_types_it(tmp_path):
     assert result.output.strip().endswith("ok: 9 comparisons passed")
     report = json.loads(run("verify", out, "--json", "--backends", "onnx", "--no-photos").output)
     assert report["passed"] and {r["inputs"] for r in report["results"]} == {"random x1", "random x3"}
+    # both verifies are in the results database too, each comparison a case
+    recorded = json.loads(run("history", "--kind", "verify", "--format", "json").stdout)
+    assert [r["cases"] for r in recorded] == [9, len(report["results"])]
     again = run("export", "vgg11", *TINY_ARGS, "--out", out)
     assert again.exit_code == 2 and "already exists; pass --force" in again.output
 

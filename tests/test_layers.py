@@ -167,5 +167,10 @@ def test_verify_layers_cli_prints_the_table_and_writes_json_and_plot(tiny_export
     saved = json.loads((tmp_path / "p.json").read_text())
     assert saved["profiles"][0]["first_exceeding"] == "block3" and saved["settings"]["layers"] is True
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    from vggbench.bench.db import Database
+
+    with Database() as database:  # recorded too, though it failed: the stages it measured
+        (recorded,) = database.layer_profiles([saved["model"]])
+    assert [r["stage"] for r in recorded["rows"]] == [r["stage"] for r in saved["profiles"][0]["rows"]]
     usage = CliRunner().invoke(main, ["verify", str(out), "--all-stages"])
     assert usage.exit_code == 2 and "add --layers" in usage.output

@@ -316,10 +316,22 @@ def four_scenarios(tmp_path_factory):
     args = ["loadgen", "--models", "vgg11", "--width", TINY["width"], "--hidden", TINY["hidden"], "--image-size",
             TINY_IMAGE, "--images", "digits", "--count", 32, "--scenario", "singlestream,multistream,server,offline",
             "--short", "--samples-per-query", 4, "--latency-bound-ms", 100, "--search-max-runs", 3,
-            "--server-batch-budget", 1e-6, "--out", out]  # no batch of 2 runs within 0.1 us: Server's is 1
+            "--server-batch-budget", 1e-6, "--out", out,  # no batch of 2 runs within 0.1 us: Server's is 1
+            "--db", out.parent / "results.db"]  # the module's own: each test's VGGBENCH_DB is another
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return out, result.output
+
+
+def test_the_scenarios_are_recorded_in_the_results_database(four_scenarios):
+    from vggbench.bench.db import Database
+
+    out, _ = four_scenarios
+    with Database(out.parent / "results.db") as database:
+        assert [(r["kind"], r["cases"]) for r in database.runs()] == [("loadgen", 4)]
+        names = [n for (n,) in database.engine.connect().exec_driver_sql("SELECT name FROM scenarios ORDER BY name")]
+        assert database.check() == []
+    assert names == sorted(r["scenario"]["name"] for r in read_run(out)["results"])
 
 
 def test_four_scenarios_run_and_their_summaries_land_in_the_results(four_scenarios):

@@ -212,7 +212,7 @@ TIMINGS = {"timer", "warmup_calls", "first_call_ms", "median_ms", "mean_ms", "p9
            "std_ms", "noisy", "images_per_s", "gflops_per_s", "peak_gflops_per_s", "peak_pct", "gemm_gflops_per_s",
            "theoretical_gflops_per_s", "theoretical_pct", "peak_memory_mib", "rss_delta_mib", "load_ms",
            "samples_ms", "median_ci_low_ms", "median_ci_high_ms", "load", "under_load", "cross_check",
-           "parity_max_abs"}
+           "parity_max_abs", "faults_per_call", "kernel_pct"}
 
 
 def test_rows_from_worker_processes_match_the_rows_made_here(tmp_path):

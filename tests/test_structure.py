@@ -139,10 +139,12 @@ def test_the_rules_catch_an_uphill_import(tmp_path, monkeypatch):
         test_imports_run_down_the_layers(bad)
 
 
-# the backends' generic face: the registry, targets, runners, settings and loading. bench, parity and the CLI reach
-# a concrete backend only through these (issue 26): a backend is one module plus its line in registry.BUILTIN
+# the backends' generic face: the registry, targets, runners, settings, loading and what a profiler hook returns.
+# bench, parity and the CLI reach a concrete backend only through these (issue 26): a backend is one module plus
+# its line in registry.BUILTIN
 GENERIC_BACKEND_MODULES = {"vggbench.backends", "vggbench.backends.registry", "vggbench.backends.target",
-                           "vggbench.backends.runner", "vggbench.backends.settings", "vggbench.backends.load"}
+                           "vggbench.backends.runner", "vggbench.backends.settings", "vggbench.backends.load",
+                           "vggbench.backends.profiling"}
 # what the package vggbench.backends hands on from a concrete backend (a convenience for users and tests)
 CONCRETE_BACKEND_NAMES = {"OrtSettings", "OvSettings"}
 

@@ -10,6 +10,7 @@ import threading
 
 import click
 
+from .bench.db import DbSettings
 from .bench.scenarios import LoadgenSettings, SutSettings
 from .bench.suite import Suite
 from .core.errors import BenchmarkInterrupted, CheckFailed, ConfigError, Terminated, VggbenchError
@@ -249,7 +250,8 @@ PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", 
 @channels_last_alias
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
-def verify(export_dir, as_json, fmt, **kwargs) -> None:
+@cli_options(DbSettings)
+def verify(export_dir, as_json, fmt, db, record_db, **kwargs) -> None:
     """Check that every artifact of EXPORT_DIR computes what the eager model computes (exit 1 if not)."""
     import json
 
@@ -259,10 +261,12 @@ def verify(export_dir, as_json, fmt, **kwargs) -> None:
     from .parity.verify import verify_with
 
     settings = VerifySettings(**given(kwargs))
+    _check_db(db, record_db)
     if settings.layers:
-        _verify_layers(settings, export_dir, as_json, fmt, backend)
+        _verify_layers(settings, export_dir, as_json, fmt, backend, (db, record_db))
         return
     report = verify_with(export_dir, settings, backend_settings=backend)
+    _record(report, "verify", db, record_db)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -274,12 +278,13 @@ def verify(export_dir, as_json, fmt, **kwargs) -> None:
         click.echo(report.summary())
 
 
-def _verify_layers(settings: VerifySettings, export_dir: str, as_json: bool, fmt: str, backend) -> None:
+def _verify_layers(settings: VerifySettings, export_dir: str, as_json: bool, fmt: str, backend, db) -> None:
     import json
 
     from .parity.layers import COLUMNS, profile_with, table_rows
 
     report = profile_with(export_dir, settings, backend_settings=backend)
+    _record(report, "verify-layers", *db)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -297,6 +302,23 @@ def _verify_layers(settings: VerifySettings, export_dir: str, as_json: bool, fmt
     report.check()
     if not as_json:
         click.echo(report.summary())
+
+
+def _check_db(db: str | None, record_db: bool | None) -> None:
+    """A --db that is no path or URL fails before the work starts."""
+    if record_db is not False and db is not None:
+        from .bench.db import check_url
+
+        check_url(db)
+
+
+def _record(obj, kind: str, db: str | None, record_db: bool | None, source=None) -> None:
+    """Also record in the results database, unless --no-db; a database that fails warns and the command goes on."""
+    if record_db is False:
+        return
+    from .bench.db import record
+
+    record(obj, kind, db=db, source=source)
 
 
 # --- train / eval -------------------------------------------------------------------------------------
@@ -393,9 +415,16 @@ def require_quiet_option(command):
 @click.option("--baseline", default="eager:fp32:contiguous", show_default=True,
               help="backend:precision:memory_format that speedup is relative to.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: on a terminal].")
+@click.option("--profile", is_flag=True,
+              help="Profile instead of timing: each case under its runtime's own profiler (onnxruntime, OpenVINO "
+                   "PERF_COUNT, torch.profiler), its time per layer (conv1_1 ... fc8) side by side per backend, "
+                   "--min-iters profiled calls after the warm-up. Writes profile-<time>.json (no timed rows; "
+                   "`vggbench report` shows it), a Chrome trace per case in profile-<time>.traces/ and a plot.")
 @require_quiet_option
+@cli_options(DbSettings)
 @click.pass_context
-def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, require_quiet, **kwargs) -> None:
+def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, profile, require_quiet, db, record_db,
+        **kwargs) -> None:
     """Time forward passes across models, backends, batch sizes, precisions and memory formats.
 
     Each finished case is appended to run-<time>.jsonl beside the results as it is measured (`vggbench report`
@@ -417,7 +446,11 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, req
         device = kwargs["device"]
         suite = f"best-{default_suite(None if device is None else parse_device(device))}"
     parse_baseline(baseline)  # a bad one fails now, not after the run
+    _check_db(db, record_db)
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
+    if profile:
+        _profile_run(ctx, suite, export_cache, out, force, fmt, command, require_quiet, kwargs)
+        return
     journal = claim_results(out, command=command, force=force)  # an --out that cannot be written fails now, not after the run
     try:
         result = benchmark(suite, export_cache=export_cache, progress=progress,
@@ -436,8 +469,10 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, req
         raise
     result.settings["command"] = command
     json_path, csv_path = journal.finish(result.to_dict())
+    data = read_run(json_path)
+    _record(data, "run", db, record_db, json_path)
     # the table is rendered from the file just written, as `vggbench report` would
-    click.echo(render_run(read_run(json_path), fmt, baseline))
+    click.echo(render_run(data, fmt, baseline))
     click.echo(f"\n{result.summary()}; wrote {json_path} and {csv_path}", err=fmt in ("csv", "json"))
     if "interrupted" in result.settings:
         click.echo(f"interrupted: {result.settings['interrupted']}; the results so far are written", err=True)
@@ -445,9 +480,22 @@ def run(ctx, suite, best, export_cache, out, force, fmt, baseline, progress, req
     result.check()
 
 
+def _profile_run(ctx, suite, export_cache, out, force, fmt, command, require_quiet, kwargs) -> None:
+    from .bench.layer_time import plot_path, profile_run, render_layer_times, traces_folder
+
+    data, path = profile_run(suite, export_cache=export_cache, out=out, force=force, command=command,
+                             raise_errors=bool(ctx.obj.get("traceback")), require_quiet=require_quiet,
+                             echo=lambda line: click.echo(line, err=True), **given(kwargs))
+    click.echo(render_layer_times(data, fmt))
+    written = [str(p) for p in (path, traces_folder(path), plot_path(path)) if p.exists()]
+    click.echo(f"\nwrote {', '.join(written)}", err=fmt in ("csv", "json"))
+    if any(e["status"] in ("parity_failed", "export_failed", "error") for e in data["profiles"]):
+        ctx.exit(1)
+
+
 LOADGEN_SUITE_KEYS = ("models", "backends", "precisions", "memory_formats", "device", "image_size", "threads", "tf32",
                       "cudnn_benchmark", "weights", "seed", "num_classes", "width", "hidden", "dropout", "head",
-                      "init")  # and every backend's settings (RegistryCommand)
+                      "init", "allocator")  # and every backend's settings (RegistryCommand)
 
 
 @main.command("loadgen", cls=RegistryCommand)
@@ -464,8 +512,9 @@ LOADGEN_SUITE_KEYS = ("models", "backends", "precisions", "memory_formats", "dev
                                            "(never files vggbench did not write).")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @require_quiet_option
+@cli_options(DbSettings)
 @click.pass_context
-def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, **kwargs) -> None:
+def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, db, record_db, **kwargs) -> None:
     """MLPerf's scenarios (SingleStream, MultiStream, Server, Offline) run by MLPerf's LoadGen over any backend.
 
     Server finds the highest rate whose run LoadGen reports VALID at --latency-bound-ms (p99). Each scenario's
@@ -484,6 +533,7 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, **kwargs) 
              "sut": set(SutSettings.setting_names())}
     parts = {part: {k: v for k, v in given(kwargs).items() if k in keys} for part, keys in names.items()}
     settings, sut = LoadgenSettings(**parts["settings"]), SutSettings(**parts["sut"])  # bad values fail now
+    _check_db(db, record_db)
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
     journal = claim_results(out, command=command, prefix="loadgen", force=force, logs=True)
     logs = logs_folder(journal.json_path)
@@ -501,7 +551,9 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, **kwargs) 
         raise
     result.settings["command"] = command
     json_path, csv_path = journal.finish(result.to_dict())
-    click.echo(render_run(read_run(json_path), fmt))
+    data = read_run(json_path)
+    _record(data, "loadgen", db, record_db, json_path)
+    click.echo(render_run(data, fmt))
     where = f"; LoadGen's logs in {logs}" if logs.is_dir() else ""
     click.echo(f"\n{result.summary()}; wrote {json_path} and {csv_path}{where}", err=fmt in ("csv", "json"))
     if "interrupted" in result.settings:
@@ -610,11 +662,29 @@ def deploy(results, out, row, where, export_cache, force) -> None:
               help="Compare runs from different hardware anyway (the ratios then mean little).")
 @click.option("--plot", type=click.Path(), help="Also draw images/s against batch size into this .png file.")
 @click.option("--best", is_flag=True, help="Only the fastest case that passed parity per batch size.")
-def report(results, fmt, baseline, old, threshold, fail_on, allow_different_machines, plot, best) -> None:
-    """Show a results file as tables with speed-ups, compare it with an older one, or plot it."""
+@click.option("--html", "html_dir", type=click.Path(),
+              help="Also write a self-contained HTML page into this folder (index.html): the tables with their "
+                   "intervals, plots, LoadGen scenarios, per-layer error, and each case's history from the results "
+                   "database with regressions marked (at --threshold).")
+@click.option("--force", is_flag=True, help="Replace an --html folder that an earlier report wrote (never another).")
+@cli_options(DbSettings)
+def report(results, fmt, baseline, old, threshold, fail_on, allow_different_machines, plot, best, html_dir,
+           force, db, record_db) -> None:
+    """Show a results file as tables with speed-ups, compare it with an older one, or plot it; a profile that `run
+    --profile` wrote, as its per-layer table (and --plot: each layer's share against depth)."""
+    from .bench.layer_time import is_layer_times
     from .bench.report import parse_baseline, render_fastest, render_run
     from .bench.results import read_run
 
+    if is_layer_times(results):
+        if html_dir:
+            raise ConfigError("--html takes a results file, not a `run --profile` profile")
+        _report_layer_times(results, fmt, plot, best, old)
+        return
+    if html_dir:
+        from .bench.html_report import check_html_dir
+
+        check_html_dir(html_dir, force)  # before any table is printed
     if plot:
         from .core.plots import check_plot_path
 
@@ -631,6 +701,31 @@ def report(results, fmt, baseline, old, threshold, fail_on, allow_different_mach
         from .bench.plot import plot_run
 
         click.echo(f"wrote {plot_run(data, plot)}", err=fmt in ("csv", "json"))
+    if html_dir:
+        from .bench.compare import parse_threshold
+        from .bench.html_report import write_html
+
+        page = write_html(data, html_dir, source=results, baseline=baseline, threshold=parse_threshold(threshold),
+                          db=db, use_db=record_db is not False, force=force)
+        click.echo(f"wrote {page}", err=fmt in ("csv", "json"))
+
+
+def _report_layer_times(path, fmt: str, plot: str | None, best: bool, old: str | None) -> None:
+    from .bench.layer_time import read_layer_times, render_layer_times
+
+    if best or old:
+        raise ConfigError(f"{path} is a profiled run (per-layer time, with the profilers' cost): it has no timed rows "
+                          f"for --{'best' if best else 'compare'}; report a run without --profile")
+    if plot:
+        from .core.plots import check_plot_path
+
+        check_plot_path(plot)
+    data = read_layer_times(path)
+    click.echo(render_layer_times(data, fmt))
+    if plot:
+        from .bench.layer_time import plot_layer_times
+
+        click.echo(f"wrote {plot_layer_times(data, plot)}", err=fmt in ("csv", "json"))
 
 
 def _compare(new: dict, old: dict, threshold: str, allow_different_machines: bool, fmt: str,
@@ -650,6 +745,72 @@ def _compare(new: dict, old: dict, threshold: str, allow_different_machines: boo
         echo_rows(comparison.scenario_rows, fmt, SCENARIO_COMPARE_COLUMNS)
     click.echo(comparison.summary(), err=fmt in ("csv", "json"))
     comparison.check(fail_on)
+
+
+# --- the results database ----------------------------------------------------------------------------
+
+@main.group("db")
+def database() -> None:
+    """The results database that run, loadgen and verify also record into (see `vggbench history`)."""
+
+
+@database.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--db", help="The results database: a file (SQLite) or an SQLAlchemy URL [default: $VGGBENCH_DB, else "
+                           "~/.local/share/vggbench/results.db].")
+def db_import(files, db) -> None:
+    """Record existing results files (any schema version), run journals (.jsonl) and layer profiles."""
+    from .bench.db import import_files
+
+    for path, what in import_files(files, db):
+        click.echo(f"{path}: {what}")
+
+
+@database.command("check")
+@click.option("--db", help="The results database [default: $VGGBENCH_DB, else ~/.local/share/vggbench/results.db].")
+def db_check(db) -> None:
+    """Check that every run is whole (all its cases and samples) and, for SQLite, the file's integrity (exit 1 if
+    not)."""
+    from .bench.db import Database
+    from .core.errors import CheckFailed
+
+    with Database(db) as database:
+        problems = database.check()
+        runs = len(database.runs())
+    for line in problems:
+        click.echo(line)
+    if problems:
+        raise CheckFailed(f"{len(problems)} problem(s) in the results database {database.url}")
+    click.echo(f"ok: {runs} runs, each whole")
+
+
+@main.command()
+@click.option("--model", "models", multiple=True, help="Only cases of this model (repeat for more).")
+@click.option("--backend", "backends", multiple=True, help="Only cases of this backend (repeat for more).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["run", "loadgen", "verify", "verify-layers", "tune"]),
+              help="Only runs of this kind (repeat for more).")
+@click.option("--machine", help="Only runs on a machine whose description (CPU model, cores, GPUs) contains this.")
+@click.option("--commit", help="Only runs of commits starting with this.")
+@click.option("--since", help="Only runs made on or after this date (YYYY-MM-DD, UTC).")
+@click.option("--until", help="Only runs made on or before this date (YYYY-MM-DD, UTC).")
+@click.option("--cases", "per_case", is_flag=True, help="One row per case instead of one per run.")
+@click.option("--format", "fmt", type=click.Choice(["table", "github", "csv", "json", "parquet"]), default="table",
+              show_default=True, help="parquet needs --out, pandas and pyarrow.")
+@click.option("--out", type=click.Path(), help="Write to this file instead of printing.")
+@click.option("--db", help="The results database [default: $VGGBENCH_DB, else ~/.local/share/vggbench/results.db].")
+def history(models, backends, kinds, machine, commit, since, until, per_case, fmt, out, db) -> None:
+    """List the runs (or cases) recorded in the results database, filtered, oldest first."""
+    from .bench.db import Database, HistoryFilter, export_rows
+
+    filters = HistoryFilter(model=models, backend=backends, kind=kinds, machine=machine, commit=commit, since=since,
+                            until=until)
+    with Database(db) as database:
+        rows = database.cases(filters) if per_case else database.runs(filters)
+    text = export_rows(rows, fmt, out)
+    if text is not None:
+        click.echo(text)
+    summary = f"{len(rows)} {'case' if per_case else 'run'}(s)" + (f"; wrote {out}" if out else "")
+    click.echo(summary, err=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .profiling import module_profiler
 from .registry import Backend, register
 from .runner import RunnerOptions, TorchRunner, place
 from .target import MEMORY_FORMATS, Target
@@ -14,4 +15,5 @@ def eager_factory(module: nn.Module, target: Target, options: RunnerOptions | No
 
 
 BACKEND = register(Backend("eager", None, ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
-                           eager_factory, thread_safe=True, deployable=False))
+                           eager_factory, thread_safe=True, deployable=False,
+                           profiler=module_profiler))

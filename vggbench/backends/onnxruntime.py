@@ -4,6 +4,9 @@ TensorRT provider, where its libraries load (vggbench's own TensorRT backend is 
 
 from __future__ import annotations
 
+import json
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import torch
 
 from ..core.errors import UnsupportedError
 from ..core.settings import MAX_THREADS, setting
+from .profiling import OpProfile, chrome_trace, classify, mean_ops
 from .registry import Backend, Knob, register
 from .runner import Runner, RunnerOptions
 from .settings import BackendSettings
@@ -89,11 +93,13 @@ class OrtRunner(Runner):
     # events would not see its work, so the benchmark times it with a wall clock (and there is nothing to wait for)
     torch_stream = False
 
-    def __init__(self, path: Path, target: Target, settings: OrtSettings | None = None) -> None:
+    def __init__(self, path: Path, target: Target, settings: OrtSettings | None = None,
+                 profile_prefix: str | None = None) -> None:
         import onnxruntime as ort
 
         super().__init__(target)
         self.settings = settings or OrtSettings()
+        self.path, self._profile_prefix = path, profile_prefix  # profile_prefix: onnxruntime's profiler on
         kind = "ort-tensorrt" if target.backend == "ort-tensorrt" else target.device.kind
         wanted = PROVIDERS[kind]
         if wanted not in ort.get_available_providers():
@@ -120,6 +126,9 @@ class OrtRunner(Runner):
             setattr(options, name, getattr(getattr(ort, ENUMS[name]), value) if name in ENUMS else value)
         for key, value in session_config(self.settings).items():
             options.add_session_config_entry(key, value)
+        if self._profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = self._profile_prefix
         return options
 
     def _providers(self, kind: str, wanted: str) -> list:
@@ -169,6 +178,33 @@ class OrtRunner(Runner):
         return torch.from_numpy(output).float()
 
 
+def ort_profiler(runner: OrtRunner, batch: torch.Tensor, calls: int) -> OpProfile:
+    """onnxruntime's own profiler (SessionOptions.enable_profiling) on a second runner of the same file and
+    settings: one call left out, then `calls` calls; each node's kernel time within each call's model_run.
+    The profile's JSON is a Chrome trace already: it is returned as it is."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="vggbench-ort-profile-") as tmp:
+        profiled = OrtRunner(runner.path, runner.target, runner.settings, profile_prefix=str(Path(tmp) / "ort"))
+        prepared = profiled.prepare(batch)
+        profiled.run(prepared)  # first-call allocations: left out below
+        walls = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            profiled.run(prepared)
+            walls.append((time.perf_counter() - started) * 1e3)
+        events = json.loads(Path(profiled.session.end_profiling()).read_text(encoding="utf-8"))
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])[-calls:]
+    nodes = sorted((e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")),
+                   key=lambda e: e["ts"])
+    per_call = [[(e["name"].removesuffix("_kernel_time"), classify(e.get("args", {}).get("op_name", e["name"])),
+                  e["dur"] / 1e3) for e in nodes if run["ts"] <= e["ts"] <= run["ts"] + run["dur"]] for run in runs]
+    ops, notes = mean_ops(per_call)
+    source = f"onnxruntime {ort.__version__} enable_profiling"
+    return OpProfile(ops, walls, chrome_trace(events, source), source, notes)
+
+
 def ort_factory(path: Path, target: Target, options: RunnerOptions | None = None,
                 artifact_precision: str = "fp32") -> OrtRunner:
     if target.precision not in ("int8", artifact_precision):
@@ -179,11 +215,12 @@ def ort_factory(path: Path, target: Target, options: RunnerOptions | None = None
 
 BACKEND = register(Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp16", "int8"), ("contiguous",),
                            ort_factory, aliases=("onnx", "ort"), thread_safe=True, settings=OrtSettings,
-                           option_prefix="ort", runtime="onnxruntime", deploy_precisions=("fp32", "int8"),
-                           deploy_config=deploy_config,
+                           option_prefix="ort", profiler=ort_profiler, runtime="onnxruntime",
+                           deploy_precisions=("fp32", "int8"), deploy_config=deploy_config,
                            knobs=(Knob("optimization"), Knob("execution_mode", devices=("cpu",)),
                                   Knob("spinning", devices=("cpu",)), Knob("memory_arena", devices=("cpu",)),
                                   Knob("cudnn_conv_algo_search", devices=("cuda",)),
                                   Knob("cuda_graph", devices=("cuda",)))))
 ORT_TENSORRT = register(Backend("ort-tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",), ort_factory,
-                                aliases=("ort-trt",), settings=OrtSettings, settings_of="onnxruntime"))
+                                aliases=("ort-trt",), settings=OrtSettings, settings_of="onnxruntime",
+                                profiler=ort_profiler))

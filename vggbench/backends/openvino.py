@@ -10,6 +10,7 @@ precision the plugin picks (the target's precision must be that one).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 
 from ..core.errors import UnsupportedError
 from ..core.settings import MAX_THREADS, setting
+from .profiling import Op, OpProfile, classify, sequential_trace
 from .registry import Backend, Knob, register
 from .runner import Runner, RunnerOptions
 from .settings import BackendSettings
@@ -217,6 +219,45 @@ def deploy_config(settings: OvSettings, row: dict) -> dict:
             "static_batch": settings.static_batch and not settings.defaults, "requests": settings.requests}
 
 
+def ov_profiler(runner: OvRunner, batch: torch.Tensor, calls: int) -> OpProfile:
+    """OpenVINO's performance counters (PERF_COUNT, InferRequest.profiling_info): the runner's model compiled
+    again with its configuration and PERF_COUNT on, for the batch's shape, run by one synchronous request (with
+    the THROUGHPUT hint too, where the runner spreads single images over requests: the counters are per
+    request). Each executed node's real time; the nodes a fusion folded into another are NOT_RUN and left out.
+
+    The CPU plugin reports each node's mean over every call since the request began, so the profiled calls'
+    mean is taken from the means before and after them: (n1 x mean1 - n0 x mean0) / (n1 - n0), which leaves
+    the first call's one-time work out."""
+    from openvino import ProfilingInfo
+
+    prepared = runner.prepare(batch)
+    model = runner.model.clone()
+    model.reshape({0: list(prepared.shape)})
+    # not through the compiled-model cache: a blob compiled without PERF_COUNT has no counters to report
+    config = {key: value for key, value in runner.config.items() if key != "CACHE_DIR"}
+    compiled = runner.core.compile_model(model, DEVICE, {**config, "PERF_COUNT": "YES"})
+    request = compiled.create_infer_request()
+
+    def means() -> list[tuple[str, str, float]]:
+        return [(info.node_name, classify(info.node_type), info.real_time.total_seconds() * 1e3)
+                for info in request.profiling_info if info.status == ProfilingInfo.Status.EXECUTED]
+
+    request.infer({0: prepared}, share_inputs=True)
+    before = {name: ms for name, _, ms in means()}
+    walls = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        request.infer({0: prepared}, share_inputs=True)
+        walls.append((time.perf_counter() - started) * 1e3)
+    ops = [Op(name, kind, max(0.0, ((calls + 1) * ms - before.get(name, 0.0)) / calls))
+           for name, kind, ms in means()]
+    notes = ["profiled with one synchronous request (the THROUGHPUT runner spreads images over several)"] \
+        if runner.throughput else []
+    source = f"OpenVINO {runner.version} PERF_COUNT"
+    return OpProfile(ops, walls, sequential_trace([[(op.name, op.kind, op.ms) for op in ops]], source), source,
+                     notes)
+
+
 def openvino_factory(path: Path, target: Target, options: RunnerOptions | None = None,
                      artifact_precision: str = "fp32") -> OvRunner:
     if artifact_precision != "fp32":
@@ -227,6 +268,7 @@ def openvino_factory(path: Path, target: Target, options: RunnerOptions | None =
 
 BACKEND = register(Backend("openvino", "onnx", ("cpu",), ("fp32", "bf16", "int8"), ("contiguous",),
                            openvino_factory, aliases=("ov",), settings=OvSettings, option_prefix="openvino",
-                           runtime="openvino", deploy_precisions=("fp32", "bf16", "int8"), deploy_config=deploy_config,
+                           profiler=ov_profiler, runtime="openvino", deploy_precisions=("fp32", "bf16", "int8"),
+                           deploy_config=deploy_config,
                            knobs=(Knob("hint"), Knob("streams", (None, 1, 2, 4)), Knob("requests", (None, 1, 2, 4, 8)),
                                   Knob("static_batch"))))

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .artifact import place_artifact, torch_deploy_config
+from .profiling import module_profiler
 from .registry import Backend, register
 from .runner import RunnerOptions, TorchRunner
 from .target import MEMORY_FORMATS, Target
@@ -20,4 +21,5 @@ def pt2_factory(path: Path, target: Target, options: RunnerOptions | None = None
 
 BACKEND = register(Backend("pt2", "pt2", ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
                            pt2_factory, aliases=("export", "torch.export"), thread_safe=True,
-                           runtime="torch", deploy_precisions=("fp32",), deploy_config=torch_deploy_config))
+                           profiler=module_profiler, runtime="torch", deploy_precisions=("fp32",),
+                           deploy_config=torch_deploy_config))

@@ -88,6 +88,10 @@ class Backend:
     # what a run's environment record says of it, {key: value} (winograd: how its C++ kernels are built); it
     # builds and runs nothing
     environment: Callable[[], dict] | None = None
+    # the runtime's own per-op timings (`vggbench run --profile`): profiler(runner, batch, calls) runs `calls`
+    # calls of one of its runners (warmed up) under its profiler and returns a
+    # vggbench.backends.profiling.OpProfile; None for a backend without one (its cases are skipped)
+    profiler: Callable | None = None
     # what `vggbench tune` may turn: knobs over fields of `settings` (see Knob)
     knobs: tuple[Knob, ...] = ()
     # `vggbench deploy`: the package whose runtime loads the artifact alone (what the deploy folder's run.py imports

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ..core.errors import UnsupportedError, VggbenchError
 from ..core.fileio import atomic_file, exclusive, sha256_file, write_json
 from ..core.settings import setting
 from ..exporters.manifest import Artifact
+from .profiling import OpProfile, classify, mean_ops, sequential_trace
 from .registry import Backend, Knob, register
 from .runner import Runner, RunnerOptions
 from .settings import BackendSettings, RunContext
@@ -375,6 +377,39 @@ class TrtRunner(Runner):
         return self.to_tensor(out)
 
 
+def trt_profiler(runner: TrtRunner, batch: torch.Tensor, calls: int) -> OpProfile:
+    """TensorRT's layer profiler (IExecutionContext.profiler, an IProfiler) on the runner's engine for the batch:
+    TensorRT reports each engine layer's time after every call (and synchronises between layers to measure
+    them). Engine layers are named after the ONNX nodes they fuse ("node_Conv_3 + node_relu"), which classify
+    reads; the format conversions TensorRT inserts ("Reformatting CopyNode for ...") are other. The profiler
+    stays on the context, which the profile's runner is closed with."""
+    trt = runner.trt
+
+    class Layers(trt.IProfiler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[tuple[str, str, float]] = []
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            kind = "other" if layer_name.startswith("Reformatting") else classify(layer_name)
+            self.ops.append((layer_name, kind, ms))
+
+    prepared = runner.prepare(batch)
+    layers = Layers()
+    prepared[0].profiler = layers
+    walls, per_call = [], []
+    for _ in range(calls):
+        layers.ops = []
+        started = time.perf_counter()
+        runner.run(prepared)
+        runner.synchronize()
+        walls.append((time.perf_counter() - started) * 1e3)
+        per_call.append(layers.ops)
+    ops, notes = mean_ops(per_call)
+    source = f"TensorRT {runner.version} IProfiler"
+    return OpProfile(ops, walls, sequential_trace(per_call, source), source, notes)
+
+
 def tensorrt_factory(path: Path, target: Target, options: RunnerOptions | None = None,
                      artifact_precision: str = "fp32", *, artifact: Artifact,
                      static_batch: int | None = None) -> TrtRunner:
@@ -387,4 +422,5 @@ def tensorrt_factory(path: Path, target: Target, options: RunnerOptions | None =
 
 BACKEND = register(Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16", "int8", "fp8"), ("contiguous",),
                            tensorrt_factory, aliases=("trt",), builds_precisions=True, thread_safe=True,
-                           settings=TrtSettings, option_prefix="trt", knobs=(Knob("workspace_gib", (1.0, 4.0, 8.0)),)))
+                           settings=TrtSettings, option_prefix="trt", profiler=trt_profiler,
+                           knobs=(Knob("workspace_gib", (1.0, 4.0, 8.0)),)))

@@ -43,6 +43,7 @@ from pathlib import Path
 from ..backends import resolve_target
 from ..backends.load import checked_artifact
 from ..backends.registry import get_backend
+from ..core.allocator import DEFAULT_POLICY, child_environment
 from ..core.errors import one_line
 from ..exporters.manifest import read_manifest
 from ..zoo.settings import ModelSettings
@@ -311,15 +312,16 @@ def _why(done: subprocess.CompletedProcess) -> str:
     return f"exit status {done.returncode}: {text[:300]}"
 
 
-def execute(plan: Plan, row_images_per_s: float, timeout_s: float) -> dict:
-    """Run a plan's command and make the row's block from what it prints."""
-    block: dict = {"tool": plan.tool, "command": list(plan.command)}
+def execute(plan: Plan, row_images_per_s: float, timeout_s: float, policy: str = DEFAULT_POLICY) -> dict:
+    """Run a plan's command, under the allocator `policy` of the row it checks (vggbench.core.allocator), and make
+    the row's block from what it prints."""
+    block: dict = {"tool": plan.tool, "command": list(plan.command), "allocator": policy}
     if plan.config is not None:
         block["config"] = plan.config
     started = time.perf_counter()
     try:
         done = subprocess.run(plan.command, cwd=plan.cwd, capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL, check=False)
+                              stdin=subprocess.DEVNULL, check=False, env=child_environment(policy))
     except subprocess.TimeoutExpired:
         return {**block, "error": f"timed out after {timeout_s:.0f} s", "seconds": round(timeout_s, 3)}
     except OSError as e:
@@ -382,4 +384,4 @@ def cross_check(row: BenchResult, prepared, suite) -> BenchResult:
             return replace(row, cross_check={"tool": tool, "error": str(e)})
         except Exception as e:  # whatever stops the check, the row stands
             return replace(row, cross_check={"tool": tool, "error": one_line(e)})
-        return replace(row, cross_check=execute(plan, row.images_per_s, timeout_for(row)))
+        return replace(row, cross_check=execute(plan, row.images_per_s, timeout_for(row), suite.allocator))

@@ -33,6 +33,7 @@ def run_group(sweep, name: str, group: tuple, cases: list, body) -> None:
 
     import torch
 
+    from ..backends.registry import get_backend
     from .rows import BenchResult
 
     target = sweep.plan[(name, *group[:3])]
@@ -59,7 +60,8 @@ def run_group(sweep, name: str, group: tuple, cases: list, body) -> None:
                     row = BenchResult(**message["row"])
                     by_size.pop(row.batch_size, None)
                     sweep.ceilings.see(row.device, row.precision, row.gflops_per_s,
-                                       f"{row.backend} {row.precision} {row.memory_format} batch {row.batch_size}")
+                                       f"{row.backend} {row.precision} {row.memory_format} batch {row.batch_size}",
+                                       not get_backend(row.backend).fewer_flops)
                     sweep._record([row])
                 elif "status" in message:
                     status = message["status"]

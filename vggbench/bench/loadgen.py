@@ -31,6 +31,7 @@ from ..core.env import capture, package_version
 from ..core.errors import ConfigError, UnsupportedError, VggbenchError, one_line
 from ..core.fileio import atomic_dir
 from ..core.load import LoadSampler, load_block, run_load, wait_for_quiet
+from ..core import allocator
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..zoo.weights import parse_weights
 from .cache import DEFAULT_EXPORT_CACHE
@@ -98,6 +99,7 @@ def loadgen(suite: Suite | str | os.PathLike | None = None, *, settings: Loadgen
     final = Path(logs) if keep else Path(tempfile.mkdtemp(prefix="vggbench-loadgen-"))
     with scoped_numerics(suite.threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
         environment = capture()
+        environment["allocator"] = allocator.apply(suite.allocator)
         environment["loadgen"] = package_version("mlcommons-loadgen")
         environment["load"] = {"start": sampler.sample()}
         unused = ("batch_sizes", "warmup", "warmup_time_s", "min_time_s", "min_iters", "max_iters")  # `run`'s timing

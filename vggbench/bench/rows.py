@@ -74,6 +74,10 @@ class BenchResult(Case):
     theoretical_pct: float | None = None  # gflops_per_s / theoretical_gflops_per_s x 100
     peak_memory_mib: float | None = None  # CUDA max allocated
     rss_delta_mib: float | None = None  # CPU: peak RSS growth during the case
+    # over its timed calls (vggbench.core.allocator): page faults a call, whole process, and the kernel's share of
+    # the CPU time; torch's CPU paths fault on fresh activation memory, the runtimes with arenas hardly at all
+    faults_per_call: float | None = None
+    kernel_pct: float | None = None
     parity_max_abs: float | None = None  # first output vs eager fp32 on the same images; None for the reference
     notes: str = ""  # what the backend chose for this case (winograd: each conv's and Linear's algorithm)
     # a LoadGen scenario's row (`vggbench loadgen`): a ScenarioResult as a dict; None for rows of `vggbench run`.
@@ -114,7 +118,8 @@ class BenchResult(Case):
                    warmup_calls=m.warmup_calls, first_call_ms=m.first_call_ms, **stats,
                    images_per_s=images_per_s, gmacs_per_image=gmacs_per_image, gflops_per_s=gflops,
                    peak_gflops_per_s=peak_gflops_per_s, peak_pct=pct, peak_memory_mib=m.peak_memory_mib,
-                   rss_delta_mib=m.rss_delta_mib, samples_ms=m.stats.samples_ms, **extra)
+                   rss_delta_mib=m.rss_delta_mib, faults_per_call=m.faults_per_call, kernel_pct=m.kernel_pct,
+                   samples_ms=m.stats.samples_ms, **extra)
 
 
 @dataclass(frozen=True)

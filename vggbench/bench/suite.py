@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 from ..backends.settings import SettingsMap
+from ..core.allocator import DEFAULT_POLICY, POLICIES
 from ..core.device import Device, device_text, parse_device
 from ..core.documents import loads_toml
 from ..core.errors import ConfigError
@@ -158,6 +159,11 @@ class Suite(ModelSettings):
                              "alike; warm-up in the first round (at most max_iters rounds; 1: each case in one go) "
                              "[default: 5].",
                           minimum=1)
+    allocator: str = setting(DEFAULT_POLICY, "steady, or default: glibc's malloc with fixed trim and mmap "
+                                             "thresholds, in this process and in every worker and cross-check "
+                                             "tool it starts, so that torch's CPU rows measure the steady state "
+                                             "whatever ran before them (vggbench.core.allocator); default leaves "
+                                             "malloc as it is [default: steady].", choices=POLICIES)
     isolation: str = setting("none", "none, or process: each group (a runner and its batch sizes) is built and "
                                      "timed in a fresh worker process; a crash or a --worker-timeout becomes an "
                                      "error row and the run goes on.", choices=ISOLATIONS)

@@ -19,6 +19,7 @@ from ..backends.registry import get_backend
 from ..core.device import Device, cpu_bf16_instructions, require_device
 from ..core.env import capture
 from ..core.errors import BenchmarkInterrupted, Terminated, UnsupportedError
+from ..core import allocator
 from ..core.load import LoadSampler, load_block, run_load, wait_for_quiet
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..core.timing import Session, free_memory, measure, round_timing
@@ -58,6 +59,7 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
     started = time.perf_counter()
     with scoped_numerics(suite.threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
         environment = capture()
+        environment["allocator"] = allocator.apply(suite.allocator)
         environment.update(backend_environment())  # e.g. native_kernels: the winograd backend's C++ transforms
         environment["load"] = {"start": sampler.sample()}
         environment["gemm_peaks"] = _peaks(plan, device)
@@ -253,7 +255,8 @@ class _Sweep:
                                    load_ms=prepared.load_ms, parity_max_abs=parity_max_abs,
                                    notes=prepared.notes(batch), **extra)
         self.ceilings.see(case.device, case.precision, row.gflops_per_s,
-                          f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}")
+                          f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}",
+                          _hardware_rate(case.backend))
         return replace(row, **self.ceilings.row_fields(case.device, case.precision, row.gflops_per_s,
                                                        _hardware_rate(case.backend)))
 
@@ -416,6 +419,7 @@ def _group_in_worker(conn, suite, export_cache: str, ceilings, threads: int, rai
 
     device = require_device(suite.device)
     weights = parse_weights(suite.weights, suite.seed).require()
+    allocator.apply(suite.allocator)  # as in the parent (whose record the run keeps)
     with scoped_numerics(threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
         # the load each case meets, as in the parent's process (the parent waits meanwhile: it uses no CPU)
         sweep = _Sweep(suite, device, weights, {(name, *group[:3]): target}, Path(export_cache), ceilings, False,

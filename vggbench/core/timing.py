@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .allocator import Usage
 from .device import Device
 from .errors import ConfigError
 
@@ -315,6 +316,10 @@ class Measurement:
     timer: str
     peak_memory_mib: float | None = None
     rss_delta_mib: float | None = None
+    # over the timed calls, every thread of the process: page faults a call (fresh pages the kernel zeroed, see
+    # vggbench.core.allocator) and the kernel's share of the CPU time
+    faults_per_call: float | None = None
+    kernel_pct: float | None = None
 
 
 class Session:
@@ -336,6 +341,7 @@ class Session:
         self.warmup_calls = 0
         self.samples_ms: list[float] = []
         self.sample_rounds: list[int] = []
+        self._usage: list[Usage] = []  # (start, end) of each round's timed calls
         out, self.first_call_ms = self._timer.time_ms(self._call)
         if on_first_output is not None:
             on_first_output(out)
@@ -356,7 +362,9 @@ class Session:
     def sample(self, min_calls: int = 1, min_time_s: float = 0.0, max_calls: int | None = None,
                round: int = 1) -> Stats:
         """One round of timed calls (see `sample`), kept with the round's number."""
+        start = Usage.now()
         stats = sample(self._call, self._timer, min_calls, min_time_s, max_calls, self._clock)
+        self._usage += [start, Usage.now()]
         self.samples_ms += stats.samples_ms
         self.sample_rounds += [round] * len(stats.samples_ms)
         if self._memory is None:
@@ -370,7 +378,19 @@ class Session:
         """Every sample so far (at least one round must have run)."""
         peak, rss = self._memory or (None, None)
         return Measurement(Stats(tuple(self.samples_ms)), self.first_call_ms, self.warmup_calls, self._timer.name,
-                           peak, rss)
+                           peak, rss, **_usage(self._usage, len(self.samples_ms)))
+
+
+def _usage(marks: list[Usage], calls: int) -> dict:
+    """Faults a call and the kernel's share over the timed rounds alone (marks: each round's start and end)."""
+    if not marks:
+        return {}
+    total = Usage(0.0, 0.0, 0, 0)
+    for start, end in zip(marks[::2], marks[1::2]):
+        total = Usage(total.user_s + end.user_s - start.user_s, total.system_s + end.system_s - start.system_s,
+                      total.minor_faults + end.minor_faults - start.minor_faults,
+                      total.major_faults + end.major_faults - start.major_faults)
+    return total.since(Usage(0.0, 0.0, 0, 0), calls)
 
 
 def measure(runner, batch: torch.Tensor, timing: Timing = Timing(), *,

@@ -17,6 +17,7 @@ from torch import nn
 
 from ...core.device import Device
 from ...core.settings import setting
+from ..profiling import torch_profile
 from ..registry import Backend, Knob, register
 from ..runner import RunnerOptions, TorchRunner
 from ..settings import BackendSettings
@@ -124,11 +125,19 @@ def winograd_factory(module: nn.Module, target: Target, options: RunnerOptions |
     return WinogradRunner(module, target, tiles=settings.tiles)
 
 
+def _profiler(runner: WinogradRunner, batch: torch.Tensor, calls: int):
+    """torch.profiler over the tuned model of the batch's shape, one scope per layer (its direct, Winograd and
+    oneDNN layers run vggbench's own ops, which no op name tells apart)."""
+    prepared = runner.prepare(batch)
+    runner.run(prepared)  # the shape's model tuned (or rebuilt) before anything is profiled
+    return torch_profile(runner, batch, calls, runner._tuned[tuple(prepared.shape)][0])
+
+
 def _environment() -> dict:
     return {"native_kernels": native.describe()}  # its C++ transforms, as built (or as they would be)
 
 
 BACKEND = register(Backend("winograd", None, ("cpu",), ("fp32",), ("channels_last",), winograd_factory,
                            fewer_flops=True, deployable=False, environment=_environment, settings=WinogradSettings,
-                           option_prefix="winograd",
+                           option_prefix="winograd", profiler=_profiler,
                            knobs=(Knob("tiles", (TILES, *((m,) for m in TILES))),)))
