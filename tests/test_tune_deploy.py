@@ -98,10 +98,11 @@ def test_the_row_to_deploy_is_a_tunes_winner_or_one_chosen():
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    """A run of a tiny VGG11 on eager, onnxruntime and pt2 at batch 2, written as a results file."""
+    """A run of a tiny VGG11 on eager, onnxruntime and pt2 at batch 2, written as a results file (and into no results
+    database: a module fixture runs before the tests' own VGGBENCH_DB is set)."""
     tmp = tmp_path_factory.mktemp("deploy")
     result = cli("run", "--models", "vgg11", *TINY_ARGS, "--batch-sizes", "2", "--backends", "eager,onnxruntime,pt2",
-                 *QUICK, "--out", tmp / "run.json", "--export-cache", tmp / "cache", "--format", "csv")
+                 *QUICK, "--out", tmp / "run.json", "--export-cache", tmp / "cache", "--format", "csv", "--no-db")
     assert result.exit_code == 0, result.output
     return tmp, read_run(tmp / "run.json")
 
