@@ -103,9 +103,12 @@ def test_latency_throughput_and_dynamic_batch_compute_the_same(exported, tmp_pat
     latency = load_runner(out, "openvino", options=_options(tmp_path))
     throughput = load_runner(out, "openvino", options=_options(tmp_path, hint="THROUGHPUT", streams=2, threads=2))
     dynamic = load_runner(out, "openvino", options=_options(tmp_path, static_batch=False))
+    # THROUGHPUT over the dynamic batch (its output shape has no static batch), with its requests in flight set
+    both = load_runner(out, "openvino", options=_options(tmp_path, hint="THROUGHPUT", static_batch=False, requests=3))
     atol = 1e-4 * expected.abs().max().item()
-    for runner in (latency, throughput, dynamic):
+    for runner in (latency, throughput, dynamic, both):
         torch.testing.assert_close(runner(x), expected, atol=atol, rtol=1e-4)
+    assert "PERFORMANCE_HINT_NUM_REQUESTS=3" in both.notes(x)
     assert "streams 2" in throughput.notes(x) and "requests 2" in throughput.notes(x)
     assert "PERFORMANCE_HINT=LATENCY INFERENCE_PRECISION_HINT=f32 INFERENCE_NUM_THREADS=1" in latency.notes(x)
     assert "dynamic batch" in dynamic.notes(x) and "static batch" in latency.notes(x)
@@ -157,7 +160,7 @@ def test_a_run_records_the_openvino_settings(tmp_path):
     (row,) = run.results
     assert row.status == "ok", row.reason
     assert row.backend_settings == {"threads": 1, "hint": "THROUGHPUT", "streams": 1, "cache_dir": None,
-                                    "static_batch": True, "defaults": False}
+                                    "static_batch": True, "defaults": False, "requests": None}
     assert row.parity_max_abs is not None
     assert "PERFORMANCE_HINT=THROUGHPUT" in row.notes and "NUM_STREAMS=1" in row.notes
     assert run.settings["backend"]["openvino"]["hint"] == "THROUGHPUT"

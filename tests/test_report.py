@@ -214,3 +214,21 @@ def test_fastest_is_the_quickest_case_that_passed_and_fp32_is_named_apart(tmp_pa
     table = list(csv.DictReader(io.StringIO(only.output)))
     assert [(r["batch_size"], r["fastest"]) for r in table] == [("1", "eager bf16 channels_last"),
                                                                 ("8", "eager fp32 contiguous")]
+
+
+def test_the_fastest_deployable_is_named_beside_the_fastest_overall(tmp_path):
+    # eager and winograd run vggbench's own code (their records say deployable=False): the fastest of them is the
+    # fastest overall, the quickest onnxruntime/openvino/pt2 row is what can be shipped
+    rows = [row("winograd", 1, 40.0, memory_format="channels_last"), row("eager", 1, 100.0),
+            row("onnxruntime", 1, 80.0), row("openvino", 1, 70.0), row("pt2", 8, 200.0), row("eager", 8, 300.0)]
+    best = {r["batch_size"]: r for r in fastest_rows([r.__dict__ for r in rows])}
+    assert best[1]["fastest"] == "winograd fp32 channels_last"
+    assert best[1]["fastest_deployable"] == "openvino fp32 contiguous"
+    assert best[1]["deployable_speedup"] == pytest.approx(100 / 70)
+    assert best[8]["fastest"] == "pt2 fp32 contiguous" == best[8]["fastest_deployable"]
+    table = cli("report", results_file(tmp_path, rows), "--best", "--format", "csv")
+    assert table.exit_code == 0, table.output
+    assert [r["fastest_deployable"] for r in csv.DictReader(io.StringIO(table.output))] == [
+        "openvino fp32 contiguous", "pt2 fp32 contiguous"]
+
+

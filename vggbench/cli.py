@@ -13,7 +13,7 @@ import click
 from .bench.db import DbSettings
 from .bench.scenarios import LoadgenSettings, SutSettings
 from .bench.suite import Suite
-from .core.errors import BenchmarkInterrupted, ConfigError, Terminated, VggbenchError
+from .core.errors import BenchmarkInterrupted, CheckFailed, ConfigError, Terminated, VggbenchError
 from .core.settings import cli_options, given
 from .data.preview import PreviewSettings
 from .exporters.settings import ExportSettings
@@ -638,6 +638,88 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, db, record
         click.echo(f"interrupted: {result.settings['interrupted']}", err=True)
         ctx.exit(interrupt_exit_code(ctx))
     result.check()
+
+
+TUNE_SUITE_KEYS = ("device", "image_size", "weights", "seed", "num_classes", "width", "hidden", "dropout", "head",
+                   "init", "tf32", "cudnn_benchmark", "warmup", "warmup_time_s", "min_time_s", "min_iters", "max_iters",
+                   "rounds", "isolation", "worker_timeout_s")
+
+
+def _tune_settings():
+    from .bench.tune import TuneSettings
+
+    return TuneSettings
+
+
+@main.command()
+@click.argument("model")
+@cli_options(_tune_settings())
+@cli_options(Suite, include=TUNE_SUITE_KEYS, show_defaults=False)
+@click.option("--export-cache", default="exports/.cache", show_default=True, type=click.Path(),
+              help="Where parity-checked exports are kept between runs (shared with `run`).")
+@click.option("--out", type=click.Path(), help="A folder, or a .json file [default: benchmarks/results/"
+                                               "tune-<time>.json].")
+@click.option("--force", is_flag=True, help="Replace the results of an earlier run at a named --out .json.")
+@click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
+@click.pass_context
+def tune(ctx, model, export_cache, out, force, fmt, **kwargs) -> None:
+    """Search the runtimes' own knobs for MODEL with Optuna: the least latency at batch 1 (--goal latency), the
+    most images/s at --batch-size (throughput), or the most images/s within a p99 bound (p99 --bound-ms).
+
+    Every trial not pruned is an ordinary timed case (parity judged; --isolation process available); the search is
+    a results file `report` reads, with each trial's settings and the winner, which `vggbench deploy` ships.
+    Exit 2 on bad input; 1 when no trial met the goal (the trials that ran are written first).
+    """
+    import shlex
+
+    from .bench.report import render_run
+    from .bench.results import claim_results, read_run
+    from .bench.tune import TuneSettings
+    from .bench.tune import tune as run_tune
+
+    settings = TuneSettings(**given({k: kwargs.pop(k) for k in TuneSettings.setting_names() if k in kwargs}))
+    suite = given({k: kwargs[k] for k in TUNE_SUITE_KEYS if k in kwargs})
+    command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
+    journal = claim_results(out, command=command, prefix="tune", force=force)
+    try:
+        result = run_tune(model, settings, export_cache=export_cache, journal=journal,
+                          echo=lambda line: click.echo(line, err=True),
+                          raise_errors=bool(ctx.obj.get("traceback")), **suite)
+    except BaseException:
+        journal.close()
+        raise
+    result.settings["command"] = command
+    if not result.results:
+        journal.close()
+        raise CheckFailed("no trial was timed: " + "; ".join(
+            f"trial {t['number']}: {t.get('reason') or t['state']}" for t in result.settings["tune"]["trials"]))
+    json_path, csv_path = journal.finish(result.to_dict())
+    click.echo(render_run(read_run(json_path), fmt))
+    click.echo(f"\n{result.summary()}; wrote {json_path} and {csv_path}", err=fmt in ("csv", "json"))
+    if result.settings["tune"]["winner"] is None:
+        raise CheckFailed(f"no trial met the goal ({settings.goal}): the trials and their rows are written")
+
+
+@main.command()
+@click.argument("results", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option("--row", type=click.IntRange(min=0), help="The row to deploy (0-based, as in the results file) "
+                                                        "[default: a tune's winner].")
+@click.option("--where", help="The one row that ran with these fields, e.g. backend=onnxruntime,batch_size=8.")
+@click.option("--export-cache", type=click.Path(), help="Where the run's exports are [default: the one the results "
+                                                        "file names].")
+@click.option("--force", is_flag=True, help="Replace a deploy folder vggbench wrote at OUT (never another folder).")
+def deploy(results, out, row, where, export_cache, force) -> None:
+    """Write OUT: a folder that runs one measured row without vggbench (the artifact, the runtime's configuration,
+    reference inputs and outputs, requirements.txt and run.py, which checks the artifact's sha256 and the outputs
+    and times it). The row is a tune's winner, or --row / --where of any results file."""
+    from .bench.deploy import deploy as write_deploy
+
+    folder, config = write_deploy(results, out, row=row, where=where, force=force, export_cache=export_cache)
+    measured = config["measured"]["images_per_s"]
+    click.echo(f"wrote {folder}: {config['backend']} {config['precision']} batch {config['batch_size']} "
+               f"({config['artifact']['file']}, measured {measured:.4g} images/s); run it with "
+               f"`python {folder}/run.py` after `pip install -r {folder}/requirements.txt`")
 
 
 @main.command()

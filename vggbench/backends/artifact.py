@@ -16,3 +16,8 @@ def place_artifact(module: nn.Module, target: Target, artifact_precision: str) -
     if artifact_precision == "fp32" and target.precision == "fp16":
         raise UnsupportedError("this artifact was exported in fp32; for fp16 export with --precision fp16")
     return module.to(target.device.torch).to(memory_format=target.torch_memory_format)
+
+
+def torch_deploy_config(settings, row: dict) -> dict:
+    """What a deploy folder's run.py gives torch for an artifact it loads (pt2, TorchScript): threads and layout."""
+    return {"threads": row["threads"], "memory_format": row["memory_format"]}

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..core.settings import setting
 from .profiling import module_profiler
-from .registry import Backend, register
+from .registry import Backend, Knob, register
 from .runner import RunnerOptions, TorchRunner, place
 from .settings import BackendSettings
 from .target import MEMORY_FORMATS, Target
@@ -49,4 +49,5 @@ def compile_factory(module: nn.Module, target: Target, options: RunnerOptions | 
 BACKEND = register(Backend("compile", None, ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"), tuple(MEMORY_FORMATS),
                            compile_factory, aliases=("torch.compile", "inductor"), min_warmup=3, deployable=False,
                            close=reset, settings=CompileSettings, option_prefix="compile",
-                           profiler=module_profiler))
+                           profiler=module_profiler,
+                           knobs=(Knob("mode", (None, "max-autotune-no-cudagraphs")), Knob("freezing"))))

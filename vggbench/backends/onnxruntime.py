@@ -16,7 +16,7 @@ from ..core.errors import UnsupportedError
 from ..core.extras import install_hint
 from ..core.settings import MAX_THREADS, setting
 from .profiling import OpProfile, chrome_trace, classify, mean_ops
-from .registry import Backend, register
+from .registry import Backend, Knob, register
 from .runner import Runner, RunnerOptions
 from .settings import BackendSettings
 from .target import Target
@@ -25,6 +25,7 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "ort-tensorrt": "TensorrtExecutionProvider"}
 OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 CONV_ALGO_SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+EXECUTION_MODES = ("sequential", "parallel")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,15 @@ class OrtSettings(BackendSettings):
     # input and output stay in fixed device buffers (IO binding), as onnxruntime requires
     cuda_graph: bool = setting(False, "onnxruntime CUDA: capture each batch size as a CUDA graph and replay it "
                                       "(fixed IO-bound buffers).")
+    # CPU: parallel runs independent nodes of the graph at once (inter-op threads); a VGG is one chain of nodes,
+    # so it is a knob to measure, not to guess
+    execution_mode: str = setting("sequential", "onnxruntime execution mode: sequential or parallel.",
+                                  choices=EXECUTION_MODES)
+    # intra-op threads spin between calls (onnxruntime's default): quicker to wake, but they take the cores from
+    # any neighbour
+    spinning: bool = setting(True, "onnxruntime: intra-op threads spin while waiting for work "
+                                   "(session.intra_op.allow_spinning).")
+    memory_arena: bool = setting(True, "onnxruntime: the CPU memory arena (enable_cpu_mem_arena).")
     # the run's: intra-op threads (None: onnxruntime's default, one per physical core) and TF32 on the CUDA
     # provider (onnxruntime's default is on; fp32 is fp32 here)
     threads: int | None = setting(None, cli=False, minimum=1, maximum=MAX_THREADS)
@@ -48,6 +58,32 @@ class OrtSettings(BackendSettings):
 
     def variant(self) -> str:
         return "cuda-graph" if self.cuda_graph else ""
+
+
+LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+          "all": "ORT_ENABLE_ALL"}
+# SessionOptions attributes whose values are onnxruntime enums, given by name
+ENUMS = {"graph_optimization_level": "GraphOptimizationLevel", "execution_mode": "ExecutionMode"}
+
+
+def session_options(settings: OrtSettings) -> dict:
+    """The SessionOptions attributes these settings set, enums by name ("ORT_ENABLE_ALL"): what the runner sets and
+    what a deploy folder's configuration holds."""
+    options = {"graph_optimization_level": LEVELS[settings.optimization],
+               "execution_mode": f"ORT_{settings.execution_mode.upper()}", "enable_cpu_mem_arena": settings.memory_arena}
+    if settings.threads:
+        options["intra_op_num_threads"] = settings.threads
+    return options
+
+
+def session_config(settings: OrtSettings) -> dict[str, str]:
+    """The session's config entries (add_session_config_entry) these settings set."""
+    return {"session.intra_op.allow_spinning": "1" if settings.spinning else "0"}
+
+
+def deploy_config(settings: OrtSettings, row: dict) -> dict:
+    """What a deploy folder's run.py gives onnxruntime (on the CPU provider)."""
+    return {"session_options": session_options(settings), "session_config": session_config(settings)}
 
 
 class OrtRunner(Runner):
@@ -89,13 +125,10 @@ class OrtRunner(Runner):
 
     def _session_options(self, ort):
         options = ort.SessionOptions()
-        levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                  "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-        options.graph_optimization_level = levels[self.settings.optimization]
-        if self.settings.threads:
-            options.intra_op_num_threads = self.settings.threads
+        for name, value in session_options(self.settings).items():
+            setattr(options, name, getattr(getattr(ort, ENUMS[name]), value) if name in ENUMS else value)
+        for key, value in session_config(self.settings).items():
+            options.add_session_config_entry(key, value)
         if self._profile_prefix:
             options.enable_profiling = True
             options.profile_file_prefix = self._profile_prefix
@@ -185,7 +218,12 @@ def ort_factory(path: Path, target: Target, options: RunnerOptions | None = None
 
 BACKEND = register(Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp16", "int8"), ("contiguous",),
                            ort_factory, aliases=("onnx", "ort"), thread_safe=True, settings=OrtSettings,
-                           option_prefix="ort", profiler=ort_profiler))
+                           option_prefix="ort", profiler=ort_profiler, runtime="onnxruntime",
+                           deploy_precisions=("fp32", "int8"), deploy_config=deploy_config,
+                           knobs=(Knob("optimization"), Knob("execution_mode", devices=("cpu",)),
+                                  Knob("spinning", devices=("cpu",)), Knob("memory_arena", devices=("cpu",)),
+                                  Knob("cudnn_conv_algo_search", devices=("cuda",)),
+                                  Knob("cuda_graph", devices=("cuda",)))))
 ORT_TENSORRT = register(Backend("ort-tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",), ort_factory,
                                 aliases=("ort-trt",), settings=OrtSettings, settings_of="onnxruntime",
                                 profiler=ort_profiler))

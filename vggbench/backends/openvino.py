@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from ..core.errors import UnsupportedError
 from ..core.extras import require
 from ..core.settings import MAX_THREADS, setting
 from .profiling import Op, OpProfile, classify, sequential_trace
-from .registry import Backend, register
+from .registry import Backend, Knob, register
 from .runner import Runner, RunnerOptions
 from .settings import BackendSettings
 from .target import Target
@@ -42,6 +42,10 @@ class OvSettings(BackendSettings):
                                    "images over the plugin's streams).", choices=HINTS)
     streams: int | None = setting(None, "OpenVINO NUM_STREAMS [default: what the hint picks].", minimum=1,
                                   maximum=MAX_THREADS)
+    # THROUGHPUT: the infer requests in flight at once (the AsyncInferQueue's jobs, and the hint's
+    # PERFORMANCE_HINT_NUM_REQUESTS, which caps the streams it picks); None: OPTIMAL_NUMBER_OF_INFER_REQUESTS
+    requests: int | None = setting(None, "OpenVINO THROUGHPUT: infer requests in flight [default: the plugin's "
+                                         "OPTIMAL_NUMBER_OF_INFER_REQUESTS].", minimum=1, maximum=MAX_THREADS)
     # compile once per input shape (the batch fixed): the plugin plans memory and kernels for it. Off, the
     # exported model's dynamic batch is compiled once for every batch size
     static_batch: bool = setting(True, "OpenVINO: compile once per batch size (the batch fixed), not once for the "
@@ -73,6 +77,8 @@ class OvSettings(BackendSettings):
             config["INFERENCE_NUM_THREADS"] = str(self.threads)
         if self.streams:
             config["NUM_STREAMS"] = str(self.streams)
+        if self.requests and self.hint == "THROUGHPUT":
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = str(self.requests)
         if self.cache_path():
             config["CACHE_DIR"] = self.cache_path()
         return config
@@ -147,7 +153,7 @@ class OvRunner(Runner):
         if self.throughput:
             from openvino import AsyncInferQueue
 
-            jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            jobs = self.settings.requests or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             runner = AsyncInferQueue(compiled, jobs)
         else:
             runner = compiled.create_infer_request()
@@ -167,7 +173,9 @@ class OvRunner(Runner):
         compiled, runner = self._entry(prepared.shape)
         if not self.throughput:
             return runner.infer({0: prepared}, share_inputs=True)[0]
-        out = np.empty((prepared.shape[0], *compiled.outputs[0].get_partial_shape().to_shape()[1:]), np.float32)
+        # the dims after the batch: a dynamic-batch compile (static_batch off) has no static shape to ask for
+        classes = [d.get_length() for d in list(compiled.outputs[0].get_partial_shape())[1:]]
+        out = np.empty((prepared.shape[0], *classes), np.float32)
 
         def done(request, index: int) -> None:
             out[index] = request.get_output_tensor(0).data[0]
@@ -199,6 +207,14 @@ class OvRunner(Runner):
                   f"threads {get('INFERENCE_NUM_THREADS')}, requests {get('OPTIMAL_NUMBER_OF_INFER_REQUESTS')}")
         shape = "static batch" if self.static else "dynamic batch"
         return f"OpenVINO {self.version}, {asked}, {shape}; compiled: {chosen}"
+
+
+def deploy_config(settings: OvSettings, row: dict) -> dict:
+    """What a deploy folder's run.py gives OpenVINO: the compile configuration (without vggbench's compiled-model
+    cache), and how it makes requests (THROUGHPUT: one image each, `requests` of them in flight)."""
+    return {"compile_config": replace(settings, cache_dir="").config(row["precision"]),
+            "throughput": not settings.defaults and settings.hint == "THROUGHPUT",
+            "static_batch": settings.static_batch and not settings.defaults, "requests": settings.requests}
 
 
 def ov_profiler(runner: OvRunner, batch: torch.Tensor, calls: int) -> OpProfile:
@@ -250,4 +266,7 @@ def openvino_factory(path: Path, target: Target, options: RunnerOptions | None =
 
 BACKEND = register(Backend("openvino", "onnx", ("cpu",), ("fp32", "bf16", "int8"), ("contiguous",),
                            openvino_factory, aliases=("ov",), settings=OvSettings, option_prefix="openvino",
-                           profiler=ov_profiler, package="openvino"))
+                           profiler=ov_profiler, package="openvino", runtime="openvino", deploy_precisions=("fp32", "bf16", "int8"),
+                           deploy_config=deploy_config,
+                           knobs=(Knob("hint"), Knob("streams", (None, 1, 2, 4)), Knob("requests", (None, 1, 2, 4, 8)),
+                                  Knob("static_batch"))))

@@ -19,6 +19,31 @@ BUILTIN = ("eager", "compile", "torchscript", "pt2", "winograd.runner", "onnxrun
 
 
 @dataclass(frozen=True)
+class Knob:
+    """A setting of a backend that a tuner may turn (`vggbench tune`): a field of its settings class, the values to
+    try (None: the field's declared choices; (False, True) for a flag) and the devices where it means anything
+    (None: all of the backend's). The run's own knobs (threads, memory format) every backend has; see
+    vggbench.bench.tune."""
+
+    field: str
+    choices: tuple | None = None
+    devices: tuple[str, ...] | None = None
+
+    def values(self, settings: type) -> tuple:
+        """The values to try, checked against the settings class (a knob of a field it lacks is a bug)."""
+        from ..core.settings import declared_values
+
+        try:
+            declared = declared_values(settings, self.field)
+        except KeyError:
+            raise ValueError(f"{settings.__name__} has no setting {self.field!r} to tune") from None
+        values = self.choices if self.choices is not None else declared
+        if values is None:
+            raise ValueError(f"knob {self.field} of {settings.__name__} needs its values (the setting declares none)")
+        return tuple(values)
+
+
+@dataclass(frozen=True)
 class Backend:
     """What a backend can do, checked once per target before anything is built, and how to build its runner.
 
@@ -70,6 +95,20 @@ class Backend:
     # the optional package (an extra of the install, vggbench.core.extras) its runner imports: a run that names
     # the backend checks it first; None for the backends of the default install
     package: str | None = None
+    # what `vggbench tune` may turn: knobs over fields of `settings` (see Knob)
+    knobs: tuple[Knob, ...] = ()
+    # `vggbench deploy`: the package whose runtime loads the artifact alone (what the deploy folder's run.py imports
+    # and its requirements.txt names), the precisions run.py reproduces, and deploy_config(settings, row) -> the
+    # runtime's configuration as JSON (settings: the row's settings object, None without; row: the result row)
+    runtime: str | None = None
+    deploy_precisions: tuple[str, ...] = ()
+    deploy_config: Callable[[object, dict], dict] | None = None
+
+    def knob_space(self, device_kind: str) -> dict[str, tuple]:
+        """field -> the values to try, for the knobs that mean something on this kind of device (cpu, cuda)."""
+        if self.settings is None:
+            return {}
+        return {k.field: k.values(self.settings) for k in self.knobs if k.devices is None or device_kind in k.devices}
 
     @property
     def calibrates(self) -> bool:

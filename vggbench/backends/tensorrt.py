@@ -26,7 +26,7 @@ from ..core.fileio import atomic_file, exclusive, sha256_file, write_json
 from ..core.settings import setting
 from ..exporters.manifest import Artifact
 from .profiling import OpProfile, classify, mean_ops, sequential_trace
-from .registry import Backend, register
+from .registry import Backend, Knob, register
 from .runner import Runner, RunnerOptions
 from .settings import BackendSettings, RunContext
 from .target import Target
@@ -418,4 +418,5 @@ def tensorrt_factory(path: Path, target: Target, options: RunnerOptions | None =
 
 BACKEND = register(Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16", "int8", "fp8"), ("contiguous",),
                            tensorrt_factory, aliases=("trt",), builds_precisions=True, thread_safe=True,
-                           settings=TrtSettings, option_prefix="trt", profiler=trt_profiler, package="tensorrt"))
+                           settings=TrtSettings, option_prefix="trt", profiler=trt_profiler, package="tensorrt",
+                           knobs=(Knob("workspace_gib", (1.0, 4.0, 8.0)),)))

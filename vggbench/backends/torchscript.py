@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .artifact import place_artifact
+from .artifact import place_artifact, torch_deploy_config
 from .profiling import module_profiler
 from .registry import Backend, register
 from .runner import RunnerOptions, TorchRunner
@@ -21,4 +21,5 @@ def torchscript_factory(path: Path, target: Target, options: RunnerOptions | Non
 
 BACKEND = register(Backend("torchscript", "torchscript", ("cpu", "cuda"), ("fp32", "amp", "bf16", "fp16"),
                            tuple(MEMORY_FORMATS), torchscript_factory, aliases=("ts", "jit"), thread_safe=True,
-                           profiler=module_profiler))
+                           profiler=module_profiler, runtime="torch", deploy_precisions=("fp32",),
+                           deploy_config=torch_deploy_config))

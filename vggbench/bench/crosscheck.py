@@ -145,6 +145,9 @@ def onnxruntime_plan(row, subject: Subject, workdir: Path | None = None) -> Plan
                "--optimization", s.get("optimization", "all"), "--device", row.device, "--provider", provider]
     if s.get("threads"):
         command += ["--threads", str(s["threads"])]
+    # settings rows of before 2026-12-06 did not record: onnxruntime's defaults
+    command += ["--execution-mode", s.get("execution_mode", "sequential")]
+    command += ["--no-spinning"] * (s.get("spinning") is False) + ["--no-memory-arena"] * (s.get("memory_arena") is False)
     if provider != "cpu":
         command += ["--cudnn-conv-algo-search", s.get("cudnn_conv_algo_search", "EXHAUSTIVE")]
         command += ["--tf32"] * bool(s.get("tf32")) + ["--cuda-graph"] * bool(s.get("cuda_graph"))

@@ -127,7 +127,8 @@ def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width
                      "median_ci_low_ms": ci[0], "median_ci_high_ms": ci[1],
                      "images_per_s_low": ips[0] if ips else None, "images_per_s_high": ips[1] if ips else None,
                      "speedup_low": speed[0], "speedup_high": speed[1], "under_load": r.get("under_load"),
-                     "samples": len(r.get("samples_ms") or ()), "machine": r.get("machine")})
+                     "samples": len(r.get("samples_ms") or ()), "machine": r.get("machine"),
+                     "deployable": deployable(r["backend"])})
     return rows
 
 
@@ -263,15 +264,19 @@ def _gflops(value) -> str:
 
 
 FASTEST_COLUMNS = ("model", "image_size", "device", "threads", "batch_size", "fastest", "images_per_s", "speedup",
+                   "fastest_deployable", "deployable_images_per_s", "deployable_speedup",
                    "fastest_fp32", "fp32_images_per_s", "fp32_speedup")
+# the winners of fastest_rows besides the fastest overall: (key prefix, which rows compete)
+_WINNER_PREFIXES = ("", "deployable_", "fp32_")
 _FASTEST_INTERVALS = ("images_per_s_low", "images_per_s_high", "speedup_low", "speedup_high")
 NO_CLEAR_WINNER = "no clear winner"
 
 
 def fastest_rows(results: list[dict], baseline: str = DEFAULT_BASELINE) -> list[dict]:
     """Per model / image size / device / threads / batch size: the fastest case that ran and passed its
-    parity check (status ok), over every precision, and the fastest in fp32 alone; or "no clear winner: ..." where
-    the numbers cannot tell (see _winner)."""
+    parity check (status ok), over every precision; the fastest deployable one (its backend's artifact runs without
+    vggbench: what `vggbench deploy` can ship); and the fastest in fp32 alone; or "no clear winner: ..." where the
+    numbers cannot tell (see _winner)."""
     groups: dict[tuple, list[dict]] = {}
     for row in run_rows(results, baseline):
         if row["status"] == "ok" and row.get("images_per_s"):
@@ -280,8 +285,21 @@ def fastest_rows(results: list[dict], baseline: str = DEFAULT_BASELINE) -> list[
     # a cluster's rows: the fastest per machine kind (a column only where there are kinds)
     keys = (*GROUP_KEYS, "threads", "batch_size", "machine")
     return [{**{k: v for k, v in zip(keys, key, strict=True) if k != "machine" or v is not None},
-             **_winner(rows, ""), **_winner([r for r in rows if r["precision"] == "fp32"], "fp32_")}
+             **_winner(rows, ""), **_winner([r for r in rows if r["deployable"]], "deployable_"),
+             **_winner([r for r in rows if r["precision"] == "fp32"], "fp32_")}
             for key, rows in groups.items()]
+
+
+def deployable(backend: str) -> bool:
+    """Whether a backend's artifact runs without vggbench (its registry record says); a backend this vggbench does
+    not know (a row of a newer version, a plugin not installed) is not offered as deployable."""
+    from ..backends.registry import get_backend
+    from ..core.errors import UnsupportedError
+
+    try:
+        return get_backend(backend).deployable
+    except UnsupportedError:
+        return False
 
 
 def _what(row: dict) -> str:
@@ -319,13 +337,52 @@ def render_fastest(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASEL
     rows = fastest_rows(data["results"], baseline)
     columns = ("machine", *FASTEST_COLUMNS) if any("machine" in r for r in rows) else FASTEST_COLUMNS
     if fmt in ("table", "github"):
-        rows = [_rounded(_with_intervals(r, [(f"{p}{c}", places) for p in ("", "fp32_") for c, places in
+        rows = [_rounded(_with_intervals(r, [(f"{p}{c}", places) for p in _WINNER_PREFIXES for c, places in
                                              (("images_per_s", None), ("speedup", 2))]),
-                         ("images_per_s", "fp32_images_per_s")) for r in rows]
+                         tuple(f"{p}images_per_s" for p in _WINNER_PREFIXES)) for r in rows]
     else:
-        columns = (*columns, *(f"{p}{c}" for p in ("", "fp32_") for c in _FASTEST_INTERVALS))
+        columns = (*columns, *(f"{p}{c}" for p in _WINNER_PREFIXES for c in _FASTEST_INTERVALS))
     floatfmt = [".2f" if c.endswith("speedup") else "g" for c in columns]
     return render(rows, fmt, columns, floatfmt)
+
+
+# --- a tune's search ---------------------------------------------------------------------------------------
+
+TUNE_COLUMNS = ("trial", "state", "backend", "precision", "memory_format", "batch_size", "threads", "settings", "value",
+                "winner", "reason")
+
+
+def tune_rows(data: dict) -> list[dict]:
+    """One row per trial of a `vggbench tune` results file (settings["tune"]): what it tried, how it ended (COMPLETE,
+    PRUNED after its probe, FAIL) and its objective; the winner marked."""
+    block = (data.get("settings") or {}).get("tune") or {}
+    winner = (block.get("winner") or {}).get("trial")
+    return [{"trial": t["number"], "state": t["state"], "backend": t["backend"], "precision": t["precision"],
+             "memory_format": t["memory_format"], "batch_size": t["batch_size"], "threads": t["threads"],
+             "settings": " ".join(f"{k}={json.dumps(v)}" for k, v in (t.get("settings") or {}).items()),
+             "value": _significant(t.get("value")), "winner": t["number"] == winner, "reason": t.get("reason", "")}
+            for t in block.get("trials", [])]
+
+
+def render_tune(data: dict, fmt: str = "table") -> str:
+    """The search of a tune results file: its goal, every trial and the winner; "" for other results files."""
+    block = (data.get("settings") or {}).get("tune")
+    if not block:
+        return ""
+    rows = tune_rows(data)
+    if fmt in ("csv", "json"):
+        return render(rows, fmt, TUNE_COLUMNS)
+    unit = "median ms" if block["goal"] == "latency" else "images/s"
+    bound = f" with p99 within {block['bound_ms']:g} ms" if block.get("bound_ms") else ""
+    winner = block.get("winner")
+    won = (f"winner: trial {winner['trial']} (row {winner['row']}), {_significant(winner['value'])} {unit}"
+           if winner else "no trial completed")
+    title = (f"tune: goal {block['goal']}{bound} (value: {unit}, {block['direction']}d), {len(rows)} trial(s) by "
+             f"Optuna {block.get('optuna', '')} {block.get('sampler', '')} with {block.get('pruner', '')}; {won}")
+    notes = [f"left out: {line}" for line in block.get("skipped", [])]
+    if block.get("stopped"):
+        notes.append(f"stopped: {block['stopped']}")
+    return _section(title, render(rows, fmt, TUNE_COLUMNS), fmt) + "".join(f"\n{n}" for n in notes)
 
 
 def _section(title: str, table: str, fmt: str) -> str:
@@ -444,7 +501,9 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
                      "its command are in the results file)" + (f"; {failed} check(s) failed (-)" if failed else ""))
     fastest = render_fastest(data, fmt, baseline)
     if fastest.strip():
-        parts.append(_section("fastest that ran and passed parity, per batch size (and the fastest fp32)",
+        parts.append(_section("fastest that ran and passed parity, per batch size (and the fastest deployable: "
+                              "runs without vggbench; and the fastest fp32)",
                               fastest, fmt))
     scenarios = [_render_scenarios(data, fmt)] if has_scenarios else []
-    return "\n\n".join(parts + ["\n".join(notes)] + scenarios)
+    tuned = render_tune(data, fmt)
+    return "\n\n".join(parts + ["\n".join(notes)] + scenarios + ([tuned] if tuned else []))

@@ -109,6 +109,17 @@ def option_names(cls: type, name: str) -> str | None:
     raise KeyError(name)
 
 
+def declared_values(cls: type, name: str) -> tuple | None:
+    """The values setting `name` of `cls` declares: its choices, (False, True) for a flag; None when it declares
+    none (a number in a range). KeyError for a name that is no setting."""
+    for f, s, kind in _fields(cls):
+        if f.name == name:
+            if s.choices is not None and not callable(s.choices):
+                return tuple(s.choices)
+            return (False, True) if kind.base is bool else None
+    raise KeyError(name)
+
+
 class Settings:
     """Base of settings dataclasses: `__post_init__` checks every field and stores its canonical value."""
 

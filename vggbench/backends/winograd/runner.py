@@ -10,20 +10,36 @@ call from the plan its tuning chose (untimed, so the same layers and the same ou
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ...core.device import Device
+from ...core.settings import setting
 from ..profiling import torch_profile
-from ..registry import Backend, register
+from ..registry import Backend, Knob, register
 from ..runner import RunnerOptions, TorchRunner
+from ..settings import BackendSettings
 from ..target import Target, resolve_target
 from . import native, onednn
 from .layers import held_bytes
+from .matrices import TILES
 from .model import winograd_model
 
 DEFAULT_CACHE_BYTES = 2 * 2**30  # a VGG16 at batch 8 holds about 1 GB; smaller models fit many shapes
+
+
+@dataclass(frozen=True, kw_only=True)
+class WinogradSettings(BackendSettings):
+    """Which Winograd tiles the per-layer tuning may choose from (beside the direct convolution); recorded with
+    every result."""
+
+    tiles: tuple[int, ...] = setting(TILES, "winograd: the output tile sizes m of F(m x m, 3 x 3) each conv may use "
+                                            "(the fastest per layer is timed on the first call).", choices=TILES)
+
+    def variant(self) -> str:
+        return "" if self.tiles == TILES else "F" + "/".join(map(str, self.tiles))
 
 
 def _plan(rows: list[dict]) -> tuple[list[str], list[str]]:
@@ -41,9 +57,9 @@ class WinogradRunner(TorchRunner):
     is larger."""
 
     def __init__(self, module: nn.Module, target: Target | None = None,
-                 max_cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 max_cache_bytes: int = DEFAULT_CACHE_BYTES, tiles: tuple[int, ...] = TILES) -> None:
         super().__init__(module, target or resolve_target("winograd", "cpu", "fp32", "channels_last"))
-        self._source, self._max_cache_bytes = module, 0
+        self._source, self._max_cache_bytes, self.tiles = module, 0, tuple(tiles)
         self._tuned: OrderedDict[tuple, tuple[nn.Module, int]] = OrderedDict()  # shape -> (model, bytes)
         self.choices: dict[tuple, list[dict]] = {}  # every shape tuned so far (small): rebuilds follow it
         self.max_cache_bytes = max_cache_bytes  # checked
@@ -72,9 +88,9 @@ class WinogradRunner(TorchRunner):
                 return self._tuned[shape][0](prepared)
         if shape in self.choices:
             convs, linears = _plan(self.choices[shape])
-            model, _ = winograd_model(self._source, prepared, choose=convs or "direct", linears=linears)
+            model, _ = winograd_model(self._source, prepared, self.tiles, choose=convs or "direct", linears=linears)
         else:
-            model, self.choices[shape] = winograd_model(self._source, prepared)
+            model, self.choices[shape] = winograd_model(self._source, prepared, self.tiles)
         with torch.inference_mode():
             out = model(prepared)  # allocates what the model keeps, so that it can be counted
         self._tuned[shape] = (model, held_bytes(model))
@@ -105,7 +121,8 @@ def winograd_runner(module: nn.Module, device: str | Device = "cpu", precision: 
 
 
 def winograd_factory(module: nn.Module, target: Target, options: RunnerOptions | None = None) -> WinogradRunner:
-    return WinogradRunner(module, target)
+    settings = (options or RunnerOptions()).settings_for(target) or WinogradSettings()
+    return WinogradRunner(module, target, tiles=settings.tiles)
 
 
 def _profiler(runner: WinogradRunner, batch: torch.Tensor, calls: int):
@@ -121,5 +138,6 @@ def _environment() -> dict:
 
 
 BACKEND = register(Backend("winograd", None, ("cpu",), ("fp32",), ("channels_last",), winograd_factory,
-                           fewer_flops=True, deployable=False, environment=_environment,
-                           profiler=_profiler))
+                           fewer_flops=True, deployable=False, environment=_environment, settings=WinogradSettings,
+                           option_prefix="winograd", profiler=_profiler,
+                           knobs=(Knob("tiles", (TILES, *((m,) for m in TILES))),)))

@@ -11,10 +11,11 @@ the session's providers.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -32,6 +33,9 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, required=True)
     parser.add_argument("--threads", type=int, help="intra-op threads [default: onnxruntime's]")
     parser.add_argument("--optimization", choices=list(LEVELS), default="all")
+    parser.add_argument("--execution-mode", choices=["sequential", "parallel"], default="sequential")
+    parser.add_argument("--no-spinning", action="store_true", help="intra-op threads do not spin between calls")
+    parser.add_argument("--no-memory-arena", action="store_true", help="no CPU memory arena")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--provider", choices=list(PROVIDERS), default="cpu")
     parser.add_argument("--cudnn-conv-algo-search", default="EXHAUSTIVE")
@@ -62,6 +66,9 @@ def providers(args) -> list:
 def session(args) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[args.optimization])
+    options.execution_mode = getattr(ort.ExecutionMode, f"ORT_{args.execution_mode.upper()}")
+    options.enable_cpu_mem_arena = not args.no_memory_arena
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0" if args.no_spinning else "1")
     if args.threads:
         options.intra_op_num_threads = args.threads
     made = ort.InferenceSession(args.model, options, providers=providers(args))
@@ -96,20 +103,12 @@ def call(made: ort.InferenceSession, args):
 
 
 def time_calls(step, args) -> list[float]:
-    """A first call, warm-up (at least --warmup calls and --warmup-time seconds), then calls timed one by one
-    until --time seconds and --min-iters calls are done, at most --max-iters."""
-    step()
-    start, warm = time.perf_counter(), 0
-    while warm < args.warmup or time.perf_counter() - start < args.warmup_time:
-        step()
-        warm += 1
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < args.max_iters and (len(samples) < args.min_iters or time.perf_counter() - start < args.time):
-        t0 = time.perf_counter()
-        step()
-        samples.append(time.perf_counter() - t0)
-    return samples
+    """The deploy script's timing loop (a first call, warm-up, then calls timed one by one), loaded by path: both
+    scripts run alone under `python -I`, where a sibling cannot be imported by name."""
+    spec = importlib.util.spec_from_file_location("deploy_run", Path(__file__).with_name("deploy_run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.time_calls(step, args)
 
 
 def main(argv=None) -> None:
