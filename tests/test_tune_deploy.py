@@ -176,6 +176,9 @@ def test_a_tiny_tune_is_a_results_file_with_its_trials_and_a_deployable_winner(t
         assert {k: row["backend_settings"][k] for k in t["settings"]} == t["settings"]
     winner = block["winner"]
     assert winner["value"] == min(t["value"] for t in block["trials"])
+    # and the search is a run of the results database, as every run, loadgen and verify is
+    history = cli("history", "--kind", "tune", "--format", "json")
+    assert history.exit_code == 0 and [r["kind"] for r in json.loads(history.stdout)] == ["tune"]
     shown = cli("report", out)
     assert shown.exit_code == 0 and f"winner: trial {winner['trial']} (row {winner['row']})" in shown.output
     folder = tmp_path / "winner"

@@ -661,8 +661,9 @@ def _tune_settings():
                                                "tune-<time>.json].")
 @click.option("--force", is_flag=True, help="Replace the results of an earlier run at a named --out .json.")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
+@cli_options(DbSettings)
 @click.pass_context
-def tune(ctx, model, export_cache, out, force, fmt, **kwargs) -> None:
+def tune(ctx, model, export_cache, out, force, fmt, db, record_db, **kwargs) -> None:
     """Search the runtimes' own knobs for MODEL with Optuna: the least latency at batch 1 (--goal latency), the
     most images/s at --batch-size (throughput), or the most images/s within a p99 bound (p99 --bound-ms).
 
@@ -680,6 +681,7 @@ def tune(ctx, model, export_cache, out, force, fmt, **kwargs) -> None:
     settings = TuneSettings(**given({k: kwargs.pop(k) for k in TuneSettings.setting_names() if k in kwargs}))
     suite = given({k: kwargs[k] for k in TUNE_SUITE_KEYS if k in kwargs})
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
+    _check_db(db, record_db)
     journal = claim_results(out, command=command, prefix="tune", force=force)
     try:
         result = run_tune(model, settings, export_cache=export_cache, journal=journal,
@@ -693,7 +695,9 @@ def tune(ctx, model, export_cache, out, force, fmt, **kwargs) -> None:
         journal.close()
         raise CheckFailed("no trial was timed: " + "; ".join(
             f"trial {t['number']}: {t.get('reason') or t['state']}" for t in result.settings["tune"]["trials"]))
-    json_path, csv_path = journal.finish(result.to_dict())
+    data = result.to_dict()
+    json_path, csv_path = journal.finish(data)
+    _record(data, "tune", db, record_db, json_path)
     click.echo(render_run(read_run(json_path), fmt))
     click.echo(f"\n{result.summary()}; wrote {json_path} and {csv_path}", err=fmt in ("csv", "json"))
     if result.settings["tune"]["winner"] is None:
