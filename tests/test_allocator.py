@@ -48,16 +48,18 @@ def probe(policy: str, env: dict | None = None) -> dict:
 def test_steady_keeps_freed_memory_in_process_and_in_a_child():
     pages = (58 << 20) // 4096
     default = probe("default")
-    assert default["faults"] > pages / 2  # fresh pages every call: what the policy is for
+    # fresh pages every call, what the policy is for: 14,000-17,000 faults a call in most processes, 5,300 in one
+    # of six (glibc's thresholds moved otherwise there)
+    assert default["faults"] > pages / 5
     # in this process: mallopt for the rest of it, as a run does (harmless for the other tests: memory is kept)
     namespace: dict = {}
     exec(PROBE.replace("sys.argv[1]", "'steady'").replace("print(", "result = ("), namespace)
     steady = json.loads(namespace["result"])
     assert steady["record"]["applied"] and steady["record"]["mmap_threshold"] == allocator.MMAP_THRESHOLD
-    assert steady["faults"] < pages / 10
+    assert steady["faults"] < pages / 20
     # a process started with the environment vggbench gives its workers and tools, setting nothing itself
     child = probe("env", allocator.child_environment("steady"))
-    assert child["faults"] < pages / 10
+    assert child["faults"] < pages / 20
     assert 0 <= default["kernel_pct"] <= 100
 
 

@@ -212,9 +212,15 @@ def test_cuda_events_time_torch_work_on_the_gpu():
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable peak RSS")
 def test_cpu_memory_probe_sees_a_temporary_allocation():
+    import mmap
+
     probe = MemoryProbe(CPU)
-    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched, then freed
-    del big
+    # 64 MiB of fresh pages, touched, then given back: mapped directly, since malloc may serve a block that size
+    # from memory the process already holds (under the "steady" allocator policy a run in this worker has set)
+    big = mmap.mmap(-1, 64 * 2**20)
+    for offset in range(0, len(big), 4096):
+        big[offset] = 1
+    big.close()
     cuda_peak, rss_delta = probe.read()
     assert cuda_peak is None and rss_delta >= 48
 
