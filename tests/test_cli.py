@@ -147,3 +147,15 @@ def test_verify_on_a_device_this_machine_lacks(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == ("error: device cuda requested but CUDA is not available (no CUDA device is "
                                      "visible); use --device cpu")
+
+
+def test_models_and_info_show_a_config_files_net(tmp_path):
+    config = tmp_path / "net.toml"
+    config.write_text('name = "shownet"\nlayers = [16, "M", [8, 1], "M"]\nbatch_norm = true\n')
+    listed = run("models", "--config", config, "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert {"name": "shownet", "config": "custom", "depth": 5, "bn": True}.items() <= \
+        next(r for r in json.loads(listed.output) if r["name"] == "shownet").items()
+    shown = run("info", "shownet", "--config", config, "--image-size", "8", "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    assert [r["detail"] for r in json.loads(shown.output)][:5] == ["3x3 3->16", "16", "", "2x2 /2", "1x1 16->8"]

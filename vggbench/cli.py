@@ -17,7 +17,7 @@ from .core.settings import cli_options, given
 from .exporters.settings import ExportSettings
 from .parity.settings import VerifySettings
 from .training.config import EvalConfig, TrainConfig
-from .zoo.settings import ShapeSettings
+from .zoo.settings import ModelSettings, ShapeSettings
 
 FORMAT_CHOICE = click.Choice(["table", "github", "csv", "json"])
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -145,7 +145,8 @@ def echo_rows(rows, fmt, columns=None) -> None:
 # --- models / info ------------------------------------------------------------------------------------
 
 def view_options(f):
-    """The shape options, the input size and the output format of `models` and `info`."""
+    """The shape options, a custom net's --config, the input size and the output format of `models` and `info`."""
+    f = cli_options(ModelSettings, include=("model_config",))(f)
     f = click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)(f)
     f = click.option("--image-size", default=224, show_default=True, type=int,
                      help="Input size for GMACs and shapes.")(f)
@@ -155,23 +156,25 @@ def view_options(f):
 @main.command()
 @click.argument("names", nargs=-1)
 @view_options
-def models(names, image_size, fmt, **kwargs) -> None:
-    """List the model zoo, or show the layers of the models named (as `info` does)."""
-    _show_models(names, image_size, fmt, kwargs)
+def models(names, image_size, fmt, model_config, **kwargs) -> None:
+    """List the model zoo (with a --config file's net), or show the layers of the models named (as `info` does)."""
+    _show_models(names, image_size, fmt, model_config, kwargs)
 
 
 @main.command()
 @click.argument("name")
 @view_options
-def info(name, image_size, fmt, **kwargs) -> None:
-    """Show one model: its layers, per-layer output shapes, params and MACs."""
-    _show_models((name,), image_size, fmt, kwargs)
+def info(name, image_size, fmt, model_config, **kwargs) -> None:
+    """Show one model (of the zoo, or --config's): its layers, per-layer output shapes, params and MACs."""
+    _show_models((name,), image_size, fmt, model_config, kwargs)
 
 
-def _show_models(names, image_size, fmt, kwargs) -> None:
+def _show_models(names, image_size, fmt, model_config, kwargs) -> None:
     from .zoo.profiling import layer_rows, profile, zoo_rows
     from .zoo.specs import ModelOptions, get_spec, list_models
 
+    if model_config is not None:
+        ModelSettings(model_config=model_config)  # reads the file and registers its net, as train's --config does
     options = ModelOptions(**ShapeSettings(**given(kwargs)).model_options())
     if not names:
         echo_rows(zoo_rows(list_models(), options, image_size), fmt)
