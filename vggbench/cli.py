@@ -192,15 +192,25 @@ def _show_models(names, image_size, fmt, model_config, kwargs) -> None:
 
 # --- export / verify ----------------------------------------------------------------------------------
 
+def progress_option(command):
+    """--progress/--no-progress of export and verify: a line on stderr per step (per format, per comparison, per
+    int8 plan trial), by default only on a terminal, as run's bar."""
+    return click.option("--progress/--no-progress", default=None,
+                        help="A line per step on stderr [default: on a terminal].")(command)
+
+
 @main.command()
 @click.argument("model")
 @cli_options(ExportSettings)
-def export(model, **kwargs) -> None:
+@progress_option
+def export(model, progress, **kwargs) -> None:
     """Export MODEL to TorchScript, ONNX and torch.export, with a manifest and a parity check."""
+    from .core.console import progress_lines
     from .exporters.manifest import summary
     from .parity.checked import export_from
 
-    manifest, out = export_from(ExportSettings(**given(kwargs)), model)
+    with progress_lines(progress):
+        manifest, out = export_from(ExportSettings(**given(kwargs)), model)
     rows, lines = summary(manifest)
     echo_rows(rows, "table")
     for line in lines:
@@ -252,7 +262,8 @@ PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", 
 @channels_last_alias
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
-def verify(export_dir, as_json, fmt, **kwargs) -> None:
+@progress_option
+def verify(export_dir, as_json, fmt, progress, **kwargs) -> None:
     """Check that every artifact of EXPORT_DIR computes what the eager model computes (exit 1 if not)."""
     import json
 
@@ -265,13 +276,19 @@ def verify(export_dir, as_json, fmt, **kwargs) -> None:
     if settings.layers:
         _verify_layers(settings, export_dir, as_json, fmt, backend)
         return
-    report = verify_with(export_dir, settings, backend_settings=backend)
+    from .core.console import progress_lines
+
+    with progress_lines(progress):
+        report = verify_with(export_dir, settings, backend_settings=backend)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         echo_rows([r.to_dict() for r in report.results], fmt, PARITY_COLUMNS)
         for line in report.skipped:
             click.echo(f"skipped: {line}")
+        if report.warnings:
+            click.echo(f"{len(report.warnings)} backend warning(s) recorded, shown with --json (e.g. "
+                       f"{report.warnings[0][:100]})")
     report.check()
     if not as_json:
         click.echo(report.summary())
