@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -410,3 +411,18 @@ def test_public_api_names():
     assert vggbench.evaluate is evaluate and vggbench.TrainConfig is TrainConfig
     assert vggbench.load_data("synthetic").num_classes == 10
     assert shutil.which("torchrun", path=str(Path(sys.executable).parent))
+
+
+@pytest.mark.parametrize("classes", [2, 5, 6])
+def test_top5_only_where_there_are_more_than_five_classes(classes):
+    from vggbench.training.evaluation import evaluate_loader
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, classes))
+    batches = [(torch.randn(8, 3, 2, 2), torch.randint(0, classes, (8,))) for _ in range(2)]
+    result = evaluate_loader(module, batches, torch.device("cpu"), contextlib.nullcontext,
+                             torch.contiguous_format, classes)
+    # with 5 classes or fewer every label is in the top five: 100% that says nothing, so no figure at all
+    assert (result.top5 is None) == (classes <= 5) and 0 <= result.top1 <= 1
+    if classes > 5:
+        assert result.top1 <= result.top5 <= 1

@@ -346,8 +346,9 @@ def train(model, as_json, **kwargs) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    test = (f", test acc {result.test.top1:.2%} (top-5 {result.test.top5:.2%}, {result.test.images} images)"
-            if result.test else "")
+    top5 = (f"top-5 {result.test.top5:.2%}" if result.test and result.test.top5 is not None else
+            "no top-5 with 5 classes or fewer")
+    test = f", test acc {result.test.top1:.2%} ({top5}, {result.test.images} images)" if result.test else ""
     click.echo(f"best val acc {result.best_val_acc:.2%} (epoch {result.best_epoch}){test}; "
                f"{result.epochs} epochs in {result.seconds:.1f} s"
                f"{f' on {result.world_size} processes' if result.world_size > 1 else ''}")
@@ -384,6 +385,10 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
     row = {"model": model, "weights": config.weights, **dataclasses.asdict(result)}
     echo_rows([row], "json" if as_json else fmt,
               ["model", "weights", "dataset", "split", "images", "top1", "top5", "loss"])
+    if result.top5 is None:
+        from .training.evaluation import TOP5_NOTE
+
+        click.echo(f"note: {TOP5_NOTE}", err=True)
 
 
 # --- run / report -------------------------------------------------------------------------------------
