@@ -155,6 +155,18 @@ def test_init_from_copies_net_a_first_four_convs_and_three_fc_layers(tmp_path):
     assert torch.equal(plain.module.features[0].weight, a[0].weight)
 
 
+@pytest.mark.slow
+def test_init_from_is_recorded_in_the_checkpoints_metadata(tmp_path):
+    net_a = load_model("vgg11", width=1 / 16, head="compact", hidden=32, num_classes=10, seed=5)
+    path = save_weights(net_a, tmp_path / "a.pt")
+    result = train(TrainConfig(model="vgg13", data="synthetic", epochs=1, init_from=str(path), progress=False,
+                               out=str(tmp_path / "run")))
+    for name in ("best.pt", "last.pt"):
+        meta = torch.load(tmp_path / "run" / name, weights_only=True)["vggbench"]
+        assert meta["init_from"] == str(path) and meta["init_from_layers"][:2] == ["conv1_1", "conv2_1"], name
+    assert load_model("vgg13", result.best_path).weights.meta["init_from"] == str(path)
+
+
 def test_init_from_refuses_other_nets_and_other_shapes(tmp_path):
     net_b = save_weights(load_model("vgg13", width=1 / 16, num_classes=10), tmp_path / "b.pt")
     with pytest.raises(ConfigError, match="it is a vgg13 checkpoint; the paper initialises deeper nets from net A"):
