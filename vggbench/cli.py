@@ -252,6 +252,25 @@ def memory_format_option(command):
                         help="contiguous (NCHW) or channels_last (NHWC). [default: contiguous]")(wrapper)
 
 
+def precision_option(command):
+    """--precision of train and eval (run's, verify's and export's spelling; here fp32 or amp), whose setting is
+    amp: the older spelling --amp/--no-amp stays."""
+
+    @functools.wraps(command)
+    def wrapper(*args, precision=None, **kwargs):
+        if precision is not None:
+            wanted = precision == "amp"
+            if kwargs.get("amp") not in (None, wanted):
+                raise ConfigError(f"--precision {precision} and --{'' if kwargs['amp'] else 'no-'}amp say different "
+                                  f"precisions: give one of them")
+            kwargs["amp"] = wanted
+        return command(*args, **kwargs)
+
+    return click.option("--precision", type=click.Choice(("fp32", "amp")), default=None,
+                        help="fp32, or amp: fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU (--amp, the "
+                             "older spelling). [default: fp32]")(wrapper)
+
+
 PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", "max_rel", "mean_abs", "min_cosine",
                   "top1_agreement", "top5_overlap", "atol", "passed", "reason"]
 
@@ -325,6 +344,7 @@ def _verify_layers(settings: VerifySettings, export_dir: str, as_json: bool, fmt
 @click.argument("model")
 @cli_options(TrainConfig)
 @memory_format_option
+@precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(model, as_json, **kwargs) -> None:
     """Train MODEL (from scratch with --weights random --seed N, or fine-tune given weights).
@@ -359,6 +379,7 @@ def train(model, as_json, **kwargs) -> None:
 @click.argument("model")
 @cli_options(EvalConfig)
 @memory_format_option
+@precision_option
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def evaluate(model, fmt, as_json, **kwargs) -> None:

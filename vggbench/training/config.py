@@ -102,7 +102,8 @@ class CommonSettings(ModelSettings):
     workers: int = setting(0, "DataLoader worker processes.", minimum=0, maximum=MAX_THREADS)
     # --- hardware
     device: str = setting("auto", "auto (cuda if there is one), cpu, cuda or cuda:N.", parse=device_or_auto_text)
-    amp: bool = setting(False, "Mixed precision: fp16 + GradScaler on CUDA, bf16 on CPU.")
+    amp: bool = setting(False, "Mixed precision (fp16 + GradScaler on CUDA, bf16 on CPU): the older spelling of "
+                                "--precision amp.")
     channels_last: bool = setting(False, "NHWC memory format: the older spelling of --memory-format channels_last.")
 
 
