@@ -234,41 +234,35 @@ def channels_last_alias(command):
                         help="Same as --memory-format contiguous,channels_last (the older spelling).")(wrapper)
 
 
-def memory_format_option(command):
-    """--memory-format of train and eval (run's and verify's spelling; one value here), whose setting is
-    channels_last: the older spelling --channels-last stays."""
+def choice_over_flag(option: str, values: tuple[str, str], flag: str, what: str, help: str):
+    """A decorator: `option` (one of `values`) as the spelling shared with the other commands of a boolean setting
+    `flag` whose --FLAG/--no-FLAG stays as the older spelling; values[1] sets it. Both given must agree."""
+    name = option[2:].replace("-", "_")
 
-    @functools.wraps(command)
-    def wrapper(*args, memory_format=None, **kwargs):
-        if memory_format is not None:
-            wanted = memory_format == "channels_last"
-            if kwargs.get("channels_last") not in (None, wanted):
-                raise ConfigError(f"--memory-format {memory_format} and --{'' if kwargs['channels_last'] else 'no-'}"
-                                  f"channels-last say different memory formats: give one of them")
-            kwargs["channels_last"] = wanted
-        return command(*args, **kwargs)
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            chosen = kwargs.pop(name, None)
+            if chosen is not None:
+                wanted = chosen == values[1]
+                if kwargs.get(flag) not in (None, wanted):
+                    older = f"--{'' if kwargs[flag] else 'no-'}{flag.replace('_', '-')}"
+                    raise ConfigError(f"{option} {chosen} and {older} say different {what}: give one of them")
+                kwargs[flag] = wanted
+            return command(*args, **kwargs)
 
-    return click.option("--memory-format", type=click.Choice(MEMORY_FORMATS), default=None,
-                        help="contiguous (NCHW) or channels_last (NHWC). [default: contiguous]")(wrapper)
+        return click.option(option, type=click.Choice(values), default=None, help=help)(wrapper)
+
+    return decorate
 
 
-def precision_option(command):
-    """--precision of train and eval (run's, verify's and export's spelling; here fp32 or amp), whose setting is
-    amp: the older spelling --amp/--no-amp stays."""
-
-    @functools.wraps(command)
-    def wrapper(*args, precision=None, **kwargs):
-        if precision is not None:
-            wanted = precision == "amp"
-            if kwargs.get("amp") not in (None, wanted):
-                raise ConfigError(f"--precision {precision} and --{'' if kwargs['amp'] else 'no-'}amp say different "
-                                  f"precisions: give one of them")
-            kwargs["amp"] = wanted
-        return command(*args, **kwargs)
-
-    return click.option("--precision", type=click.Choice(("fp32", "amp")), default=None,
-                        help="fp32, or amp: fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU (--amp, the "
-                             "older spelling). [default: fp32]")(wrapper)
+# --memory-format and --precision of train and eval, as run and verify spell them (one value here); the older
+# --channels-last and --amp stay
+memory_format_option = choice_over_flag("--memory-format", MEMORY_FORMATS, "channels_last", "memory formats",
+                                        "contiguous (NCHW) or channels_last (NHWC). [default: contiguous]")
+precision_option = choice_over_flag("--precision", ("fp32", "amp"), "amp", "precisions",
+                                    "fp32, or amp: fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU (--amp, "
+                                    "the older spelling). [default: fp32]")
 
 
 PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", "max_rel", "mean_abs", "min_cosine",
