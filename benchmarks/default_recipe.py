@@ -6,7 +6,7 @@ machine.
 
     python benchmarks/default_recipe.py                         # every model at width 1/16, 20 epochs, 1 thread
     python benchmarks/default_recipe.py --recipe paper --models vgg11,vgg16
-    python benchmarks/default_recipe.py --models vgg16,vgg11 --seeds 0,1,2 --threads 1,2   # the spread
+    python benchmarks/default_recipe.py --models vgg16,vgg11 --head compact --seeds 0,1,2 --threads 1,2   # spread
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(list_models()), help="comma-separated [default: the zoo]")
     parser.add_argument("--width", type=float, default=1 / 16)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--head", default="imagenet", choices=("imagenet", "compact"),
+                        help="the classifier head (compact: 512 x width hidden units, on the 1x1 map) [default: imagenet]")
+    parser.add_argument("--dropout", type=float, help="the classifier's dropout [default: the recipe's]")
     parser.add_argument("--recipe", default="default", choices=("default", "paper"))
     parser.add_argument("--seeds", "--seed", default="0", help="comma-separated: one run per seed [default: 0]")
     parser.add_argument("--threads", default="1", help="comma-separated torch thread counts, one run per count "
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     title = (f"`{' '.join(['python', 'benchmarks/default_recipe.py', *sys.argv[1:]])}`: recipe {args.recipe}, "
-             f"width {args.width:g}, compact head, 32x32, {args.epochs} epochs on digits, torch {torch.__version__}"
+             f"width {args.width:g}, {args.head} head, dropout {args.dropout if args.dropout is not None else 'of the recipe'}, 32x32, {args.epochs} epochs on digits, torch {torch.__version__}"
              f"\n\n{header}\n")
     rows: list[str] = []
     print(header, flush=True)
@@ -49,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 for count in threads:
                     torch.set_num_threads(count)
-                    result = train(TrainConfig(model=model, data="digits", width=args.width, head="compact",
-                                               image_size=32, epochs=args.epochs, recipe=args.recipe, seed=seed,
+                    result = train(TrainConfig(model=model, data="digits", width=args.width, head=args.head,
+                                               dropout=args.dropout, image_size=32, epochs=args.epochs, recipe=args.recipe, seed=seed,
                                                device="cpu", progress=False,
                                                out=str(Path(runs) / f"{model}-{seed}-{count}")))
                     first = next((e["epoch"] for e in result.history if e["val_acc"] >= 0.9), None)

@@ -93,10 +93,10 @@ def test_the_paper_recipe_is_the_papers_exactly_and_the_default_adds_glorot_and_
     default = TrainConfig()
     assert (default.init_value, default.warmup_value, default.optimizer_value, default.batch_size_value,
             TrainConfig(model="vgg16_bn").batch_size_value) == ("glorot_relu", 1, "adam", 32, 64)
-    assert tuple(RECIPES["default"].values()) == ("glorot_relu", "glorot", 0.0, 1, "adam", 32, 64)
+    assert tuple(RECIPES["default"].values()) == ("glorot_relu", "glorot", 0.0, 0.0, 1, "adam", 32, 64)
     assert (TrainConfig(model="vgg16_bn").dropout_value, default.dropout_value,
-            TrainConfig(model="vgg16_bn", recipe="paper").dropout_value,
-            TrainConfig(model="vgg16_bn", dropout=0.3).dropout_value) == (0.0, 0.5, 0.5, 0.3)
+            TrainConfig(model="vgg16_bn", recipe="paper").dropout_value, TrainConfig(recipe="paper").dropout_value,
+            TrainConfig(model="vgg16_bn", dropout=0.3).dropout_value) == (0.0, 0.0, 0.5, 0.5, 0.3)
     bn = recipe.make_model(TrainConfig(model="vgg11_bn", width=1 / 16, image_size=32), 10)
     assert bn.options.dropout == 0.0 and bn.options.init == "glorot"
     assert all(m.p == 0.0 for m in bn.module.modules() if isinstance(m, torch.nn.Dropout))
