@@ -68,13 +68,22 @@ TINY_ARGS = ["--width", "0.0625", "--hidden", "32", "--image-size", "32"]
 
 def test_export_then_verify_as_a_user_types_it(tmp_path):
     out = tmp_path / "vgg11"
-    result = run("export", "vgg11", *TINY_ARGS, "--out", out)
+    result = run("export", "vgg11", *TINY_ARGS, "--out", out, "--progress")
     assert result.exit_code == 0, result.output
-    assert "model.onnx" in result.output and "parity: 9 comparisons passed" in result.output
-    assert f"wrote {out}" in result.output
-    result = run("verify", out)
+    assert "model.onnx" in result.stdout and "parity: 9 comparisons passed" in result.stdout
+    assert f"wrote {out}" in result.stdout
+    steps = [line.split("] ", 1)[1] for line in result.stderr.splitlines()]
+    assert steps[:4] == ["export: torchscript (1/3)", "export: onnx (2/3)", "export: pt2 (3/3)",
+                         "parity: comparing the 3 exported format(s) with the eager model"]
+    assert "verify: onnxruntime cpu fp32 contiguous (2/3)" in steps
+    # torch's deprecation notices, from the exporter and from loading the file for the parity check, recorded
+    recorded = json.loads((out / "manifest.json").read_text())["warnings"]
+    assert any(w.startswith("torchscript: FutureWarning") for w in recorded), recorded
+    assert any(w.startswith("verify: FutureWarning: `torch.jit.load`") for w in recorded), recorded
+    result = run("verify", out)  # not a terminal: no progress lines unless asked for
     assert result.exit_code == 0, result.output
-    assert result.output.strip().endswith("ok: 9 comparisons passed")
+    assert result.stdout.strip().endswith("ok: 9 comparisons passed") and not result.stderr
+    assert "backend warning(s) recorded, shown with --json" in result.stdout
     report = json.loads(run("verify", out, "--json", "--backends", "onnx", "--no-photos").output)
     assert report["passed"] and {r["inputs"] for r in report["results"]} == {"random x1", "random x3"}
     # both verifies are in the results database too, each comparison a case
@@ -150,3 +159,15 @@ def test_verify_on_a_device_this_machine_lacks(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == ("error: device cuda requested but CUDA is not available (no CUDA device is "
                                      "visible); use --device cpu")
+
+
+def test_models_and_info_show_a_config_files_net(tmp_path):
+    config = tmp_path / "net.toml"
+    config.write_text('name = "shownet"\nlayers = [16, "M", [8, 1], "M"]\nbatch_norm = true\n')
+    listed = run("models", "--config", config, "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert {"name": "shownet", "config": "custom", "depth": 5, "bn": True}.items() <= \
+        next(r for r in json.loads(listed.output) if r["name"] == "shownet").items()
+    shown = run("info", "shownet", "--config", config, "--image-size", "8", "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    assert [r["detail"] for r in json.loads(shown.output)][:5] == ["3x3 3->16", "16", "", "2x2 /2", "1x1 16->8"]

@@ -181,3 +181,30 @@ def test_unknown_dataset_suggests_close_names():
         load_data("digits", augment="heavy")
     with pytest.raises(DataError, match="unknown normalisation"):
         load_data("digits", normalize="minmax")
+
+
+def test_a_constant_channel_is_refused_before_the_full_statistics_pass():
+    from vggbench.core.errors import DataError
+    from vggbench.data.datasets import CONSTANT_CHECK_IMAGES, dataset_mean_std
+
+    class Counted(torch.utils.data.Dataset):
+        """2,000 images whose blue channel is 0 throughout; counts the images read."""
+
+        def __init__(self):
+            self.read = 0
+
+        def __len__(self):
+            return 2000
+
+        def __getitem__(self, i):
+            self.read += 1
+            image = torch.rand(3, 2, 2, generator=torch.Generator().manual_seed(i))
+            image[2] = 0
+            return image, 0
+
+    data = Counted()
+    with pytest.raises(DataError, match=r"constant \(over a sample of 256 of them\).*--normalize imagenet"):
+        dataset_mean_std(data, "mine")
+    assert data.read == CONSTANT_CHECK_IMAGES
+    varied = torch.utils.data.TensorDataset(torch.rand(300, 3, 2, 2), torch.zeros(300))
+    assert dataset_mean_std(varied, "ok") == mean_std(varied)

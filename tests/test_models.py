@@ -189,3 +189,47 @@ def test_public_names_survive_submodule_imports():
     assert vggbench.profile("vgg16").gmacs == pytest.approx(15.47, abs=0.01)
     for name in ("benchmark", "load_model", "export", "verify", "train", "evaluate"):
         assert inspect.isfunction(getattr(vggbench, name)), name
+
+
+ARITHMETIC_OPTIONS = [ModelOptions(), ModelOptions(num_classes=10, width=0.0625, head="compact"),
+                      ModelOptions(num_classes=7, width=0.3, hidden=(40, 12, 5), dropout=0.25)]
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("options,size", [(o, s) for o in ARITHMETIC_OPTIONS for s in (32, 71, 224)])
+def test_the_layer_list_arithmetic_is_what_the_built_model_has(name, options, size):
+    """`models`/`info` compute every row without torch; each must equal the hooked forward of the built net."""
+    from vggbench.zoo.profiling import profile_module
+
+    with torch.device("meta"):
+        model = build(name, options).eval()
+    built = profile_module(model, size, name)
+    assert profile(name, options, size) == built
+    assert built.params == sum(p.numel() for p in model.parameters())
+
+
+def test_the_arithmetic_of_a_custom_layer_list_matches_its_built_model():
+    from vggbench.zoo.custom import register_custom
+    from vggbench.zoo.profiling import profile_module
+
+    spec = register_custom("arith_check", [16, "LRN", "M", [8, 1], 24, "M"], batch_norm=True)
+    options = ModelOptions(num_classes=3, width=0.5, head="compact", hidden=9)
+    with torch.device("meta"):
+        model = build(spec, options).eval()
+    assert profile(spec, options, 20) == profile_module(model, 20, spec.name)
+
+
+def test_models_and_info_never_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "mine.toml"
+    config.write_text('name = "mine"\nlayers = [8, "M", 16, "M"]\n')
+    code = ("import sys; from vggbench.cli import main\n"
+            "for args in (['models'], ['models', 'vgg16_bn'], ['info', 'mine', '--config', sys.argv[1]]):\n"
+            "    try: main(args)\n"
+            "    except SystemExit as e: assert not e.code, (args, e.code)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy')))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[]", out.stdout[-500:]
+    assert "mine: config custom, 5 weight layers" in out.stdout

@@ -73,7 +73,8 @@ def planted_outlier(model):
 
 
 @pytest.mark.slow
-def test_the_plan_keeps_the_planted_layers_in_fp32_and_export_applies_it(tmp_path):
+def test_the_plan_keeps_the_planted_layers_in_fp32_and_export_applies_it(tmp_path, capsys):
+    from vggbench.core.console import progress_lines
     from vggbench.exporters.manifest import read_manifest
     from vggbench.parity.plan import plan_int8
     from vggbench.parity.verify import verify
@@ -84,7 +85,12 @@ def test_the_plan_keeps_the_planted_layers_in_fp32_and_export_applies_it(tmp_pat
     out = tmp_path / "int8"
     export(model, out, image_size=TINY_IMAGE, formats=["onnx", "onnx-int8"], quant=quant, verify=False)
     assert not verify(out, backends=["onnxruntime"], precisions=["int8"], reference=model).passed
-    plan = plan_int8(out, reference=model, data=None)
+    capsys.readouterr()
+    with progress_lines(True):
+        plan = plan_int8(out, reference=model, data=None)
+    lines = capsys.readouterr().err.splitlines()  # a line per step while the search runs, as the CLI shows them
+    assert "int8 plan: trial 3, fp32 kept for conv3, conv4: top-1 agreement 100.00%" in "\n".join(lines)
+    assert len([line for line in lines if "int8 plan: trial" in line]) == len(plan.trials)
     assert plan.ranking[0]["layer"] == "conv4"  # the profile points at the planted fault
     # none, conv4, conv4 with the layer before it, then conv3 alone (is conv4 needed?)
     assert [t.keep_fp32 for t in plan.trials] == [[], ["conv4"], ["conv3", "conv4"], ["conv3"]]

@@ -93,10 +93,10 @@ def test_the_paper_recipe_is_the_papers_exactly_and_the_default_adds_glorot_and_
     default = TrainConfig()
     assert (default.init_value, default.warmup_value, default.optimizer_value, default.batch_size_value,
             TrainConfig(model="vgg16_bn").batch_size_value) == ("glorot_relu", 1, "adam", 32, 64)
-    assert tuple(RECIPES["default"].values()) == ("glorot_relu", "glorot", 0.0, 1, "adam", 32, 64)
+    assert tuple(RECIPES["default"].values()) == ("glorot_relu", "glorot", 0.0, 0.0, 1, "adam", 32, 64)
     assert (TrainConfig(model="vgg16_bn").dropout_value, default.dropout_value,
-            TrainConfig(model="vgg16_bn", recipe="paper").dropout_value,
-            TrainConfig(model="vgg16_bn", dropout=0.3).dropout_value) == (0.0, 0.5, 0.5, 0.3)
+            TrainConfig(model="vgg16_bn", recipe="paper").dropout_value, TrainConfig(recipe="paper").dropout_value,
+            TrainConfig(model="vgg16_bn", dropout=0.3).dropout_value) == (0.0, 0.0, 0.5, 0.5, 0.3)
     bn = recipe.make_model(TrainConfig(model="vgg11_bn", width=1 / 16, image_size=32), 10)
     assert bn.options.dropout == 0.0 and bn.options.init == "glorot"
     assert all(m.p == 0.0 for m in bn.module.modules() if isinstance(m, torch.nn.Dropout))
@@ -153,6 +153,18 @@ def test_init_from_copies_net_a_first_four_convs_and_three_fc_layers(tmp_path):
                                                          "conv2_1's batch norm"]
     plain = recipe.make_model(TrainConfig(model="vgg19", init_from=str(path)), 10)  # BN -> no BN: convs only
     assert torch.equal(plain.module.features[0].weight, a[0].weight)
+
+
+@pytest.mark.slow
+def test_init_from_is_recorded_in_the_checkpoints_metadata(tmp_path):
+    net_a = load_model("vgg11", width=1 / 16, head="compact", hidden=32, num_classes=10, seed=5)
+    path = save_weights(net_a, tmp_path / "a.pt")
+    result = train(TrainConfig(model="vgg13", data="synthetic", epochs=1, init_from=str(path), progress=False,
+                               out=str(tmp_path / "run")))
+    for name in ("best.pt", "last.pt"):
+        meta = torch.load(tmp_path / "run" / name, weights_only=True)["vggbench"]
+        assert meta["init_from"] == str(path) and meta["init_from_layers"][:2] == ["conv1_1", "conv2_1"], name
+    assert load_model("vgg13", result.best_path).weights.meta["init_from"] == str(path)
 
 
 def test_init_from_refuses_other_nets_and_other_shapes(tmp_path):

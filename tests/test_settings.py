@@ -233,7 +233,10 @@ def test_every_setting_is_an_option_of_its_command():
     (("train", "vgg11", "--color-jitter", "nan"), "error: --color-jitter must be a finite number, got nan"),
     (("eval", "vgg11", "--device", "gpu"), "error: unknown device 'gpu': use auto, cpu, cuda or cuda:N"),
     (("run", "--min-time", "-1"), "error: min_time_s must be 0 or more, got -1.0"),
-    (("verify", "nowhere", "--batch-sizes", "0"), "error: --batch-sizes must be a positive integer, got 0"),
+    (("verify", "nowhere", "--batch-sizes", "0"), "error: --batch-size must be a positive integer, got 0"),
+    (("verify", "nowhere", "--batch-size", "0"), "error: --batch-size must be a positive integer, got 0"),
+    (("train", "vgg11", "--precision", "fp32", "--amp"),
+     "error: --precision fp32 and --amp say different precisions: give one of them"),
 ])
 def test_checks_reach_the_command_line_as_one_line_and_exit_2(args, message, tmp_path):
     result = CliRunner().invoke(main, [*args, *(("--out", str(tmp_path)) if args[0] in ("train", "run") else ())])
@@ -247,3 +250,28 @@ def test_overriding_every_list_of_a_matrix_keeps_the_suite_valid():
     assert both.matrix == ({}, {}) and [g[:5] for g in both.groups()] == [("vgg16", "eager", "fp32", "contiguous", (4,))]
     with pytest.raises(ConfigError, match="matrix must be a list of tables"):
         parse_suite("matrix = [{}]")
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("args,amp,channels_last", [
+    (("--precision", "amp"), True, False), (("--amp",), True, False), (("--precision", "fp32"), False, False),
+    (("--memory-format", "channels_last"), False, True), (("--channels-last",), False, True), ((), False, False)])
+def test_one_spelling_per_concept_with_the_older_ones_kept(command, args, amp, channels_last, monkeypatch):
+    """--precision and --memory-format as run, verify and export spell them; --amp and --channels-last still work."""
+    from vggbench.core.errors import ConfigError
+
+    def seen(config):
+        raise ConfigError(f"amp={config.amp} channels_last={config.channels_last}")
+
+    monkeypatch.setattr(f"vggbench.training.{'loop.train' if command == 'train' else 'evaluation.evaluate'}", seen)
+    result = CliRunner().invoke(main, [command, "vgg11", *args])
+    assert result.output.strip() == f"error: amp={amp} channels_last={channels_last}"
+
+
+def test_run_and_verify_take_batch_size_as_every_command_does():
+    from vggbench.bench.suite import Suite
+
+    for spelling in ("--batch-size", "--batch-sizes"):
+        ctx = main.commands["run"].make_context("run", [spelling, "1,8"])
+        assert Suite(batch_sizes=ctx.params["batch_sizes"]).batch_sizes == (1, 8)
+        assert main.commands["verify"].make_context("verify", ["x", spelling, "2"]).params["batch_sizes"] == "2"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -110,7 +111,11 @@ def test_eval_reproduces_the_accuracy_training_reported(digits_run):
 def test_checkpoint_loads_weights_only_and_with_load_model(digits_run):
     out, trained = digits_run
     raw = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
-    assert {"model_state_dict", "vggbench", "optimizer", "scheduler", "rng", "epoch", "history"} <= raw.keys()
+    # best.pt: the weights and their metadata only; the state to resume from is last.pt's
+    assert raw.keys() == {"format", "vggbench", "model_state_dict"}
+    assert {"model_state_dict", "vggbench", "optimizer", "scheduler", "rng", "epoch", "history"} <= \
+        torch.load(out / "last.pt", map_location="cpu", weights_only=True).keys()
+    assert (out / "best.pt").stat().st_size < (out / "last.pt").stat().st_size / 2  # no Adam moments
     loaded = load_model("vgg11_bn", weights=out / "best.pt")
     assert loaded.options.num_classes == 10 and loaded.options.width == 0.125 and loaded.options.hidden == 256
     assert loaded.options.head == "compact" and not loaded.module.training
@@ -126,6 +131,9 @@ def test_checkpoint_loads_weights_only_and_with_load_model(digits_run):
     assert result.exit_code == 2 and "error: " in result.output and "vgg11_bn" in result.output
     result = cli("train", "vgg13", "--resume", out / "last.pt")
     assert result.exit_code == 2 and "is a checkpoint of vgg11_bn; it cannot resume vgg13" in result.output
+    result = cli("train", "vgg11_bn", "--resume", out / "best.pt")
+    assert result.exit_code == 2 and f"best weights only, no training state: resume from {out / 'last.pt'}" \
+        in result.output
 
 
 @pytest.mark.xdist_group("digits_run")  # one worker builds the module fixture
@@ -362,7 +370,7 @@ def test_workers_are_seeded_and_dataset_normalisation_travels_with_the_checkpoin
                               workers=2, out=str(tmp_path / str(i)))) for i in range(2)]
     a, b = (load_checkpoint(Path(r.last_path))["model_state_dict"] for r in runs)
     assert_same_tensors(a, b)
-    meta = load_checkpoint(Path(runs[0].best_path))["vggbench"]
+    meta = torch.load(runs[0].best_path, weights_only=True)["vggbench"]
     expected = vggbench.load_data("synthetic", normalize="dataset")
     assert tuple(meta["mean"]) == expected.mean != IMAGENET_MEAN and tuple(meta["std"]) == expected.std
     # eval takes the mean/std from the checkpoint and so scores it as training did
@@ -410,3 +418,18 @@ def test_public_api_names():
     assert vggbench.evaluate is evaluate and vggbench.TrainConfig is TrainConfig
     assert vggbench.load_data("synthetic").num_classes == 10
     assert shutil.which("torchrun", path=str(Path(sys.executable).parent))
+
+
+@pytest.mark.parametrize("classes", [2, 5, 6])
+def test_top5_only_where_there_are_more_than_five_classes(classes):
+    from vggbench.training.evaluation import evaluate_loader
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, classes))
+    batches = [(torch.randn(8, 3, 2, 2), torch.randint(0, classes, (8,))) for _ in range(2)]
+    result = evaluate_loader(module, batches, torch.device("cpu"), contextlib.nullcontext,
+                             torch.contiguous_format, classes)
+    # with 5 classes or fewer every label is in the top five: 100% that says nothing, so no figure at all
+    assert (result.top5 is None) == (classes <= 5) and 0 <= result.top1 <= 1
+    if classes > 5:
+        assert result.top1 <= result.top5 <= 1

@@ -276,3 +276,32 @@ def test_the_fingerprint_is_computed_once_while_the_weights_stay(monkeypatch):
     with torch.no_grad():
         model.module.classifier[6].bias.add_(1.0)  # in place: the version counter moves
     assert model.fingerprint != first and len(calls) == 2
+
+
+def test_the_published_table_is_torchvisions_default():
+    from vggbench.zoo.imagenet import PUBLISHED, published_weights
+    from vggbench.zoo.specs import list_models
+
+    names = [n for n in list_models() if weights_module.get_spec(n).torchvision_name]
+    assert sorted(PUBLISHED) == sorted(weights_module.get_spec(n).torchvision_name for n in names)
+    for name in names:
+        default = imagenet_weights(weights_module.get_spec(name))
+        assert published_weights(weights_module.get_spec(name)) == (default.name, default.url)
+
+
+@pytest.mark.parametrize("env", [{}, {"XDG_CACHE_HOME": "/x/cache"}, {"TORCH_HOME": "~/th"},
+                                 {"TORCH_HOME": "/t", "XDG_CACHE_HOME": "/x"}])
+def test_the_hub_folder_without_torch_is_torch_hubs(env, monkeypatch):
+    import sys
+
+    import torch
+
+    from vggbench.zoo.imagenet import hub_dir
+
+    for key in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    expected = torch.hub.get_dir()
+    monkeypatch.delitem(sys.modules, "torch")  # as `vggbench models` runs: torch never imported
+    assert hub_dir() == expected

@@ -19,7 +19,7 @@ from .data.preview import PreviewSettings
 from .exporters.settings import ExportSettings
 from .parity.settings import VerifySettings
 from .training.config import EvalConfig, TrainConfig
-from .zoo.settings import ShapeSettings
+from .zoo.settings import ModelSettings, ShapeSettings
 
 FORMAT_CHOICE = click.Choice(["table", "github", "csv", "json"])
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -158,7 +158,8 @@ def echo_rows(rows, fmt, columns=None) -> None:
 # --- models / info ------------------------------------------------------------------------------------
 
 def view_options(f):
-    """The shape options, the input size and the output format of `models` and `info`."""
+    """The shape options, a custom net's --config, the input size and the output format of `models` and `info`."""
+    f = cli_options(ModelSettings, include=("model_config",))(f)
     f = click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)(f)
     f = click.option("--image-size", default=224, show_default=True, type=int,
                      help="Input size for GMACs and shapes.")(f)
@@ -168,23 +169,25 @@ def view_options(f):
 @main.command()
 @click.argument("names", nargs=-1)
 @view_options
-def models(names, image_size, fmt, **kwargs) -> None:
-    """List the model zoo, or show the layers of the models named (as `info` does)."""
-    _show_models(names, image_size, fmt, kwargs)
+def models(names, image_size, fmt, model_config, **kwargs) -> None:
+    """List the model zoo (with a --config file's net), or show the layers of the models named (as `info` does)."""
+    _show_models(names, image_size, fmt, model_config, kwargs)
 
 
 @main.command()
 @click.argument("name")
 @view_options
-def info(name, image_size, fmt, **kwargs) -> None:
-    """Show one model: its layers, per-layer output shapes, params and MACs."""
-    _show_models((name,), image_size, fmt, kwargs)
+def info(name, image_size, fmt, model_config, **kwargs) -> None:
+    """Show one model (of the zoo, or --config's): its layers, per-layer output shapes, params and MACs."""
+    _show_models((name,), image_size, fmt, model_config, kwargs)
 
 
-def _show_models(names, image_size, fmt, kwargs) -> None:
+def _show_models(names, image_size, fmt, model_config, kwargs) -> None:
     from .zoo.profiling import layer_rows, profile, zoo_rows
     from .zoo.specs import ModelOptions, get_spec, list_models
 
+    if model_config is not None:
+        ModelSettings(model_config=model_config)  # reads the file and registers its net, as train's --config does
     options = ModelOptions(**ShapeSettings(**given(kwargs)).model_options())
     if not names:
         echo_rows(zoo_rows(list_models(), options, image_size), fmt)
@@ -202,15 +205,25 @@ def _show_models(names, image_size, fmt, kwargs) -> None:
 
 # --- export / verify ----------------------------------------------------------------------------------
 
+def progress_option(command):
+    """--progress/--no-progress of export and verify: a line on stderr per step (per format, per comparison, per
+    int8 plan trial), by default only on a terminal, as run's bar."""
+    return click.option("--progress/--no-progress", default=None,
+                        help="A line per step on stderr [default: on a terminal].")(command)
+
+
 @main.command()
 @click.argument("model")
 @cli_options(ExportSettings)
-def export(model, **kwargs) -> None:
+@progress_option
+def export(model, progress, **kwargs) -> None:
     """Export MODEL to TorchScript, ONNX and torch.export, with a manifest and a parity check."""
+    from .core.console import progress_lines
     from .exporters.manifest import summary
     from .parity.checked import export_from
 
-    manifest, out = export_from(ExportSettings(**given(kwargs)), model)
+    with progress_lines(progress):
+        manifest, out = export_from(ExportSettings(**given(kwargs)), model)
     rows, lines = summary(manifest)
     echo_rows(rows, "table")
     for line in lines:
@@ -234,22 +247,35 @@ def channels_last_alias(command):
                         help="Same as --memory-format contiguous,channels_last (the older spelling).")(wrapper)
 
 
-def memory_format_option(command):
-    """--memory-format of train and eval (run's and verify's spelling; one value here), whose setting is
-    channels_last: the older spelling --channels-last stays."""
+def choice_over_flag(option: str, values: tuple[str, str], flag: str, what: str, help: str):
+    """A decorator: `option` (one of `values`) as the spelling shared with the other commands of a boolean setting
+    `flag` whose --FLAG/--no-FLAG stays as the older spelling; values[1] sets it. Both given must agree."""
+    name = option[2:].replace("-", "_")
 
-    @functools.wraps(command)
-    def wrapper(*args, memory_format=None, **kwargs):
-        if memory_format is not None:
-            wanted = memory_format == "channels_last"
-            if kwargs.get("channels_last") not in (None, wanted):
-                raise ConfigError(f"--memory-format {memory_format} and --{'' if kwargs['channels_last'] else 'no-'}"
-                                  f"channels-last say different memory formats: give one of them")
-            kwargs["channels_last"] = wanted
-        return command(*args, **kwargs)
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            chosen = kwargs.pop(name, None)
+            if chosen is not None:
+                wanted = chosen == values[1]
+                if kwargs.get(flag) not in (None, wanted):
+                    older = f"--{'' if kwargs[flag] else 'no-'}{flag.replace('_', '-')}"
+                    raise ConfigError(f"{option} {chosen} and {older} say different {what}: give one of them")
+                kwargs[flag] = wanted
+            return command(*args, **kwargs)
 
-    return click.option("--memory-format", type=click.Choice(MEMORY_FORMATS), default=None,
-                        help="contiguous (NCHW) or channels_last (NHWC). [default: contiguous]")(wrapper)
+        return click.option(option, type=click.Choice(values), default=None, help=help)(wrapper)
+
+    return decorate
+
+
+# --memory-format and --precision of train and eval, as run and verify spell them (one value here); the older
+# --channels-last and --amp stay
+memory_format_option = choice_over_flag("--memory-format", MEMORY_FORMATS, "channels_last", "memory formats",
+                                        "contiguous (NCHW) or channels_last (NHWC). [default: contiguous]")
+precision_option = choice_over_flag("--precision", ("fp32", "amp"), "amp", "precisions",
+                                    "fp32, or amp: fp16 autocast + GradScaler on CUDA, bf16 autocast on CPU (--amp, "
+                                    "the older spelling). [default: fp32]")
 
 
 PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", "max_rel", "mean_abs", "min_cosine",
@@ -263,7 +289,8 @@ PARITY_COLUMNS = ["backend", "precision", "memory_format", "inputs", "max_abs", 
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @cli_options(DbSettings)
-def verify(export_dir, as_json, fmt, db, record_db, **kwargs) -> None:
+@progress_option
+def verify(export_dir, as_json, fmt, db, record_db, progress, **kwargs) -> None:
     """Check that every artifact of EXPORT_DIR computes what the eager model computes (exit 1 if not)."""
     import json
 
@@ -278,7 +305,10 @@ def verify(export_dir, as_json, fmt, db, record_db, **kwargs) -> None:
     if settings.layers:
         _verify_layers(settings, export_dir, as_json, fmt, backend, (db, record_db))
         return
-    report = verify_with(export_dir, settings, backend_settings=backend)
+    from .core.console import progress_lines
+
+    with progress_lines(progress):
+        report = verify_with(export_dir, settings, backend_settings=backend)
     _record(report, "verify", db, record_db)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -286,6 +316,9 @@ def verify(export_dir, as_json, fmt, db, record_db, **kwargs) -> None:
         echo_rows([r.to_dict() for r in report.results], fmt, PARITY_COLUMNS)
         for line in report.skipped:
             click.echo(f"skipped: {line}")
+        if report.warnings:
+            click.echo(f"{len(report.warnings)} backend warning(s) recorded, shown with --json (e.g. "
+                       f"{report.warnings[0][:100]})")
     report.check()
     if not as_json:
         click.echo(report.summary())
@@ -340,6 +373,7 @@ def _record(obj, kind: str, db: str | None, record_db: bool | None, source=None)
 @click.argument("model")
 @cli_options(TrainConfig)
 @memory_format_option
+@precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(model, as_json, **kwargs) -> None:
     """Train MODEL (from scratch with --weights random --seed N, or fine-tune given weights).
@@ -362,8 +396,9 @@ def train(model, as_json, **kwargs) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    test = (f", test acc {result.test.top1:.2%} (top-5 {result.test.top5:.2%}, {result.test.images} images)"
-            if result.test else "")
+    top5 = (f"top-5 {result.test.top5:.2%}" if result.test and result.test.top5 is not None else
+            "no top-5 with 5 classes or fewer")
+    test = f", test acc {result.test.top1:.2%} ({top5}, {result.test.images} images)" if result.test else ""
     click.echo(f"best val acc {result.best_val_acc:.2%} (epoch {result.best_epoch}){test}; "
                f"{result.epochs} epochs in {result.seconds:.1f} s"
                f"{f' on {result.world_size} processes' if result.world_size > 1 else ''}")
@@ -388,6 +423,7 @@ def data_preview(**kwargs) -> None:
 @click.argument("model")
 @cli_options(EvalConfig)
 @memory_format_option
+@precision_option
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def evaluate(model, fmt, as_json, **kwargs) -> None:
@@ -414,6 +450,10 @@ def evaluate(model, fmt, as_json, **kwargs) -> None:
     row = {"model": model, "weights": config.weights, **dataclasses.asdict(result)}
     echo_rows([row], "json" if as_json else fmt,
               ["model", "weights", "dataset", "split", "images", "top1", "top5", "loss"])
+    if result.top5 is None:
+        from .training.evaluation import TOP5_NOTE
+
+        click.echo(f"note: {TOP5_NOTE}", err=True)
 
 
 # --- run / report -------------------------------------------------------------------------------------

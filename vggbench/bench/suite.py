@@ -121,7 +121,8 @@ class Suite(ModelSettings):
                                               option="--memory-format")
     batch_sizes: tuple[int, ...] = setting((1,), "Comma-separated, e.g. 1,8,32; A..B is every power of two "
                                                  "from A to B (after an out-of-memory batch, larger ones are not "
-                                                 "tried).", parse=_batch_size_list,
+                                                 "tried).", parse=_batch_size_list, option="--batch-size",
+                                           aliases=("--batch-sizes",),  # the older spelling
                                            # a batch too big to allocate is an "oom" row, not a refusal: only
                                            # what torch's int64 sizes cannot hold is refused here
                                            maximum=2**63 - 1)

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .allocator import Usage
 from .device import Device
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where a case runs: `report` and `models` render rows without it
+    import torch
 
 CONFIDENCE = 0.95  # of the interval around each median
 # a case is noisy when its median's 95% interval reaches more than 5% from the median on either side: its number
@@ -198,6 +199,8 @@ class CudaEventTimer:
     name = "cuda_event"
 
     def __init__(self, device: Device) -> None:
+        import torch
+
         self._stream = torch.cuda.current_stream(device.torch)
         self._start = torch.cuda.Event(enable_timing=True)
         self._end = torch.cuda.Event(enable_timing=True)
@@ -254,6 +257,8 @@ class MemoryProbe:
     outside torch, so none for it). CPU: how far the process's peak RSS rose above its RSS at the start."""
 
     def __init__(self, device: Device, torch_stream: bool = True) -> None:
+        import torch
+
         self._device = device.torch
         self._cuda = device.is_cuda
         self._torch_stream = torch_stream
@@ -266,6 +271,8 @@ class MemoryProbe:
     def read(self) -> tuple[float | None, float | None]:
         """(peak_memory_mib, rss_delta_mib)."""
         if self._cuda:
+            import torch
+
             return (torch.cuda.max_memory_allocated(self._device) / 2**20 if self._torch_stream else None), None
         peak = _peak_rss_bytes() if self._hwm else None
         # without a resettable high-water mark, the RSS now is a lower bound of the peak
@@ -277,14 +284,19 @@ class MemoryProbe:
 
 def is_oom(error: BaseException) -> bool:
     """torch's OutOfMemoryError, or an allocator failure reported by onnxruntime or the CPU allocator."""
+    import torch
+
     return isinstance(error, torch.OutOfMemoryError) or bool(_OOM_MESSAGE.search(str(error)))
 
 
 def free_memory(device: Device) -> None:
     """Give cached memory back after a case (after an OOM, before the next one)."""
     gc.collect()
-    if device.is_cuda and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
+    if device.is_cuda:
+        import torch
+
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
 
 
 # --- timed loops --------------------------------------------------------------------------------------

@@ -24,6 +24,10 @@ SYNTHETIC_CLASSES = 10
 NORMALIZE = ("imagenet", "dataset")
 # Images used to compute a dataset's mean/std (a seeded sample beyond this; the estimate is then within ~1e-3).
 STATS_MAX_IMAGES = 10_000
+# --normalize dataset looks at this many (seeded) training images for a constant channel before its full pass:
+# a channel that does not vary over them cannot be normalised (its std is ~0), and saying so costs a batch,
+# not minutes of decoding
+CONSTANT_CHECK_IMAGES = 256
 
 # Train-time augmentation presets. crop: RandomResizedCrop's (area scale, aspect ratio) or None.
 AUGMENTATIONS = {
@@ -640,11 +644,12 @@ def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float]
     return v2.Compose(steps)
 
 
-def mean_std(dataset: Dataset, batch_size: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of a dataset of (3, H, W) tensors (a seeded sample of large ones)."""
-    if len(dataset) > STATS_MAX_IMAGES:
+def mean_std(dataset: Dataset, batch_size: int = 256,
+             images: int = STATS_MAX_IMAGES) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of a dataset of (3, H, W) tensors (a seeded sample of `images` of larger ones)."""
+    if len(dataset) > images:
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(SPLIT_SEED))
-        dataset = Subset(dataset, order[:STATS_MAX_IMAGES].tolist())
+        dataset = Subset(dataset, order[:images].tolist())
     total = torch.zeros(3, dtype=torch.float64)
     squares = torch.zeros(3, dtype=torch.float64)
     pixels = 0
@@ -658,6 +663,19 @@ def mean_std(dataset: Dataset, batch_size: int = 256) -> tuple[tuple[float, ...]
     mean = total / pixels
     std = (squares / pixels - mean ** 2).clamp_min(0).sqrt()
     return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+def dataset_mean_std(train: Dataset, name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """--normalize dataset's mean/std of the training images, refused (DataError) for a constant channel: first
+    on a seeded sample of CONSTANT_CHECK_IMAGES, so that the refusal comes before the full pass."""
+    for images in (CONSTANT_CHECK_IMAGES, STATS_MAX_IMAGES):
+        if images == STATS_MAX_IMAGES or len(train) > images:
+            mean, std = mean_std(train, images=images)
+            if min(std) < 1e-6:
+                sample = f" (over a sample of {images} of them)" if len(train) > images else ""
+                raise DataError(f"a colour channel of {name}'s training images is constant{sample} (std {std}); "
+                                f"normalise with --normalize imagenet or give --mean/--std instead")
+    return mean, std
 
 
 def load_data(name: str, *, image_size: int = 32, data_dir: str | os.PathLike = "data", download: bool = False,
@@ -703,10 +721,7 @@ def load_data(name: str, *, image_size: int = 32, data_dir: str | os.PathLike = 
             mean, std = IMAGENET_MEAN, IMAGENET_STD
         else:
             plain = build_transform(image_size, (), (), train=False, normalize=False, **common)
-            mean, std = mean_std(Transformed(splits["train"], plain))
-            if min(std) < 1e-6:
-                raise DataError(f"a colour channel of {name}'s training images is constant (std {std}); "
-                                f"normalise with --normalize imagenet instead")
+            mean, std = dataset_mean_std(Transformed(splits["train"], plain), name)
     else:
         mean, std = (tuple(float(v) for v in normalize[0]), tuple(float(v) for v in normalize[1]))
     return Data(

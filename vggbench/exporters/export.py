@@ -11,7 +11,6 @@ import contextlib
 import copy
 import dataclasses
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..core.console import recorded_warnings, say
 from ..core.env import package_version
 from ..core.errors import ConfigError, ExportError, UnsupportedError, VggbenchError, WriteError, one_line
 from ..core.fileio import atomic_dir, atomic_stream, check_replaceable, exclusive, write_failure
@@ -220,9 +220,9 @@ def write_artifacts(model: LoadedModel, out: str | os.PathLike, settings: Export
     # one writer per folder: a second process exporting here gets one error line, not a mix of two exports
     with exclusive(out), atomic_dir(out, force=s.force, not_ours=not_an_export) as folder:
         artifacts, caught = {}, []
-        for fmt in formats:
-            with warnings.catch_warnings(record=True) as seen:
-                warnings.simplefilter("always")
+        for i, fmt in enumerate(formats):
+            say(f"export: {fmt} ({i + 1}/{len(formats)}){f' of stage {stage.name}' if stage is not None else ''}")
+            with recorded_warnings(fmt, caught):
                 try:
                     artifacts[fmt] = EXPORTERS[fmt](module, example, folder, mode=s.torchscript_mode,
                                                     dynamic_shapes=dynamic_shapes, dense=dense, opset=opset,
@@ -237,7 +237,6 @@ def write_artifacts(model: LoadedModel, out: str | os.PathLike, settings: Export
                         # exporter: atomic_dir names the file in `out` (not its temp folder), keeps the old folder
                         raise WriteError(written, failure.strerror or str(failure)) from None
                     raise ExportError(f"{fmt} export of {model.name} failed: {one_line(e)}") from e
-            caught += sorted({f"{fmt}: {w.category.__name__}: {str(w.message).splitlines()[0]}" for w in seen})
         manifest = build_manifest(model, artifacts, image_size, batch_size, dynamic_batch, example_batch, precision,
                                   caught, dense_input(module, image_size, score_map) if dense else None)
         if stage is not None:  # a prefix: what it ends at, and its output
@@ -251,7 +250,11 @@ def write_artifacts(model: LoadedModel, out: str | os.PathLike, settings: Export
         manifest = manifest.signed()
         write_manifest(folder, manifest)
         if check is not None:
-            manifest = dataclasses.replace(manifest, parity=tuple(check(folder))).signed()
+            say(f"parity: comparing the {len(artifacts)} exported format(s) with the eager model")
+            with recorded_warnings("parity", caught):
+                rows, seen = check(folder)
+            caught += [line for line in seen if line not in caught]
+            manifest = dataclasses.replace(manifest, parity=tuple(rows), warnings=tuple(caught)).signed()
             write_manifest(folder, manifest)
     return manifest
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..core.arguments import expect, expect_path
+from ..core.console import recorded_warnings, say
 from ..core.errors import CheckFailed, ConfigError
 from ..data.inputs import calibration_images
 from ..exporters.export import check_keep_fp32, write_artifacts
@@ -59,10 +60,12 @@ def export_with(model: LoadedModel, out: str | os.PathLike, settings: ExportSett
     if quant.keep_fp32 == ("auto",):
         if INT8_FORMAT not in settings.formats:
             raise ConfigError("--keep-fp32 is a plan for the int8 model: add onnx-int8 to --formats")
-        plan = find_plan(model, calibration, quant, settings)
+        seen: list[str] = []
+        with recorded_warnings("int8 plan", seen):
+            plan = find_plan(model, calibration, quant, settings)
         plan.check()
         quant = dataclasses.replace(quant, keep_fp32=tuple(plan.keep_fp32))
-        int8_plan = plan.to_dict()
+        int8_plan = {**plan.to_dict(), **({"warnings": seen} if seen else {})}
     check = (lambda folder: _parity_rows(folder, model, Path(out))) if settings.verify else None
     return write_artifacts(model, out, settings, quant=quant, calibration=calibration, check=check,
                            int8_plan=int8_plan)
@@ -75,6 +78,7 @@ def find_plan(model: LoadedModel, calibration: torch.Tensor, quant: QuantConfig,
 
     from .plan import plan_int8
 
+    say("int8 plan: exporting fp32 and int8 ONNX to search which layers int8 may not take")
     with tempfile.TemporaryDirectory(prefix="vggbench-plan-export-") as tmp:
         same = ExportSettings(formats=("onnx", INT8_FORMAT), image_size=settings.image_size,
                               batch_size=settings.batch_size, dynamic_batch=settings.dynamic_batch,
@@ -84,8 +88,9 @@ def find_plan(model: LoadedModel, calibration: torch.Tensor, quant: QuantConfig,
         return plan_int8(Path(tmp) / "export", reference=model, calibration=calibration)
 
 
-def _parity_rows(folder: Path, model: LoadedModel, out: Path) -> list[dict]:
-    """The manifest's parity rows for the finished temp folder; a CheckFailed when any comparison failed."""
+def _parity_rows(folder: Path, model: LoadedModel, out: Path) -> tuple[list[dict], list[str]]:
+    """The manifest's parity rows for the finished temp folder and the warnings the check recorded (loading a
+    TorchScript file warns); a CheckFailed when any comparison failed."""
     report = run_verify(folder, reference=model)
     failed = [r for r in report.results if not r.passed]
     if failed:
@@ -94,7 +99,7 @@ def _parity_rows(folder: Path, model: LoadedModel, out: Path) -> list[dict]:
         raise CheckFailed(f"export of {model.name} does not match the eager model: {worst.backend} "
                           f"{worst.precision} on {worst.inputs}: {worst.reason}{hint} ({len(failed)} "
                           f"failing comparison(s)); {out} was not written")
-    return [r.to_dict() for r in report.results]
+    return [r.to_dict() for r in report.results], report.warnings
 
 
 def export_from(settings: ExportSettings, model: str) -> tuple[Manifest, str]:

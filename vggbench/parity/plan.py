@@ -25,6 +25,7 @@ import torch
 
 from ..backends import RunnerOptions, eager_runner, make_runner, resolve_target
 from ..core.arguments import expect_path
+from ..core.console import say
 from ..core.errors import ArtifactError, CheckFailed, ConfigError
 from ..core.timing import Timing, measure
 from ..exporters.manifest import (
@@ -164,6 +165,7 @@ def plan_int8(export_dir: str | os.PathLike, *, target: float = 0.99, reference:
     layers = weight_layers(reference.module)
     result = Int8Plan(manifest.model.name, target, [label for label, _ in real], x.shape[0],
                       timing=asdict(timing), batch_size=batch_size)
+    say(f"int8 plan: ranking the {len(layers)} weight layers by the error int8 adds at each ({x.shape[0]} images)")
     profile = profile_layers(export_dir, backends=["onnxruntime"], precisions=["int8"], reference=reference,
                              photos=photos, data=data, data_images=data_images, all_stages=True, granularity="layers",
                              backend_settings=backend_settings, cache_dir=cache_dir, calibration=images)
@@ -172,6 +174,7 @@ def plan_int8(export_dir: str | os.PathLike, *, target: float = 0.99, reference:
     batch = x[:batch_size].expand(batch_size, *x.shape[1:]) if x.shape[0] < batch_size else x[:batch_size]
     # through make_runner, as every run: each file is checked against its sha256 and inspected before it is opened
     options = RunnerOptions.from_settings(backend_settings)
+    say("int8 plan: timing the fp32 ONNX model")
     fp32 = make_runner(resolve_target("onnxruntime", "cpu", "fp32"), export_dir=export_dir, options=options)
     timed = measure(fp32, batch, timing)
     result.fp32 = {"median_ms": timed.stats.median_ms, "images_per_s": batch_size * 1000 / timed.stats.median_ms}
@@ -200,6 +203,9 @@ def plan_int8(export_dir: str | os.PathLike, *, target: float = 0.99, reference:
                 reached = agreement >= target and cosine >= min_cosine
                 result.trials.append(PlanTrial(list(key), agreement, cosine, stats.median_ms,
                                                batch_size * 1000 / stats.median_ms, reached))
+                say(f"int8 plan: trial {len(result.trials)}, fp32 kept for {', '.join(key) or 'no layer'}: top-1 "
+                    f"agreement {agreement:.2%} (target {target:.2%}), min cosine {cosine:.4f}"
+                    f"{'' if reached else '; not enough'}")
                 tried[key] = reached
             return tried[key]
 

@@ -58,7 +58,8 @@ class VerifySettings(Settings):
                                                        "precision].", option="--precision")
     memory_formats: tuple[str, ...] = setting(("contiguous",), "Comma-separated: contiguous, channels_last.",
                                               option="--memory-format")
-    batch_sizes: tuple[int, ...] = setting((1, 3), "Random batches to compare.", minimum=1)
+    batch_sizes: tuple[int, ...] = setting((1, 3), "Random batches to compare, comma-separated.", minimum=1,
+                                           option="--batch-size", aliases=("--batch-sizes",))  # the older spelling
     photos: bool = setting(True, "Also compare on two real photos.")
     data: str | None = setting("auto", "Also compare on up to 1,000 test images of a dataset: auto (the one the "
                                        "weights were trained on, when it loads offline), none, or a name (digits, "

@@ -19,6 +19,7 @@ from ..backends import (
 )
 from ..backends.target import check_memory_format, check_precision
 from ..core.arguments import expect_path
+from ..core.console import recorded_warnings, say
 from ..core.device import require_device
 from ..core.errors import ArtifactError, CheckFailed, DataError, UnsupportedError
 from ..core.extras import MissingExtra
@@ -43,6 +44,9 @@ class VerifyReport:
     model: str
     results: list[ParityResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # combinations that cannot run here, and why
+    # what the backends warned while loading and running (torch.jit.load's deprecation notice), one line each,
+    # recorded rather than printed
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -69,7 +73,8 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return {"export_dir": self.export_dir, "model": self.model, "passed": self.passed,
-                "results": [r.to_dict() for r in self.results], "skipped": self.skipped}
+                "results": [r.to_dict() for r in self.results], "skipped": self.skipped,
+                "warnings": self.warnings}
 
 
 def reference_model(manifest: Manifest, weights: str | os.PathLike | None = None) -> LoadedModel:
@@ -200,15 +205,17 @@ def verify_with(export_dir: str | os.PathLike, config: VerifySettings, *, refere
             g = torch.Generator().manual_seed(100 + i)
             inputs.append((f"random x2 {h}x{w}", torch.randn(2, 3, h, w, generator=g)))
     gold = eager_runner(getattr(subject, "module", subject), "cpu", "fp32")
+    say(f"verify: eager fp32 reference on {len(inputs)} input(s); {len(combos)} combination(s) to compare")
     expected = {label: run_in_batches(gold, x, None) for label, x in inputs}
 
     # fp32 on a CUDA device is compared as IEEE fp32: TF32 (torch's default for cuDNN) is off meanwhile
     options = RunnerOptions.from_settings(backend_settings)
-    with scoped_numerics(tf32=tf32_flag(device, False)):
+    with recorded_warnings("verify", report.warnings), scoped_numerics(tf32=tf32_flag(device, False)):
         def build(target):
             return make_runner(target, subject, export_dir=export_dir, options=_calibrated(options, target, manifest))
 
-        for target, runner in runnable(combos, device, report.skipped, build):
+        for i, (target, runner) in enumerate(runnable(combos, device, report.skipped, build)):
+            say(f"verify: {target} ({i + 1}/{len(combos)})")
             precision, memory_format = target.precision, target.memory_format
             tol = tolerance_for(precision, config.atol, config.rtol)
             for label, x in inputs:

@@ -30,7 +30,8 @@ class EvalResult:
     """Accuracies are fractions of the images; the loss is the mean cross-entropy in nats."""
 
     top1: float
-    top5: float  # top-k with k = min(5, classes)
+    # None with 5 classes or fewer, where every label is among the top five and top-5 would read 100%
+    top5: float | None
     loss: float
     images: int
     dataset: str = ""
@@ -121,8 +122,17 @@ def evaluate_loader(module: nn.Module, loader: DataLoader, device: torch.device,
     loss, top1, top5, images = distributed.all_reduce_sum(sums).tolist()
     if not images:
         raise DataError(f"the {split or 'evaluation'} split of {dataset or 'the dataset'} has no images")
-    return EvalResult(top1=top1 / images, top5=top5 / images, loss=loss / images, images=int(images),
+    return EvalResult(top1=top1 / images, top5=top5 / images if has_top5(num_classes) else None,
+                      loss=loss / images, images=int(images),
                       dataset=dataset, split=split)
+
+
+def has_top5(num_classes: int) -> bool:
+    """Whether top-5 accuracy says anything: with 5 classes or fewer it is 100% whatever the model does."""
+    return num_classes > 5
+
+
+TOP5_NOTE = "top-5 is not reported with 5 classes or fewer: every label is among the top five"
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device,

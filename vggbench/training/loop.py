@@ -231,7 +231,8 @@ class _Run:
         if self.dist.is_main:
             with self._saving():
                 if improved:
-                    runs.save_checkpoint(self.run_dir / runs.BEST, self._checkpoint(val_acc=val.top1))
+                    runs.save_checkpoint(self.run_dir / runs.BEST, runs.weights_file(self._meta(val.top1),
+                                                                                         self.best_state))
                 if self.epoch % config.save_every == 0 or self.epoch == config.epochs:
                     runs.save_checkpoint(self.run_dir / runs.LAST, self._checkpoint(val_acc=val.top1))
                     self.saved_epoch = self.epoch
@@ -292,12 +293,21 @@ class _Run:
 
     # --- files ------------------------------------------------------------------------------------------
 
-    def _checkpoint(self, val_acc: float | None) -> dict:
+    def _meta(self, val_acc: float | None) -> dict:
+        """The metadata of every file the run writes: what rebuilds the model and normalises its inputs, the
+        data it learnt and, for a net started from net A's layers, which file and layers (--init-from)."""
         config, data = self.config, self.data
-        meta = checkpoint_meta(self.loaded, mean=list(data.mean), std=list(data.std),
+        init = {k: self.loaded.weights.meta[k] for k in ("init_from", "init_from_layers")
+                if k in self.loaded.weights.meta}
+        if config.init_from:  # a resumed run builds no net A: the path is in its settings
+            init.setdefault("init_from", str(config.init_from))
+        return checkpoint_meta(self.loaded, mean=list(data.mean), std=list(data.std),
                                image_size=config.image_size, dataset=config.data, classes=list(data.classes),
-                               val_fraction=config.val_fraction, epoch=self.epoch, val_acc=val_acc)
-        return {"format": runs.CHECKPOINT_FORMAT, "vggbench": meta,
+                               val_fraction=config.val_fraction, epoch=self.epoch, val_acc=val_acc, **init)
+
+    def _checkpoint(self, val_acc: float | None) -> dict:
+        config = self.config
+        return {"format": runs.CHECKPOINT_FORMAT, "vggbench": self._meta(val_acc),
                 "model_state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -331,7 +341,7 @@ class _Run:
         self.warnings = list(checkpoint.get("warnings", []))
         best_path = self.run_dir / runs.BEST
         if best_path.exists():  # the test split is scored with the best weights, also after a resume
-            self.best_state = runs.load_checkpoint(best_path)["model_state_dict"]
+            self.best_state = runs.load_best_state(best_path)
         self.saved_epoch = checkpoint["epoch"]
         self.rng = checkpoint["rng"]
         seeding.set_rng_state(self.rng)

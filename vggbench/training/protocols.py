@@ -27,7 +27,7 @@ from ..data.datasets import SOURCES, Transformed, parse_name
 from ..zoo.dense import dense_model, min_dense_size
 from . import distributed
 from .config import EvalConfig
-from .evaluation import autocast_factory, prepare_evaluation
+from .evaluation import TOP5_NOTE, autocast_factory, has_top5, prepare_evaluation
 from .seeding import seed_worker
 
 GRID = 5  # the paper's multi-crop grid: 5x5 crops per scale
@@ -39,9 +39,9 @@ class ProtocolRow:
     scales: str  # "256", or "256,384,512" for the multi-scale average
     views: int  # network evaluations per image (crops x flips x scales; dense counts one per image and flip)
     top1_err: float
-    top5_err: float  # top-k error with k = min(5, classes)
+    top5_err: float | None  # None with 5 classes or fewer (evaluation.has_top5)
     top1: float
-    top5: float
+    top5: float | None
     loss: float  # mean negative log of the averaged posterior of the true class, in nats
     images: int
     ms_per_image: float
@@ -219,13 +219,17 @@ def evaluate_protocols(config: EvalConfig) -> ProtocolReport:
     if (config.flip or config.crops == "ten" and any("multicrop" in p for p in protocols)) and not source.mirror_safe:
         report.notes.append(f"{config.data} is not mirror-safe (a mirrored image can be another class): the "
                             f"mirrored views cost accuracy here")
+    top5 = has_top5(prep.num_classes)
+    if not top5:
+        report.notes.append(TOP5_NOTE)
     for (protocol, qs), total in sums.items():
         loss, top1, topk, images, spent = distributed.all_reduce_sum(total.to(device)).tolist()
         if not images:
             raise DataError(f"the {prep.split} split of {config.data} has no images")
         report.rows.append(ProtocolRow(
             protocol=protocol, scales=",".join(map(str, qs)), views=_views_per_image(protocol, config) * len(qs),
-            top1_err=1 - top1 / images, top5_err=1 - topk / images, top1=top1 / images, top5=topk / images,
+            top1_err=1 - top1 / images, top5_err=1 - topk / images if top5 else None, top1=top1 / images,
+            top5=topk / images if top5 else None,
             loss=loss / images, images=int(images), ms_per_image=1000 * spent / images))
     return report
 

@@ -25,6 +25,9 @@ from .config import TrainConfig
 BEST, LAST = "best.pt", "last.pt"
 CONFIG, HISTORY, PLOT = "config.json", "history.json", "history.png"
 CHECKPOINT_FORMAT = "vggbench-train/1"
+# best.pt: the best epoch's weights and metadata, nothing to resume from (the optimizer state would double the
+# file: 1.5 GB for a fine-tuned VGG11-BN with Adam), which last.pt holds
+WEIGHTS_FORMAT = "vggbench-weights/1"
 HISTORY_SCHEMA_VERSION = 1
 # Settings a --resume may change: they do not change what the run computes.
 RESUME_MAY_CHANGE = ("epochs", "resume", "workers", "progress", "save_every", "keep_every", "data_dir", "download",
@@ -48,6 +51,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """A training checkpoint written by `save_checkpoint` (weights-only load; WeightsError otherwise), its
     contents checked against CHECKPOINT_SCHEMA."""
     checkpoint = torch_load(path)
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == WEIGHTS_FORMAT:
+        raise WeightsError(f"{path} holds a run's best weights only, no training state: resume from "
+                           f"{Path(path).with_name(LAST)}, or start a new run with --weights {path}")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path} is not a vggbench training checkpoint (no format {CHECKPOINT_FORMAT!r}); "
                            f"to start from its weights, pass it as --weights instead of --resume")
@@ -56,6 +62,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise WeightsError(f"{path} is an incomplete training checkpoint: no {', '.join(missing)}")
     check_checkpoint(checkpoint, path)
     return checkpoint
+
+
+def weights_file(meta: dict, state: dict) -> dict:
+    """What best.pt holds: the weights and their metadata (`vggbench.load_model` and every --weights read it)."""
+    return {"format": WEIGHTS_FORMAT, "vggbench": meta, "model_state_dict": state}
+
+
+def load_best_state(path: str | os.PathLike) -> dict:
+    """The state_dict of a run's best.pt: a weights file, or a training checkpoint as older runs wrote it."""
+    saved = torch_load(path)
+    if not isinstance(saved, dict) or saved.get("format") not in (WEIGHTS_FORMAT, CHECKPOINT_FORMAT):
+        raise WeightsError(f"{path} is not the best.pt of a vggbench run")
+    key = "model_state_dict"
+    ok, what = CHECKPOINT_SCHEMA[key]
+    if not ok(saved.get(key)):
+        raise WeightsError(f"{path}: key {key!r} must be {what}, found {_found(saved.get(key))}")
+    return saved[key]
 
 
 # --- what a checkpoint holds ---------------------------------------------------------------------------

@@ -5,18 +5,39 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
-
-import torch
 
 from ..core.errors import WeightsError
 from ..core.fileio import atomic_file, sha256_file
 from .specs import ModelSpec, get_spec, list_models
 
 OFFLINE_ENV = "VGGBENCH_OFFLINE"
+
+# torchvision's DEFAULT weights of each builder (member name, file): what `vggbench models` shows without importing
+# torchvision; tests/test_weights.py holds the table to torchvision's own enums.
+PUBLISHED = {
+    "vgg11": ("IMAGENET1K_V1", "https://download.pytorch.org/models/vgg11-8a719046.pth"),
+    "vgg11_bn": ("IMAGENET1K_V1", "https://download.pytorch.org/models/vgg11_bn-6002323d.pth"),
+    "vgg13": ("IMAGENET1K_V1", "https://download.pytorch.org/models/vgg13-19584684.pth"),
+    "vgg13_bn": ("IMAGENET1K_V1", "https://download.pytorch.org/models/vgg13_bn-abd245e5.pth"),
+    "vgg16": ("IMAGENET1K_V1", "https://download.pytorch.org/models/vgg16-397923af.pth"),
+    "vgg16_bn": ("IMAGENET1K_V1", "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"),
+    "vgg19": ("IMAGENET1K_V1", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"),
+    "vgg19_bn": ("IMAGENET1K_V1", "https://download.pytorch.org/models/vgg19_bn-c79401a0.pth"),
+}
+
+
+def published_weights(spec: ModelSpec) -> tuple[str, str]:
+    """The tag and URL of torchvision's DEFAULT weights for `spec`, from PUBLISHED (no torchvision import); a
+    builder missing there is asked of torchvision."""
+    if spec.torchvision_name in PUBLISHED:
+        return PUBLISHED[spec.torchvision_name]
+    weights = imagenet_weights(spec)
+    return weights.name, weights.url
 
 
 def imagenet_weights(spec: ModelSpec, tag: str | None = None):
@@ -37,9 +58,19 @@ def imagenet_weights(spec: ModelSpec, tag: str | None = None):
                            f"{', '.join(w.name for w in enum)}") from None
 
 
+def hub_dir() -> str:
+    """torch.hub.get_dir(); before torch is imported (when torch.hub.set_dir cannot have been called) its rule,
+    $TORCH_HOME/hub with TORCH_HOME defaulting to $XDG_CACHE_HOME/torch and that to ~/.cache/torch, without the
+    import."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].hub.get_dir()
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
 def hub_cache_path(url: str) -> Path:
     """Where torch.hub (and so torchvision) keeps the file for `url`."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    return Path(hub_dir()) / "checkpoints" / Path(urlparse(url).path).name
 
 
 def _published_prefix(filename: str) -> str | None:

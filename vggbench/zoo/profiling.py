@@ -1,15 +1,12 @@
-"""Per-layer output shapes, parameters and multiply-accumulates, computed by running on the meta device."""
+"""Per-layer output shapes, parameters and multiply-accumulates: of a zoo model from its layer list's arithmetic
+(no torch import), of any module by running it once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 from ..core.arguments import expect
-from .models import build
-from .specs import ModelOptions, ModelSpec, check_image_size, get_spec
+from .specs import HEADS, ModelOptions, ModelSpec, check_image_size, get_spec, lrn_arguments, scale
 
 
 @dataclass(frozen=True)
@@ -46,7 +43,9 @@ class ModelProfile:
             [self.layers[-1]]
 
 
-def _macs(module: nn.Module, out: torch.Tensor) -> int:
+def _macs(module, out) -> int:
+    from torch import nn
+
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
         return out[0].numel() * (module.in_channels // module.groups) * kh * kw
@@ -55,9 +54,11 @@ def _macs(module: nn.Module, out: torch.Tensor) -> int:
     return 0
 
 
-def _detail(module: nn.Module) -> str:
+def _detail(module) -> str:
+    from torch import nn
+
     if isinstance(module, nn.Conv2d):
-        return f"{module.kernel_size[0]}x{module.kernel_size[1]} {module.in_channels}->{module.out_channels}"
+        return _conv_detail(module.kernel_size[0], module.in_channels, module.out_channels)
     if isinstance(module, nn.Linear):
         return f"{module.in_features}->{module.out_features}"
     if isinstance(module, nn.MaxPool2d):
@@ -66,7 +67,7 @@ def _detail(module: nn.Module) -> str:
         size = module.output_size
         return f"to {size[0]}x{size[1]}" if isinstance(size, tuple) else f"to {size}x{size}"
     if isinstance(module, nn.LocalResponseNorm):
-        return f"size {module.size}, alpha {module.alpha:g}, beta {module.beta:g}, k {module.k:g}"
+        return _lrn_detail(module.size, module.alpha, module.beta, module.k)
     if isinstance(module, nn.Dropout):
         return f"p={module.p:g}"
     if isinstance(module, nn.BatchNorm2d):
@@ -74,8 +75,18 @@ def _detail(module: nn.Module) -> str:
     return ""
 
 
-def profile_module(model: nn.Module, image_size: int, name: str = "model") -> ModelProfile:
-    """Profile any module on a 3-channel square input of `image_size`."""
+def _conv_detail(kernel: int, in_channels: int, out_channels: int) -> str:
+    return f"{kernel}x{kernel} {in_channels}->{out_channels}"
+
+
+def _lrn_detail(size, alpha, beta, k) -> str:
+    return f"size {size}, alpha {alpha:g}, beta {beta:g}, k {k:g}"
+
+
+def profile_module(model, image_size: int, name: str = "model") -> ModelProfile:
+    """Profile any module on a 3-channel square input of `image_size` (runs it once, with forward hooks)."""
+    import torch
+
     rows: list[LayerInfo] = []
     hooks = []
     for prefix, module in model.named_modules():
@@ -95,21 +106,63 @@ def profile_module(model: nn.Module, image_size: int, name: str = "model") -> Mo
     return ModelProfile(name, image_size, tuple(rows))
 
 
+def spec_layers(spec: ModelSpec, options: ModelOptions, image_size: int) -> tuple[LayerInfo, ...]:
+    """The leaf layers `build(spec, options)` makes, with their shapes, params and MACs on one image, from the
+    layer list's arithmetic: `models` and `info` answer without importing torch (seconds and most of a GB of
+    memory for a table of numbers). models.make_layers and models.VGG lay the modules out; the two are compared,
+    model by model, in tests/test_models.py."""
+    rows: list[LayerInfo] = []
+    index = {"features": 0, "classifier": 0}  # nn.Sequential's names: the position in its container
+
+    def add(kind, detail, shape, params=0, macs=0, prefix="features"):
+        rows.append(LayerInfo(f"{prefix}.{index[prefix]}", kind, detail, tuple(shape), params, macs))
+        index[prefix] += 1
+
+    channels, side = 3, image_size
+    for token in spec.layers:
+        if token == "M":
+            side //= 2
+            add("MaxPool2d", "2x2 /2", (channels, side, side))
+        elif token == "LRN":
+            lrn = lrn_arguments()
+            add("LocalResponseNorm", _lrn_detail(lrn["size"], lrn["alpha"], lrn["beta"], lrn["k"]),
+                (channels, side, side))
+        else:
+            out, kernel = token if isinstance(token, tuple) else (token, 3)
+            out = scale(out, options.width)
+            shape = (out, side, side)
+            add("Conv2d", _conv_detail(kernel, channels, out), shape, channels * out * kernel * kernel + out,
+                out * side * side * channels * kernel * kernel)
+            if spec.batch_norm:
+                add("BatchNorm2d", str(out), shape, 2 * out)
+            add("ReLU", "", shape)
+            channels = out
+    pool = HEADS[options.head]["pool"]
+    rows.append(LayerInfo("avgpool", "AdaptiveAvgPool2d", f"to {pool}x{pool}", (channels, pool, pool), 0, 0))
+    fan_in = channels * pool * pool
+    for width in options.hidden_features:
+        add("Linear", f"{fan_in}->{width}", (width,), fan_in * width + width, fan_in * width, prefix="classifier")
+        add("ReLU", "", (width,), prefix="classifier")
+        add("Dropout", f"p={options.dropout:g}", (width,), prefix="classifier")
+        fan_in = width
+    add("Linear", f"{fan_in}->{options.num_classes}", (options.num_classes,), fan_in * options.num_classes
+        + options.num_classes, fan_in * options.num_classes, prefix="classifier")
+    return tuple(rows)
+
+
 def profile(spec: ModelSpec | str, options: ModelOptions | None = None, image_size: int = 224) -> ModelProfile:
-    """Shapes, params and MACs of a registered model; builds it on the meta device, so it is instant."""
+    """Shapes, params and MACs of a registered model, from its layer list (nothing is built; no torch import)."""
     expect("profile", "spec", spec, (str, ModelSpec), "a model name (str) or ModelSpec")
     expect("profile", "options", options, (ModelOptions, type(None)), "a ModelOptions or None")
     expect("profile", "image_size", image_size, int, "an integer")
     spec = get_spec(spec) if isinstance(spec, str) else spec
     check_image_size(spec, image_size)
-    with torch.device("meta"):
-        model = build(spec, options).eval()
-    return profile_module(model, image_size, spec.name)
+    return ModelProfile(spec.name, image_size, spec_layers(spec, options or ModelOptions(), image_size))
 
 
 def zoo_rows(names: list[str], options: ModelOptions | None = None, image_size: int = 224) -> list[dict]:
     """One summary row per model: config, depth, BN, LRN, params, GMACs and published weights."""
-    from .imagenet import hub_cache_path, imagenet_weights
+    from .imagenet import hub_cache_path, published_weights
 
     rows = []
     for name in names:
@@ -117,9 +170,9 @@ def zoo_rows(names: list[str], options: ModelOptions | None = None, image_size: 
         prof = profile(spec, options, image_size)
         weights = "-"
         if spec.torchvision_name:
-            published = imagenet_weights(spec)
-            cached = hub_cache_path(published.url).exists()
-            weights = f"imagenet ({published.name}{', cached' if cached else ''})"
+            tag, url = published_weights(spec)
+            cached = hub_cache_path(url).exists()
+            weights = f"imagenet ({tag}{', cached' if cached else ''})"
         rows.append({"name": spec.name, "config": spec.config, "depth": spec.depth, "bn": spec.batch_norm,
                      "lrn": spec.lrn, "params": prof.params, f"gmacs@{image_size}": round(prof.gmacs, 4),
                      "weights": weights})

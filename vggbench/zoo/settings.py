@@ -21,8 +21,8 @@ class ShapeSettings(Settings):
                                                     "value per hidden layer, e.g. 4096,1000 [default: 4096 x width "
                                                     "(imagenet head), 512 x width (compact)].", minimum=1,
                                              maximum=MAX_HIDDEN)
-    dropout: float | None = setting(None, "Classifier dropout [default: 0.5; train from scratch: 0 with batch norm, "
-                                              "0.5 with --recipe paper].", minimum=0, below=1)
+    dropout: float | None = setting(None, "Classifier dropout [default: 0.5; train from scratch: 0, 0.5 with "
+                                              "--recipe paper].", minimum=0, below=1)
     head: str | None = setting(None, "imagenet (pool to 7x7, torchvision layout) or compact (1x1, for 32x32 "
                                      "inputs) [default: imagenet].", choices=tuple(HEADS))
     init: str | None = setting(None, "kaiming (torchvision), paper (N(0, 0.01)), glorot (Glorot & Bengio), "
