@@ -58,6 +58,7 @@ def run(tmp_path_factory):
         epoch=1, step=0, partial=[0.0, 0.0, 0.0], rng=seeding.rng_state(), best_epoch=1, best_val_acc=0.5,
         best_score=0.5, warnings=[], history=[{"epoch": 1, "train_loss": 2.0, "train_acc": 0.1, "val_loss": 2.0,
                                                "val_acc": 0.5, "val_top5": 0.6, "lr": 1e-3, "seconds": 1.0}])
+    state._meta = lambda val_acc: loop._Run._meta(state, val_acc)  # the loop's own metadata, as a bound method
     torch.save(loop._Run._checkpoint(state, val_acc=0.5), out / "last.pt")
     (out / "config.json").write_text("{}")
     return out, torch.load(out / "last.pt", weights_only=True)
