@@ -4,6 +4,7 @@ tools print read back, a failed check kept as data, and a tiny run whose every o
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -258,6 +259,22 @@ def test_a_failing_slow_or_unreadable_tool_is_an_error_in_the_block():
     assert missing["error"].startswith("could not start it: FileNotFoundError")
 
 
+def test_the_tools_runs_spread_over_the_rounds_and_make_one_block():
+    assert [crosscheck.chunk_rounds(n) for n in (1, 2, 3, 5, 8)] == [(1,), (1, 2), (1, 2, 3), (1, 3, 5), (1, 4, 8)]
+    row_ = row(status="ok", images_per_s=10.0)
+    runs = [{"tool": "t", "command": ["t", str(i)], "images_per_s": v, "median_ms": 1e3 / v, "seconds": 2.0,
+             "iterations": 4, "timed_s": 1.0} for i, v in enumerate((8.0, 12.0, 9.0))]
+    block = crosscheck.combine(row_, runs).cross_check
+    assert block["images_per_s"] == 9.0 and block["ratio"] == pytest.approx(10 / 9)
+    assert block["median_ms"] == pytest.approx(1e3 / 9) and block["seconds"] == 6.0 and block["iterations"] == 12
+    assert block["command"] == ["t", "2"] and block["runs"] == runs
+    failed = crosscheck.combine(row_, [runs[0], {"tool": "t", "error": "exit status 1: boom"}]).cross_check
+    assert failed["error"] == "exit status 1: boom" and len(failed["runs"]) == 2 and "ratio" not in failed
+    one = crosscheck.combine(row_, runs[:1]).cross_check
+    assert "runs" not in one and one["ratio"] == pytest.approx(10 / 8)
+    assert crosscheck.combine(row_, []) is row_
+
+
 def test_a_check_that_cannot_start_never_fails_the_row(monkeypatch):
     r = row("onnxruntime", OrtSettings())
 
@@ -290,7 +307,7 @@ def test_run_cross_check_gives_every_ok_row_its_tools_numbers(tmp_path, backends
         "run", "--models", "vgg11", "--width", str(TINY["width"]), "--hidden", str(TINY["hidden"]),
         "--image-size", str(TINY_IMAGE), "--batch-sizes", "1,2", "--backends", backends,
         "--memory-format", "contiguous", "--threads", "1", "--warmup-time", "0", "--min-time", "0.1",
-        "--cross-check", "--out", str(tmp_path), "--export-cache", str(tmp_path / "cache")])
+        "--cross-check", "--rounds", "2", "--out", str(tmp_path), "--export-cache", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     data = read_run(next(tmp_path.glob("run-*.json")))
     assert data["settings"]["cross_check"] is True
@@ -302,6 +319,10 @@ def test_run_cross_check_gives_every_ok_row_its_tools_numbers(tmp_path, backends
         assert block["images_per_s"] > 0 and block["median_ms"] > 0 and block["seconds"] > 0
         assert block["ratio"] == pytest.approx(r["images_per_s"] / block["images_per_s"])
         assert block["command"][0] and str(r["batch_size"]) in " ".join(block["command"])
+        # the tool ran between the rounds, after round 1 and after round 2, with half the budget each
+        assert len(block["runs"]) == 2 and all("ratio" not in run for run in block["runs"])
+        assert block["images_per_s"] == pytest.approx(statistics.median(run["images_per_s"] for run in block["runs"]))
+        assert "--time" not in block["command"] or block["command"][block["command"].index("--time") + 1] == "0.05"
     by = {r["backend"]: r["cross_check"] for r in ok}
     if "onnxruntime" in by:
         assert by["onnxruntime"]["command"][1] == "-I" and by["onnxruntime"]["command"][3].endswith("model.onnx")

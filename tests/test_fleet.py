@@ -315,6 +315,33 @@ def test_the_machine_view_compares_kinds_and_prices(tmp_path):
         read_prices(prices)
 
 
+@pytest.mark.slow
+def test_a_tune_times_its_trials_on_a_node_of_its_kind(cluster, tmp_path):
+    from vggbench.bench.tune import TuneSettings, tune
+
+    tiny = {k: v for k, v in SUITE.items() if k not in ("backends", "memory_formats", "batch_sizes", "threads")}
+    run = tune("vgg11", TuneSettings(trials=2, backends=("onnxruntime",), threads=(1,), prune=False),
+               export_cache=tmp_path / "exports", cluster=cluster.address, node_cache=tmp_path / "node-exports",
+               machines=["kind-b"], **tiny)
+    ids = {node.node_id for node in cluster.kinds["kind-b"]}
+    assert len(run.results) == 2 and all(r.status == "ok" for r in run.results)
+    assert all(r.machine == "kind-b" and r.node["id"] in ids for r in run.results)
+    assert run.settings["tune"]["winner"] is not None
+
+
+def test_a_tune_on_a_cluster_answers_for_one_machine_kind(tmp_path):
+    pytest.importorskip("ray")
+    from click.testing import CliRunner
+
+    from vggbench.cli import main
+
+    result = CliRunner().invoke(main, ["tune", "vgg11", "--cluster", "auto", "--machines", "kind-a,kind-b",
+                                       "--out", str(tmp_path / "tune.json")])
+    assert result.exit_code == 2 and result.output.count("error:") == 1
+    assert "tune --cluster answers for one machine kind" in result.output
+    assert not (tmp_path / "tune.json").exists()
+
+
 def test_require_quiet_is_refused_with_a_cluster():
     pytest.importorskip("ray")
     from click.testing import CliRunner

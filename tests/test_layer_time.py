@@ -227,3 +227,24 @@ def test_the_dense_form_is_not_profiled(tmp_path):
     with pytest.raises(ConfigError, match="without --dense"):
         profile_run(backends=["eager"], dense=True, out=tmp_path / "d.json", **TINY_SUITE)
     assert not (tmp_path / "d.json").exists()
+
+
+def test_a_theoretical_ceiling_a_layer_beats_is_set_aside_for_the_best_layer():
+    from vggbench.bench.layer_time import _set_aside_beaten_theory
+
+    def entry(backend, rates):
+        return {"status": "ok", "backend": backend, "precision": "fp32",
+                "layers": [{"layer": f"conv{i}", "gflops_per_s": r, "ceiling_pct": None} for i, r in enumerate(rates)]}
+
+    entries = [entry("eager", [100.0, None]), entry("onnxruntime", [150.0, 227.0]), entry("winograd", [400.0])]
+    ceilings = {"fp32": {"gflops_per_s": 166.0, "source": "theoretical: 2 cores x 2.60 GHz"}}
+    _set_aside_beaten_theory(entries, ceilings)
+    # winograd's effective 400 cannot show the theory wrong; onnxruntime's 227 does, and becomes the ceiling
+    assert ceilings["fp32"]["gflops_per_s"] == 227.0 and "onnxruntime conv1" in ceilings["fp32"]["source"]
+    assert "166 GFLOP/s set aside" in ceilings["fp32"]["source"]
+    assert entries[1]["layers"][1]["ceiling_pct"] == pytest.approx(100.0)
+    assert entries[0]["layers"][0]["ceiling_pct"] == pytest.approx(100 / 227 * 100)
+    assert entries[0]["layers"][1]["ceiling_pct"] is None
+    kept = {"fp32": {"gflops_per_s": 500.0, "source": "theoretical: more"}}
+    _set_aside_beaten_theory([entry("eager", [100.0])], kept)
+    assert kept["fp32"]["gflops_per_s"] == 500.0

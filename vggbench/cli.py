@@ -682,7 +682,7 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, db, record
 
 TUNE_SUITE_KEYS = ("device", "image_size", "weights", "seed", "num_classes", "width", "hidden", "dropout", "head",
                    "init", "tf32", "cudnn_benchmark", "warmup", "warmup_time_s", "min_time_s", "min_iters", "max_iters",
-                   "rounds", "isolation", "worker_timeout_s")
+                   "rounds", "isolation", "worker_timeout_s", "machines")
 
 
 def _tune_settings():
@@ -702,8 +702,9 @@ def _tune_settings():
 @click.option("--force", is_flag=True, help="Replace the results of an earlier run at a named --out .json.")
 @click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True)
 @cli_options(DbSettings)
+@cluster_options
 @click.pass_context
-def tune(ctx, model, export_cache, out, force, fmt, db, record_db, **kwargs) -> None:
+def tune(ctx, model, export_cache, out, force, fmt, db, record_db, cluster, node_cache, **kwargs) -> None:
     """Search the runtimes' own knobs for MODEL with Optuna: the least latency at batch 1 (--goal latency), the
     most images/s at --batch-size (throughput), or the most images/s within a p99 bound (p99 --bound-ms).
 
@@ -722,9 +723,11 @@ def tune(ctx, model, export_cache, out, force, fmt, db, record_db, **kwargs) -> 
     suite = given({k: kwargs[k] for k in TUNE_SUITE_KEYS if k in kwargs})
     command = shlex.join(["vggbench", *ctx.obj.get("argv", [])])
     _check_db(db, record_db)
+    check_cluster(cluster, None)
     journal = claim_results(out, command=command, prefix="tune", force=force)
     try:
-        result = run_tune(model, settings, export_cache=export_cache, journal=journal,
+        result = run_tune(model, settings, export_cache=export_cache, journal=journal, cluster=cluster,
+                          node_cache=node_cache,
                           echo=lambda line: click.echo(line, err=True),
                           raise_errors=bool(ctx.obj.get("traceback")), **suite)
     except BaseException:

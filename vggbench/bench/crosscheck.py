@@ -2,7 +2,9 @@
 with the row's settings and for about the row's time budget, and the row gets a `cross_check` block:
 
     {"tool", "command" (the exact argv), "images_per_s", "median_ms", "ratio" (the row's images/s over the
-     tool's), "seconds" (the tool's process, start to exit), "iterations", "timed_s", "config" (openvino)}
+     tool's), "seconds" (the tool's process, start to exit), "iterations", "timed_s", "config" (openvino),
+     "runs" (a row timed in rounds: the tool runs after its first, middle and last round, each with its share of
+     the budget, and the block holds the median of their images/s; see chunk_rounds)}
 
 or {"tool", "command", "error"} when the tool is missing or fails; a failed cross-check never fails the row.
 
@@ -32,6 +34,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -375,14 +378,52 @@ def cross_check(row: BenchResult, prepared, suite) -> BenchResult:
     process. prepared: the row's vggbench.bench.prepare.PreparedRunner; suite: the run's Suite."""
     if row.status != "ok" or not row.images_per_s:
         return row
+    return combine(row, [tool_run(row, prepared, suite)])
+
+
+def chunk_rounds(rounds: int) -> tuple[int, ...]:
+    """After which of a case's rounds its tool runs, when the rounds are interleaved: the first, the middle and the
+    last (all of them below 3). A machine's speed drifts by several per cent over a minute (2026-12-06, Zen 4: one
+    onnxruntime row's round medians 1,138-1,259 ms), so a tool timed once after all the rounds meets another
+    machine than the rounds did; spread over the same span, both meet the same drift."""
+    return tuple(sorted({1, (rounds + 1) // 2, rounds}))
+
+
+def tool_run(row: BenchResult, prepared, suite, share: int = 1) -> dict:
+    """One run of the row's tool in a fresh process, with 1/share of the row's time budget (its warm-up whole, since
+    every process needs it): the block of `execute`, ratio left out (the row is not measured yet), or an error."""
     tool, make = PLANS.get(get_backend(row.backend).name, (None, None))
     if make is None:
-        return replace(row, cross_check={"tool": None, "error": f"no cross-check tool for {row.backend}"})
+        return {"tool": None, "error": f"no cross-check tool for {row.backend}"}
+    row = replace(row, min_time_s=row.min_time_s / share)
     with tempfile.TemporaryDirectory(prefix="vggbench-cross-check-") as workdir:
         try:
             plan = make(row, subject_of(row, prepared, suite), Path(workdir))
         except ToolMissing as e:
-            return replace(row, cross_check={"tool": tool, "error": str(e)})
+            return {"tool": tool, "error": str(e)}
         except Exception as e:  # whatever stops the check, the row stands
-            return replace(row, cross_check={"tool": tool, "error": one_line(e)})
-        return replace(row, cross_check=execute(plan, row.images_per_s, timeout_for(row), suite.allocator))
+            return {"tool": tool, "error": one_line(e)}
+        block = execute(plan, 1.0, timeout_for(row), suite.allocator)
+    block.pop("ratio", None)
+    return block
+
+
+def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
+    """`row` with the cross_check block of its tool's runs: the median of their images/s, the ratio of the row's
+    to it; each run kept under "runs" where there were several. An error in any run is the block's."""
+    if row.status != "ok" or not row.images_per_s or not runs:
+        return row
+    failed = next((r for r in runs if "error" in r or not r.get("median_ms")), None)
+    if failed is not None:
+        return replace(row, cross_check={**failed, "error": failed.get("error", "no median")}
+                       | ({"runs": runs} if len(runs) > 1 else {}))
+    # each tool's own images/s (benchmark_app's is its throughput, the timers' the batch over their median)
+    images_per_s = statistics.median(r["images_per_s"] for r in runs)
+    median_ms = statistics.median(r["median_ms"] for r in runs)
+    block = {**runs[-1], "images_per_s": images_per_s, "median_ms": median_ms,
+             "ratio": row.images_per_s / images_per_s, "seconds": round(sum(r["seconds"] for r in runs), 3)}
+    if len(runs) > 1:
+        block["iterations"] = sum(r.get("iterations") or 0 for r in runs) or None
+        block["timed_s"] = sum(r.get("timed_s") or 0 for r in runs) or None
+        block["runs"] = runs
+    return replace(row, cross_check=block)

@@ -7,8 +7,9 @@ group (suite.isolation, vggbench.bench.isolation)."""
 from __future__ import annotations
 
 import os
+import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from ..core.timing import Session, free_memory, measure, round_timing
 from ..data.inputs import random_batch
 from ..zoo.weights import WeightsSource, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE
-from .crosscheck import cross_check
+from .crosscheck import chunk_rounds, combine, cross_check, tool_run
 from .peak import Ceilings, measure_peak, theoretical_peak
 from .prepare import Failure, Preparation, PreparedModel, PreparedRunner
 from .results import BenchRun, Journal
@@ -307,6 +308,11 @@ class _Sweep:
                 state.session.warm_up(REWARM_CALLS, REWARM_S)
             state.session.sample(*round_timing(case.timing, rounds), round=round)
             state.loads.append(load_block(start, self.load.sample()))
+            if self.suite.cross_check and round in chunk_rounds(rounds):
+                # the tool between the rounds, in as many runs as it has places, so that it meets the machine the
+                # rounds meet (crosscheck.chunk_rounds); the row's block is made of them when its rounds are done
+                state.tool_runs.append(tool_run(_pending(case, state.session), prepared, self.suite,
+                                                len(chunk_rounds(rounds))))
             if round == 1:
                 back_off.see(case, "ok")
             if round < rounds:
@@ -323,8 +329,8 @@ class _Sweep:
         state.done, state.session, state.batch = True, None, None
         if row.status == "oom":
             free_memory(self.device)
-        if self.suite.cross_check:  # the runtime's own tool, in a fresh process; it never fails the row
-            row = cross_check(row, prepared, self.suite)
+        if self.suite.cross_check:  # the runtime's own tool, in fresh processes; it never fails the row
+            row = combine(row, state.tool_runs)
         self._record([row])
 
     def _record(self, rows: list[BenchResult]) -> None:
@@ -353,6 +359,13 @@ class _InRounds:
     parity_max_abs: float | None = None
     done: bool = False
     loads: list = field(default_factory=list)  # each round's (load block, under_load)
+    tool_runs: list = field(default_factory=list)  # --cross-check: the tool's runs between its rounds
+
+
+def _pending(case: Case, session: Session) -> BenchResult:
+    """A case's row as its rounds go on, for the tool's command: its settings and the median so far."""
+    return BenchResult(**{f.name: getattr(case, f.name) for f in fields(Case)},
+                       median_ms=statistics.median(session.samples_ms))
 
 
 def _rounds_load(loads: list) -> dict:

@@ -177,16 +177,28 @@ def _overrides(model: str, choice: dict) -> dict:
 
 def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike = "exports/.cache",
          journal: Journal | None = None, echo: Callable[[str], None] = lambda line: None,
-         raise_errors: bool = False, **suite_overrides) -> BenchRun:
+         raise_errors: bool = False, cluster: str | None = None, node_cache: str | os.PathLike | None = None,
+         **suite_overrides) -> BenchRun:
     """Search the knobs for `settings.goal` and return the run: a row per trial that was timed, the search in
     settings["tune"]. suite_overrides: Suite fields for every trial (image_size, weights, device, min_time_s,
-    rounds, isolation, ...)."""
+    rounds, isolation, ...). cluster: time each trial on a node of a Ray cluster (vggbench.bench.fleet), of the one
+    machine kind of `machines` (a tune answers for one kind of machine: tune each kind on its own)."""
     import optuna
 
     from .results import BenchRun
-    from .sweep import benchmark
 
     base = resolve_suite(Suite(name="tune"), models=[model], **suite_overrides)
+    if cluster is None:
+        from .sweep import benchmark
+    else:
+        import functools
+
+        from .fleet import benchmark_on_cluster
+
+        if len(base.machines) > 1:
+            raise ConfigError(f"tune --cluster answers for one machine kind; got {', '.join(base.machines)}: tune "
+                              f"each kind on its own (--machines KIND)")
+        benchmark = functools.partial(benchmark_on_cluster, cluster=cluster, node_cache=node_cache)
     found, skipped = candidates(settings, base)
     threads = settings.threads or default_threads()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

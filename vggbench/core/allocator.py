@@ -6,8 +6,9 @@ a large block from fresh pages of an mmap (above M_MMAP_THRESHOLD) or from its h
 back to the kernel when more than M_TRIM_THRESHOLD lies free at its top. Both thresholds move by themselves (each
 freed mmap raises them), so how many pages a forward pass touches for the first time, each a page fault the kernel
 must zero, depends on what the process did before: on 2026-12-06 (AMD EPYC Zen 4) VGG16's eager forward took
-about 15,000 minor faults a call at batch 1 and 250,000 at batch 8, 9-15% of its CPU time in the kernel, and the
-same row read up to 14% faster in vggbench's process than in a fresh one (benchmarks/README.md, "The allocator").
+about 15,000 minor faults a call at batch 1 and 250,000 at batch 8, 9% and 15% of its CPU time in the kernel, and
+a probe shaped like it took 14,000-17,000 faults a call in five fresh processes and 5,300 in a sixth
+(benchmarks/README.md, "The allocator"). Under "steady": 0 faults a call at batch 1, 88,000 at batch 8.
 
 "steady" fixes both thresholds for the process: memory freed by one call stays in the heap for the next (blocks
 up to glibc's largest mmap threshold, 32 MiB; larger ones are mapped afresh each time, alike in every process),
