@@ -174,6 +174,7 @@ def group_title(key: tuple, rows: list[dict], environment: dict) -> str:
     if ceilings:  # the measured ceiling (best GEMM or row) and the theoretical one, per precision
         text = ", ".join(f"{c['precision']} {_gflops(c['measured_gflops_per_s'])} measured ({c['measured_source']})"
                          + (f" / {_gflops(c['theoretical_gflops_per_s'])} theoretical"
+                            + (" (set aside: a row ran faster)" if c.get("theoretical_set_aside") else "")
                             if c.get("theoretical_gflops_per_s") else "") for c in ceilings)
         return f"{title}; ceilings GFLOP/s: {text}"
     peaks = ", ".join(f"{p['precision']} {p['gflops_per_s']:.1f}" for p in environment.get("gemm_peaks", [])
