@@ -319,7 +319,7 @@ def test_the_machine_view_compares_kinds_and_prices(tmp_path):
 def test_a_tune_times_its_trials_on_a_node_of_its_kind(cluster, tmp_path):
     from vggbench.bench.tune import TuneSettings, tune
 
-    tiny = {k: v for k, v in SUITE.items() if k not in ("backends", "memory_formats", "batch_sizes", "threads")}
+    tiny = {k: v for k, v in SUITE.items() if k not in ("models", "backends", "memory_formats", "batch_sizes", "threads")}
     run = tune("vgg11", TuneSettings(trials=2, backends=("onnxruntime",), threads=(1,), prune=False),
                export_cache=tmp_path / "exports", cluster=cluster.address, node_cache=tmp_path / "node-exports",
                machines=["kind-b"], **tiny)
