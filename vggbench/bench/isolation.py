@@ -33,7 +33,6 @@ def run_group(sweep, name: str, group: tuple, cases: list, body) -> None:
 
     import torch
 
-    from ..backends.registry import get_backend
     from .rows import BenchResult
 
     target = sweep.plan[(name, *group[:3])]
@@ -59,9 +58,7 @@ def run_group(sweep, name: str, group: tuple, cases: list, body) -> None:
                 if "row" in message:
                     row = BenchResult(**message["row"])
                     by_size.pop(row.batch_size, None)
-                    sweep.ceilings.see(row.device, row.precision, row.gflops_per_s,
-                                       f"{row.backend} {row.precision} {row.memory_format} batch {row.batch_size}",
-                                       not get_backend(row.backend).fewer_flops)
+                    sweep.see(row)
                     sweep._record([row])
                 elif "status" in message:
                     status = message["status"]

@@ -28,6 +28,7 @@ from ..backends import resolve_target
 from ..backends.profiling import TRACE_MARK, Op, OpProfile
 from ..backends.registry import environment as backend_environment
 from ..backends.registry import get_backend
+from ..core import allocator
 from ..core.device import Device, require_device
 from ..core.documents import loads_json
 from ..core.env import capture, package_version
@@ -165,6 +166,7 @@ def profile_run(suite: Suite | str | os.PathLike | None = None, *, export_cache:
     entries = []
     with scoped_numerics(suite.threads, tf32_flag(device, suite.tf32), suite.cudnn_benchmark):
         environment = capture()
+        environment["allocator"] = allocator.apply(suite.allocator)  # as `run` times: its measured call alike
         environment.update(backend_environment())
         environment["load"] = {"start": sampler.sample()}
         prep = Preparation(suite, device, weights, export_cache, raise_errors=raise_errors)

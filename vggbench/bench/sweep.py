@@ -255,11 +255,15 @@ class _Sweep:
         row = BenchResult.measured(case, m, gmacs_per_image=prepared.gmacs, peak_gflops_per_s=None,
                                    load_ms=prepared.load_ms, parity_max_abs=parity_max_abs,
                                    notes=prepared.notes(batch), **extra)
-        self.ceilings.see(case.device, case.precision, row.gflops_per_s,
-                          f"{case.backend} {case.precision} {case.memory_format} batch {case.batch_size}",
-                          _hardware_rate(case.backend))
+        self.see(row)
         return replace(row, **self.ceilings.row_fields(case.device, case.precision, row.gflops_per_s,
                                                        _hardware_rate(case.backend)))
+
+    def see(self, row: BenchResult) -> None:
+        """Raise the run's ceilings to a measured row's rate (here, or a row a worker process sent)."""
+        self.ceilings.see(row.device, row.precision, row.gflops_per_s,
+                          f"{row.backend} {row.precision} {row.memory_format} batch {row.batch_size}",
+                          _hardware_rate(row.backend))
 
     # --- interleaved rounds -----------------------------------------------------------------------------------
 
