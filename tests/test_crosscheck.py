@@ -3,6 +3,8 @@ tools print read back, a failed check kept as data, and a tiny run whose every o
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import statistics
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import vggbench.bench.crosscheck as crosscheck
@@ -273,6 +276,75 @@ def test_the_tools_runs_spread_over_the_rounds_and_make_one_block():
     one = crosscheck.combine(row_, runs[:1]).cross_check
     assert "runs" not in one and one["ratio"] == pytest.approx(10 / 8)
     assert crosscheck.combine(row_, []) is row_
+
+
+def test_every_tool_gets_the_rows_calls_as_well_as_its_seconds_split_over_its_runs(tmp_path, monkeypatch):
+    # a slow row (VGG16 at batch 8: over a second a call) left two or three calls in a tool run's seconds; the
+    # count is a budget on both sides: the row's min_iters over its rounds, the tool's over its runs
+    r = row("onnxruntime", OrtSettings(), min_iters=30, min_time_s=9.0)
+    assert after(crosscheck.onnxruntime_plan(r, Subject(artifact=ONNX)).command, "--min-iters") == "30"
+    sync = crosscheck.openvino_plan(row("openvino", OvSettings(cache_dir=""), min_iters=30), Subject(artifact=ONNX),
+                                    tmp_path, app=["benchmark_app"]).command
+    assert after(sync, "-niter") == "30" and after(sync, "-t") == "3"  # it goes on while either is left
+    tput = crosscheck.openvino_plan(row("openvino", OvSettings(hint="THROUGHPUT", cache_dir=""), min_iters=30),
+                                    Subject(artifact=ONNX), tmp_path, app=["benchmark_app"]).command
+    assert after(tput, "-niter") == str(30 * 8)  # its requests are single images
+    eager = crosscheck.torch_build_plan(row("eager", min_iters=30), Subject(model_settings={})).command
+    assert after(eager, "--min-iters") == "30"
+    trt = crosscheck.tensorrt_plan(row("tensorrt", TrtSettings(), device="cuda", min_iters=30),
+                                   Subject(artifact=ONNX, input_name="input"), trtexec="trtexec").command
+    assert "--iterations=30" in trt
+    seen = []
+    monkeypatch.setattr(crosscheck, "subject_of", lambda *a: Subject(artifact=ONNX))
+    monkeypatch.setattr(crosscheck, "execute", lambda plan, *a: seen.append(plan.command) or {"tool": plan.tool})
+    crosscheck.tool_run(r, None, Suite(), share=3)
+    assert after(seen[0], "--min-iters") == "10" and after(seen[0], "--time") == "3"
+
+
+def test_the_torch_timer_times_at_least_its_calls():
+    from vggbench.bench.timers import torch_timer
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        torch_timer.main(["--build", "eager", "--model", "vgg11", "--model-settings",
+                          '{"width": 0.0625, "hidden": [16], "num_classes": 4}', "--batch", "1", "--image-size",
+                          "32", "--threads", "1", "--warmup", "0", "--warmup-time", "0", "--time", "0",
+                          "--min-iters", "40"])
+    measured = json.loads(out.getvalue().splitlines()[-1])
+    assert measured["iterations"] >= 40 and measured["images_per_s"] > 0
+
+
+def test_a_winograd_check_runs_the_plan_the_row_tuned():
+    plan = "conv1 direct, conv2 F4-cpp-whole, conv3 direct, fc1 onednn, fc2 torch"
+    winograd = crosscheck.torch_build_plan(row("winograd", memory_format="channels_last",
+                                               notes=f"weights: random; {plan}"), Subject(model_settings={}))
+    assert after(winograd.command, "--plan") == f"weights: random; {plan}"
+    assert "--plan" not in crosscheck.torch_build_plan(row("eager"), Subject(model_settings={})).command
+
+
+def test_a_winograd_runner_follows_another_processes_plan_without_tuning_again(monkeypatch):
+    from vggbench import load_model
+    from vggbench.backends.winograd import runner as winograd_runner
+
+    model = load_model("vgg11", seed=4, **TINY).module
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    tuned = winograd_runner.WinogradRunner(model)
+    tuned.run(x)
+    notes = tuned.notes(x)
+
+    def no_tuning(*args, choose=None, **kw):
+        assert choose is not None, "followed a plan, so nothing is timed"
+        return real(*args, choose=choose, **kw)
+
+    real = winograd_runner.winograd_model
+    monkeypatch.setattr(winograd_runner, "winograd_model", no_tuning)
+    follower = winograd_runner.WinogradRunner(model)
+    follower.follow(tuple(x.shape), f"a model note; {notes}")
+    assert torch.allclose(follower.run(x), tuned.run(x), atol=1e-4) and follower.notes(x) == notes
+    with pytest.raises(ValueError, match="no winograd plan"):
+        follower.follow(tuple(x.shape), "weights: random")
+    with pytest.raises(ValueError, match="not a winograd plan entry"):
+        follower.follow(tuple(x.shape), "conv1 direct, conv2")
 
 
 def test_a_check_that_cannot_start_never_fails_the_row(monkeypatch):

@@ -92,8 +92,10 @@ class Plan:
 # --- the command of each tool ----------------------------------------------------------------------------------
 
 def _budget(row) -> list[str]:
-    """The row's warm-up and time budget, as the timers take them."""
-    return ["--warmup", str(row.warmup), "--warmup-time", f"{row.warmup_time_s:g}", "--time", f"{row.min_time_s:g}"]
+    """The row's warm-up and budget, as the timers take them: seconds of timed calls, and calls, whichever ends
+    later (a VGG16 call at batch 8 takes over a second: seconds alone left two or three calls a tool run)."""
+    return ["--warmup", str(row.warmup), "--warmup-time", f"{row.warmup_time_s:g}", "--time", f"{row.min_time_s:g}",
+            "--min-iters", str(row.min_iters)]
 
 
 def _shape(batch: int, image_size: int) -> str:
@@ -130,9 +132,11 @@ def openvino_plan(row, subject: Subject, workdir: Path, app: list[str] | None = 
         command += ["-load_config", str(path)]
     else:  # OpenVINO's defaults: no hint either
         command += ["-hint", "none"]
+    # benchmark_app goes on while either budget is left (-niter counts requests: a throughput row's of one image)
     command += ["-api", "async" if throughput else "sync", "-ip", "f32",
                 "-shape" if static else "-data_shape", _shape(1 if throughput else row.batch_size, row.image_size),
-                "-t", str(max(1, math.ceil(row.min_time_s)))]
+                "-t", str(max(1, math.ceil(row.min_time_s))),
+                "-niter", str(row.min_iters * (row.batch_size if throughput else 1))]
     return Plan("benchmark_app", tuple(command), parse_benchmark_app, config=config or None)
 
 
@@ -155,7 +159,7 @@ def onnxruntime_plan(row, subject: Subject, workdir: Path | None = None) -> Plan
         command += ["--cudnn-conv-algo-search", s.get("cudnn_conv_algo_search", "EXHAUSTIVE")]
         command += ["--tf32"] * bool(s.get("tf32")) + ["--cuda-graph"] * bool(s.get("cuda_graph"))
         command += ["--fp16"] * (provider == "tensorrt" and row.precision == "fp16")
-    command += [*_budget(row), "--min-iters", str(row.min_iters), "--max-iters", str(row.max_iters)]
+    command += [*_budget(row), "--max-iters", str(max(row.max_iters, row.min_iters))]
     return Plan("onnxruntime InferenceSession (bare, python -I)", tuple(command), parse_json_line)
 
 
@@ -188,6 +192,8 @@ def torch_build_plan(row, subject: Subject, workdir: Path | None = None) -> Plan
         s = row.backend_settings or {}
         command += ["--compile-mode", s["mode"]] * bool(s.get("mode"))
         command += ["--compile-freezing"] * bool(s.get("freezing"))
+    if row.backend == "winograd" and row.notes:
+        command += ["--plan", row.notes]  # the plan the row ran, not one tuned again (WinogradRunner.follow)
     command += _torch_common(row, subject)
     runs = "vggbench's winograd runner" if row.backend == "winograd" else \
         "torch.compile" if row.backend == "compile" else "torch eager"
@@ -221,7 +227,7 @@ def tensorrt_plan(row, subject: Subject, workdir: Path | None = None, *, trtexec
         command += ["--noTF32"] * (not s.get("tf32")) + [
             f"--memPoolSize=workspace:{round(s.get('workspace_gib', 4.0) * 1024)}M", f"--device={index}",
             "--noDataTransfers", f"--warmUp={round(row.warmup_time_s * 1000)}",
-            f"--duration={max(1, math.ceil(row.min_time_s))}"]
+            f"--duration={max(1, math.ceil(row.min_time_s))}", f"--iterations={row.min_iters}"]
         return Plan("trtexec", tuple(command), lambda text: parse_trtexec(text, b))
     calls = max(row.min_iters, math.ceil(row.min_time_s / (row.median_ms / 1e3))) if row.median_ms else row.min_iters
     command = [polygraphy, "run", str(subject.artifact), "--trt", *(f"--{f}" for f in flags)]
@@ -343,7 +349,8 @@ def execute(plan: Plan, row_images_per_s: float, timeout_s: float, policy: str =
 
 
 def timeout_for(row) -> float:
-    return STARTUP_ALLOWANCE_S + 4 * (row.warmup_time_s + row.min_time_s)
+    calls_s = row.min_iters * row.median_ms / 1e3 if row.median_ms else 0.0
+    return STARTUP_ALLOWANCE_S + 4 * (row.warmup_time_s + max(row.min_time_s, calls_s))
 
 
 def subject_of(row: BenchResult, prepared, suite) -> Subject:
@@ -390,12 +397,13 @@ def chunk_rounds(rounds: int) -> tuple[int, ...]:
 
 
 def tool_run(row: BenchResult, prepared, suite, share: int = 1) -> dict:
-    """One run of the row's tool in a fresh process, with 1/share of the row's time budget (its warm-up whole, since
-    every process needs it): the block of `execute`, ratio left out (the row is not measured yet), or an error."""
+    """One run of the row's tool in a fresh process, with 1/share of the row's budget (seconds and calls; its
+    warm-up whole, since every process needs it): the block of `execute`, ratio left out (the row is not measured
+    yet), or an error."""
     tool, make = PLANS.get(get_backend(row.backend).name, (None, None))
     if make is None:
         return {"tool": None, "error": f"no cross-check tool for {row.backend}"}
-    row = replace(row, min_time_s=row.min_time_s / share)
+    row = replace(row, min_time_s=row.min_time_s / share, min_iters=math.ceil(row.min_iters / share))
     with tempfile.TemporaryDirectory(prefix="vggbench-cross-check-") as workdir:
         try:
             plan = make(row, subject_of(row, prepared, suite), Path(workdir))

@@ -315,7 +315,8 @@ class _Sweep:
             if self.suite.cross_check and round in chunk_rounds(rounds):
                 # the tool between the rounds, in as many runs as it has places, so that it meets the machine the
                 # rounds meet (crosscheck.chunk_rounds); the row's block is made of them when its rounds are done
-                state.tool_runs.append(tool_run(_pending(case, state.session), prepared, self.suite,
+                state.tool_runs.append(tool_run(_pending(case, state.session, prepared.notes(state.batch)),
+                                                prepared, self.suite,
                                                 len(chunk_rounds(rounds))))
             if round == 1:
                 back_off.see(case, "ok")
@@ -366,10 +367,11 @@ class _InRounds:
     tool_runs: list = field(default_factory=list)  # --cross-check: the tool's runs between its rounds
 
 
-def _pending(case: Case, session: Session) -> BenchResult:
-    """A case's row as its rounds go on, for the tool's command: its settings and the median so far."""
+def _pending(case: Case, session: Session, notes: str = "") -> BenchResult:
+    """A case's row as its rounds go on, for the tool's command: its settings, the median so far and what the
+    backend chose (winograd's plan, which the tool follows)."""
     return BenchResult(**{f.name: getattr(case, f.name) for f in fields(Case)},
-                       median_ms=statistics.median(session.samples_ms))
+                       median_ms=statistics.median(session.samples_ms), notes=notes)
 
 
 def _rounds_load(loads: list) -> dict:

@@ -106,6 +106,25 @@ class WinogradRunner(TorchRunner):
     def cache_bytes(self) -> int:
         return sum(size for _, size in self._tuned.values())
 
+    def follow(self, shape: tuple, plan: str) -> None:
+        """Run inputs of `shape` with the plan another process tuned (its notes: "conv1 direct, conv2 F6-cpp-whole,
+        ..., fc1 onednn") instead of tuning again: the per-layer timings behind a tuning move with the machine, so
+        two processes can draw two plans whose speeds differ by several per cent (2026-12-06, Zen 4: a cross-check
+        of winograd read 0.90-1.01x on the same settings). Read on the next call of that shape."""
+        # the plan is the part of a row's notes that names the convs (a model's note may come before it)
+        text = next((part for part in plan.split(";") if part.strip().startswith("conv")), None)
+        if text is None:
+            raise ValueError(f"no winograd plan in {plan!r} (expected e.g. 'conv1 direct, conv2 F6-cpp-whole, ...')")
+        rows = []
+        for entry in text.split(","):
+            layer, _, choice = entry.strip().partition(" ")
+            if not layer.startswith(("conv", "fc")) or not choice:
+                raise ValueError(f"not a winograd plan entry: {entry.strip()!r} (expected e.g. 'conv2 F6-cpp-whole')")
+            rows.append({"layer": layer, "choice": choice})
+        shape = tuple(shape)
+        self.choices[shape] = rows
+        self._tuned.pop(shape, None)
+
     def notes(self, batch: torch.Tensor) -> str:
         """The plan tuned for this batch's shape, e.g. "conv1 direct, conv2 F6-cpp-whole, ..., fc1 onednn",
         then any oneDNN op that failed its probe and why."""
