@@ -190,11 +190,13 @@ def test_an_interrupted_driver_keeps_the_finished_rows_and_cancels_the_rest(clus
     with pytest.raises(BenchmarkInterrupted) as caught:
         benchmark_on_cluster(None, cluster=cluster.address, export_cache=tmp_path / "exports",
                              node_cache=tmp_path / "node-exports", journal=journal, progress=False,
-                             machines=["kind-a"], **{**SUITE, "backends": ["eager"], "batch_sizes": [1, 2, 4],
+                             machines=["kind-a"], **{**SUITE, "backends": ["eager"], "batch_sizes": [1, 2, 4, 8],
                                                      "min_time_s": 3.0})
     watcher.join(5)
     run = caught.value.run
-    assert 1 <= len(run.results) < 3 and all(r.status == "ok" for r in run.results)
+    # the interrupt reaches the driver when its wait for the cluster next wakes: on a busy machine a second case
+    # may end before it arrives, so cases are left to cancel (the test failed once on a loaded machine, 2026-12-06)
+    assert 1 <= len(run.results) < 4 and all(r.status == "ok" for r in run.results)
     assert "cancelled on the cluster" in run.settings["interrupted"]
     assert [r["batch_size"] for r in _journal_rows(journal.path)] == [r.batch_size for r in run.results]
     journal.close()
