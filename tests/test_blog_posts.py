@@ -1,7 +1,7 @@
 """Each "From the blog posts" command of the README, run as written on stand-in data made here from scikit-learn's
 digits in the dataset's real on-disk format (CIFAR-10's pickled batches, STL-10's binaries, image folders), with
-only the size shrunk (a 1/16-width model, 32-pixel images, a few epochs); each but post 001's SGD at 1e-3 (see
-its test) must learn above chance."""
+only the size shrunk (a 1/16-width model, 32-pixel images, a few epochs), and each must learn above chance there
+(post 002's on its training images: its stand-in "pretrained" weights are random, see its test)."""
 
 from __future__ import annotations
 
@@ -112,21 +112,24 @@ def test_post_000_vgg16_on_cifar10_files_made_from_digits(tmp_path):
 
 
 @pytest.mark.slow  # two processes, each importing torch
-def test_post_001_starts_as_printed_on_two_processes_and_keeps_its_snapshots(tmp_path):
-    stl10(tmp_path / "data")
-    result = run(POST_001, *TINY, "--epochs", "4", "--data-dir", str(tmp_path / "data"), "--keep-every", "2",
+def test_post_001_learns_on_two_processes_as_printed_and_keeps_its_snapshots(tmp_path):
+    # SGD at 1e-3 on 24 images a step (12 per process) with crops of 8-100% of a 32-pixel digit is slow: on 450
+    # training images it was at 19.5% test accuracy after 4 epochs; on all of digits but the test images (1350
+    # for training) 48-61% after 6 (seeds 0-3)
+    stl10(tmp_path / "data", train=1500, test=297)
+    result = run(POST_001, *TINY, "--epochs", "6", "--data-dir", str(tmp_path / "data"), "--keep-every", "3",
                  "--out", str(tmp_path / "run"))
-    # Not asserted: learning. SGD at 1e-3 with the plateau on the training loss stays at chance on this stand-in at
-    # 1/16 width: 12 epochs in one process were at chance with the post's crop scale, 17% training accuracy without
-    # it (the README says so); the run is checked for what DDP must get right.
-    assert result["world_size"] == 2 and result["test"]["images"] == 200 and result["epochs"] == 4
+    assert result["world_size"] == 2 and result["test"]["images"] == 297 and result["epochs"] == 6
+    assert result["test"]["top1"] > 0.3  # chance: 0.1
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert len(history["epochs"]) == 4 and history["monitor"] == "train_loss"
-    assert sorted(p.name for p in (tmp_path / "run").glob("*.pt")) == ["best.pt", "epoch_2.pt", "epoch_4.pt",
+    assert len(history["epochs"]) == 6 and history["monitor"] == "train_loss"
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.pt")) == ["best.pt", "epoch_3.pt", "epoch_6.pt",
                                                                        "last.pt"]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["config"]["monitor"] == "train_loss" and saved["config"]["crop_scale"] == [0.08, 1.0]
     assert saved["resolved"]["world_size"] == 2 and saved["resolved"]["batch_size"] == 12
+    assert (saved["resolved"]["optimizer"], saved["resolved"]["lr"], saved["resolved"]["weight_decay"]) == \
+        ("sgd", 1e-3, 5e-3)
 
 
 def test_post_001s_torchrun_form_passes_torchruns_parser_untouched():

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -411,6 +412,54 @@ def test_two_process_gloo_ddp_run(tmp_path):
     assert val.top1 == history["epochs"][0]["val_acc"] and val.images == 270
     assert history["test"]["top1"] == evaluate(EvalConfig(model="vgg11_bn", weights=str(out / "best.pt"))).top1
     assert load_model("vgg11_bn", weights=out / "last.pt").options.num_classes == 10
+
+
+@pytest.mark.slow  # two processes, each importing torch
+def test_two_process_ddp_is_one_process_sgd_on_both_ranks_batches(tmp_path):
+    """DDP in 2 processes of batch 12 takes the steps plain PyTorch takes on the union of the ranks' batches (the
+    mean of the two ranks' mean losses), the warm-up's included: gradients averaged, not summed; each rank on its
+    own shard of DistributedSampler's permutation; the training loss that the plateau follows reduced over all
+    images. No batch norm (its statistics are per rank) and no random augmentation, so the weights must agree."""
+    from torch.utils.data import DistributedSampler
+
+    from vggbench.data.datasets import load_data
+    from vggbench.training import recipe
+
+    config = TrainConfig(model="vgg11", width=1 / 16, head="compact", hidden=32, data="digits", augment="none",
+                         optimizer="sgd", lr=1e-2, weight_decay=5e-3, batch_size=12, schedule="plateau", patience=1,
+                         monitor="train_loss", epochs=2, progress=False, device="cpu", out=str(tmp_path / "run"))
+    result = train(dataclasses.replace(config, nproc_per_node=2))
+    model = recipe.make_model(config, 10).module.train()
+    dataset = load_data("digits", image_size=32, augment="none").dataset("train", train=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-3)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=1)
+    for epoch, record in enumerate(result.history):
+        shards = []
+        for rank in (0, 1):
+            sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=config.seed)
+            sampler.set_epoch(epoch)
+            shards.append(list(sampler))
+        steps, summed, images = math.ceil(len(shards[0]) / 12), 0.0, 0
+        for step in range(steps):
+            if epoch == 0:  # the default recipe's one-epoch warm-up, step by step
+                for group in optimizer.param_groups:
+                    group["lr"] = 1e-2 * (step + 1) / steps
+            losses = []
+            for shard in shards:
+                batch = [dataset[i] for i in shard[12 * step:12 * step + 12]]
+                labels = torch.tensor([label for _, label in batch])
+                losses.append(torch.nn.functional.cross_entropy(model(torch.stack([x for x, _ in batch])), labels))
+                summed, images = summed + losses[-1].item() * len(labels), images + len(labels)
+            optimizer.zero_grad()
+            (sum(losses) / 2).backward()
+            optimizer.step()
+        assert record["train_loss"] == pytest.approx(summed / images, rel=1e-4)
+        assert record["lr"] == pytest.approx(optimizer.param_groups[0]["lr"])
+        if epoch >= 1:  # the plateau starts after the warm-up
+            plateau.step(summed / images)
+    trained = load_checkpoint(result.last_path)["model_state_dict"]
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(trained[name], value, rtol=1e-4, atol=1e-5)
 
 
 def test_public_api_names():
