@@ -116,12 +116,17 @@ def _value(label: str):
 
 @dataclass(frozen=True)
 class Candidate:
-    """A backend the search may pick, with its precisions and memory formats that can run here and its knobs."""
+    """A backend the search may pick, with its precisions and memory formats that can run here and its knobs (all
+    of them; `by_precision`: those that mean something at each precision, e.g. the int8 quantization's)."""
 
     backend: str
     precisions: tuple[str, ...]
     memory_formats: tuple[str, ...]
     knobs: dict
+    by_precision: dict | None = None
+
+    def knobs_at(self, precision: str) -> dict:
+        return self.knobs if self.by_precision is None else self.by_precision[precision]
 
 
 def candidates(settings: TuneSettings, suite: Suite) -> tuple[list[Candidate], list[str]]:
@@ -147,7 +152,8 @@ def candidates(settings: TuneSettings, suite: Suite) -> tuple[list[Candidate], l
         if not precisions:
             skipped.append(f"{name}: runs none of {', '.join(settings.precisions)}")
             continue
-        found.append(Candidate(name, tuple(precisions), spec.memory_formats, spec.knob_space(device.kind)))
+        found.append(Candidate(name, tuple(precisions), spec.memory_formats, spec.knob_space(device.kind),
+                               {p: spec.knob_space(device.kind, p) for p in precisions}))
     if not found:
         raise ConfigError(f"nothing to tune on {device}: {'; '.join(skipped)}")
     return found, skipped
@@ -164,8 +170,21 @@ def suggest(trial, settings: TuneSettings, found: list[Candidate], threads: tupl
     choice = {"backend": backend, "precision": pick(f"{backend}.precision", c.precisions),
               "memory_format": pick(f"{backend}.memory_format", c.memory_formats),
               "threads": pick("threads", threads), "batch_size": pick("batch_size", settings.sizes())}
-    choice["settings"] = {field: pick(f"{backend}.{field}", values) for field, values in c.knobs.items()}
+    choice["settings"] = {field: pick(f"{backend}.{field}", values)
+                          for field, values in c.knobs_at(choice["precision"]).items()}
     return choice
+
+
+def invalid(choice: dict) -> str | None:
+    """Why a trial's settings cannot be (knobs that exclude each other: int8_plan auto with nncf), else None."""
+    spec = get_backend(choice["backend"])
+    if spec.settings is None or not choice["settings"]:
+        return None
+    try:
+        spec.settings(**choice["settings"])
+    except ConfigError as e:
+        return str(e)
+    return None
 
 
 def _overrides(model: str, choice: dict) -> dict:
@@ -225,6 +244,13 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                  "settings": choice["settings"], "row": None, "value": None}
         what = f"trial {trial.number}: {choice['backend']} {choice['precision']} batch {choice['batch_size']} " \
                f"threads {choice['threads']} {choice['settings']}"
+        why = invalid(choice)
+        if why is not None:  # a combination the settings refuse: nothing to run, and the sampler learns it
+            entry.update(state="FAIL", reason=why)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            block["trials"].append(entry)
+            echo(f"{what}: {why}")
+            continue
         overrides = _overrides(model, choice)
         if settings.prune:
             probe = benchmark(base, export_cache=export_cache, progress=False, raise_errors=raise_errors,
