@@ -167,6 +167,7 @@ def test_a_tiny_tune_is_a_results_file_with_its_trials_and_a_deployable_winner(t
     data = read_run(out)
     block = data["settings"]["tune"]
     assert block["goal"] == "latency" and len(block["trials"]) == 3 and block["pruner"] == "NopPruner"
+    assert block["trials"][0]["defaults"] and block["trials"][0]["settings"]["optimization"] == "all"  # the start
     assert all(t["state"] == "COMPLETE" and t["backend"] == "onnxruntime" for t in block["trials"])
     # every trial is a row of its own, with the settings it ran with
     assert len(data["results"]) == 3
@@ -219,7 +220,7 @@ def test_int8_knobs_are_searched_at_int8_only_and_exclusive_ones_are_refused():
     import optuna
 
     from vggbench.backends.registry import get_backend
-    from vggbench.bench.tune import Candidate, invalid, suggest
+    from vggbench.bench.tune import Candidate, defaults, invalid, suggest
 
     ort = get_backend("onnxruntime")
     fp32, int8 = ort.knob_space("cpu", "fp32"), ort.knob_space("cpu", "int8")
@@ -232,6 +233,10 @@ def test_int8_knobs_are_searched_at_int8_only_and_exclusive_ones_are_refused():
     for _ in range(12):
         choice = suggest(study.ask(), TuneSettings(), found, (1,))
         assert set(choice["settings"]) == set(int8 if choice["precision"] == "int8" else fp32)
+    first = defaults(found, TuneSettings(), (1, 2))
+    assert [json.loads(p["onnxruntime.precision"]) for p in first] == ["fp32", "int8"]
+    assert json.loads(first[1]["onnxruntime.int8_method"]) == "minmax" and first[1]["threads"] == "2"
+    assert json.loads(first[1]["onnxruntime.nhwc"]) is True and "onnxruntime.nhwc" not in first[0]
     assert invalid({"backend": "onnxruntime", "settings": {"int8_method": "nncf", "int8_plan": "auto"}}) \
         .startswith("int8_plan auto (layers kept in fp32) needs onnxruntime's quantizer")
     assert invalid({"backend": "onnxruntime", "settings": {"int8_method": "entropy"}}) is None
@@ -260,9 +265,8 @@ def test_onnxruntime_layout_settings_change_the_graph_it_runs(tmp_path):
     import numpy as np
     import onnx
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from vggbench.backends.onnxruntime import OrtSettings, deploy_config
 
