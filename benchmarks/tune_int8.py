@@ -112,7 +112,7 @@ def main() -> None:
     print(f"\nload average (1, 5, 15 min) before/after the comparison: {before} / {after}; rows under load: "
           f"{loaded} of {len(data['results'])}")
     summary = {"about": about, "comparison": str(path), "winners": winners,
-               "agreement": {f"{k[0]} {json.dumps(k[1])}": v for k, v in agreement.items()},
+               "agreement": {" ".join(k): v for k, v in agreement.items()},
                "loadavg": {"before": before, "after": after}, "rows_under_load": loaded}
     (Path(path).with_suffix(".summary.json")).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {', '.join(w['results'] for w in winners.values())}, {path}")
@@ -159,10 +159,10 @@ def table(data: dict, winners: dict, agreement: dict) -> str:
         for r in at:
             user, default = _user(r), _user_default(r)
             changed = {k: v for k, v in user.items() if v != default.get(k)}
-            won = [goal for goal, w in winners.items() if r["backend"] == w["backend"]
+            won = [goal for goal, w in winners.items() if (r["backend"], r["precision"]) == (w["backend"], w["precision"])
                    and all(user.get(k) == v for k, v in w["settings"].items())]
-            name = f"{r['backend']} {r['precision']}" + (f" ({' and '.join(won)} winner)" if won else
-                                                          " (defaults)" if not changed else "")
+            name = f"{r['backend']} {r['precision']}" + (" (defaults)" if not changed else "") + \
+                (f", the {' and '.join(won)} winner" if won else "")
             low, high = images_interval(r) or (None, None)
             ips = f"{r['images_per_s']:,.0f}" + (f" [{low:,.0f}, {high:,.0f}]" if low is not None else "")
             ratio = f"{r['images_per_s'] / best['images_per_s']:.2f}x" if best and r["precision"] == "int8" else ""
