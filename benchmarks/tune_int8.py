@@ -27,16 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tune_vgg16 import search  # noqa: E402  (this folder: the script's own)
+
 from vggbench import TrainConfig, load_model, train, verify  # noqa: E402
 from vggbench.backends import resolve_target  # noqa: E402
 from vggbench.backends.registry import get_backend  # noqa: E402
 from vggbench.bench.cache import ExportCache  # noqa: E402
 from vggbench.bench.confidence import images_interval  # noqa: E402
-from vggbench.bench.report import render_run, render_tune  # noqa: E402
+from vggbench.bench.report import render_run  # noqa: E402
 from vggbench.bench.results import claim_results, read_run  # noqa: E402
 from vggbench.bench.suite import Suite  # noqa: E402
 from vggbench.bench.sweep import benchmark  # noqa: E402
-from vggbench.bench.tune import TuneSettings, tune  # noqa: E402
+from vggbench.bench.tune import TuneSettings  # noqa: E402
 
 
 def arguments() -> argparse.Namespace:
@@ -78,18 +80,7 @@ def main() -> None:
         settings = TuneSettings(goal=goal, batch_size=None if goal == "latency" else batch, trials=args.trials,
                                 backends=tuple(args.backends.split(",")), precisions=("int8",), threads=(cores,),
                                 probe_time_s=0.3)
-        journal = claim_results(args.out, prefix=f"tune-int8-{goal}")
-        run = tune(args.model, settings, export_cache=args.export_cache, journal=journal,
-                   echo=lambda line: print(line, file=sys.stderr, flush=True), **common)
-        tune_path, _ = journal.finish(run.to_dict())
-        data = read_run(tune_path)
-        print(render_tune(data), "\n", flush=True)
-        block = data["settings"]["tune"]
-        if block["winner"] is None:
-            sys.exit(f"no int8 {goal} trial completed")
-        winners[goal] = next(t for t in block["trials"] if t["number"] == block["winner"]["trial"])
-        winners[goal]["results"] = str(tune_path)
-        print(f"{goal} winner: {json.dumps({k: winners[goal][k] for k in ('backend', 'settings')})}\n", flush=True)
+        winners[goal] = search(args.model, settings, args.out, f"tune-int8-{goal}", args.export_cache, **common)
 
     matrix = [{"backends": ["onnxruntime"], "precisions": ["fp32"]},
               {"backends": ["onnxruntime"], "precisions": ["int8"]},
