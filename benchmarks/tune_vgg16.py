@@ -55,19 +55,7 @@ def main() -> None:
     for goal, batch in (("latency", 1), ("throughput", 8)):
         settings = TuneSettings(goal=goal, batch_size=None if goal == "latency" else batch, trials=args.trials,
                                 backends=tuple(args.backends.split(",")), threads=(cores,), probe_time_s=0.5)
-        journal = claim_results(args.out, prefix=f"tune-{goal}")
-        run = tune(args.model, settings, export_cache=args.export_cache, journal=journal,
-                   echo=lambda line: print(line, file=sys.stderr, flush=True), **common)
-        path, _ = journal.finish(run.to_dict())
-        data = read_run(path)
-        print(render_tune(data), "\n", flush=True)
-        block = data["settings"]["tune"]
-        if block["winner"] is None:
-            sys.exit(f"no {goal} trial completed")
-        trial = next(t for t in block["trials"] if t["number"] == block["winner"]["trial"])
-        winners[goal] = trial
-        print(f"{goal} winner: {json.dumps({k: trial[k] for k in ('backend', 'precision', 'settings')})} "
-              f"({path})\n", flush=True)
+        winners[goal] = search(args.model, settings, args.out, f"tune-{goal}", args.export_cache, **common)
     ov_default = default_precision()
     matrix = [{"backends": ["eager"], "precisions": ["fp32"]},
               {"backends": ["onnxruntime"], "precisions": ["fp32"]},
@@ -86,6 +74,25 @@ def main() -> None:
     print(render_run(data), "\n")
     print(summary(data, winners, ov_default))
     print(f"\nwrote {path}")
+
+
+def search(model: str, settings: TuneSettings, out: str, prefix: str, export_cache: str, **common) -> dict:
+    """One tune, written under `out`, its trials printed as they end and the search after; returns the winning
+    trial, with "results": the file (exits when no trial completed)."""
+    journal = claim_results(out, prefix=prefix)
+    run = tune(model, settings, export_cache=export_cache, journal=journal,
+               echo=lambda line: print(line, file=sys.stderr, flush=True), **common)
+    path, _ = journal.finish(run.to_dict())
+    data = read_run(path)
+    print(render_tune(data), "\n", flush=True)
+    block = data["settings"]["tune"]
+    if block["winner"] is None:
+        sys.exit(f"no {settings.goal} trial completed")
+    trial = next(t for t in block["trials"] if t["number"] == block["winner"]["trial"])
+    trial["results"] = str(path)
+    print(f"{settings.goal} winner: {json.dumps({k: trial[k] for k in ('backend', 'precision', 'settings')})} "
+          f"({path})\n", flush=True)
+    return trial
 
 
 def summary(data: dict, winners: dict, ov_default: str) -> str:

@@ -99,13 +99,18 @@ def test_onnxruntime_runs_bare_in_an_isolated_python():
     assert after(c, "--provider") == "cpu" and after(c, "--batch") == "8" and after(c, "--image-size") == "32"
     assert after(c, "--time") == "2.5" and after(c, "--warmup-time") == "0.5" and after(c, "--max-iters") == "100"
     assert "--tf32" not in c and "--cuda-graph" not in c
+    assert "--no-nchwc" not in c and "--no-nhwc" not in c  # onnxruntime's layouts, as the row had them
+    layouts = crosscheck.onnxruntime_plan(row("onnxruntime", OrtSettings(nchwc=False, nhwc=False)),
+                                          Subject(artifact=ONNX)).command
+    assert "--no-nchwc" in layouts and "--no-nhwc" in layouts
     cuda = crosscheck.onnxruntime_plan(row("onnxruntime", OrtSettings(cuda_graph=True, tf32=True), device="cuda:1"),
                                        Subject(artifact=ONNX)).command
     assert after(cuda, "--provider") == "cuda" and after(cuda, "--device") == "cuda:1"
     assert {"--tf32", "--cuda-graph"} <= set(cuda) and "--threads" not in cuda
-    trt = crosscheck.onnxruntime_plan(row("ort-tensorrt", OrtSettings(), device="cuda", precision="fp16"),
+    trt = crosscheck.onnxruntime_plan(row("ort-tensorrt", OrtSettings(trt_builder_optimization_level=4), device="cuda",
+                                          precision="fp16"),
                                       Subject(artifact=ONNX)).command
-    assert after(trt, "--provider") == "tensorrt" and "--fp16" in trt
+    assert after(trt, "--provider") == "tensorrt" and "--fp16" in trt and after(trt, "--trt-optimization-level") == "4"
 
 
 @pytest.mark.parametrize("backend", ["torchscript", "pt2"])
@@ -153,8 +158,10 @@ def test_model_settings_are_the_suites_with_absolute_paths(tmp_path, monkeypatch
 
 
 def test_tensorrt_uses_trtexec_then_polygraphy_else_says_not_installed(monkeypatch):
-    r = row("tensorrt", TrtSettings(max_batch=16, workspace_gib=2.0), device="cuda:1", precision="fp16")
+    r = row("tensorrt", TrtSettings(max_batch=16, workspace_gib=2.0, builder_optimization_level=5), device="cuda:1",
+            precision="fp16")
     c = crosscheck.tensorrt_plan(r, Subject(artifact=ONNX), trtexec="trtexec").command
+    assert "--builderOptimizationLevel=5" in c  # the engine is built as the row's was
     assert c[:3] == ("trtexec", f"--onnx={ONNX}", "--fp16") and "--noTF32" in c and "--noDataTransfers" in c
     assert "--minShapes=input:1x3x32x32" in c and "--optShapes=input:8x3x32x32" in c
     assert "--maxShapes=input:16x3x32x32" in c and "--shapes=input:8x3x32x32" in c
@@ -166,6 +173,7 @@ def test_tensorrt_uses_trtexec_then_polygraphy_else_says_not_installed(monkeypat
     assert poly.tool == "polygraphy run" and poly.command[:4] == ("polygraphy", "run", str(ONNX), "--trt")
     # as many calls as the row's median says fill its budget: 2.5 s / 80 ms
     assert after(poly.command, "--iterations") == "32" and after(poly.command, "--input-shapes") == "input:[8,3,32,32]"
+    assert after(poly.command, "--builder-optimization-level") == "5"
     monkeypatch.setattr(crosscheck, "_tool", lambda name: None)
     with pytest.raises(ToolMissing, match="not installed"):
         crosscheck.tensorrt_plan(r, Subject(artifact=ONNX))

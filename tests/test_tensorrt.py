@@ -19,7 +19,8 @@ from tests.conftest import TINY, TINY_IMAGE
 from vggbench import export
 from vggbench.backends import RunnerOptions, make_runner, resolve_target
 from vggbench.backends import tensorrt as trt_backend
-from vggbench.core.errors import UnsupportedError
+from vggbench.backends.registry import get_backend
+from vggbench.core.errors import ConfigError, UnsupportedError
 from vggbench.core.imagenet import IMAGENET_MEAN as MEAN
 from vggbench.core.imagenet import IMAGENET_STD as STD
 from vggbench.exporters.manifest import file_entry, write_manifest
@@ -90,6 +91,7 @@ class FakeTrt(types.ModuleType):
             def __init__(self):
                 self.flags, self.cleared, self.profiles, self.pools = [], [], [], {}
                 self.int8_calibrator, self.calibration_profile, self.timing_cache = None, None, None
+                self.builder_optimization_level = 3  # TensorRT's default
 
             def set_memory_pool_limit(self, pool, size):
                 self.pools[pool] = size
@@ -129,6 +131,7 @@ class FakeTrt(types.ModuleType):
                 calibrator = config.int8_calibrator
                 record = {"onnx": network.parsed, "flags": config.flags, "cleared": config.cleared,
                           "profiles": [p.shapes for p in config.profiles], "workspace": config.pools["WORKSPACE"],
+                          "optimization_level": config.builder_optimization_level,
                           "timing_cache_given": config.timing_cache.given.decode(),
                           "calibration": None if calibrator is None else {
                               "batch": calibrator.get_batch_size(), "images": calibrator.images.shape[0],
@@ -250,6 +253,16 @@ def test_an_engine_is_built_once_then_read_from_the_cache(exported, fake_trt, mo
     gpu(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0))  # another GPU model: another engine
     runner(exported)._context(8, tuned=True)
     assert len(fake_trt.builds) == 3
+
+
+def test_the_builder_optimisation_level_reaches_the_builder_config(exported, fake_trt):
+    runner(exported)._context(8, tuned=True)
+    assert fake_trt.builds[-1]["optimization_level"] == 3
+    runner(exported, tensorrt=trt_backend.TrtSettings(builder_optimization_level=5))._context(8, tuned=True)
+    assert len(fake_trt.builds) == 2 and fake_trt.builds[-1]["optimization_level"] == 5  # another engine
+    with pytest.raises(ConfigError, match="builder optimization level 6"):
+        trt_backend.TrtSettings(builder_optimization_level=6)
+    assert get_backend("tensorrt").knob_space("cuda")["builder_optimization_level"] == (3, 4, 5)
 
 
 def test_the_cache_key_holds_onnx_version_gpu_precision_and_profile():

@@ -167,6 +167,7 @@ def test_a_tiny_tune_is_a_results_file_with_its_trials_and_a_deployable_winner(t
     data = read_run(out)
     block = data["settings"]["tune"]
     assert block["goal"] == "latency" and len(block["trials"]) == 3 and block["pruner"] == "NopPruner"
+    assert block["trials"][0]["defaults"] and block["trials"][0]["settings"]["optimization"] == "all"  # the start
     assert all(t["state"] == "COMPLETE" and t["backend"] == "onnxruntime" for t in block["trials"])
     # every trial is a row of its own, with the settings it ran with
     assert len(data["results"]) == 3
@@ -213,3 +214,93 @@ def test_a_knob_names_a_setting_and_its_values():
         Knob("colour").values(OrtSettings)
     with pytest.raises(ValueError, match="needs its values"):
         Knob("threads").values(OrtSettings)  # a number in a range: the record must list what to try
+
+
+def test_int8_knobs_are_searched_at_int8_only_and_exclusive_ones_are_refused():
+    import optuna
+
+    from vggbench.backends.registry import get_backend
+    from vggbench.bench.tune import Candidate, defaults, invalid, suggest
+
+    ort = get_backend("onnxruntime")
+    fp32, int8 = ort.knob_space("cpu", "fp32"), ort.knob_space("cpu", "int8")
+    assert "nchwc" in fp32 and not {"nhwc", "int8_method", "int8_plan"} & set(fp32)
+    assert int8["int8_method"] == ("minmax", "percentile", "entropy", "nncf") and int8["nhwc"] == (False, True)
+    assert get_backend("openvino").knob_space("cpu", "int8")["int8_plan"] == ("all", "auto")
+    found = [Candidate("onnxruntime", ("fp32", "int8"), ("contiguous",), ort.knob_space("cpu"),
+                       {"fp32": fp32, "int8": int8})]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(12):
+        choice = suggest(study.ask(), TuneSettings(), found, (1,))
+        assert set(choice["settings"]) == set(int8 if choice["precision"] == "int8" else fp32)
+    first = defaults(found, TuneSettings(), (1, 2))
+    assert [json.loads(p["onnxruntime.precision"]) for p in first] == ["fp32", "int8"]
+    assert json.loads(first[1]["onnxruntime.int8_method"]) == "minmax" and first[1]["threads"] == "2"
+    assert json.loads(first[1]["onnxruntime.nhwc"]) is True and "onnxruntime.nhwc" not in first[0]
+    assert invalid({"backend": "onnxruntime", "settings": {"int8_method": "nncf", "int8_plan": "auto"}}) \
+        .startswith("int8_plan auto (layers kept in fp32) needs onnxruntime's quantizer")
+    assert invalid({"backend": "onnxruntime", "settings": {"int8_method": "entropy"}}) is None
+
+
+def test_each_int8_quantization_is_an_export_of_its_own(tiny):
+    from vggbench.backends import resolve_target
+    from vggbench.backends.onnxruntime import OrtSettings
+    from vggbench.bench.cache import ExportCache
+    from vggbench.zoo.weights import load_model
+
+    cache = ExportCache("cache", load_model("vgg11", **tiny), 32)
+    int8, fp32 = resolve_target("onnxruntime", "cpu", "int8"), resolve_target("onnxruntime", "cpu", "fp32")
+    default = cache.path(int8)
+    assert cache.path(int8, OrtSettings()) == default  # vggbench's default quantization keeps its folder
+    entropy = cache.path(int8, OrtSettings(int8_method="entropy"))
+    mixed = cache.path(int8, OrtSettings(int8_plan="auto"))
+    assert len({default, entropy, mixed}) == 3
+    assert cache.quant(int8, OrtSettings(int8_plan="auto")).keep_fp32 == ("auto",)
+    assert cache.path(fp32, OrtSettings(int8_method="entropy")) == cache.path(fp32)  # fp32 has no quantization
+
+
+def test_onnxruntime_layout_settings_change_the_graph_it_runs(tmp_path):
+    """NCHWc (fp32 convolutions) and NHWC (int8 QLinearConv) are onnxruntime's own rewrites, turned off by name: the
+    optimised graph shows which ran; the deploy folder's configuration carries the same entries."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from vggbench.backends.onnxruntime import OrtSettings, deploy_config
+
+    # a VGG block (conv, relu, pool): what the rewrites act on, exported by the TorchScript exporter (seconds
+    # faster than a model through vggbench's export)
+    block = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU()).eval()
+    fp32 = tmp_path / "block.onnx"
+    torch.onnx.export(block, torch.randn(1, 3, 16, 16), str(fp32), input_names=["x"], dynamo=False)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.batches = iter([{"x": rng.standard_normal((1, 3, 16, 16)).astype("float32")} for _ in range(2)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    int8 = tmp_path / "int8.onnx"
+    quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+    def ops(path, settings):
+        config = deploy_config(settings, {})
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        for key, value in config["session_config"].items():
+            options.add_session_config_entry(key, value)
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return {f"{n.domain}:{n.op_type}" for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+
+    if ort.capi._pybind_state.get_device() == "CPU" and "com.microsoft.nchwc:Conv" in ops(fp32, OrtSettings()):
+        assert "com.microsoft.nchwc:Conv" not in ops(fp32, OrtSettings(nchwc=False))  # an x86 with AVX2 or AVX-512
+    assert "com.microsoft:NhwcMaxPool" in ops(int8, OrtSettings())
+    assert "com.microsoft:NhwcMaxPool" not in ops(int8, OrtSettings(nhwc=False))
+    assert deploy_config(OrtSettings(nchwc=False, nhwc=False), {})["session_config"][
+        "optimization.disable_specified_optimizers"] == "NchwcTransformer;NhwcTransformer"

@@ -18,7 +18,7 @@ from ..core.settings import MAX_THREADS, setting
 from .profiling import OpProfile, chrome_trace, classify, mean_ops
 from .registry import Backend, Knob, register
 from .runner import Runner, RunnerOptions
-from .settings import BackendSettings
+from .settings import Int8ExportSettings
 from .target import Target
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -29,7 +29,7 @@ EXECUTION_MODES = ("sequential", "parallel")
 
 
 @dataclass(frozen=True, kw_only=True)
-class OrtSettings(BackendSettings):
+class OrtSettings(Int8ExportSettings):
     """onnxruntime session settings (also ort-tensorrt's); recorded with every result."""
 
     context = ("threads", "tf32")
@@ -51,6 +51,18 @@ class OrtSettings(BackendSettings):
     spinning: bool = setting(True, "onnxruntime: intra-op threads spin while waiting for work "
                                    "(session.intra_op.allow_spinning).")
     memory_arena: bool = setting(True, "onnxruntime: the CPU memory arena (enable_cpu_mem_arena).")
+    # the CPU provider's two layout rewrites of optimisation level "all" (its layout level): NchwcTransformer
+    # runs fp32 convolutions and pools in MLAS's blocked NCHWc layout (x86 with AVX2 or AVX-512), NhwcTransformer
+    # runs int8 QLinearConv channels-last with NhwcMaxPool. onnxruntime 1.31 has no NHWC fp32 kernels on x86 (its
+    # fp32 NHWC convolution is KleidiAI's, Arm with SME), so NHWC is an int8 knob and NCHWc the fp32 one; turning
+    # either off names it in optimization.disable_specified_optimizers
+    nchwc: bool = setting(True, "onnxruntime CPU: fp32 convolutions in the blocked NCHWc layout (NchwcTransformer, "
+                                "optimisation level all).")
+    nhwc: bool = setting(True, "onnxruntime CPU: int8 convolutions in the NHWC layout (NhwcTransformer, "
+                               "optimisation level all).")
+    # ort-tensorrt: TensorRT's builder optimisation level (its provider option; TensorRT's default 3)
+    trt_builder_optimization_level: int = setting(3, "ort-tensorrt: TensorRT's builder optimisation level (0-5).",
+                                                  choices=(0, 1, 2, 3, 4, 5))
     # the run's: intra-op threads (None: onnxruntime's default, one per physical core) and TF32 on the CUDA
     # provider (onnxruntime's default is on; fp32 is fp32 here)
     threads: int | None = setting(None, cli=False, minimum=1, maximum=MAX_THREADS)
@@ -76,9 +88,17 @@ def session_options(settings: OrtSettings) -> dict:
     return options
 
 
+# the layout settings -> the graph transformer each one turns off when False
+LAYOUT_TRANSFORMERS = {"nchwc": "NchwcTransformer", "nhwc": "NhwcTransformer"}
+
+
 def session_config(settings: OrtSettings) -> dict[str, str]:
     """The session's config entries (add_session_config_entry) these settings set."""
-    return {"session.intra_op.allow_spinning": "1" if settings.spinning else "0"}
+    config = {"session.intra_op.allow_spinning": "1" if settings.spinning else "0"}
+    disabled = [name for field, name in LAYOUT_TRANSFORMERS.items() if not getattr(settings, field)]
+    if disabled:
+        config["optimization.disable_specified_optimizers"] = ";".join(disabled)
+    return config
 
 
 def deploy_config(settings: OrtSettings, row: dict) -> dict:
@@ -142,7 +162,8 @@ class OrtRunner(Runner):
                 options["enable_cuda_graph"] = 1
             return [(wanted, options)]
         if kind == "ort-tensorrt":
-            trt = {"device_id": self._index, "trt_fp16_enable": self.precision == "fp16"}
+            trt = {"device_id": self._index, "trt_fp16_enable": self.precision == "fp16",
+                   "trt_builder_optimization_level": self.settings.trt_builder_optimization_level}
             return [(wanted, trt), ("CUDAExecutionProvider", {"device_id": self._index})]
         return [wanted]
 
@@ -222,8 +243,12 @@ BACKEND = register(Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp1
                            deploy_precisions=("fp32", "int8"), deploy_config=deploy_config,
                            knobs=(Knob("optimization"), Knob("execution_mode", devices=("cpu",)),
                                   Knob("spinning", devices=("cpu",)), Knob("memory_arena", devices=("cpu",)),
+                                  Knob("nchwc", devices=("cpu",)),
+                                  Knob("nhwc", devices=("cpu",), precisions=("int8",)),
+                                  Knob("int8_method", precisions=("int8",)), Knob("int8_plan", precisions=("int8",)),
                                   Knob("cudnn_conv_algo_search", devices=("cuda",)),
                                   Knob("cuda_graph", devices=("cuda",)))))
 ORT_TENSORRT = register(Backend("ort-tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",), ort_factory,
                                 aliases=("ort-trt",), settings=OrtSettings, settings_of="onnxruntime",
-                                profiler=ort_profiler))
+                                profiler=ort_profiler,
+                                knobs=(Knob("trt_builder_optimization_level", (3, 4, 5)),)))

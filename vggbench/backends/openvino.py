@@ -23,7 +23,7 @@ from ..core.settings import MAX_THREADS, setting
 from .profiling import Op, OpProfile, classify, sequential_trace
 from .registry import Backend, Knob, register
 from .runner import Runner, RunnerOptions
-from .settings import BackendSettings
+from .settings import Int8ExportSettings
 from .target import Target
 
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -33,7 +33,7 @@ INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
 
 @dataclass(frozen=True, kw_only=True)
-class OvSettings(BackendSettings):
+class OvSettings(Int8ExportSettings):
     """OpenVINO compile settings; recorded with every result."""
 
     context = ("threads",)
@@ -269,4 +269,5 @@ BACKEND = register(Backend("openvino", "onnx", ("cpu",), ("fp32", "bf16", "int8"
                            profiler=ov_profiler, package="openvino", runtime="openvino", deploy_precisions=("fp32", "bf16", "int8"),
                            deploy_config=deploy_config,
                            knobs=(Knob("hint"), Knob("streams", (None, 1, 2, 4)), Knob("requests", (None, 1, 2, 4, 8)),
-                                  Knob("static_batch"))))
+                                  Knob("static_batch"), Knob("int8_method", precisions=("int8",)),
+                                  Knob("int8_plan", precisions=("int8",)))))

@@ -21,13 +21,14 @@ BUILTIN = ("eager", "compile", "torchscript", "pt2", "winograd.runner", "onnxrun
 @dataclass(frozen=True)
 class Knob:
     """A setting of a backend that a tuner may turn (`vggbench tune`): a field of its settings class, the values to
-    try (None: the field's declared choices; (False, True) for a flag) and the devices where it means anything
-    (None: all of the backend's). The run's own knobs (threads, memory format) every backend has; see
-    vggbench.bench.tune."""
+    try (None: the field's declared choices; (False, True) for a flag), the devices and the precisions where it
+    means anything (None: all of the backend's). The run's own knobs (threads, memory format) every backend has;
+    see vggbench.bench.tune."""
 
     field: str
     choices: tuple | None = None
     devices: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
 
     def values(self, settings: type) -> tuple:
         """The values to try, checked against the settings class (a knob of a field it lacks is a bug)."""
@@ -104,11 +105,14 @@ class Backend:
     deploy_precisions: tuple[str, ...] = ()
     deploy_config: Callable[[object, dict], dict] | None = None
 
-    def knob_space(self, device_kind: str) -> dict[str, tuple]:
-        """field -> the values to try, for the knobs that mean something on this kind of device (cpu, cuda)."""
+    def knob_space(self, device_kind: str, precision: str | None = None) -> dict[str, tuple]:
+        """field -> the values to try, for the knobs that mean something on this kind of device (cpu, cuda) and,
+        given one, at this precision."""
         if self.settings is None:
             return {}
-        return {k.field: k.values(self.settings) for k in self.knobs if k.devices is None or device_kind in k.devices}
+        return {k.field: k.values(self.settings) for k in self.knobs
+                if (k.devices is None or device_kind in k.devices)
+                and (precision is None or k.precisions is None or precision in k.precisions)}
 
     @property
     def calibrates(self) -> bool:

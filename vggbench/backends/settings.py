@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..core.settings import Settings
+from ..core.errors import ConfigError
+from ..core.settings import Settings, setting
+from ..exporters.manifest import QUANT_METHODS
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,39 @@ class BackendSettings(Settings):
         """What sets cases of these settings apart in a table, when a suite times several settings of one backend
         ("max-autotune" for torch.compile's mode); "" for the default."""
         return ""
+
+    def quantization(self) -> dict | None:
+        """How the onnx-int8 export its int8 cases load is made (fields of vggbench.exporters.quantize.QuantConfig);
+        None: vggbench's default quantization."""
+        return None
+
+
+INT8_PLANS = ("all", "auto")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Int8ExportSettings(BackendSettings):
+    """For a backend whose int8 runs model.int8.onnx (onnxruntime, OpenVINO): how that export is quantized, so that
+    `vggbench tune` can search it as a knob of the backend. Each quantization is its own export in the export cache
+    (calibrated on the images of the weights' own dataset, and judged by top-1 agreement like every int8 export), and
+    each row records the one it ran. Other precisions ignore these fields."""
+
+    int8_method: str = setting("minmax", "int8: how model.int8.onnx is calibrated: minmax, percentile or entropy "
+                                         "(onnxruntime's quantizer), or nncf (NNCF's post-training quantization).",
+                               choices=QUANT_METHODS)
+    int8_plan: str = setting("all", "int8: all weight layers in int8, or auto: the mixed plan (the fewest layers "
+                                    "kept in fp32 that bring top-1 agreement with fp32 to 99%).", choices=INT8_PLANS)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.int8_method == "nncf" and self.int8_plan == "auto":
+            raise ConfigError("int8_plan auto (layers kept in fp32) needs onnxruntime's quantizer (minmax, percentile, "
+                              "entropy), not nncf")
+
+    def quantization(self) -> dict | None:
+        if (self.int8_method, self.int8_plan) == ("minmax", "all"):
+            return None
+        return {"method": self.int8_method, "keep_fp32": ["auto"] if self.int8_plan == "auto" else []}
 
 
 class SettingsMap(Mapping):

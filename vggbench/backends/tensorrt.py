@@ -35,6 +35,7 @@ FP8_CAPABILITY = (8, 9)  # Ada and Hopper have fp8 tensor cores
 # the builder flags of each precision; int8 and fp8 let the layers without a quantized kernel run in fp16
 FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16"), "fp8": ("FP8", "FP16")}
 DEFAULT_MAX_BATCH = 256  # the profile's largest batch when neither the settings nor the run say
+OPTIMIZATION_LEVELS = (0, 1, 2, 3, 4, 5)  # TensorRT's builder optimisation levels
 KEY_VERSION = 1  # bump when what goes into an engine changes without its key saying so
 
 
@@ -50,6 +51,10 @@ class TrtSettings(BackendSettings):
     workspace_gib: float = setting(4.0, "tensorrt: the builder's workspace memory pool, GiB.", above=0,
                                    maximum=1024)
     calibration_batch: int = setting(8, "tensorrt: images per int8 calibration batch.", minimum=1, maximum=4096)
+    # IBuilderConfig.builder_optimization_level: how hard the builder searches tactics (TensorRT's default 3; 0-2
+    # build sooner, usually into slower engines; 4-5 try more, dynamic-shape kernels included, and build longer)
+    builder_optimization_level: int = setting(3, "tensorrt: the builder's optimisation level (0-5).",
+                                              choices=OPTIMIZATION_LEVELS)
     # the run's: fp32 layers may use TF32 tensor cores (TensorRT's default is on; fp32 is fp32 here)
     tf32: bool = setting(False, cli=False)
 
@@ -200,6 +205,7 @@ def build_engine(trt, onnx_path: Path, precision: str, profile: Profile, setting
         raise UnsupportedError(f"TensorRT's ONNX parser refused {onnx_path.name}: {errors or 'no reason given'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(settings.workspace_gib * 2**30))
+    config.builder_optimization_level = settings.builder_optimization_level
     if not settings.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)
     for flag in FLAGS[precision]:
@@ -419,4 +425,6 @@ def tensorrt_factory(path: Path, target: Target, options: RunnerOptions | None =
 BACKEND = register(Backend("tensorrt", "onnx", ("cuda",), ("fp32", "fp16", "int8", "fp8"), ("contiguous",),
                            tensorrt_factory, aliases=("trt",), builds_precisions=True, thread_safe=True,
                            settings=TrtSettings, option_prefix="trt", profiler=trt_profiler, package="tensorrt",
-                           knobs=(Knob("workspace_gib", (1.0, 4.0, 8.0)),)))
+                           # the levels below the default build sooner, not faster engines: not a speed knob
+                           knobs=(Knob("workspace_gib", (1.0, 4.0, 8.0)),
+                                  Knob("builder_optimization_level", (3, 4, 5)))))

@@ -13,6 +13,7 @@ from ..core.extras import MissingExtra
 from ..core.fileio import exclusive
 from ..exporters.manifest import INT8_FORMAT, artifact, read_manifest
 from ..exporters.manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
+from ..exporters.quantize import QuantConfig
 from ..parity.checked import export
 from ..zoo.weights import LoadedModel
 
@@ -37,25 +38,39 @@ class ExportCache:
         self.image_size = dense_size or image_size  # the size the export is made (and checked) at
         self._failed: dict[str, str] = {}
 
-    def key(self, fmt: str, precision: str) -> str:
+    def key(self, fmt: str, precision: str, quant: QuantConfig | None = None) -> str:
         ident = {"model": self.model.name, "options": self.model.options.to_dict(),
                  "state_sha256": self.model.fingerprint, "image_size": self.image_size, "precision": precision,
                  "format": fmt, "schema": MANIFEST_SCHEMA}
         if self.dense_size:
             ident["dense"] = True
+        if fmt == INT8_FORMAT and quant is not None and quant != QuantConfig():  # the default keeps its old key
+            ident["quantization"] = quant.to_dict()
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
         dense = "-dense" if self.dense_size else ""
         return f"{self.model.name}-{self.image_size}{dense}-{precision}-{fmt}-{digest}"
 
-    def folder(self, target: Target) -> Path:
+    @staticmethod
+    def quant(target: Target, settings=None) -> QuantConfig | None:
+        """How the onnx-int8 export of `target` is made, as its backend's settings say (None: the default)."""
+        wanted = settings.quantization() if settings is not None and target.artifact == INT8_FORMAT else None
+        return None if wanted is None else QuantConfig.from_dict(wanted)
+
+    def path(self, target: Target, settings=None) -> Path:
+        """Where the export folder of `target` (run with its backend's `settings`) is, made or not."""
+        return self.root / self.key(target.artifact, target.export_precision, self.quant(target, settings))
+
+    def folder(self, target: Target, settings=None) -> Path:
         """The export folder for a target of an artifact backend (amp and bf16 run an fp32 export; int8 runs
-        model.int8.onnx, quantized from the fp32 ONNX export and verified by class agreement on real images,
-        which random weights cannot have: for them int8 is refused before anything is made)."""
+        model.int8.onnx, quantized from the fp32 ONNX export as the backend's `settings` say and verified by class
+        agreement on real images, which random weights cannot have: for them int8 is refused before anything is
+        made)."""
         if target.precision in ("int8", "fp8") and self.model.weights.source == "random":
             raise UnsupportedError(INT8_NEEDS_TRAINED_WEIGHTS)  # by design, not a failed export: `run` exits 0
         fmt = target.artifact
         exported = target.export_precision
-        key = self.key(fmt, exported)
+        quant = self.quant(target, settings)
+        key = self.key(fmt, exported, quant)
         if key in self._failed:
             raise ExportFailed(self._failed[key])
         folder = self.root / key
@@ -66,7 +81,7 @@ class ExportCache:
                 try:
                     export(self.model, folder, formats=["onnx", fmt] if fmt == INT8_FORMAT else [fmt],
                            image_size=self.image_size, precision=exported, force=True, verify=True,
-                           dense=bool(self.dense_size))
+                           dense=bool(self.dense_size), quant=quant)
                 except MissingExtra:  # a package this install left out (int8 calibration images): unsupported here
                     raise
                 except Exception as e:  # any exporter failure is this case's status, not a crash

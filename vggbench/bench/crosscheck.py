@@ -155,10 +155,13 @@ def onnxruntime_plan(row, subject: Subject, workdir: Path | None = None) -> Plan
     # settings rows of before 2026-12-06 did not record: onnxruntime's defaults
     command += ["--execution-mode", s.get("execution_mode", "sequential")]
     command += ["--no-spinning"] * (s.get("spinning") is False) + ["--no-memory-arena"] * (s.get("memory_arena") is False)
+    command += ["--no-nchwc"] * (s.get("nchwc") is False) + ["--no-nhwc"] * (s.get("nhwc") is False)
     if provider != "cpu":
         command += ["--cudnn-conv-algo-search", s.get("cudnn_conv_algo_search", "EXHAUSTIVE")]
         command += ["--tf32"] * bool(s.get("tf32")) + ["--cuda-graph"] * bool(s.get("cuda_graph"))
         command += ["--fp16"] * (provider == "tensorrt" and row.precision == "fp16")
+        if provider == "tensorrt":
+            command += ["--trt-optimization-level", str(s.get("trt_builder_optimization_level", 3))]
     command += [*_budget(row), "--max-iters", str(max(row.max_iters, row.min_iters))]
     return Plan("onnxruntime InferenceSession (bare, python -I)", tuple(command), parse_json_line)
 
@@ -225,7 +228,8 @@ def tensorrt_plan(row, subject: Subject, workdir: Path | None = None, *, trtexec
             command += [f"--minShapes={name}:{profile[0]}x3x{n}x{n}", f"--optShapes={name}:{b}x3x{n}x{n}",
                         f"--maxShapes={name}:{profile[2]}x3x{n}x{n}", f"--shapes={name}:{b}x3x{n}x{n}"]
         command += ["--noTF32"] * (not s.get("tf32")) + [
-            f"--memPoolSize=workspace:{round(s.get('workspace_gib', 4.0) * 1024)}M", f"--device={index}",
+            f"--memPoolSize=workspace:{round(s.get('workspace_gib', 4.0) * 1024)}M",
+            f"--builderOptimizationLevel={s.get('builder_optimization_level', 3)}", f"--device={index}",
             "--noDataTransfers", f"--warmUp={round(row.warmup_time_s * 1000)}",
             f"--duration={max(1, math.ceil(row.min_time_s))}", f"--iterations={row.min_iters}"]
         return Plan("trtexec", tuple(command), lambda text: parse_trtexec(text, b))
@@ -234,6 +238,7 @@ def tensorrt_plan(row, subject: Subject, workdir: Path | None = None, *, trtexec
     if subject.static_batch is None:
         command += ["--trt-min-shapes", f"{name}:{_shape(profile[0], n)}", "--trt-opt-shapes", f"{name}:{_shape(b, n)}",
                     "--trt-max-shapes", f"{name}:{_shape(profile[2], n)}", "--input-shapes", f"{name}:{_shape(b, n)}"]
+    command += ["--builder-optimization-level", str(s.get("builder_optimization_level", 3))]
     command += ["--warm-up", str(max(1, row.warmup)), "--iterations", str(calls)]
     return Plan("polygraphy run", tuple(command), lambda text: parse_polygraphy(text, b))
 
@@ -361,7 +366,8 @@ def subject_of(row: BenchResult, prepared, suite) -> Subject:
     target = resolve_target(row.backend, row.device, row.precision, row.memory_format)
     if target.artifact is None:
         return Subject(model_settings=model_settings(suite), dense_size=model.cache.dense_size, **common)
-    folder = model.cache.root / model.cache.key(target.artifact, target.export_precision)
+    settings = target.spec.settings(**row.backend_settings) if target.spec.settings and row.backend_settings else None
+    folder = model.cache.path(target, settings)
     path = checked_artifact(target, folder).resolve()
     manifest = read_manifest(folder)
     return Subject(artifact=path, input_name=manifest.input.name, static_batch=manifest.static_batch, **common)

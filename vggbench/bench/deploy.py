@@ -116,7 +116,8 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
     from ..exporters.manifest import artifact as manifest_entry
     from ..exporters.manifest import read_manifest
 
-    export_dir = model.cache.folder(target)
+    settings_object = spec.settings(**(r.get("backend_settings") or {})) if spec.settings is not None else None
+    export_dir = model.cache.folder(target, settings_object)  # the int8 export made as the row's settings say
     artifact = checked_artifact(target, export_dir)  # every file of it checked against the manifest
     files = [export_dir / f.file for f in manifest_entry(read_manifest(export_dir), target.artifact, export_dir).files]
     batch = random_batch(r["batch_size"], suite.image_size, seed=0)
@@ -130,7 +131,6 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
     parity = compare(expected, got, tolerance, backend=r["backend"], precision=r["precision"])
     if not parity.passed:
         raise CheckFailed(f"{label}: its outputs differ from eager fp32 now: {parity.reason}")
-    settings_object = spec.settings(**(r.get("backend_settings") or {})) if spec.settings is not None else None
     config = {"kind": KIND, "runtime": spec.runtime, "backend": r["backend"], "model": r["model"],
               "precision": r["precision"], "memory_format": r["memory_format"], "batch_size": r["batch_size"],
               "image_size": r["image_size"], "threads": r["threads"], "weights": r["weights"],

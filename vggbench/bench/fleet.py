@@ -518,13 +518,14 @@ def ship_exports(ray, suite: Suite, weights, export_cache: Path) -> dict[tuple, 
                 models[name] = prep.model(name)
             if isinstance(models[name], Failure):
                 continue
-            folder = models[name].cache.folder(target)
+            # int8: each group's quantization (its backend's settings) is an export of its own
+            folder = models[name].cache.folder(target, prep.setup.settings(backend, group.settings))
         except (VggbenchError, ExportFailed):
             continue
         if folder not in refs:
             refs[folder] = ray.put(pack(folder))
-        shipped[tuple(group[:4])] = [refs[folder]]
-    return shipped
+        shipped.setdefault(tuple(group[:4]), {})[folder] = refs[folder]
+    return {key: list(by_folder.values()) for key, by_folder in shipped.items()}
 
 
 def pack(folder: Path) -> dict:

@@ -244,7 +244,7 @@ class Preparation:
         try:
             if isinstance(target, UnsupportedError):
                 raise target
-            export_dir = model.cache.folder(target) if target.artifact else None
+            export_dir = model.cache.folder(target, self.setup.case_settings(c, target)) if target.artifact else None
             started = time.perf_counter()
             options = self.setup.runner_options(c, target, model.loaded)
             runner = make_runner(target, model.subject, export_dir=export_dir, options=options)

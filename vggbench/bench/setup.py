@@ -41,11 +41,17 @@ class BackendSetup:
     def runner_options(self, case, target: Target, loaded) -> RunnerOptions:
         """The options that build `case`'s runner; `loaded` gives calibration images to a backend that
         calibrates int8 and fp8 itself (TensorRT), chosen as onnx-int8's are."""
+        settings = self.case_settings(case, target)
+        return RunnerOptions({} if settings is None else {target.spec.settings_name: settings},
+                             calibration=self._calibration(target, loaded))
+
+    @staticmethod
+    def case_settings(case, target: Target):
+        """The settings object `case` records (None for a backend without settings)."""
         spec = target.spec
-        settings = {}
-        if spec.settings is not None and case.backend_settings is not None:
-            settings[spec.settings_name] = spec.settings(**case.backend_settings)
-        return RunnerOptions(settings, calibration=self._calibration(target, loaded))
+        if spec.settings is None or case.backend_settings is None:
+            return None
+        return spec.settings(**case.backend_settings)
 
     def _calibration(self, target: Target, loaded) -> torch.Tensor | None:
         if target.precision not in ("int8", "fp8") or not target.spec.calibrates:

@@ -58,6 +58,8 @@ class TuneSettings(Settings):
     prune: bool = setting(True, "Probe each trial with a few calls first and drop it when Optuna's median pruner "
                                 "finds it hopeless.")
     probe_time_s: float = setting(0.5, "Seconds of the pruning probe.", minimum=0, option="--probe-time")
+    defaults_first: bool = setting(True, "Begin with each backend's defaults at each precision (its settings as "
+                                         "declared, every core), so that the search measures what it improves on.")
     tune_seed: int = setting(0, "The sampler's seed.", minimum=0, maximum=2**32 - 1)
 
     def __post_init__(self) -> None:
@@ -116,12 +118,17 @@ def _value(label: str):
 
 @dataclass(frozen=True)
 class Candidate:
-    """A backend the search may pick, with its precisions and memory formats that can run here and its knobs."""
+    """A backend the search may pick, with its precisions and memory formats that can run here and its knobs (all
+    of them; `by_precision`: those that mean something at each precision, e.g. the int8 quantization's)."""
 
     backend: str
     precisions: tuple[str, ...]
     memory_formats: tuple[str, ...]
     knobs: dict
+    by_precision: dict | None = None
+
+    def knobs_at(self, precision: str) -> dict:
+        return self.knobs if self.by_precision is None else self.by_precision[precision]
 
 
 def candidates(settings: TuneSettings, suite: Suite) -> tuple[list[Candidate], list[str]]:
@@ -147,7 +154,8 @@ def candidates(settings: TuneSettings, suite: Suite) -> tuple[list[Candidate], l
         if not precisions:
             skipped.append(f"{name}: runs none of {', '.join(settings.precisions)}")
             continue
-        found.append(Candidate(name, tuple(precisions), spec.memory_formats, spec.knob_space(device.kind)))
+        found.append(Candidate(name, tuple(precisions), spec.memory_formats, spec.knob_space(device.kind),
+                               {p: spec.knob_space(device.kind, p) for p in precisions}))
     if not found:
         raise ConfigError(f"nothing to tune on {device}: {'; '.join(skipped)}")
     return found, skipped
@@ -164,8 +172,41 @@ def suggest(trial, settings: TuneSettings, found: list[Candidate], threads: tupl
     choice = {"backend": backend, "precision": pick(f"{backend}.precision", c.precisions),
               "memory_format": pick(f"{backend}.memory_format", c.memory_formats),
               "threads": pick("threads", threads), "batch_size": pick("batch_size", settings.sizes())}
-    choice["settings"] = {field: pick(f"{backend}.{field}", values) for field, values in c.knobs.items()}
+    choice["settings"] = {field: pick(f"{backend}.{field}", values)
+                          for field, values in c.knobs_at(choice["precision"]).items()}
     return choice
+
+
+def defaults(found: list[Candidate], settings: TuneSettings, threads: tuple[int, ...]) -> list[dict]:
+    """The trials of each backend's defaults, one per precision, as Optuna's parameters: its knobs at the values its
+    settings class declares (a knob whose choices leave out its default is left to the sampler), the most threads,
+    its first memory format and the first batch size."""
+    trials = []
+    for c in found:
+        spec = get_backend(c.backend)
+        declared = spec.settings() if spec.settings is not None else None
+        for precision in c.precisions:
+            params = {"backend": c.backend, f"{c.backend}.precision": _label(precision),
+                      f"{c.backend}.memory_format": _label(c.memory_formats[0]), "threads": _label(threads[-1]),
+                      "batch_size": _label(settings.sizes()[0])}
+            for field, values in c.knobs_at(precision).items():
+                value = getattr(declared, field)
+                if value in values:
+                    params[f"{c.backend}.{field}"] = _label(value)
+            trials.append(params)
+    return trials
+
+
+def invalid(choice: dict) -> str | None:
+    """Why a trial's settings cannot be (knobs that exclude each other: int8_plan auto with nncf), else None."""
+    spec = get_backend(choice["backend"])
+    if spec.settings is None or not choice["settings"]:
+        return None
+    try:
+        spec.settings(**choice["settings"])
+    except ConfigError as e:
+        return str(e)
+    return None
 
 
 def _overrides(model: str, choice: dict) -> dict:
@@ -208,16 +249,21 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                                 sampler=optuna.samplers.TPESampler(seed=settings.tune_seed))
     block = {"goal": settings.goal, "direction": settings.direction, "bound_ms": settings.bound_ms,
              "batch_sizes": list(settings.sizes()), "trials_asked": settings.trials,
-             "time_budget_s": settings.time_budget_s, "optuna": optuna.__version__, "sampler": "TPESampler",
+             "time_budget_s": settings.time_budget_s, "defaults_first": settings.defaults_first, "optuna": optuna.__version__, "sampler": "TPESampler",
              "pruner": type(pruner).__name__, "skipped": skipped, "trials": [], "winner": None,
              "space": {c.backend: {"precision": list(c.precisions), "memory_format": list(c.memory_formats),
                                    **{k: [_label(v) for v in vs] for k, vs in c.knobs.items()}} for c in found}
              | {"threads": list(threads)}}
     rows: list[BenchResult] = []
     environment, started, created = None, time.monotonic(), None
-    for number in range(settings.trials):
+    enqueued = defaults(found, settings, threads)[:settings.trials] if settings.defaults_first else []
+    for params in enqueued:
+        study.enqueue_trial(params)
+    # trials whose knobs the settings refuse together run nothing and count for nothing (up to a limit)
+    counted, refused = 0, 0
+    while counted < settings.trials and refused < 10 * settings.trials:
         if settings.time_budget_s is not None and time.monotonic() - started > settings.time_budget_s:
-            block["stopped"] = f"time budget of {settings.time_budget_s:g} s spent after {number} trial(s)"
+            block["stopped"] = f"time budget of {settings.time_budget_s:g} s spent after {counted} trial(s)"
             break
         trial = study.ask()
         choice = suggest(trial, settings, found, threads)
@@ -225,6 +271,17 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                  "settings": choice["settings"], "row": None, "value": None}
         what = f"trial {trial.number}: {choice['backend']} {choice['precision']} batch {choice['batch_size']} " \
                f"threads {choice['threads']} {choice['settings']}"
+        why = invalid(choice)
+        if why is not None:  # a combination the settings refuse: nothing to run
+            entry.update(state="FAIL", reason=why)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            block["trials"].append(entry)
+            echo(f"{what}: {why}")
+            refused += 1
+            continue
+        counted += 1
+        if trial.number < len(enqueued):  # asked first, in the order enqueued
+            entry["defaults"], what = True, f"{what} (defaults)"
         overrides = _overrides(model, choice)
         if settings.prune:
             probe = benchmark(base, export_cache=export_cache, progress=False, raise_errors=raise_errors,

@@ -14,3 +14,8 @@ def max_opset() -> int:
     import onnx
 
     return onnx.defs.onnx_opset_version()
+
+
+# how onnx-int8 may be calibrated: onnxruntime's quantizer's methods, or NNCF's post-training quantization
+# (vggbench.exporters.quantize)
+QUANT_METHODS = ("minmax", "percentile", "entropy", "nncf")

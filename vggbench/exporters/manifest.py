@@ -24,6 +24,7 @@ from typing import Any
 from ..core.documents import loads_json
 from ..core.errors import ArtifactError
 from ..core.fileio import sha256_file, write_json
+from .choices import QUANT_METHODS  # noqa: F401 (how a quantization.method is named; backends read it here)
 
 MANIFEST = "manifest.json"
 # 2: a digest over the fields that change results (1 had none); 3: input.dense of a fully-convolutional export

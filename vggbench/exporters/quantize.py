@@ -13,8 +13,9 @@ import torch
 
 from ..core.errors import ConfigError, ExportError
 from ..core.extras import require
+from .choices import QUANT_METHODS
 
-METHODS = ("minmax", "percentile", "entropy", "nncf")
+METHODS = QUANT_METHODS
 
 
 @dataclass(frozen=True)

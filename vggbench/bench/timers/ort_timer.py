@@ -2,6 +2,7 @@
 onnxruntime row against. No vggbench here (run it with `python -I`): onnxruntime and numpy only.
 
     python -I ort_timer.py MODEL.onnx --batch 8 --image-size 224 [--threads 2] [--optimization all]
+        [--no-nchwc] [--no-nhwc]
         [--device cpu|cuda:0] [--provider cpu|cuda|tensorrt] [--warmup 1] [--warmup-time 1] [--time 3]
 
 Prints one JSON line: images_per_s (batch / median), median_ms, iterations, timed_s, the onnxruntime version and
@@ -36,12 +37,16 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--execution-mode", choices=["sequential", "parallel"], default="sequential")
     parser.add_argument("--no-spinning", action="store_true", help="intra-op threads do not spin between calls")
     parser.add_argument("--no-memory-arena", action="store_true", help="no CPU memory arena")
+    parser.add_argument("--no-nchwc", action="store_true", help="CPU: no NCHWc layout for fp32 convolutions")
+    parser.add_argument("--no-nhwc", action="store_true", help="CPU: no NHWC layout for int8 convolutions")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--provider", choices=list(PROVIDERS), default="cpu")
     parser.add_argument("--cudnn-conv-algo-search", default="EXHAUSTIVE")
     parser.add_argument("--tf32", action="store_true", help="CUDA: TF32 convolutions and matmuls")
     parser.add_argument("--cuda-graph", action="store_true", help="CUDA: capture the session as a CUDA graph")
     parser.add_argument("--fp16", action="store_true", help="TensorRT provider: fp16 engine")
+    parser.add_argument("--trt-optimization-level", type=int, default=3, choices=range(6),
+                        help="TensorRT provider: the builder's optimisation level")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--warmup-time", type=float, default=1.0)
     parser.add_argument("--time", type=float, default=3.0)
@@ -58,7 +63,8 @@ def providers(args) -> list:
     if args.provider == "cuda":
         return [(PROVIDERS["cuda"], cuda)]
     if args.provider == "tensorrt":
-        return [(PROVIDERS["tensorrt"], {"device_id": index, "trt_fp16_enable": args.fp16}),
+        return [(PROVIDERS["tensorrt"], {"device_id": index, "trt_fp16_enable": args.fp16,
+                                         "trt_builder_optimization_level": args.trt_optimization_level}),
                 (PROVIDERS["cuda"], {"device_id": index})]
     return [PROVIDERS["cpu"]]
 
@@ -69,6 +75,9 @@ def session(args) -> ort.InferenceSession:
     options.execution_mode = getattr(ort.ExecutionMode, f"ORT_{args.execution_mode.upper()}")
     options.enable_cpu_mem_arena = not args.no_memory_arena
     options.add_session_config_entry("session.intra_op.allow_spinning", "0" if args.no_spinning else "1")
+    disabled = ["NchwcTransformer"] * args.no_nchwc + ["NhwcTransformer"] * args.no_nhwc
+    if disabled:  # the layout rewrites of optimisation level all, by their graph transformers' names
+        options.add_session_config_entry("optimization.disable_specified_optimizers", ";".join(disabled))
     if args.threads:
         options.intra_op_num_threads = args.threads
     made = ort.InferenceSession(args.model, options, providers=providers(args))
