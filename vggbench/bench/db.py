@@ -25,7 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import ConfigError, ResultsError, VggbenchError
+from ..core.arguments import PATH, expect
+from ..core.errors import ArgumentError, ConfigError, ResultsError, VggbenchError
 from ..core.extras import install_hint, require
 from ..core.settings import Settings, setting
 
@@ -182,6 +183,7 @@ class Database:
     """An open results database (see the module's text). `record_*` write one run per transaction."""
 
     def __init__(self, db: str | os.PathLike | None = None) -> None:
+        expect("Database", "db", db, (*PATH, type(None)), "a path, an SQLAlchemy URL (str) or None")
         try:
             import sqlalchemy as sa
         except ImportError:
@@ -617,6 +619,11 @@ def record(run_or_results, kind: str = "run", *, db: str | os.PathLike | None = 
     this machine's). kind: one of KINDS ("tune" for tuning runs)."""
     if kind not in KINDS:
         raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    # a wrong argument is the caller's bug, raised here; only the database's own failures become a warning
+    if run_or_results is None or isinstance(run_or_results, (int, float, bool, list, tuple, bytes)):
+        raise ArgumentError(f"record: run_or_results must be a BenchRun, a results envelope (dict), a results file "
+                            f"or a report, got {type(run_or_results).__name__}")
+    expect("record", "db", db, (*PATH, type(None)), "a path, an SQLAlchemy URL (str) or None")
     try:
         with Database(db) as database:
             return _record_into(database, run_or_results, kind, source, environment)
@@ -659,6 +666,12 @@ def import_files(paths: Sequence[str | os.PathLike], db: str | os.PathLike | Non
     (`verify --layers --out`, or a benchmarks/ script's file holding one under "profile") as a verify-layers run,
     each in its own transaction. Returns (path, what happened) per file: a file that is neither is skipped, with
     why; a ResultsError when no file could be read, before anything is written."""
+    if isinstance(paths, (str, os.PathLike)):  # one path is not a sequence of its characters
+        raise ArgumentError(f"import_files: paths must be a list of paths, got one path {str(paths)!r}: pass "
+                            f"[{str(paths)!r}]")
+    expect("import_files", "paths", paths, (list, tuple), "a list of paths")
+    for path in paths:
+        expect("import_files", "paths[]", path, PATH, "a path (str or os.PathLike)")
     read, skipped = [], {}
     for path in map(Path, paths):
         try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..backends.registry import backend_names, get_backend, resolve_backend
+from ..core.arguments import expect, expect_path
 from ..core.errors import ConfigError
 from ..core.settings import MAX_THREADS, Settings, setting
 from .suite import Suite, resolve_suite
@@ -183,6 +184,9 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
     settings["tune"]. suite_overrides: Suite fields for every trial (image_size, weights, device, min_time_s,
     rounds, isolation, ...). cluster: time each trial on a node of a Ray cluster (vggbench.bench.fleet), of the one
     machine kind of `machines` (a tune answers for one kind of machine: tune each kind on its own)."""
+    expect("tune", "model", model, str, "a model name (str)")
+    expect("tune", "settings", settings, TuneSettings, "a TuneSettings")
+    expect_path("tune", "export_cache", export_cache)
     import optuna
 
     from .results import BenchRun

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.arguments import expect
 from ..core.fileio import atomic_file, check_writable
 from ..core.settings import Settings, setting
 
@@ -41,6 +42,7 @@ class PreviewSettings(Settings):
 
 def preview(settings: PreviewSettings) -> Path:
     """Write the labelled grid to settings.out; returns its path."""
+    expect("preview", "settings", settings, PreviewSettings, "a PreviewSettings")
     import torch
     from PIL import Image, ImageDraw
 
