@@ -22,6 +22,9 @@ from ..core.fileio import atomic_dir, sha256_file
 
 KIND = "vggbench-deploy"
 SCRIPT = Path(__file__).parent / "timers" / "deploy_run.py"
+# run.py inspects the artifact with this copy of vggbench's gate before its runtime opens it: a deploy folder is
+# shipped, and a sha256 beside the artifact is no signature (whoever swaps the one rewrites the other)
+GATE = Path(__file__).parents[1] / "backends" / "safe_load.py"
 _MODEL_KEYS = ("image_size", "dense", "dense_size", "device", "tf32")
 
 
@@ -179,6 +182,7 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
         (tmp / "requirements.txt").write_text(requirements(config["runtime"], data.get("environment") or {}),
                                               encoding="utf-8")
         shutil.copyfile(SCRIPT, tmp / "run.py")
+        shutil.copyfile(GATE, tmp / "safe_load.py")
     return Path(out), config
 
 
