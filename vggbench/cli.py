@@ -929,7 +929,7 @@ def db_check(db) -> None:
 @click.option("--cases", "per_case", is_flag=True, help="One row per case instead of one per run.")
 @click.option("--format", "fmt", type=click.Choice(["table", "github", "csv", "json", "parquet"]), default="table",
               show_default=True, help="parquet needs --out, pandas and pyarrow.")
-@click.option("--out", type=click.Path(), help="Write to this file instead of printing.")
+@click.option("--out", type=click.Path(), help="Write to this file instead of printing (a new file: an existing one is never replaced).")
 @click.option("--db", help="The results database [default: $VGGBENCH_DB, else ~/.local/share/vggbench/results.db].")
 def history(models, backends, kinds, machine, commit, since, until, per_case, fmt, out, db) -> None:
     """List the runs (or cases) recorded in the results database, filtered, oldest first."""

@@ -81,8 +81,10 @@ def check_url(db: str | os.PathLike | None) -> str:
     except ImportError:
         return url  # record() says what is missing, once
     try:
-        make_url(url)
-    except Exception as e:  # noqa: BLE001  (ArgumentError, or ValueError for a bad port)
+        make_url(url).get_dialect()  # a scheme no dialect has (bogus://) fails here, not at the end of a run
+    except ImportError:
+        return url  # a known dialect whose driver is missing: Database says which, once
+    except Exception as e:  # noqa: BLE001  (ArgumentError, NoSuchModuleError, or ValueError for a bad port)
         raise ConfigError(f"--db {db if db is not None else url}: not a path or an SQLAlchemy URL ({e})") from None
     return url
 
@@ -208,6 +210,8 @@ class Database:
         except ImportError as e:  # the URL's driver
             raise DatabaseError(f"results database {_shown(self.url)}: its driver is not installed ({e}); for "
                                 f"PostgreSQL: {install_hint('postgres')}") from None
+        except sa.exc.ArgumentError as e:  # NoSuchModuleError: a scheme no dialect has
+            raise ConfigError(f"--db {_shown(self.url)}: not a path or an SQLAlchemy URL ({e})") from None
         except OSError as e:
             raise DatabaseError(f"results database {_shown(self.url)}: {e.strerror or e}") from None
         self.tables = metadata().tables
@@ -230,6 +234,7 @@ class Database:
         sa = self.sa
         try:
             with self._write() as conn, conn.begin():
+                self._check_ours(conn)
                 metadata().create_all(conn)
                 meta = self.tables["vggbench_meta"]
                 found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
@@ -240,6 +245,18 @@ class Database:
                                         f"vggbench knows {SCHEMA_VERSION}: upgrade vggbench")
         except sa.exc.SQLAlchemyError as e:
             raise DatabaseError(f"results database {_shown(self.url)}: {_reason(e)}") from None
+
+    def _check_ours(self, conn) -> None:
+        """A DatabaseError unless an SQLite file is empty or holds vggbench's tables: the tables are never added to
+        a database of the user's own that --db names by mistake (a server's database is shared by design)."""
+        if not self.sqlite:
+            return
+        tables = set(self.sa.inspect(conn).get_table_names())
+        if tables and "vggbench_meta" not in tables:
+            shown = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
+            raise DatabaseError(f"results database {_shown(self.url)} is an SQLite database vggbench did not make "
+                                f"(it holds the tables {shown}); vggbench adds its tables only to an empty one or "
+                                f"one it made: choose another --db")
 
     # --- writing -------------------------------------------------------------------------------------------
 
@@ -725,9 +742,12 @@ HISTORY_FORMATS = ("table", "github", "csv", "json", "parquet")
 def export_rows(rows: list[dict], fmt: str, out: str | os.PathLike | None) -> str | None:
     """`vggbench history`'s rows as text (table, github, csv, json: returned, or written to `out`) or as a
     parquet file (`out` required; pandas and pyarrow needed)."""
-    from ..core.fileio import atomic_file, write_text
+    from ..core.fileio import atomic_file, check_replaceable, write_text
     from .report import render
 
+    if out is not None:  # an export has no mark of vggbench's: an existing file may be the user's, so none is replaced
+        check_replaceable(out, force=False, what="file",
+                          hint="history writes only a new file: choose another --out, or move it away")
     if fmt == "parquet":
         if out is None:
             raise ConfigError("--format parquet writes a file: give --out FILE.parquet")
