@@ -16,6 +16,7 @@ The JSON results files stay the record: a database that cannot be written costs 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -202,6 +203,7 @@ class Database:
             if self.sqlite:
                 path = url.database
                 if path and path != ":memory:":
+                    _check_ours(path, self.url)
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
                 _sqlite_events(self.engine)
@@ -234,7 +236,6 @@ class Database:
         sa = self.sa
         try:
             with self._write() as conn, conn.begin():
-                self._check_ours(conn)
                 metadata().create_all(conn)
                 meta = self.tables["vggbench_meta"]
                 found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
@@ -245,18 +246,6 @@ class Database:
                                         f"vggbench knows {SCHEMA_VERSION}: upgrade vggbench")
         except sa.exc.SQLAlchemyError as e:
             raise DatabaseError(f"results database {_shown(self.url)}: {_reason(e)}") from None
-
-    def _check_ours(self, conn) -> None:
-        """A DatabaseError unless an SQLite file is empty or holds vggbench's tables: the tables are never added to
-        a database of the user's own that --db names by mistake (a server's database is shared by design)."""
-        if not self.sqlite:
-            return
-        tables = set(self.sa.inspect(conn).get_table_names())
-        if tables and "vggbench_meta" not in tables:
-            shown = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
-            raise DatabaseError(f"results database {_shown(self.url)} is an SQLite database vggbench did not make "
-                                f"(it holds the tables {shown}); vggbench adds its tables only to an empty one or "
-                                f"one it made: choose another --db")
 
     # --- writing -------------------------------------------------------------------------------------------
 
@@ -514,6 +503,28 @@ class HistoryFilter:
     commit: str | None = None  # a prefix of the commit
     since: str | None = None  # YYYY-MM-DD (or a full ISO time)
     until: str | None = None  # the whole day included
+
+
+def _check_ours(path: str, url: str) -> None:
+    """A DatabaseError unless the SQLite file `path` is new, empty or holds vggbench's tables: its tables (and WAL
+    mode, which rewrites the file's header) are never added to a database of the user's own that --db names by
+    mistake. Read through a read-only connection, before any connection of the engine's. (A server's database is
+    shared by design.)"""
+    import sqlite3
+    from urllib.parse import quote
+
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return  # not a database, or locked: the engine's connection says so, as it did
+    if tables and "vggbench_meta" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
+        raise DatabaseError(f"results database {_shown(url)} is an SQLite database vggbench did not make (it holds "
+                            f"the tables {shown}); vggbench adds its tables only to an empty one or one it made: "
+                            f"choose another --db")
 
 
 def _sqlite_events(engine) -> None:
