@@ -224,8 +224,7 @@ def test_a_copy_into_a_folder_on_a_full_disk_names_the_file_not_a_traceback(tmp_
         raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(src), None, str(dst))
 
     monkeypatch.setattr(shutil, "copyfile", full)
-    with pytest.raises(VggbenchError) as caught:
-        with fileio.atomic_dir(tmp_path / "deployed") as tmp:
-            shutil.copyfile(source, tmp / "model.pt2")
+    with pytest.raises(VggbenchError) as caught, fileio.atomic_dir(tmp_path / "deployed") as tmp:
+        shutil.copyfile(source, tmp / "model.pt2")
     assert str(tmp_path / "deployed" / "model.pt2") in str(caught.value)
     assert not (tmp_path / "deployed").exists() and [p.name for p in tmp_path.iterdir()] == ["model.pt2"]
