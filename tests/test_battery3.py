@@ -100,6 +100,14 @@ def test_a_deploy_folder_whose_pt2_was_swapped_and_resealed_runs_nothing(tmp_pat
     assert not result["passed"] and "is refused" in result["reason"] and "pickled" in result["reason"]
 
 
+def test_a_db_name_planted_as_a_dangling_symlink_creates_nothing_where_it_points(tmp_path):
+    planted = tmp_path / "results.db"
+    planted.symlink_to(tmp_path / "elsewhere" / "victim")
+    (tmp_path / "elsewhere").mkdir()
+    assert "symbolic link to nothing" in one_error(cli("db", "check", "--db", planted))
+    assert not (tmp_path / "elsewhere" / "victim").exists()  # before: SQLite made its database there
+
+
 # --- lost: what the user made is never changed or replaced ---------------------------------------------------
 
 def test_outputs_and_databases_of_the_users_own_are_left_as_they_were(tmp_path):

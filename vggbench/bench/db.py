@@ -513,6 +513,9 @@ def _check_ours(path: str, url: str) -> None:
     import sqlite3
     from urllib.parse import quote
 
+    if os.path.islink(path) and not os.path.exists(path):  # SQLite would create the file wherever the link points
+        raise DatabaseError(f"results database {_shown(url)} is a symbolic link to nothing "
+                            f"({os.readlink(path)}); name the database file itself")
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return
     try:
