@@ -115,7 +115,7 @@ def test_a_deployed_row_runs_with_its_runtime_alone(measured, tmp_path, backend,
     result = cli("deploy", source / "run.json", folder, "--where", f"backend={backend},memory_format=contiguous")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [artifact, "config.json", "expected.npy", "input.npy", "requirements.txt", "run.py"])
+        [artifact, "config.json", "expected.npy", "input.npy", "requirements.txt", "run.py", "safe_load.py"])
     config = json.loads((folder / "config.json").read_text())
     row = next(r for r in data["results"] if r["backend"] == backend and r["memory_format"] == "contiguous")
     assert config["kind"] == KIND and config["measured"]["images_per_s"] == row["images_per_s"]

@@ -730,6 +730,11 @@ def tune(ctx, model, export_cache, out, force, fmt, db, record_db, cluster, node
                           node_cache=node_cache,
                           echo=lambda line: click.echo(line, err=True),
                           raise_errors=bool(ctx.obj.get("traceback")), **suite)
+    except BenchmarkInterrupted as e:  # the trials that finished are written, then it exits as an interrupt does
+        result = e.run
+        if not result.results:
+            journal.close()
+            raise
     except BaseException:
         journal.close()
         raise
@@ -743,6 +748,9 @@ def tune(ctx, model, export_cache, out, force, fmt, db, record_db, cluster, node
     _record(data, "tune", db, record_db, json_path)
     click.echo(render_run(read_run(json_path), fmt))
     click.echo(f"\n{result.summary()}; wrote {json_path} and {csv_path}", err=fmt in ("csv", "json"))
+    if "interrupted" in result.settings:
+        click.echo(f"interrupted: {result.settings['interrupted']}; the trials so far are written", err=True)
+        ctx.exit(interrupt_exit_code(ctx))
     if result.settings["tune"]["winner"] is None:
         raise CheckFailed(f"no trial met the goal ({settings.goal}): the trials and their rows are written")
 
@@ -929,7 +937,7 @@ def db_check(db) -> None:
 @click.option("--cases", "per_case", is_flag=True, help="One row per case instead of one per run.")
 @click.option("--format", "fmt", type=click.Choice(["table", "github", "csv", "json", "parquet"]), default="table",
               show_default=True, help="parquet needs --out, pandas and pyarrow.")
-@click.option("--out", type=click.Path(), help="Write to this file instead of printing.")
+@click.option("--out", type=click.Path(), help="Write to this file instead of printing (a new file: an existing one is never replaced).")
 @click.option("--db", help="The results database [default: $VGGBENCH_DB, else ~/.local/share/vggbench/results.db].")
 def history(models, backends, kinds, machine, commit, since, until, per_case, fmt, out, db) -> None:
     """List the runs (or cases) recorded in the results database, filtered, oldest first."""

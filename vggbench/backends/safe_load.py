@@ -29,7 +29,11 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
-from ..core.errors import ArtifactError
+try:
+    from ..core.errors import ArtifactError
+except ImportError:  # the copy in a deploy folder, which its run.py loads without vggbench (bench/deploy.py)
+    class ArtifactError(Exception):
+        """An artifact refused before a runtime opens it."""
 
 # pt2 entries below the archive's top folder (torch.export.save of one model named "model")
 _PT2_ENTRIES = re.compile(r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"

@@ -16,6 +16,7 @@ The JSON results files stay the record: a database that cannot be written costs 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -25,7 +26,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import ConfigError, ResultsError, VggbenchError
+from ..core.arguments import PATH, expect
+from ..core.errors import ArgumentError, ConfigError, ResultsError, VggbenchError
 from ..core.extras import install_hint, require
 from ..core.settings import Settings, setting
 
@@ -80,8 +82,10 @@ def check_url(db: str | os.PathLike | None) -> str:
     except ImportError:
         return url  # record() says what is missing, once
     try:
-        make_url(url)
-    except Exception as e:  # noqa: BLE001  (ArgumentError, or ValueError for a bad port)
+        make_url(url).get_dialect()  # a scheme no dialect has (bogus://) fails here, not at the end of a run
+    except ImportError:
+        return url  # a known dialect whose driver is missing: Database says which, once
+    except Exception as e:  # noqa: BLE001  (ArgumentError, NoSuchModuleError, or ValueError for a bad port)
         raise ConfigError(f"--db {db if db is not None else url}: not a path or an SQLAlchemy URL ({e})") from None
     return url
 
@@ -182,6 +186,7 @@ class Database:
     """An open results database (see the module's text). `record_*` write one run per transaction."""
 
     def __init__(self, db: str | os.PathLike | None = None) -> None:
+        expect("Database", "db", db, (*PATH, type(None)), "a path, an SQLAlchemy URL (str) or None")
         try:
             import sqlalchemy as sa
         except ImportError:
@@ -198,6 +203,7 @@ class Database:
             if self.sqlite:
                 path = url.database
                 if path and path != ":memory:":
+                    _check_ours(path, self.url)
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
                 _sqlite_events(self.engine)
@@ -206,6 +212,8 @@ class Database:
         except ImportError as e:  # the URL's driver
             raise DatabaseError(f"results database {_shown(self.url)}: its driver is not installed ({e}); for "
                                 f"PostgreSQL: {install_hint('postgres')}") from None
+        except sa.exc.ArgumentError as e:  # NoSuchModuleError: a scheme no dialect has
+            raise ConfigError(f"--db {_shown(self.url)}: not a path or an SQLAlchemy URL ({e})") from None
         except OSError as e:
             raise DatabaseError(f"results database {_shown(self.url)}: {e.strerror or e}") from None
         self.tables = metadata().tables
@@ -497,6 +505,31 @@ class HistoryFilter:
     until: str | None = None  # the whole day included
 
 
+def _check_ours(path: str, url: str) -> None:
+    """A DatabaseError unless the SQLite file `path` is new, empty or holds vggbench's tables: its tables (and WAL
+    mode, which rewrites the file's header) are never added to a database of the user's own that --db names by
+    mistake. Read through a read-only connection, before any connection of the engine's. (A server's database is
+    shared by design.)"""
+    import sqlite3
+    from urllib.parse import quote
+
+    if os.path.islink(path) and not os.path.exists(path):  # SQLite would create the file wherever the link points
+        raise DatabaseError(f"results database {_shown(url)} is a symbolic link to nothing "
+                            f"({os.readlink(path)}); name the database file itself")
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return  # not a database, or locked: the engine's connection says so, as it did
+    if tables and "vggbench_meta" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
+        raise DatabaseError(f"results database {_shown(url)} is an SQLite database vggbench did not make (it holds "
+                            f"the tables {shown}); vggbench adds its tables only to an empty one or one it made: "
+                            f"choose another --db")
+
+
 def _sqlite_events(engine) -> None:
     from sqlalchemy import event
 
@@ -617,6 +650,11 @@ def record(run_or_results, kind: str = "run", *, db: str | os.PathLike | None = 
     this machine's). kind: one of KINDS ("tune" for tuning runs)."""
     if kind not in KINDS:
         raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    # a wrong argument is the caller's bug, raised here; only the database's own failures become a warning
+    if run_or_results is None or isinstance(run_or_results, (int, float, bool, list, tuple, bytes)):
+        raise ArgumentError(f"record: run_or_results must be a BenchRun, a results envelope (dict), a results file "
+                            f"or a report, got {type(run_or_results).__name__}")
+    expect("record", "db", db, (*PATH, type(None)), "a path, an SQLAlchemy URL (str) or None")
     try:
         with Database(db) as database:
             return _record_into(database, run_or_results, kind, source, environment)
@@ -659,6 +697,12 @@ def import_files(paths: Sequence[str | os.PathLike], db: str | os.PathLike | Non
     (`verify --layers --out`, or a benchmarks/ script's file holding one under "profile") as a verify-layers run,
     each in its own transaction. Returns (path, what happened) per file: a file that is neither is skipped, with
     why; a ResultsError when no file could be read, before anything is written."""
+    if isinstance(paths, (str, os.PathLike)):  # one path is not a sequence of its characters
+        raise ArgumentError(f"import_files: paths must be a list of paths, got one path {str(paths)!r}: pass "
+                            f"[{str(paths)!r}]")
+    expect("import_files", "paths", paths, (list, tuple), "a list of paths")
+    for path in paths:
+        expect("import_files", "paths[]", path, PATH, "a path (str or os.PathLike)")
     read, skipped = [], {}
     for path in map(Path, paths):
         try:
@@ -712,9 +756,12 @@ HISTORY_FORMATS = ("table", "github", "csv", "json", "parquet")
 def export_rows(rows: list[dict], fmt: str, out: str | os.PathLike | None) -> str | None:
     """`vggbench history`'s rows as text (table, github, csv, json: returned, or written to `out`) or as a
     parquet file (`out` required; pandas and pyarrow needed)."""
-    from ..core.fileio import atomic_file, write_text
+    from ..core.fileio import atomic_file, check_replaceable, write_text
     from .report import render
 
+    if out is not None:  # an export has no mark of vggbench's: an existing file may be the user's, so none is replaced
+        check_replaceable(out, force=False, what="file",
+                          hint="history writes only a new file: choose another --out, or move it away")
     if fmt == "parquet":
         if out is None:
             raise ConfigError("--format parquet writes a file: give --out FILE.parquet")

@@ -16,11 +16,15 @@ import os
 import shutil
 from pathlib import Path
 
+from ..core.arguments import expect, expect_path
 from ..core.errors import CheckFailed, ConfigError
 from ..core.fileio import atomic_dir, sha256_file
 
 KIND = "vggbench-deploy"
 SCRIPT = Path(__file__).parent / "timers" / "deploy_run.py"
+# run.py inspects the artifact with this copy of vggbench's gate before its runtime opens it: a deploy folder is
+# shipped, and a sha256 beside the artifact is no signature (whoever swaps the one rewrites the other)
+GATE = Path(__file__).parents[1] / "backends" / "safe_load.py"
 _MODEL_KEYS = ("image_size", "dense", "dense_size", "device", "tf32")
 
 
@@ -36,9 +40,10 @@ def select(data: dict, row: int | None = None, where: str | None = None) -> int:
         return row
     if where is not None:
         wanted = {}
+        fields = set().union(*results) if results else set()
         for part in filter(None, (p.strip() for p in where.split(","))):
             key, sep, value = part.partition("=")
-            if not sep or key.strip() not in results[0]:
+            if not sep or key.strip() not in fields:
                 raise ConfigError(f"--where takes key=value pairs of row fields (backend, precision, batch_size, "
                                   f"...), got {part!r}")
             wanted[key.strip()] = value.strip()
@@ -47,11 +52,17 @@ def select(data: dict, row: int | None = None, where: str | None = None) -> int:
         if len(found) != 1:
             raise ConfigError(f"--where {where} matches {len(found)} rows that ran (rows {found}); it must match one")
         return found[0]
-    winner = ((data.get("settings") or {}).get("tune") or {}).get("winner")
+    tune = (data.get("settings") or {}).get("tune")
+    winner = tune.get("winner") if isinstance(tune, dict) else None
     if winner is None:
         raise ConfigError("these results are no tune's with a winner: choose a row with --row N or --where "
                           "key=value,...")
-    return winner["row"]
+    index = winner.get("row") if isinstance(winner, dict) else None
+    # a hand-edited file's winner is checked as --row is
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(results):
+        raise ConfigError(f"the tune's winner names row {index!r}, which the results file does not have (rows 0 to "
+                          f"{len(results) - 1}): choose a row with --row N or --where key=value,...")
+    return index
 
 
 def _not_ours(path: Path) -> str | None:
@@ -65,11 +76,21 @@ def _not_ours(path: Path) -> str | None:
 def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | None = None, where: str | None = None,
            force: bool = False, export_cache: str | os.PathLike | None = None) -> tuple[Path, dict]:
     """Write the deploy folder of one row of `results` to `out`; returns the folder and its configuration."""
+    expect_path("deploy", "results", results)
+    expect_path("deploy", "out", out)
+    expect("deploy", "row", row, (int, type(None)), "a row index (int) or None")
+    expect("deploy", "where", where, (str, type(None)), "key=value pairs (str) or None")
+    expect("deploy", "force", force, bool, "True or False")
+    expect("deploy", "export_cache", export_cache, (str, os.PathLike, type(None)), "a path or None")
+    if row is not None and row < 0:
+        raise ValueError(f"deploy: row must be at least 0, got {row}")
     import numpy as np
 
     from ..backends import resolve_target
     from ..backends.registry import backend_names, get_backend
     from ..core.device import require_device
+    from ..core.errors import one_line
+    from ..core.timing import is_oom
     from ..data.inputs import random_batch
     from ..parity.metrics import compare, tolerance_for
     from ..zoo.settings import ModelSettings
@@ -120,13 +141,19 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
     export_dir = model.cache.folder(target, settings_object)  # the int8 export made as the row's settings say
     artifact = checked_artifact(target, export_dir)  # every file of it checked against the manifest
     files = [export_dir / f.file for f in manifest_entry(read_manifest(export_dir), target.artifact, export_dir).files]
-    batch = random_batch(r["batch_size"], suite.image_size, seed=0)
     try:
-        runner = prepared.runner
-        got = runner.to_tensor(runner.run(runner.prepare(batch)))
-    finally:
-        prepared.close()
-    expected = model.reference(batch)
+        batch = random_batch(r["batch_size"], suite.image_size, seed=0)
+        try:
+            runner = prepared.runner
+            got = runner.to_tensor(runner.run(runner.prepare(batch)))
+        finally:
+            prepared.close()
+        expected = model.reference(batch)
+    except (RuntimeError, MemoryError) as e:
+        if not is_oom(e):
+            raise
+        # a hand-edited row's batch (a run that measured it had the memory): said in one line
+        raise CheckFailed(f"{label}: its reference batch does not fit in memory here ({one_line(e)})") from None
     tolerance = tolerance_for(r["precision"])
     parity = compare(expected, got, tolerance, backend=r["backend"], precision=r["precision"])
     if not parity.passed:
@@ -155,6 +182,7 @@ def deploy(results: str | os.PathLike, out: str | os.PathLike, *, row: int | Non
         (tmp / "requirements.txt").write_text(requirements(config["runtime"], data.get("environment") or {}),
                                               encoding="utf-8")
         shutil.copyfile(SCRIPT, tmp / "run.py")
+        shutil.copyfile(GATE, tmp / "safe_load.py")
     return Path(out), config
 
 

@@ -28,6 +28,7 @@ import hashlib
 import os
 import queue
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -80,6 +81,30 @@ class Node:
         return self.resources.get("CPU", 0.0)
 
 
+class _Said:
+    text = ""
+
+
+@contextlib.contextmanager
+def _stderr_kept():
+    """Keep what is written to the process's stderr (file descriptor 2) in the block, in `.text` once it ends. Ray's
+    C++ client logs a warning a second while it looks for a head that does not answer, about 20 lines that no
+    setting silences: when the connection fails, the one line that says so is the answer, not those."""
+    said = _Said()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        try:
+            yield said
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            kept.seek(0)
+            said.text = kept.read().decode(errors="replace")
+
+
 class Fleet:
     """A connection to a Ray cluster and its alive nodes by kind."""
 
@@ -87,10 +112,12 @@ class Fleet:
         self.address = check_address(address)
         self.ray = require_ray()
         try:
-            self.ray.init(address=self.address, log_to_driver=False, logging_level="ERROR",
-                          configure_logging=False, ignore_reinit_error=True)
+            with _stderr_kept() as said:
+                self.ray.init(address=self.address, log_to_driver=False, logging_level="ERROR",
+                              configure_logging=False, ignore_reinit_error=True)
         except Exception as e:  # Ray raises ConnectionError, RuntimeError, grpc's errors, ...
             raise ClusterError(f"cannot reach the Ray cluster at {self.address}: {one_line(e)}") from None
+        sys.stderr.write(said.text)  # connected: what Ray said on the way is shown as it would have been
         self.watch = None if self.address.startswith("ray://") else _Watch(self.ray)
 
     @property

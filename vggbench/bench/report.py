@@ -241,11 +241,11 @@ def read_prices(path: str | os.PathLike) -> dict[str, float]:
     level or in a [prices] table."""
     from pathlib import Path
 
-    from ..core.documents import loads_toml
+    from ..core.documents import loads_toml, read_text
     from ..core.errors import ConfigError
 
     try:
-        data = loads_toml(Path(path).read_text(encoding="utf-8"), str(path))
+        data = loads_toml(read_text(Path(path)), str(path))
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"price table {path} cannot be read: {getattr(e, 'strerror', None) or e}") from None
     except ValueError as e:  # tomllib's TOMLDecodeError

@@ -403,6 +403,8 @@ def read_run(path: str | os.PathLike) -> dict:
     rows = data.get("results")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ResultsError(f"{path} has no list of results")
+    if not isinstance(data.get("settings", {}), dict):
+        raise ResultsError(f"{path}: settings must be an object, got {data['settings']!r}"[:300])
     if data["schema_version"] == 1:
         _upgrade(data)
     for i, row in enumerate(rows):

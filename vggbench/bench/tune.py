@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..backends.registry import backend_names, get_backend, resolve_backend
-from ..core.errors import ConfigError
+from ..core.arguments import expect, expect_path
+from ..core.errors import BenchmarkInterrupted, ConfigError, Terminated
 from ..core.settings import MAX_THREADS, Settings, setting
 from .suite import Suite, resolve_suite
 
@@ -224,6 +225,9 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
     settings["tune"]. suite_overrides: Suite fields for every trial (image_size, weights, device, min_time_s,
     rounds, isolation, ...). cluster: time each trial on a node of a Ray cluster (vggbench.bench.fleet), of the one
     machine kind of `machines` (a tune answers for one kind of machine: tune each kind on its own)."""
+    expect("tune", "model", model, str, "a model name (str)")
+    expect("tune", "settings", settings, TuneSettings, "a TuneSettings")
+    expect_path("tune", "export_cache", export_cache)
     import optuna
 
     from .results import BenchRun
@@ -259,76 +263,87 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
     enqueued = defaults(found, settings, threads)[:settings.trials] if settings.defaults_first else []
     for params in enqueued:
         study.enqueue_trial(params)
-    # trials whose knobs the settings refuse together run nothing and count for nothing (up to a limit)
-    counted, refused = 0, 0
-    while counted < settings.trials and refused < 10 * settings.trials:
-        if settings.time_budget_s is not None and time.monotonic() - started > settings.time_budget_s:
-            block["stopped"] = f"time budget of {settings.time_budget_s:g} s spent after {counted} trial(s)"
-            break
-        trial = study.ask()
-        choice = suggest(trial, settings, found, threads)
-        entry = {"number": trial.number, **{k: v for k, v in choice.items() if k != "settings"},
-                 "settings": choice["settings"], "row": None, "value": None}
-        what = f"trial {trial.number}: {choice['backend']} {choice['precision']} batch {choice['batch_size']} " \
-               f"threads {choice['threads']} {choice['settings']}"
-        why = invalid(choice)
-        if why is not None:  # a combination the settings refuse: nothing to run
-            entry.update(state="FAIL", reason=why)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            block["trials"].append(entry)
-            echo(f"{what}: {why}")
-            refused += 1
-            continue
-        counted += 1
-        if trial.number < len(enqueued):  # asked first, in the order enqueued
-            entry["defaults"], what = True, f"{what} (defaults)"
-        overrides = _overrides(model, choice)
-        if settings.prune:
-            probe = benchmark(base, export_cache=export_cache, progress=False, raise_errors=raise_errors,
-                              **overrides, **PROBE, min_time_s=settings.probe_time_s).results[0]
-            entry["probe"] = {"status": probe.status, "median_ms": probe.median_ms, "p99_ms": probe.p99_ms,
-                              "images_per_s": probe.images_per_s}
-            value = settings.value(probe)
-            if value is None:  # it did not run (or missed the bound even in a probe): nothing to time
-                entry.update(state="FAIL", reason=probe.reason or "p99 over the bound in the probe")
+    interrupted = None
+    try:
+        # trials whose knobs the settings refuse together run nothing and count for nothing (up to a limit)
+        counted, refused = 0, 0
+        while counted < settings.trials and refused < 10 * settings.trials:
+            if settings.time_budget_s is not None and time.monotonic() - started > settings.time_budget_s:
+                block["stopped"] = f"time budget of {settings.time_budget_s:g} s spent after {counted} trial(s)"
+                break
+            trial = study.ask()
+            choice = suggest(trial, settings, found, threads)
+            entry = {"number": trial.number, **{k: v for k, v in choice.items() if k != "settings"},
+                     "settings": choice["settings"], "row": None, "value": None}
+            what = f"trial {trial.number}: {choice['backend']} {choice['precision']} batch {choice['batch_size']} " \
+                   f"threads {choice['threads']} {choice['settings']}"
+            why = invalid(choice)
+            if why is not None:  # a combination the settings refuse: nothing to run
+                entry.update(state="FAIL", reason=why)
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 block["trials"].append(entry)
-                echo(f"{what}: failed in the probe ({entry['reason']})")
+                echo(f"{what}: {why}")
+                refused += 1
                 continue
-            trial.report(value, 0)
-            if trial.should_prune():
-                entry["state"] = "PRUNED"
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                block["trials"].append(entry)
-                echo(f"{what}: pruned after its probe ({_shown(settings, value)})")
-                continue
-        run = benchmark(base, export_cache=export_cache, progress=False, raise_errors=raise_errors, **overrides)
-        row = run.results[0]
-        if environment is None:
-            environment, created = run.environment, run.created
+            counted += 1
+            if trial.number < len(enqueued):  # asked first, in the order enqueued
+                entry["defaults"], what = True, f"{what} (defaults)"
+            overrides = _overrides(model, choice)
+            if settings.prune:
+                probe = benchmark(base, export_cache=export_cache, progress=False, raise_errors=raise_errors,
+                                  **overrides, **PROBE, min_time_s=settings.probe_time_s).results[0]
+                entry["probe"] = {"status": probe.status, "median_ms": probe.median_ms, "p99_ms": probe.p99_ms,
+                                  "images_per_s": probe.images_per_s}
+                value = settings.value(probe)
+                if value is None:  # it did not run (or missed the bound even in a probe): nothing to time
+                    entry.update(state="FAIL", reason=probe.reason or "p99 over the bound in the probe")
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    block["trials"].append(entry)
+                    echo(f"{what}: failed in the probe ({entry['reason']})")
+                    continue
+                trial.report(value, 0)
+                if trial.should_prune():
+                    entry["state"] = "PRUNED"
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    block["trials"].append(entry)
+                    echo(f"{what}: pruned after its probe ({_shown(settings, value)})")
+                    continue
+            run = benchmark(base, export_cache=export_cache, progress=False, raise_errors=raise_errors, **overrides)
+            row = run.results[0]
+            if environment is None:
+                environment, created = run.environment, run.created
+                if journal is not None:
+                    journal.start(_settings(base, export_cache, block), environment, created)
+            entry["row"] = len(rows)
+            rows.append(row)
             if journal is not None:
-                journal.start(_settings(base, export_cache, block), environment, created)
-        entry["row"] = len(rows)
-        rows.append(row)
-        if journal is not None:
-            journal.append(row)
-        value = settings.value(row)
-        entry["value"] = value
-        if value is None:
-            entry.update(state="FAIL", reason=row.reason or f"p99 {row.p99_ms:.4g} ms over the bound")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            echo(f"{what}: {entry['reason']}")
-        else:
-            entry["state"] = "COMPLETE"
-            study.tell(trial, value)
-            echo(f"{what}: {_shown(settings, value)}")
-        block["trials"].append(entry)
+                journal.append(row)
+            value = settings.value(row)
+            entry["value"] = value
+            if value is None:
+                entry.update(state="FAIL", reason=row.reason or f"p99 {row.p99_ms:.4g} ms over the bound")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                echo(f"{what}: {entry['reason']}")
+            else:
+                entry["state"] = "COMPLETE"
+                study.tell(trial, value)
+                echo(f"{what}: {_shown(settings, value)}")
+            block["trials"].append(entry)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the trials that finished are the search so far
+        inner = getattr(e, "run", None)
+        signal = isinstance(e, Terminated) or "SIGTERM" in str((inner.settings if inner else {}).get("interrupted"))
+        interrupted = f"{'SIGTERM' if signal else 'Ctrl-C'} after {len(block['trials'])} trial(s)"
+        block["stopped"] = interrupted
     done = [t for t in block["trials"] if t["state"] == "COMPLETE"]
     if done:
         best = (min if settings.direction == "minimize" else max)(done, key=lambda t: t["value"])
         block["winner"] = {"trial": best["number"], "row": best["row"], "value": best["value"]}
-    return BenchRun(_settings(base, export_cache, block), environment or {}, rows, time.monotonic() - started,
-                    **({"created": created} if created else {}))
+    run = BenchRun(_settings(base, export_cache, block), environment or {}, rows, time.monotonic() - started,
+                   **({"created": created} if created else {}))
+    if interrupted:
+        run.settings["interrupted"] = interrupted
+        raise BenchmarkInterrupted(run)
+    return run
 
 
 def _settings(base: Suite, export_cache, block: dict) -> dict:

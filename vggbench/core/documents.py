@@ -9,11 +9,24 @@ reads needs more than a few levels, so a document deeper than MAX_DEPTH is refus
 from __future__ import annotations
 
 import json
+import os
+import stat
 from typing import Any
 
 from .errors import ConfigError, VggbenchError
 
 MAX_DEPTH = 64
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of the regular file `path`. Opened without blocking and checked before it is read: a fifo
+    (or a device) named as a settings file would otherwise be waited on for a writer, forever. An OSError whose
+    strerror says why (a UnicodeDecodeError for text that is not UTF-8) for the caller's one line."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(0, "not a regular file", os.fspath(path))
+        return f.read().decode("utf-8")
 
 
 def loads_json(text: str, where: str, error: type[VggbenchError] = ConfigError) -> Any:

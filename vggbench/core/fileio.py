@@ -94,8 +94,12 @@ def _named(e: BaseException, path: Path, tmp: Path | None, existed: bool, kind: 
     failure = write_failure(e)
     if failure is None:
         return None
-    name = _absolute(failure.path if isinstance(failure, WriteError) else failure.filename)
     target, scratch = _absolute(path), _absolute(tmp) if tmp is not None else None
+    name = _absolute(failure.path if isinstance(failure, WriteError) else failure.filename)
+    # a copy (shutil.copyfile, os.link) names its source first and the file it failed to write second
+    written = None if isinstance(failure, WriteError) else _absolute(getattr(failure, "filename2", None))
+    if written is not None and scratch is not None and (written == scratch or scratch in written.parents):
+        name = written
     if scratch is not None and name is not None and (name == scratch or scratch in name.parents):
         public = path / name.relative_to(scratch) if name != scratch else path
     elif isinstance(failure, WriteError):

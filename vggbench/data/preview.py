@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.arguments import expect
 from ..core.fileio import atomic_file, check_writable
 from ..core.settings import Settings, setting
 
@@ -15,12 +16,26 @@ TILE = 96  # pixels: small images are scaled up to this so that a 32x32 digit ca
 LABEL_HEIGHT = 14
 
 
-def _png_path(value):
-    if value is not None and not str(value).lower().endswith(".png"):
-        from ..core.errors import ConfigError
+# the PNG text chunk that marks a preview as vggbench's: only such a file is replaced by the next preview
+MARK = ("Software", "vggbench data preview")
 
+
+def _ours(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    return head.startswith(b"\x89PNG") and b"tEXt" + MARK[0].encode() + b"\0" + MARK[1].encode() in head
+
+
+def _png_path(value):
+    from ..core.errors import ConfigError
+
+    if value is not None and not str(value).lower().endswith(".png"):
         raise ConfigError(f"--out {value}: the preview is a PNG image; name a .png file")
-    return str(check_writable(value, folder=False, label="--out"))
+    path = check_writable(value, folder=False, label="--out")
+    if path.is_symlink() or (path.exists() and not (path.is_file() and _ours(path))):
+        raise ConfigError(f"--out {value} exists and is no preview vggbench wrote; it is not replaced: choose another "
+                          f"name, or move it away")
+    return str(path)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +56,7 @@ class PreviewSettings(Settings):
 
 def preview(settings: PreviewSettings) -> Path:
     """Write the labelled grid to settings.out; returns its path."""
+    expect("preview", "settings", settings, PreviewSettings, "a PreviewSettings")
     import torch
     from PIL import Image, ImageDraw
 
@@ -64,6 +80,10 @@ def preview(settings: PreviewSettings) -> Path:
         x, y = (n % columns) * side, (n // columns) * (side + LABEL_HEIGHT)
         grid.paste(tile, (x, y))
         draw.text((x + 2, y + side + 1), str(data.classes[label])[:side // 6], fill="black")
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(*MARK)
     with atomic_file(settings.out) as tmp:
-        grid.save(tmp, format="PNG")
+        grid.save(tmp, format="PNG", pnginfo=info)
     return Path(settings.out)

@@ -6,14 +6,17 @@ outputs within the precision's tolerance, and times it.
 
 Prints one JSON line: passed, max_abs, cosine, top-1 agreement, images_per_s (batch / median call), median_ms,
 the row's images/s it was deployed from, the runtime's version and whether vggbench was imported. Exit 1 when the
-sha256 or the outputs do not match.
+sha256 or the outputs do not match, or the artifact is refused (safe_load.py, vggbench's own gate: nothing that
+could run code when loaded is opened); 2 on a bad option.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
+import math
 import statistics
 import sys
 import time
@@ -24,15 +27,62 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
+MAX_SECONDS, MAX_CALLS = 3600.0, 10**6  # bounds on what is asked, so that no value makes the timing endless
+
+
+def _bounded(kind, low, high):
+    def parse(text: str):
+        value = kind(text)
+        if not (isinstance(value, int) or math.isfinite(value)) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its message
+    return parse
+
+
 def arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--warmup-time", type=float, default=1.0)
-    parser.add_argument("--time", type=float, default=3.0)
-    parser.add_argument("--min-iters", type=int, default=5)
-    parser.add_argument("--max-iters", type=int, default=1000)
+    parser.add_argument("--warmup", type=_bounded(int, 0, MAX_CALLS), default=1)
+    parser.add_argument("--warmup-time", type=_bounded(float, 0, MAX_SECONDS), default=1.0)
+    parser.add_argument("--time", type=_bounded(float, 0, MAX_SECONDS), default=3.0)
+    parser.add_argument("--min-iters", type=_bounded(int, 1, MAX_CALLS), default=5)
+    parser.add_argument("--max-iters", type=_bounded(int, 1, MAX_CALLS), default=1000)
     parser.add_argument("--out", help="also write the JSON here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.min_iters > args.max_iters:
+        parser.error(f"--min-iters {args.min_iters} is more than --max-iters {args.max_iters}")
+    return args
+
+
+def inspect(config: dict) -> Path:
+    """The artifact's path once every file of it is a plain file of this folder with its deployed sha256 and the
+    main file passes vggbench's gate (safe_load.py beside this script): a ValueError saying why not otherwise."""
+    files = config["artifact"]["files"]
+    names = [entry["file"] for entry in files]
+    if config["artifact"]["file"] not in names:
+        raise ValueError(f"config.json's artifact {config['artifact']['file']!r} is not one of its files")
+    spec = importlib.util.spec_from_file_location("vggbench_deploy_gate", HERE / "safe_load.py")
+    if spec is None or not (HERE / "safe_load.py").is_file():
+        raise ValueError("safe_load.py is missing: the artifact cannot be checked before it is loaded")
+    gate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gate)
+    for entry in files:  # the main file and its external data, if any
+        path = HERE / entry["file"]
+        try:
+            gate.check_regular_file(path, HERE)
+        except gate.ArtifactError as e:
+            raise ValueError(str(e)) from None
+        found = sha256(path)
+        if found != entry["sha256"]:
+            raise ValueError(f"{entry['file']} has sha256 {found}, not the deployed {entry['sha256']}")
+    path = HERE / config["artifact"]["file"]
+    check = {".pt2": gate.check_pt2, ".ts": gate.check_torchscript}.get(path.suffix)
+    try:
+        if check is not None:
+            check(path)
+    except gate.ArtifactError as e:
+        raise ValueError(str(e)) from None
+    return path
 
 
 def sha256(path: Path) -> str:
@@ -156,20 +206,27 @@ def time_calls(step, args) -> list[float]:
     return samples
 
 
+def refused(reason: str) -> int:
+    print(json.dumps({"passed": False, "reason": reason}))
+    return 1
+
+
 def main(argv=None) -> int:
     args = arguments(argv)
-    config = json.loads((HERE / "config.json").read_text(encoding="utf-8"))
-    path = HERE / config["artifact"]["file"]
-    for entry in config["artifact"]["files"]:  # the main file and its external data, if any
-        found = sha256(HERE / entry["file"])
-        if found != entry["sha256"]:
-            print(json.dumps({"passed": False, "reason": f"{entry['file']} has sha256 {found}, not the deployed "
-                                                         f"{entry['sha256']}"}))
-            return 1
-    x = np.load(HERE / "input.npy", allow_pickle=False)
-    expected = np.load(HERE / "expected.npy", allow_pickle=False)
+    try:
+        config = json.loads((HERE / "config.json").read_text(encoding="utf-8"))
+        if config.get("runtime") not in CALLS:
+            return refused(f"config.json names the runtime {config.get('runtime')!r}, not one of {', '.join(CALLS)}")
+        path = inspect(config)
+        x = np.load(HERE / "input.npy", allow_pickle=False)
+        expected = np.load(HERE / "expected.npy", allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a file missing, swapped or edited: said, not raised
+        return refused(f"this deploy folder cannot be run: {type(e).__name__}: {e}")
     call, version = CALLS[config["runtime"]](config, path, x)
-    result = compare(expected, call(), config["tolerance"])
+    got = call()
+    if got.shape != expected.shape:
+        return refused(f"the outputs have shape {list(got.shape)}, the references {list(expected.shape)}")
+    result = compare(expected, got, config["tolerance"])
     samples = time_calls(call, args)
     median = statistics.median(samples)
     result |= {"images_per_s": x.shape[0] / median, "median_ms": median * 1e3, "iterations": len(samples),
