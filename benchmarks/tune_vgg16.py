@@ -4,7 +4,9 @@
    runtimes (onnxruntime and OpenVINO by default), fp32, the threads fixed to the cores given to the run.
 2. One `vggbench run`-style sweep, its cases interleaved in rounds: each winner at both batch sizes, onnxruntime
    with no settings, OpenVINO with no configuration at all (`defaults`: its own precision, bf16 on a CPU with bf16
-   instructions) and OpenVINO fp32 with vggbench's defaults (LATENCY hint, f32), and eager fp32 (the baseline).
+   instructions) and OpenVINO fp32 with vggbench's defaults (LATENCY hint, f32), eager fp32 (the baseline) and
+   vggbench's own fast paths (--fast-paths, winograd by default: not deployable, so never a winner's rival, but
+   the fastest overall fp32 path is set against the best default too).
 
     python benchmarks/tune_vgg16.py [--trials 6] [--image-size 224] [--out benchmarks/results]
 
@@ -23,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vggbench.backends.openvino import default_precision  # noqa: E402
+from vggbench.backends.registry import get_backend  # noqa: E402
 from vggbench.bench.confidence import images_interval  # noqa: E402
 from vggbench.bench.report import render_run, render_tune  # noqa: E402
 from vggbench.bench.results import claim_results, read_run  # noqa: E402
@@ -41,6 +44,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--compare-time", type=float, default=4.0, help="seconds per case of the comparison")
     parser.add_argument("--min-iters", type=int, default=5, help="timed calls per case, at least")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of a trial's timed calls (the comparison: 5)")
+    parser.add_argument("--fast-paths", default="winograd",
+                        help="vggbench's own fp32 paths timed beside them, comma-separated ('' for none): the fastest "
+                             "overall path against the best default")
+    parser.add_argument("--isolation", default="process", choices=("none", "process"),
+                        help="the comparison's groups each in a fresh worker process (the cross-check's finding: "
+                             "what one backend leaves in a process cannot reach another's rows)")
     parser.add_argument("--export-cache", default="exports/.cache")
     parser.add_argument("--out", default="benchmarks/results")
     return parser.parse_args()
@@ -61,12 +70,14 @@ def main() -> None:
               {"backends": ["onnxruntime"], "precisions": ["fp32"]},
               {"backends": ["openvino"], "precisions": ["fp32"]},
               {"backends": ["openvino"], "precisions": [ov_default], "backend": {"openvino": {"defaults": True}}}]
+    for backend in filter(None, args.fast_paths.split(",")):
+        matrix.append({"backends": [backend], "precisions": ["fp32"], "memory_formats": ["channels_last"]})
     for trial in winners.values():
         matrix.append({"backends": [trial["backend"]], "precisions": [trial["precision"]],
                        "memory_formats": [trial["memory_format"]], "backend": {trial["backend"]: trial["settings"]}})
     suite = Suite(name="tuned-vs-defaults", models=(args.model,), batch_sizes=(1, 8), image_size=args.image_size,
                   threads=cores, min_time_s=args.compare_time, warmup_time_s=1.0, min_iters=args.min_iters, max_iters=200,
-                  matrix=tuple(matrix))
+                  isolation=args.isolation, matrix=tuple(matrix))
     journal = claim_results(args.out, prefix="tuned-vs-defaults")
     run = benchmark(suite, export_cache=args.export_cache, journal=journal)
     path, _ = journal.finish(run.to_dict())
@@ -117,6 +128,11 @@ def summary(data: dict, winners: dict, ov_default: str) -> str:
                             and _untouched(r, trial["settings"]):
                         lines.append(f"  {goal} winner {_name(r)} {_ips(r)}: "
                                      f"{r['images_per_s'] / best['images_per_s']:.2f}x the {title}")
+        fastest = max((r for r in at if r["precision"] == "fp32"), key=lambda r: r["images_per_s"])
+        for title, defaults in (("best default", ort + ov), ("best fp32 default", ort + ov_f32)):
+            best = max(defaults, key=lambda r: r["images_per_s"])
+            lines.append(f"batch {batch}: the fastest fp32 path {_name(fastest)} {_ips(fastest)}: "
+                         f"{fastest['images_per_s'] / best['images_per_s']:.2f}x the {title}")
     lines.append(f"(OpenVINO with no configuration runs {ov_default} on this CPU)")
     return "\n".join(lines)
 
@@ -127,8 +143,11 @@ def _untouched(r: dict, settings: dict) -> bool:
 
 
 def _name(r: dict) -> str:
-    settings = {k: v for k, v in (r["backend_settings"] or {}).items() if k not in ("threads", "cache_dir", "tf32")}
-    return f"{r['backend']} {r['precision']} {json.dumps(settings)}"
+    """The row's backend, precision and the settings it changed from the backend's defaults."""
+    base = get_backend(r["backend"]).settings().to_dict()
+    changed = {k: v for k, v in (r["backend_settings"] or {}).items()
+               if k not in ("threads", "cache_dir", "tf32") and base.get(k) != v}
+    return f"{r['backend']} {r['precision']}" + (f" {json.dumps(changed)}" if changed else " (defaults)")
 
 
 def _ips(r: dict) -> str:
