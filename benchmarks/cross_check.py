@@ -6,9 +6,11 @@ row's settings (`vggbench run --cross-check`, suite benchmarks/suites/cross-chec
     python benchmarks/cross_check.py --tiny --out /tmp/x   # the script itself: a 1/16-width VGG11 at 32x32
 
 Prints a markdown table, one line per row: vggbench's images/s (with the 95% interval of its median where the row
-has one), the tool's images/s, their ratio (vggbench's over the tool's) and whether it is within the tolerance
-(and whether its whole interval is); writes the run (JSON and CSV) and the table (cross-check-<time>.md) under
---out. Exits 1 when a row is outside the tolerance, or did not run, or could not be checked.
+has one), the tool's images/s, their ratio (vggbench's over the tool's: the median of the pairs, each round's
+images/s over the tool's run right after it, where the row ran in rounds) and whether it is within the tolerance,
+and whether its whole interval is (the range of the pairs' ratios; else the interval of the row's median); writes
+the run (JSON and CSV) and the table (cross-check-<time>.md) under --out. Exits 1 when a row is outside the
+tolerance, or did not run, or could not be checked.
 """
 
 from __future__ import annotations
@@ -55,8 +57,13 @@ def verdicts(run, tolerance: float) -> tuple[list[str], int]:
             continue
         ratio = check["ratio"]
         within = abs(ratio - 1) <= tolerance
-        sure = "-" if ci is None else \
-            "yes" if all(abs(v / check["images_per_s"] - 1) <= tolerance for v in ci) else "no"
+        pairs = check.get("pairs")
+        if pairs:  # paired with the rounds: the range of the pairs' ratios (5 pairs: 93.75% sure of their median)
+            sure = ("yes" if all(abs(p - 1) <= tolerance for p in pairs) else "no") + \
+                f" ({min(pairs):.3f}-{max(pairs):.3f})"
+        else:
+            sure = "-" if ci is None else \
+                "yes" if all(abs(v / check["images_per_s"] - 1) <= tolerance for v in ci) else "no"
         failed += not within
         lines.append(f"{head} {ours} | {tool.split(' (')[0]} | {check['images_per_s']:.4g} | {ratio:.3f} | "
                      f"{'yes' if within else 'no'} | {sure} |")

@@ -3,8 +3,9 @@ with the row's settings and for about the row's time budget, and the row gets a 
 
     {"tool", "command" (the exact argv), "images_per_s", "median_ms", "ratio" (the row's images/s over the
      tool's), "seconds" (the tool's process, start to exit), "iterations", "timed_s", "config" (openvino),
-     "runs" (a row timed in rounds: the tool runs after its first, middle and last round, each with its share of
-     the budget, and the block holds the median of their images/s; see chunk_rounds)}
+     "runs" (a row timed in rounds: the tool runs after each round (at most 5, spread), each with its share of
+     the budget; the block's images/s is the median of theirs), "pairs" (each run's round's images/s over the
+     run's: the row's ratio is their median, "pooled_ratio" the row's images/s over the block's; see combine)}
 
 or {"tool", "command", "error"} when the tool is missing or fails; a failed cross-check never fails the row.
 
@@ -395,11 +396,13 @@ def cross_check(row: BenchResult, prepared, suite) -> BenchResult:
 
 
 def chunk_rounds(rounds: int) -> tuple[int, ...]:
-    """After which of a case's rounds its tool runs, when the rounds are interleaved: the first, the middle and the
-    last (all of them below 3). A machine's speed drifts by several per cent over a minute (2026-12-06, Zen 4: one
-    onnxruntime row's round medians 1,138-1,259 ms), so a tool timed once after all the rounds meets another
-    machine than the rounds did; spread over the same span, both meet the same drift."""
-    return tuple(sorted({1, (rounds + 1) // 2, rounds}))
+    """After which of a case's rounds its tool runs, when the rounds are interleaved: after each one, or after 5 of
+    them spread from the first to the last. A machine's speed drifts by several per cent within a minute
+    (2026-12-06, Zen 4: one onnxruntime row's round medians 1,138-1,259 ms; a winograd row's 600-880 ms), so the
+    tool is timed right after each round it is set against (see combine)."""
+    if rounds <= 5:
+        return tuple(range(1, rounds + 1))
+    return tuple(sorted({1 + round(i * (rounds - 1) / 4) for i in range(5)}))
 
 
 def tool_run(row: BenchResult, prepared, suite, share: int = 1) -> dict:
@@ -423,8 +426,13 @@ def tool_run(row: BenchResult, prepared, suite, share: int = 1) -> dict:
 
 
 def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
-    """`row` with the cross_check block of its tool's runs: the median of their images/s, the ratio of the row's
-    to it; each run kept under "runs" where there were several. An error in any run is the block's."""
+    """`row` with the cross_check block of its tool's runs: the median of their images/s, and the ratio. Where the
+    runs came after the row's rounds (each run's "after_round"), the ratio is paired: each round's images/s over
+    the run that followed it, and the median of those "pairs" (each pair met the same machine; the pooled median
+    of a row's samples against the median of its tool's runs weighs the rounds otherwise, and a machine that
+    drifted in the middle rounds gave a winograd row 0.89 where every pair read 0.97-1.00, 2026-12-06). The pooled
+    ratio is kept as "pooled_ratio". Each run kept under "runs" where there were several. An error in any run is
+    the block's."""
     if row.status != "ok" or not row.images_per_s or not runs:
         return row
     failed = next((r for r in runs if "error" in r or not r.get("median_ms")), None)
@@ -436,8 +444,28 @@ def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
     median_ms = statistics.median(r["median_ms"] for r in runs)
     block = {**runs[-1], "images_per_s": images_per_s, "median_ms": median_ms,
              "ratio": row.images_per_s / images_per_s, "seconds": round(sum(r["seconds"] for r in runs), 3)}
+    block.pop("after_round", None)
+    pairs = _pairs(row, runs)
+    if pairs:
+        block.update(ratio=statistics.median(pairs), pairs=pairs, pooled_ratio=row.images_per_s / images_per_s)
     if len(runs) > 1:
         block["iterations"] = sum(r.get("iterations") or 0 for r in runs) or None
         block["timed_s"] = sum(r.get("timed_s") or 0 for r in runs) or None
         block["runs"] = runs
     return replace(row, cross_check=block)
+
+
+def _pairs(row: BenchResult, runs: list[dict]) -> list[float] | None:
+    """Each run's ratio to the round it followed (that round's images/s: the batch over its samples' median), or
+    None where a run does not say which round, or the row has no samples of it."""
+    by_round: dict[int, list[float]] = {}
+    samples = tuple(row.samples_ms or ())
+    for value, k in zip(samples, row.sample_rounds or (1,) * len(samples), strict=True):
+        by_round.setdefault(k, []).append(value)
+    pairs = []
+    for run in runs:
+        samples = by_round.get(run.get("after_round"))
+        if not samples:
+            return None
+        pairs.append(row.batch_size / (statistics.median(samples) / 1e3) / run["images_per_s"])
+    return pairs

@@ -316,8 +316,7 @@ class _Sweep:
                 # the tool between the rounds, in as many runs as it has places, so that it meets the machine the
                 # rounds meet (crosscheck.chunk_rounds); the row's block is made of them when its rounds are done
                 state.tool_runs.append(tool_run(_pending(case, state.session, prepared.notes(state.batch)),
-                                                prepared, self.suite,
-                                                len(chunk_rounds(rounds))))
+                                                prepared, self.suite, len(chunk_rounds(rounds))) | {"after_round": round})
             if round == 1:
                 back_off.see(case, "ok")
             if round < rounds:
