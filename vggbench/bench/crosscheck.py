@@ -5,7 +5,7 @@ with the row's settings and for about the row's time budget, and the row gets a 
      tool's), "seconds" (the tool's process, start to exit), "iterations", "timed_s", "config" (openvino),
      "runs" (a row timed in rounds: the tool runs after each round (at most 5, spread), each with its share of
      the budget; the block's images/s is the median of theirs), "pairs" (each run's round's images/s over the
-     run's: the row's ratio is their median, "pooled_ratio" the row's images/s over the block's; see combine)}
+     run's) and "paired_ratio" (their median); see combine)}
 
 or {"tool", "command", "error"} when the tool is missing or fails; a failed cross-check never fails the row.
 
@@ -426,13 +426,15 @@ def tool_run(row: BenchResult, prepared, suite, share: int = 1) -> dict:
 
 
 def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
-    """`row` with the cross_check block of its tool's runs: the median of their images/s, and the ratio. Where the
-    runs came after the row's rounds (each run's "after_round"), the ratio is paired: each round's images/s over
-    the run that followed it, and the median of those "pairs" (each pair met the same machine; the pooled median
-    of a row's samples against the median of its tool's runs weighs the rounds otherwise, and a machine that
-    drifted in the middle rounds gave a winograd row 0.89 where every pair read 0.97-1.00, 2026-12-06). The pooled
-    ratio is kept as "pooled_ratio". Each run kept under "runs" where there were several. An error in any run is
-    the block's."""
+    """`row` with the cross_check block of its tool's runs: the median of their images/s, and the ratio of the
+    row's images/s (the median of all its samples) to it. The tool runs after every round (chunk_rounds), so both
+    sides cover the same minutes alike. Where the runs say which round they followed ("after_round"), each run's
+    ratio to that round is kept too ("pairs", their median "paired_ratio"): a diagnostic, not the verdict. A pair
+    is one round's few calls against one run's, and a burst of slowness that lands on one side of a pair moves it
+    by 10-60% (2026-12-06, Zen 4: eager at batch 1, one round at 365 ms against 209-235 ms for the others), so the
+    median of five pairs scattered more than the pooled medians did: 6 of 10 rows within 5% paired against 9 of
+    10 pooled in the same run. Each run kept under "runs" where there were several. An error in any run is the
+    block's."""
     if row.status != "ok" or not row.images_per_s or not runs:
         return row
     failed = next((r for r in runs if "error" in r or not r.get("median_ms")), None)
@@ -447,7 +449,7 @@ def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
     block.pop("after_round", None)
     pairs = _pairs(row, runs)
     if pairs:
-        block.update(ratio=statistics.median(pairs), pairs=pairs, pooled_ratio=row.images_per_s / images_per_s)
+        block.update(pairs=pairs, paired_ratio=statistics.median(pairs))
     if len(runs) > 1:
         block["iterations"] = sum(r.get("iterations") or 0 for r in runs) or None
         block["timed_s"] = sum(r.get("timed_s") or 0 for r in runs) or None
