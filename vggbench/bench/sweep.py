@@ -313,7 +313,7 @@ class _Sweep:
             state.session.sample(*round_timing(case.timing, rounds), round=round)
             state.loads.append(load_block(start, self.load.sample()))
             if self.suite.cross_check and round in chunk_rounds(rounds):
-                # the tool between the rounds, in as many runs as it has places, so that it meets the machine the
+                # the tool after the rounds, in as many runs as it has places, so that it meets the machine the
                 # rounds meet (crosscheck.chunk_rounds); the row's block is made of them when its rounds are done
                 state.tool_runs.append(tool_run(_pending(case, state.session, prepared.notes(state.batch)),
                                                 prepared, self.suite, len(chunk_rounds(rounds))) | {"after_round": round})
