@@ -110,7 +110,10 @@ def test_a_profiled_runs_layer_shares_sum_to_its_total(profiled):
         # it (OpenVINO: 9% covered under a load average of 14), so no lower bound but that some ops were seen
         assert 0 < entry["coverage"] <= 1.05, entry["backend"]
         weights = [row for row in entry["layers"] if row["kind"] in ("conv", "linear")]
-        assert all(row["ms"] > 0 and row["gflops_per_s"] > 0 for row in weights), entry["backend"]
+        # every weighted layer is on a line; OpenVINO's counters tick in microseconds, so on a tiny model one of its
+        # small layers can read 0 (seen once on a busy CI machine): a rate is asked only of a layer that took time
+        assert len(weights) == 11 and sum(row["ms"] for row in weights) > 0, entry["backend"]
+        assert all(row["gflops_per_s"] > 0 for row in weights if row["ms"] > 0), entry["backend"]
 
 
 def test_a_profile_writes_a_chrome_trace_per_case_and_a_plot(profiled):

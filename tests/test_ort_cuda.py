@@ -109,4 +109,5 @@ def test_the_tensorrt_provider_is_ort_tensorrt_and_refused_where_it_does_not_sta
     monkeypatch.setattr(Session, "get_providers", lambda self: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     with pytest.raises(UnsupportedError, match="could not start TensorrtExecutionProvider .*fell back"):
         OrtRunner("model.onnx", resolve_target("ort-tensorrt", "cuda", "fp16"))
-    assert Session.made[-1].providers[0] == ("TensorrtExecutionProvider", {"device_id": 0, "trt_fp16_enable": True})
+    assert Session.made[-1].providers[0] == ("TensorrtExecutionProvider", {"device_id": 0, "trt_fp16_enable": True,
+                                                                          "trt_builder_optimization_level": 3})

@@ -61,7 +61,7 @@ def calls(monkeypatch):
     log.oom_from = oom_from = {}
     monkeypatch.setattr(sweep, "REWARM_S", 0.0)  # a later round opens with exactly one untimed call
     monkeypatch.setattr(prepare, "make_runner", make)
-    monkeypatch.setattr(prepare.ExportCache, "folder", lambda self, target: None)
+    monkeypatch.setattr(prepare.ExportCache, "folder", lambda self, target, settings=None: None)
     monkeypatch.setattr(prepare.PreparedRunner, "close", close)
     return log
 

@@ -131,7 +131,7 @@ def test_oom_is_a_row_and_the_run_goes_on(cache, monkeypatch):
             return made[-1]
         return real(target, model, **kwargs)
     monkeypatch.setattr(prepare, "make_runner", fake)
-    monkeypatch.setattr(prepare.ExportCache, "folder", lambda self, target: None)
+    monkeypatch.setattr(prepare.ExportCache, "folder", lambda self, target, settings=None: None)
     result = run(cache, backends=["torchscript", "eager"], batch_sizes=[1, 2, 4])
     statuses = [(r.backend, r.batch_size, r.status) for r in result.results]
     assert statuses == [("torchscript", 1, "ok"), ("torchscript", 2, "oom"), ("torchscript", 4, "oom"),
