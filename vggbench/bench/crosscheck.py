@@ -462,7 +462,10 @@ def _pairs(row: BenchResult, runs: list[dict]) -> list[float] | None:
     None where a run does not say which round, or the row has no samples of it."""
     by_round: dict[int, list[float]] = {}
     samples = tuple(row.samples_ms or ())
-    for value, k in zip(samples, row.sample_rounds or (1,) * len(samples), strict=True):
+    rounds = tuple(row.sample_rounds or (1,) * len(samples))
+    if len(rounds) != len(samples):  # a row read from elsewhere that does not say each sample's round
+        return None
+    for value, k in zip(samples, rounds, strict=True):
         by_round.setdefault(k, []).append(value)
     pairs = []
     for run in runs:
