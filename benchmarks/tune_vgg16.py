@@ -114,11 +114,10 @@ def summary(data: dict, winners: dict, ov_default: str) -> str:
     lines = []
     for batch in (1, 8):
         at = [r for r in rows if r["batch_size"] == batch]
-        ort = [r for r in at if r["backend"] == "onnxruntime" and _untouched(r, {"optimization": "all",
-               "execution_mode": "sequential", "spinning": True, "memory_arena": True})]
+        ort = [r for r in at if r["backend"] == "onnxruntime" and _untouched(r, _defaults("onnxruntime"))]
         ov = [r for r in at if r["backend"] == "openvino" and r["backend_settings"]["defaults"]]
         ov_f32 = [r for r in at if r["backend"] == "openvino" and r["precision"] == "fp32"
-                  and _untouched(r, {"defaults": False, "hint": "LATENCY", "streams": None, "requests": None})]
+                  and _untouched(r, _defaults("openvino"))]
         fastest = max((r for r in at if r["precision"] == "fp32"), key=lambda r: r["images_per_s"])
         for title, defaults in (("best default", ort + ov), ("best fp32 default", ort + ov_f32)):
             best = max(defaults, key=lambda r: r["images_per_s"])
@@ -135,16 +134,26 @@ def summary(data: dict, winners: dict, ov_default: str) -> str:
     return "\n".join(lines)
 
 
+# settings a run fills in for every row alike (the cores, the cache folder), never a tuned knob
+NOT_KNOBS = ("threads", "cache_dir", "tf32")
+
+
+def _defaults(backend: str) -> dict:
+    """Every setting of the backend at its declared default (what a row with no settings ran with)."""
+    return {k: v for k, v in get_backend(backend).settings().to_dict().items() if k not in NOT_KNOBS}
+
+
 def _untouched(r: dict, settings: dict) -> bool:
-    """Whether a row ran with these backend settings."""
-    return all(r["backend_settings"].get(k) == v for k, v in settings.items())
+    """Whether a row ran with these backend settings. A setting the row does not record (a knob added after its
+    file was written) ran at the backend's default."""
+    got, declared = r["backend_settings"] or {}, _defaults(r["backend"])
+    return all(got.get(k, declared.get(k)) == v for k, v in settings.items())
 
 
 def _name(r: dict) -> str:
     """The row's backend, precision and the settings it changed from the backend's defaults."""
-    base = get_backend(r["backend"]).settings().to_dict()
-    changed = {k: v for k, v in (r["backend_settings"] or {}).items()
-               if k not in ("threads", "cache_dir", "tf32") and base.get(k) != v}
+    base = _defaults(r["backend"])
+    changed = {k: v for k, v in (r["backend_settings"] or {}).items() if k not in NOT_KNOBS and base.get(k) != v}
     return f"{r['backend']} {r['precision']}" + (f" {json.dumps(changed)}" if changed else " (defaults)")
 
 

@@ -224,7 +224,7 @@ def test_the_runner_keeps_the_recently_used_shapes_within_its_bound():
 def test_a_shape_runs_its_plan_built_afresh_not_the_model_its_tuning_built(monkeypatch):
     from vggbench.backends.winograd import runner as runner_module
 
-    built, trims = [], []
+    built = []
     original = runner_module.winograd_model
 
     def recording(*args, **kwargs):
@@ -233,13 +233,11 @@ def test_a_shape_runs_its_plan_built_afresh_not_the_model_its_tuning_built(monke
         return model, rows
 
     monkeypatch.setattr(runner_module, "winograd_model", recording)
-    monkeypatch.setattr(runner_module.allocator, "trim", lambda: trims.append(len(built)) or True)
     runner = WinogradRunner(load_model("vgg11", seed=4, **TINY).module)
     out = runner(_batch(2))
     (tuned, tuned_choice), (kept, plan) = built  # tuned (every layer timed), then built from the plan, untimed
     convs = [row["choice"] for row in runner.choices[(2, 3, TINY_IMAGE, TINY_IMAGE)] if row["layer"].startswith("conv")]
     assert tuned_choice is None and plan == convs
-    assert trims == [1]  # the tuning's memory given back before the plan is built
     assert runner._tuned[(2, 3, TINY_IMAGE, TINY_IMAGE)][0] is kept and kept is not tuned
     assert torch.equal(runner(_batch(2)), out) and len(built) == 2  # and kept: no third build
 

@@ -81,14 +81,6 @@ def child_environment(policy: str, base: dict | None = None) -> dict:
     return env
 
 
-def trim() -> bool:
-    """Give the heap's free memory back to the kernel (glibc's malloc_trim(0), which "steady" never does by
-    itself), after a one-off burst of allocations, such as a tuning's discarded candidates, so that what is built
-    next gets pages of its own rather than the holes the burst left. False where there is no glibc."""
-    libc = _glibc()
-    return bool(libc.malloc_trim(0)) if libc is not None else False
-
-
 @dataclass(frozen=True)
 class Usage:
     """The process's CPU time and page faults at one moment (getrusage: every thread of the process)."""

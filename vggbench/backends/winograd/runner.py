@@ -1,7 +1,7 @@
 """The winograd backend's runner: eager channels_last with each 3x3 conv as direct or Winograd, tuned per
 input shape on the first call (vggbench.backends.winograd.model).
 
-A shape's first call tunes it, then builds the chosen plan afresh (the tuning's own model is dropped).
+A shape's first call tunes it, then builds the chosen plan again (the tuning's own model is dropped).
 A tuned model holds its own weights (the Winograd layers' transformed ones among them) and, per layer, the
 activations and workspaces it keeps between calls: about 1 GB for VGG16 at batch 8. The runner keeps the
 models of the shapes used last, up to `max_cache_bytes`; an evicted shape's model is rebuilt on its next
@@ -10,14 +10,12 @@ call from the plan its tuning chose (untimed, so the same layers and the same ou
 
 from __future__ import annotations
 
-import gc
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ...core import allocator
 from ...core.device import Device
 from ...core.settings import setting
 from ..profiling import torch_profile
@@ -90,14 +88,12 @@ class WinogradRunner(TorchRunner):
             with torch.inference_mode():
                 return self._tuned[shape][0](prepared)
         if shape not in self.choices:
-            # the tuning builds and times every candidate of every layer; the model it returns holds buffers
-            # scattered among the holes the losers left. It is dropped, the free memory given back, and the
-            # plan built again, as a process that follows the plan builds it: on 2026-12-06 (AVX2 EPYC, VGG16
-            # at batch 8) the tuned model ran 3-25% slower than the same plan built afresh in another process,
-            # the rebuilt one within 2% of it (benchmarks/README.md, "Winograd after its tuning")
+            # the tuning's own model is dropped and the plan built again, as an evicted shape and a cross-check's
+            # timer build it: one construction for a plan wherever it runs. Not for speed: on 2026-12-06 (AVX2
+            # EPYC, VGG16 at batch 8) one plan ran 8.6-10.6 images/s in six fresh processes, and 8.3-10.4 in six
+            # blocks of one process, a wider spread than any gap seen between tuned and rebuilt models
+            # (benchmarks/README.md, "Winograd after its tuning")
             self.choices[shape] = winograd_model(self._source, prepared, self.tiles)[1]
-            gc.collect()
-            allocator.trim()
         convs, linears = _plan(self.choices[shape])
         model, _ = winograd_model(self._source, prepared, self.tiles, choose=convs or "direct", linears=linears)
         with torch.inference_mode():
