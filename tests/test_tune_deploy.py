@@ -191,6 +191,27 @@ def test_a_tiny_tune_is_a_results_file_with_its_trials_and_a_deployable_winner(t
         "ORT_" + data["results"][winner["row"]]["backend_settings"]["execution_mode"].upper()
 
 
+def test_settings_already_run_are_not_run_again_and_a_spent_space_stops_the_search(tmp_path):
+    # torchscript has no knobs: its memory formats are the whole space (one thread, one batch size), asked for
+    # again and again
+    out = tmp_path / "tune.json"
+    result = cli("tune", "vgg11", *TINY_ARGS, "--trials", "3", "--backends", "torchscript", "--threads", "1",
+                 "--no-prune", *QUICK, "--out", out, "--export-cache", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    data = read_run(out)
+    block = data["settings"]["tune"]
+    ran = [t for t in block["trials"] if t["state"] == "COMPLETE"]
+    repeats = [t for t in block["trials"] if t["state"] == "DUPLICATE"]
+    formats = [t["memory_format"] for t in ran]
+    assert len(formats) == len(set(formats)) == len(data["results"]) <= 2  # each setting timed once
+    by_format = {t["memory_format"]: t for t in ran}
+    assert repeats and all(t["reason"] == f"the settings of trial {by_format[t['memory_format']]['number']}: not run "
+                           f"again" and t["value"] == by_format[t["memory_format"]]["value"] for t in repeats)
+    assert "a small space is spent" in block["stopped"] and block["winner"]["trial"] in {t["number"] for t in ran}
+    shown = cli("report", out)
+    assert shown.exit_code == 0 and "DUPLICATE" in shown.output and "a small space is spent" in shown.output
+
+
 def test_each_goal_values_a_row_as_it_says():
     from types import SimpleNamespace
 

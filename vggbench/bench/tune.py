@@ -265,8 +265,9 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
         study.enqueue_trial(params)
     interrupted = None
     try:
-        # trials whose knobs the settings refuse together run nothing and count for nothing (up to a limit)
-        counted, refused = 0, 0
+        # trials whose knobs the settings refuse together, or that ask for settings an earlier trial ran, run
+        # nothing and count for nothing (up to a limit: a small space is spent before the trials asked)
+        counted, refused, tried = 0, 0, {}
         while counted < settings.trials and refused < 10 * settings.trials:
             if settings.time_budget_s is not None and time.monotonic() - started > settings.time_budget_s:
                 block["stopped"] = f"time budget of {settings.time_budget_s:g} s spent after {counted} trial(s)"
@@ -285,6 +286,20 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                 echo(f"{what}: {why}")
                 refused += 1
                 continue
+            key = json.dumps(choice, sort_keys=True, default=str)
+            if key in tried:  # the sampler asked again for settings already run (a backend with no knobs, say)
+                same = tried[key]
+                entry.update(state="DUPLICATE", reason=f"the settings of trial {same['number']}: not run again",
+                             row=same["row"], value=same["value"])
+                # the earlier outcome, so that the sampler learns from it as from a trial
+                if same["state"] == "COMPLETE":
+                    study.tell(trial, same["value"])
+                else:
+                    study.tell(trial, state=getattr(optuna.trial.TrialState, same["state"]))
+                block["trials"].append(entry)
+                echo(f"{what}: {entry['reason']}")
+                refused += 1
+                continue
             counted += 1
             if trial.number < len(enqueued):  # asked first, in the order enqueued
                 entry["defaults"], what = True, f"{what} (defaults)"
@@ -299,6 +314,7 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                     entry.update(state="FAIL", reason=probe.reason or "p99 over the bound in the probe")
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     block["trials"].append(entry)
+                    tried[key] = entry
                     echo(f"{what}: failed in the probe ({entry['reason']})")
                     continue
                 trial.report(value, 0)
@@ -306,6 +322,7 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                     entry["state"] = "PRUNED"
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                     block["trials"].append(entry)
+                    tried[key] = entry
                     echo(f"{what}: pruned after its probe ({_shown(settings, value)})")
                     continue
             run = benchmark(base, export_cache=export_cache, progress=False, raise_errors=raise_errors, **overrides)
@@ -329,6 +346,10 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                 study.tell(trial, value)
                 echo(f"{what}: {_shown(settings, value)}")
             block["trials"].append(entry)
+            tried[key] = entry
+        if counted < settings.trials and "stopped" not in block:
+            block["stopped"] = (f"{counted} trial(s) run: the sampler asked {refused} time(s) for settings refused "
+                                f"together or already run, and the search stopped (a small space is spent)")
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the trials that finished are the search so far
         inner = getattr(e, "run", None)
         signal = isinstance(e, Terminated) or "SIGTERM" in str((inner.settings if inner else {}).get("interrupted"))
