@@ -159,13 +159,18 @@ def test_deploy_refuses_what_it_cannot_ship_and_folders_it_did_not_make(measured
 
 
 @pytest.mark.slow
-def test_a_tiny_tune_is_a_results_file_with_its_trials_and_a_deployable_winner(tmp_path):
+def tiny_tune(tmp_path, backend: str) -> tuple:
+    """Three trials of a tiny VGG11 over one backend, one thread, no pruning: (the file, its data, its tune block)."""
     out = tmp_path / "tune.json"
-    result = cli("tune", "vgg11", *TINY_ARGS, "--trials", "3", "--backends", "onnxruntime", "--threads", "1",
+    result = cli("tune", "vgg11", *TINY_ARGS, "--trials", "3", "--backends", backend, "--threads", "1",
                  "--no-prune", *QUICK, "--out", out, "--export-cache", tmp_path / "cache")
     assert result.exit_code == 0, result.output
     data = read_run(out)
-    block = data["settings"]["tune"]
+    return out, data, data["settings"]["tune"]
+
+
+def test_a_tiny_tune_is_a_results_file_with_its_trials_and_a_deployable_winner(tmp_path):
+    out, data, block = tiny_tune(tmp_path, "onnxruntime")
     assert block["goal"] == "latency" and len(block["trials"]) == 3 and block["pruner"] == "NopPruner"
     assert block["trials"][0]["defaults"] and block["trials"][0]["settings"]["optimization"] == "all"  # the start
     assert all(t["state"] == "COMPLETE" and t["backend"] == "onnxruntime" for t in block["trials"])
@@ -194,12 +199,7 @@ def test_a_tiny_tune_is_a_results_file_with_its_trials_and_a_deployable_winner(t
 def test_settings_already_run_are_not_run_again_and_a_spent_space_stops_the_search(tmp_path):
     # torchscript has no knobs: its memory formats are the whole space (one thread, one batch size), asked for
     # again and again
-    out = tmp_path / "tune.json"
-    result = cli("tune", "vgg11", *TINY_ARGS, "--trials", "3", "--backends", "torchscript", "--threads", "1",
-                 "--no-prune", *QUICK, "--out", out, "--export-cache", tmp_path / "cache")
-    assert result.exit_code == 0, result.output
-    data = read_run(out)
-    block = data["settings"]["tune"]
+    out, data, block = tiny_tune(tmp_path, "torchscript")
     ran = [t for t in block["trials"] if t["state"] == "COMPLETE"]
     repeats = [t for t in block["trials"] if t["state"] == "DUPLICATE"]
     formats = [t["memory_format"] for t in ran]
