@@ -184,8 +184,10 @@ def test_post_003_your_own_photos_in_train_data_and_test_data(tmp_path):
 @pytest.mark.slow
 def test_post_004_the_papers_recipe_with_five_crop_views_on_a_few_hundred_images(tmp_path):
     photos(Path("photos"), classes=5, per_class=60)
-    # the paper's init leaves the batch-norm statistics (and validation) at chance for 3 epochs, then it learns
-    result = run(POST_004, *TINY, "--epochs", "6", "--out", str(tmp_path / "run"))
+    # the paper's init leaves the batch-norm statistics (and validation) at chance for 3-4 epochs, then it learns;
+    # how soon depends on the CPU's arithmetic: on the AVX2 EPYC (2026-12-07) validation read 20% for 4 epochs,
+    # then 40, 40, 50, 57% (6 epochs, as before, ended on the bound itself; the Zen 4 passed at 6)
+    result = run(POST_004, *TINY, "--epochs", "8", "--out", str(tmp_path / "run"))
     # 270 training images x 5 views: the paper's batch 256 would be 6 steps an epoch
     assert "--recipe paper's batch 256 gives 6 steps an epoch on 1350 training samples" in result["stderr"]
     config = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
