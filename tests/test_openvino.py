@@ -161,7 +161,8 @@ def test_a_run_records_the_openvino_settings(tmp_path):
     assert row.status == "ok", row.reason
     assert row.backend_settings == {"threads": 1, "hint": "THROUGHPUT", "streams": 1, "cache_dir": None,
                                     "static_batch": True, "defaults": False, "requests": None,
-                                    "int8_method": "minmax", "int8_plan": "all"}  # how its int8 would be made
+                                    "int8_method": "minmax", "int8_plan": "all",
+                                    "int8_reduce_range": False}  # how its int8 would be made
     assert row.parity_max_abs is not None
     assert "PERFORMANCE_HINT=THROUGHPUT" in row.notes and "NUM_STREAMS=1" in row.notes
     assert run.settings["backend"]["openvino"]["hint"] == "THROUGHPUT"

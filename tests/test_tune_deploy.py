@@ -248,6 +248,7 @@ def test_int8_knobs_are_searched_at_int8_only_and_exclusive_ones_are_refused():
     assert "nchwc" in fp32 and not {"nhwc", "int8_method", "int8_plan"} & set(fp32)
     assert int8["int8_method"] == ("minmax", "percentile", "entropy", "nncf") and int8["nhwc"] == (False, True)
     assert get_backend("openvino").knob_space("cpu", "int8")["int8_plan"] == ("all", "auto")
+    assert int8["int8_reduce_range"] == (False, True) and "int8_reduce_range" not in fp32
     found = [Candidate("onnxruntime", ("fp32", "int8"), ("contiguous",), ort.knob_space("cpu"),
                        {"fp32": fp32, "int8": int8})]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -261,6 +262,8 @@ def test_int8_knobs_are_searched_at_int8_only_and_exclusive_ones_are_refused():
     assert invalid({"backend": "onnxruntime", "settings": {"int8_method": "nncf", "int8_plan": "auto"}}) \
         .startswith("int8_plan auto (layers kept in fp32) needs onnxruntime's quantizer")
     assert invalid({"backend": "onnxruntime", "settings": {"int8_method": "entropy"}}) is None
+    assert invalid({"backend": "openvino", "settings": {"int8_method": "nncf", "int8_reduce_range": True}}) \
+        .startswith("int8_reduce_range (7-bit weights) is onnxruntime's quantizer's")
 
 
 def test_each_int8_quantization_is_an_export_of_its_own(tiny):
@@ -277,6 +280,9 @@ def test_each_int8_quantization_is_an_export_of_its_own(tiny):
     mixed = cache.path(int8, OrtSettings(int8_plan="auto"))
     assert len({default, entropy, mixed}) == 3
     assert cache.quant(int8, OrtSettings(int8_plan="auto")).keep_fp32 == ("auto",)
+    # 7-bit weights are an export of their own too, and the quantizer is told so
+    assert cache.quant(int8, OrtSettings(int8_reduce_range=True)).reduce_range
+    assert cache.path(int8, OrtSettings(int8_reduce_range=True)) not in {cache.path(int8), entropy, mixed}
     assert cache.path(fp32, OrtSettings(int8_method="entropy")) == cache.path(fp32)  # fp32 has no quantization
 
 

@@ -246,6 +246,7 @@ BACKEND = register(Backend("onnxruntime", "onnx", ("cpu", "cuda"), ("fp32", "fp1
                                   Knob("nchwc", devices=("cpu",)),
                                   Knob("nhwc", devices=("cpu",), precisions=("int8",)),
                                   Knob("int8_method", precisions=("int8",)), Knob("int8_plan", precisions=("int8",)),
+                                  Knob("int8_reduce_range", precisions=("int8",)),
                                   Knob("cudnn_conv_algo_search", devices=("cuda",)),
                                   Knob("cuda_graph", devices=("cuda",)))))
 ORT_TENSORRT = register(Backend("ort-tensorrt", "onnx", ("cuda",), ("fp32", "fp16"), ("contiguous",), ort_factory,

@@ -270,4 +270,5 @@ BACKEND = register(Backend("openvino", "onnx", ("cpu",), ("fp32", "bf16", "int8"
                            deploy_config=deploy_config,
                            knobs=(Knob("hint"), Knob("streams", (None, 1, 2, 4)), Knob("requests", (None, 1, 2, 4, 8)),
                                   Knob("static_batch"), Knob("int8_method", precisions=("int8",)),
-                                  Knob("int8_plan", precisions=("int8",)))))
+                                  Knob("int8_plan", precisions=("int8",)),
+                                  Knob("int8_reduce_range", precisions=("int8",)))))

@@ -71,17 +71,24 @@ class Int8ExportSettings(BackendSettings):
                                choices=QUANT_METHODS)
     int8_plan: str = setting("all", "int8: all weight layers in int8, or auto: the mixed plan (the fewest layers "
                                     "kept in fp32 that bring top-1 agreement with fp32 to 99%).", choices=INT8_PLANS)
+    int8_reduce_range: bool = setting(False, "int8: 7-bit weights (export's --reduce-range), onnxruntime's advice "
+                                             "for x86 CPUs without VNNI, where uint8 x int8 products can saturate "
+                                             "in int16 (on an AVX2 EPYC every-layer int8 failed parity without it).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.int8_method == "nncf" and self.int8_plan == "auto":
             raise ConfigError("int8_plan auto (layers kept in fp32) needs onnxruntime's quantizer (minmax, percentile, "
                               "entropy), not nncf")
+        if self.int8_method == "nncf" and self.int8_reduce_range:
+            raise ConfigError("int8_reduce_range (7-bit weights) is onnxruntime's quantizer's (minmax, percentile, "
+                              "entropy), not nncf's")
 
     def quantization(self) -> dict | None:
-        if (self.int8_method, self.int8_plan) == ("minmax", "all"):
+        if (self.int8_method, self.int8_plan, self.int8_reduce_range) == ("minmax", "all", False):
             return None
-        return {"method": self.int8_method, "keep_fp32": ["auto"] if self.int8_plan == "auto" else []}
+        return {"method": self.int8_method, "keep_fp32": ["auto"] if self.int8_plan == "auto" else [],
+                **({"reduce_range": True} if self.int8_reduce_range else {})}
 
 
 class SettingsMap(Mapping):
