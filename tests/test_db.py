@@ -20,7 +20,7 @@ import pytest
 
 from tests.test_compare import noisy_samples, sampled
 from tests.test_report import ENV, cli, results_file
-from vggbench.bench.db import Database, HistoryFilter, database_url, import_files, record
+from vggbench.bench.db import Database, DatabaseError, HistoryFilter, database_url, import_files, record
 from vggbench.bench.results import claim_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,6 +191,36 @@ def test_a_writer_killed_mid_run_leaves_the_database_whole(tmp_path):
     assert again.communicate(timeout=120)[0].splitlines() == ["recorded 1"]
     with Database(db) as database:
         assert len(database.runs()) == 4 and database.check() == []
+
+
+def test_a_new_sqlite_file_locked_for_a_moment_is_opened_when_the_lock_goes(tmp_path, monkeypatch):
+    """What test_two_writers_at_once_lose_nothing met once on a busy machine: the other writer's process, opening
+    the same new file, was told "database is locked" at once (SQLite does not wait for some locks). It is tried
+    again until the busy timeout is spent; any other error is not."""
+    from vggbench.bench import db as db_module
+
+    real, calls = db_module.Database._create_once, []
+
+    def locked_twice(self):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise DatabaseError(f"results database {self.url}: database is locked")
+        return real(self)
+
+    monkeypatch.setattr(db_module.Database, "_create_once", locked_twice)
+    with Database(str(tmp_path / "a.db")) as database:
+        assert database.runs() == [] and len(calls) == 3
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(db_module.Database, "_create_once",
+                        lambda self: (_ for _ in ()).throw(DatabaseError("results database x: database is locked")))
+    with pytest.raises(DatabaseError, match="database is locked"):
+        Database(str(tmp_path / "b.db"))  # a lock that stays: the timeout's error
+    other = []
+    monkeypatch.setattr(db_module.Database, "_create_once",
+                        lambda self: other.append(1) or (_ for _ in ()).throw(DatabaseError("x: disk I/O error")))
+    with pytest.raises(DatabaseError, match="disk I/O error"):
+        Database(str(tmp_path / "c.db"))
+    assert other == [1]  # not tried again
 
 
 def test_two_writers_at_once_lose_nothing(tmp_path):

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +234,22 @@ class Database:
         return self.engine.connect().execution_options(vggbench_write=True)
 
     def _create(self) -> None:
+        """The tables and the schema version, made once (each process that opens the database checks them). Two
+        processes opening a new SQLite file at once can be told "database is locked" at once rather than after the
+        busy timeout (its journal switching to WAL, or the WAL's index being set up, takes a lock SQLite does not
+        wait for): that answer is tried again, with a growing pause, until BUSY_TIMEOUT_S is spent."""
+        deadline, pause = time.monotonic() + BUSY_TIMEOUT_S, 0.02
+        while True:
+            try:
+                return self._create_once()
+            except DatabaseError as e:
+                if not (self.sqlite and str(e).endswith("database is locked")) or time.monotonic() + pause > deadline:
+                    raise
+                self.engine.dispose()  # a fresh connection: its pragmas are run again
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def _create_once(self) -> None:
         sa = self.sa
         try:
             with self._write() as conn, conn.begin():
