@@ -158,7 +158,6 @@ def test_deploy_refuses_what_it_cannot_ship_and_folders_it_did_not_make(measured
     assert first.exit_code == 0 and again.exit_code == 0, again.output  # its own folder, replaced whole
 
 
-@pytest.mark.slow
 def tiny_tune(tmp_path, backend: str) -> tuple:
     """Three trials of a tiny VGG11 over one backend, one thread, no pruning: (the file, its data, its tune block)."""
     out = tmp_path / "tune.json"
@@ -169,6 +168,7 @@ def tiny_tune(tmp_path, backend: str) -> tuple:
     return out, data, data["settings"]["tune"]
 
 
+@pytest.mark.slow
 def test_a_tiny_tune_is_a_results_file_with_its_trials_and_a_deployable_winner(tmp_path):
     out, data, block = tiny_tune(tmp_path, "onnxruntime")
     assert block["goal"] == "latency" and len(block["trials"]) == 3 and block["pruner"] == "NopPruner"
@@ -196,6 +196,7 @@ def test_a_tiny_tune_is_a_results_file_with_its_trials_and_a_deployable_winner(t
         "ORT_" + data["results"][winner["row"]]["backend_settings"]["execution_mode"].upper()
 
 
+@pytest.mark.slow
 def test_settings_already_run_are_not_run_again_and_a_spent_space_stops_the_search(tmp_path):
     # torchscript has no knobs: its memory formats are the whole space (one thread, one batch size), asked for
     # again and again

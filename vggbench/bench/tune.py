@@ -301,6 +301,7 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                 refused += 1
                 continue
             counted += 1
+            tried[key] = entry  # its state and value are filled in below, before the sampler asks again
             if trial.number < len(enqueued):  # asked first, in the order enqueued
                 entry["defaults"], what = True, f"{what} (defaults)"
             overrides = _overrides(model, choice)
@@ -314,7 +315,6 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                     entry.update(state="FAIL", reason=probe.reason or "p99 over the bound in the probe")
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     block["trials"].append(entry)
-                    tried[key] = entry
                     echo(f"{what}: failed in the probe ({entry['reason']})")
                     continue
                 trial.report(value, 0)
@@ -322,7 +322,6 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                     entry["state"] = "PRUNED"
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                     block["trials"].append(entry)
-                    tried[key] = entry
                     echo(f"{what}: pruned after its probe ({_shown(settings, value)})")
                     continue
             run = benchmark(base, export_cache=export_cache, progress=False, raise_errors=raise_errors, **overrides)
@@ -346,7 +345,6 @@ def tune(model: str, settings: TuneSettings, *, export_cache: str | os.PathLike 
                 study.tell(trial, value)
                 echo(f"{what}: {_shown(settings, value)}")
             block["trials"].append(entry)
-            tried[key] = entry
         if counted < settings.trials and "stopped" not in block:
             block["stopped"] = (f"{counted} trial(s) run: the sampler asked {refused} time(s) for settings refused "
                                 f"together or already run, and the search stopped (a small space is spent)")
