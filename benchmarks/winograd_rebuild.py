@@ -52,6 +52,13 @@ x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)
 x = x.contiguous(memory_format=torch.channels_last)
 runner = make_runner(resolve_target("winograd", "cpu", "fp32", "channels_last"), module)
 plan = None
+def speed(call):
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
 if way == "blocks":
     runner.follow(tuple(x.shape), sys.argv[7])
     for _ in range(3):
@@ -59,12 +66,7 @@ if way == "blocks":
     speeds = []
     for block in range(int(sys.argv[8])):
         time.sleep(float(sys.argv[9]) if block else 0)
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            runner.run(x)
-            times.append(time.perf_counter() - start)
-        speeds.append(batch / statistics.median(times))
+        speeds.append(speed(lambda: runner.run(x)))
     print(json.dumps({"blocks": speeds}))
     sys.exit()
 if way == "tuned":
@@ -79,25 +81,41 @@ else:
     call = lambda: runner.run(x)
 for _ in range(3):  # the first builds (runner, fresh); two more untimed
     call()
-times = []
-for _ in range(calls):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-print(json.dumps({"images_per_s": batch / statistics.median(times), "plan": plan or runner.notes(x)}))
+print(json.dumps({"images_per_s": speed(call), "plan": plan or runner.notes(x)}))
 """
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 3600:  # nan fails this too
+        raise argparse.ArgumentTypeError(f"must be 0 to 3600 seconds, got {text}")
+    return value
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [_count(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch sizes are positive integers, e.g. 1,8: got {text!r}") from None
 
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vgg16")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-sizes", default="8")
-    parser.add_argument("--cycles", type=int, default=2)
-    parser.add_argument("--calls", type=int, default=15, help="timed calls per process (per block)")
-    parser.add_argument("--spread", type=int, default=0, help="N: one plan in N processes and N blocks of one")
+    parser.add_argument("--image-size", type=_count, default=224)
+    parser.add_argument("--batch-sizes", type=_sizes, default=[8])
+    parser.add_argument("--cycles", type=_count, default=2)
+    parser.add_argument("--calls", type=_count, default=15, help="timed calls per process (per block)")
+    parser.add_argument("--spread", type=_count, help="N: one plan in N processes and N blocks of one")
     parser.add_argument("--plan", default="", help="--spread: the plan (a winograd row's notes) [a tuning's]")
-    parser.add_argument("--pause", type=float, default=25.0, help="--spread: seconds between blocks")
+    parser.add_argument("--pause", type=_seconds, default=25.0, help="--spread: seconds between blocks")
     return parser.parse_args()
 
 
@@ -120,7 +138,7 @@ def main() -> None:
     print("\n| batch | cycle | tuned | its plan afresh | tuned / afresh | runner | its plan afresh | runner / afresh |")
     print("|---|---|---|---|---|---|---|---|")
     ratios: dict[tuple[int, str], list[float]] = {}
-    for batch in map(int, args.batch_sizes.split(",")):
+    for batch in args.batch_sizes:
         for cycle in range(1, args.cycles + 1):
             line = [str(batch), str(cycle)]
             for way in ("tuned", "runner"):
@@ -137,7 +155,7 @@ def main() -> None:
 
 
 def spread(args) -> None:
-    for batch in map(int, args.batch_sizes.split(",")):
+    for batch in args.batch_sizes:
         plan = args.plan or child(args, "tuned", batch)["plan"]
         print(f"\nbatch {batch}, plan: {plan}")
         processes = [child(args, "fresh", batch, plan)["images_per_s"] for _ in range(args.spread)]
