@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import vggbench
+from vggbench.bench.suite import ISOLATIONS
 from vggbench.core.fileio import write_text
 
 SUITE = Path(__file__).resolve().parent / "suites" / "cross-check.toml"
@@ -79,9 +80,10 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results", help="folder for the run and the table")
     parser.add_argument("--export-cache", default="exports/.cache")
     parser.add_argument("--rounds", type=int, help="[default: the suite's]")
-    parser.add_argument("--isolation", choices=("none", "process"),
+    parser.add_argument("--isolation", choices=ISOLATIONS,
                         help="process: each group in a fresh worker (nothing another backend did to the process "
-                             "reaches its rows) [default: the suite's]")
+                             "reaches its rows); case: each batch size in its own too, as its tool runs it "
+                             "[default: the suite's]")
     args = parser.parse_args()
     overrides = dict(TINY) if args.tiny else {}
     if args.min_time is not None:

@@ -145,7 +145,8 @@ def test_ctrl_c_between_rounds_keeps_the_finished_rows(tmp_path, calls, monkeypa
 
 DIES = '''
 """exits, killed and hangs: eager, until a batch of 2 or more ends its process (os._exit(3), SIGKILL) or never
-returns; its notes say the process's torch threads."""
+returns; ooms: runs out of memory at a batch of 2 or more; pids: eager. Their notes say the process's torch threads
+and its pid."""
 
 import os
 import signal
@@ -161,7 +162,9 @@ class DyingRunner(TorchRunner):
     how = ""
 
     def run(self, prepared):
-        if prepared.shape[0] >= 2:
+        if self.how == "ooms" and prepared.shape[0] >= 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        if prepared.shape[0] >= 2 and self.how in ("exits", "killed", "hangs"):
             if self.how == "exits":
                 os._exit(3)
             if self.how == "killed":
@@ -170,7 +173,7 @@ class DyingRunner(TorchRunner):
         return super().run(prepared)
 
     def notes(self, batch):
-        return f"threads {torch.get_num_threads()}"
+        return f"threads {torch.get_num_threads()} pid {os.getpid()}"
 
 
 def factory(how):
@@ -181,7 +184,7 @@ def factory(how):
     return make
 
 
-for how in ("exits", "killed", "hangs"):
+for how in ("exits", "killed", "hangs", "ooms", "pids"):
     register(Backend(how, None, ("cpu",), ("fp32",), ("contiguous",), factory(how)))
 '''
 
@@ -237,7 +240,7 @@ def test_a_worker_that_dies_is_an_error_row_and_the_next_group_runs(tmp_path, dy
     rows = {(r.backend, r.batch_size): r for r in result.results}
     assert len(rows) == 9 and {r.isolation for r in result.results} == {"process"}
     assert rows["exits", 1].status == rows["killed", 1].status == "ok"  # sent before the worker died
-    assert rows["exits", 1].notes == "threads 1"  # the worker took the suite's threads
+    assert rows["exits", 1].notes.startswith("threads 1 pid ")  # the worker took the suite's threads
     for size in (2, 4):
         assert rows["exits", size].status == rows["killed", size].status == "error"
         assert rows["exits", size].reason == ("the worker process exited with code 3 before its cases were done "
@@ -245,6 +248,37 @@ def test_a_worker_that_dies_is_an_error_row_and_the_next_group_runs(tmp_path, dy
         assert rows["killed", size].reason.startswith("the worker process was killed by signal 9 (SIGKILL) during")
     assert all(rows["eager", b].status == "ok" for b in (1, 2, 4))
     assert multiprocessing.active_children() == []
+
+
+def test_isolation_case_times_each_batch_size_in_its_own_worker_and_backs_off_after_an_oom(tmp_path, dying):
+    import os
+
+    def pids(result) -> list[str]:
+        return [r.notes.split(" pid ")[1] for r in result.results if r.backend == "pids"]
+
+    settings = dict(backends=["ooms", "pids"], batch_sizes=[1, 2, 4], min_iters=1, max_iters=1, threads=1)
+    grouped, alone = run(tmp_path, isolation="process", **settings), run(tmp_path, isolation="case", **settings)
+    assert multiprocessing.active_children() == []
+    assert {r.isolation for r in alone.results} == {"case"}
+    for result in (grouped, alone):
+        rows = {(r.backend, r.batch_size): r for r in result.results}
+        assert rows["ooms", 1].status == "ok" and rows["ooms", 2].status == "oom"
+        # batch 4 is not tried after batch 2 ran out of memory, whether it would have had a worker of its own or not
+        assert rows["ooms", 4].status == "oom" and rows["ooms", 4].reason.startswith("not tried: batch 2 ran out")
+        assert all(rows["pids", b].status == "ok" for b in (1, 2, 4))
+    assert len(set(pids(grouped))) == 1 and len(set(pids(alone))) == 3  # one worker a group; one a case
+    assert str(os.getpid()) not in pids(grouped) + pids(alone)
+
+
+def test_isolation_case_a_worker_that_dies_takes_only_its_own_case(tmp_path, dying):
+    # a runner that ends its process at batch 2 or more: with a worker a case, batch 4 is tried in its own (and
+    # ends it too), where a group's worker died at batch 2 before batch 4 was reached
+    settings = dict(backends=["exits"], batch_sizes=[1, 2, 4], min_iters=1, max_iters=1, threads=1)
+    for isolation, died_at_4 in (("process", "batch 2"), ("case", "batch 4")):
+        rows = {r.batch_size: r for r in run(tmp_path, isolation=isolation, **settings).results}
+        assert rows[1].status == "ok" and rows[2].status == rows[4].status == "error"
+        assert rows[4].reason == ("the worker process exited with code 3 before its cases were done during: vgg11 "
+                                  f"exits fp32 contiguous {died_at_4}")
 
 
 @pytest.mark.slow

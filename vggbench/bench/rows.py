@@ -93,7 +93,7 @@ class BenchResult(Case):
     load: dict | None = None
     under_load: bool | None = None
     rounds: int = 1  # its timed calls were split into this many rounds, run in turn with the other cases'
-    isolation: str = "none"  # "process": built and measured in a fresh worker process
+    isolation: str = "none"  # "process": built and measured in a fresh worker process with its group; "case": alone
     # the same artifact timed by the runtime's own tool in a fresh process (benchmark_app, a bare onnxruntime
     # session, torch.utils.benchmark, trtexec): tool, command, images_per_s, ratio (this row's / the tool's)
     cross_check: dict | None = None

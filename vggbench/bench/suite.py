@@ -35,7 +35,7 @@ AXES = ("models", "backends", "precisions", "memory_formats", "batch_sizes")
 # a [[matrix]] table narrows what each model runs: these lists, and any backend setting (a flat key such as
 # compile_mode, or a `backend` table), each distinct value of which makes its own group
 MATRIX_KEYS = (*AXES[1:], "backend")
-ISOLATIONS = ("none", "process")
+ISOLATIONS = ("none", "process", "case")
 
 
 def _batch_size_list(value) -> list[int]:
@@ -165,10 +165,12 @@ class Suite(ModelSettings):
                                              "tool it starts, so that torch's CPU rows measure the steady state "
                                              "whatever ran before them (vggbench.core.allocator); default leaves "
                                              "malloc as it is [default: steady].", choices=POLICIES)
-    isolation: str = setting("none", "none, or process: each group (a runner and its batch sizes) is built and "
-                                     "timed in a fresh worker process; a crash or a --worker-timeout becomes an "
-                                     "error row and the run goes on.", choices=ISOLATIONS)
-    worker_timeout_s: float | None = setting(None, "--isolation process: a worker still running after this many "
+    isolation: str = setting("none", "none; process: each group (a runner and its batch sizes) is built and "
+                                     "timed in a fresh worker process; case: each case (a runner at one batch "
+                                     "size) in its own, as a runtime's own tool times one model and one shape. A "
+                                     "crash or a --worker-timeout becomes an error row and the run goes on.",
+                             choices=ISOLATIONS)
+    worker_timeout_s: float | None = setting(None, "--isolation process|case: a worker still running after this many "
                                                    "seconds is killed, its unfinished cases error rows [default: "
                                                    "no limit].", above=0, option="--worker-timeout")
     native_only: bool = setting(False, "Skip bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX), where "

@@ -152,7 +152,7 @@ class _Sweep:
         from tqdm import tqdm
 
         groups = self.suite.groups()
-        model = self._isolated if self.suite.isolation == "process" else self._model
+        model = self._model if self.suite.isolation == "none" else self._isolated
         with tqdm(total=self.suite.case_count(), unit="case", desc="vggbench run", disable=_disabled(self.progress),
                   dynamic_ncols=True) as self.bar:
             for name in dict.fromkeys(g[0] for g in groups):
@@ -189,16 +189,28 @@ class _Sweep:
         del self.batches
 
     def _isolated(self, name: str, groups: list) -> None:
-        """Each group built and timed in a fresh worker process (vggbench.bench.isolation); a group that cannot
-        run here needs none."""
+        """Each group (isolation "process"), or each case ("case"), built and timed in a fresh worker process
+        (vggbench.bench.isolation); a group that cannot run here needs none."""
         from .isolation import run_group
 
         for group, (target, cases) in zip(groups, self._planned(name, groups), strict=True):
             if isinstance(target, UnsupportedError):
                 self._record(self.prep.failure(target).rows(cases))
                 continue
-            self.bar.set_postfix_str(f"{name} {' '.join(group[:3])}: starting a worker")
-            run_group(self, name, group, cases, _group_in_worker)
+            if self.suite.isolation == "process":
+                self.bar.set_postfix_str(f"{name} {' '.join(group[:3])}: starting a worker")
+                run_group(self, name, group, cases, _group_in_worker)
+                continue
+            back_off = _BackOff()  # a worker per batch size: what the group's worker does across its sizes
+            for case in cases:
+                skipped = back_off.skip(case, None)
+                if skipped is not None:
+                    self._record([skipped])
+                    continue
+                self.bar.set_postfix_str(f"{name} {' '.join(group[:3])} batch {case.batch_size}: starting a worker")
+                before = len(self.results)
+                run_group(self, name, (*group[:3], (case.batch_size,), *group[4:]), [case], _group_in_worker)
+                back_off.see(case, self.results[-1].status if len(self.results) > before else "error")
 
     def _group(self, model: PreparedModel, target: Target | UnsupportedError, cases: list[Case]) -> None:
         """Build one runner and time it at every batch size."""
