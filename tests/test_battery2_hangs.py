@@ -63,6 +63,73 @@ def test_a_fifo_named_like_an_image_is_refused_before_it_is_opened(tmp_path):
     assert outcome == [f"cannot read image {fifo}: it is a named pipe; remove it"]
 
 
+@pytest.fixture
+def fifo_alarm():
+    """A read that waits on a fifo ends the test with a failure, not the run with a hang: SIGALRM interrupts the
+    blocked open() and its handler raises."""
+    def ring(signum, frame):
+        raise TimeoutError("waited 30 s on a fifo: vggbench opened it")
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _fifo(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+RUN_TINY = ["--models", "vgg11", "--width", str(TINY["width"]), "--hidden", str(TINY["hidden"]), "--image-size",
+            str(TINY_IMAGE), "--backends", "eager", "--batch-sizes", "1", "--no-progress"]
+
+
+@pytest.mark.parametrize("where", ["manifest of verify", "manifest of export --force", "results --out --force",
+                                   "csv --out --force", "report", "suite"])
+def test_a_fifo_in_the_place_of_a_file_vggbench_reads_is_refused_not_waited_on(tmp_path, where, fifo_alarm):
+    # the first walk's fifo was an image in a data folder; any file vggbench reads is such a door: a manifest it
+    # checks, a results file it would replace, a suite. Each is opened without blocking and refused unless it is a
+    # regular file (core.documents.open_regular): one error line that names it, exit 2
+    from click.testing import CliRunner
+
+    from vggbench.cli import main
+
+    fifo = _fifo(tmp_path / {"manifest of verify": "exp/manifest.json", "manifest of export --force": "exp/manifest.json",
+                             "csv --out --force": "res.csv", "suite": "s.toml"}.get(where, "res.json"))
+    run = ["run", *RUN_TINY, "--out", str(tmp_path / "res.json"), "--force"]
+    args = {"manifest of verify": ["verify", str(fifo.parent), "--backends", "onnxruntime"],
+            "manifest of export --force": ["export", "vgg11", "--width", "0.0625", "--formats", "onnx", "--out",
+                                           str(fifo.parent), "--force"],
+            "results --out --force": run, "csv --out --force": run, "report": ["report", str(fifo)],
+            "suite": ["run", "--suite", str(fifo)]}[where]
+    result = CliRunner().invoke(main, args)
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(lines) == 1, (result.exit_code, result.output)
+    assert str(fifo) in lines[0] or f"{fifo.parent} is not replaced" in lines[0], lines[0]
+    assert "regular file" in lines[0] or "not a vggbench results file" in lines[0] or "not the CSV" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_hashing_or_reading_a_fifo_is_an_oserror_at_once(tmp_path, fifo_alarm):
+    from vggbench.bench.layer_time import _not_profile
+    from vggbench.core.documents import read_text
+    from vggbench.core.fileio import sha256_file
+    from vggbench.exporters.export import not_an_export
+    from vggbench.parity.settings import _is_profile
+
+    fifo = _fifo(tmp_path / "model.onnx")
+    for read in (sha256_file, read_text):
+        with pytest.raises(OSError, match="not a regular file"):
+            read(fifo)
+    assert _is_profile(fifo) is False and _not_profile(fifo).startswith("it is not a layer-time profile")
+    _fifo(tmp_path / "exp" / "manifest.json")
+    assert not_an_export(tmp_path / "exp") == "its manifest.json cannot be read (not a regular file)"
+    (tmp_path / "f").write_text("x")
+    assert read_text(tmp_path / "f") == "x" and len(sha256_file(tmp_path / "f")) == 64
+
+
 def _error(function, *args) -> str | None:
     try:
         function(*args)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.documents import open_regular, read_text
 from ..core.errors import UnsupportedError, VggbenchError
 from ..core.extras import require
 from ..core.fileio import atomic_file, exclusive, sha256_file, write_json
@@ -117,9 +118,10 @@ def read_cached(path: Path) -> bytes | None:
     """A cached file whose size and sha256 match the record written beside it; None when absent or damaged."""
     record = path.with_name(path.name + ".json")
     try:
-        expected = json.loads(record.read_text())
+        expected = json.loads(read_text(record))
         if path.stat().st_size == expected["bytes"] and sha256_file(path) == expected["sha256"]:
-            return path.read_bytes()
+            with open_regular(path) as f:
+                return f.read()
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None

@@ -30,7 +30,7 @@ from ..backends.registry import environment as backend_environment
 from ..backends.registry import get_backend
 from ..core import allocator
 from ..core.device import Device, require_device
-from ..core.documents import loads_json
+from ..core.documents import loads_json, read_text
 from ..core.env import capture, package_version
 from ..core.errors import ConfigError, ResultsError, Terminated, UnsupportedError
 from ..core.fileio import atomic_dir, atomic_file, check_replaceable, write_json
@@ -329,7 +329,7 @@ def plot_path(json_path: Path) -> Path:
 
 def _not_profile(path: Path) -> str | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except (OSError, ValueError):
         return "it is not a layer-time profile of vggbench (not JSON)"
     return None if isinstance(data, dict) and data.get("kind") == KIND else \

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.arguments import expect_path
-from ..core.documents import loads_json
+from ..core.documents import loads_json, open_regular, read_text
 from ..core.errors import CheckFailed, ResultsError, WriteError
 from ..core.fileio import check_replaceable, write_json, write_text
 from .confidence import fill_interval
@@ -256,7 +256,7 @@ def logs_folder(json_path: Path) -> Path:
 def _not_results(path: Path) -> str | None:
     """Why `path` is not a results file of vggbench (None when it is: its envelope, kind and schema_version)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except (OSError, ValueError):
         return "it is not a vggbench results file (not JSON)"
     if not (isinstance(data, dict) and data.get("kind") == KIND and data.get("schema_version") in READABLE_VERSIONS
@@ -268,8 +268,8 @@ def _not_results(path: Path) -> str | None:
 def _not_results_csv(path: Path) -> str | None:
     """Why `path` is not the CSV of a run (None when its header is vggbench's: model,image_size,batch_size,...)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            header = f.readline(4096)
+        with open_regular(path) as f:
+            header = f.readline(4096).decode("utf-8")
     except (OSError, ValueError):
         header = ""
     return None if header.startswith(",".join(CSV_COLUMNS[:6])) else "it is not the CSV of a vggbench run"
@@ -358,9 +358,11 @@ def read_journal(path: str | os.PathLike) -> dict:
     """A journal as a results envelope (schema_version 1). A last line cut short by a kill is left out."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text(path).splitlines()
     except UnicodeDecodeError as e:
         raise ResultsError(f"{path} is not a vggbench journal ({e})") from None
+    except OSError as e:
+        raise ResultsError(f"cannot read {path}: {e.strerror or e}") from None
     records = []
     for i, line in enumerate(lines):
         try:
@@ -386,13 +388,15 @@ def read_run(path: str | os.PathLike) -> dict:
     expect_path("read_run", "path", path)
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            raise ResultsError(f"results file {path} is not a regular file")
         raise ResultsError(f"results file {path} does not exist (`vggbench run` writes them to "
                            f"{DEFAULT_RESULTS_DIR}/)")
     if path.suffix.lower() == ".jsonl":
         data = read_journal(path)
     else:
         try:
-            data = loads_json(path.read_text(encoding="utf-8"), str(path), ResultsError)
+            data = loads_json(read_text(path), str(path), ResultsError)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ResultsError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:

@@ -253,7 +253,7 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
     if text.endswith(".toml") or os.sep in text or "/" in text:
         path = Path(text)
         if not path.is_file():
-            raise ConfigError(f"suite file {path} does not exist")
+            raise ConfigError(f"suite file {path} {'is not a regular file' if path.exists() else 'does not exist'}")
         return parse_suite(_read_text(path), path.stem, str(path))
     for folder in (_package_suites(), PROJECT_SUITES):
         entry = folder / f"{text}.toml"
@@ -266,8 +266,10 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
 
 
 def _read_text(path) -> str:
+    from ..core.documents import read_text
+
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text(path)
     except UnicodeDecodeError as e:  # TOML is UTF-8 by definition
         raise ConfigError(f"suite file {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:

@@ -8,24 +8,34 @@ reads needs more than a few levels, so a document deeper than MAX_DEPTH is refus
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import ConfigError, VggbenchError
 
 MAX_DEPTH = 64
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """The UTF-8 text of the regular file `path`. Opened without blocking and checked before it is read: a fifo
-    (or a device) named as a settings file would otherwise be waited on for a writer, forever. An OSError whose
-    strerror says why (a UnicodeDecodeError for text that is not UTF-8) for the caller's one line."""
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """`path` opened for reading in binary, when it is a regular file (after symlinks). Opened without blocking
+    and checked before anything is read: a fifo (or a device) in the place of a file vggbench reads (a manifest, a
+    results file, a settings file, an artifact to hash) would otherwise be waited on for a writer, forever. An
+    OSError whose strerror says why, for the caller's one line. O_NONBLOCK changes nothing for a regular file."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise OSError(0, "not a regular file", os.fspath(path))
+    f = open(fd, "rb")  # noqa: SIM115 (the caller's with-block closes it; closed here when refused)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    return f
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of the regular file `path` (open_regular: never waits on a fifo). An OSError whose strerror
+    says why (a UnicodeDecodeError for text that is not UTF-8) for the caller's one line."""
+    with open_regular(path) as f:
         return f.read().decode("utf-8")
 
 

@@ -33,8 +33,11 @@ def _default_mode(tmp: Path, directory: bool) -> None:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 of the regular file `path`; an OSError for anything else (a fifo is not waited on)."""
+    from .documents import open_regular
+
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()

@@ -265,16 +265,19 @@ def not_an_export(folder: Path) -> str | None:
     An edited manifest (digest off) is still vggbench's."""
     import json
 
+    from ..core.documents import read_text
     from ..core.errors import ArtifactError
 
     path = folder / MANIFEST
     if not folder.is_dir():
         return "it is not a folder"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except FileNotFoundError:
         return f"it has no {MANIFEST}, so it is no vggbench export"
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        return f"its {MANIFEST} cannot be read ({e.strerror or e.__class__.__name__})"
+    except ValueError as e:
         return f"its {MANIFEST} cannot be read as JSON ({e.__class__.__name__})"
     try:
         manifest = Manifest.from_dict(data, path=path)  # the digest is not asked for

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.documents import loads_json
+from ..core.documents import loads_json, read_text
 from ..core.errors import ArtifactError
 from ..core.fileio import sha256_file, write_json
 from .choices import QUANT_METHODS  # noqa: F401 (how a quantization.method is named; backends read it here)
@@ -354,9 +354,11 @@ def read_manifest_json(export_dir: str | os.PathLike) -> tuple[dict, Path]:
     if not path.exists():
         raise ArtifactError(f"{folder} has no {MANIFEST}: not a vggbench export folder")
     try:
-        return loads_json(path.read_text(encoding="utf-8"), str(path), ArtifactError), path
+        return loads_json(read_text(path), str(path), ArtifactError), path
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not valid JSON ({e})") from None
+    except OSError as e:
+        raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def read_manifest(export_dir: str | os.PathLike) -> Manifest:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..core.device import device_text
+from ..core.documents import read_text
 from ..core.errors import ConfigError
 from ..core.fileio import check_writable
 from ..core.settings import Settings, check_keys, setting
@@ -40,7 +41,7 @@ def _is_profile(path) -> bool:
     import json
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and isinstance(data.get("settings"), dict) and isinstance(data.get("profiles"), list)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.documents import read_text
 from ..core.errors import ConfigError, WeightsError
 from ..core.fileio import atomic_file, atomic_stream, write_json
 from ..zoo.specs import get_spec
@@ -301,7 +302,7 @@ def _check_history(folder: Path) -> None:
     if not path.exists():
         return
     try:
-        history = json.loads(path.read_text(encoding="utf-8"))
+        history = json.loads(read_text(path))
     except (OSError, ValueError):
         history = None
     if not (isinstance(history, dict) and history.get("schema_version") == HISTORY_SCHEMA_VERSION
