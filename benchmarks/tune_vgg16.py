@@ -8,7 +8,7 @@
    vggbench's own fast paths (--fast-paths, winograd by default: not deployable, so never a winner's rival, but
    the fastest overall fp32 path is set against the best default too).
 
-    python benchmarks/tune_vgg16.py [--trials 6] [--image-size 224] [--out benchmarks/results]
+    python benchmarks/tune_vgg16.py [--trials 6] [--precisions fp32[,bf16]] [--image-size 224] [--out benchmarks/results]
 
 Prints both searches and the comparison table (speedups over the best default at each batch size, with the
 intervals); writes the tune and run results files under --out.
@@ -29,7 +29,7 @@ from vggbench.backends.registry import get_backend  # noqa: E402
 from vggbench.bench.confidence import images_interval  # noqa: E402
 from vggbench.bench.report import render_run, render_tune  # noqa: E402
 from vggbench.bench.results import claim_results, read_run  # noqa: E402
-from vggbench.bench.suite import Suite  # noqa: E402
+from vggbench.bench.suite import ISOLATIONS, Suite  # noqa: E402
 from vggbench.bench.sweep import benchmark  # noqa: E402
 from vggbench.bench.tune import TuneSettings, tune  # noqa: E402
 
@@ -40,6 +40,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--backends", default="onnxruntime,openvino")
+    parser.add_argument("--precisions", default="fp32",
+                        help="comma-separated precisions the searches try (fp32,bf16 on a CPU with bf16 "
+                             "instructions: OpenVINO's own default there is bf16)")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of timed calls per trial")
     parser.add_argument("--compare-time", type=float, default=4.0, help="seconds per case of the comparison")
     parser.add_argument("--min-iters", type=int, default=5, help="timed calls per case, at least")
@@ -47,7 +50,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--fast-paths", default="winograd",
                         help="vggbench's own fp32 paths timed beside them, comma-separated ('' for none): the fastest "
                              "overall path against the best default")
-    parser.add_argument("--isolation", default="process", choices=("none", "process"),
+    parser.add_argument("--isolation", default="process", choices=ISOLATIONS,
                         help="the comparison's groups each in a fresh worker process (the cross-check's finding: "
                              "what one backend leaves in a process cannot reach another's rows)")
     parser.add_argument("--export-cache", default="exports/.cache")
@@ -63,7 +66,8 @@ def main() -> None:
     winners = {}
     for goal, batch in (("latency", 1), ("throughput", 8)):
         settings = TuneSettings(goal=goal, batch_size=None if goal == "latency" else batch, trials=args.trials,
-                                backends=tuple(args.backends.split(",")), threads=(cores,), probe_time_s=0.5)
+                                backends=tuple(args.backends.split(",")), precisions=tuple(args.precisions.split(",")),
+                                threads=(cores,), probe_time_s=0.5)
         winners[goal] = search(args.model, settings, args.out, f"tune-{goal}", args.export_cache, **common)
     ov_default = default_precision()
     matrix = [{"backends": ["eager"], "precisions": ["fp32"]},
@@ -144,10 +148,11 @@ def _defaults(backend: str) -> dict:
 
 
 def _untouched(r: dict, settings: dict) -> bool:
-    """Whether a row ran with these backend settings. A setting the row does not record (a knob added after its
-    file was written) ran at the backend's default."""
+    """Whether a row ran with these backend settings and every other at its declared default (OpenVINO's "no
+    configuration" row, `defaults`, is not the row of a trial that left its knobs at vggbench's defaults). A setting
+    the row does not record (a knob added after its file was written) ran at the backend's default."""
     got, declared = r["backend_settings"] or {}, _defaults(r["backend"])
-    return all(got.get(k, declared.get(k)) == v for k, v in settings.items())
+    return all(got.get(k, declared.get(k)) == v for k, v in {**declared, **settings}.items())
 
 
 def _name(r: dict) -> str:
