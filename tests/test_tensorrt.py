@@ -424,3 +424,17 @@ def test_a_real_engine_matches_eager(exported, tmp_path, monkeypatch):
         expected = model.module(x)
     got = runner(exported, "fp32", tensorrt=trt_backend.TrtSettings(max_batch=8))(x)
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item())
+
+
+def test_a_cached_engine_is_given_back_only_whole_and_as_it_was_recorded(tmp_path):
+    import os
+
+    path = tmp_path / "fp16-b8-abc.engine"
+    trt_backend.write_cached(path, b"engine bytes")
+    assert trt_backend.read_cached(path) == b"engine bytes"
+    path.write_bytes(b"engine bytez")  # same size, other bytes: the sha256 tells
+    assert trt_backend.read_cached(path) is None
+    path.unlink()
+    os.mkfifo(path)  # never waited on
+    assert trt_backend.read_cached(path) is None
+    assert trt_backend.read_cached(tmp_path / "absent.engine") is None

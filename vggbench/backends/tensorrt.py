@@ -23,7 +23,7 @@ import torch
 from ..core.documents import open_regular, read_text
 from ..core.errors import UnsupportedError, VggbenchError
 from ..core.extras import require
-from ..core.fileio import atomic_file, exclusive, sha256_file, write_json
+from ..core.fileio import atomic_file, exclusive, write_json
 from ..core.settings import setting
 from ..exporters.manifest import Artifact
 from .profiling import OpProfile, classify, mean_ops, sequential_trace
@@ -119,9 +119,11 @@ def read_cached(path: Path) -> bytes | None:
     record = path.with_name(path.name + ".json")
     try:
         expected = json.loads(read_text(record))
-        if path.stat().st_size == expected["bytes"] and sha256_file(path) == expected["sha256"]:
+        if path.stat().st_size == expected["bytes"]:
             with open_regular(path) as f:
-                return f.read()
+                data = f.read()  # read once: the bytes checked are the bytes returned
+            if hashlib.sha256(data).hexdigest() == expected["sha256"]:
+                return data
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None

@@ -6,6 +6,7 @@ group (suite.isolation, vggbench.bench.isolation)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -201,16 +202,14 @@ class _Sweep:
                 self.bar.set_postfix_str(f"{name} {' '.join(group[:3])}: starting a worker")
                 run_group(self, name, group, cases, _group_in_worker)
                 continue
-            back_off = _BackOff()  # a worker per batch size: what the group's worker does across its sizes
-            for case in cases:
-                skipped = back_off.skip(case, None)
-                if skipped is not None:
-                    self._record([skipped])
-                    continue
-                self.bar.set_postfix_str(f"{name} {' '.join(group[:3])} batch {case.batch_size}: starting a worker")
-                before = len(self.results)
-                run_group(self, name, (*group[:3], (case.batch_size,), *group[4:]), [case], _group_in_worker)
-                back_off.see(case, self.results[-1].status if len(self.results) > before else "error")
+            # a worker per batch size, backing off across them as the group's own worker would
+            self._backing_off(cases, None, functools.partial(self._case_in_worker, run_group, name, group))
+
+    def _case_in_worker(self, run_group, name: str, group: tuple, case: Case) -> str:
+        """One case of the group alone in a fresh worker; its row's status."""
+        self.bar.set_postfix_str(f"{name} {' '.join(group[:3])} batch {case.batch_size}: starting a worker")
+        run_group(self, name, (*group[:3], (case.batch_size,), *group[4:]), [case], _group_in_worker)
+        return self.results[-1].status  # run_group records a row for every case it is given
 
     def _group(self, model: PreparedModel, target: Target | UnsupportedError, cases: list[Case]) -> None:
         """Build one runner and time it at every batch size."""
@@ -232,13 +231,18 @@ class _Sweep:
 
     def _time_sizes(self, prepared: PreparedRunner) -> None:
         """Every batch size in turn, backing off after an out-of-memory one."""
+        self._backing_off(prepared.cases, prepared.load_ms, lambda case: self._time(prepared, case).status)
+
+    def _backing_off(self, cases: list[Case], load_ms: float | None, time_one) -> None:
+        """Each case in turn through time_one(case), which records its row and gives its status; after an
+        out-of-memory one, a case at least as large is recorded as oom without being tried (_BackOff)."""
         back_off = _BackOff()
-        for case in prepared.cases:
-            skipped = back_off.skip(case, prepared.load_ms)
+        for case in cases:
+            skipped = back_off.skip(case, load_ms)
             if skipped is not None:
                 self._record([skipped])
                 continue
-            back_off.see(case, self._time(prepared, case).status)
+            back_off.see(case, time_one(case))
 
     def _time(self, prepared: PreparedRunner, case: Case) -> BenchResult:
         self.bar.set_postfix_str(f"{case.model} {case.backend} {case.precision} {case.memory_format} "
