@@ -32,6 +32,7 @@ from vggbench.bench.results import claim_results, read_run  # noqa: E402
 from vggbench.bench.suite import ISOLATIONS, Suite  # noqa: E402
 from vggbench.bench.sweep import benchmark  # noqa: E402
 from vggbench.bench.tune import TuneSettings, tune  # noqa: E402
+from vggbench.core.errors import ConfigError  # noqa: E402
 
 
 def arguments() -> argparse.Namespace:
@@ -95,8 +96,12 @@ def search(model: str, settings: TuneSettings, out: str, prefix: str, export_cac
     """One tune, written under `out`, its trials printed as they end and the search after; returns the winning
     trial, with "results": the file (exits when no trial completed)."""
     journal = claim_results(out, prefix=prefix)
-    run = tune(model, settings, export_cache=export_cache, journal=journal,
-               echo=lambda line: print(line, file=sys.stderr, flush=True), **common)
+    try:
+        run = tune(model, settings, export_cache=export_cache, journal=journal,
+                   echo=lambda line: print(line, file=sys.stderr, flush=True), **common)
+    except BaseException:  # as `vggbench tune`: the journal goes unless it holds a finished trial
+        journal.close()
+        raise
     path, _ = journal.finish(run.to_dict())
     data = read_run(path)
     print(render_tune(data), "\n", flush=True)
@@ -168,4 +173,8 @@ def _ips(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as e:  # bad input (a precision no backend here runs, say): one line, exit 2, as the CLI
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
