@@ -17,9 +17,10 @@ from vggbench.core import allocator
 glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                            reason="the thresholds are glibc's")
 
-# a call shaped like a CNN's forward: each layer's output (16 MiB down to 2 MiB) is made while the last one is
-# alive, then the last one is freed; under glibc's own thresholds most of it comes from fresh pages each call
-# (about 19,000 faults for its 14,800 pages), under "steady" the heap keeps it
+# a call shaped like a CNN's forward: each layer's output (40 MiB down to 2 MiB) is made while the last one is
+# alive, then the last one is freed; under glibc's own thresholds most of it comes from fresh pages each call, under
+# "steady" the heap keeps it, the 40 MiB block above glibc's largest mmap threshold too (it was mapped afresh each
+# call while "steady" fixed the thresholds alone: 10,240 of the call's 25,100 pages)
 PROBE = """
 import json, sys, torch
 from vggbench.core import allocator
@@ -31,7 +32,7 @@ class Runner:
     def prepare(self, batch): return batch
     def run(self, batch):
         x = torch.ones(1 << 20)
-        for n in (4 << 20, 4 << 20, 2 << 20, 2 << 20, 1 << 20, 1 << 19):
+        for n in (10 << 20, 4 << 20, 4 << 20, 2 << 20, 2 << 20, 1 << 20, 1 << 19):
             x = torch.ones(n) + x.sum()
         return x.sum()
     def synchronize(self): pass
@@ -47,7 +48,7 @@ def probe(policy: str, env: dict | None = None) -> dict:
 
 @glibc
 def test_steady_keeps_freed_memory_in_process_and_in_a_child():
-    pages = (58 << 20) // 4096
+    pages = (98 << 20) // 4096
     # the control: glibc's starting mmap threshold (128 KiB) pinned, so that it cannot move by itself; every
     # block above it is mapped afresh and given back each call, the fresh pages the policy is for (left to
     # itself glibc moves the threshold after the first free: 14,000-17,000 faults a call in most processes,
@@ -60,6 +61,7 @@ def test_steady_keeps_freed_memory_in_process_and_in_a_child():
     exec(PROBE.replace("sys.argv[1]", "'steady'").replace("print(", "result = ("), namespace)
     steady = json.loads(namespace["result"])
     assert steady["record"]["applied"] and steady["record"]["mmap_threshold"] == allocator.MMAP_THRESHOLD
+    assert steady["record"]["mmap_max"] == 0
     assert steady["faults"] < pages / 20
     # a process started with the environment vggbench gives its workers and tools, setting nothing itself
     # (started from the control's environment: "steady" replaces its pinned threshold)

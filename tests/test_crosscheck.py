@@ -238,6 +238,10 @@ def test_timer_output_is_its_last_json_line():
     text = 'W1206 a warning\n{"images_per_s": 250.0, "median_ms": 4.0, "iterations": 40, "timed_s": 0.16}\n'
     assert crosscheck.parse_json_line(text) == {"images_per_s": 250.0, "median_ms": 4.0, "iterations": 40,
                                                 "timed_s": 0.16}
+    # the torch timer's page faults and kernel share are kept where it gives them
+    usage = '{"images_per_s": 2.0, "median_ms": 500, "faults_per_call": 0.0, "kernel_pct": 0.1, "torch": "2"}\n'
+    assert crosscheck.parse_json_line(usage) == {"images_per_s": 2.0, "median_ms": 500, "iterations": None,
+                                                 "timed_s": None, "faults_per_call": 0.0, "kernel_pct": 0.1}
     with pytest.raises(ValueError):
         crosscheck.parse_json_line('{"images_per_s": 0}\n')
     with pytest.raises(ValueError):
@@ -285,6 +289,11 @@ def test_the_tools_runs_spread_over_the_rounds_and_make_one_block():
     one = crosscheck.combine(row_, runs[:1]).cross_check
     assert "runs" not in one and one["ratio"] == pytest.approx(10 / 8)
     assert crosscheck.combine(row_, []) is row_
+    # the timers' usage is the median of the runs that give it; a block without it says nothing of it
+    assert "faults_per_call" not in block
+    used = [r | {"faults_per_call": f, "kernel_pct": k} for r, f, k in zip(runs, (0.0, 900.0, 30.0), (0.1, 5, 2),
+                                                                          strict=True)]
+    assert crosscheck.combine(row_, used).cross_check.items() >= {"faults_per_call": 30.0, "kernel_pct": 2}.items()
 
 
 def test_every_tool_gets_the_rows_calls_as_well_as_its_seconds_split_over_its_runs(tmp_path, monkeypatch):
@@ -321,6 +330,8 @@ def test_the_torch_timer_times_at_least_its_calls():
                           "--min-iters", "40"])
     measured = json.loads(out.getvalue().splitlines()[-1])
     assert measured["iterations"] >= 40 and measured["images_per_s"] > 0
+    # over its calls, as a row records them (Timer's calibration calls counted in)
+    assert measured["faults_per_call"] >= 0 and 0 <= measured["kernel_pct"] <= 100
 
 
 def test_a_winograd_check_runs_the_plan_the_row_tuned():

@@ -5,7 +5,8 @@ with the row's settings and for about the row's time budget, and the row gets a 
      tool's), "seconds" (the tool's process, start to exit), "iterations", "timed_s", "config" (openvino),
      "runs" (a row timed in rounds: the tool runs after each round (at most 5, spread), each with its share of
      the budget; the block's images/s is the median of theirs), "pairs" (each run's round's images/s over the
-     run's) and "paired_ratio" (their median); see combine)}
+     run's) and "paired_ratio" (their median); see combine), and for the torch timers "faults_per_call" and
+     "kernel_pct" over their timed calls, as the row records them (the median of the runs')}
 
 or {"tool", "command", "error"} when the tool is missing or fails; a failed cross-check never fails the row.
 
@@ -266,13 +267,19 @@ def _positive(value: float | None, what: str) -> float:
     return value
 
 
+# what torch_timer also says of its timed calls, as a row does: page faults a call and the kernel's share of the CPU
+# time (vggbench.core.allocator), so that a block shows whether the tool's process met the allocator as the row did
+USAGE = ("faults_per_call", "kernel_pct")
+
+
 def parse_json_line(text: str) -> dict:
-    """The last JSON line the timers print: images_per_s, median_ms, iterations, timed_s."""
+    """The last JSON line the timers print: images_per_s, median_ms, iterations, timed_s, and USAGE where given."""
     for line in reversed(text.strip().splitlines()):
         if line.startswith("{"):
             data = json.loads(line)
             _positive(data.get("images_per_s"), "images_per_s")
-            return {k: data.get(k) for k in ("images_per_s", "median_ms", "iterations", "timed_s")}
+            return {k: data.get(k) for k in ("images_per_s", "median_ms", "iterations", "timed_s", *USAGE)
+                    if k not in USAGE or data.get(k) is not None}
     raise ValueError("no JSON line in its output")
 
 
@@ -351,7 +358,7 @@ def execute(plan: Plan, row_images_per_s: float, timeout_s: float, policy: str =
         return {**block, "error": f"its output could not be read: {e}", "seconds": seconds}
     return {**block, "images_per_s": measured["images_per_s"], "median_ms": measured["median_ms"],
             "ratio": row_images_per_s / measured["images_per_s"], "seconds": seconds,
-            **{k: measured[k] for k in ("iterations", "timed_s") if measured.get(k) is not None}}
+            **{k: measured[k] for k in ("iterations", "timed_s", *USAGE) if measured.get(k) is not None}}
 
 
 def timeout_for(row) -> float:
@@ -447,6 +454,10 @@ def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
     block = {**runs[-1], "images_per_s": images_per_s, "median_ms": median_ms,
              "ratio": row.images_per_s / images_per_s, "seconds": round(sum(r["seconds"] for r in runs), 3)}
     block.pop("after_round", None)
+    for key in USAGE:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            block[key] = statistics.median(values)
     pairs = _pairs(row, runs)
     if pairs:
         block.update(pairs=pairs, paired_ratio=statistics.median(pairs))

@@ -161,7 +161,7 @@ class Suite(ModelSettings):
                              "[default: 5].",
                           minimum=1)
     allocator: str = setting(DEFAULT_POLICY, "steady, or default: glibc's malloc with fixed trim and mmap "
-                                             "thresholds, in this process and in every worker and cross-check "
+                                             "thresholds and no block mapped on its own, in this process and in every worker and cross-check "
                                              "tool it starts, so that torch's CPU rows measure the steady state "
                                              "whatever ran before them (vggbench.core.allocator); default leaves "
                                              "malloc as it is [default: steady].", choices=POLICIES)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import resource
 import statistics
 import time
 
@@ -111,6 +112,16 @@ def step(args):
     return call
 
 
+def usage_since(before, after, calls: int) -> dict:
+    """Over `calls` calls (the timed ones and Timer's calibration), as a row records them: page faults a call and
+    the kernel's share of the CPU time, every thread of the process (vggbench.core.allocator.Usage, which this
+    file cannot import under -I)."""
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    faults = after.ru_minflt - before.ru_minflt + after.ru_majflt - before.ru_majflt
+    return {"faults_per_call": faults / max(calls, 1),
+            "kernel_pct": system / (user + system) * 100 if user + system > 0 else None}
+
+
 def main(argv=None) -> None:
     args = arguments(argv)
     torch.set_num_threads(args.threads)
@@ -124,15 +135,23 @@ def main(argv=None) -> None:
     while warm < args.warmup or time.perf_counter() - start < args.warmup_time:
         call()
         warm += 1
-    timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=args.threads)
+    calls = [0]  # every call from here on, Timer's calibration included: what the usage is divided by
+
+    def counted():
+        calls[0] += 1
+        return call()
+
+    timer = benchmark.Timer(stmt="call()", globals={"call": counted}, num_threads=args.threads)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     m = timer.blocked_autorange(min_run_time=args.time)
     number, blocks = m.number_per_run, list(m.raw_times)
     # a slow call leaves few blocks in --time (VGG16 at batch 8: two or three in 3 s): the count is a budget too
     while number * len(blocks) < args.min_iters:
         blocks += timer.timeit(number).raw_times
+    used = usage_since(before, resource.getrusage(resource.RUSAGE_SELF), calls[0])
     median = statistics.median(blocks) / number
     print(json.dumps({"images_per_s": args.batch / median, "median_ms": median * 1e3,
-                      "iterations": number * len(blocks), "timed_s": sum(blocks),
+                      "iterations": number * len(blocks), "timed_s": sum(blocks), **used,
                       "torch": torch.__version__, "timer": "torch.utils.benchmark.Timer.blocked_autorange"}))
 
 
