@@ -88,27 +88,6 @@ def test_rounds_run_round_robin_and_rows_keep_each_samples_round(tmp_path, calls
     assert (row.rounds, row.sample_rounds) == (2, (1, 2))
 
 
-def test_a_round_after_its_cross_check_tool_warms_up_as_the_tools_process_did(tmp_path, calls, monkeypatch):
-    """The worker sat idle while the tool ran: the next round opens with the case's whole warm-up (the tool's own),
-    not the one call that opens a round after the other cases' rounds."""
-    runs = []
-
-    def tool(row, prepared, suite, share=1):
-        runs.append(share)
-        return {"tool": "t", "command": ["t"], "images_per_s": 10.0, "median_ms": 100.0, "seconds": 0.1}
-
-    monkeypatch.setattr(sweep, "tool_run", tool)
-    # 8 rounds: the tool runs after rounds 1, 3, 5, 6 and 8 (crosscheck.chunk_rounds), with a fifth of the budget
-    (row,) = run(tmp_path, backends=["eager"], batch_sizes=[1], rounds=8, min_iters=8, max_iters=8, warmup=3,
-                 cross_check=True).results
-    assert runs == [5] * 5
-    # first call + 3 warm-up calls; then after rounds 1, 3, 5 and 6: 3 calls each; after 2, 4 and 7: one
-    assert row.warmup_calls == 3 + 4 * 3 + 3 * 1
-    eager = [c for c in calls if c == ("eager", 1)]
-    assert len(eager) == 1 + row.warmup_calls + 8
-    assert row.cross_check["ratio"] > 0 and len(row.cross_check["runs"]) == 5
-
-
 def test_one_round_is_the_sweep_as_before(tmp_path, calls):
     result = run(tmp_path, backends=["eager", "torchscript"], batch_sizes=[1, 2], rounds=1, min_iters=2, max_iters=2)
     assert calls == [("make", "eager"), *[("eager", 1)] * 3, *[("eager", 2)] * 3, ("close", "eager"),

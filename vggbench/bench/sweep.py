@@ -134,11 +134,6 @@ def _peaks(plan: dict, device: Device) -> list[dict]:
 # untimed call was not enough). A VGG16 call lasts far longer than that, so it costs one call a round there.
 REWARM_CALLS = 1
 REWARM_S = 0.01
-# A round that follows its own case's cross-check tool run opens with the case's whole warm-up instead (its
-# `warmup` calls and `warmup_time_s`), as the tool's process warmed up before its timed calls: the worker sat idle
-# through the tool's run (8-30 s for VGG16), and both sides should start their timed calls equally warm. On
-# 2026-12-07 (Zen 4, winograd VGG16, one call re-warming) such rounds ran their first half 2-23% slower than their
-# second at batch 1 and 1-15% at batch 8 (benchmarks/README.md, "Seventh round").
 
 
 class _Sweep:
@@ -329,8 +324,6 @@ class _Sweep:
                     out, batch, case, source="benchmark batch"))
                 state.parity_max_abs = prepared.parity_max_abs
                 state.session.warm_up(case.warmup, case.warmup_time_s)
-            elif state.tool_runs and state.tool_runs[-1].get("after_round") == round - 1:
-                state.session.warm_up(case.warmup, case.warmup_time_s)  # after the tool's run: as the tool did
             else:
                 state.session.warm_up(REWARM_CALLS, REWARM_S)
             state.session.sample(*round_timing(case.timing, rounds), round=round)
