@@ -161,8 +161,9 @@ class Suite(ModelSettings):
                              "[default: 5].",
                           minimum=1)
     allocator: str = setting(DEFAULT_POLICY, "steady, or default: glibc's malloc with fixed trim and mmap "
-                                             "thresholds and no block mapped on its own, in this process and in every worker and cross-check "
-                                             "tool it starts, so that torch's CPU rows measure the steady state "
+                                             "thresholds and no block mapped on its own, in this process and in "
+                                             "every worker and cross-check tool it starts, so that torch's CPU "
+                                             "rows measure the steady state "
                                              "whatever ran before them (vggbench.core.allocator); default leaves "
                                              "malloc as it is [default: steady].", choices=POLICIES)
     isolation: str = setting("none", "none; process: each group (a runner and its batch sizes) is built and "
