@@ -7,8 +7,10 @@ row's settings (`vggbench run --cross-check`, suite benchmarks/suites/cross-chec
 
 Prints a markdown table, one line per row: vggbench's images/s (with the 95% interval of its median where the row
 has one), the tool's images/s (the median of its runs, one after each round), their ratio (vggbench's over the
-tool's) and whether it is within the tolerance, and whether the row's whole interval is; and, as a diagnostic, the
-median and range of the pairs (each round's images/s over the tool's run right after it). Writes the run (JSON and
+tool's) with its 95% interval (a bootstrap over the rounds and the tool's runs: both sides' spread), whether the
+ratio is within the tolerance, and whether its interval is sure of it ("within", "outside" or "unsure": too wide
+to say); and, as a diagnostic, the median and range of the pairs (each round's images/s over the tool's run right
+after it). Writes the run (JSON and
 CSV) and the table (cross-check-<time>.md) under --out. Exits 1 when a row is outside the tolerance, or did not
 run, or could not be checked.
 """
@@ -37,12 +39,26 @@ def interval(row) -> tuple[float, float] | None:
     return row.batch_size / (high / 1e3), row.batch_size / (low / 1e3)
 
 
-def verdicts(run, tolerance: float) -> tuple[list[str], int]:
-    """The table's lines and how many rows fail: outside the tolerance, not ok, or not checked."""
-    lines = ["| backend | memory format | batch | vggbench images/s | tool | tool images/s | ratio | "
-             f"within ±{tolerance:.0%} | interval within | paired (range) |",
+def sureness(check: dict, tolerance: float) -> str:
+    """What the ratio's 95% interval (over the rounds and the tool's runs) says: "within" when it lies inside the
+    tolerance, "outside" when it lies beyond it, "unsure" when it reaches across; "-" without one (one round)."""
+    low, high = check.get("ratio_low"), check.get("ratio_high")
+    if low is None or high is None:
+        return "-"
+    if 1 - tolerance <= low and high <= 1 + tolerance:
+        return "within"
+    if high < 1 - tolerance or low > 1 + tolerance:
+        return "outside"
+    return "unsure"
+
+
+def verdicts(run, tolerance: float) -> tuple[list[str], int, int]:
+    """The table's lines, how many rows fail (outside the tolerance, not ok, or not checked) and how many are sure
+    to be within it (their ratio's whole interval)."""
+    lines = ["| backend | memory format | batch | vggbench images/s | tool | tool images/s | ratio (95% interval) | "
+             f"within ±{tolerance:.0%} | sure | paired (range) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    failed = 0
+    failed = sure = 0
     for r in run.results:
         check = r.cross_check or {}
         head = f"| {r.backend} | {r.memory_format} | {r.batch_size} |"
@@ -59,14 +75,15 @@ def verdicts(run, tolerance: float) -> tuple[list[str], int]:
             continue
         ratio = check["ratio"]
         within = abs(ratio - 1) <= tolerance
-        sure = "-" if ci is None else \
-            "yes" if all(abs(v / check["images_per_s"] - 1) <= tolerance for v in ci) else "no"
+        verdict = sureness(check, tolerance)
+        bounds = f" ({check['ratio_low']:.3f}-{check['ratio_high']:.3f})" if verdict != "-" else ""
         pairs = check.get("pairs")
         paired = f"{check['paired_ratio']:.3f} ({min(pairs):.3f}-{max(pairs):.3f})" if pairs else "-"
         failed += not within
-        lines.append(f"{head} {ours} | {tool.split(' (')[0]} | {check['images_per_s']:.4g} | {ratio:.3f} | "
-                     f"{'yes' if within else 'no'} | {sure} | {paired} |")
-    return lines, failed
+        sure += verdict == "within"
+        lines.append(f"{head} {ours} | {tool.split(' (')[0]} | {check['images_per_s']:.4g} | {ratio:.3f}{bounds} | "
+                     f"{'yes' if within else 'no'} | {verdict} | {paired} |")
+    return lines, failed, sure
 
 
 def main() -> None:
@@ -98,7 +115,7 @@ def main() -> None:
     started = time.perf_counter()
     run = vggbench.benchmark(str(SUITE), export_cache=args.export_cache, progress=True, cross_check=True,
                              **overrides)
-    lines, failed = verdicts(run, args.tolerance)
+    lines, failed, sure = verdicts(run, args.tolerance)
     threads = sorted({r.threads for r in run.results})
     cpu = run.environment.get("cpu", {}).get("model", "?")
     model = f"{run.settings['models'][0]} at {run.settings['image_size']}"
@@ -109,8 +126,9 @@ def main() -> None:
     json_path, _ = run.write(args.out)
     table = json_path.with_name(json_path.stem.replace("run-", "cross-check-", 1) + ".md")
     write_text(table, markdown)
-    print(f"{len(run.results) - failed} of {len(run.results)} rows within ±{args.tolerance:.0%} of their tool; "
-          f"wrote {json_path} and {table} ({time.perf_counter() - started:.0f} s)")
+    print(f"{len(run.results) - failed} of {len(run.results)} rows within ±{args.tolerance:.0%} of their tool, "
+          f"{sure} sure to be (the ratio's whole 95% interval); wrote {json_path} and {table} "
+          f"({time.perf_counter() - started:.0f} s)")
     sys.exit(1 if failed else 0)
 
 

@@ -59,7 +59,9 @@ def test_benchmark_app_gets_the_rows_compile_configuration_from_a_file(tmp_path)
     assert after(c, "-api") == "sync" and after(c, "-ip") == "f32"
     assert after(c, "-shape") == "[8,3,32,32]" and after(c, "-t") == "3"
     assert "-hint" not in c and "-nthreads" not in c  # benchmark_app refuses -nthreads beside a hint
-    assert plan.tool == "benchmark_app" and plan.parse is crosscheck.parse_benchmark_app
+    assert plan.tool == "benchmark_app"
+    # one request at a time: the batch over its median latency, the row's statistic, not its FPS (a mean)
+    assert plan.parse(BENCHMARK_APP)["images_per_s"] == pytest.approx(8 / 0.56509e-3)
 
 
 def test_benchmark_app_throughput_streams_precision_dynamic_batch_and_defaults(tmp_path):
@@ -68,6 +70,7 @@ def test_benchmark_app_throughput_streams_precision_dynamic_batch_and_defaults(t
     assert tput.config["NUM_STREAMS"] == "2" and tput.config["PERFORMANCE_HINT"] == "THROUGHPUT"
     # vggbench's THROUGHPUT runner sends single images over the plugin's requests
     assert after(tput.command, "-api") == "async" and after(tput.command, "-shape") == "[1,3,32,32]"
+    assert tput.parse(BENCHMARK_APP)["images_per_s"] == 9925.85  # overlapping requests: its FPS
     bf16 = crosscheck.openvino_plan(row("openvino", OvSettings(static_batch=False, cache_dir=""), precision="bf16"),
                                     Subject(artifact=ONNX), tmp_path, app=["benchmark_app"])
     assert bf16.config["INFERENCE_PRECISION_HINT"] == "bf16" and "INFERENCE_NUM_THREADS" not in bf16.config
@@ -214,8 +217,13 @@ POLYGRAPHY = ("[I] trt-runner-N0-12/06/26-10:00:00    | Completed 32 iteration(s
 def test_benchmark_app_output_reads_as_images_per_second():
     # sync at batch 8: its FPS is 8 x 1244 iterations / 1.00263 s, images not requests
     assert crosscheck.parse_benchmark_app(BENCHMARK_APP) == {
-        "images_per_s": 9925.85, "median_ms": pytest.approx(0.56509), "iterations": 1244,
+        "images_per_s": 9925.85, "median_ms": pytest.approx(0.56509), "throughput_fps": 9925.85, "iterations": 1244,
         "timed_s": pytest.approx(1.00263)}
+    # a synchronous run's images/s is the batch over its median latency; its FPS is kept beside
+    sync = crosscheck.parse_benchmark_app(BENCHMARK_APP, batch=8)
+    assert sync["images_per_s"] == pytest.approx(8 / 0.56509e-3) and sync["throughput_fps"] == 9925.85
+    with pytest.raises(ValueError, match="Median"):
+        crosscheck.parse_benchmark_app(BENCHMARK_APP.replace("Median", "Middle"), batch=8)
     ms = crosscheck.parse_benchmark_app(BENCHMARK_APP.replace("565.09 us", "12.5 ms"))
     assert ms["median_ms"] == 12.5
     with pytest.raises(ValueError, match="Throughput"):
@@ -384,6 +392,38 @@ def test_runs_after_rounds_are_paired_with_them_as_a_diagnostic():
     assert "pairs" not in no_samples and no_samples["ratio"] == pytest.approx(100 / 150)
 
 
+def _rounds_row(rounds_ms):
+    samples = tuple(v for values in rounds_ms for v in values)
+    order = tuple(k for k, values in enumerate(rounds_ms, 1) for _ in values)
+    median = statistics.median(samples)
+    return row(status="ok", batch_size=1, samples_ms=samples, sample_rounds=order, median_ms=median,
+               images_per_s=1e3 / median)
+
+
+def test_the_ratio_gets_an_interval_from_the_rounds_and_the_runs_as_units():
+    tool = [{"tool": "t", "command": ["t"], "images_per_s": v, "median_ms": 1e3 / v, "seconds": 1.0,
+             "after_round": k} for k, v in enumerate((10.0, 10.1, 9.9, 10.05, 9.95), 1)]
+    # steady on both sides: the whole interval lies within 2% of 1, around the ratio
+    steady = crosscheck.combine(_rounds_row([[100.0, 101.0, 99.0]] * 5), tool).cross_check
+    assert 0.98 < steady["ratio_low"] <= steady["ratio"] <= steady["ratio_high"] < 1.02
+    # the same calls, but each round its own speed (a neighbour's minute, the machine's regime): each round is
+    # steady within, so calls resampled one by one would look sure; resampled by round, the interval widens past
+    # 5% on a side, though the ratio is the same
+    drifting = [[v * f for v in (100.0, 101.0, 99.0)] for f in (0.8, 1.0, 1.25, 0.9, 1.1)]
+    wide = crosscheck.combine(_rounds_row(drifting), tool).cross_check
+    assert wide["ratio"] == pytest.approx(1.0, abs=0.01)
+    assert wide["ratio_low"] < 0.95 and wide["ratio_high"] > 1.05
+    again = crosscheck.combine(_rounds_row(drifting), tool).cross_check
+    assert (again["ratio_low"], again["ratio_high"]) == (wide["ratio_low"], wide["ratio_high"])  # seeded
+    # a noisy tool widens it as much: both sides' spread counts
+    noisy_tool = [r | {"images_per_s": v} for r, v in zip(tool, (8.0, 10.0, 12.5, 9.0, 11.0), strict=True)]
+    both = crosscheck.combine(_rounds_row([[100.0, 101.0, 99.0]] * 5), noisy_tool).cross_check
+    assert both["ratio_low"] < 0.95 and both["ratio_high"] > 1.05
+    # one round, or one tool run: no interval to give
+    assert "ratio_low" not in crosscheck.combine(_rounds_row([[100.0] * 6]), tool).cross_check
+    assert "ratio_low" not in crosscheck.combine(_rounds_row([[100.0] * 3] * 5), tool[:1]).cross_check
+
+
 def test_a_check_that_cannot_start_never_fails_the_row(monkeypatch):
     r = row("onnxruntime", OrtSettings())
 
@@ -428,6 +468,7 @@ def test_run_cross_check_gives_every_ok_row_its_tools_numbers(tmp_path, backends
         assert block["images_per_s"] > 0 and block["median_ms"] > 0 and block["seconds"] > 0
         assert block["ratio"] == pytest.approx(r["images_per_s"] / block["images_per_s"])
         assert block["paired_ratio"] == pytest.approx(statistics.median(block["pairs"])) and len(block["pairs"]) == 2
+        assert 0 < block["ratio_low"] <= block["ratio_high"]  # two rounds and two runs: an interval
         assert block["command"][0] and str(r["batch_size"]) in " ".join(block["command"])
         # the tool ran between the rounds, after round 1 and after round 2, with half the budget each
         assert len(block["runs"]) == 2 and all("ratio" not in run for run in block["runs"])
@@ -462,3 +503,34 @@ def test_an_artifact_changed_after_the_row_is_refused_before_the_tool_opens_it(t
     checked = crosscheck.cross_check(r, prepared, suite)
     assert checked.status == "ok" and "does not match its sha256" in checked.cross_check["error"]
     assert "command" not in checked.cross_check  # nothing was started
+
+
+# --- benchmarks/cross_check.py's verdicts ------------------------------------------------------------------------
+
+def _cross_check_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cross_check.py"
+    spec = importlib.util.spec_from_file_location("cross_check_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("ratio, low, high, within, verdict", [
+    (1.01, 0.99, 1.03, "yes", "within"),  # the whole interval inside 5%
+    (0.97, 0.88, 1.08, "yes", "unsure"),  # the ratio inside, its interval too wide to say so
+    (0.86, 0.70, 1.07, "no", "unsure"),  # outside, but not sure of that either
+    (0.80, 0.75, 0.85, "no", "outside"),
+    (1.02, None, None, "yes", "-"),  # one round: no interval
+])
+def test_the_cross_check_script_says_how_sure_each_ratio_is(ratio, low, high, within, verdict):
+    script = _cross_check_script()
+    check = {"tool": "t", "images_per_s": 10.0, "ratio": ratio}
+    if low is not None:
+        check |= {"ratio_low": low, "ratio_high": high}
+    r = row(status="ok", images_per_s=10.0 * ratio, cross_check=check)
+    lines, failed, sure = script.verdicts(SimpleNamespace(results=[r]), 0.05)
+    cells = [c.strip() for c in lines[-1].split("|")]
+    assert cells[8:10] == [within, verdict]
+    assert (failed, sure) == (within == "no", verdict == "within")

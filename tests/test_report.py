@@ -232,3 +232,15 @@ def test_the_fastest_deployable_is_named_beside_the_fastest_overall(tmp_path):
         "openvino fp32 contiguous", "pt2 fp32 contiguous"]
 
 
+
+
+def test_a_cross_check_ratio_prints_with_its_interval(tmp_path):
+    checked = [row("eager", 1, 500.0, cross_check={"tool": "t", "images_per_s": 2.0, "ratio": 1.0,
+                                                   "ratio_low": 0.93, "ratio_high": 1.04}),
+               row("onnxruntime", 1, 180.0, cross_check={"tool": "t", "images_per_s": 5.4, "ratio": 1.029})]
+    text = cli("report", results_file(tmp_path, checked)).output
+    eager = next(x for x in text.splitlines() if x.startswith("eager")).split()
+    ort = next(x for x in text.splitlines() if x.startswith("onnxruntime")).split()
+    assert eager[-4:] == ["1.00", "±", "0.07", "ok"]  # the larger side, rounded up
+    assert ort[-2:] == ["1.03", "ok"]  # one tool run: no interval
+    assert "± its 95% interval over the rounds and the tool's runs" in text

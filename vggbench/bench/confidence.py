@@ -124,6 +124,32 @@ def bootstrap_ratio(old: Sequence[float], new: Sequence[float], resamples: int =
     return float(low), float(high)
 
 
+def clustered_ratio(rounds: Sequence[Sequence[float]], batch: int, tool: Sequence[float],
+                    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                    confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The percentile bootstrap interval of a cross-check's ratio: the row's images/s (the batch over the median of
+    its samples, in ms, pooled over its rounds) over the median of the tool's runs' images/s. The units resampled
+    are a round (all its samples at once) and a tool run, not single calls: calls a few seconds apart share the
+    machine's state (2026-12-07, AVX2 EPYC: winograd at batch 8 ran 757-1,021 ms in one round and 873-1,268 ms in
+    another), so calls resampled one by one would give an interval as narrow as if they did not. With 5 rounds
+    and 5 runs it is coarse (a median of 5 resampled values is one of them) and, as a small-sample bootstrap,
+    covers somewhat less than `confidence`. None with fewer than 2 rounds or 2 runs."""
+    import numpy as np
+
+    groups = [np.asarray(r, dtype=float) for r in rounds if len(r)]
+    runs = np.asarray(tool, dtype=float)
+    if len(groups) < 2 or len(runs) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    row = np.empty(resamples)
+    for i, picks in enumerate(rng.integers(0, len(groups), size=(resamples, len(groups)))):
+        row[i] = batch / (np.median(np.concatenate([groups[k] for k in picks])) / 1e3)
+    ratios = row / np.median(runs[rng.integers(0, len(runs), size=(resamples, len(runs)))], axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
 def mann_whitney_p(old: Sequence[float], new: Sequence[float]) -> float | None:
     """Two-sided Mann-Whitney U p-value that the two runs' times come from the same distribution, as
     scipy.stats.mannwhitneyu(new, old) gives it (method "auto"): the exact null distribution of U where a run has

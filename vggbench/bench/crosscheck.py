@@ -4,8 +4,9 @@ with the row's settings and for about the row's time budget, and the row gets a 
     {"tool", "command" (the exact argv), "images_per_s", "median_ms", "ratio" (the row's images/s over the
      tool's), "seconds" (the tool's process, start to exit), "iterations", "timed_s", "config" (openvino),
      "runs" (a row timed in rounds: the tool runs after each round (at most 5, spread), each with its share of
-     the budget; the block's images/s is the median of theirs), "pairs" (each run's round's images/s over the
-     run's) and "paired_ratio" (their median); see combine), and for the torch timers "faults_per_call" and
+     the budget; the block's images/s is the median of theirs), "ratio_low" and "ratio_high" (the ratio's 95%
+     interval, over the rounds and the runs), "pairs" (each run's round's images/s over the run's) and
+     "paired_ratio" (their median); see combine), and for the torch timers "faults_per_call" and
      "kernel_pct" over their timed calls, as the row records them (the median of the runs')}
 
 or {"tool", "command", "error"} when the tool is missing or fails; a failed cross-check never fails the row.
@@ -16,7 +17,8 @@ or {"tool", "command", "error"} when the tool is missing or fails; a failed cros
   u8 images otherwise), the row's batch as a static shape (-shape) or a dynamic one (-data_shape). LATENCY: one
   synchronous request per batch; THROUGHPUT: single images, asynchronously, on as many requests as the plugin
   finds optimal (benchmark_app keeps them all busy, where vggbench's row waits for its batch at every call).
-  Its Throughput (FPS) counts images, whatever the batch.
+  Its images/s: LATENCY, the batch over its median latency, as the row's (its Throughput, a mean over the wall
+  time, is kept as "throughput_fps"); THROUGHPUT, its Throughput (FPS), which counts images whatever the batch.
 - onnxruntime, ort-tensorrt: a bare InferenceSession with the row's options (vggbench.bench.timers.ort_timer,
   run with `python -I`: no vggbench in that process).
 - torchscript, pt2: torch.jit.load / torch.export.load of the file vggbench checked (vggbench.backends.safe_load,
@@ -31,6 +33,7 @@ or {"tool", "command", "error"} when the tool is missing or fails; a failed cros
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -53,6 +56,7 @@ from ..core.errors import one_line
 from ..core.extras import install_hint
 from ..exporters.manifest import read_manifest
 from ..zoo.settings import ModelSettings
+from .confidence import clustered_ratio
 from .rows import BenchResult
 
 TIMERS = Path(__file__).resolve().parent / "timers"
@@ -139,7 +143,8 @@ def openvino_plan(row, subject: Subject, workdir: Path, app: list[str] | None = 
                 "-shape" if static else "-data_shape", _shape(1 if throughput else row.batch_size, row.image_size),
                 "-t", str(max(1, math.ceil(row.min_time_s))),
                 "-niter", str(row.min_iters * (row.batch_size if throughput else 1))]
-    return Plan("benchmark_app", tuple(command), parse_benchmark_app, config=config or None)
+    parse = parse_benchmark_app if throughput else functools.partial(parse_benchmark_app, batch=row.batch_size)
+    return Plan("benchmark_app", tuple(command), parse, config=config or None)
 
 
 def onnxruntime_plan(row, subject: Subject, workdir: Path | None = None) -> Plan:
@@ -286,9 +291,13 @@ def parse_json_line(text: str) -> dict:
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 
 
-def parse_benchmark_app(text: str) -> dict:
+def parse_benchmark_app(text: str, batch: int | None = None) -> dict:
     """benchmark_app's report: Throughput (FPS, images per second whatever the batch), the median latency of a
-    request (ms or us), the iteration count and the duration."""
+    request (ms or us), the iteration count and the duration. batch: a synchronous run's (one request at a time),
+    whose images/s is then the batch over the median latency, the statistic of the row it checks; its FPS, the
+    iterations over the wall time, is a mean, which one slow call of ten moves by several per cent (2026-12-07,
+    AVX2 EPYC: OpenVINO at batch 1, FPS 4.18-5.20 in five runs whose medians gave 4.98-5.37). Kept as
+    "throughput_fps". Without batch (asynchronous requests, which overlap) the FPS is the images/s."""
     def find(pattern: str):
         m = re.search(pattern, text)
         return m.groups() if m else None
@@ -296,8 +305,13 @@ def parse_benchmark_app(text: str) -> dict:
     fps = find(rf"Throughput:\s*{_NUMBER}\s*FPS")
     median = find(rf"Median:\s*{_NUMBER}\s*(ms|us)")  # the first: the run's, before any per-shape group's
     count, duration = find(r"Count:\s*(\d+) iterations"), find(rf"Duration:\s*{_NUMBER}\s*ms")
-    return {"images_per_s": _positive(float(fps[0]) if fps else None, "Throughput (FPS)"),
-            "median_ms": float(median[0]) / (1000 if median[1] == "us" else 1) if median else None,
+    throughput = _positive(float(fps[0]) if fps else None, "Throughput (FPS)")
+    median_ms = float(median[0]) / (1000 if median[1] == "us" else 1) if median else None
+    if batch is not None:
+        images_per_s = _positive(batch / (median_ms / 1e3) if median_ms else None, "Median latency")
+    else:
+        images_per_s = throughput
+    return {"images_per_s": images_per_s, "median_ms": median_ms, "throughput_fps": throughput,
             "iterations": int(count[0]) if count else None,
             "timed_s": float(duration[0]) / 1000 if duration else None}
 
@@ -358,7 +372,8 @@ def execute(plan: Plan, row_images_per_s: float, timeout_s: float, policy: str =
         return {**block, "error": f"its output could not be read: {e}", "seconds": seconds}
     return {**block, "images_per_s": measured["images_per_s"], "median_ms": measured["median_ms"],
             "ratio": row_images_per_s / measured["images_per_s"], "seconds": seconds,
-            **{k: measured[k] for k in ("iterations", "timed_s", *USAGE) if measured.get(k) is not None}}
+            **{k: measured[k] for k in ("iterations", "timed_s", "throughput_fps", *USAGE)
+               if measured.get(k) is not None}}
 
 
 def timeout_for(row) -> float:
@@ -440,24 +455,31 @@ def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
     is one round's few calls against one run's, and a burst of slowness that lands on one side of a pair moves it
     by 10-60% (2026-12-06, Zen 4: eager at batch 1, one round at 365 ms against 209-235 ms for the others), so the
     median of five pairs scattered more than the pooled medians did: 6 of 10 rows within 5% paired against 9 of
-    10 pooled in the same run. Each run kept under "runs" where there were several. An error in any run is the
-    block's."""
+    10 pooled in the same run. Each run kept under "runs" where there were several. With 2 rounds and 2 runs or
+    more, "ratio_low" and "ratio_high": the ratio's 95% interval, a bootstrap over the rounds and the runs
+    (confidence.clustered_ratio), which says whether the ratio is sure to within a tolerance. An error in any run
+    is the block's."""
     if row.status != "ok" or not row.images_per_s or not runs:
         return row
     failed = next((r for r in runs if "error" in r or not r.get("median_ms")), None)
     if failed is not None:
         return replace(row, cross_check={**failed, "error": failed.get("error", "no median")}
                        | ({"runs": runs} if len(runs) > 1 else {}))
-    # each tool's own images/s (benchmark_app's is its throughput, the timers' the batch over their median)
+    # each tool's own images/s (the batch over its median; benchmark_app's FPS for asynchronous requests)
     images_per_s = statistics.median(r["images_per_s"] for r in runs)
     median_ms = statistics.median(r["median_ms"] for r in runs)
     block = {**runs[-1], "images_per_s": images_per_s, "median_ms": median_ms,
              "ratio": row.images_per_s / images_per_s, "seconds": round(sum(r["seconds"] for r in runs), 3)}
     block.pop("after_round", None)
-    for key in USAGE:
+    for key in (*USAGE, "throughput_fps"):
         values = [r[key] for r in runs if r.get(key) is not None]
         if values:
             block[key] = statistics.median(values)
+    rounds = _by_round(row)
+    interval = clustered_ratio(list(rounds.values()), row.batch_size, [r["images_per_s"] for r in runs]) \
+        if rounds else None
+    if interval is not None:
+        block.update(ratio_low=interval[0], ratio_high=interval[1])
     pairs = _pairs(row, runs)
     if pairs:
         block.update(pairs=pairs, paired_ratio=statistics.median(pairs))
@@ -471,13 +493,9 @@ def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
 def _pairs(row: BenchResult, runs: list[dict]) -> list[float] | None:
     """Each run's ratio to the round it followed (that round's images/s: the batch over its samples' median), or
     None where a run does not say which round, or the row has no samples of it."""
-    by_round: dict[int, list[float]] = {}
-    samples = tuple(row.samples_ms or ())
-    rounds = tuple(row.sample_rounds or (1,) * len(samples))
-    if len(rounds) != len(samples):  # a row read from elsewhere that does not say each sample's round
+    by_round = _by_round(row)
+    if not by_round:
         return None
-    for value, k in zip(samples, rounds, strict=True):
-        by_round.setdefault(k, []).append(value)
     pairs = []
     for run in runs:
         samples = by_round.get(run.get("after_round"))
@@ -485,3 +503,16 @@ def _pairs(row: BenchResult, runs: list[dict]) -> list[float] | None:
             return None
         pairs.append(row.batch_size / (statistics.median(samples) / 1e3) / run["images_per_s"])
     return pairs
+
+
+def _by_round(row: BenchResult) -> dict[int, list[float]]:
+    """The row's samples (ms) by the round that took them; {} where the row does not say each sample's round (a
+    row read from elsewhere) or has none."""
+    samples = tuple(row.samples_ms or ())
+    rounds = tuple(row.sample_rounds or (1,) * len(samples))
+    if len(rounds) != len(samples):
+        return {}
+    by_round: dict[int, list[float]] = {}
+    for value, k in zip(samples, rounds, strict=True):
+        by_round.setdefault(k, []).append(value)
+    return by_round

@@ -120,10 +120,12 @@ def run_rows(results: list[dict], baseline: str = DEFAULT_BASELINE, reason_width
         speed = ((1.0, 1.0) if reference is r else ratio_interval(ips, ips_ref)) if speedup and ips and ips_ref \
             else (None, None)
         ci = median_interval(r) or (None, None)
+        check = r.get(CROSS_CHECK) or {}
         rows.append({**{k: r[k] for k in (*GROUP_KEYS, "threads")},
                      **{k: r.get(k) for k in RUN_COLUMNS}, "backend": label(r), "speedup": speedup,
                      "noisy": noisy(r) if r["status"] == "ok" else r.get("noisy"),
-                     CROSS_CHECK: (r.get(CROSS_CHECK) or {}).get("ratio"), "status": _status(r, reason_width),
+                     CROSS_CHECK: check.get("ratio"), f"{CROSS_CHECK}_low": check.get("ratio_low"),
+                     f"{CROSS_CHECK}_high": check.get("ratio_high"), "status": _status(r, reason_width),
                      "median_ci_low_ms": ci[0], "median_ci_high_ms": ci[1],
                      "images_per_s_low": ips[0] if ips else None, "images_per_s_high": ips[1] if ips else None,
                      "speedup_low": speed[0], "speedup_high": speed[1], "under_load": r.get("under_load"),
@@ -460,8 +462,13 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
                                                                  *INTERVAL_COLUMNS])
     raw = run_rows(data["results"], baseline, REASON_WIDTH)
     mark = "\\" + LOAD_MARK if fmt == "github" else LOAD_MARK  # markdown would read a bare * as emphasis
-    rows = [_rounded(_with_intervals(row), _SIGNIFICANT)
+    # the cross-check's ratio with its interval (over the rounds and the tool's runs) where it has one
+    pairs = (("images_per_s", None), ("speedup", 2), (CROSS_CHECK, 2))
+    rows = [_rounded(_with_intervals(row, pairs), _SIGNIFICANT)
             | ({"backend": row["backend"] + mark} if row["under_load"] is True else {}) for row in raw]
+    for row in rows:  # a column of text beside "1.00 ± 0.07" takes no float format: a ratio without one gets it here
+        if isinstance(row[CROSS_CHECK], float):
+            row[CROSS_CHECK] = f"{row[CROSS_CHECK]:.2f}"
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["machine"], *(row[k] for k in GROUP_KEYS)), []).append(row)
@@ -499,7 +506,8 @@ def render_run(data: dict, fmt: str = "table", baseline: str = DEFAULT_BASELINE)
     if checked:
         failed = sum(1 for r in checked if "error" in r[CROSS_CHECK])
         notes.append("cross_check: images/s over the runtime's own tool's, timed in a fresh process (the tool and "
-                     "its command are in the results file)" + (f"; {failed} check(s) failed (-)" if failed else ""))
+                     "its command are in the results file); ± its 95% interval over the rounds and the tool's runs"
+                     + (f"; {failed} check(s) failed (-)" if failed else ""))
     fastest = render_fastest(data, fmt, baseline)
     if fastest.strip():
         parts.append(_section("fastest that ran and passed parity, per batch size (and the fastest deployable: "
