@@ -4,6 +4,7 @@ row's settings (`vggbench run --cross-check`, suite benchmarks/suites/cross-chec
 
     python benchmarks/cross_check.py [--min-time 8] [--tolerance 0.05] [--out benchmarks/results]
     python benchmarks/cross_check.py --tiny --out /tmp/x   # the script itself: a 1/16-width VGG11 at 32x32
+    python benchmarks/cross_check.py --rejudge FILE        # an earlier run's rows judged again, timing nothing
 
 Prints a markdown table, one line per row: vggbench's images/s (with the 95% interval of its median where the row
 has one), the tool's images/s (the median of its runs, one after each round), their ratio (vggbench's over the
@@ -12,7 +13,9 @@ ratio is within the tolerance, and whether its interval is sure of it ("within",
 to say); and, as a diagnostic, the median and range of the pairs (each round's images/s over the tool's run right
 after it). Writes the run (JSON and
 CSV) and the table (cross-check-<time>.md) under --out. Exits 1 when a row is outside the tolerance, or did not
-run, or could not be checked.
+run, or could not be checked. --rejudge FILE prints the table of a results file written by an earlier run, its
+blocks made again from the tool runs it recorded with today's rules (crosscheck.restate and combine: the ratio's
+interval, benchmark_app's median), and writes nothing.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import vggbench
+from vggbench.bench.crosscheck import combine, restate
+from vggbench.bench.results import read_run
+from vggbench.bench.rows import BenchResult
 from vggbench.bench.suite import ISOLATIONS
 from vggbench.core.fileio import write_text
 
@@ -86,6 +94,32 @@ def verdicts(run, tolerance: float) -> tuple[list[str], int, int]:
     return lines, failed, sure
 
 
+def rejudge(path: str) -> SimpleNamespace:
+    """The run in a results file with each row's cross_check block made again from the tool runs it recorded."""
+    data = read_run(path)
+    names = {f.name for f in fields(BenchResult)}
+    rows = []
+    for r in data["results"]:
+        row = BenchResult(**{k: v for k, v in r.items() if k in names})
+        block = r.get("cross_check") or {}
+        runs = block.get("runs") or ([block] if block and "error" not in block else [])
+        runs = [restate(run, row.batch_size) for run in runs]
+        rows.append(combine(replace(row, cross_check=None), runs) if runs else row)
+    return SimpleNamespace(results=rows, environment=data.get("environment") or {}, settings=data["settings"])
+
+
+def render(run, tolerance: float) -> tuple[str, int, int]:
+    """The markdown the script prints, with how many rows fail and how many are sure to be within."""
+    lines, failed, sure = verdicts(run, tolerance)
+    threads = sorted({r.threads for r in run.results})
+    cpu = run.environment.get("cpu", {}).get("model", "?")
+    model = f"{run.settings['models'][0]} at {run.settings['image_size']}"
+    markdown = (f"{model}, {'/'.join(map(str, threads))} threads, {cpu}; vggbench images/s (95% interval of the "
+                f"median where the row has one) against the runtime's own tool in a fresh process; ratio = "
+                f"vggbench / tool\n\n" + "\n".join(lines) + "\n")
+    return markdown, failed, sure
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="a 1/16-width VGG11 at 32x32 for a fraction of a second "
@@ -101,7 +135,16 @@ def main() -> None:
                         help="process: each group in a fresh worker (nothing another backend did to the process "
                              "reaches its rows); case: each batch size in its own too, as its tool runs it "
                              "[default: the suite's]")
+    parser.add_argument("--rejudge", metavar="FILE", help="judge the rows of an earlier run's results file again "
+                                                          "(today's rules), timing nothing and writing nothing")
     args = parser.parse_args()
+    if args.rejudge:
+        run = rejudge(args.rejudge)
+        markdown, failed, sure = render(run, args.tolerance)
+        print(markdown)
+        print(f"{len(run.results) - failed} of {len(run.results)} rows within ±{args.tolerance:.0%} of their tool, "
+              f"{sure} sure to be (the ratio's whole 95% interval)")
+        sys.exit(1 if failed else 0)
     overrides = dict(TINY) if args.tiny else {}
     if args.min_time is not None:
         overrides["min_time_s"] = args.min_time
@@ -115,13 +158,7 @@ def main() -> None:
     started = time.perf_counter()
     run = vggbench.benchmark(str(SUITE), export_cache=args.export_cache, progress=True, cross_check=True,
                              **overrides)
-    lines, failed, sure = verdicts(run, args.tolerance)
-    threads = sorted({r.threads for r in run.results})
-    cpu = run.environment.get("cpu", {}).get("model", "?")
-    model = f"{run.settings['models'][0]} at {run.settings['image_size']}"
-    markdown = (f"{model}, {'/'.join(map(str, threads))} threads, {cpu}; vggbench images/s (95% interval of the "
-                f"median where the row has one) against the runtime's own tool in a fresh process; ratio = "
-                f"vggbench / tool\n\n" + "\n".join(lines) + "\n")
+    markdown, failed, sure = render(run, args.tolerance)
     print("\n" + markdown)
     json_path, _ = run.write(args.out)
     table = json_path.with_name(json_path.stem.replace("run-", "cross-check-", 1) + ".md")

@@ -534,3 +534,32 @@ def test_the_cross_check_script_says_how_sure_each_ratio_is(ratio, low, high, wi
     cells = [c.strip() for c in lines[-1].split("|")]
     assert cells[8:10] == [within, verdict]
     assert (failed, sure) == (within == "no", verdict == "within")
+
+
+def test_runs_recorded_before_the_median_rule_are_restated():
+    sync = {"tool": "benchmark_app", "command": ["benchmark_app", "-api", "sync", "-t", "2"], "images_per_s": 4.5,
+            "median_ms": 200.0}
+    restated = crosscheck.restate(sync, 1)
+    assert restated["images_per_s"] == pytest.approx(5.0) and restated["throughput_fps"] == 4.5
+    assert crosscheck.restate(restated, 1) == restated  # once only
+    asynchronous = sync | {"command": ["benchmark_app", "-api", "async"]}
+    timer = {"tool": "torch.utils.benchmark.Timer", "command": ["python"], "images_per_s": 4.5, "median_ms": 200.0}
+    assert crosscheck.restate(asynchronous, 1) == asynchronous and crosscheck.restate(timer, 1) == timer
+
+
+def test_the_cross_check_script_judges_an_earlier_run_again(tmp_path):
+    from vggbench.bench.results import BenchRun
+
+    script = _cross_check_script()
+    runs = [{"tool": "benchmark_app", "command": ["benchmark_app", "-api", "sync"], "images_per_s": fps,
+             "median_ms": ms, "seconds": 3.0, "after_round": k}
+            for k, fps, ms in ((1, 9.0, 80.0), (2, 7.0, 80.0), (3, 9.5, 80.0))]
+    old = row("openvino", status="ok", samples_ms=(80.0, 80.0, 80.0), sample_rounds=(1, 2, 3),
+              cross_check={"tool": "benchmark_app", "images_per_s": 9.0, "ratio": 100 / 9.0, "runs": runs})
+    path, _ = BenchRun({"name": "t", "models": ["vgg11"], "image_size": 32}, {}, [old], 1.0,
+                       "2026-12-01T00:00:00+00:00").write(tmp_path / "old.json")
+    (again,) = script.rejudge(str(path)).results
+    # the runs' medians (80 ms at batch 8: 100 images/s) against the row's 100: 1.0, where their FPS gave 1.11
+    assert again.cross_check["images_per_s"] == pytest.approx(100.0) and again.cross_check["ratio"] == pytest.approx(1)
+    assert again.cross_check["ratio_low"] == pytest.approx(1) == again.cross_check["ratio_high"]
+    assert again.cross_check["throughput_fps"] == 9.0

@@ -376,6 +376,17 @@ def execute(plan: Plan, row_images_per_s: float, timeout_s: float, policy: str =
                if measured.get(k) is not None}}
 
 
+def restate(run: dict, batch: int) -> dict:
+    """A tool run as recorded (a block, or one of its "runs") with its images/s as parse_benchmark_app gives it
+    today: benchmark_app's synchronous runs before 2026-12-07 recorded its FPS (a mean), now the batch over its
+    median latency, the row's statistic, with the FPS kept as "throughput_fps". Anything else unchanged."""
+    command = list(run.get("command") or ())
+    synchronous = "-api" in command[:-1] and command[command.index("-api") + 1] == "sync"
+    if run.get("tool") != "benchmark_app" or not synchronous or "throughput_fps" in run or not run.get("median_ms"):
+        return run
+    return {**run, "images_per_s": batch / (run["median_ms"] / 1e3), "throughput_fps": run["images_per_s"]}
+
+
 def timeout_for(row) -> float:
     calls_s = row.min_iters * row.median_ms / 1e3 if row.median_ms else 0.0
     return STARTUP_ALLOWANCE_S + 4 * (row.warmup_time_s + max(row.min_time_s, calls_s))
