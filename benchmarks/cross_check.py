@@ -27,12 +27,17 @@ from dataclasses import fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import torch
+
 import vggbench
 from vggbench.bench.crosscheck import combine, restate
 from vggbench.bench.results import read_run
 from vggbench.bench.rows import BenchResult
 from vggbench.bench.suite import ISOLATIONS
 from vggbench.core.fileio import write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine_noise  # noqa: E402  (a script beside this one)
 
 SUITE = Path(__file__).resolve().parent / "suites" / "cross-check.toml"
 TINY = dict(models=["vgg11"], width=0.0625, hidden=[32], image_size=32, warmup=1, warmup_time_s=0.1,
@@ -135,6 +140,9 @@ def main() -> None:
                         help="process: each group in a fresh worker (nothing another backend did to the process "
                              "reaches its rows); case: each batch size in its own too, as its tool runs it "
                              "[default: the suite's]")
+    parser.add_argument("--noise-seconds", type=float, default=5.0,
+                        help="seconds a probe of benchmarks/machine_noise.py runs before and after the suite "
+                             "(0: none; --tiny runs none)")
     parser.add_argument("--rejudge", metavar="FILE", help="judge the rows of an earlier run's results file again "
                                                           "(today's rules), timing nothing and writing nothing")
     args = parser.parse_args()
@@ -156,11 +164,23 @@ def main() -> None:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     started = time.perf_counter()
+    # how steady the host is for memory-bound and compute-bound work, before and after (benchmarks/machine_noise.py):
+    # a neighbour's memory traffic slows rows without showing in the CPU pressure the rows record
+    probe = args.noise_seconds if not args.tiny else 0
+    noise = {"before": machine_noise.measure(probe, torch.get_num_threads())} if probe else {}
     run = vggbench.benchmark(str(SUITE), export_cache=args.export_cache, progress=True, cross_check=True,
                              **overrides)
+    json_path, _ = run.write(args.out)  # first: nothing after the suite can lose it
+    if noise:
+        noise["after"] = machine_noise.measure(probe, torch.get_num_threads())
     markdown, failed, sure = render(run, args.tolerance)
+    if noise:
+        markdown += f"\nThe host's steadiness (benchmarks/machine_noise.py, {args.noise_seconds:g} s a probe):\n\n"
+        markdown += "".join(f"- {when}: {line}\n" for when, data in noise.items()
+                            for line in machine_noise.lines(data))
     print("\n" + markdown)
-    json_path, _ = run.write(args.out)
+    if noise:
+        machine_noise.write(noise, json_path.parent, json_path.stem.replace("run-", "cross-check-noise-", 1))
     table = json_path.with_name(json_path.stem.replace("run-", "cross-check-", 1) + ".md")
     write_text(table, markdown)
     print(f"{len(run.results) - failed} of {len(run.results)} rows within ±{args.tolerance:.0%} of their tool, "

@@ -563,3 +563,20 @@ def test_the_cross_check_script_judges_an_earlier_run_again(tmp_path):
     assert again.cross_check["images_per_s"] == pytest.approx(100.0) and again.cross_check["ratio"] == pytest.approx(1)
     assert again.cross_check["ratio_low"] == pytest.approx(1) == again.cross_check["ratio_high"]
     assert again.cross_check["throughput_fps"] == 9.0
+
+
+def test_the_machine_noise_probe_says_dash_where_it_has_too_few_calls():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "machine_noise.py"
+    spec = importlib.util.spec_from_file_location("machine_noise_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    once = script.spread(0.0, lambda: None)  # one call at least, whatever the seconds
+    assert once["calls"] == 1 and once["calls_p5_p95_pct"] is None and once["windows_cv_pct"] is None
+    ticks = iter(range(10**6))
+    steady = script.spread(0.05, lambda: next(ticks))
+    assert steady["calls"] > 1 and steady["calls_p5_p95_pct"] is not None
+    text = script.lines({"probes": {"copy": once}})
+    assert text == ["copy: 1 calls, median " + f"{once['median_ms']:.2f}" + " ms, p5-p95 - of it; 0 1 s windows: "
+                    "range -, cv -"]
