@@ -180,7 +180,8 @@ def main() -> None:
                             for line in machine_noise.lines(data))
     print("\n" + markdown)
     if noise:
-        machine_noise.write(noise, json_path.parent, json_path.stem.replace("run-", "cross-check-noise-", 1))
+        stem = json_path.stem.replace("run-", "cross-check-noise-", 1)
+        machine_noise.write(noise, json_path.with_name(stem + ".json"))
     table = json_path.with_name(json_path.stem.replace("run-", "cross-check-", 1) + ".md")
     write_text(table, markdown)
     print(f"{len(run.results) - failed} of {len(run.results)} rows within ±{args.tolerance:.0%} of their tool, "

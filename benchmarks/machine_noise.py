@@ -77,8 +77,7 @@ def lines(data: dict) -> list[str]:
             for name, p in data["probes"].items()]
 
 
-def write(data: dict, out: str | Path, name: str = "machine-noise") -> Path:
-    path = Path(out) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+def write(data: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(data, indent=2) + "\n")
     return path
@@ -92,7 +91,8 @@ def main() -> None:
     args = parser.parse_args()
     data = measure(args.seconds, args.threads)
     print("\n".join(lines(data)))
-    print(f"wrote {write(data, args.out)}")
+    path = write(data, Path(args.out) / f"machine-noise-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
