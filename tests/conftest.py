@@ -20,6 +20,17 @@ TINY = {"width": 1 / 16, "hidden": 32}
 TINY_IMAGE = 32
 
 
+def benchmark_script(name: str):
+    """A script of benchmarks/ (not a package) imported as a module, for its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def slow_except(values, *fast):
     """Parametrize values with all but `fast` marked slow: the fast tier keeps one case, the slow tier the rest."""
     return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]

@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 import vggbench.bench.crosscheck as crosscheck
-from tests.conftest import TINY, TINY_IMAGE
+from tests.conftest import TINY, TINY_IMAGE, benchmark_script
 from vggbench.backends.compile import CompileSettings
 from vggbench.backends.onnxruntime import OrtSettings
 from vggbench.backends.openvino import OvSettings
@@ -508,13 +508,7 @@ def test_an_artifact_changed_after_the_row_is_refused_before_the_tool_opens_it(t
 # --- benchmarks/cross_check.py's verdicts ------------------------------------------------------------------------
 
 def _cross_check_script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cross_check.py"
-    spec = importlib.util.spec_from_file_location("cross_check_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("cross_check")
 
 
 @pytest.mark.parametrize("ratio, low, high, within, verdict", [
@@ -566,12 +560,7 @@ def test_the_cross_check_script_judges_an_earlier_run_again(tmp_path):
 
 
 def test_the_machine_noise_probe_says_dash_where_it_has_too_few_calls():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "machine_noise.py"
-    spec = importlib.util.spec_from_file_location("machine_noise_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("machine_noise")
     once = script.spread(0.0, lambda: None)  # one call at least, whatever the seconds
     assert once["calls"] == 1 and once["calls_p5_p95_pct"] is None and once["windows_cv_pct"] is None
     ticks = iter(range(10**6))

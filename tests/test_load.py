@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import vggbench
 import vggbench.bench.sweep as sweep
 import vggbench.core.load as load
-from tests.conftest import TINY, TINY_IMAGE
+from tests.conftest import TINY, TINY_IMAGE, benchmark_script
 from vggbench.bench.results import read_run
 from vggbench.cli import main
 from vggbench.core.errors import MachineBusy
@@ -386,13 +386,7 @@ def test_loadgen_rows_carry_their_load_and_require_quiet_refuses_before_any_work
 # --- benchmarks/planted_load.py's check -------------------------------------------------------------------------
 
 def _planted_load_script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "planted_load.py"
-    spec = importlib.util.spec_from_file_location("planted_load", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("planted_load")
 
 
 def _results(*rows) -> dict:
