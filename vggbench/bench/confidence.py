@@ -108,20 +108,24 @@ def bootstrap_ratio(old: Sequence[float], new: Sequence[float], resamples: int =
     import numpy as np
 
     rng = np.random.default_rng(seed)
-
-    def medians(values: Sequence[float]):
-        x = np.asarray(values, dtype=float)
-        out = np.empty(resamples)
-        step = max(1, _BOOTSTRAP_CELLS // len(x))
-        for start in range(0, resamples, step):
-            count = min(step, resamples - start)
-            out[start:start + count] = np.median(x[rng.integers(0, len(x), size=(count, len(x)))], axis=1)
-        return out
-
-    ratios = medians(new) / medians(old)
+    ratios = _resampled_medians(new, resamples, rng) / _resampled_medians(old, resamples, rng)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
     return float(low), float(high)
+
+
+def _resampled_medians(values: Sequence[float], resamples: int, rng):
+    """The medians of `resamples` resamples of `values` with replacement, drawn from `rng` (numpy's Generator), at
+    most _BOOTSTRAP_CELLS values held at once."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    out = np.empty(resamples)
+    step = max(1, _BOOTSTRAP_CELLS // len(x))
+    for start in range(0, resamples, step):
+        count = min(step, resamples - start)
+        out[start:start + count] = np.median(x[rng.integers(0, len(x), size=(count, len(x)))], axis=1)
+    return out
 
 
 def clustered_ratio(rounds: Sequence[Sequence[float]], batch: int, tool: Sequence[float],
@@ -144,7 +148,7 @@ def clustered_ratio(rounds: Sequence[Sequence[float]], batch: int, tool: Sequenc
     row = np.empty(resamples)
     for i, picks in enumerate(rng.integers(0, len(groups), size=(resamples, len(groups)))):
         row[i] = batch / (np.median(np.concatenate([groups[k] for k in picks])) / 1e3)
-    ratios = row / np.median(runs[rng.integers(0, len(runs), size=(resamples, len(runs)))], axis=1)
+    ratios = row / _resampled_medians(runs, resamples, rng)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
     return float(low), float(high)

@@ -491,7 +491,7 @@ def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
         if rounds else None
     if interval is not None:
         block.update(ratio_low=interval[0], ratio_high=interval[1])
-    pairs = _pairs(row, runs)
+    pairs = _pairs(rounds, row.batch_size, runs)
     if pairs:
         block.update(pairs=pairs, paired_ratio=statistics.median(pairs))
     if len(runs) > 1:
@@ -501,10 +501,10 @@ def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
     return replace(row, cross_check=block)
 
 
-def _pairs(row: BenchResult, runs: list[dict]) -> list[float] | None:
-    """Each run's ratio to the round it followed (that round's images/s: the batch over its samples' median), or
-    None where a run does not say which round, or the row has no samples of it."""
-    by_round = _by_round(row)
+def _pairs(by_round: dict[int, list[float]], batch: int, runs: list[dict]) -> list[float] | None:
+    """Each run's ratio to the round it followed (that round's images/s: the batch over its samples' median, from
+    the row's samples by round, _by_round), or None where a run does not say which round, or the row has no
+    samples of it."""
     if not by_round:
         return None
     pairs = []
@@ -512,7 +512,7 @@ def _pairs(row: BenchResult, runs: list[dict]) -> list[float] | None:
         samples = by_round.get(run.get("after_round"))
         if not samples:
             return None
-        pairs.append(row.batch_size / (statistics.median(samples) / 1e3) / run["images_per_s"])
+        pairs.append(batch / (statistics.median(samples) / 1e3) / run["images_per_s"])
     return pairs
 
 
