@@ -34,6 +34,7 @@ from vggbench.bench.crosscheck import combine, restate
 from vggbench.bench.results import read_run
 from vggbench.bench.rows import BenchResult
 from vggbench.bench.suite import ISOLATIONS
+from vggbench.core.errors import ResultsError
 from vggbench.core.fileio import write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -140,14 +141,18 @@ def main() -> None:
                         help="process: each group in a fresh worker (nothing another backend did to the process "
                              "reaches its rows); case: each batch size in its own too, as its tool runs it "
                              "[default: the suite's]")
-    parser.add_argument("--noise-seconds", type=float, default=5.0,
+    parser.add_argument("--noise-seconds", type=machine_noise.seconds, default=5.0,
                         help="seconds a probe of benchmarks/machine_noise.py runs before and after the suite "
                              "(0: none; --tiny runs none)")
     parser.add_argument("--rejudge", metavar="FILE", help="judge the rows of an earlier run's results file again "
                                                           "(today's rules), timing nothing and writing nothing")
     args = parser.parse_args()
     if args.rejudge:
-        run = rejudge(args.rejudge)
+        try:
+            run = rejudge(args.rejudge)
+        except ResultsError as e:  # missing, not a results file, not JSON: one line, as vggbench's own commands
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         markdown, failed, sure = render(run, args.tolerance)
         print(markdown)
         print(f"{len(run.results) - failed} of {len(run.results)} rows within ±{args.tolerance:.0%} of their tool, "

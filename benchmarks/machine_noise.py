@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +26,23 @@ import torch
 from vggbench.core.env import capture
 from vggbench.core.fileio import write_text
 from vggbench.core.load import LoadSampler
+
+MAX_SECONDS = 3600.0
+
+
+def seconds(text: str) -> float:
+    """--seconds: finite, 0 to an hour (inf would never end, nan never ends a probe either way)."""
+    value = float(text)
+    if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text}: not a number of seconds from 0 to {MAX_SECONDS:g}")
+    return value
+
+
+def threads(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"{text}: not a thread count from 1 to 1024")
+    return value
 
 
 def spread(seconds: float, call) -> dict:
@@ -85,8 +103,8 @@ def write(data: dict, path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of calls per probe")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=seconds, default=20.0, help="seconds of calls per probe")
+    parser.add_argument("--threads", type=threads, default=2)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     data = measure(args.seconds, args.threads)

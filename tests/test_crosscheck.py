@@ -569,3 +569,26 @@ def test_the_machine_noise_probe_says_dash_where_it_has_too_few_calls():
     text = script.lines({"probes": {"copy": once}})
     assert text == ["copy: 1 calls, median " + f"{once['median_ms']:.2f}" + " ms, p5-p95 - of it; 0 1 s windows: "
                     "range -, cv -"]
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-1", "1e9"])
+def test_the_probes_refuse_seconds_that_would_hang_or_mean_nothing(text):
+    import argparse
+
+    script = benchmark_script("machine_noise")
+    with pytest.raises(argparse.ArgumentTypeError, match="seconds from 0 to 3600"):
+        script.seconds(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="thread count"):
+        script.threads("0")
+    assert script.seconds("2.5") == 2.5 and script.threads("2") == 2
+
+
+@pytest.mark.parametrize("make", [lambda d: d / "missing.json", lambda d: d,
+                                  lambda d: (d / "x.json").write_text("{not json") and d / "x.json"])
+def test_rejudging_what_is_not_a_results_file_is_one_error_line(make, tmp_path, monkeypatch, capsys):
+    script = _cross_check_script()
+    monkeypatch.setattr(sys, "argv", ["cross_check.py", "--rejudge", str(make(tmp_path))])
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("error: ")
