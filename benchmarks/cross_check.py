@@ -34,7 +34,7 @@ from vggbench.bench.crosscheck import combine, restate
 from vggbench.bench.results import read_run
 from vggbench.bench.rows import BenchResult
 from vggbench.bench.suite import ISOLATIONS
-from vggbench.core.errors import ResultsError
+from vggbench.core.errors import ConfigError, ResultsError
 from vggbench.core.fileio import write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -137,6 +137,10 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results", help="folder for the run and the table")
     parser.add_argument("--export-cache", default="exports/.cache")
     parser.add_argument("--rounds", type=int, help="[default: the suite's]")
+    parser.add_argument("--max-rounds", type=int, help="rounds a row may go on to until its ratio's interval is "
+                                                       "narrow [default: the suite's]")
+    parser.add_argument("--target-width", type=float, help="how narrow (relative, the larger side) [default: the "
+                                                           "suite's]")
     parser.add_argument("--isolation", choices=ISOLATIONS,
                         help="process: each group in a fresh worker (nothing another backend did to the process "
                              "reaches its rows); case: each batch size in its own too, as its tool runs it "
@@ -165,7 +169,7 @@ def main() -> None:
         overrides["batch_sizes"] = [int(b) for b in args.batch_sizes.split(",")]
     if args.threads:
         overrides["threads"] = args.threads
-    for key in ("rounds", "isolation"):
+    for key in ("rounds", "max_rounds", "target_width", "isolation"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     started = time.perf_counter()
@@ -173,8 +177,12 @@ def main() -> None:
     # a neighbour's memory traffic slows rows without showing in the CPU pressure the rows record
     probe = args.noise_seconds if not args.tiny else 0
     noise = {"before": machine_noise.measure(probe, torch.get_num_threads())} if probe else {}
-    run = vggbench.benchmark(str(SUITE), export_cache=args.export_cache, progress=True, cross_check=True,
-                             **overrides)
+    try:
+        run = vggbench.benchmark(str(SUITE), export_cache=args.export_cache, progress=True, cross_check=True,
+                                 **overrides)
+    except ConfigError as e:  # --max-rounds under --rounds, a negative --min-time, ...: one line, as vggbench's own
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     json_path, _ = run.write(args.out)  # first: nothing after the suite can lose it
     if noise:
         noise["after"] = machine_noise.measure(probe, torch.get_num_threads())

@@ -682,7 +682,7 @@ def loadgen(ctx, suite, export_cache, out, force, fmt, require_quiet, db, record
 
 TUNE_SUITE_KEYS = ("device", "image_size", "weights", "seed", "num_classes", "width", "hidden", "dropout", "head",
                    "init", "tf32", "cudnn_benchmark", "warmup", "warmup_time_s", "min_time_s", "min_iters", "max_iters",
-                   "rounds", "isolation", "worker_timeout_s", "machines")
+                   "rounds", "max_rounds", "target_width", "isolation", "worker_timeout_s", "machines")
 
 
 def _tune_settings():

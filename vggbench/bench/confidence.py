@@ -109,9 +109,7 @@ def bootstrap_ratio(old: Sequence[float], new: Sequence[float], resamples: int =
 
     rng = np.random.default_rng(seed)
     ratios = _resampled_medians(new, resamples, rng) / _resampled_medians(old, resamples, rng)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(ratios, [alpha, 1 - alpha])
-    return float(low), float(high)
+    return _percentiles(ratios, confidence)
 
 
 def _resampled_medians(values: Sequence[float], resamples: int, rng):
@@ -140,17 +138,43 @@ def clustered_ratio(rounds: Sequence[Sequence[float]], batch: int, tool: Sequenc
     covers somewhat less than `confidence`. None with fewer than 2 rounds or 2 runs."""
     import numpy as np
 
-    groups = [np.asarray(r, dtype=float) for r in rounds if len(r)]
     runs = np.asarray(tool, dtype=float)
-    if len(groups) < 2 or len(runs) < 2:
+    if sum(1 for r in rounds if len(r)) < 2 or len(runs) < 2:
         return None
     rng = np.random.default_rng(seed)
+    ratios = _resampled_rows(rounds, batch, resamples, rng) / _resampled_medians(runs, resamples, rng)
+    return _percentiles(ratios, confidence)
+
+
+def clustered_images(rounds: Sequence[Sequence[float]], batch: int, resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The percentile bootstrap interval of a row's images/s (the batch over the median of its samples, in ms,
+    pooled over its rounds), whole rounds resampled as in clustered_ratio: wider than the row's own interval of
+    its median, which takes its calls as independent, where the machine moved between rounds. None with fewer than
+    2 rounds."""
+    import numpy as np
+
+    if sum(1 for r in rounds if len(r)) < 2:
+        return None
+    return _percentiles(_resampled_rows(rounds, batch, resamples, np.random.default_rng(seed)), confidence)
+
+
+def _resampled_rows(rounds: Sequence[Sequence[float]], batch: int, resamples: int, rng):
+    """The row's images/s over `resamples` resamples of its rounds (whole rounds, with replacement)."""
+    import numpy as np
+
+    groups = [np.asarray(r, dtype=float) for r in rounds if len(r)]
     row = np.empty(resamples)
     for i, picks in enumerate(rng.integers(0, len(groups), size=(resamples, len(groups)))):
         row[i] = batch / (np.median(np.concatenate([groups[k] for k in picks])) / 1e3)
-    ratios = row / _resampled_medians(runs, resamples, rng)
+    return row
+
+
+def _percentiles(values, confidence: float) -> tuple[float, float]:
+    import numpy as np
+
     alpha = (1 - confidence) / 2
-    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    low, high = np.quantile(values, [alpha, 1 - alpha])
     return float(low), float(high)
 
 

@@ -160,6 +160,18 @@ class Suite(ModelSettings):
                              "alike; warm-up in the first round (at most max_iters rounds; 1: each case in one go) "
                              "[default: 5].",
                           minimum=1)
+    # rounds that go on until the interval is narrow: on a shared host one configuration moved by 25-40% from round
+    # to round (2026-12-07, AVX2 EPYC, benchmarks/README.md "Eighth round"), so 5 rounds left every cross-check
+    # ratio's interval wider than ±5%; an interval narrows as the square root of the rounds
+    max_rounds: int | None = setting(None, "Let a case go on past --rounds, one more round at a time (and with "
+                                           "--cross-check, one more run of its tool after each), up to N rounds "
+                                           "in all, until its 95% interval reaches no more than --target-width "
+                                           "from its value: its cross-check ratio's interval, else that of its "
+                                           "images/s, each a bootstrap of whole rounds. It stops on the width "
+                                           "alone, never on the value [default: --rounds, no more].", minimum=1)
+    target_width: float = setting(0.025, "--max-rounds: how far (relative, the larger side) a case's 95% interval "
+                                         "may reach from its value before it stops adding rounds [default: "
+                                         "0.025: a ratio near 1 is then sure to within ±5%].", above=0, below=1)
     allocator: str = setting(DEFAULT_POLICY, "steady, or default: glibc's malloc with fixed trim and mmap "
                                              "thresholds and no block mapped on its own, in this process and in "
                                              "every worker and cross-check tool it starts, so that torch's CPU "
@@ -372,6 +384,9 @@ def validate(suite: Suite) -> Suite:
         for f in m.get("memory_formats", ()):
             _choice("memory format", f, MEMORY_FORMATS)
     Timing(suite.warmup, suite.warmup_time_s, suite.min_time_s, suite.min_iters, suite.max_iters)
+    if suite.max_rounds is not None and suite.max_rounds < suite.rounds:
+        raise ConfigError(f"max_rounds ({suite.max_rounds}) must be at least rounds ({suite.rounds}): the rounds "
+                          f"a case may go on to, past the ones it always runs")
     ModelOptions(**suite.model_options())
     for model in models:
         check_image_size(get_spec(model), suite.image_size)

@@ -28,6 +28,7 @@ from ..core.timing import Session, free_memory, measure, round_timing
 from ..data.inputs import random_batch
 from ..zoo.weights import WeightsSource, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE
+from .confidence import clustered_images, clustered_ratio, half_width
 from .crosscheck import chunk_rounds, combine, cross_check, tool_run
 from .peak import Ceilings, measure_peak, theoretical_peak
 from .prepare import Failure, Preparation, PreparedModel, PreparedRunner
@@ -148,6 +149,8 @@ class _Sweep:
         self.results: list[BenchResult] = []
         # a round times one call at least, so there are at most max_iters of them
         self.rounds = min(suite.rounds, suite.max_iters)
+        # --max-rounds: how far a case may go on, a round at a time, until its interval is narrow (_narrow)
+        self.max_rounds = max(self.rounds, min(suite.max_rounds or 0, suite.max_iters))
 
     def run(self) -> list[BenchResult]:
         from tqdm import tqdm
@@ -177,7 +180,7 @@ class _Sweep:
             self._record([row for _, cases in planned for row in model.rows(cases)])
             return
         self.batches: dict[int, torch.Tensor] = {}
-        if self.rounds == 1:
+        if self.max_rounds == 1:
             for target, cases in planned:
                 self._group(model, target, cases)
         else:
@@ -288,13 +291,16 @@ class _Sweep:
         neighbour busy for a while slows every case alike rather than the one or two it happens to meet. Round 1
         of a case is its first call (parity judged on it), its warm-up and its first share of the timed calls;
         the batch sizes of a group keep their order, so the out-of-memory back-off works as in one go. A group's
-        runner is given back once its last case is done."""
+        runner is given back once its last case is done. Past the suite's rounds, the cases whose interval is not yet
+        narrow go on in turn, a round at a time, up to --max-rounds (_narrow)."""
         groups = []
         for target, cases in planned:
             prepared = self._prepare(model, target, cases)
             if prepared is not None:
                 groups.append((prepared, [_InRounds(case) for case in cases], _BackOff()))
-        for round in range(1, self.rounds + 1):
+        for round in range(1, self.max_rounds + 1):
+            if all(state.done for _, states, _ in groups for state in states):
+                break
             for prepared, states, back_off in groups:
                 if prepared.runner is None:  # closed: every case done
                     continue
@@ -313,8 +319,9 @@ class _Sweep:
     def _round(self, prepared: PreparedRunner, state: _InRounds, round: int, back_off: _BackOff) -> None:
         """One round of one case; its row once the last round (or a failure) ends it."""
         case, rounds = state.case, self.rounds
+        of = f"{round}/{rounds}" if round <= rounds else f"{round} (of at most {self.max_rounds}, until narrow)"
         self.bar.set_postfix_str(f"{case.model} {case.backend} {case.precision} {case.memory_format} "
-                                 f"batch {case.batch_size} round {round}/{rounds}")
+                                 f"batch {case.batch_size} round {of}")
         start = self.load.sample()
         try:
             if state.session is None:
@@ -328,14 +335,15 @@ class _Sweep:
                 state.session.warm_up(REWARM_CALLS, REWARM_S)
             state.session.sample(*round_timing(case.timing, rounds), round=round)
             state.loads.append(load_block(start, self.load.sample()))
-            if self.suite.cross_check and round in chunk_rounds(rounds):
+            if self.suite.cross_check and (round in chunk_rounds(rounds) or round > rounds):
                 # the tool after the rounds, in as many runs as it has places, so that it meets the machine the
-                # rounds meet (crosscheck.chunk_rounds); the row's block is made of them when its rounds are done
+                # rounds meet (crosscheck.chunk_rounds), and after each round added past them; the row's block is
+                # made of them when its rounds are done
                 state.tool_runs.append(tool_run(_pending(case, state.session, prepared.notes(state.batch)),
                                                 prepared, self.suite, len(chunk_rounds(rounds))) | {"after_round": round})
             if round == 1:
                 back_off.see(case, "ok")
-            if round < rounds:
+            if round < rounds or (round < self.max_rounds and not self._narrow(state)):
                 return
             row = self._measured(prepared, case, state.session.measurement(), state.batch, state.parity_max_abs,
                                  sample_rounds=tuple(state.session.sample_rounds))
@@ -353,11 +361,31 @@ class _Sweep:
             row = combine(row, state.tool_runs)
         self._record([row])
 
+    def _narrow(self, state: _InRounds) -> bool:
+        """Whether a case's 95% interval reaches no more than suite.target_width (relative, the larger side) from its
+        value: its cross-check ratio's interval where every run of its tool so far gave a figure, else that of its
+        images/s; each a bootstrap of whole rounds (vggbench.bench.confidence), since calls within a round share the
+        machine's state. The width alone decides, never the value, so that going on cannot pick a ratio it likes."""
+        by_round: dict[int, list[float]] = {}
+        for value, k in zip(state.session.samples_ms, state.session.sample_rounds, strict=True):
+            by_round.setdefault(k, []).append(value)
+        rounds, batch = list(by_round.values()), state.case.batch_size
+        images = batch / (statistics.median(state.session.samples_ms) / 1e3)
+        tool = [r.get("images_per_s") for r in state.tool_runs]
+        if tool and all(tool) and not any("error" in r for r in state.tool_runs):
+            value = images / statistics.median(tool)
+            interval = clustered_ratio(rounds, batch, tool)
+        else:  # not cross-checked, or its tool failed: more rounds cannot narrow that, they can the row's own
+            value, interval = images, clustered_images(rounds, batch)
+        return interval is not None and half_width(value, *interval) <= self.suite.target_width * value
+
     def _record(self, rows: list[BenchResult]) -> None:
         for row in rows:
-            if (row.rounds, row.isolation) != (self.rounds, self.suite.isolation):
-                # how the run measured, on each of its rows (a row that never ran included)
-                row = replace(row, rounds=self.rounds, isolation=self.suite.isolation)
+            # how the run measured, on each of its rows (a row that never ran included): the rounds a row ran, more
+            # than the suite's where it went on until narrow (--max-rounds)
+            rounds = max(self.rounds, *row.sample_rounds) if row.sample_rounds else self.rounds
+            if (row.rounds, row.isolation) != (rounds, self.suite.isolation):
+                row = replace(row, rounds=rounds, isolation=self.suite.isolation)
             self.results.append(row)
             if self.journal is not None:
                 self.journal.append(row)

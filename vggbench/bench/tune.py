@@ -29,7 +29,7 @@ GOALS = ("latency", "throughput", "p99")
 DEFAULT_THROUGHPUT_BATCH = 8
 DEFAULT_P99_BATCHES = (1, 2, 4, 8)
 # the probe that pruning judges: a few calls, in one round (its number never becomes a row)
-PROBE = {"warmup": 0, "warmup_time_s": 0.0, "min_iters": 3, "rounds": 1}
+PROBE = {"warmup": 0, "warmup_time_s": 0.0, "min_iters": 3, "rounds": 1, "max_rounds": 1}
 PRUNE_AFTER = 3  # trials completed before the pruner judges any (its median needs a few)
 QUANTIZED = ("int8", "fp8")
 
