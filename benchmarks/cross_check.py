@@ -10,9 +10,9 @@ Prints a markdown table, one line per row: vggbench's images/s (with the 95% int
 has one), the tool's images/s (the median of its runs, one after each round), their ratio (vggbench's over the
 tool's) with its 95% interval (a bootstrap over the rounds and the tool's runs: both sides' spread), whether the
 ratio is within the tolerance, and whether its interval is sure of it ("within", "outside" or "unsure": too wide
-to say); and, as a diagnostic, the median and range of the pairs (each round's images/s over the tool's run right
-after it). Writes the run (JSON and
-CSV) and the table (cross-check-<time>.md) under --out. Exits 1 when a row is outside the tolerance, or did not
+to say); as a diagnostic, the median and range of the pairs (each round's images/s over the tool's run right
+after it); and the rounds the row ran (past 5, up to the suite's max_rounds, until its ratio's interval is
+narrow). Writes the run (JSON and CSV) and the table (cross-check-<time>.md) under --out. Exits 1 when a row is outside the tolerance, or did not
 run, or could not be checked. --rejudge FILE prints the table of a results file written by an earlier run, its
 blocks made again from the tool runs it recorded with today's rules (crosscheck.restate and combine: the ratio's
 interval, benchmark_app's median), and writes nothing.
@@ -33,7 +33,7 @@ import vggbench
 from vggbench.bench.crosscheck import combine, restate
 from vggbench.bench.results import read_run
 from vggbench.bench.rows import BenchResult
-from vggbench.bench.suite import ISOLATIONS
+from vggbench.bench.suite import ISOLATIONS, resolve_suite
 from vggbench.core.errors import ConfigError, ResultsError
 from vggbench.core.fileio import write_text
 
@@ -70,22 +70,23 @@ def verdicts(run, tolerance: float) -> tuple[list[str], int, int]:
     """The table's lines, how many rows fail (outside the tolerance, not ok, or not checked) and how many are sure
     to be within it (their ratio's whole interval)."""
     lines = ["| backend | memory format | batch | vggbench images/s | tool | tool images/s | ratio (95% interval) | "
-             f"within ±{tolerance:.0%} | sure | paired (range) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"within ±{tolerance:.0%} | sure | paired (range) | rounds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     failed = sure = 0
     for r in run.results:
         check = r.cross_check or {}
         head = f"| {r.backend} | {r.memory_format} | {r.batch_size} |"
         if r.status != "ok":
             failed += 1
-            lines.append(f"{head} {r.status}: {r.reason[:80]} | | | | no | | |")
+            lines.append(f"{head} {r.status}: {r.reason[:80]} | | | | no | | | |")
             continue
         ci = interval(r)
         ours = f"{r.images_per_s:.4g}" + (f" ({ci[0]:.4g}-{ci[1]:.4g})" if ci else "")
         tool = check.get("tool") or "-"
         if "error" in check or not check.get("images_per_s"):
             failed += 1
-            lines.append(f"{head} {ours} | {tool} | {check.get('error', 'no cross-check')[:80]} | | no | | |")
+            lines.append(f"{head} {ours} | {tool} | {check.get('error', 'no cross-check')[:80]} | | no | | | "
+                         f"{r.rounds} |")
             continue
         ratio = check["ratio"]
         within = abs(ratio - 1) <= tolerance
@@ -96,7 +97,7 @@ def verdicts(run, tolerance: float) -> tuple[list[str], int, int]:
         failed += not within
         sure += verdict == "within"
         lines.append(f"{head} {ours} | {tool.split(' (')[0]} | {check['images_per_s']:.4g} | {ratio:.3f}{bounds} | "
-                     f"{'yes' if within else 'no'} | {verdict} | {paired} |")
+                     f"{'yes' if within else 'no'} | {verdict} | {paired} | {r.rounds} |")
     return lines, failed, sure
 
 
@@ -172,17 +173,17 @@ def main() -> None:
     for key in ("rounds", "max_rounds", "target_width", "isolation"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    try:  # --max-rounds under --rounds, a negative --min-time, ...: one line, as vggbench's own, before any probe
+        suite = resolve_suite(str(SUITE), cross_check=True, **overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     started = time.perf_counter()
     # how steady the host is for memory-bound and compute-bound work, before and after (benchmarks/machine_noise.py):
     # a neighbour's memory traffic slows rows without showing in the CPU pressure the rows record
     probe = args.noise_seconds if not args.tiny else 0
     noise = {"before": machine_noise.measure(probe, torch.get_num_threads())} if probe else {}
-    try:
-        run = vggbench.benchmark(str(SUITE), export_cache=args.export_cache, progress=True, cross_check=True,
-                                 **overrides)
-    except ConfigError as e:  # --max-rounds under --rounds, a negative --min-time, ...: one line, as vggbench's own
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run = vggbench.benchmark(suite, export_cache=args.export_cache, progress=True)
     json_path, _ = run.write(args.out)  # first: nothing after the suite can lose it
     if noise:
         noise["after"] = machine_noise.measure(probe, torch.get_num_threads())

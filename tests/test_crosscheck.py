@@ -523,10 +523,11 @@ def test_the_cross_check_script_says_how_sure_each_ratio_is(ratio, low, high, wi
     check = {"tool": "t", "images_per_s": 10.0, "ratio": ratio}
     if low is not None:
         check |= {"ratio_low": low, "ratio_high": high}
-    r = row(status="ok", images_per_s=10.0 * ratio, cross_check=check)
+    r = row(status="ok", images_per_s=10.0 * ratio, cross_check=check, rounds=7)
     lines, failed, sure = script.verdicts(SimpleNamespace(results=[r]), 0.05)
     cells = [c.strip() for c in lines[-1].split("|")]
-    assert cells[8:10] == [within, verdict]
+    assert cells[8:10] == [within, verdict] and cells[11] == "7"  # the rounds it ran (--max-rounds)
+    assert len(cells) == len(lines[0].split("|"))
     assert (failed, sure) == (within == "no", verdict == "within")
 
 
@@ -592,3 +593,14 @@ def test_rejudging_what_is_not_a_results_file_is_one_error_line(make, tmp_path, 
         script.main()
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_the_cross_check_script_refuses_bad_rounds_with_one_line_before_timing_anything(monkeypatch, capsys):
+    script = _cross_check_script()
+    monkeypatch.setattr(script.machine_noise, "measure", lambda *a: pytest.fail("probed before checking"))
+    monkeypatch.setattr(sys, "argv", ["cross_check.py", "--rounds", "5", "--max-rounds", "3", "--out", "unused"])
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err == ["error: max_rounds (3) must be at least rounds (5): the rounds a case "
+                                             "may go on to, past the ones it always runs"]

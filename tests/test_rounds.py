@@ -4,9 +4,11 @@ processes, and workers that die."""
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import sys
 from dataclasses import fields
+from types import SimpleNamespace
 
 import pytest
 
@@ -139,6 +141,100 @@ def test_ctrl_c_between_rounds_keeps_the_finished_rows(tmp_path, calls, monkeypa
     with pytest.raises(vggbench.core.errors.BenchmarkInterrupted) as caught:
         run(tmp_path, backends=["eager"], batch_sizes=[1, 2], rounds=2, min_iters=2, max_iters=2)
     assert [(r.batch_size, r.sample_rounds) for r in caught.value.run.results] == [(1, (1, 2))]
+
+
+# --- rounds until narrow (--max-rounds) ------------------------------------------------------------------------
+
+def _narrow_after(rounds_by_batch):
+    """A stand-in for _Sweep._narrow: a case is narrow once it has run the rounds given for its batch size."""
+    def narrow(self, state):
+        return len(set(state.session.sample_rounds)) >= rounds_by_batch[state.case.batch_size]
+    return narrow
+
+
+def test_cases_go_on_a_round_at_a_time_until_narrow_and_no_further_than_max_rounds(tmp_path, calls, monkeypatch):
+    monkeypatch.setattr(sweep._Sweep, "_narrow", _narrow_after({1: 4, 2: 99}))
+    result = run(tmp_path, backends=["eager"], batch_sizes=[1, 2], rounds=3, max_rounds=6, min_iters=3,
+                 max_iters=100)
+    rows = {r.batch_size: r for r in result.results}
+    # batch 1 was narrow after its 4th round; batch 2 never, so it stopped at the bound
+    assert (rows[1].rounds, rows[1].sample_rounds) == (4, (1, 2, 3, 4))
+    assert (rows[2].rounds, rows[2].sample_rounds) == (6, (1, 2, 3, 4, 5, 6))
+    # still in turn while both go on (one untimed call and one timed a round), then batch 2 alone
+    both = [("eager", 1)] * 2 + [("eager", 2)] * 2
+    assert calls[-(2 * len(both) + 2 * 2 + 1):] == [*both, *both, ("eager", 2), ("eager", 2), ("eager", 2),
+                                                    ("eager", 2), ("close", "eager")]
+    assert all(r.status == "ok" and r.iterations == len(r.samples_ms) for r in result.results)
+
+
+def test_without_max_rounds_a_case_stops_at_its_rounds_whatever_its_width(tmp_path, calls, monkeypatch):
+    monkeypatch.setattr(sweep._Sweep, "_narrow", _narrow_after({1: 99}))
+    (row,) = run(tmp_path, backends=["eager"], batch_sizes=[1], rounds=3, min_iters=3, max_iters=100).results
+    assert (row.rounds, row.sample_rounds) == (3, (1, 2, 3))
+    # max_rounds with rounds 1: the case is timed in rounds (one at first), not in one go
+    (row,) = run(tmp_path, backends=["eager"], batch_sizes=[1], rounds=1, max_rounds=3, min_iters=1,
+                 max_iters=100).results
+    assert (row.rounds, row.sample_rounds) == (3, (1, 2, 3))
+
+
+def test_a_cross_checked_case_runs_its_tool_after_every_round_it_adds(tmp_path, calls, monkeypatch):
+    monkeypatch.setattr(sweep._Sweep, "_narrow", _narrow_after({1: 4}))
+    runs = []
+
+    def tool_run(row, prepared, suite, share=1):
+        runs.append(share)
+        return {"tool": "t", "command": ["t"], "images_per_s": 1e3 / row.median_ms, "median_ms": row.median_ms,
+                "seconds": 0.1}
+    monkeypatch.setattr(sweep, "tool_run", tool_run)
+    (row,) = run(tmp_path, backends=["eager"], batch_sizes=[1], rounds=2, max_rounds=6, min_iters=2, max_iters=100,
+                 cross_check=True).results
+    assert row.rounds == 4
+    # after each of the 2 rounds, each with half the budget, then after each added round with the same share
+    assert runs == [2, 2, 2, 2]
+    assert [r["after_round"] for r in row.cross_check["runs"]] == [1, 2, 3, 4]
+    assert "ratio_low" in row.cross_check
+
+
+def _state(rounds_ms, tool=(), batch=1):
+    """A case after its rounds (ms per call, one list a round) and its tool's runs (images/s, or an error)."""
+    samples = [v for values in rounds_ms for v in values]
+    order = [k for k, values in enumerate(rounds_ms, 1) for _ in values]
+    runs = [{"tool": "t", "error": t} if isinstance(t, str) else {"tool": "t", "images_per_s": t} for t in tool]
+    return sweep._InRounds(SimpleNamespace(batch_size=batch), SimpleNamespace(samples_ms=samples, sample_rounds=order),
+                           tool_runs=runs)
+
+
+def test_narrow_judges_the_interval_of_whole_rounds_on_its_width_alone():
+    judge = SimpleNamespace(suite=vggbench.Suite(target_width=0.025))
+    narrow = functools.partial(sweep._Sweep._narrow, judge)
+    steady = [[100.0, 100.5, 99.5]] * 5
+    drifting = [[v * f for v in (100.0, 100.5, 99.5)] for f in (0.8, 1.0, 1.25, 0.9, 1.1)]
+    tool = (10.0, 10.05, 9.95, 10.02, 9.98)
+    assert narrow(_state(steady, tool))
+    # each round steady within, the rounds apart: one by one the calls would look sure; by round, not
+    assert not narrow(_state(drifting, tool))
+    # a steady tool far from the row is as narrow: going on never depends on the ratio's value
+    assert narrow(_state(steady, tuple(v * 0.7 for v in tool)))
+    # a tool that spreads widens the ratio's interval, though the row is steady
+    assert not narrow(_state(steady, (8.0, 10.0, 12.5, 9.0, 11.0)))
+    # without a tool, or with one that failed, the row's own interval decides (more rounds cannot mend the tool)
+    assert narrow(_state(steady)) and narrow(_state(steady, (10.0, "it crashed")))
+    assert not narrow(_state(drifting)) and not narrow(_state(drifting, (10.0, "it crashed")))
+    # one round cannot say how far the rounds spread
+    assert not narrow(_state([[100.0] * 9], tool[:1]))
+    # the target is the suite's
+    assert functools.partial(sweep._Sweep._narrow, SimpleNamespace(suite=vggbench.Suite(target_width=0.5)))(
+        _state(drifting, tool))
+
+
+def test_max_rounds_and_target_width_are_checked():
+    with pytest.raises(ConfigError, match=r"max_rounds \(3\) must be at least rounds \(5\)"):
+        vggbench.benchmark(models=["vgg11"], rounds=5, max_rounds=3)
+    for bad in (0, 1, -0.1):
+        with pytest.raises(ConfigError, match="target_width"):
+            vggbench.Suite().override(target_width=bad)
+    with pytest.raises(ConfigError, match="max_rounds"):
+        vggbench.Suite().override(max_rounds=0)
 
 
 # --- isolation -----------------------------------------------------------------------------------------------
