@@ -12,8 +12,8 @@ tool's) with its 95% interval (a bootstrap over the rounds and the tool's runs: 
 ratio is within the tolerance, and whether its interval is sure of it ("within", "outside" or "unsure": too wide
 to say); as a diagnostic, the median and range of the pairs (each round's images/s over the tool's run right
 after it); and the rounds the row ran (past 5, up to the suite's max_rounds, until its ratio's interval is
-narrow). Writes the run (JSON and CSV) and the table (cross-check-<time>.md) under --out. Exits 1 when a row is outside the tolerance, or did not
-run, or could not be checked. --rejudge FILE prints the table of a results file written by an earlier run, its
+narrow). Writes the run (JSON and CSV) and the table (cross-check-<time>.md) under --out. Exits 1 when a row is
+outside the tolerance, or did not run, or could not be checked. --rejudge FILE prints the table of a results file written by an earlier run, its
 blocks made again from the tool runs it recorded with today's rules (crosscheck.restate and combine: the ratio's
 interval, benchmark_app's median), and writes nothing.
 """

@@ -168,7 +168,8 @@ class Suite(ModelSettings):
                                            "in all, until its 95% interval reaches no more than --target-width "
                                            "from its value: its cross-check ratio's interval, else that of its "
                                            "images/s, each a bootstrap of whole rounds. It stops on the width "
-                                           "alone, never on the value [default: --rounds, no more].", minimum=1)
+                                           "alone, never on the value; each added round takes a round's share "
+                                           "of the budget again [default: --rounds, no more].", minimum=1)
     target_width: float = setting(0.025, "--max-rounds: how far (relative, the larger side) a case's 95% interval "
                                          "may reach from its value before it stops adding rounds [default: "
                                          "0.025: a ratio near 1 is then sure to within ±5%].", above=0, below=1)
