@@ -604,3 +604,17 @@ def test_the_cross_check_script_refuses_bad_rounds_with_one_line_before_timing_a
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and err == ["error: max_rounds (3) must be at least rounds (5): the rounds a case "
                                              "may go on to, past the ones it always runs"]
+
+
+def test_the_process_age_probe_checks_its_numbers_and_bounds_its_median():
+    import argparse
+
+    script = benchmark_script("process_age")
+    pairs = script.ranged(2, 200)
+    assert pairs("20") == 20
+    for bad in ("1", "201", "x", "2.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="an integer from 2 to 200"):
+            pairs(bad)
+    assert script.interval([0.9] * 8) == pytest.approx((0.9, 0.9))
+    low, high = script.interval([0.8, 0.9, 1.0, 1.1, 1.2] * 4)
+    assert 0.8 <= low < 1.0 < high <= 1.2

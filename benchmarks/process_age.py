@@ -1,0 +1,151 @@
+"""Does a process that has been running for minutes time a model slower than a fresh one? One process (the "kept"
+one, as a sweep's worker) builds the runner once and, pair after pair, times a few calls after one untimed call,
+then sits idle while a fresh process builds the same runner, warms up and times as many calls (as a cross-check's
+tool does). The order inside a pair alternates, so that a drift of the machine falls on both sides alike.
+
+    python benchmarks/process_age.py [--backend winograd] [--batch 8] [--pairs 20] [--calls 6] [--out FILE]
+
+Winograd's plan is tuned once in the kept process (as the sweep's worker tunes it) and followed by every fresh one
+(as its Timer does), unless --plan gives one to both. Prints each pair's images/s and the kept process's over the
+fresh one's, their median with a 95% bootstrap interval over the pairs, and how many pairs the kept one lost.
+Writes the pairs as JSON with --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BACKENDS = {"winograd": "channels_last", "eager": "contiguous"}
+
+
+def ranged(low: int, high: int):
+    """An argparse type: an int from `low` to `high`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"an integer from {low} to {high}, got {text!r}")
+        return value
+    return parse
+
+
+def build(backend: str, batch: int, image_size: int, plan: str | None):
+    import torch
+
+    from vggbench.backends import make_runner, resolve_target
+    from vggbench.zoo.settings import ModelSettings
+
+    module = ModelSettings(seed=0, weights="random").load("vgg16").module.eval()
+    runner = make_runner(resolve_target(backend, "cpu", "fp32", BACKENDS[backend]), module)
+    x = runner.prepare(torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)))
+    if plan:
+        runner.follow(tuple(x.shape), plan)
+    runner.run(x)  # winograd tunes (or builds the plan) here
+    return runner, x
+
+
+def timed(runner, x, calls: int) -> float:
+    """The median ms of `calls` calls."""
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        runner.run(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def fresh(args, plan: str | None) -> None:
+    """The fresh process: build, warm up for 2 calls and 2 s, time, print the median ms."""
+    runner, x = build(args.backend, args.batch, args.image_size, plan)
+    start, warm = time.perf_counter(), 0
+    while warm < 2 or time.perf_counter() - start < 2.0:
+        runner.run(x)
+        warm += 1
+    print(json.dumps({"median_ms": timed(runner, x, args.calls)}))
+
+
+def interval(ratios: list[float], resamples: int = 2000) -> tuple[float, float]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    r = np.asarray(ratios)
+    medians = np.median(r[rng.integers(0, len(r), size=(resamples, len(r)))], axis=1)
+    low, high = np.quantile(medians, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="winograd")
+    parser.add_argument("--batch", type=ranged(1, 64), default=8)
+    parser.add_argument("--image-size", type=ranged(32, 448), default=224)
+    parser.add_argument("--pairs", type=ranged(2, 200), default=20)
+    parser.add_argument("--calls", type=ranged(1, 100), default=6)
+    parser.add_argument("--threads", type=ranged(1, 1024), help="[default: torch's]")
+    parser.add_argument("--plan", help="winograd: the plan both processes follow [default: tuned by the kept one]")
+    parser.add_argument("--out", help="a JSON file for the pairs")
+    parser.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)  # the fresh process's role
+    args = parser.parse_args()
+    if args.out and Path(args.out).exists():
+        print(f"error: {args.out} exists: choose another name", file=sys.stderr)
+        sys.exit(2)
+
+    import torch
+
+    from vggbench.core import allocator
+
+    allocator.apply("steady")
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    if args.fresh:
+        fresh(args, args.plan)
+        return
+    threads = torch.get_num_threads()
+    runner, x = build(args.backend, args.batch, args.image_size, args.plan)
+    plan = args.plan or (runner.notes(x) if args.backend == "winograd" else None)
+    for _ in range(3):
+        runner.run(x)
+    command = [sys.executable, str(Path(__file__).resolve()), "--fresh", "--backend", args.backend,
+               "--batch", str(args.batch), "--image-size", str(args.image_size), "--calls", str(args.calls),
+               "--threads", str(threads)] + (["--plan", plan] if plan else [])
+    env = allocator.child_environment("steady", os.environ)
+    pairs = []
+    for i in range(args.pairs):
+        sides = {}
+        for side in (("kept", "fresh") if i % 2 == 0 else ("fresh", "kept")):
+            if side == "kept":
+                runner.run(x)  # one untimed call, as a sweep's later round opens
+                sides["kept"] = timed(runner, x, args.calls)
+            else:
+                done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+                sides["fresh"] = json.loads(done.stdout.strip().splitlines()[-1])["median_ms"]
+        ratio = sides["fresh"] / sides["kept"]  # the kept process's images/s over the fresh one's
+        pairs.append({"pair": i + 1, "first": "kept" if i % 2 == 0 else "fresh", "kept_ms": sides["kept"],
+                      "fresh_ms": sides["fresh"], "ratio": ratio})
+        print(f"pair {i + 1:2d}: kept {args.batch / sides['kept'] * 1e3:.3f} images/s, fresh "
+              f"{args.batch / sides['fresh'] * 1e3:.3f}, kept/fresh {ratio:.3f}", flush=True)
+    ratios = [p["ratio"] for p in pairs]
+    low, high = interval(ratios)
+    lost = sum(r < 1 for r in ratios)
+    print(f"\n{args.backend} at batch {args.batch}, {threads} threads: kept/fresh median {statistics.median(ratios):.3f} "
+          f"(95% interval {low:.3f}-{high:.3f}), the kept process slower in {lost} of {len(ratios)} pairs")
+    if args.out:
+        from vggbench.core.env import capture
+        from vggbench.core.fileio import write_text
+
+        write_text(args.out, json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "fresh"},
+                                         "plan": plan, "threads": threads, "environment": capture(),
+                                         "pairs": pairs, "median_ratio": statistics.median(ratios),
+                                         "interval": [low, high], "kept_slower": lost}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
