@@ -73,16 +73,6 @@ def fresh(args, plan: str | None) -> None:
     print(json.dumps({"median_ms": timed(runner, x, args.calls)}))
 
 
-def interval(ratios: list[float], resamples: int = 2000) -> tuple[float, float]:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    r = np.asarray(ratios)
-    medians = np.median(r[rng.integers(0, len(r), size=(resamples, len(r)))], axis=1)
-    low, high = np.quantile(medians, [0.025, 0.975])
-    return float(low), float(high)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="winograd")
@@ -101,6 +91,7 @@ def main() -> None:
 
     import torch
 
+    from vggbench.bench.confidence import bootstrap_median
     from vggbench.core import allocator
 
     allocator.apply("steady")
@@ -133,7 +124,7 @@ def main() -> None:
         print(f"pair {i + 1:2d}: kept {args.batch / sides['kept'] * 1e3:.3f} images/s, fresh "
               f"{args.batch / sides['fresh'] * 1e3:.3f}, kept/fresh {ratio:.3f}", flush=True)
     ratios = [p["ratio"] for p in pairs]
-    low, high = interval(ratios)
+    low, high = bootstrap_median(ratios)
     lost = sum(r < 1 for r in ratios)
     print(f"\n{args.backend} at batch {args.batch}, {threads} threads: kept/fresh median {statistics.median(ratios):.3f} "
           f"(95% interval {low:.3f}-{high:.3f}), the kept process slower in {lost} of {len(ratios)} pairs")

@@ -18,7 +18,7 @@ import vggbench.bench.prepare as prepare
 import vggbench.bench.sweep as sweep
 import vggbench.core.errors
 from tests.conftest import TINY, TINY_IMAGE, FakeRunner
-from vggbench.bench.rows import BenchResult
+from vggbench.bench.rows import BenchResult, Case
 from vggbench.core.errors import ConfigError
 from vggbench.core.timing import Timing, round_timing
 
@@ -199,9 +199,12 @@ def _state(rounds_ms, tool=(), batch=1):
     """A case after its rounds (ms per call, one list a round) and its tool's runs (images/s, or an error)."""
     samples = [v for values in rounds_ms for v in values]
     order = [k for k, values in enumerate(rounds_ms, 1) for _ in values]
-    runs = [{"tool": "t", "error": t} if isinstance(t, str) else {"tool": "t", "images_per_s": t} for t in tool]
-    return sweep._InRounds(SimpleNamespace(batch_size=batch), SimpleNamespace(samples_ms=samples, sample_rounds=order),
-                           tool_runs=runs)
+    runs = [{"tool": "t", "error": t} if isinstance(t, str) else
+            {"tool": "t", "images_per_s": t, "median_ms": batch / t * 1e3, "seconds": 1.0} for t in tool]
+    case = Case(model="vgg11", image_size=32, batch_size=batch, backend="eager", device="cpu", precision="fp32",
+                memory_format="contiguous", threads=1, weights="random (seed 0)", warmup=0, warmup_time_s=0.0,
+                min_time_s=0.0, min_iters=1, max_iters=100)
+    return sweep._InRounds(case, SimpleNamespace(samples_ms=samples, sample_rounds=order), tool_runs=runs)
 
 
 def test_narrow_judges_the_interval_of_whole_rounds_on_its_width_alone():

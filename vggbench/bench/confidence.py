@@ -112,6 +112,14 @@ def bootstrap_ratio(old: Sequence[float], new: Sequence[float], resamples: int =
     return _percentiles(ratios, confidence)
 
 
+def bootstrap_median(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                     confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The percentile bootstrap interval of median(values), seeded: e.g. of paired ratios, one a pair."""
+    import numpy as np
+
+    return _percentiles(_resampled_medians(values, resamples, np.random.default_rng(seed)), confidence)
+
+
 def _resampled_medians(values: Sequence[float], resamples: int, rng):
     """The medians of `resamples` resamples of `values` with replacement, drawn from `rng` (numpy's Generator), at
     most _BOOTSTRAP_CELLS values held at once."""
@@ -138,11 +146,11 @@ def clustered_ratio(rounds: Sequence[Sequence[float]], batch: int, tool: Sequenc
     covers somewhat less than `confidence`. None with fewer than 2 rounds or 2 runs."""
     import numpy as np
 
-    runs = np.asarray(tool, dtype=float)
-    if sum(1 for r in rounds if len(r)) < 2 or len(runs) < 2:
+    groups, runs = _rounds(rounds), np.asarray(tool, dtype=float)
+    if len(groups) < 2 or len(runs) < 2:
         return None
     rng = np.random.default_rng(seed)
-    ratios = _resampled_rows(rounds, batch, resamples, rng) / _resampled_medians(runs, resamples, rng)
+    ratios = _resampled_rows(groups, batch, resamples, rng) / _resampled_medians(runs, resamples, rng)
     return _percentiles(ratios, confidence)
 
 
@@ -154,16 +162,23 @@ def clustered_images(rounds: Sequence[Sequence[float]], batch: int, resamples: i
     2 rounds."""
     import numpy as np
 
-    if sum(1 for r in rounds if len(r)) < 2:
+    groups = _rounds(rounds)
+    if len(groups) < 2:
         return None
-    return _percentiles(_resampled_rows(rounds, batch, resamples, np.random.default_rng(seed)), confidence)
+    return _percentiles(_resampled_rows(groups, batch, resamples, np.random.default_rng(seed)), confidence)
 
 
-def _resampled_rows(rounds: Sequence[Sequence[float]], batch: int, resamples: int, rng):
-    """The row's images/s over `resamples` resamples of its rounds (whole rounds, with replacement)."""
+def _rounds(rounds: Sequence[Sequence[float]]) -> list:
+    """The rounds that have samples, as arrays."""
     import numpy as np
 
-    groups = [np.asarray(r, dtype=float) for r in rounds if len(r)]
+    return [np.asarray(r, dtype=float) for r in rounds if len(r)]
+
+
+def _resampled_rows(groups: list, batch: int, resamples: int, rng):
+    """The row's images/s over `resamples` resamples of its rounds (_rounds: whole rounds, with replacement)."""
+    import numpy as np
+
     row = np.empty(resamples)
     for i, picks in enumerate(rng.integers(0, len(groups), size=(resamples, len(groups)))):
         row[i] = batch / (np.median(np.concatenate([groups[k] for k in picks])) / 1e3)

@@ -486,7 +486,7 @@ def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
         values = [r[key] for r in runs if r.get(key) is not None]
         if values:
             block[key] = statistics.median(values)
-    rounds = _by_round(row)
+    rounds = by_round(row)
     interval = clustered_ratio(list(rounds.values()), row.batch_size, [r["images_per_s"] for r in runs]) \
         if rounds else None
     if interval is not None:
@@ -503,7 +503,7 @@ def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
 
 def _pairs(by_round: dict[int, list[float]], batch: int, runs: list[dict]) -> list[float] | None:
     """Each run's ratio to the round it followed (that round's images/s: the batch over its samples' median, from
-    the row's samples by round, _by_round), or None where a run does not say which round, or the row has no
+    the row's samples by round, by_round), or None where a run does not say which round, or the row has no
     samples of it."""
     if not by_round:
         return None
@@ -516,7 +516,7 @@ def _pairs(by_round: dict[int, list[float]], batch: int, runs: list[dict]) -> li
     return pairs
 
 
-def _by_round(row: BenchResult) -> dict[int, list[float]]:
+def by_round(row: BenchResult) -> dict[int, list[float]]:
     """The row's samples (ms) by the round that took them; {} where the row does not say each sample's round (a
     row read from elsewhere) or has none."""
     samples = tuple(row.samples_ms or ())

@@ -28,8 +28,8 @@ from ..core.timing import Session, free_memory, measure, round_timing
 from ..data.inputs import random_batch
 from ..zoo.weights import WeightsSource, parse_weights
 from .cache import DEFAULT_EXPORT_CACHE
-from .confidence import clustered_images, clustered_ratio, half_width
-from .crosscheck import chunk_rounds, combine, cross_check, tool_run
+from .confidence import clustered_images, half_width
+from .crosscheck import by_round, chunk_rounds, combine, cross_check, tool_run
 from .peak import Ceilings, measure_peak, theoretical_peak
 from .prepare import Failure, Preparation, PreparedModel, PreparedRunner
 from .results import BenchRun, Journal
@@ -363,20 +363,18 @@ class _Sweep:
 
     def _narrow(self, state: _InRounds) -> bool:
         """Whether a case's 95% interval reaches no more than suite.target_width (relative, the larger side) from its
-        value: its cross-check ratio's interval where every run of its tool so far gave a figure, else that of its
-        images/s; each a bootstrap of whole rounds (vggbench.bench.confidence), since calls within a round share the
-        machine's state. The width alone decides, never the value, so that going on cannot pick a ratio it likes."""
-        by_round: dict[int, list[float]] = {}
-        for value, k in zip(state.session.samples_ms, state.session.sample_rounds, strict=True):
-            by_round.setdefault(k, []).append(value)
-        rounds, batch = list(by_round.values()), state.case.batch_size
-        images = batch / (statistics.median(state.session.samples_ms) / 1e3)
-        tool = [r.get("images_per_s") for r in state.tool_runs]
-        if tool and all(tool) and not any("error" in r for r in state.tool_runs):
-            value = images / statistics.median(tool)
-            interval = clustered_ratio(rounds, batch, tool)
+        value: the interval of its cross-check ratio as the row's block would record it so far (crosscheck.combine)
+        where it has one, else that of its images/s; each a bootstrap of whole rounds, since calls within a round
+        share the machine's state. The width alone decides, never the value, so that going on cannot pick a ratio
+        it likes."""
+        pending = _pending(state.case, state.session)
+        row = replace(pending, images_per_s=pending.batch_size / (pending.median_ms / 1e3),
+                      samples_ms=tuple(state.session.samples_ms), sample_rounds=tuple(state.session.sample_rounds))
+        check = combine(row, state.tool_runs).cross_check or {}
+        if "ratio_low" in check:
+            value, interval = check["ratio"], (check["ratio_low"], check["ratio_high"])
         else:  # not cross-checked, or its tool failed: more rounds cannot narrow that, they can the row's own
-            value, interval = images, clustered_images(rounds, batch)
+            value, interval = row.images_per_s, clustered_images(list(by_round(row).values()), row.batch_size)
         return interval is not None and half_width(value, *interval) <= self.suite.target_width * value
 
     def _record(self, rows: list[BenchResult]) -> None:
