@@ -169,6 +169,16 @@ def test_run_out_that_exists_is_refused_before_anything_runs(tmp_path):
     assert res.read_text() == "my own notes" and not (tmp_path / "res.csv").exists()
 
 
+@pytest.mark.parametrize("out", ["new/deeper", "new/deeper/res.json"])
+def test_a_run_refused_after_its_claim_leaves_no_folder_it_made(tmp_path, out):
+    (tmp_path / "mine").mkdir()
+    line = _one_error(cli("run", *TINY_CLI, *FAST_CLI, "--threads", "0", "--out", tmp_path / out), 2)
+    assert line.startswith("error: threads must be in [1, 1024]")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # new/ and new/deeper/ are gone, mine/ stays
+    _one_error(cli("run", *TINY_CLI, *FAST_CLI, "--threads", "0", "--out", tmp_path / "mine" / out), 2)
+    assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())  # there before: stays, empty
+
+
 def test_loadgen_logs_beside_a_named_out_are_the_users_unless_loadgen_wrote_them(tmp_path):
     from vggbench.bench.results import claim_results, write_run
     from vggbench.core.errors import VggbenchError

@@ -11,7 +11,8 @@ from tests.test_native import kernels_in_a_temp_cache
 from vggbench.backends import make_runner
 from vggbench.backends.winograd import native, onednn
 from vggbench.backends.winograd.model import WinogradConv2d, _fastest, variants, winograd_model
-from vggbench.backends.winograd.runner import WinogradRunner
+from vggbench.backends.runner import RunnerOptions
+from vggbench.backends.winograd.runner import WinogradRunner, WinogradSettings
 from vggbench.core.device import CPU
 from vggbench.core.errors import UnsupportedError
 from vggbench.core.timing import make_timer, sample
@@ -284,3 +285,70 @@ def test_a_plan_names_each_linear():
         winograd_model(model, x, choose="F2", linears=["torch", "mkl", "torch"])
     with pytest.raises(ValueError, match="for each of 3 Linears"):
         winograd_model(model, x, choose="F2", linears=["torch"])
+
+
+# --- a plan given (--winograd-plan): every shape follows it, none is tuned ----------------------------------------
+
+PLAN = ("conv1 direct, conv2 F4, conv3 F2-whole, conv4 direct, conv5 F4-sep, conv6 direct, conv7 direct, conv8 F2, "
+        "fc1 onednn, fc2 torch, fc3 onednn")
+
+
+def test_a_given_plan_is_followed_for_every_shape_without_timing(monkeypatch):
+    from vggbench.backends.winograd import runner as runner_module
+
+    original, chosen = runner_module.winograd_model, []
+
+    def untimed(*args, choose=None, linears=None, **kwargs):
+        assert choose is not None and None not in choose and None not in linears, "a given plan times nothing"
+        chosen.append((list(choose), list(linears)))
+        return original(*args, choose=choose, linears=linears, **kwargs)
+
+    monkeypatch.setattr(runner_module, "winograd_model", untimed)
+    model = load_model("vgg11", seed=4, **TINY).module
+    settings = WinogradSettings(plan=f"a model note; {PLAN}")
+    runner = make_runner("winograd", model, memory_format="channels_last", options=RunnerOptions.of(settings))
+    for n in (1, 2):
+        out = runner(_batch(n))
+        with torch.inference_mode():
+            expected = model(_batch(n))
+        assert (out - expected).abs().max() <= 1e-4 * expected.abs().max()
+        assert runner.notes(_batch(n)) == PLAN
+    assert chosen == [(["direct", "F4", "F2-whole", "direct", "F4-sep", "direct", "direct", "F2"],
+                       ["onednn", "torch", "onednn"])] * 2
+
+
+@pytest.mark.parametrize(("plan", "message"), [
+    ("weights: random", "no winograd plan in"),
+    ("conv1 direct, conv2", "not a winograd plan entry: 'conv2'"),
+    ("conv1 F9, fc1 torch", "the plan's conv1 'F9' is none of"),
+    ("conv1 direct, fc1 F4", "the plan's fc1 'F4' is none of onednn, torch"),
+])
+def test_a_bad_plan_is_refused_when_the_settings_are_read(plan, message):
+    from vggbench.core.errors import ConfigError
+    from vggbench.core.settings import from_mapping
+
+    with pytest.raises(ConfigError, match=message):
+        from_mapping(WinogradSettings, {"plan": plan}, "winograd")
+
+
+def test_run_follows_the_plan_given_and_refuses_a_bad_one_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from vggbench.bench.results import read_run
+    from vggbench.cli import main
+
+    common = ["run", "--models", "vgg11", "--width", str(TINY["width"]), "--hidden", str(TINY["hidden"]),
+              "--image-size", str(TINY_IMAGE), "--batch-sizes", "2", "--backends", "winograd",
+              "--memory-format", "channels_last", "--threads", "1", "--warmup-time", "0", "--min-time", "0.05",
+              "--rounds", "1"]
+    result = CliRunner().invoke(main, [*common, "--winograd-plan", PLAN, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    (row,) = read_run(next((tmp_path / "a").glob("run-*.json")))["results"]
+    assert row["status"] == "ok" and row["notes"] == PLAN and row["backend_settings"]["plan"] == PLAN
+    bad = CliRunner().invoke(main, [*common, "--winograd-plan", "conv1 F9", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+    # a plan for another model is the case's error, named
+    wrong = CliRunner().invoke(main, [*common, "--winograd-plan", "conv1 direct, fc1 torch", "--out", str(tmp_path / "c")])
+    (row,) = read_run(next((tmp_path / "c").glob("run-*.json")))["results"]
+    assert wrong.exit_code == 1 and row["status"] == "error" and "the plan names 1 convs" in row["reason"]

@@ -211,7 +211,25 @@ def claim_results(out: str | os.PathLike | None = None, created: str | None = No
     out = Path(out) if out is not None else DEFAULT_RESULTS_DIR
     named = out.suffix.lower() == ".json"
     folder = out.parent if named else out
-    _make_folder(folder, out)
+    made = _make_folder(folder, out)
+    try:
+        return _claim(out, named, folder, created, command, prefix, force, logs, made)
+    except BaseException:
+        _remove_empty(made)  # a claim refused leaves no folder behind either
+        raise
+
+
+def _remove_empty(folders: tuple[Path, ...]) -> None:
+    """Removes the folders a claim made, the deepest first, while they are empty (a file in one keeps it)."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+
+
+def _claim(out: Path, named: bool, folder: Path, created: str | None, command: str | None, prefix: str, force: bool,
+           logs: bool, made: tuple[Path, ...]) -> Journal:
     if named:
         for path in (out, out.with_suffix(".csv")):
             if path.is_dir():
@@ -240,7 +258,7 @@ def claim_results(out: str | os.PathLike | None = None, created: str | None = No
             journal.unlink()
             continue
         return Journal(journal, json_path, json_path.with_suffix(".csv"), os.fdopen(fd, "w", encoding="utf-8"),
-                       command)
+                       command, made)
 
 
 def _taken(json_path: Path, logs: bool = False) -> bool:
@@ -283,9 +301,12 @@ def not_loadgen_logs(folder: Path) -> str | None:
     return f"it holds {foreign[0].relative_to(folder)}, which is no LoadGen log" if foreign else None
 
 
-def _make_folder(folder: Path, out: Path) -> None:
+def _make_folder(folder: Path, out: Path) -> tuple[Path, ...]:
+    """Makes `folder` and the parents it lacks; returns those it made, the deepest first."""
+    made = tuple(p for p in (folder, *folder.parents) if not os.path.lexists(p))
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        return made
     except OSError as e:
         blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
         why = f"{blocker} is a file" if blocker else e.strerror
@@ -297,9 +318,11 @@ class Journal:
     one row per line, each flushed to disk) beside the results, so a kill, a crash or a failed final write keeps
     every finished case; `read_run` reads a journal back. `finish` writes the results and removes it."""
 
-    def __init__(self, path: Path, json_path: Path, csv_path: Path, file, command: str | None = None) -> None:
+    def __init__(self, path: Path, json_path: Path, csv_path: Path, file, command: str | None = None,
+                 made: tuple[Path, ...] = ()) -> None:
         self.path, self.json_path, self.csv_path, self._file = path, json_path, csv_path, file
         self.command, self.rows = command, 0
+        self._made = made  # the folders the claim made: a run that writes nothing leaves them out too
 
     def start(self, settings: dict, environment: dict, created: str) -> None:
         """The header line: what read_run needs besides the rows."""
@@ -343,11 +366,13 @@ class Journal:
         return self.json_path, self.csv_path
 
     def close(self) -> None:
-        """Stop writing: the journal stays when it holds a row, and goes when it holds none."""
+        """Stop writing: the journal stays when it holds a row, and goes when it holds none (with the folders the
+        claim made for it, while they are empty)."""
         with contextlib.suppress(OSError):  # a line a full disk refused is still buffered: left out, as by a kill
             self._file.close()
         if not self.rows:
             self.path.unlink(missing_ok=True)
+            _remove_empty(self._made)
 
     def _kept(self) -> str:
         return (f"the {self.rows} finished case(s) are kept in {self.path} "

@@ -6,6 +6,7 @@ A tuned model holds its own weights (the Winograd layers' transformed ones among
 activations and workspaces it keeps between calls: about 1 GB for VGG16 at batch 8. The runner keeps the
 models of the shapes used last, up to `max_cache_bytes`; an evicted shape's model is rebuilt on its next
 call from the plan its tuning chose (untimed, so the same layers and the same outputs as before).
+With a plan given (`--winograd-plan`, a row's notes), every shape follows it and none is tuned.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from ...core.device import Device
+from ...core.errors import ConfigError
 from ...core.settings import setting
 from ..profiling import torch_profile
 from ..registry import Backend, Knob, register
@@ -26,7 +28,7 @@ from ..target import Target, resolve_target
 from . import native, onednn
 from .layers import held_bytes
 from .matrices import TILES
-from .model import winograd_model
+from .model import variants, winograd_model
 
 DEFAULT_CACHE_BYTES = 2 * 2**30  # a VGG16 at batch 8 holds about 1 GB; smaller models fit many shapes
 
@@ -39,8 +41,46 @@ class WinogradSettings(BackendSettings):
     tiles: tuple[int, ...] = setting(TILES, "winograd: the output tile sizes m of F(m x m, 3 x 3) each conv may use "
                                             "(the fastest per layer is timed on the first call).", choices=TILES)
 
+    plan: str | None = setting(None, "winograd: follow this plan for every input shape instead of timing each "
+                                     "layer's choices on the first call: a row's notes, e.g. \"conv1 direct, conv2 "
+                                     "F6-cpp-whole, ..., fc1 onednn\" (one entry per 3x3 conv and per Linear) "
+                                     "[default: tuned per shape].", parse=lambda text: _checked_plan(text))
+
     def variant(self) -> str:
         return "" if self.tiles == TILES else "F" + "/".join(map(str, self.tiles))
+
+
+def parse_plan(plan: str) -> list[dict]:
+    """A tuning's rows ({"layer", "choice"}) from its plan as a row's notes give it: "conv1 direct, conv2
+    F6-cpp-whole, ..., fc1 onednn", after any model note and before any "; torch fallback: ..."."""
+    # the plan is the part of a row's notes that names the convs (a model's note may come before it)
+    text = next((part for part in str(plan).split(";") if part.strip().startswith("conv")), None)
+    if text is None:
+        raise ValueError(f"no winograd plan in {plan!r} (expected e.g. 'conv1 direct, conv2 F6-cpp-whole, ...')")
+    rows = []
+    for entry in text.split(","):
+        layer, _, choice = entry.strip().partition(" ")
+        if not layer.startswith(("conv", "fc")) or not choice.strip():
+            raise ValueError(f"not a winograd plan entry: {entry.strip()!r} (expected e.g. 'conv2 F6-cpp-whole')")
+        rows.append({"layer": layer, "choice": choice.strip()})
+    return rows
+
+
+def _checked_plan(text) -> str:
+    """--winograd-plan as typed: a plan parse_plan reads, whose entries name known variants (the C++ ones may
+    still be unavailable on this machine: the case then says so)."""
+    if not isinstance(text, str):
+        raise ConfigError(f"winograd plan must be a string, got {text!r}")
+    try:
+        rows = parse_plan(text)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    known = {"direct", *variants(TILES, native=False), *variants(TILES, native=True)}
+    for row in rows:
+        allowed = {"torch", "onednn"} if row["layer"].startswith("fc") else known
+        if row["choice"] not in allowed:
+            raise ConfigError(f"the plan's {row['layer']} {row['choice']!r} is none of {', '.join(sorted(allowed))}")
+    return text
 
 
 def _plan(rows: list[dict]) -> tuple[list[str], list[str]]:
@@ -58,9 +98,11 @@ class WinogradRunner(TorchRunner):
     is larger."""
 
     def __init__(self, module: nn.Module, target: Target | None = None,
-                 max_cache_bytes: int = DEFAULT_CACHE_BYTES, tiles: tuple[int, ...] = TILES) -> None:
+                 max_cache_bytes: int = DEFAULT_CACHE_BYTES, tiles: tuple[int, ...] = TILES,
+                 plan: str | None = None) -> None:
         super().__init__(module, target or resolve_target("winograd", "cpu", "fp32", "channels_last"))
         self._source, self._max_cache_bytes, self.tiles = module, 0, tuple(tiles)
+        self._plan = parse_plan(plan) if plan is not None else None  # every shape's, when given
         self._tuned: OrderedDict[tuple, tuple[nn.Module, int]] = OrderedDict()  # shape -> (model, bytes)
         self.choices: dict[tuple, list[dict]] = {}  # every shape tuned so far (small): rebuilds follow it
         self.max_cache_bytes = max_cache_bytes  # checked
@@ -87,6 +129,8 @@ class WinogradRunner(TorchRunner):
             self._tuned.move_to_end(shape)
             with torch.inference_mode():
                 return self._tuned[shape][0](prepared)
+        if shape not in self.choices and self._plan is not None:
+            self.choices[shape] = [dict(row) for row in self._plan]
         if shape not in self.choices:
             # the tuning's own model is dropped and the plan built again, as an evicted shape and a cross-check's
             # timer build it: one construction for a plan wherever it runs. Not for speed: on 2026-12-06 (AVX2
@@ -116,16 +160,7 @@ class WinogradRunner(TorchRunner):
         ..., fc1 onednn") instead of tuning again: the per-layer timings behind a tuning move with the machine, so
         two processes can draw two plans whose speeds differ by several per cent (2026-12-06, Zen 4: a cross-check
         of winograd read 0.90-1.01x on the same settings). Read on the next call of that shape."""
-        # the plan is the part of a row's notes that names the convs (a model's note may come before it)
-        text = next((part for part in plan.split(";") if part.strip().startswith("conv")), None)
-        if text is None:
-            raise ValueError(f"no winograd plan in {plan!r} (expected e.g. 'conv1 direct, conv2 F6-cpp-whole, ...')")
-        rows = []
-        for entry in text.split(","):
-            layer, _, choice = entry.strip().partition(" ")
-            if not layer.startswith(("conv", "fc")) or not choice:
-                raise ValueError(f"not a winograd plan entry: {entry.strip()!r} (expected e.g. 'conv2 F6-cpp-whole')")
-            rows.append({"layer": layer, "choice": choice})
+        rows = parse_plan(plan)
         shape = tuple(shape)
         self.choices[shape] = rows
         self._tuned.pop(shape, None)
@@ -146,7 +181,7 @@ def winograd_runner(module: nn.Module, device: str | Device = "cpu", precision: 
 
 def winograd_factory(module: nn.Module, target: Target, options: RunnerOptions | None = None) -> WinogradRunner:
     settings = (options or RunnerOptions()).settings_for(target) or WinogradSettings()
-    return WinogradRunner(module, target, tiles=settings.tiles)
+    return WinogradRunner(module, target, tiles=settings.tiles, plan=settings.plan)
 
 
 def _profiler(runner: WinogradRunner, batch: torch.Tensor, calls: int):
