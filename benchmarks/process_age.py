@@ -3,7 +3,8 @@ one, as a sweep's worker) builds the runner once and, pair after pair, times a f
 then sits idle while a fresh process builds the same runner, warms up and times as many calls (as a cross-check's
 tool does). The order inside a pair alternates, so that a drift of the machine falls on both sides alike.
 
-    python benchmarks/process_age.py [--backend winograd] [--batch 8] [--pairs 20] [--calls 6] [--out FILE]
+    python benchmarks/process_age.py [--backend winograd] [--batch 8] [--pairs 20] [--calls 6] [--untimed 1]
+        [--out FILE]
 
 Winograd's plan is tuned once in the kept process (as the sweep's worker tunes it) and followed by every fresh one
 (as its Timer does), unless --plan gives one to both. Prints each pair's images/s and the kept process's over the
@@ -80,6 +81,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=ranged(32, 448), default=224)
     parser.add_argument("--pairs", type=ranged(2, 200), default=20)
     parser.add_argument("--calls", type=ranged(1, 100), default=6)
+    parser.add_argument("--untimed", type=ranged(1, 100), default=1,
+                        help="the kept process's untimed calls before each pair's timed ones [default: 1, as a sweep's "
+                             "later round opens]")
     parser.add_argument("--threads", type=ranged(1, 1024), help="[default: torch's]")
     parser.add_argument("--plan", help="winograd: the plan both processes follow [default: tuned by the kept one]")
     parser.add_argument("--out", help="a JSON file for the pairs")
@@ -113,7 +117,8 @@ def main() -> None:
         sides = {}
         for side in (("kept", "fresh") if i % 2 == 0 else ("fresh", "kept")):
             if side == "kept":
-                runner.run(x)  # one untimed call, as a sweep's later round opens
+                for _ in range(args.untimed):  # one untimed call, as a sweep's later round opens (REWARM_CALLS)
+                    runner.run(x)
                 sides["kept"] = timed(runner, x, args.calls)
             else:
                 done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)

@@ -27,7 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from process_age import ranged
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # process_age.py beside it, however this file is loaded
+from process_age import ranged  # noqa: E402
 
 MEMORY_FORMATS = {"winograd": "channels_last", "compile": "channels_last", "eager": "contiguous"}
 

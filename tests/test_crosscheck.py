@@ -620,3 +620,44 @@ def test_the_process_age_probe_checks_its_numbers_and_bounds_its_median():
     assert bootstrap_median([0.9] * 8) == pytest.approx((0.9, 0.9))
     low, high = bootstrap_median([0.8, 0.9, 1.0, 1.1, 1.2] * 4)
     assert 0.8 <= low < 1.0 < high <= 1.2
+
+
+def test_the_worker_against_tool_probe_runs_one_case_in_one_round_following_the_plan(tmp_path):
+    import argparse
+
+    script = benchmark_script("worker_vs_tool")
+    args = argparse.Namespace(backend="winograd", batch=8, image_size=224, min_time=1.6, calls=6, isolation="case",
+                              threads=2)
+    command = script.vggbench_command(args, tmp_path / "a.json", "conv1 direct, fc1 onednn", False)
+    assert command[1:4] == ["-m", "vggbench", "run"] and "--cross-check" not in command
+    for option, value in [("--rounds", "1"), ("--isolation", "case"), ("--winograd-plan", "conv1 direct, fc1 onednn"),
+                          ("--memory-format", "channels_last"), ("--batch-sizes", "8"), ("--min-iters", "6"),
+                          ("--threads", "2"), ("--out", str(tmp_path / "a.json"))]:
+        assert after(command, option) == value, option
+    first = script.vggbench_command(argparse.Namespace(**{**vars(args), "backend": "eager", "threads": None}),
+                                    tmp_path / "b.json", None, True)
+    assert first[-1] == "--cross-check" and "--winograd-plan" not in first and "--threads" not in first
+
+
+def test_round_pairs_sets_each_rows_first_round_against_its_later_ones(tmp_path):
+    script = benchmark_script("round_pairs")
+
+    def row(backend, pairs, speeds):
+        # round k: 3 calls of 100 ms (round 1) or 110 ms (later rounds)
+        rounds = [k for k in range(1, len(pairs) + 1) for _ in range(3)]
+        return {"backend": backend, "batch_size": 8, "samples_ms": [100.0 if k == 1 else 110.0 for k in rounds],
+                "sample_rounds": rounds, "cross_check": {"pairs": pairs,
+                                                         "runs": [{"images_per_s": s} for s in speeds]}}
+
+    files = []
+    for i in range(4):
+        path = tmp_path / f"run{i}.json"
+        path.write_text(json.dumps({"results": [row("winograd", [1.0 + i / 100, 0.9, 0.91, 0.89], [8, 8, 8, 8]),
+                                                row("eager", [1.0, 1.0], [4, 4])]}))
+        files.append(path)
+    (line,) = [x for x in script.summary(script.gather(files)) if x["backend"] == "winograd"]
+    assert line["files"] == 4 and line["first_pair"] == pytest.approx(1.015) and line["later_pairs"] == 0.9
+    assert line["later_count"] == 12 and line["p_value"] < 0.01  # every first pair above every later one
+    assert line["row_later_over_first_ms"] == pytest.approx(1.1) and line["tool_later_over_first"] == 1.0
+    # two rounds and two runs: too few to set a first against later ones, so the row is left out
+    assert [x["backend"] for x in script.summary(script.gather(files))] == ["winograd"]

@@ -9,9 +9,9 @@ from torch import nn
 from tests.conftest import TINY, TINY_IMAGE
 from tests.test_native import kernels_in_a_temp_cache
 from vggbench.backends import make_runner
+from vggbench.backends.runner import RunnerOptions
 from vggbench.backends.winograd import native, onednn
 from vggbench.backends.winograd.model import WinogradConv2d, _fastest, variants, winograd_model
-from vggbench.backends.runner import RunnerOptions
 from vggbench.backends.winograd.runner import WinogradRunner, WinogradSettings
 from vggbench.core.device import CPU
 from vggbench.core.errors import UnsupportedError
