@@ -64,6 +64,33 @@ def timed(runner, x, calls: int) -> float:
     return statistics.median(times)
 
 
+def layers(runner, x) -> list[tuple[str, object]]:
+    """Winograd's built model as its forward pass runs it, layer by layer: features, avgpool, flatten, classifier."""
+    import torch
+
+    model = runner._tuned[tuple(x.shape)][0]
+    steps = [(f"features.{i}:{type(m).__name__}", m) for i, m in enumerate(model.features)
+             if not isinstance(m, torch.nn.Identity)]
+    steps += [("avgpool", model.avgpool), ("flatten", lambda t: torch.flatten(t, 1))]
+    return steps + [(f"classifier.{i}:{type(m).__name__}", m) for i, m in enumerate(model.classifier)
+                    if not isinstance(m, (torch.nn.Identity, torch.nn.Dropout))]
+
+
+def layer_times(runner, x, calls: int) -> dict[str, float]:
+    """The median ms of each layer over `calls` forward passes run layer by layer (what a call does, in order)."""
+    import torch
+
+    steps, times = layers(runner, x), {}
+    with torch.inference_mode():
+        for _ in range(calls):
+            y = x
+            for name, step in steps:
+                start = time.perf_counter()
+                y = step(y)
+                times.setdefault(name, []).append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 def fresh(args, plan: str | None) -> None:
     """The fresh process: build, warm up for 2 calls and 2 s, time, print the median ms."""
     runner, x = build(args.backend, args.batch, args.image_size, plan)
@@ -71,7 +98,44 @@ def fresh(args, plan: str | None) -> None:
     while warm < 2 or time.perf_counter() - start < 2.0:
         runner.run(x)
         warm += 1
-    print(json.dumps({"median_ms": timed(runner, x, args.calls)}))
+    out = {"median_ms": timed(runner, x, args.calls)}
+    if args.layers:
+        out["layers_ms"] = layer_times(runner, x, args.calls)
+    print(json.dumps(out))
+
+
+def layer_ratios(pairs: list[dict]) -> dict[str, tuple[float, float]]:
+    """Per layer: the median over the pairs of the kept process's images/s over the fresh one's (fresh ms over kept
+    ms, as the pairs' ratio), and the layer's median share of a fresh pass, in %."""
+    names = list(pairs[0]["fresh_layers_ms"])
+    out = {}
+    for name in names:
+        ratios = [p["fresh_layers_ms"][name] / p["kept_layers_ms"][name] for p in pairs]
+        shares = [p["fresh_layers_ms"][name] / sum(p["fresh_layers_ms"].values()) * 100 for p in pairs]
+        out[name] = (statistics.median(ratios), statistics.median(shares))
+    return out
+
+
+def by_order(pairs: list[dict]) -> dict[str, float]:
+    """What ran just before each side, from the alternating order: in a pair the kept process times first, it follows
+    itself (the last pair's second side); where the fresh one is first, it follows the last pair's fresh process and
+    the kept one follows it. The median ms of each side so, and the pair ratio's median by who went first."""
+    def median(key: str, first: str) -> float:
+        return statistics.median(p[key] for p in pairs if p["first"] == first)
+
+    return {"kept_first_ratio": median("ratio", "kept"), "fresh_first_ratio": median("ratio", "fresh"),
+            "kept_after_kept_ms": median("kept_ms", "kept"), "fresh_after_kept_ms": median("fresh_ms", "kept"),
+            "fresh_after_fresh_ms": median("fresh_ms", "fresh"), "kept_after_fresh_ms": median("kept_ms", "fresh")}
+
+
+def summarize(paths: list[str]) -> None:
+    """--summarize: each recorded file's pairs split by order (by_order)."""
+    for path in paths:
+        pairs = json.loads(Path(path).read_text())["pairs"]
+        o = by_order(pairs[1:] if len(pairs) % 2 else pairs)  # whole pairs of pairs: as many of each order
+        print(f"{Path(path).name}: kept first {o['kept_first_ratio']:.3f}, fresh first {o['fresh_first_ratio']:.3f}; "
+              f"ms: kept after kept {o['kept_after_kept_ms']:.0f}, fresh after kept {o['fresh_after_kept_ms']:.0f}, "
+              f"fresh after fresh {o['fresh_after_fresh_ms']:.0f}, kept after fresh {o['kept_after_fresh_ms']:.0f}")
 
 
 def main() -> None:
@@ -86,9 +150,21 @@ def main() -> None:
                              "later round opens]")
     parser.add_argument("--threads", type=ranged(1, 1024), help="[default: torch's]")
     parser.add_argument("--plan", help="winograd: the plan both processes follow [default: tuned by the kept one]")
+    parser.add_argument("--layers", action="store_true", help="winograd: after the timed calls, as many passes "
+                        "layer by layer on both sides, each layer's median ms kept with the pair")
     parser.add_argument("--out", help="a JSON file for the pairs")
+    parser.add_argument("--summarize", nargs="+", metavar="FILE", help="print recorded files' pairs split by which "
+                        "side went first (what ran just before each), and run nothing")
     parser.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)  # the fresh process's role
     args = parser.parse_args()
+    if args.summarize:
+        missing = [p for p in args.summarize if not Path(p).is_file()]
+        if missing:
+            parser.error(f"no such file: {missing[0]}")
+        summarize(args.summarize)
+        return
+    if args.layers and args.backend != "winograd":
+        parser.error("--layers times winograd's built model layer by layer: only with --backend winograd")
     if args.out and Path(args.out).exists():
         print(f"error: {args.out} exists: choose another name", file=sys.stderr)
         sys.exit(2)
@@ -110,7 +186,7 @@ def main() -> None:
         runner.run(x)
     command = [sys.executable, str(Path(__file__).resolve()), "--fresh", "--backend", args.backend,
                "--batch", str(args.batch), "--image-size", str(args.image_size), "--calls", str(args.calls),
-               "--threads", str(threads)] + (["--plan", plan] if plan else [])
+               "--threads", str(threads)] + (["--plan", plan] if plan else []) + (["--layers"] if args.layers else [])
     env = allocator.child_environment("steady", os.environ)
     pairs = []
     for i in range(args.pairs):
@@ -120,12 +196,19 @@ def main() -> None:
                 for _ in range(args.untimed):  # one untimed call, as a sweep's later round opens (REWARM_CALLS)
                     runner.run(x)
                 sides["kept"] = timed(runner, x, args.calls)
+                if args.layers:
+                    sides["kept_layers"] = layer_times(runner, x, args.calls)
             else:
                 done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-                sides["fresh"] = json.loads(done.stdout.strip().splitlines()[-1])["median_ms"]
+                fresh_out = json.loads(done.stdout.strip().splitlines()[-1])
+                sides["fresh"] = fresh_out["median_ms"]
+                if args.layers:
+                    sides["fresh_layers"] = fresh_out["layers_ms"]
         ratio = sides["fresh"] / sides["kept"]  # the kept process's images/s over the fresh one's
         pairs.append({"pair": i + 1, "first": "kept" if i % 2 == 0 else "fresh", "kept_ms": sides["kept"],
-                      "fresh_ms": sides["fresh"], "ratio": ratio})
+                      "fresh_ms": sides["fresh"], "ratio": ratio,
+                      **({"kept_layers_ms": sides["kept_layers"], "fresh_layers_ms": sides["fresh_layers"]}
+                         if args.layers else {})})
         print(f"pair {i + 1:2d}: kept {args.batch / sides['kept'] * 1e3:.3f} images/s, fresh "
               f"{args.batch / sides['fresh'] * 1e3:.3f}, kept/fresh {ratio:.3f}", flush=True)
     ratios = [p["ratio"] for p in pairs]
@@ -133,6 +216,11 @@ def main() -> None:
     lost = sum(r < 1 for r in ratios)
     print(f"\n{args.backend} at batch {args.batch}, {threads} threads: kept/fresh median {statistics.median(ratios):.3f} "
           f"(95% interval {low:.3f}-{high:.3f}), the kept process slower in {lost} of {len(ratios)} pairs")
+    order = by_order(pairs)
+    print(f"kept first {order['kept_first_ratio']:.3f}, fresh first {order['fresh_first_ratio']:.3f}")
+    by_layer = layer_ratios(pairs) if args.layers else None
+    for name, (ratio, share) in (by_layer or {}).items():
+        print(f"  {name:32s} kept/fresh {ratio:.3f} ({share:4.1f}% of a fresh pass)")
     if args.out:
         from vggbench.core.env import capture
         from vggbench.core.fileio import write_text
@@ -140,6 +228,8 @@ def main() -> None:
         write_text(args.out, json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "fresh"},
                                          "plan": plan, "threads": threads, "environment": capture(),
                                          "pairs": pairs, "median_ratio": statistics.median(ratios),
+                                         "by_order": order,
+                                         **({"layers": by_layer} if by_layer else {}),
                                          "interval": [low, high], "kept_slower": lost}, indent=1) + "\n")
 
 

@@ -618,6 +618,19 @@ def test_the_process_age_probe_checks_its_numbers_and_bounds_its_median():
     from vggbench.bench.confidence import bootstrap_median  # its median's interval
 
     assert bootstrap_median([0.9] * 8) == pytest.approx((0.9, 0.9))
+    # --layers: per layer, the kept process's speed over the fresh one's, and the layer's share of a fresh pass
+    pairs = [{"kept_layers_ms": {"conv": 110.0, "fc": 10.0}, "fresh_layers_ms": {"conv": 100.0, "fc": 10.0}},
+             {"kept_layers_ms": {"conv": 100.0, "fc": 5.0}, "fresh_layers_ms": {"conv": 90.0, "fc": 10.0}}]
+    by_layer = script.layer_ratios(pairs)
+    assert list(by_layer) == ["conv", "fc"]
+    assert by_layer["conv"][0] == pytest.approx((100 / 110 + 90 / 100) / 2)
+    assert by_layer["fc"][0] == pytest.approx(1.5) and by_layer["fc"][1] == pytest.approx((10 / 110 + 10 / 100) / 2 * 100)
+    # the pairs split by which side went first: a kept side that opens a pair followed itself, one that closes it
+    # followed a fresh process
+    order = script.by_order([{"first": "kept", "kept_ms": 100.0, "fresh_ms": 100.0, "ratio": 1.0},
+                             {"first": "fresh", "kept_ms": 110.0, "fresh_ms": 90.0, "ratio": 90 / 110}])
+    assert order == {"kept_first_ratio": 1.0, "fresh_first_ratio": 90 / 110, "kept_after_kept_ms": 100.0,
+                     "fresh_after_kept_ms": 100.0, "fresh_after_fresh_ms": 90.0, "kept_after_fresh_ms": 110.0}
     low, high = bootstrap_median([0.8, 0.9, 1.0, 1.1, 1.2] * 4)
     assert 0.8 <= low < 1.0 < high <= 1.2
 
