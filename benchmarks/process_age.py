@@ -138,13 +138,26 @@ def summarize(paths: list[str]) -> None:
               f"fresh after fresh {o['fresh_after_fresh_ms']:.0f}, kept after fresh {o['kept_after_fresh_ms']:.0f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="winograd")
+def verdict(pairs: list[dict]) -> tuple[float, float, float, int]:
+    """The pairs' ratios: their median, its 95% bootstrap interval, and how many read under 1."""
+    from vggbench.bench.confidence import bootstrap_median
+
+    ratios = [p["ratio"] for p in pairs]
+    return (statistics.median(ratios), *bootstrap_median(ratios), sum(r < 1 for r in ratios))
+
+
+def pair_arguments(parser: argparse.ArgumentParser, backends) -> None:
+    """What a probe of alternating pairs takes (this one and worker_vs_tool.py): the case, how many pairs, the calls."""
+    parser.add_argument("--backend", choices=sorted(backends), default="winograd")
     parser.add_argument("--batch", type=ranged(1, 64), default=8)
     parser.add_argument("--image-size", type=ranged(32, 448), default=224)
     parser.add_argument("--pairs", type=ranged(2, 200), default=20)
-    parser.add_argument("--calls", type=ranged(1, 100), default=6)
+    parser.add_argument("--calls", type=ranged(1, 100), default=6, help="timed calls a side, at least")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    pair_arguments(parser, BACKENDS)
     parser.add_argument("--untimed", type=ranged(1, 100), default=1,
                         help="the kept process's untimed calls before each pair's timed ones [default: 1, as a sweep's "
                              "later round opens]")
@@ -171,7 +184,6 @@ def main() -> None:
 
     import torch
 
-    from vggbench.bench.confidence import bootstrap_median
     from vggbench.core import allocator
 
     allocator.apply("steady")
@@ -211,11 +223,9 @@ def main() -> None:
                          if args.layers else {})})
         print(f"pair {i + 1:2d}: kept {args.batch / sides['kept'] * 1e3:.3f} images/s, fresh "
               f"{args.batch / sides['fresh'] * 1e3:.3f}, kept/fresh {ratio:.3f}", flush=True)
-    ratios = [p["ratio"] for p in pairs]
-    low, high = bootstrap_median(ratios)
-    lost = sum(r < 1 for r in ratios)
-    print(f"\n{args.backend} at batch {args.batch}, {threads} threads: kept/fresh median {statistics.median(ratios):.3f} "
-          f"(95% interval {low:.3f}-{high:.3f}), the kept process slower in {lost} of {len(ratios)} pairs")
+    median, low, high, lost = verdict(pairs)
+    print(f"\n{args.backend} at batch {args.batch}, {threads} threads: kept/fresh median {median:.3f} "
+          f"(95% interval {low:.3f}-{high:.3f}), the kept process slower in {lost} of {len(pairs)} pairs")
     order = by_order(pairs)
     print(f"kept first {order['kept_first_ratio']:.3f}, fresh first {order['fresh_first_ratio']:.3f}")
     by_layer = layer_ratios(pairs) if args.layers else None
@@ -227,7 +237,7 @@ def main() -> None:
 
         write_text(args.out, json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "fresh"},
                                          "plan": plan, "threads": threads, "environment": capture(),
-                                         "pairs": pairs, "median_ratio": statistics.median(ratios),
+                                         "pairs": pairs, "median_ratio": median,
                                          "by_order": order,
                                          **({"layers": by_layer} if by_layer else {}),
                                          "interval": [low, high], "kept_slower": lost}, indent=1) + "\n")

@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # process_age.py beside it, however this file is loaded
-from process_age import ranged  # noqa: E402
+from process_age import pair_arguments, ranged, verdict  # noqa: E402
 
 MEMORY_FORMATS = {"winograd": "channels_last", "compile": "channels_last", "eager": "contiguous"}
 
@@ -70,11 +69,7 @@ def run_tool(command: list[str], cwd: str | None) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=sorted(MEMORY_FORMATS), default="winograd")
-    parser.add_argument("--batch", type=ranged(1, 64), default=8)
-    parser.add_argument("--image-size", type=ranged(32, 448), default=224)
-    parser.add_argument("--pairs", type=ranged(2, 200), default=20)
-    parser.add_argument("--calls", type=ranged(1, 100), default=6, help="timed calls a side, at least")
+    pair_arguments(parser, MEMORY_FORMATS)
     parser.add_argument("--min-time", type=float, default=1.6, help="timed seconds a side, at least (the cross-check "
                         "suite's 8 s over its 5 rounds)")
     parser.add_argument("--threads", type=ranged(1, 1024), help="[default: torch's]")
@@ -88,8 +83,6 @@ def main() -> None:
     if not 0 < args.min_time <= 600:
         print(f"error: --min-time must be in (0, 600], got {args.min_time}", file=sys.stderr)
         sys.exit(2)
-
-    from vggbench.bench.confidence import bootstrap_median
 
     with tempfile.TemporaryDirectory(prefix="worker-vs-tool-") as tmp:
         first = run_case(vggbench_command(args, Path(tmp) / "first.json", args.plan, True), Path(tmp) / "first.json")
@@ -116,12 +109,9 @@ def main() -> None:
             pairs.append({"pair": i + 1, "first": "vggbench" if i % 2 == 0 else "tool", **sides, "ratio": ratio})
             print(f"pair {i + 1:2d}: vggbench {sides['vggbench']:.3f} images/s ({sides['calls']} calls), tool "
                   f"{sides['tool']:.3f}, vggbench/tool {ratio:.3f}", flush=True)
-    ratios = [p["ratio"] for p in pairs]
-    low, high = bootstrap_median(ratios)
-    lost = sum(r < 1 for r in ratios)
+    median, low, high, lost = verdict(pairs)
     print(f"\n{args.backend} at batch {args.batch}, isolation {args.isolation}: vggbench/tool median "
-          f"{statistics.median(ratios):.3f} (95% interval {low:.3f}-{high:.3f}), vggbench slower in {lost} of "
-          f"{len(ratios)} pairs")
+          f"{median:.3f} (95% interval {low:.3f}-{high:.3f}), vggbench slower in {lost} of {len(pairs)} pairs")
     if args.out:
         from vggbench.core.env import capture
         from vggbench.core.fileio import write_text
@@ -130,7 +120,7 @@ def main() -> None:
                                          "vggbench": vggbench_command(args, Path("OUT.json"), plan, False),
                                          "first": {"images_per_s": first["images_per_s"], "cross_check": block},
                                          "environment": capture(), "pairs": pairs,
-                                         "median_ratio": statistics.median(ratios), "interval": [low, high],
+                                         "median_ratio": median, "interval": [low, high],
                                          "vggbench_slower": lost}, indent=1) + "\n")
 
 

@@ -629,6 +629,7 @@ def test_the_process_age_probe_checks_its_numbers_and_bounds_its_median():
     # followed a fresh process
     order = script.by_order([{"first": "kept", "kept_ms": 100.0, "fresh_ms": 100.0, "ratio": 1.0},
                              {"first": "fresh", "kept_ms": 110.0, "fresh_ms": 90.0, "ratio": 90 / 110}])
+    assert script.verdict([{"ratio": 0.9}, {"ratio": 1.1}, {"ratio": 0.95}])[::3] == (0.95, 2)  # median, under 1
     assert order == {"kept_first_ratio": 1.0, "fresh_first_ratio": 90 / 110, "kept_after_kept_ms": 100.0,
                      "fresh_after_kept_ms": 100.0, "fresh_after_fresh_ms": 90.0, "kept_after_fresh_ms": 110.0}
     low, high = bootstrap_median([0.8, 0.9, 1.0, 1.1, 1.2] * 4)
