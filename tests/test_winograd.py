@@ -329,6 +329,9 @@ def test_a_bad_plan_is_refused_when_the_settings_are_read(plan, message):
 
     with pytest.raises(ConfigError, match=message):
         from_mapping(WinogradSettings, {"plan": plan}, "winograd")
+    with pytest.raises(ConfigError, match=r"conv2 F6-cpp uses F\(6x6\), which the tiles setting leaves out \(2, 4\)"):
+        WinogradSettings(tiles=(2, 4), plan="conv1 F4, conv2 F6-cpp, fc1 torch")
+    assert WinogradSettings(tiles=(4,), plan="conv1 F4-sep-whole, conv2 direct, fc1 torch").plan
 
 
 def test_run_follows_the_plan_given_and_refuses_a_bad_one_in_one_line(tmp_path):

@@ -46,6 +46,15 @@ class WinogradSettings(BackendSettings):
                                      "F6-cpp-whole, ..., fc1 onednn\" (one entry per 3x3 conv and per Linear) "
                                      "[default: tuned per shape].", parse=lambda text: _checked_plan(text))
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.plan is not None:  # a plan's tiles must be among those allowed
+            for row in parse_plan(self.plan):
+                m = row["choice"][1:].split("-")[0] if row["choice"].startswith("F") else None
+                if m is not None and int(m) not in self.tiles:
+                    raise ConfigError(f"the plan's {row['layer']} {row['choice']} uses F({m}x{m}), which the tiles "
+                                      f"setting leaves out ({', '.join(map(str, self.tiles))})")
+
     def variant(self) -> str:
         return "" if self.tiles == TILES else "F" + "/".join(map(str, self.tiles))
 
