@@ -47,13 +47,13 @@ class WinogradSettings(BackendSettings):
                                      "[default: tuned per shape].", parse=lambda text: _checked_plan(text))
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.plan is not None:  # a plan's tiles must be among those allowed
-            for row in parse_plan(self.plan):
-                m = row["choice"][1:].split("-")[0] if row["choice"].startswith("F") else None
-                if m is not None and int(m) not in self.tiles:
-                    raise ConfigError(f"the plan's {row['layer']} {row['choice']} uses F({m}x{m}), which the tiles "
-                                      f"setting leaves out ({', '.join(map(str, self.tiles))})")
+        super().__post_init__()  # the plan's entries are known ones (_checked_plan); their tiles must be allowed too
+        allowed = _conv_choices(self.tiles)
+        for row in parse_plan(self.plan) if self.plan is not None else ():
+            if row["layer"].startswith("conv") and row["choice"] not in allowed:
+                m = _conv_choices(TILES)[row["choice"]]["m"]
+                raise ConfigError(f"the plan's {row['layer']} {row['choice']} uses F({m}x{m}), which the tiles "
+                                  f"setting leaves out ({', '.join(map(str, self.tiles))})")
 
     def variant(self) -> str:
         return "" if self.tiles == TILES else "F" + "/".join(map(str, self.tiles))
@@ -75,6 +75,12 @@ def parse_plan(plan: str) -> list[dict]:
     return rows
 
 
+def _conv_choices(tiles) -> dict[str, dict]:
+    """What a plan may name for a 3x3 conv with these tiles: direct, and every Winograd variant by name (the C++ ones
+    too, which may still be unavailable on this machine: the case then says so)."""
+    return {"direct": {}, **variants(tiles, native=False), **variants(tiles, native=True)}
+
+
 def _checked_plan(text) -> str:
     """--winograd-plan as typed: a plan parse_plan reads, whose entries name known variants (the C++ ones may
     still be unavailable on this machine: the case then says so)."""
@@ -84,7 +90,7 @@ def _checked_plan(text) -> str:
         rows = parse_plan(text)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    known = {"direct", *variants(TILES, native=False), *variants(TILES, native=True)}
+    known = _conv_choices(TILES)
     for row in rows:
         allowed = {"torch", "onednn"} if row["layer"].startswith("fc") else known
         if row["choice"] not in allowed:
