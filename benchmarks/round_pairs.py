@@ -21,11 +21,15 @@ from pathlib import Path
 
 
 def rows_of(path: Path) -> list[dict]:
+    """The rows of a vggbench results file (read_run: any schema it reads); none from another file, such as the
+    noise probe's beside them."""
+    from vggbench.bench.results import read_run
+    from vggbench.core.errors import VggbenchError
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_run(path)["results"]
+    except VggbenchError:
         return []
-    return [r for r in data.get("results", []) if isinstance(r, dict)] if isinstance(data, dict) else []
 
 
 def gather(paths: list[Path]) -> dict[tuple[str, int], dict[str, list[float]]]:

@@ -50,7 +50,9 @@ def run_case(command: list[str], out: Path) -> dict:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0 or not out.exists():
         raise SystemExit(f"error: vggbench run failed ({done.returncode}): {done.stderr.strip()[-800:]}")
-    (row,) = json.loads(out.read_text())["results"]
+    from vggbench.bench.results import read_run
+
+    (row,) = read_run(out)["results"]
     if row["status"] != "ok":
         raise SystemExit(f"error: the case ended {row['status']}: {row.get('reason')}")
     return row

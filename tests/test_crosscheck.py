@@ -8,7 +8,7 @@ import io
 import json
 import statistics
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -654,21 +654,24 @@ def test_the_worker_against_tool_probe_runs_one_case_in_one_round_following_the_
 
 
 def test_round_pairs_sets_each_rows_first_round_against_its_later_ones(tmp_path):
+    from vggbench.bench.results import BenchRun, write_run
+    from vggbench.core.env import capture
+
     script = benchmark_script("round_pairs")
 
-    def row(backend, pairs, speeds):
+    def timed(backend, pairs, speeds):
         # round k: 3 calls of 100 ms (round 1) or 110 ms (later rounds)
         rounds = [k for k in range(1, len(pairs) + 1) for _ in range(3)]
-        return {"backend": backend, "batch_size": 8, "samples_ms": [100.0 if k == 1 else 110.0 for k in rounds],
-                "sample_rounds": rounds, "cross_check": {"pairs": pairs,
-                                                         "runs": [{"images_per_s": s} for s in speeds]}}
+        return row(backend, samples_ms=tuple(100.0 if k == 1 else 110.0 for k in rounds), sample_rounds=tuple(rounds),
+                   cross_check={"pairs": pairs, "runs": [{"images_per_s": s} for s in speeds]})
 
-    files = []
+    environment, files = capture(), []
     for i in range(4):
-        path = tmp_path / f"run{i}.json"
-        path.write_text(json.dumps({"results": [row("winograd", [1.0 + i / 100, 0.9, 0.91, 0.89], [8, 8, 8, 8]),
-                                                row("eager", [1.0, 1.0], [4, 4])]}))
-        files.append(path)
+        run = BenchRun({}, environment, [timed("winograd", [1.0 + i / 100, 0.9, 0.91, 0.89], [8, 8, 8, 8]),
+                                         timed("eager", [1.0, 1.0], [4, 4])])
+        files.append(write_run(run.to_dict(), tmp_path / f"run{i}.json")[0])
+    (tmp_path / "noise.json").write_text(json.dumps({"results": [asdict(timed("winograd", [0.1] * 3, [1] * 3))]}))
+    files.append(tmp_path / "noise.json")  # not a results file (the noise probe's): no rows from it
     (line,) = [x for x in script.summary(script.gather(files)) if x["backend"] == "winograd"]
     assert line["files"] == 4 and line["first_pair"] == pytest.approx(1.015) and line["later_pairs"] == 0.9
     assert line["later_count"] == 12 and line["p_value"] < 0.01  # every first pair above every later one
