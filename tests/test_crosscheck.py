@@ -282,6 +282,32 @@ def test_a_failing_slow_or_unreadable_tool_is_an_error_in_the_block():
     assert missing["error"].startswith("could not start it: FileNotFoundError")
 
 
+def test_after_a_tool_that_held_much_memory_the_host_is_let_settle(monkeypatch):
+    # the host takes back what the tool frees: wait as long as settle_time_s says for the most memory it was seen
+    # to hold, before the row's next round; record both, on a failed tool too
+    slept, seen = [], []
+    monkeypatch.setattr(crosscheck, "_reporting", lambda: True)
+    monkeypatch.setattr(crosscheck, "WATCH_S", 0.05)
+    monkeypatch.setattr(crosscheck, "anon_rss_bytes", lambda pid: seen.append(pid) or 3 * 2**30)
+    monkeypatch.setattr(crosscheck.time, "sleep", slept.append)
+    line = json.dumps({"images_per_s": 200.0, "median_ms": 5.0})
+    block = crosscheck.execute(Plan("t", python(f"import time; time.sleep(0.5); print({line!r})"),
+                                    crosscheck.parse_json_line), 100.0, 60)
+    assert block["ratio"] == 0.5 and block["settled_s"] == 20.0 and block["anon_peak_mb"] == 3072
+    assert slept == [20.0] and seen
+    failed = crosscheck.execute(Plan("t", python("import time, sys; time.sleep(0.3); sys.exit('error: boom')"),
+                                     crosscheck.parse_json_line), 100.0, 60)
+    assert failed["error"] == "exit status 1: error: boom" and failed["settled_s"] == 20.0
+    # a host that keeps freed memory (or a tool too quick to be read): no wait
+    monkeypatch.setattr(crosscheck, "_reporting", lambda: False)
+    assert crosscheck.execute(Plan("t", python(f"import time; time.sleep(0.3); print({line!r})"),
+                                   crosscheck.parse_json_line), 100.0, 60)["settled_s"] == 0.0
+    monkeypatch.setattr(crosscheck, "_reporting", lambda: True)
+    monkeypatch.setattr(crosscheck, "anon_rss_bytes", lambda pid: None)
+    quick = crosscheck.execute(Plan("t", python(f"print({line!r})"), crosscheck.parse_json_line), 100.0, 60)
+    assert quick["settled_s"] == 0.0 and "anon_peak_mb" not in quick and len(slept) == 2
+
+
 def test_the_tools_runs_spread_over_the_rounds_and_make_one_block():
     assert [crosscheck.chunk_rounds(n) for n in (1, 2, 3, 5, 8)] == [(1,), (1, 2), (1, 2, 3), (1, 2, 3, 4, 5),
                                                                       (1, 3, 5, 6, 8)]
@@ -296,6 +322,10 @@ def test_the_tools_runs_spread_over_the_rounds_and_make_one_block():
     assert failed["error"] == "exit status 1: boom" and len(failed["runs"]) == 2 and "ratio" not in failed
     one = crosscheck.combine(row_, runs[:1]).cross_check
     assert "runs" not in one and one["ratio"] == pytest.approx(10 / 8)
+    assert "settled_s" not in block and "anon_peak_mb" not in block
+    waited = [r | {"settled_s": s, "anon_peak_mb": m} for r, s, m in zip(runs, (21.0, 0.0, 14.7), (3072, 500, 2100), strict=True)]
+    block = crosscheck.combine(row_, waited).cross_check
+    assert block["settled_s"] == 35.7 and block["anon_peak_mb"] == 3072
     assert crosscheck.combine(row_, []) is row_
     # the timers' usage is the median of the runs that give it; a block without it says nothing of it
     assert "faults_per_call" not in block
@@ -634,6 +664,32 @@ def test_the_process_age_probe_checks_its_numbers_and_bounds_its_median():
                      "fresh_after_kept_ms": 100.0, "fresh_after_fresh_ms": 90.0, "kept_after_fresh_ms": 110.0}
     low, high = bootstrap_median([0.8, 0.9, 1.0, 1.1, 1.2] * 4)
     assert 0.8 <= low < 1.0 < high <= 1.2
+
+
+def test_the_exit_steal_probe_reads_its_conditions_and_the_steal():
+    import argparse
+
+    script = benchmark_script("exit_steal")
+    assert script.parse_conditions("3:0, 3:10,0:0") == [(3.0, 0.0), (3.0, 10.0), (0.0, 0.0)]
+    for bad in ("3", "3:x", "-1:0", "65:0", "3:601", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="GIB:WAIT"):
+            script.parse_conditions(bad)
+    stat = "cpu  100 0 20 500 3 0 2 10 0 0\ncpu0 50 0 10 250 1 0 1 5 0 0\n"
+    before = script.cpu_ticks(stat)
+    assert before == [100, 0, 20, 500, 3, 0, 2, 10]
+    assert script.steal_pct(before, [185, 0, 25, 500, 3, 0, 2, 20]) == 10.0  # 10 of 100 ticks
+    assert script.steal_pct(before, before) is None
+    with pytest.raises(ValueError):
+        script.cpu_ticks("intr 1 2 3\n")
+    assert script.order([1, 2, 3], 0) == [1, 2, 3] and script.order([1, 2, 3], 1) == [3, 2, 1]
+    windows = [{"gib": 3.0, "wait_s": 0.0, "steal_pct": 8.0, "median_ms": 1400.0},
+               {"gib": 0.0, "wait_s": 0.0, "steal_pct": 0.5, "median_ms": 1200.0},
+               {"gib": 0.0, "wait_s": 0.0, "steal_pct": None, "median_ms": 1300.0},
+               {"gib": 3.0, "wait_s": 0.0, "steal_pct": 7.0, "median_ms": 1300.0}]
+    rows = script.summary(windows)
+    assert [(r["gib"], r["median_steal_pct"], r["median_of_ms"]) for r in rows] == [(3.0, 7.5, 1350.0),
+                                                                                  (0.0, 0.5, 1250.0)]
+    assert rows[1]["steal_pct"] == [0.5, None]
 
 
 def test_the_worker_against_tool_probe_runs_one_case_in_one_round_following_the_plan(tmp_path):

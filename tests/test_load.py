@@ -319,8 +319,55 @@ def test_in_rounds_a_case_that_met_the_load_in_one_round_ran_under_load(cache, m
     first, second = sorted(run.results, key=lambda r: r.batch_size)
     assert (first.under_load, second.under_load) == (True, False)
     assert [r["under_load"] for r in first.load["rounds"]] == [False, True]
+    assert set(first.load["rounds"][0]) == {"stall_pct", "other_cores", "steal_pct", "reason", "under_load"}
     assert first.load["other_cores"] == 1.5 and first.load["reason"].startswith("other processes used 1.50 cores")
     assert [r["under_load"] for r in second.load["rounds"]] == [False, False]
+
+
+# --- the host, after a process that held much memory exits ----------------------------------------------------
+
+def virtio(root: Path, *devices: tuple[str, str]) -> Path:
+    """A fake /sys/bus/virtio/devices: one folder per (device id, features) pair."""
+    for i, (device, features) in enumerate(devices):
+        (root / f"virtio{i}").mkdir(parents=True)
+        (root / f"virtio{i}" / "device").write_text(device + "\n")
+        (root / f"virtio{i}" / "features").write_text(features + "\n")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def test_reports_free_pages_reads_the_balloons_feature_bit(tmp_path):
+    net = ("0x0001", "1100010110111011" + "0" * 48)
+    # this project's VM: a balloon with bits 1, 2 and 5 (VIRTIO_BALLOON_F_REPORTING)
+    assert load.reports_free_pages(virtio(tmp_path / "a", net, ("0x0005", "0110010" + "0" * 57))) is True
+    assert load.reports_free_pages(virtio(tmp_path / "b", net, ("0x0005", "0110000" + "0" * 57))) is False
+    assert load.reports_free_pages(virtio(tmp_path / "c", net, ("0x0002", "0110010" + "0" * 57))) is False
+    assert load.reports_free_pages(virtio(tmp_path / "d", ("0x0005", "0110"), ("zz", "0000001"))) is False
+    assert load.reports_free_pages(virtio(tmp_path / "e")) is False
+    assert load.reports_free_pages(tmp_path / "no-sysfs") is None
+
+
+def test_settle_time_grows_with_the_memory_handed_back_and_is_capped():
+    gib = 2**30
+    assert load.settle_time_s(2 * gib, True) == 14.0
+    assert load.settle_time_s(int(2.5 * gib), True) == 17.5
+    assert load.settle_time_s(100 * gib, True) == load.MAX_SETTLE_S
+    # no wait: a host that is not handed free pages (or cannot say), a small or unknown process
+    assert [load.settle_time_s(3 * gib, r) for r in (False, None)] == [0.0, 0.0]
+    assert [load.settle_time_s(b, True) for b in (None, 0, -1, int(1.5 * gib), load.MIN_SETTLE_BYTES - 1)] == [0.0] * 5
+
+
+def test_anon_rss_reads_a_live_process_and_is_none_for_what_it_cannot_read(tmp_path):
+    if Path("/proc/self/status").exists():
+        assert load.anon_rss_bytes(os.getpid()) > 0
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "status").write_text("Name:\tpython\nVmHWM:\t  900 kB\nRssAnon:\t  2048 kB\n")
+    assert load.anon_rss_bytes(7, tmp_path) == 2048 * 1024
+    (tmp_path / "8").mkdir()
+    (tmp_path / "8" / "status").write_text("Name:\tkthread\n")
+    (tmp_path / "9").mkdir()
+    (tmp_path / "9" / "status").write_text("RssAnon:\tlots\n")
+    assert [load.anon_rss_bytes(pid, tmp_path) for pid in (8, 9, 10)] == [None, None, None]
 
 
 def test_run_require_quiet_refuses_with_one_line(cache, tmp_path, monkeypatch):

@@ -54,6 +54,7 @@ from ..backends.registry import get_backend
 from ..core.allocator import DEFAULT_POLICY, child_environment
 from ..core.errors import one_line
 from ..core.extras import install_hint
+from ..core.load import anon_rss_bytes, reports_free_pages, settle_time_s
 from ..exporters.manifest import read_manifest
 from ..zoo.settings import ModelSettings
 from .confidence import clustered_ratio
@@ -64,6 +65,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # where `python -m vggbench.
 # the tool's process may take this long beyond its budget: starting, loading or compiling (torch.compile and
 # Winograd's tuning of VGG16 take minutes on two cores)
 STARTUP_ALLOWANCE_S = 600
+WATCH_S = 0.5  # how often a tool's memory is read while it runs
 
 
 class ToolMissing(Exception):
@@ -351,19 +353,22 @@ def _why(done: subprocess.CompletedProcess) -> str:
 
 def execute(plan: Plan, row_images_per_s: float, timeout_s: float, policy: str = DEFAULT_POLICY) -> dict:
     """Run a plan's command, under the allocator `policy` of the row it checks (vggbench.core.allocator), and make
-    the row's block from what it prints."""
+    the row's block from what it prints. Once it exits, on a VM whose host takes back the memory it frees, wait as
+    long as settle_time_s says for the memory it held, so that the row's next round does not pay for the tool's
+    exit (vggbench.core.load, "the host, after a process that held much memory exits"); the block records the
+    memory ("anon_peak_mb") and the wait ("settled_s")."""
     block: dict = {"tool": plan.tool, "command": list(plan.command), "allocator": policy}
     if plan.config is not None:
         block["config"] = plan.config
     started = time.perf_counter()
     try:
-        done = subprocess.run(plan.command, cwd=plan.cwd, capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL, check=False, env=child_environment(policy))
+        done, peak = _watched(plan, timeout_s, child_environment(policy))
     except subprocess.TimeoutExpired:
         return {**block, "error": f"timed out after {timeout_s:.0f} s", "seconds": round(timeout_s, 3)}
     except OSError as e:
         return {**block, "error": f"could not start it: {one_line(e)}"}
     seconds = round(time.perf_counter() - started, 3)
+    block.update(settle(peak))
     if done.returncode != 0:
         return {**block, "error": _why(done), "seconds": seconds}
     try:
@@ -374,6 +379,45 @@ def execute(plan: Plan, row_images_per_s: float, timeout_s: float, policy: str =
             "ratio": row_images_per_s / measured["images_per_s"], "seconds": seconds,
             **{k: measured[k] for k in ("iterations", "timed_s", "throughput_fps", *USAGE)
                if measured.get(k) is not None}}
+
+
+def _watched(plan: Plan, timeout_s: float, env: dict) -> tuple[subprocess.CompletedProcess, int | None]:
+    """The plan's command run to its end as subprocess.run runs it (output captured, no stdin; killed and
+    TimeoutExpired raised past timeout_s), and the largest anonymous memory it was seen to hold, read every
+    WATCH_S (None where that cannot be read)."""
+    deadline = time.monotonic() + timeout_s
+    peak = None
+    with subprocess.Popen(plan.command, cwd=plan.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env) as process:
+        while True:
+            try:
+                stdout, stderr = process.communicate(timeout=max(0.0, min(WATCH_S, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                held = anon_rss_bytes(process.pid)
+                if held is not None:
+                    peak = max(peak or 0, held)
+                if time.monotonic() >= deadline:
+                    process.kill()
+                    process.communicate()
+                    raise
+    return subprocess.CompletedProcess(plan.command, process.returncode, stdout, stderr), peak
+
+
+@functools.cache
+def _reporting() -> bool | None:
+    return reports_free_pages()
+
+
+def settle(peak_bytes: int | None) -> dict:
+    """Wait for the host after a tool's process that held `peak_bytes` exits (settle_time_s), and say so."""
+    wait = settle_time_s(peak_bytes, _reporting())
+    if wait:
+        time.sleep(wait)
+    record = {"settled_s": wait}
+    if peak_bytes is not None:
+        record["anon_peak_mb"] = round(peak_bytes / 2**20)
+    return record
 
 
 def restate(run: dict, batch: int) -> dict:
@@ -497,6 +541,11 @@ def combine(row: BenchResult, runs: list[dict]) -> BenchResult:
     if len(runs) > 1:
         block["iterations"] = sum(r.get("iterations") or 0 for r in runs) or None
         block["timed_s"] = sum(r.get("timed_s") or 0 for r in runs) or None
+        # the waits for the host after each run (execute), in all; the most memory a run held
+        settled = [r["settled_s"] for r in runs if r.get("settled_s") is not None]
+        peaks = [r["anon_peak_mb"] for r in runs if r.get("anon_peak_mb") is not None]
+        block.update({"settled_s": round(sum(settled), 1)} if settled else {},
+                     **({"anon_peak_mb": max(peaks)} if peaks else {}))
         block["runs"] = runs
     return replace(row, cross_check=block)
 

@@ -423,8 +423,9 @@ def _rounds_load(loads: list) -> dict:
     verdicts = [under for _, under in loads]
     judged = [v for v in verdicts if v is not None]
     worst = next((block for block, under in loads if under), loads[0][0])
-    return {"load": {**worst, "rounds": [{k: block.get(k) for k in ("stall_pct", "other_cores", "reason")} | {
-                "under_load": under} for block, under in loads]},
+    readings = ("stall_pct", "other_cores", "steal_pct", "reason")
+    return {"load": {**worst, "rounds": [{k: block.get(k) for k in readings} | {"under_load": under}
+                                         for block, under in loads]},
             "under_load": any(judged) if judged else None}
 
 

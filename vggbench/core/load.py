@@ -207,6 +207,66 @@ def wait_for_quiet(seconds: float, *, window_s: float | None = None, sampler: Lo
         previous = current
 
 
+# --- the host, after a process that held much memory exits ----------------------------------------------------
+#
+# A VM whose balloon device reports free pages (virtio's VIRTIO_BALLOON_F_REPORTING) hands the memory its processes
+# free back to the host, and for a while after a large process exits the host takes CPU time from the guest. On
+# 2026-12-07 (the 2-core AVX2 EPYC VM; benchmarks/exit_steal.py, benchmarks/README.md "Eleventh round"), a process
+# timing VGG16's winograd runner lost 7.4-8.4% of the CPUs to steal in the 6 s after a 3 GiB process exited,
+# against 0.1-2.4% after a tiny one; 2.8-3.1% when it first waited 10 s, 0.1-1.8% after 20 s; after a 6 GiB one,
+# 0.1-0.2% after 20 s; after 1.5 GiB, 1.9-3.2%, no more than a tiny one's at that hour (1.5-2.3%). A cross-check's
+# tool (a fresh process that builds the model) holds 1-3 GiB, and the row's next round started the moment it
+# exited: winograd at batch 8, whose round is about 7 s of calls, was timed inside that window every round.
+VIRTIO_DEVICES = Path("/sys/bus/virtio/devices")
+BALLOON_DEVICE_ID = 0x0005
+BALLOON_F_REPORTING = 5  # the feature bit (the `features` file lists bits from 0, left to right)
+SETTLE_S_PER_GIB = 7.0  # 3 GiB: quiet again after 20 s
+MAX_SETTLE_S = 20.0  # 6 GiB: quiet after 20 s too
+# below this, no wait: 1.5 GiB showed nothing above the noise (torch alone holds about 0.3 GiB)
+MIN_SETTLE_BYTES = 2 * 2**30
+
+
+def reports_free_pages(root: Path | None = None) -> bool | None:
+    """Whether this machine's memory balloon reports free pages to its host: True or False, or None where there
+    is no virtio device list to read (not Linux, or sysfs not mounted)."""
+    root = VIRTIO_DEVICES if root is None else Path(root)
+    try:
+        devices = list(root.iterdir())
+    except OSError:
+        return None
+    for device in devices:
+        try:
+            if int((device / "device").read_text().strip(), 16) != BALLOON_DEVICE_ID:
+                continue
+            features = (device / "features").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if len(features) > BALLOON_F_REPORTING and features[BALLOON_F_REPORTING] == "1":
+            return True
+    return False
+
+
+def settle_time_s(peak_bytes: int | None, reporting: bool | None) -> float:
+    """How long to let the host settle after a process whose anonymous memory peaked at `peak_bytes` exits, before
+    timing anything: 0 where the host is not handed free pages, the size is unknown or below MIN_SETTLE_BYTES."""
+    if not reporting or not peak_bytes or peak_bytes < MIN_SETTLE_BYTES:
+        return 0.0
+    return round(min(MAX_SETTLE_S, SETTLE_S_PER_GIB * peak_bytes / 2**30), 1)
+
+
+def anon_rss_bytes(pid: int, proc: Path | None = None) -> int | None:
+    """A live process's anonymous resident memory (RssAnon: what it hands back when it exits; its files' pages
+    stay cached), or None where it cannot be read (gone, not Linux)."""
+    try:
+        for line in ((proc or PROC) / str(pid) / "status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                value, unit = line.split()[1:3]
+                return int(value) * 1024 if unit == "kB" else None
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 # --- readers: each returns None (or {}) for what it cannot read ------------------------------------------------
 
 def _pressure(path: Path) -> dict:
