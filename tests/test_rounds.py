@@ -380,6 +380,57 @@ def test_isolation_case_a_worker_that_dies_takes_only_its_own_case(tmp_path, dyi
                                   f"exits fp32 contiguous {died_at_4}")
 
 
+def test_a_case_waits_for_the_host_before_its_first_call_once(tmp_path, monkeypatch):
+    # settle_until (set by an isolated worker's parent) holds back the first case's first call, in one go or in
+    # rounds, and only that case's; its row's load says how long
+    import time
+
+    slept = []
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: slept.append(s))
+    assert sweep._Sweep._settle(SimpleNamespace(settle_until=None)) == 0.0
+    assert sweep._Sweep._settle(SimpleNamespace(settle_until=time.time() - 5)) == 0.0 and slept == []
+    state = SimpleNamespace(settle_until=time.time() + 12)
+    assert 11.0 <= sweep._Sweep._settle(state) <= 12.0 and state.settle_until is None and len(slept) == 1
+    real = sweep._Sweep.__init__
+
+    def held_back(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        self.settle_until = time.time() + 30
+
+    monkeypatch.setattr(sweep._Sweep, "__init__", held_back)
+    for rounds in (1, 2):
+        slept.clear()
+        first, second = run(tmp_path, backends=["eager"], batch_sizes=[1, 2], rounds=rounds, min_iters=2,
+                            max_iters=2).results
+        assert len(slept) == 1 and 29.0 <= slept[0] <= 30.0
+        assert first.load["settled_s"] == round(slept[0], 1) and "settled_s" not in second.load
+
+
+def _echo_settle(conn, settle_until=None, **job) -> None:
+    """A worker's body for the test below: says what it was told to wait for."""
+    conn.send({"status": f"settle_until {settle_until}"})
+
+
+def test_an_isolated_workers_memory_sets_when_the_next_one_may_call(monkeypatch):
+    import time
+
+    import vggbench.bench.isolation as isolation
+    import vggbench.core.load as load
+
+    seen, statuses = [], []
+    monkeypatch.setattr(load, "settle_time_s", lambda peak, reporting: seen.append(peak) or 9.0)
+    fake = SimpleNamespace(plan={("vgg11", "eager", "fp32", "contiguous"): None}, ceilings=None,
+                           prep=SimpleNamespace(export_cache="/nowhere", raise_errors=False),
+                           suite=SimpleNamespace(worker_timeout_s=None),
+                           bar=SimpleNamespace(set_postfix_str=statuses.append), settle_until=123.5)
+    group = ("eager", "fp32", "contiguous", (1,), {})
+    isolation.run_group(fake, "vgg11", group, [], _echo_settle)
+    assert statuses == ["settle_until 123.5"]  # the job carried the parent's
+    assert len(seen) == 1 and seen[0] > 0  # the worker's memory, read while it ran
+    assert time.time() + 8 <= fake.settle_until <= time.time() + 9
+    assert multiprocessing.active_children() == []
+
+
 @pytest.mark.slow
 def test_a_worker_past_its_timeout_is_killed_and_its_cases_are_rows(tmp_path, dying):
     result = run(tmp_path, backends=["hangs"], batch_sizes=[1, 2], min_iters=1, max_iters=1, isolation="process",

@@ -7,7 +7,9 @@ with the row's settings and for about the row's time budget, and the row gets a 
      the budget; the block's images/s is the median of theirs), "ratio_low" and "ratio_high" (the ratio's 95%
      interval, over the rounds and the runs), "pairs" (each run's round's images/s over the run's) and
      "paired_ratio" (their median); see combine), and for the torch timers "faults_per_call" and
-     "kernel_pct" over their timed calls, as the row records them (the median of the runs')}
+     "kernel_pct" over their timed calls, as the row records them (the median of the runs'), "anon_peak_mb"
+     (the most anonymous memory the tool's process was seen to hold) and "settled_s" (how long vggbench then
+     waited for the host to take that memory back before timing again: see execute)}
 
 or {"tool", "command", "error"} when the tool is missing or fails; a failed cross-check never fails the row.
 
@@ -54,7 +56,7 @@ from ..backends.registry import get_backend
 from ..core.allocator import DEFAULT_POLICY, child_environment
 from ..core.errors import one_line
 from ..core.extras import install_hint
-from ..core.load import anon_rss_bytes, reports_free_pages, settle_time_s
+from ..core.load import anon_rss_bytes, host_takes_freed_memory, settle_time_s
 from ..exporters.manifest import read_manifest
 from ..zoo.settings import ModelSettings
 from .confidence import clustered_ratio
@@ -404,9 +406,8 @@ def _watched(plan: Plan, timeout_s: float, env: dict) -> tuple[subprocess.Comple
     return subprocess.CompletedProcess(plan.command, process.returncode, stdout, stderr), peak
 
 
-@functools.cache
 def _reporting() -> bool | None:
-    return reports_free_pages()
+    return host_takes_freed_memory()
 
 
 def settle(peak_bytes: int | None) -> dict:

@@ -20,6 +20,7 @@ import sys
 import time
 
 POLL_S = 0.2  # how often the parent looks at a silent worker: still alive, past its timeout?
+WATCH_S = 1.0  # how often it reads the worker's memory (what the host takes back when it exits)
 STOP_S = 5.0  # after SIGTERM, how long a worker has to go before SIGKILL
 
 
@@ -33,12 +34,16 @@ def run_group(sweep, name: str, group: tuple, cases: list, body) -> None:
 
     import torch
 
+    from ..core.load import anon_rss_bytes, host_takes_freed_memory, settle_time_s
     from .rows import BenchResult
 
     target = sweep.plan[(name, *group[:3])]
+    # settle_until: the worker waits, before its first call, until the host has taken back what the worker before
+    # it freed (vggbench.core.load.settle_time_s; a time.time(), which both processes share)
     job = pickle.dumps({"suite": sweep.suite, "export_cache": str(sweep.prep.export_cache),
                         "ceilings": sweep.ceilings, "threads": torch.get_num_threads(),
-                        "raise_errors": sweep.prep.raise_errors, "name": name, "group": group, "target": target})
+                        "raise_errors": sweep.prep.raise_errors, "name": name, "group": group, "target": target,
+                        "settle_until": getattr(sweep, "settle_until", None)})
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     worker = context.Process(target=_worker, args=(send, _registered(), job, body),
@@ -48,8 +53,12 @@ def run_group(sweep, name: str, group: tuple, cases: list, body) -> None:
     by_size = {case.batch_size: case for case in cases}
     done, raised, status, timed_out = False, None, "", False
     deadline = None if sweep.suite.worker_timeout_s is None else time.monotonic() + sweep.suite.worker_timeout_s
+    peak, read_at = None, 0.0
     try:
         while not done:
+            if time.monotonic() - read_at >= WATCH_S:
+                held, read_at = anon_rss_bytes(worker.pid), time.monotonic()
+                peak = max(peak or 0, held) if held is not None else peak
             if receive.poll(POLL_S):
                 try:
                     message = receive.recv()
@@ -80,6 +89,7 @@ def run_group(sweep, name: str, group: tuple, cases: list, body) -> None:
     worker.join(STOP_S)
     if worker.is_alive():
         _stop(worker)
+    sweep.settle_until = time.time() + settle_time_s(peak, host_takes_freed_memory())
     if raised is not None and sweep.prep.raise_errors:
         raise RuntimeError(f"in the worker process: {raised['traceback']}")
     if by_size:

@@ -22,7 +22,7 @@ from ..core import allocator
 from ..core.device import Device, cpu_bf16_instructions, require_device
 from ..core.env import capture
 from ..core.errors import BenchmarkInterrupted, Terminated, UnsupportedError
-from ..core.load import LoadSampler, load_block, run_load, wait_for_quiet
+from ..core.load import LoadSampler, host_takes_freed_memory, load_block, run_load, wait_for_quiet
 from ..core.numerics import scoped_numerics, tf32_flag
 from ..core.timing import Session, free_memory, measure, round_timing
 from ..data.inputs import random_batch
@@ -79,6 +79,8 @@ def benchmark(suite: Suite | str | os.PathLike | None = None, *, export_cache: s
             interrupted = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
         environment["load"] = run_load(environment["load"]["start"], sampler.sample(),
                                        [r.under_load for r in sweep.results])
+        # whether the host takes back what a process frees: then a tool's or a worker's exit is waited out
+        environment["load"]["free_page_reporting"] = host_takes_freed_memory()
     if interrupted:
         settings["interrupted"] = f"{interrupted} after {len(sweep.results)} of {suite.case_count()} cases"
     # every row against the final ceilings: the best rate of the whole run (rows were recorded against the best so
@@ -146,6 +148,9 @@ class _Sweep:
         self.ceilings = ceilings
         self.progress, self.journal = progress, journal
         self.load = sampler  # sampled as each case starts and ends: the load it ran under
+        # a time.time() before which this process should not call a runner: the host is still taking back what the
+        # previous worker freed (isolation: vggbench.bench.isolation sets it, _settle waits for it once)
+        self.settle_until: float | None = None
         self.results: list[BenchResult] = []
         # a round times one call at least, so there are at most max_iters of them
         self.rounds = min(suite.rounds, suite.max_iters)
@@ -251,6 +256,7 @@ class _Sweep:
         self.bar.set_postfix_str(f"{case.model} {case.backend} {case.precision} {case.memory_format} "
                                  f"batch {case.batch_size}")
         prepared.parity_max_abs = None  # this batch's own, once its first output is judged
+        settled = self._settle()
         start = self.load.sample()
         try:
             batch = self._batch(case.batch_size)  # allocating it can fail too (a batch beyond memory): a row
@@ -260,7 +266,7 @@ class _Sweep:
         except Exception as e:  # recorded as a row; re-raised on request
             row = self.prep.failure(e).row(case, load_ms=prepared.load_ms, parity_max_abs=prepared.parity_max_abs)
         block, under_load = load_block(start, self.load.sample())
-        row = replace(row, load=block, under_load=under_load)
+        row = replace(row, load=block | ({"settled_s": settled} if settled else {}), under_load=under_load)
         if row.status == "oom":
             free_memory(self.device)
         if self.suite.cross_check:  # the runtime's own tool, in a fresh process; it never fails the row
@@ -322,6 +328,8 @@ class _Sweep:
         of = f"{round}/{rounds}" if round <= rounds else f"{round} (of at most {self.max_rounds}, until narrow)"
         self.bar.set_postfix_str(f"{case.model} {case.backend} {case.precision} {case.memory_format} "
                                  f"batch {case.batch_size} round {of}")
+        if state.session is None:
+            state.settled_s = self._settle()
         start = self.load.sample()
         try:
             if state.session is None:
@@ -353,13 +361,23 @@ class _Sweep:
             if round == 1:
                 back_off.see(case, row.status)
             state.loads.append(load_block(start, self.load.sample()))
-        row = replace(row, **_rounds_load(state.loads))
+        row = replace(row, **_rounds_load(state.loads, state.settled_s))
         state.done, state.session, state.batch = True, None, None
         if row.status == "oom":
             free_memory(self.device)
         if self.suite.cross_check:  # the runtime's own tool, in fresh processes; it never fails the row
             row = combine(row, state.tool_runs)
         self._record([row])
+
+    def _settle(self) -> float:
+        """Before a case's first call, once: wait out the rest of settle_until (the host taking back what the
+        previous worker freed). The seconds waited, 0.0 for none."""
+        until, self.settle_until = self.settle_until, None
+        wait = 0.0 if until is None else until - time.time()
+        if wait <= 0:
+            return 0.0
+        time.sleep(wait)
+        return round(wait, 1)
 
     def _narrow(self, state: _InRounds) -> bool:
         """Whether a case's 95% interval reaches no more than suite.target_width (relative, the larger side) from its
@@ -406,6 +424,7 @@ class _InRounds:
     done: bool = False
     loads: list = field(default_factory=list)  # each round's (load block, under_load)
     tool_runs: list = field(default_factory=list)  # --cross-check: the tool's runs between its rounds
+    settled_s: float = 0.0  # what it waited for the host before its first call (_Sweep._settle)
 
 
 def _pending(case: Case, session: Session, notes: str = "") -> BenchResult:
@@ -415,9 +434,10 @@ def _pending(case: Case, session: Session, notes: str = "") -> BenchResult:
                        median_ms=statistics.median(session.samples_ms), notes=notes)
 
 
-def _rounds_load(loads: list) -> dict:
+def _rounds_load(loads: list, settled_s: float = 0.0) -> dict:
     """A case's load over its rounds: under load when any of its rounds was (a neighbour met in one round slowed
-    that round's share of the samples); the block of the first round with the verdicts of each."""
+    that round's share of the samples); the block of the first round with the verdicts of each, and the wait for
+    the host before its first call where there was one."""
     if not loads:
         return {}
     verdicts = [under for _, under in loads]
@@ -425,7 +445,7 @@ def _rounds_load(loads: list) -> dict:
     worst = next((block for block, under in loads if under), loads[0][0])
     readings = ("stall_pct", "other_cores", "steal_pct", "reason")
     return {"load": {**worst, "rounds": [{k: block.get(k) for k in readings} | {"under_load": under}
-                                         for block, under in loads]},
+                                         for block, under in loads]} | ({"settled_s": settled_s} if settled_s else {}),
             "under_load": any(judged) if judged else None}
 
 
@@ -462,9 +482,9 @@ def _disabled(progress: bool | None) -> bool | None:
 
 
 def _group_in_worker(conn, suite, export_cache: str, ceilings, threads: int, raise_errors: bool, name: str,
-                     group: tuple, target) -> None:
+                     group: tuple, target, settle_until: float | None = None) -> None:
     """In a worker process of vggbench.bench.isolation: the sweep of one group, each row and status sent through
-    `conn` as it comes."""
+    `conn` as it comes; its first call not before settle_until (a time.time())."""
     from dataclasses import asdict
 
     class Rows:  # the sweep's journal: each finished row to the parent
@@ -486,4 +506,5 @@ def _group_in_worker(conn, suite, export_cache: str, ceilings, threads: int, rai
         sweep = _Sweep(suite, device, weights, {(name, *group[:3]): target}, Path(export_cache), ceilings, False,
                        raise_errors, Rows(), LoadSampler())
         sweep.bar = Status()
+        sweep.settle_until = settle_until
         sweep._model(name, [group])

@@ -9,6 +9,7 @@ offer (no /proc/pressure before Linux 4.20 or on macOS, no /proc at all) is None
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterable
@@ -244,6 +245,12 @@ def reports_free_pages(root: Path | None = None) -> bool | None:
         if len(features) > BALLOON_F_REPORTING and features[BALLOON_F_REPORTING] == "1":
             return True
     return False
+
+
+@functools.cache
+def host_takes_freed_memory() -> bool | None:
+    """reports_free_pages() of this machine, read once."""
+    return reports_free_pages()
 
 
 def settle_time_s(peak_bytes: int | None, reporting: bool | None) -> float:
