@@ -289,7 +289,7 @@ def test_after_a_tool_that_held_much_memory_the_host_is_let_settle(monkeypatch):
     monkeypatch.setattr(crosscheck, "_reporting", lambda: True)
     monkeypatch.setattr(crosscheck, "WATCH_S", 0.05)
     monkeypatch.setattr(crosscheck, "anon_rss_bytes", lambda pid: seen.append(pid) or 3 * 2**30)
-    monkeypatch.setattr(crosscheck.time, "sleep", slept.append)
+    monkeypatch.setattr(crosscheck, "_sleep", slept.append)
     line = json.dumps({"images_per_s": 200.0, "median_ms": 5.0})
     block = crosscheck.execute(Plan("t", python(f"import time; time.sleep(0.5); print({line!r})"),
                                     crosscheck.parse_json_line), 100.0, 60)

@@ -386,7 +386,7 @@ def test_a_case_waits_for_the_host_before_its_first_call_once(tmp_path, monkeypa
     import time
 
     slept = []
-    monkeypatch.setattr(sweep.time, "sleep", lambda s: slept.append(s))
+    monkeypatch.setattr(sweep, "_sleep", lambda s: slept.append(s))
     assert sweep._Sweep._settle(SimpleNamespace(settle_until=None)) == 0.0
     assert sweep._Sweep._settle(SimpleNamespace(settle_until=time.time() - 5)) == 0.0 and slept == []
     state = SimpleNamespace(settle_until=time.time() + 12)

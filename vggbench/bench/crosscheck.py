@@ -410,11 +410,15 @@ def _reporting() -> bool | None:
     return host_takes_freed_memory()
 
 
+def _sleep(seconds: float) -> None:  # the wait of settle (tests replace it, not time.sleep, which others use)
+    time.sleep(seconds)
+
+
 def settle(peak_bytes: int | None) -> dict:
     """Wait for the host after a tool's process that held `peak_bytes` exits (settle_time_s), and say so."""
     wait = settle_time_s(peak_bytes, _reporting())
     if wait:
-        time.sleep(wait)
+        _sleep(wait)
     record = {"settled_s": wait}
     if peak_bytes is not None:
         record["anon_peak_mb"] = round(peak_bytes / 2**20)

@@ -376,7 +376,7 @@ class _Sweep:
         wait = 0.0 if until is None else until - time.time()
         if wait <= 0:
             return 0.0
-        time.sleep(wait)
+        _sleep(wait)
         return round(wait, 1)
 
     def _narrow(self, state: _InRounds) -> bool:
@@ -411,6 +411,10 @@ class _Sweep:
         if batch_size not in self.batches:
             self.batches[batch_size] = random_batch(batch_size, self.suite.image_size, seed=0)
         return self.batches[batch_size]
+
+
+def _sleep(seconds: float) -> None:  # _Sweep._settle's wait (tests replace it, not time.sleep, which others use)
+    time.sleep(seconds)
 
 
 @dataclass
