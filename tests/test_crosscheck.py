@@ -308,6 +308,26 @@ def test_after_a_tool_that_held_much_memory_the_host_is_let_settle(monkeypatch):
     assert quick["settled_s"] == 0.0 and "anon_peak_mb" not in quick and len(slept) == 2
 
 
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, RuntimeError])
+def test_a_tool_is_killed_when_its_run_is_interrupted(tmp_path, monkeypatch, interruption):
+    # Ctrl-C (or SIGTERM, or anything raised) while the tool runs: the tool goes too, as with subprocess.run, and is
+    # reaped; left alone it would sleep on (an orphan, after Ctrl-C) or be waited for and write "finished"
+    started, finished = tmp_path / "started", tmp_path / "finished"
+    monkeypatch.setattr(crosscheck, "WATCH_S", 0.05)
+
+    def interrupt(pid):
+        if started.exists():
+            raise interruption
+        return None
+
+    monkeypatch.setattr(crosscheck, "anon_rss_bytes", interrupt)
+    code = (f"import os, time, pathlib; pathlib.Path({str(started)!r}).write_text(str(os.getpid())); "
+            f"time.sleep(15); pathlib.Path({str(finished)!r}).touch()")
+    with pytest.raises(interruption):
+        crosscheck.execute(Plan("t", python(code), crosscheck.parse_json_line), 1.0, 120)
+    assert not finished.exists() and not Path(f"/proc/{started.read_text()}").exists()
+
+
 def test_the_tools_runs_spread_over_the_rounds_and_make_one_block():
     assert [crosscheck.chunk_rounds(n) for n in (1, 2, 3, 5, 8)] == [(1,), (1, 2), (1, 2, 3), (1, 2, 3, 4, 5),
                                                                       (1, 3, 5, 6, 8)]

@@ -391,18 +391,21 @@ def _watched(plan: Plan, timeout_s: float, env: dict) -> tuple[subprocess.Comple
     peak = None
     with subprocess.Popen(plan.command, cwd=plan.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, env=env) as process:
-        while True:
-            try:
-                stdout, stderr = process.communicate(timeout=max(0.0, min(WATCH_S, deadline - time.monotonic())))
-                break
-            except subprocess.TimeoutExpired:
-                held = anon_rss_bytes(process.pid)
-                if held is not None:
-                    peak = max(peak or 0, held)
-                if time.monotonic() >= deadline:
-                    process.kill()
-                    process.communicate()
-                    raise
+        try:
+            while True:
+                try:
+                    stdout, stderr = process.communicate(timeout=max(0.0, min(WATCH_S, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    held = anon_rss_bytes(process.pid)
+                    if held is not None:
+                        peak = max(peak or 0, held)
+                    if time.monotonic() >= deadline:
+                        raise
+        except BaseException:  # past its time, Ctrl-C, SIGTERM: the tool goes too, as subprocess.run sees to
+            process.kill()
+            process.communicate()
+            raise
     return subprocess.CompletedProcess(plan.command, process.returncode, stdout, stderr), peak
 
 
