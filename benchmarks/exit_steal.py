@@ -100,9 +100,7 @@ def main() -> None:
     parser.add_argument("--window", type=process_age.ranged(1, 600), default=6, help="seconds of calls a window")
     parser.add_argument("--out", help="a JSON file for the windows")
     args = parser.parse_args()
-    if args.out and Path(args.out).exists():
-        print(f"error: {args.out} exists: choose another name", file=sys.stderr)
-        sys.exit(2)
+    process_age.refuse_existing(args.out)
     if not Path("/proc/stat").is_file():
         print("error: no /proc/stat here: steal cannot be read", file=sys.stderr)
         sys.exit(2)

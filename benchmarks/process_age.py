@@ -146,6 +146,13 @@ def verdict(pairs: list[dict]) -> tuple[float, float, float, int]:
     return (statistics.median(ratios), *bootstrap_median(ratios), sum(r < 1 for r in ratios))
 
 
+def refuse_existing(out: str | None) -> None:
+    """One error line and exit 2 where --out names a file that exists (a probe never overwrites a record)."""
+    if out and Path(out).exists():
+        print(f"error: {out} exists: choose another name", file=sys.stderr)
+        sys.exit(2)
+
+
 def pair_arguments(parser: argparse.ArgumentParser, backends) -> None:
     """What a probe of alternating pairs takes (this one and worker_vs_tool.py): the case, how many pairs, the calls."""
     parser.add_argument("--backend", choices=sorted(backends), default="winograd")
@@ -178,9 +185,7 @@ def main() -> None:
         return
     if args.layers and args.backend != "winograd":
         parser.error("--layers times winograd's built model layer by layer: only with --backend winograd")
-    if args.out and Path(args.out).exists():
-        print(f"error: {args.out} exists: choose another name", file=sys.stderr)
-        sys.exit(2)
+    refuse_existing(args.out)
 
     import torch
 

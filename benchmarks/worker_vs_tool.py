@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # process_age.py beside it, however this file is loaded
-from process_age import pair_arguments, ranged, verdict  # noqa: E402
+from process_age import pair_arguments, ranged, refuse_existing, verdict  # noqa: E402
 
 MEMORY_FORMATS = {"winograd": "channels_last", "compile": "channels_last", "eager": "contiguous"}
 
@@ -79,9 +79,7 @@ def main() -> None:
     parser.add_argument("--plan", help="winograd: the plan both sides follow [default: the first run's]")
     parser.add_argument("--out", help="a JSON file for the pairs")
     args = parser.parse_args()
-    if args.out and Path(args.out).exists():
-        print(f"error: {args.out} exists: choose another name", file=sys.stderr)
-        sys.exit(2)
+    refuse_existing(args.out)
     if not 0 < args.min_time <= 600:
         print(f"error: --min-time must be in (0, 600], got {args.min_time}", file=sys.stderr)
         sys.exit(2)

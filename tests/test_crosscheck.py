@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 
 import vggbench.bench.crosscheck as crosscheck
+import vggbench.core.load as crosscheck_load  # where the tool's memory is read
 from tests.conftest import TINY, TINY_IMAGE, benchmark_script
 from vggbench.backends.compile import CompileSettings
 from vggbench.backends.onnxruntime import OrtSettings
@@ -288,7 +289,7 @@ def test_after_a_tool_that_held_much_memory_the_host_is_let_settle(monkeypatch):
     slept, seen = [], []
     monkeypatch.setattr(crosscheck, "_reporting", lambda: True)
     monkeypatch.setattr(crosscheck, "WATCH_S", 0.05)
-    monkeypatch.setattr(crosscheck, "anon_rss_bytes", lambda pid: seen.append(pid) or 3 * 2**30)
+    monkeypatch.setattr(crosscheck_load, "anon_rss_bytes", lambda pid: seen.append(pid) or 3 * 2**30)
     monkeypatch.setattr(crosscheck, "_sleep", slept.append)
     line = json.dumps({"images_per_s": 200.0, "median_ms": 5.0})
     block = crosscheck.execute(Plan("t", python(f"import time; time.sleep(0.5); print({line!r})"),
@@ -303,7 +304,7 @@ def test_after_a_tool_that_held_much_memory_the_host_is_let_settle(monkeypatch):
     assert crosscheck.execute(Plan("t", python(f"import time; time.sleep(0.3); print({line!r})"),
                                    crosscheck.parse_json_line), 100.0, 60)["settled_s"] == 0.0
     monkeypatch.setattr(crosscheck, "_reporting", lambda: True)
-    monkeypatch.setattr(crosscheck, "anon_rss_bytes", lambda pid: None)
+    monkeypatch.setattr(crosscheck_load, "anon_rss_bytes", lambda pid: None)
     quick = crosscheck.execute(Plan("t", python(f"print({line!r})"), crosscheck.parse_json_line), 100.0, 60)
     assert quick["settled_s"] == 0.0 and "anon_peak_mb" not in quick and len(slept) == 2
 
@@ -320,7 +321,7 @@ def test_a_tool_is_killed_when_its_run_is_interrupted(tmp_path, monkeypatch, int
             raise interruption
         return None
 
-    monkeypatch.setattr(crosscheck, "anon_rss_bytes", interrupt)
+    monkeypatch.setattr(crosscheck_load, "anon_rss_bytes", interrupt)
     code = (f"import os, time, pathlib; pathlib.Path({str(started)!r}).write_text(str(os.getpid())); "
             f"time.sleep(15); pathlib.Path({str(finished)!r}).touch()")
     with pytest.raises(interruption):

@@ -357,7 +357,7 @@ def test_settle_time_grows_with_the_memory_handed_back_and_is_capped():
     assert [load.settle_time_s(b, True) for b in (None, 0, -1, int(1.5 * gib), load.MIN_SETTLE_BYTES - 1)] == [0.0] * 5
 
 
-def test_anon_rss_reads_a_live_process_and_is_none_for_what_it_cannot_read(tmp_path):
+def test_anon_rss_reads_a_live_process_and_is_none_for_what_it_cannot_read(tmp_path, monkeypatch):
     if Path("/proc/self/status").exists():
         assert load.anon_rss_bytes(os.getpid()) > 0
     (tmp_path / "7").mkdir()
@@ -368,6 +368,14 @@ def test_anon_rss_reads_a_live_process_and_is_none_for_what_it_cannot_read(tmp_p
     (tmp_path / "9").mkdir()
     (tmp_path / "9" / "status").write_text("RssAnon:\tlots\n")
     assert [load.anon_rss_bytes(pid, tmp_path) for pid in (8, 9, 10)] == [None, None, None]
+    # the most a process was seen to hold: raised by each reading, kept where one cannot be read
+    readings = iter([None, 5, 3, None])
+    monkeypatch.setattr(load, "anon_rss_bytes", lambda pid: next(readings))
+    peak = None
+    for _ in range(4):
+        peak = load.higher_anon_rss(7, peak)
+        assert peak in (None, 5)
+    assert peak == 5
 
 
 def test_run_require_quiet_refuses_with_one_line(cache, tmp_path, monkeypatch):

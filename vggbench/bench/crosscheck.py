@@ -56,7 +56,7 @@ from ..backends.registry import get_backend
 from ..core.allocator import DEFAULT_POLICY, child_environment
 from ..core.errors import one_line
 from ..core.extras import install_hint
-from ..core.load import anon_rss_bytes, host_takes_freed_memory, settle_time_s
+from ..core.load import higher_anon_rss, host_takes_freed_memory, settle_time_s
 from ..exporters.manifest import read_manifest
 from ..zoo.settings import ModelSettings
 from .confidence import clustered_ratio
@@ -397,9 +397,7 @@ def _watched(plan: Plan, timeout_s: float, env: dict) -> tuple[subprocess.Comple
                     stdout, stderr = process.communicate(timeout=max(0.0, min(WATCH_S, deadline - time.monotonic())))
                     break
                 except subprocess.TimeoutExpired:
-                    held = anon_rss_bytes(process.pid)
-                    if held is not None:
-                        peak = max(peak or 0, held)
+                    peak = higher_anon_rss(process.pid, peak)
                     if time.monotonic() >= deadline:
                         raise
         except BaseException:  # past its time, Ctrl-C, SIGTERM: the tool goes too, as subprocess.run sees to

@@ -34,7 +34,7 @@ def run_group(sweep, name: str, group: tuple, cases: list, body) -> None:
 
     import torch
 
-    from ..core.load import anon_rss_bytes, host_takes_freed_memory, settle_time_s
+    from ..core.load import higher_anon_rss, host_takes_freed_memory, settle_time_s
     from .rows import BenchResult
 
     target = sweep.plan[(name, *group[:3])]
@@ -57,8 +57,7 @@ def run_group(sweep, name: str, group: tuple, cases: list, body) -> None:
     try:
         while not done:
             if time.monotonic() - read_at >= WATCH_S:
-                held, read_at = anon_rss_bytes(worker.pid), time.monotonic()
-                peak = max(peak or 0, held) if held is not None else peak
+                peak, read_at = higher_anon_rss(worker.pid, peak), time.monotonic()
             if receive.poll(POLL_S):
                 try:
                     message = receive.recv()

@@ -274,6 +274,13 @@ def anon_rss_bytes(pid: int, proc: Path | None = None) -> int | None:
     return None
 
 
+def higher_anon_rss(pid: int, peak: int | None) -> int | None:
+    """`peak` raised to a live process's anonymous memory now (anon_rss_bytes); unchanged where that cannot be
+    read. Called over and over while the process runs, it gives the most the process was seen to hold."""
+    held = anon_rss_bytes(pid)
+    return peak if held is None else max(peak or 0, held)
+
+
 # --- readers: each returns None (or {}) for what it cannot read ------------------------------------------------
 
 def _pressure(path: Path) -> dict:
