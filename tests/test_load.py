@@ -354,7 +354,8 @@ def test_settle_time_grows_with_the_memory_handed_back_and_is_capped():
     assert load.settle_time_s(100 * gib, True) == load.MAX_SETTLE_S
     # no wait: a host that is not handed free pages (or cannot say), a small or unknown process
     assert [load.settle_time_s(3 * gib, r) for r in (False, None)] == [0.0, 0.0]
-    assert [load.settle_time_s(b, True) for b in (None, 0, -1, int(1.5 * gib), load.MIN_SETTLE_BYTES - 1)] == [0.0] * 5
+    assert load.settle_time_s(load.MIN_SETTLE_BYTES, True) == 10.5
+    assert [load.settle_time_s(b, True) for b in (None, 0, -1, int(1.4 * gib), load.MIN_SETTLE_BYTES - 1)] == [0.0] * 5
 
 
 def test_anon_rss_reads_a_live_process_and_is_none_for_what_it_cannot_read(tmp_path, monkeypatch):
